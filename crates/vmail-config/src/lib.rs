@@ -1,0 +1,513 @@
+//! The configuration file shared by every vmail program (`/etc/vmail/vmail.toml`).
+//!
+//! With no file at all every program runs on the embedded default: an SQLite directory in the
+//! state directory. Unknown keys and bad values are errors that name the key and the file, like
+//! `postconf` and `doveconf` do, because a silently ignored typo on a mail server means mail
+//! going where nobody meant it to.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where programs look when neither `--config` nor `VMAIL_CONFIG` names a file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vmail/vmail.toml";
+/// Environment variable naming the config file (like `--config`).
+pub const CONFIG_ENV: &str = "VMAIL_CONFIG";
+/// Environment variable overriding the state directory of the embedded default.
+pub const STATE_DIR_ENV: &str = "VMAIL_STATE_DIR";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub address: AddressConfig,
+    pub mailbox: MailboxConfig,
+    pub passwords: PasswordConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+}
+
+/// `[database]`: which backend, and how to reach it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub backend: Backend,
+    /// SQLite file; empty means `<state dir>/vmail.db`.
+    pub sqlite_path: PathBuf,
+    /// MySQL/MariaDB servers tried in order: `host:port`, `host` (port 3306) or an absolute
+    /// path to a UNIX socket.
+    pub hosts: Vec<String>,
+    pub user: String,
+    /// Prefer `password_file`: a secret in the config file is readable by whoever can read it.
+    pub password: Option<Secret>,
+    /// File holding the database password (first line), so it never appears in argv or env.
+    pub password_file: Option<PathBuf>,
+    pub dbname: String,
+    /// Per attempt to open a connection to one host.
+    pub connect_timeout_ms: u64,
+    /// Whole budget of one directory operation, failover and retries included. Postfix gives a
+    /// socketmap server ~100 s and smtpd's SASL client ~10 s; we answer TEMP long before.
+    pub query_timeout_ms: u64,
+    pub pool_max: usize,
+    /// Your own SELECTs for schemas other than the classic one.
+    pub queries: QueryConfig,
+}
+
+/// `[database.queries]`: optional SELECTs replacing the classic-schema defaults. Parameters
+/// are written `%s` (the whole address), `%u` (local part), `%d` (domain) and are always bound
+/// as SQL parameters, never spliced into the text; `'%s'` written in quotes, as in Postfix's
+/// `mysql_table(5)` files, is accepted and means the same.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Returns a row when the domain is served (`virtual_mailbox_domains`).
+    pub domain: Option<String>,
+    /// Returns the user's row: columns named `email`, `password` and optionally `active`,
+    /// `quota`, `services`, `uid`, `gid`, `home`, `mail`.
+    pub user: Option<String>,
+    /// Returns alias destinations (one or more rows, each comma/space separated).
+    pub alias: Option<String>,
+    /// Returns the transport for a domain.
+    pub transport: Option<String>,
+}
+
+/// `[address]`: how addresses are compared.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AddressConfig {
+    /// Characters that separate a local part from its extension (Postfix's
+    /// `recipient_delimiter`); empty disables extensions.
+    pub recipient_delimiter: String,
+    /// Fold local parts to lower case. The classic MySQL schema compares case-insensitively,
+    /// so this is on by default; domains are always folded.
+    pub fold_local_part: bool,
+}
+
+/// `[mailbox]`: what a user's mailbox looks like to Postfix, Dovecot and the LDA.
+/// Templates expand `%u` (full address), `%n` (local part), `%d` (domain).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailboxConfig {
+    /// The `virtual_mailbox_maps` answer; the classic query returns `domain/user/`.
+    pub map_template: String,
+    pub home: String,
+    /// Dovecot mail location.
+    pub mail: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `[passwords]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// Scheme of stored hashes without a `{SCHEME}` prefix. The classic how-to stores MySQL
+    /// `ENCRYPT()` output, i.e. DES crypt, so `CRYPT`.
+    pub default_scheme: String,
+    /// Scheme for new passwords.
+    pub hash_scheme: String,
+}
+
+/// A secret that never shows in `Debug` output or `--check`.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"********\"")
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            backend: Backend::Sqlite,
+            sqlite_path: PathBuf::new(),
+            hosts: vec!["localhost".into()],
+            user: "mail_admin".into(),
+            password: None,
+            password_file: None,
+            dbname: "mail".into(),
+            connect_timeout_ms: 2_000,
+            query_timeout_ms: 5_000,
+            pool_max: 16,
+            queries: QueryConfig::default(),
+        }
+    }
+}
+
+impl Default for AddressConfig {
+    fn default() -> Self {
+        AddressConfig {
+            recipient_delimiter: "+".into(),
+            fold_local_part: true,
+        }
+    }
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        MailboxConfig {
+            map_template: "%d/%n/".into(),
+            home: "/home/vmail/%d/%n".into(),
+            mail: "maildir:/home/vmail/%d/%n/Maildir".into(),
+            uid: 5000,
+            gid: 5000,
+        }
+    }
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        PasswordConfig {
+            default_scheme: "CRYPT".into(),
+            hash_scheme: "SHA512-CRYPT".into(),
+        }
+    }
+}
+
+/// Where the configuration came from, for messages and `--check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    /// No file: the embedded default.
+    Builtin,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Builtin => f.write_str("(built-in defaults)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub source: Source,
+}
+
+/// Loads the configuration the way every vmail program does: an explicit path (from
+/// `--config`) must exist; otherwise `VMAIL_CONFIG` must exist if set; otherwise
+/// `/etc/vmail/vmail.toml` is used when present, and the built-in defaults when not.
+pub fn load(explicit: Option<&Path>) -> Result<Loaded, Error> {
+    let env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
+    let path = match (explicit, env) {
+        (Some(p), _) => Some(p.to_path_buf()),
+        (None, Some(e)) => Some(PathBuf::from(e)),
+        (None, None) => {
+            let d = Path::new(DEFAULT_CONFIG_PATH);
+            d.exists().then(|| d.to_path_buf())
+        }
+    };
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).map_err(|source| Error::Read {
+                path: p.clone(),
+                source,
+            })?;
+            let config = parse(&text, &p)?;
+            Ok(Loaded {
+                config,
+                source: Source::File(p),
+            })
+        }
+        None => {
+            let mut config = Config::default();
+            config.finish(Path::new("(built-in defaults)"))?;
+            Ok(Loaded {
+                config,
+                source: Source::Builtin,
+            })
+        }
+    }
+}
+
+/// Parses and validates configuration text; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+    let mut config: Config = toml::from_str(text).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().replace('\n', " "),
+    })?;
+    config.finish(path)?;
+    Ok(config)
+}
+
+impl Config {
+    /// Validates values and fills in derived defaults (the SQLite path).
+    fn finish(&mut self, path: &Path) -> Result<(), Error> {
+        let invalid = |key: &'static str, message: String| Error::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let db = &mut self.database;
+        if db.sqlite_path.as_os_str().is_empty() {
+            db.sqlite_path = state_dir().join("vmail.db");
+        }
+        if db.backend == Backend::Mysql && db.hosts.is_empty() {
+            return Err(invalid(
+                "database.hosts",
+                "needs at least one server".into(),
+            ));
+        }
+        if db.password.is_some() && db.password_file.is_some() {
+            return Err(invalid(
+                "database.password",
+                "set either password or password_file, not both".into(),
+            ));
+        }
+        if db.connect_timeout_ms == 0 || db.query_timeout_ms == 0 {
+            return Err(invalid(
+                "database.query_timeout_ms",
+                "timeouts must be greater than zero".into(),
+            ));
+        }
+        if db.pool_max == 0 {
+            return Err(invalid("database.pool_max", "must be at least 1".into()));
+        }
+        let d = &self.address.recipient_delimiter;
+        if d.chars()
+            .any(|c| c.is_alphanumeric() || c == '@' || c.is_whitespace())
+        {
+            return Err(invalid(
+                "address.recipient_delimiter",
+                format!("{d:?}: delimiters must be punctuation other than '@'"),
+            ));
+        }
+        for (key, v) in [
+            ("mailbox.map_template", &self.mailbox.map_template),
+            ("mailbox.home", &self.mailbox.home),
+            ("mailbox.mail", &self.mailbox.mail),
+        ] {
+            check_template(v).map_err(|m| invalid(key, m))?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets masked: what `--check` prints.
+    pub fn to_toml_masked(&self) -> String {
+        let mut c = self.clone();
+        if c.database.password.is_some() {
+            c.database.password = Some(Secret::new("********"));
+        }
+        toml::to_string(&c).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    /// Reads the MySQL password from `password` or `password_file`.
+    pub fn database_password(&self) -> Result<Option<Secret>, Error> {
+        if let Some(p) = &self.database.password {
+            return Ok(Some(p.clone()));
+        }
+        let Some(path) = &self.database.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(Secret::new(text.lines().next().unwrap_or(""))))
+    }
+}
+
+fn check_template(t: &str) -> Result<(), String> {
+    let mut chars = t.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('u' | 'n' | 'd' | '%') => {}
+                other => {
+                    return Err(format!(
+                        "{t:?}: unknown variable %{} (use %u, %n, %d or %%)",
+                        other.map(String::from).unwrap_or_default()
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Expands a mailbox template (`%u` full address, `%n` local part, `%d` domain, `%%`).
+pub fn expand_template(t: &str, local: &str, domain: &str) -> String {
+    let mut out = String::with_capacity(t.len() + local.len() + domain.len());
+    let mut chars = t.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => {
+                out.push_str(local);
+                out.push('@');
+                out.push_str(domain);
+            }
+            Some('n') => out.push_str(local),
+            Some('d') => out.push_str(domain),
+            Some('%') => out.push('%'),
+            Some(o) => {
+                out.push('%');
+                out.push(o);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// The state directory of the embedded default: `$VMAIL_STATE_DIR`, else `/var/lib/vmail` for
+/// root, else `$XDG_STATE_HOME/vmail` or `~/.local/state/vmail`.
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os(STATE_DIR_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(d);
+    }
+    // SAFETY-free check of the effective uid through the environment-independent libc call is
+    // avoided here to keep this crate dependency-free; /proc is always there on Linux.
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/vmail");
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("vmail");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/state/vmail"),
+        None => PathBuf::from("/var/lib/vmail"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> &'static Path {
+        Path::new("test.toml")
+    }
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        let c = parse("", p()).unwrap();
+        assert_eq!(c.database.backend, Backend::Sqlite);
+        assert!(c.database.sqlite_path.ends_with("vmail.db"));
+        assert_eq!(c.address.recipient_delimiter, "+");
+        assert_eq!(c.passwords.default_scheme, "CRYPT");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let e = parse("[database]\nbakend = \"mysql\"\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test.toml"), "{e}");
+        assert!(e.contains("bakend"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_key() {
+        let e = parse("[database]\nbackend = \"oracle\"\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backend") && e.contains("oracle"), "{e}");
+        let e = parse("[address]\nrecipient_delimiter = \"a\"\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("address.recipient_delimiter"), "{e}");
+        let e = parse("[mailbox]\nhome = \"/x/%z\"\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mailbox.home"), "{e}");
+        let e = parse("[database]\npool_max = 0\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pool_max"), "{e}");
+    }
+
+    #[test]
+    fn check_masks_the_password() {
+        let c = parse(
+            "[database]\nbackend = \"mysql\"\npassword = \"hunter2\"\n",
+            p(),
+        )
+        .unwrap();
+        let shown = c.to_toml_masked();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("********"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        // The masked rendering is itself a valid config.
+        parse(&shown, p()).unwrap();
+    }
+
+    #[test]
+    fn password_file_is_read_first_line_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\nignored\n").unwrap();
+        let text = format!(
+            "[database]\nbackend = \"mysql\"\npassword_file = \"{}\"\n",
+            f.display()
+        );
+        let c = parse(&text, p()).unwrap();
+        assert_eq!(c.database_password().unwrap().unwrap().expose(), "s3cret");
+        let both = format!("{text}password = \"x\"\n");
+        assert!(parse(&both, p()).is_err());
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let e = load(Some(Path::new("/nonexistent/vmail.toml"))).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/vmail.toml"));
+    }
+
+    #[test]
+    fn templates_expand() {
+        assert_eq!(
+            expand_template("/home/vmail/%d/%n/Maildir", "alice", "example.org"),
+            "/home/vmail/example.org/alice/Maildir"
+        );
+        assert_eq!(expand_template("%u 100%%", "a", "b.c"), "a@b.c 100%");
+    }
+}

@@ -1,0 +1,55 @@
+//! What can go wrong in a directory operation, and whether it is temporary.
+
+use std::time::Duration;
+
+/// Errors say what failed and whether retrying later can help. Every daemon maps
+/// [`Error::is_temporary`] to its protocol's "try again" answer in one place (socketmap
+/// `TEMP`, auth `FAIL ... temp`, LDA exit 75): a database outage must defer mail, never
+/// bounce it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be reached, or failed while answering.
+    #[error("directory backend unavailable: {0}")]
+    Unavailable(String),
+    /// The operation did not finish within the configured deadline.
+    #[error("directory operation timed out after {0:?}")]
+    Timeout(Duration),
+    /// The database answered with an error (bad custom query, missing table, ...). Postfix's
+    /// own `mysql:` client treats these as temporary too: an operator can fix them without
+    /// mail having bounced meanwhile.
+    #[error("directory query failed: {0}")]
+    Query(String),
+    /// Configuration that cannot work (unparseable custom query, unknown column).
+    #[error("directory configuration: {0}")]
+    Config(String),
+    /// The caller's input is not acceptable (administrative operations only).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} does not exist")]
+    Missing(String),
+    /// A value would not fit its column; we refuse rather than let MySQL truncate it.
+    #[error(
+        "{what} is {len} characters but column {column} holds at most {width}; \
+         run `vmailctl migrate` to widen it"
+    )]
+    TooLong {
+        what: &'static str,
+        len: usize,
+        column: &'static str,
+        width: u32,
+    },
+}
+
+impl Error {
+    /// True when the same request may succeed later: answer TEMP / `FAIL temp` / exit 75.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Timeout(_) | Error::Query(_) | Error::Config(_)
+        )
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,834 @@
+//! The vmail directory core: the only code that knows the schema.
+//!
+//! It answers what Postfix, Dovecot and the LDA ask — is this domain ours, which mailbox does
+//! this address deliver to, where does this alias go, who may send as this address, which
+//! transport, what are this user's credentials — on MySQL/MariaDB or the embedded SQLite
+//! default, with the address rules (case folding, recipient delimiter, catch-all, alias
+//! domains) applied once, here, for every daemon.
+//!
+//! Start reading at [`Directory`]; [`Map`] is what lookupd serves and `vmailctl query` shows.
+
+pub mod address;
+pub mod backend;
+pub mod error;
+mod maps;
+pub mod schema;
+pub mod sql;
+
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use vmail_config::{expand_template, Backend as BackendKind, Config};
+
+pub use address::{Address, AddressPolicy};
+pub use backend::{AnyBackend, Dialect, SqlBackend};
+pub use error::{Error, Result};
+pub use maps::Map;
+use schema::Schema;
+use sql::{Lookup, Row, Value};
+
+/// A user record, as authd and the LDA need it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// The address as stored.
+    pub email: String,
+    /// The stored hash, possibly with a `{SCHEME}` prefix. Never logged.
+    pub password: Option<String>,
+    /// False when the user or its domain is disabled.
+    pub active: bool,
+    /// Quota in bytes; `None` for no limit.
+    pub quota_bytes: Option<u64>,
+    /// Allowed services (`smtp`, `imap`, `pop3`, ...); `None` allows all.
+    pub services: Option<Vec<String>>,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub mail: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("email", &self.email)
+            .field("password", &self.password.as_ref().map(|_| "********"))
+            .field("active", &self.active)
+            .field("quota_bytes", &self.quota_bytes)
+            .field("services", &self.services)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("home", &self.home)
+            .field("mail", &self.mail)
+            .finish()
+    }
+}
+
+impl User {
+    /// Whether the user may use `service` (case-insensitive).
+    pub fn allows(&self, service: &str) -> bool {
+        self.services
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|x| x.eq_ignore_ascii_case(service)))
+    }
+}
+
+/// The SELECTs in use: the classic schema's, or the operator's own.
+#[derive(Debug, Clone)]
+struct Queries {
+    domain: Lookup,
+    user: Lookup,
+    alias: Lookup,
+    transport: Lookup,
+    /// The operator wrote the user query; it decides activity itself.
+    custom_user: bool,
+    /// For our own queries, the column holding the key each row matched. MySQL's default
+    /// collations are accent- and trailing-space-insensitive (`exämple.com` = `example.com`),
+    /// so we check the match ourselves and both backends answer alike. `None` for custom
+    /// queries, whose author decides what matches.
+    verify: [Option<&'static str>; 4],
+}
+
+const Q_DOMAIN: usize = 0;
+const Q_USER: usize = 1;
+const Q_ALIAS: usize = 2;
+const Q_TRANSPORT: usize = 3;
+
+/// The directory: one per process, cheap to share behind an `Arc`.
+pub struct Directory {
+    backend: AnyBackend,
+    policy: AddressPolicy,
+    config: Config,
+    deadline: Duration,
+    /// Learned on first contact with the database, so a daemon can start while it is down.
+    schema: OnceCell<(Schema, Queries)>,
+}
+
+impl Directory {
+    /// Opens the configured backend. MySQL connections are made lazily: a daemon starts (and
+    /// answers "temporary failure") while the database is down.
+    pub async fn open(config: &Config) -> Result<Directory> {
+        let db = &config.database;
+        let backend = match db.backend {
+            BackendKind::Sqlite => {
+                AnyBackend::Sqlite(backend::Sqlite::open(&db.sqlite_path, db.pool_max).await?)
+            }
+            BackendKind::Mysql => {
+                let password = config
+                    .database_password()
+                    .map_err(|e| Error::Config(e.to_string()))?
+                    .map(|s| s.expose().to_string());
+                AnyBackend::Mysql(backend::Mysql::new(&backend::MysqlSettings {
+                    hosts: db.hosts.clone(),
+                    user: db.user.clone(),
+                    password,
+                    dbname: db.dbname.clone(),
+                    connect_timeout: Duration::from_millis(db.connect_timeout_ms),
+                    pool_max: db.pool_max,
+                })?)
+            }
+        };
+        // Compile custom queries now: a typo is a start-up error, not a stream of TEMPs.
+        for q in [
+            &db.queries.domain,
+            &db.queries.user,
+            &db.queries.alias,
+            &db.queries.transport,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            Lookup::compile(q)?;
+        }
+        Ok(Directory {
+            backend,
+            policy: AddressPolicy::from_config(&config.address),
+            config: config.clone(),
+            deadline: Duration::from_millis(db.query_timeout_ms),
+            schema: OnceCell::new(),
+        })
+    }
+
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
+    }
+
+    pub fn backend(&self) -> &AnyBackend {
+        &self.backend
+    }
+
+    /// Runs one directory operation under the configured deadline.
+    async fn bounded<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.deadline, f).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(self.deadline)),
+        }
+    }
+
+    async fn schema(&self) -> Result<&(Schema, Queries)> {
+        self.schema
+            .get_or_try_init(|| async {
+                let s = schema::inspect(&self.backend).await?;
+                if !s.tables_exist && self.config.database.queries.user.is_none() {
+                    // Not cached: the tables may be created while we run.
+                    return Err(Error::Query(
+                        "tables users/domains not found: run `vmailctl init`".into(),
+                    ));
+                }
+                let q = self.queries_for(&s)?;
+                Ok((s, q))
+            })
+            .await
+    }
+
+    fn queries_for(&self, s: &Schema) -> Result<Queries> {
+        let c = &self.config.database.queries;
+        let pick = |custom: &Option<String>, default: String| -> Result<Lookup> {
+            Lookup::compile(custom.as_deref().unwrap_or(&default))
+        };
+        let mut user_cols = String::from("email, password");
+        for (present, col) in [
+            (s.users_active, "active"),
+            (s.users_quota, "quota"),
+            (s.users_services, "services"),
+        ] {
+            if present {
+                user_cols.push_str(", ");
+                user_cols.push_str(col);
+            }
+        }
+        let active = if s.domains_active {
+            " AND active = 1"
+        } else {
+            ""
+        };
+        let mine = |custom: &Option<String>, col: &'static str| custom.is_none().then_some(col);
+        Ok(Queries {
+            domain: pick(
+                &c.domain,
+                format!("SELECT domain FROM domains WHERE domain = %d{active}"),
+            )?,
+            user: pick(
+                &c.user,
+                format!("SELECT {user_cols} FROM users WHERE email = %s"),
+            )?,
+            alias: pick(
+                &c.alias,
+                "SELECT destination, source FROM forwardings WHERE source = %s".into(),
+            )?,
+            transport: pick(
+                &c.transport,
+                "SELECT transport, domain FROM transport WHERE domain = %s".into(),
+            )?,
+            custom_user: c.user.is_some(),
+            verify: [
+                mine(&c.domain, "domain"),
+                mine(&c.user, "email"),
+                mine(&c.alias, "source"),
+                mine(&c.transport, "domain"),
+            ],
+        })
+    }
+
+    /// Runs lookup `which` and keeps the rows whose key column really equals the key (see
+    /// [`Queries::verify`]).
+    async fn run(&self, which: usize, key: &str, local: &str, domain: &str) -> Result<Vec<Row>> {
+        let (_, q) = self.schema().await?;
+        let lookup = [&q.domain, &q.user, &q.alias, &q.transport][which];
+        let mut rows = self
+            .backend
+            .fetch(&lookup.sql, lookup.bind(key, local, domain))
+            .await?;
+        if let Some(col) = q.verify[which] {
+            rows.retain(|r| r.get(col).is_some_and(|stored| self.same_key(stored, key)));
+        }
+        Ok(rows)
+    }
+
+    /// Whether a stored key equals a (folded) lookup key under this installation's rules.
+    fn same_key(&self, stored: &str, key: &str) -> bool {
+        if self.config.address.fold_local_part {
+            return stored.to_lowercase() == key;
+        }
+        match (stored.rsplit_once('@'), key.rsplit_once('@')) {
+            (Some((sl, sd)), Some((kl, kd))) => sl == kl && sd.to_lowercase() == kd,
+            (None, None) => stored.to_lowercase() == key,
+            _ => false,
+        }
+    }
+
+    // ---- lookups -------------------------------------------------------------------------
+
+    /// Whether `domain` is one of ours (and active).
+    pub async fn domain_exists(&self, domain: &str) -> Result<bool> {
+        let Some(d) = self.policy.domain(domain) else {
+            return Ok(false);
+        };
+        self.bounded(self.domain_exists_folded(&d)).await
+    }
+
+    async fn domain_exists_folded(&self, d: &str) -> Result<bool> {
+        Ok(!self.run(Q_DOMAIN, d, "", d).await?.is_empty())
+    }
+
+    /// The user with exactly this login (case folded, no extension stripping): for
+    /// authentication.
+    pub async fn user(&self, login: &str) -> Result<Option<User>> {
+        let Some(a) = self.policy.parse(login) else {
+            return Ok(None);
+        };
+        self.bounded(self.user_at(&a)).await
+    }
+
+    /// The user mail for `recipient` is delivered to: exact address, then without its
+    /// extension. Returns the user and the extension (delimiter included). For the LDA.
+    pub async fn recipient(&self, recipient: &str) -> Result<Option<(User, Option<String>)>> {
+        let Some(a) = self.policy.parse(recipient) else {
+            return Ok(None);
+        };
+        self.bounded(async {
+            if let Some(u) = self.user_at(&a).await? {
+                return Ok(Some((u, None)));
+            }
+            let (base, ext) = a.base(&self.policy);
+            if ext.is_some() {
+                if let Some(u) = self.user_at(&base).await? {
+                    return Ok(Some((u, ext)));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn user_at(&self, a: &Address) -> Result<Option<User>> {
+        let (schema, q) = self.schema().await?;
+        let key = a.to_string();
+        let rows = self.run(Q_USER, &key, &a.local, &a.domain).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let mut user = self.user_from_row(row, a);
+        // A custom user query is expected to apply its own domain rules.
+        if user.active && schema.domains_active && !q.custom_user {
+            user.active = self.domain_exists_folded(&a.domain).await?;
+        }
+        Ok(Some(user))
+    }
+
+    fn user_from_row(&self, row: &Row, a: &Address) -> User {
+        let m = &self.config.mailbox;
+        let flag = |v: Option<&str>| match v {
+            None => true,
+            Some(s) => !matches!(
+                s.trim().to_ascii_lowercase().as_str(),
+                "0" | "n" | "no" | "false" | ""
+            ),
+        };
+        let email = row
+            .get("email")
+            .map(str::to_string)
+            .unwrap_or_else(|| a.to_string());
+        User {
+            password: row.get("password").map(str::to_string),
+            active: flag(row.get("active")),
+            quota_bytes: row
+                .get("quota")
+                .and_then(|q| q.trim().parse::<u64>().ok())
+                .filter(|q| *q > 0),
+            services: row.get("services").map(|s| {
+                s.split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|x| !x.is_empty())
+                    .map(|x| x.to_ascii_lowercase())
+                    .collect()
+            }),
+            uid: row.get("uid").and_then(|v| v.parse().ok()).unwrap_or(m.uid),
+            gid: row.get("gid").and_then(|v| v.parse().ok()).unwrap_or(m.gid),
+            home: row
+                .get("home")
+                .map(str::to_string)
+                .unwrap_or_else(|| expand_template(&m.home, &a.local, &a.domain)),
+            mail: row
+                .get("mail")
+                .map(str::to_string)
+                .unwrap_or_else(|| expand_template(&m.mail, &a.local, &a.domain)),
+            email,
+        }
+    }
+
+    /// Raw alias destinations stored for exactly `key` (an address or `@domain`).
+    async fn forwardings(&self, key: &str, local: &str, domain: &str) -> Result<Vec<String>> {
+        let rows = self.run(Q_ALIAS, key, local, domain).await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            if let Some(v) = r.first() {
+                for d in address::split_destinations(v) {
+                    if !out.iter().any(|x: &String| x == d) {
+                        out.push(d.to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn transport_for(&self, key: &str) -> Result<Option<String>> {
+        let rows = self.run(Q_TRANSPORT, key, "", key).await?;
+        Ok(rows.first().and_then(|r| r.first()).map(str::to_string))
+    }
+
+    /// Answers `key` in `map` exactly as vmail-lookupd will: `Ok(None)` is NOTFOUND,
+    /// an error with [`Error::is_temporary`] is TEMP.
+    pub async fn lookup(&self, map: Map, key: &str) -> Result<Option<String>> {
+        self.bounded(maps::lookup(self, map, key)).await
+    }
+
+    // ---- administration (classic schema only) --------------------------------------------
+
+    /// Creates the classic tables and, unless `classic_only`, the optional columns.
+    pub async fn init(&self, classic_only: bool) -> Result<Vec<String>> {
+        schema::init(&self.backend, classic_only).await
+    }
+
+    pub async fn migrate(&self) -> Result<Vec<String>> {
+        schema::migrate(&self.backend).await
+    }
+
+    /// The schema as found now (not cached).
+    pub async fn inspect(&self) -> Result<Schema> {
+        self.bounded(schema::inspect(&self.backend)).await
+    }
+
+    fn parse_domain(&self, d: &str) -> Result<String> {
+        self.policy
+            .domain(d)
+            .filter(|d| d.contains('.') || d == "localhost")
+            .ok_or_else(|| Error::Invalid(format!("{d:?} is not a valid domain name")))
+    }
+
+    fn parse_address(&self, a: &str) -> Result<Address> {
+        self.policy
+            .parse(a)
+            .filter(|x| !x.local.contains(char::is_whitespace) && x.domain.contains('.'))
+            .ok_or_else(|| Error::Invalid(format!("{a:?} is not a valid address (user@domain)")))
+    }
+
+    async fn require_domain(&self, d: &str) -> Result<()> {
+        let rows = self
+            .backend
+            .fetch(
+                "SELECT domain FROM domains WHERE domain = ?",
+                vec![d.into()],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Err(Error::Missing(format!("domain {d}")));
+        }
+        Ok(())
+    }
+
+    pub async fn add_domain(&self, domain: &str) -> Result<()> {
+        let d = self.parse_domain(domain)?;
+        self.backend
+            .execute(
+                "INSERT INTO domains (domain) VALUES (?)",
+                vec![d.clone().into()],
+            )
+            .await
+            .map_err(|e| exists_as(e, format!("domain {d}")))?;
+        Ok(())
+    }
+
+    /// Deletes a domain; with `force` also its users and aliases, else refuses while any
+    /// exist (deleting a domain with live mailboxes is rarely what anyone meant).
+    pub async fn del_domain(&self, domain: &str, force: bool) -> Result<()> {
+        let d = self.parse_domain(domain)?;
+        self.require_domain(&d).await?;
+        let like = format!("%@{}", like_escape(&d));
+        let users = self
+            .count(
+                "SELECT COUNT(*) FROM users WHERE email LIKE ? ESCAPE '!'",
+                &like,
+            )
+            .await?;
+        let aliases = self
+            .count(
+                "SELECT COUNT(*) FROM forwardings WHERE source LIKE ? ESCAPE '!'",
+                &like,
+            )
+            .await?;
+        if (users > 0 || aliases > 0) && !force {
+            return Err(Error::Invalid(format!(
+                "domain {d} still has {users} user(s) and {aliases} alias(es); delete them first or use --force"
+            )));
+        }
+        for sql in [
+            "DELETE FROM users WHERE email LIKE ? ESCAPE '!'",
+            "DELETE FROM forwardings WHERE source LIKE ? ESCAPE '!'",
+        ] {
+            self.backend.execute(sql, vec![like.clone().into()]).await?;
+        }
+        self.backend
+            .execute(
+                "DELETE FROM transport WHERE domain = ?",
+                vec![d.clone().into()],
+            )
+            .await?;
+        self.backend
+            .execute("DELETE FROM domains WHERE domain = ?", vec![d.into()])
+            .await?;
+        Ok(())
+    }
+
+    async fn count(&self, sql: &str, p: &str) -> Result<u64> {
+        let rows = self.backend.fetch(sql, vec![p.into()]).await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    pub async fn list_domains(&self) -> Result<Vec<String>> {
+        let rows = self
+            .backend
+            .fetch("SELECT domain FROM domains ORDER BY domain", vec![])
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.first().map(str::to_string))
+            .collect())
+    }
+
+    /// Refuses a hash that the column cannot hold whole.
+    async fn check_password_fits(&self, hash: &str) -> Result<()> {
+        let s = schema::inspect(&self.backend).await?;
+        if let Some(w) = s.password_width {
+            if hash.chars().count() > w as usize {
+                return Err(Error::TooLong {
+                    what: "the password hash",
+                    len: hash.chars().count(),
+                    column: "users.password",
+                    width: w,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a mailbox user with an already hashed password.
+    pub async fn add_user(&self, email: &str, hash: &str, quota_bytes: Option<u64>) -> Result<()> {
+        let a = self.parse_address(email)?;
+        self.require_domain(&a.domain).await?;
+        self.check_password_fits(hash).await?;
+        let s = schema::inspect(&self.backend).await?;
+        let key = a.to_string();
+        let r = match (quota_bytes, s.users_quota) {
+            (Some(q), true) => {
+                self.backend
+                    .execute(
+                        "INSERT INTO users (email, password, quota) VALUES (?, ?, ?)",
+                        vec![
+                            key.clone().into(),
+                            hash.into(),
+                            Value::Int(q.min(i64::MAX as u64) as i64),
+                        ],
+                    )
+                    .await
+            }
+            (Some(_), false) => {
+                return Err(Error::Invalid(
+                    "this database has no users.quota column; run `vmailctl migrate`".into(),
+                ))
+            }
+            (None, _) => {
+                self.backend
+                    .execute(
+                        "INSERT INTO users (email, password) VALUES (?, ?)",
+                        vec![key.clone().into(), hash.into()],
+                    )
+                    .await
+            }
+        };
+        r.map_err(|e| exists_as(e, format!("user {key}")))?;
+        Ok(())
+    }
+
+    pub async fn set_password(&self, email: &str, hash: &str) -> Result<()> {
+        let a = self.parse_address(email)?;
+        self.check_password_fits(hash).await?;
+        let n = self
+            .backend
+            .execute(
+                "UPDATE users SET password = ? WHERE email = ?",
+                vec![hash.into(), a.to_string().into()],
+            )
+            .await?;
+        if n == 0 && !self.user_exists(&a).await? {
+            return Err(Error::Missing(format!("user {a}")));
+        }
+        Ok(())
+    }
+
+    async fn user_exists(&self, a: &Address) -> Result<bool> {
+        Ok(!self
+            .backend
+            .fetch(
+                "SELECT email FROM users WHERE email = ?",
+                vec![a.to_string().into()],
+            )
+            .await?
+            .is_empty())
+    }
+
+    /// Enables or disables a user (needs the `active` column from `vmailctl migrate`).
+    pub async fn set_active(&self, email: &str, active: bool) -> Result<()> {
+        let a = self.parse_address(email)?;
+        if !schema::inspect(&self.backend).await?.users_active {
+            return Err(Error::Invalid(
+                "this database has no users.active column; run `vmailctl migrate`".into(),
+            ));
+        }
+        let n = self
+            .backend
+            .execute(
+                "UPDATE users SET active = ? WHERE email = ?",
+                vec![active.into(), a.to_string().into()],
+            )
+            .await?;
+        if n == 0 && !self.user_exists(&a).await? {
+            return Err(Error::Missing(format!("user {a}")));
+        }
+        Ok(())
+    }
+
+    pub async fn del_user(&self, email: &str) -> Result<()> {
+        let a = self.parse_address(email)?;
+        let n = self
+            .backend
+            .execute(
+                "DELETE FROM users WHERE email = ?",
+                vec![a.to_string().into()],
+            )
+            .await?;
+        if n == 0 {
+            return Err(Error::Missing(format!("user {a}")));
+        }
+        Ok(())
+    }
+
+    /// Users, optionally of one domain, as (email, active).
+    pub async fn list_users(&self, domain: Option<&str>) -> Result<Vec<(String, bool)>> {
+        let s = schema::inspect(&self.backend).await?;
+        let cols = if s.users_active {
+            "email, active"
+        } else {
+            "email"
+        };
+        let rows = match domain {
+            Some(d) => {
+                let d = self.parse_domain(d)?;
+                self.backend
+                    .fetch(
+                        &format!(
+                            "SELECT {cols} FROM users WHERE email LIKE ? ESCAPE '!' ORDER BY email"
+                        ),
+                        vec![format!("%@{}", like_escape(&d)).into()],
+                    )
+                    .await?
+            }
+            None => {
+                self.backend
+                    .fetch(&format!("SELECT {cols} FROM users ORDER BY email"), vec![])
+                    .await?
+            }
+        };
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let e = r.first()?.to_string();
+                Some((e, r.get("active").is_none_or(|v| v != "0")))
+            })
+            .collect())
+    }
+
+    /// Adds destinations to the alias `source` (an address, or `@domain` for a catch-all),
+    /// creating it if needed. A destination `@otherdomain` on a source `@domain` makes
+    /// `domain` an alias domain of `otherdomain`.
+    pub async fn add_alias(&self, source: &str, destinations: &[String]) -> Result<()> {
+        let src = self.alias_source(source)?;
+        let domain = src
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        self.require_domain(&domain).await?;
+        if destinations.is_empty() {
+            return Err(Error::Invalid(
+                "an alias needs at least one destination".into(),
+            ));
+        }
+        let mut dests = self.forwardings(&src, "", &domain).await?;
+        let existed = !dests.is_empty();
+        for d in destinations {
+            let d = self.alias_destination(d)?;
+            if !dests.contains(&d) {
+                dests.push(d);
+            }
+        }
+        let joined = dests.join(", ");
+        if existed {
+            self.backend
+                .execute(
+                    "UPDATE forwardings SET destination = ? WHERE source = ?",
+                    vec![joined.into(), src.into()],
+                )
+                .await?;
+        } else {
+            self.backend
+                .execute(
+                    "INSERT INTO forwardings (source, destination) VALUES (?, ?)",
+                    vec![src.clone().into(), joined.into()],
+                )
+                .await
+                .map_err(|e| exists_as(e, format!("alias {src}")))?;
+        }
+        Ok(())
+    }
+
+    /// Removes one destination of an alias, or the whole alias when `destination` is None.
+    pub async fn del_alias(&self, source: &str, destination: Option<&str>) -> Result<()> {
+        let src = self.alias_source(source)?;
+        let domain = src
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        let mut dests = self.forwardings(&src, "", &domain).await?;
+        if dests.is_empty() {
+            return Err(Error::Missing(format!("alias {src}")));
+        }
+        if let Some(d) = destination {
+            let d = self.alias_destination(d)?;
+            let before = dests.len();
+            dests.retain(|x| !x.eq_ignore_ascii_case(&d));
+            if dests.len() == before {
+                return Err(Error::Missing(format!("destination {d} of alias {src}")));
+            }
+        } else {
+            dests.clear();
+        }
+        if dests.is_empty() {
+            self.backend
+                .execute("DELETE FROM forwardings WHERE source = ?", vec![src.into()])
+                .await?;
+        } else {
+            self.backend
+                .execute(
+                    "UPDATE forwardings SET destination = ? WHERE source = ?",
+                    vec![dests.join(", ").into(), src.into()],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Aliases, optionally of one domain, as (source, destinations).
+    pub async fn list_aliases(&self, domain: Option<&str>) -> Result<Vec<(String, Vec<String>)>> {
+        let rows = match domain {
+            Some(d) => {
+                let d = self.parse_domain(d)?;
+                self.backend
+                    .fetch(
+                        "SELECT source, destination FROM forwardings WHERE source LIKE ? ESCAPE '!' ORDER BY source",
+                        vec![format!("%@{}", like_escape(&d)).into()],
+                    )
+                    .await?
+            }
+            None => {
+                self.backend
+                    .fetch(
+                        "SELECT source, destination FROM forwardings ORDER BY source",
+                        vec![],
+                    )
+                    .await?
+            }
+        };
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let s = r.first()?.to_string();
+                let d = r.get("destination").unwrap_or("");
+                Some((
+                    s,
+                    address::split_destinations(d).map(str::to_string).collect(),
+                ))
+            })
+            .collect())
+    }
+
+    fn alias_source(&self, s: &str) -> Result<String> {
+        if let Some(d) = s.strip_prefix('@') {
+            return Ok(format!("@{}", self.parse_domain(d)?));
+        }
+        Ok(self.parse_address(s)?.to_string())
+    }
+
+    fn alias_destination(&self, s: &str) -> Result<String> {
+        let s = s.trim();
+        if let Some(d) = s.strip_prefix('@') {
+            return Ok(format!("@{}", self.parse_domain(d)?));
+        }
+        // Remote destinations keep their case: only the receiving system may fold them.
+        if s.is_empty() || s.contains(|c: char| c == ',' || c.is_whitespace() || c.is_control()) {
+            return Err(Error::Invalid(format!(
+                "{s:?} is not a valid destination address"
+            )));
+        }
+        match s.rsplit_once('@') {
+            Some((l, d)) if !l.is_empty() => Ok(format!("{l}@{}", self.parse_domain(d)?)),
+            _ => Err(Error::Invalid(format!(
+                "{s:?} is not a valid destination address"
+            ))),
+        }
+    }
+
+    /// Sets the transport of a domain (classic `transport` table).
+    pub async fn set_transport(&self, domain: &str, transport: &str) -> Result<()> {
+        let d = self.parse_domain(domain)?;
+        if transport.is_empty() || transport.contains(char::is_whitespace) {
+            return Err(Error::Invalid(format!(
+                "{transport:?} is not a valid transport"
+            )));
+        }
+        self.backend
+            .execute(
+                "DELETE FROM transport WHERE domain = ?",
+                vec![d.clone().into()],
+            )
+            .await?;
+        self.backend
+            .execute(
+                "INSERT INTO transport (domain, transport) VALUES (?, ?)",
+                vec![d.into(), transport.into()],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn exists_as(e: Error, what: String) -> Error {
+    match e {
+        Error::Exists(_) => Error::Exists(what),
+        other => other,
+    }
+}
+
+/// Escapes LIKE metacharacters with `!` (declared with `ESCAPE '!'`): a domain's `_` must
+/// not match any character.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '!') {
+            out.push('!');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,571 @@
+//! One directory test suite, run against both backends: the embedded SQLite default and a
+//! throwaway database on a real MariaDB server.
+
+use vmail_config::Config;
+use vmail_directory::{Directory, Error, Map};
+use vmail_test_support::{sqlite_config, TestDb};
+
+/// A directory plus a way to write rows behind its back, as an old install or another tool
+/// would.
+struct Env {
+    dir: Directory,
+    raw: Box<dyn Fn(&str) + Send + Sync>,
+    mysql: bool,
+    _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl Env {
+    async fn sqlite(classic_only: bool, tweak: impl FnOnce(&mut Config)) -> Env {
+        let (guard, mut cfg) = sqlite_config();
+        tweak(&mut cfg);
+        let path = cfg.database.sqlite_path.clone();
+        let dir = Directory::open(&cfg).await.expect("open sqlite");
+        dir.init(classic_only).await.expect("init");
+        Env {
+            dir,
+            raw: Box::new(move |sql| {
+                let c = rusqlite::Connection::open(&path).expect("open raw");
+                c.execute_batch(sql).expect("raw sql");
+            }),
+            mysql: false,
+            _guard: Box::new(guard),
+        }
+    }
+
+    async fn mysql(test: &str, classic_only: bool, tweak: impl FnOnce(&mut Config)) -> Option<Env> {
+        let db = TestDb::create(test)?;
+        let mut cfg = db.config();
+        tweak(&mut cfg);
+        let dir = Directory::open(&cfg).await.expect("open mysql");
+        dir.init(classic_only).await.expect("init");
+        let db = std::sync::Arc::new(db);
+        let d2 = db.clone();
+        Some(Env {
+            dir,
+            raw: Box::new(move |sql| {
+                d2.sql(sql);
+            }),
+            mysql: true,
+            _guard: Box::new(db),
+        })
+    }
+
+    async fn q(&self, map: Map, key: &str) -> Option<String> {
+        self.dir
+            .lookup(map, key)
+            .await
+            .unwrap_or_else(|e| panic!("{map} {key:?}: {e}"))
+    }
+}
+
+/// The rows an old install holds, inserted with plain SQL as the how-to does (with literal
+/// DES hashes where the how-to calls MySQL's ENCRYPT()).
+const CLASSIC_ROWS: &str = "
+INSERT INTO domains (domain) VALUES ('example.com');
+INSERT INTO domains (domain) VALUES ('example.org');
+INSERT INTO domains (domain) VALUES ('alias.test');
+INSERT INTO users (email, password) VALUES ('sales@example.com', 'abNANd1rDfiNc');
+INSERT INTO users (email, password) VALUES ('alice@example.org', 'abNANd1rDfiNc');
+INSERT INTO users (email, password) VALUES ('Bob@Example.org', 'abNANd1rDfiNc');
+INSERT INTO forwardings (source, destination) VALUES ('info@example.com', 'sales@example.com');
+INSERT INTO forwardings (source, destination) VALUES ('team@example.org', 'alice@example.org, bob@example.org,carol@remote.test');
+INSERT INTO forwardings (source, destination) VALUES ('@example.com', 'sales@example.com');
+INSERT INTO forwardings (source, destination) VALUES ('@alias.test', '@example.org');
+INSERT INTO transport (domain, transport) VALUES ('example.com', 'vmail:');
+";
+
+macro_rules! both {
+    ($($name:ident($classic:expr)),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let env = super::Env::sqlite($classic, |_| {}).await;
+                    super::$name(&env).await;
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(env) = super::Env::mysql(concat!("mysql::", stringify!($name)), $classic, |_| {}).await else { return };
+                    super::$name(&env).await;
+                }
+            )*
+        }
+    };
+}
+
+both! {
+    classic_rows_are_read(true),
+    search_order_and_extensions(true),
+    alias_domains_reject_unknown_users(true),
+    senders_map(true),
+    transport_map(true),
+    hostile_keys_are_inert(true),
+    admin_operations(false),
+    disabled_users_and_domains(false),
+    password_column_width_is_enforced(true),
+    migrate_is_idempotent_and_keeps_data(true),
+}
+
+async fn classic_rows_are_read(e: &Env) {
+    (e.raw)(CLASSIC_ROWS);
+    assert_eq!(
+        e.q(Map::Domains, "example.com").await.as_deref(),
+        Some("virtual")
+    );
+    assert_eq!(
+        e.q(Map::Domains, "EXAMPLE.com").await.as_deref(),
+        Some("virtual")
+    );
+    assert_eq!(e.q(Map::Domains, "example.net").await, None);
+    assert_eq!(
+        e.q(Map::Mailboxes, "sales@example.com").await.as_deref(),
+        Some("example.com/sales/")
+    );
+    // Stored in mixed case by hand: still found, as MySQL's collation finds it.
+    assert_eq!(
+        e.q(Map::Mailboxes, "bob@example.org").await.as_deref(),
+        Some("example.org/bob/")
+    );
+    assert_eq!(e.q(Map::Mailboxes, "nobody@example.com").await, None);
+    assert_eq!(
+        e.q(Map::Aliases, "info@example.com").await.as_deref(),
+        Some("sales@example.com")
+    );
+    assert_eq!(
+        e.q(Map::Aliases, "team@example.org").await.as_deref(),
+        Some("alice@example.org,bob@example.org,carol@remote.test")
+    );
+    let u = e
+        .dir
+        .user("Sales@Example.COM")
+        .await
+        .unwrap()
+        .expect("user");
+    assert_eq!(u.password.as_deref(), Some("abNANd1rDfiNc"));
+    assert!(u.active);
+    assert_eq!(u.uid, 5000);
+    assert_eq!(u.home, "/home/vmail/example.com/sales");
+    assert_eq!(u.mail, "maildir:/home/vmail/example.com/sales/Maildir");
+    assert!(e.dir.user("nobody@example.com").await.unwrap().is_none());
+}
+
+async fn search_order_and_extensions(e: &Env) {
+    (e.raw)(CLASSIC_ROWS);
+    // A mailbox maps to itself and so wins over the catch-all.
+    assert_eq!(
+        e.q(Map::Aliases, "sales@example.com").await.as_deref(),
+        Some("sales@example.com")
+    );
+    // Unknown user in a catch-all domain reaches the catch-all target.
+    assert_eq!(
+        e.q(Map::Aliases, "whoever@example.com").await.as_deref(),
+        Some("sales@example.com")
+    );
+    // No catch-all in example.org: unknown users are unknown.
+    assert_eq!(e.q(Map::Aliases, "whoever@example.org").await, None);
+    // +extension reaches the mailbox, keeping the extension for delivery.
+    assert_eq!(
+        e.q(Map::Aliases, "alice+news@example.org").await.as_deref(),
+        Some("alice+news@example.org")
+    );
+    assert_eq!(
+        e.q(Map::Mailboxes, "alice+news@example.org")
+            .await
+            .as_deref(),
+        Some("example.org/alice/")
+    );
+    // The extension propagates through an alias found by the stripped key.
+    assert_eq!(
+        e.q(Map::Aliases, "info+x@example.com").await.as_deref(),
+        Some("sales+x@example.com")
+    );
+    // A mailbox whose name contains the delimiter is matched exactly first.
+    (e.raw)("INSERT INTO users (email, password) VALUES ('a+b@example.org', 'x');");
+    assert_eq!(
+        e.q(Map::Mailboxes, "a+b@example.org").await.as_deref(),
+        Some("example.org/a+b/")
+    );
+    assert_eq!(
+        e.q(Map::Aliases, "a+b@example.org").await.as_deref(),
+        Some("a+b@example.org")
+    );
+    // The LDA's view: user plus extension.
+    let (u, ext) = e
+        .dir
+        .recipient("ALICE+news@example.org")
+        .await
+        .unwrap()
+        .expect("recipient");
+    assert_eq!(u.email, "alice@example.org");
+    assert_eq!(ext.as_deref(), Some("+news"));
+    assert!(e
+        .dir
+        .recipient("nobody+x@example.org")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn alias_domains_reject_unknown_users(e: &Env) {
+    (e.raw)(CLASSIC_ROWS);
+    assert_eq!(
+        e.q(Map::Aliases, "alice@alias.test").await.as_deref(),
+        Some("alice@example.org")
+    );
+    assert_eq!(
+        e.q(Map::Aliases, "alice+x@alias.test").await.as_deref(),
+        Some("alice+x@example.org")
+    );
+    assert_eq!(
+        e.q(Map::Aliases, "team@alias.test").await.as_deref(),
+        Some("team@example.org")
+    );
+    // The classic setup accepts this and delivers into a phantom Maildir; we reject it.
+    assert_eq!(e.q(Map::Aliases, "nobody@alias.test").await, None);
+    // A loop of alias domains ends instead of recursing forever.
+    (e.raw)("INSERT INTO domains (domain) VALUES ('loop1.test'), ('loop2.test');
+             INSERT INTO forwardings (source, destination) VALUES ('@loop1.test', '@loop2.test'), ('@loop2.test', '@loop1.test');");
+    assert_eq!(e.q(Map::Aliases, "x@loop1.test").await, None);
+}
+
+async fn senders_map(e: &Env) {
+    (e.raw)(CLASSIC_ROWS);
+    assert_eq!(
+        e.q(Map::Senders, "alice@example.org").await.as_deref(),
+        Some("alice@example.org")
+    );
+    assert_eq!(
+        e.q(Map::Senders, "alice+list@example.org").await.as_deref(),
+        Some("alice@example.org")
+    );
+    assert_eq!(
+        e.q(Map::Senders, "info@example.com").await.as_deref(),
+        Some("sales@example.com")
+    );
+    assert_eq!(
+        e.q(Map::Senders, "team@example.org").await.as_deref(),
+        Some("alice@example.org,bob@example.org,carol@remote.test")
+    );
+    assert_eq!(
+        e.q(Map::Senders, "alice@alias.test").await.as_deref(),
+        Some("alice@example.org")
+    );
+    // The catch-all's owner may use any otherwise unowned address of the domain, as with
+    // Postfix's own search order for smtpd_sender_login_maps.
+    assert_eq!(
+        e.q(Map::Senders, "random@example.com").await.as_deref(),
+        Some("sales@example.com")
+    );
+    assert_eq!(e.q(Map::Senders, "random@example.org").await, None);
+    assert_eq!(e.q(Map::Senders, "someone@elsewhere.test").await, None);
+}
+
+async fn transport_map(e: &Env) {
+    (e.raw)(CLASSIC_ROWS);
+    assert_eq!(
+        e.q(Map::Transport, "example.com").await.as_deref(),
+        Some("vmail:")
+    );
+    assert_eq!(
+        e.q(Map::Transport, "Example.COM").await.as_deref(),
+        Some("vmail:")
+    );
+    assert_eq!(
+        e.q(Map::Transport, "anyone@example.com").await.as_deref(),
+        Some("vmail:")
+    );
+    assert_eq!(e.q(Map::Transport, "example.org").await, None);
+    e.dir
+        .set_transport("example.org", "lmtp:unix:private/dovecot-lmtp")
+        .await
+        .unwrap();
+    assert_eq!(
+        e.q(Map::Transport, "example.org").await.as_deref(),
+        Some("lmtp:unix:private/dovecot-lmtp")
+    );
+}
+
+async fn hostile_keys_are_inert(e: &Env) {
+    (e.raw)(CLASSIC_ROWS);
+    let long = format!("{}@example.com", "a".repeat(10_000));
+    let keys = [
+        "' OR '1'='1",
+        "x' OR 1=1 -- @example.com",
+        "sales@example.com' OR 'a'='a",
+        "%@example.com",
+        "_ales@example.com",
+        "sales@example.c_m",
+        "sales@%",
+        "a\0b@example.com",
+        "sales@example.com\0",
+        "\\@example.com",
+        "\"; DROP TABLE users; --@example.com",
+        "",
+        "@",
+        "@@",
+        long.as_str(),
+        "üñíçødé@exämple.com",
+    ];
+    for k in keys {
+        for m in Map::ALL {
+            let r = e.dir.lookup(m, k).await;
+            // A well-formed address of example.com legitimately meets its catch-all and its
+            // domain transport, whatever its odd local part.
+            let in_example = k.ends_with("@example.com") && !k.contains('\0') && k.len() < 2000;
+            let want = match m {
+                Map::Aliases | Map::Senders if in_example => Some("sales@example.com"),
+                Map::Transport if in_example => Some("vmail:"),
+                _ => None,
+            };
+            assert_eq!(r.unwrap().as_deref(), want, "{m} {k:?}");
+        }
+        assert!(e.dir.user(k).await.unwrap().is_none(), "user {k:?}");
+    }
+    // The tables are intact.
+    assert_eq!(
+        e.q(Map::Mailboxes, "sales@example.com").await.as_deref(),
+        Some("example.com/sales/")
+    );
+    assert_eq!(e.dir.list_domains().await.unwrap().len(), 3);
+}
+
+async fn admin_operations(e: &Env) {
+    let d = &e.dir;
+    d.add_domain("Example.NET").await.unwrap();
+    assert!(matches!(
+        d.add_domain("example.net").await,
+        Err(Error::Exists(_))
+    ));
+    assert!(matches!(
+        d.add_domain("not a domain").await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        d.add_user("x@unknown.test", "{PLAIN}x", None).await,
+        Err(Error::Missing(_))
+    ));
+    assert!(matches!(
+        d.add_user("bad address", "{PLAIN}x", None).await,
+        Err(Error::Invalid(_))
+    ));
+    let long_hash = format!("{{SHA512-CRYPT}}$6${}", "a".repeat(100));
+    d.add_user("Carol@example.net", &long_hash, Some(1_000_000))
+        .await
+        .unwrap();
+    assert!(matches!(
+        d.add_user("carol@example.net", "{PLAIN}x", None).await,
+        Err(Error::Exists(_))
+    ));
+    let u = d.user("carol@example.net").await.unwrap().unwrap();
+    assert_eq!(u.password.as_deref(), Some(long_hash.as_str()));
+    assert_eq!(u.quota_bytes, Some(1_000_000));
+    d.set_password("carol@example.net", "{PLAIN}new")
+        .await
+        .unwrap();
+    assert_eq!(
+        d.user("carol@example.net")
+            .await
+            .unwrap()
+            .unwrap()
+            .password
+            .as_deref(),
+        Some("{PLAIN}new")
+    );
+    assert!(matches!(
+        d.set_password("nobody@example.net", "{PLAIN}x").await,
+        Err(Error::Missing(_))
+    ));
+
+    d.add_alias(
+        "list@example.net",
+        &["carol@example.net".into(), "Ext@Remote.TEST".into()],
+    )
+    .await
+    .unwrap();
+    d.add_alias(
+        "list@example.net",
+        &["dave@example.net".into(), "carol@example.net".into()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        e.q(Map::Aliases, "list@example.net").await.as_deref(),
+        Some("carol@example.net,Ext@remote.test,dave@example.net")
+    );
+    d.del_alias("list@example.net", Some("dave@example.net"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        d.del_alias("list@example.net", Some("zed@example.net"))
+            .await,
+        Err(Error::Missing(_))
+    ));
+    assert!(matches!(
+        d.add_alias("x@unknown.test", &["a@b.test".into()]).await,
+        Err(Error::Missing(_))
+    ));
+    assert!(matches!(
+        d.add_alias("x@example.net", &["a b@c.test".into()]).await,
+        Err(Error::Invalid(_))
+    ));
+    d.add_alias("@example.net", &["carol@example.net".into()])
+        .await
+        .unwrap();
+    let aliases = d.list_aliases(Some("example.net")).await.unwrap();
+    assert_eq!(aliases.len(), 2, "{aliases:?}");
+
+    // A domain with users is not deleted by accident.
+    assert!(matches!(
+        d.del_domain("example.net", false).await,
+        Err(Error::Invalid(_))
+    ));
+    // LIKE metacharacters in a domain match only themselves.
+    d.add_domain("ex_mple.net").await.unwrap();
+    assert!(d.list_users(Some("ex_mple.net")).await.unwrap().is_empty());
+    d.del_domain("ex_mple.net", false).await.unwrap();
+    assert_eq!(
+        d.list_users(Some("example.net")).await.unwrap(),
+        [("carol@example.net".to_string(), true)]
+    );
+    d.del_domain("example.net", true).await.unwrap();
+    assert!(d.list_domains().await.unwrap().is_empty());
+    assert!(d.list_users(None).await.unwrap().is_empty());
+    assert!(d.list_aliases(None).await.unwrap().is_empty());
+    assert!(matches!(
+        d.del_user("carol@example.net").await,
+        Err(Error::Missing(_))
+    ));
+}
+
+async fn disabled_users_and_domains(e: &Env) {
+    let d = &e.dir;
+    d.add_domain("example.net").await.unwrap();
+    d.add_user("dan@example.net", "{PLAIN}x", None)
+        .await
+        .unwrap();
+    assert!(d.user("dan@example.net").await.unwrap().unwrap().active);
+    d.set_active("dan@example.net", false).await.unwrap();
+    assert!(!d.user("dan@example.net").await.unwrap().unwrap().active);
+    assert_eq!(e.q(Map::Mailboxes, "dan@example.net").await, None);
+    assert_eq!(e.q(Map::Aliases, "dan@example.net").await, None);
+    d.set_active("dan@example.net", true).await.unwrap();
+    assert!(e.q(Map::Mailboxes, "dan@example.net").await.is_some());
+    (e.raw)("UPDATE domains SET active = 0 WHERE domain = 'example.net';");
+    assert_eq!(e.q(Map::Domains, "example.net").await, None);
+    assert!(!d.user("dan@example.net").await.unwrap().unwrap().active);
+    (e.raw)("UPDATE users SET services = 'imap, POP3' WHERE email = 'dan@example.net';");
+    let u = d.user("dan@example.net").await.unwrap().unwrap();
+    assert!(u.allows("imap") && u.allows("pop3") && !u.allows("smtp"));
+}
+
+async fn password_column_width_is_enforced(e: &Env) {
+    (e.raw)(CLASSIC_ROWS);
+    let long_hash = format!("{{SHA512-CRYPT}}$6${}", "b".repeat(100));
+    let r = e.dir.add_user("new@example.org", &long_hash, None).await;
+    if e.mysql {
+        // varchar(20): refused with a pointer to migrate, never truncated.
+        let err = r.unwrap_err();
+        assert!(matches!(err, Error::TooLong { width: 20, .. }), "{err}");
+        assert!(err.to_string().contains("vmailctl migrate"));
+        assert!(e
+            .dir
+            .set_password("alice@example.org", &long_hash)
+            .await
+            .is_err());
+        assert_eq!(
+            e.dir
+                .user("alice@example.org")
+                .await
+                .unwrap()
+                .unwrap()
+                .password
+                .as_deref(),
+            Some("abNANd1rDfiNc")
+        );
+        e.dir.migrate().await.unwrap();
+        e.dir
+            .add_user("new@example.org", &long_hash, None)
+            .await
+            .unwrap();
+    } else {
+        // SQLite keeps any length whatever the declared type.
+        r.unwrap();
+    }
+    let u = e.dir.user("new@example.org").await.unwrap().unwrap();
+    assert_eq!(u.password.as_deref(), Some(long_hash.as_str()));
+}
+
+async fn migrate_is_idempotent_and_keeps_data(e: &Env) {
+    (e.raw)(CLASSIC_ROWS);
+    let first = e.dir.migrate().await.unwrap();
+    assert!(
+        first.iter().any(|s| s.contains("users.active")),
+        "{first:?}"
+    );
+    assert!(e.dir.migrate().await.unwrap().is_empty());
+    let s = e.dir.inspect().await.unwrap();
+    assert!(s.users_active && s.users_quota && s.users_services && s.domains_active);
+    assert_eq!(
+        e.q(Map::Aliases, "team@example.org").await.as_deref(),
+        Some("alice@example.org,bob@example.org,carol@remote.test")
+    );
+    let u = e.dir.user("alice@example.org").await.unwrap().unwrap();
+    assert!(u.active);
+    assert_eq!(u.quota_bytes, None);
+    assert_eq!(u.services, None);
+}
+
+/// Operators with another schema write their own SELECTs; parameters are still bound.
+#[tokio::test]
+async fn custom_queries_on_a_postfixadmin_like_schema() {
+    let tweak = |c: &mut Config| {
+        c.database.queries.domain =
+            Some("SELECT 1 FROM pa_domain WHERE domain = '%d' AND active = 1".into());
+        c.database.queries.user = Some(
+            "SELECT username AS email, password, active, quota FROM pa_mailbox WHERE local_part = %u AND domain = %d".into(),
+        );
+        c.database.queries.alias =
+            Some("SELECT goto FROM pa_alias WHERE address = %s AND active = 1".into());
+    };
+    let ddl = "CREATE TABLE pa_domain (domain varchar(255) PRIMARY KEY, active int NOT NULL);
+        CREATE TABLE pa_mailbox (username varchar(255) PRIMARY KEY, password varchar(255), local_part varchar(255), domain varchar(255), active int, quota bigint);
+        CREATE TABLE pa_alias (address varchar(255) PRIMARY KEY, goto text, active int);
+        INSERT INTO pa_domain VALUES ('pa.test', 1);
+        INSERT INTO pa_mailbox VALUES ('eve@pa.test', '{PLAIN}x', 'eve', 'pa.test', 1, 0);
+        INSERT INTO pa_mailbox VALUES ('off@pa.test', '{PLAIN}x', 'off', 'pa.test', 0, 0);
+        INSERT INTO pa_alias VALUES ('sales@pa.test', 'eve@pa.test', 1);";
+    let mut envs = vec![Env::sqlite(true, tweak).await];
+    if let Some(m) = Env::mysql("custom_queries_on_a_postfixadmin_like_schema", true, tweak).await {
+        envs.push(m);
+    }
+    for e in &envs {
+        (e.raw)(ddl);
+        assert_eq!(
+            e.q(Map::Domains, "pa.test").await.as_deref(),
+            Some("virtual")
+        );
+        assert_eq!(
+            e.q(Map::Mailboxes, "eve@pa.test").await.as_deref(),
+            Some("pa.test/eve/")
+        );
+        assert_eq!(e.q(Map::Mailboxes, "off@pa.test").await, None);
+        assert_eq!(
+            e.q(Map::Aliases, "sales@pa.test").await.as_deref(),
+            Some("eve@pa.test")
+        );
+        assert_eq!(e.q(Map::Aliases, "x' OR '1'='1@pa.test").await, None);
+        assert!(!e.dir.user("off@pa.test").await.unwrap().unwrap().active);
+    }
+}
+
+#[tokio::test]
+async fn bad_custom_query_is_a_startup_error() {
+    let (_g, mut cfg) = sqlite_config();
+    cfg.database.queries.alias = Some("SELECT goto FROM a WHERE address = %z".into());
+    let r = Directory::open(&cfg).await;
+    assert!(matches!(r, Err(Error::Config(_))));
+}

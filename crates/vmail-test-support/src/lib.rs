@@ -1,0 +1,349 @@
+//! Test helpers shared by every vmail test: throwaway MariaDB databases on the shared server, a
+//! private MariaDB server a test may stop and start (outage tests), free loopback ports, and
+//! loud skips that turn into failures under CI.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use vmail_config::{Backend, Config, Secret};
+
+/// True when running under CI (`CI=true`), where a skipped test is a failed test.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips a test loudly; under CI this panics instead, because a skip there hides a missing
+/// dependency.
+pub fn skip(test: &str, why: &str) {
+    let msg = format!("SKIPPED {test}: {why}");
+    if in_ci() {
+        panic!("{msg} (CI=true: skips are failures; run scripts/test-deps)");
+    }
+    eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
+}
+
+/// Whether a program is on PATH (or an absolute path that exists).
+pub fn have(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).exists();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Polls `f` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos % 100_000
+    )
+}
+
+/// How the tests reach the shared MariaDB server as an administrator: the `mariadb` client
+/// with the arguments in `VMAIL_TEST_MYSQL_ADMIN` (default `-uroot`, i.e. root over the local
+/// socket, as Debian sets it up).
+fn admin_args() -> Vec<String> {
+    std::env::var("VMAIL_TEST_MYSQL_ADMIN")
+        .unwrap_or_else(|_| "-uroot".into())
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs SQL through the `mariadb` command-line client, exactly as an administrator pasting a
+/// how-to would. Panics with the client's message on failure.
+pub fn mariadb_cli(args: &[String], db: Option<&str>, sql: &str) -> String {
+    use std::io::Write;
+    let mut cmd = Command::new("mariadb");
+    cmd.args(args).arg("--batch").arg("--skip-column-names");
+    if let Some(db) = db {
+        cmd.arg(db);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mariadb client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(sql.as_bytes())
+        .expect("write sql");
+    let out = child.wait_with_output().expect("mariadb client");
+    assert!(
+        out.status.success(),
+        "mariadb client failed: {}\nSQL: {sql}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A database (and a user owning it) created for one test on the shared MariaDB server,
+/// dropped again when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub user: String,
+    pub password: String,
+    /// `host:port` of the server (TCP on loopback).
+    pub host: String,
+    pub socket: String,
+    admin: Vec<String>,
+}
+
+impl TestDb {
+    /// Creates a throwaway database, or returns `None` after a loud skip when no MariaDB server
+    /// answers (a failure under CI).
+    pub fn create(test: &str) -> Option<TestDb> {
+        let admin = admin_args();
+        if !have("mariadb") {
+            skip(test, "the mariadb client is not installed");
+            return None;
+        }
+        let ok = Command::new("mariadb")
+            .args(&admin)
+            .args(["-e", "select 1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            skip(test, "no MariaDB server answers (run scripts/test-deps)");
+            return None;
+        }
+        let name = unique("vmailtest");
+        let user = name.clone();
+        let password = unique("pw");
+        let info = mariadb_cli(&admin, None, "SELECT @@port, @@socket;");
+        let mut f = info.split_whitespace();
+        let port = f.next().unwrap_or("3306").to_string();
+        let socket = f.next().unwrap_or("/run/mysqld/mysqld.sock").to_string();
+        mariadb_cli(
+            &admin,
+            None,
+            &format!(
+                "CREATE DATABASE `{name}`;\n\
+                 CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}';\n\
+                 CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}';\n\
+                 GRANT ALL ON `{name}`.* TO '{user}'@'localhost';\n\
+                 GRANT ALL ON `{name}`.* TO '{user}'@'127.0.0.1';\n"
+            ),
+        );
+        Some(TestDb {
+            name,
+            user,
+            password,
+            host: format!("127.0.0.1:{port}"),
+            socket,
+            admin,
+        })
+    }
+
+    /// Runs SQL as the administrator inside this database.
+    pub fn sql(&self, sql: &str) -> String {
+        mariadb_cli(&self.admin, Some(&self.name), sql)
+    }
+
+    /// A vmail configuration pointing at this database over TCP.
+    pub fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.database.backend = Backend::Mysql;
+        c.database.hosts = vec![self.host.clone()];
+        c.database.user = self.user.clone();
+        c.database.password = Some(Secret::new(self.password.clone()));
+        c.database.dbname = self.name.clone();
+        c
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(&self.admin)
+            .arg("-e")
+            .arg(format!(
+                "DROP DATABASE IF EXISTS `{0}`; DROP USER IF EXISTS '{1}'@'localhost'; DROP USER IF EXISTS '{1}'@'127.0.0.1';",
+                self.name, self.user
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A MariaDB server of the test's own, on a temp datadir and a free loopback port, that the
+/// test may stop and start again (outage tests). Never the shared server.
+pub struct PrivateMariaDb {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateMariaDb {
+    /// Initialises and starts the server; `None` after a loud skip when MariaDB is missing.
+    pub fn start(test: &str) -> Option<PrivateMariaDb> {
+        for p in ["mariadb-install-db", "/usr/sbin/mariadbd", "mariadb"] {
+            if !have(p) {
+                skip(
+                    test,
+                    &format!("{p} is not installed (run scripts/test-deps)"),
+                );
+                return None;
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("vmail-mariadb")
+            .tempdir()
+            .expect("tempdir");
+        set_mode(dir.path(), 0o755);
+        let data = dir.path().join("data");
+        let out = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=mysql", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--auth-root-authentication-method=normal")
+            .output()
+            .expect("run mariadb-install-db");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut me = PrivateMariaDb {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        me.resume();
+        me.sql("CREATE DATABASE mail;");
+        Some(me)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    /// Starts (again) the server on the same datadir and port, and waits until it answers.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let d = self.dir.path();
+        let child = Command::new("/usr/sbin/mariadbd")
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+            ])
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mariadbd");
+        self.child = Some(child);
+        let sock = self.socket();
+        let up = wait_until(Duration::from_secs(30), || {
+            Command::new("mariadb")
+                .args([
+                    "-uroot",
+                    &format!("--socket={}", sock.display()),
+                    "-e",
+                    "select 1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(
+            up,
+            "private mariadbd did not start; see {}",
+            d.join("error.log").display()
+        );
+    }
+
+    /// Stops the server (SIGKILL: an outage, not a clean shutdown) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        mariadb_cli(
+            &[
+                "-uroot".into(),
+                format!("--socket={}", self.socket().display()),
+            ],
+            None,
+            sql,
+        )
+    }
+
+    /// A vmail configuration for database `mail` on this server over TCP, as root.
+    pub fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.database.backend = Backend::Mysql;
+        c.database.hosts = vec![format!("127.0.0.1:{}", self.port)];
+        c.database.user = "root".into();
+        c.database.password = None;
+        c.database.dbname = "mail".into();
+        c
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sets a path's permission bits.
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// An SQLite-backed configuration in a fresh temp dir (kept alive by the returned guard).
+pub fn sqlite_config() -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Config::default();
+    c.database.backend = Backend::Sqlite;
+    c.database.sqlite_path = dir.path().join("vmail.db");
+    (dir, c)
+}
