@@ -65,6 +65,9 @@ impl std::fmt::Display for Map {
     }
 }
 
+/// A boxed future, for the one recursive lookup (alias domains).
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// How deep alias-domain indirections (`@a -> @b -> @c`) are followed before we give up on a
 /// loop.
 const MAX_DOMAIN_HOPS: usize = 4;
@@ -134,7 +137,7 @@ fn aliases<'a>(
     dir: &'a Directory,
     a: &'a Address,
     hops: usize,
-) -> Pin<Box<dyn Future<Output = Result<Option<Vec<String>>>> + Send + 'a>> {
+) -> BoxFuture<'a, Result<Option<Vec<String>>>> {
     Box::pin(async move {
         let full = a.to_string();
         let f = dir.forwardings(&full, &a.local, &a.domain).await?;

@@ -228,6 +228,17 @@ impl PrivateMariaDb {
             .tempdir()
             .expect("tempdir");
         set_mode(dir.path(), 0o755);
+        // mariadbd runs as mysql and writes its socket, pid file and log here.
+        let owned = Command::new("chown")
+            .arg("mysql:mysql")
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            owned,
+            "chown mysql {} failed (tests run as root)",
+            dir.path().display()
+        );
         let data = dir.path().join("data");
         let out = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=mysql", "--skip-test-db"])

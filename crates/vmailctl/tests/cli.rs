@@ -1,0 +1,255 @@
+//! vmailctl as a postmaster uses it: the real binary, passwords on stdin, exit statuses that
+//! scripts can rely on.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use vmail_test_support::{free_port, TestDb};
+
+fn vmailctl(config: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmailctl"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("VMAIL_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vmailctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("vmailctl")
+}
+
+fn ok(config: &Path, args: &[&str], stdin: &str) -> String {
+    let o = vmailctl(config, args, stdin);
+    assert!(
+        o.status.success(),
+        "vmailctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
+    let p = dir.join("vmail.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn exercise(cfg: &Path) {
+    ok(cfg, &["init"], "");
+    ok(cfg, &["domain", "add", "Example.ORG"], "");
+    ok(
+        cfg,
+        &["user", "add", "alice@example.org", "--quota", "1000000"],
+        "s3cret pass\n",
+    );
+    ok(
+        cfg,
+        &[
+            "alias",
+            "add",
+            "info@example.org",
+            "alice@example.org",
+            "ext@remote.test",
+        ],
+        "",
+    );
+    ok(
+        cfg,
+        &["alias", "add", "@example.org", "alice@example.org"],
+        "",
+    );
+
+    assert_eq!(
+        ok(cfg, &["query", "domains", "example.org"], ""),
+        "virtual\n"
+    );
+    assert_eq!(
+        ok(cfg, &["query", "mailboxes", "alice+x@example.org"], ""),
+        "example.org/alice/\n"
+    );
+    assert_eq!(
+        ok(cfg, &["query", "aliases", "info@example.org"], ""),
+        "alice@example.org,ext@remote.test\n"
+    );
+    assert_eq!(
+        ok(cfg, &["query", "aliases", "anyone@example.org"], ""),
+        "alice@example.org\n"
+    );
+    let o = vmailctl(cfg, &["query", "mailboxes", "nobody@example.org"], "");
+    assert_eq!(code(&o), 1, "not found exits 1 like postmap -q");
+    assert!(o.stdout.is_empty());
+    let o = vmailctl(cfg, &["query", "nosuchmap", "x"], "");
+    assert_eq!(code(&o), 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown map"));
+
+    let j: serde_json::Value = serde_json::from_str(&ok(
+        cfg,
+        &["--json", "query", "senders", "info@example.org"],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(j["value"], "alice@example.org,ext@remote.test");
+
+    // The stored hash is the strong default, not the password.
+    let users: serde_json::Value =
+        serde_json::from_str(&ok(cfg, &["--json", "user", "list"], "")).unwrap();
+    assert_eq!(users[0]["email"], "alice@example.org");
+
+    let out = ok(cfg, &["auth", "test", "alice@example.org"], "s3cret pass\n");
+    assert!(out.contains("auth succeeded"), "{out}");
+    let o = vmailctl(cfg, &["auth", "test", "alice@example.org"], "wrong\n");
+    assert_eq!(code(&o), 1);
+    let o = vmailctl(
+        cfg,
+        &["auth", "test", "nobody@example.org"],
+        "s3cret pass\n",
+    );
+    assert_eq!(code(&o), 1);
+    ok(cfg, &["user", "passwd", "alice@example.org"], "n3w\n");
+    assert_eq!(
+        code(&vmailctl(
+            cfg,
+            &["auth", "test", "alice@example.org"],
+            "s3cret pass\n"
+        )),
+        1
+    );
+    ok(cfg, &["auth", "test", "alice@example.org"], "n3w\n");
+    ok(cfg, &["user", "disable", "alice@example.org"], "");
+    assert_eq!(
+        code(&vmailctl(
+            cfg,
+            &["auth", "test", "alice@example.org"],
+            "n3w\n"
+        )),
+        1
+    );
+    ok(cfg, &["user", "enable", "alice@example.org"], "");
+
+    // Clear errors, non-zero status.
+    for (args, stdin, needle) in [
+        (&["domain", "add", "example.org"][..], "", "already exists"),
+        (
+            &["user", "add", "alice@example.org"][..],
+            "x\n",
+            "already exists",
+        ),
+        (
+            &["user", "add", "bob@unknown.test"][..],
+            "x\n",
+            "domain unknown.test does not exist",
+        ),
+        (
+            &["user", "add", "not-an-address"][..],
+            "x\n",
+            "not a valid address",
+        ),
+        (
+            &["user", "add", "bob@example.org"][..],
+            "\n",
+            "empty password",
+        ),
+        (&["domain", "del", "example.org"][..], "", "--force"),
+    ] {
+        let o = vmailctl(cfg, args, stdin);
+        assert_eq!(code(&o), 2, "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    ok(cfg, &["domain", "del", "example.org", "--force"], "");
+    assert_eq!(ok(cfg, &["domain", "list"], ""), "");
+}
+
+#[test]
+fn sqlite_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[database]\nsqlite_path = \"{}\"\n",
+            dir.path().join("v.db").display()
+        ),
+    );
+    exercise(&cfg);
+}
+
+#[test]
+fn mariadb_workflow() {
+    let Some(db) = TestDb::create("mariadb_workflow") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The password lives in a file, never in argv or the main config.
+    let pwfile = dir.path().join("db-password");
+    std::fs::write(&pwfile, format!("{}\n", db.password)).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[database]\nbackend = \"mysql\"\nhosts = [\"{}\"]\nuser = \"{}\"\npassword_file = \"{}\"\ndbname = \"{}\"\n",
+            db.host,
+            db.user,
+            pwfile.display(),
+            db.name
+        ),
+    );
+    exercise(&cfg);
+}
+
+#[test]
+fn database_down_is_exit_75_not_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\nconnect_timeout_ms = 300\nquery_timeout_ms = 1000\n",
+            free_port()
+        ),
+    );
+    for args in [
+        &["query", "aliases", "a@example.org"][..],
+        &["query", "domains", "example.org"][..],
+        &["auth", "test", "a@example.org"][..],
+    ] {
+        let o = vmailctl(&cfg, args, "pw\n");
+        assert_eq!(
+            code(&o),
+            75,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_prints_config_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[database]\nbackend = \"mysql\"\npassword = \"hunter2\"\n",
+    );
+    let out = ok(&cfg, &["--check"], "");
+    assert!(out.contains("backend = \"mysql\""), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+    let bad = write_config(dir.path(), "[database]\nbakend = \"mysql\"\n");
+    let o = vmailctl(&bad, &["--check"], "");
+    assert_eq!(code(&o), 2);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bakend") && err.contains("vmail.toml"),
+        "{err}"
+    );
+}
