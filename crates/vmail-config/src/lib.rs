@@ -42,6 +42,8 @@ pub struct Config {
     pub address: AddressConfig,
     pub mailbox: MailboxConfig,
     pub passwords: PasswordConfig,
+    pub cache: CacheConfig,
+    pub lookupd: LookupdConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -130,6 +132,113 @@ pub struct PasswordConfig {
     pub default_scheme: String,
     /// Scheme for new passwords.
     pub hash_scheme: String,
+}
+
+/// `[cache]`: lookupd's answer cache.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Bound on cached answers; the oldest are dropped first when full.
+    pub max_entries: usize,
+    /// How long a found answer is reused.
+    pub positive_ttl_s: u64,
+    /// How long a "not found" is reused (short: a new user should not wait long).
+    pub negative_ttl_s: u64,
+    /// While the database is down, keep answering with *found* answers up to this old
+    /// (0 = off, answer TEMP). Never applied to "not found", which could bounce mail for an
+    /// address created during the outage.
+    pub serve_stale_s: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            max_entries: 100_000,
+            positive_ttl_s: 60,
+            negative_ttl_s: 10,
+            serve_stale_s: 0,
+        }
+    }
+}
+
+/// `[lookupd]`: the Postfix lookup table server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookupdConfig {
+    /// socketmap listeners, `unix:/path` or `inet:HOST:PORT`. Postfix names the map in each
+    /// request (`socketmap:unix:/path:aliases`), so one listener serves every map. The default
+    /// sits inside Postfix's chroot so chrooted smtpd processes reach it as
+    /// `socketmap:unix:private/vmail-lookupd:NAME`.
+    pub socketmap: Vec<String>,
+    /// tcp_table listeners: tcp_table requests carry no map name, so one listener per map.
+    pub tcp_table: TcpTableListeners,
+    /// Octal permission bits of UNIX sockets.
+    pub socket_mode: String,
+    /// Group owning UNIX sockets (Postfix's processes run as `postfix`); empty keeps ours.
+    pub socket_group: String,
+    /// Drop to this user after binding; empty keeps the starting user.
+    pub user: String,
+    pub max_connections: usize,
+    /// Close connections idle this long. Postfix closes its own after ~10 s idle.
+    pub idle_timeout_ms: u64,
+    /// Answer TIMEOUT if a lookup takes longer (Postfix waits ~100 s; defer long before).
+    pub request_timeout_ms: u64,
+    /// Empty: `<state dir>/lookupd.pid`. `vmailctl flush` signals the pid found here.
+    pub pid_file: PathBuf,
+    /// Log per-map counters this often (0 = only at shutdown).
+    pub stats_interval_s: u64,
+}
+
+/// `[lookupd.tcp_table]`: one listener per map.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpTableListeners {
+    pub domains: Option<String>,
+    pub mailboxes: Option<String>,
+    pub aliases: Option<String>,
+    pub senders: Option<String>,
+    pub transport: Option<String>,
+}
+
+impl TcpTableListeners {
+    /// (map name, endpoint) for every configured listener.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("domains", &self.domains),
+            ("mailboxes", &self.mailboxes),
+            ("aliases", &self.aliases),
+            ("senders", &self.senders),
+            ("transport", &self.transport),
+        ]
+        .into_iter()
+        .filter_map(|(n, e)| e.as_deref().map(|e| (n, e)))
+    }
+}
+
+impl Default for LookupdConfig {
+    fn default() -> Self {
+        LookupdConfig {
+            socketmap: vec!["unix:/var/spool/postfix/private/vmail-lookupd".into()],
+            tcp_table: TcpTableListeners::default(),
+            socket_mode: "0660".into(),
+            socket_group: "postfix".into(),
+            user: "vmail".into(),
+            max_connections: 1024,
+            idle_timeout_ms: 60_000,
+            request_timeout_ms: 10_000,
+            pid_file: PathBuf::new(),
+            stats_interval_s: 3600,
+        }
+    }
+}
+
+impl LookupdConfig {
+    /// `socket_mode` as permission bits (validated at load).
+    pub fn mode(&self) -> u32 {
+        u32::from_str_radix(&self.socket_mode, 8).unwrap_or(0o660)
+    }
 }
 
 /// A secret that never shows in `Debug` output or `--check`.
@@ -309,6 +418,36 @@ impl Config {
             return Err(invalid(
                 "address.recipient_delimiter",
                 format!("{d:?}: delimiters must be punctuation other than '@'"),
+            ));
+        }
+        let l = &mut self.lookupd;
+        match u32::from_str_radix(&l.socket_mode, 8) {
+            // World-writable would let every local user query (and probe) the directory.
+            Ok(m) if m <= 0o777 && m & 0o002 == 0 => {}
+            _ => {
+                return Err(invalid(
+                    "lookupd.socket_mode",
+                    format!(
+                        "{:?}: expected octal permission bits without o+w, such as \"0660\"",
+                        l.socket_mode
+                    ),
+                ))
+            }
+        }
+        if l.max_connections == 0 || l.idle_timeout_ms == 0 || l.request_timeout_ms == 0 {
+            return Err(invalid(
+                "lookupd.max_connections",
+                "max_connections, idle_timeout_ms and request_timeout_ms must be greater than zero"
+                    .into(),
+            ));
+        }
+        if l.pid_file.as_os_str().is_empty() {
+            l.pid_file = state_dir().join("lookupd.pid");
+        }
+        if self.cache.enabled && self.cache.max_entries == 0 {
+            return Err(invalid(
+                "cache.max_entries",
+                "must be at least 1 when the cache is enabled".into(),
             ));
         }
         for (key, v) in [

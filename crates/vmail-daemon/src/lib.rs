@@ -1,0 +1,393 @@
+//! Plumbing every vmail daemon needs, written once: listeners on UNIX sockets (with the mode
+//! and group Postfix's processes need) or loopback TCP, privilege drop after binding, signals,
+//! pid files, logging, and systemd's readiness notification.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listener {spec:?}: {message}")]
+    Spec { spec: String, message: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Privileges(String),
+}
+
+/// Where a daemon listens, as written in the config: `unix:/path` or `inet:host:port`
+/// (the forms Postfix uses in `socketmap:unix:...` and `tcp:host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Inet(String),
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = |m: &str| Error::Spec {
+            spec: s.to_string(),
+            message: m.to_string(),
+        };
+        if let Some(p) = s.strip_prefix("unix:") {
+            if !p.starts_with('/') {
+                return Err(bad("a UNIX socket path must be absolute"));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(p)));
+        }
+        if let Some(a) = s.strip_prefix("inet:") {
+            let (host, port) = a
+                .rsplit_once(':')
+                .ok_or_else(|| bad("expected inet:HOST:PORT"))?;
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(bad("expected inet:HOST:PORT"));
+            }
+            return Ok(Endpoint::Inet(a.to_string()));
+        }
+        if s.starts_with('/') {
+            return Ok(Endpoint::Unix(PathBuf::from(s)));
+        }
+        Err(bad("expected unix:/path or inet:HOST:PORT"))
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Inet(a) => write!(f, "inet:{a}"),
+        }
+    }
+}
+
+/// Who may connect to a UNIX socket.
+#[derive(Debug, Clone)]
+pub struct SocketAccess {
+    /// Permission bits, e.g. 0o660 so Postfix's group can connect and nobody else.
+    pub mode: u32,
+    /// Group owning the socket (e.g. `postfix`); `None` keeps the daemon's.
+    pub group: Option<String>,
+}
+
+/// A bound listener.
+pub enum Listener {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+/// An accepted connection.
+pub enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Listener {
+    /// Binds an endpoint. A leftover UNIX socket file from a previous run is replaced, but
+    /// only when nothing answers on it (another instance running is an error, not a takeover).
+    pub async fn bind(ep: &Endpoint, access: &SocketAccess) -> Result<Listener, Error> {
+        match ep {
+            Endpoint::Unix(path) => {
+                let io = |what, source| Error::Io {
+                    what,
+                    path: path.display().to_string(),
+                    source,
+                };
+                if path.exists() {
+                    if UnixStream::connect(path).await.is_ok() {
+                        return Err(io(
+                            "socket in use by another process:",
+                            std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                        ));
+                    }
+                    std::fs::remove_file(path).map_err(|e| io("removing stale socket", e))?;
+                }
+                // Bind under a restrictive umask so the socket is never briefly open to all.
+                let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+                let l = UnixListener::bind(path);
+                nix::sys::stat::umask(old);
+                let l = l.map_err(|e| io("binding", e))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))
+                    .map_err(|e| io("setting mode of", e))?;
+                if let Some(g) = &access.group {
+                    let gid = group_id(g)?;
+                    nix::unistd::chown(path, None, Some(gid)).map_err(|e| {
+                        io(
+                            "changing group of",
+                            std::io::Error::from_raw_os_error(e as i32),
+                        )
+                    })?;
+                }
+                Ok(Listener::Unix(l, path.clone()))
+            }
+            Endpoint::Inet(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|e| Error::Io {
+                    what: "binding",
+                    path: addr.clone(),
+                    source: e,
+                })?;
+                Ok(Listener::Tcp(l))
+            }
+        }
+    }
+
+    pub async fn accept(&self) -> std::io::Result<Stream> {
+        match self {
+            Listener::Unix(l, _) => Ok(Stream::Unix(l.accept().await?.0)),
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok(Stream::Tcp(s))
+            }
+        }
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_endpoint(&self) -> String {
+        match self {
+            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| format!("inet:{a}"))
+                .unwrap_or_else(|_| "inet:?".into()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn group_id(name: &str) -> Result<nix::unistd::Gid, Error> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(n));
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid),
+        Ok(None) => Err(Error::Privileges(format!("no such group {name:?}"))),
+        Err(e) => Err(Error::Privileges(format!("looking up group {name:?}: {e}"))),
+    }
+}
+
+/// Drops root privileges to `user` (and its primary group, no supplementary groups) after the
+/// listeners are bound. Does nothing when `user` is empty or we are not root.
+pub fn drop_privileges(user: &str) -> Result<(), Error> {
+    use nix::unistd::{setgid, setgroups, setuid, Uid, User};
+    if user.is_empty() || !Uid::effective().is_root() {
+        return Ok(());
+    }
+    let u = match User::from_name(user) {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(Error::Privileges(format!("no such user {user:?}"))),
+        Err(e) => return Err(Error::Privileges(format!("looking up user {user:?}: {e}"))),
+    };
+    setgroups(&[u.gid]).map_err(|e| Error::Privileges(format!("setgroups: {e}")))?;
+    setgid(u.gid).map_err(|e| Error::Privileges(format!("setgid: {e}")))?;
+    setuid(u.uid).map_err(|e| Error::Privileges(format!("setuid: {e}")))?;
+    if setuid(Uid::from_raw(0)).is_ok() {
+        return Err(Error::Privileges(
+            "could regain root after dropping privileges".into(),
+        ));
+    }
+    tracing::info!(
+        user,
+        uid = u.uid.as_raw(),
+        gid = u.gid.as_raw(),
+        "dropped privileges"
+    );
+    Ok(())
+}
+
+/// A pid file removed again on drop (like Postfix's `master.pid`).
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn create(path: &Path) -> Result<PidFile, Error> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| Error::Io {
+                what: "creating directory",
+                path: d.display().to_string(),
+                source: e,
+            })?;
+        }
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| Error::Io {
+            what: "writing pid file",
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Sends SIGHUP to the daemon whose pid file is `path` (how `vmailctl` asks a running daemon
+/// to reload and flush its cache). `Ok(false)` when no daemon is running.
+pub fn signal_reload(path: &Path) -> Result<bool, Error> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(false);
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return Ok(false);
+    };
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    ) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::ESRCH) => Ok(false),
+        Err(e) => Err(Error::Privileges(format!("signalling pid {pid}: {e}"))),
+    }
+}
+
+/// What the signal handler tells the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: stop accepting, finish what is in flight, exit.
+    Shutdown,
+    /// SIGHUP: reload configuration, flush caches.
+    Reload,
+}
+
+/// Waits for the next signal that matters to a daemon.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    pub async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Shutdown,
+            _ = self.int.recv() => Signal::Shutdown,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+}
+
+/// Logs to stderr (journald picks it up under systemd); level from `VMAIL_LOG`, default info.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMAIL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+}
+
+/// Tells systemd about our state (`READY=1`, `RELOADING=1`, `STOPPING=1`) when started with
+/// `Type=notify`; a no-op otherwise. Protocol: sd_notify(3), a datagram to `$NOTIFY_SOCKET`.
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(abs) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abs)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), Path::new(&path))
+    };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(
+            "unix:/run/x.sock".parse::<Endpoint>().unwrap(),
+            Endpoint::Unix("/run/x.sock".into())
+        );
+        assert_eq!(
+            "inet:127.0.0.1:7000".parse::<Endpoint>().unwrap(),
+            Endpoint::Inet("127.0.0.1:7000".into())
+        );
+        for bad in [
+            "unix:rel",
+            "inet:127.0.0.1",
+            "inet::7",
+            "tcp:1.2.3.4:5",
+            "inet:h:port",
+        ] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unix_socket_gets_mode_and_stale_file_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.sock");
+        let access = SocketAccess {
+            mode: 0o660,
+            group: None,
+        };
+        let ep = Endpoint::Unix(p.clone());
+        let l = Listener::bind(&ep, &access).await.unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        // A live socket is not taken over.
+        assert!(Listener::bind(&ep, &access).await.is_err());
+        // A dead one is.
+        std::mem::forget(l);
+        let l2 = Listener::bind(&ep, &access).await;
+        // The forgotten listener still holds the socket open, so this is "in use".
+        assert!(l2.is_err());
+        let p2 = d.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&p2).unwrap());
+        assert!(p2.exists());
+        let l3 = Listener::bind(&Endpoint::Unix(p2.clone()), &access)
+            .await
+            .unwrap();
+        drop(l3);
+        assert!(!p2.exists(), "socket removed on drop");
+    }
+
+    #[test]
+    fn pid_file_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("run/x.pid");
+        {
+            let _f = PidFile::create(&p).unwrap();
+            let pid: u32 = std::fs::read_to_string(&p).unwrap().trim().parse().unwrap();
+            assert_eq!(pid, std::process::id());
+        }
+        assert!(!p.exists());
+        assert!(!signal_reload(&p).unwrap());
+    }
+}
