@@ -10,6 +10,7 @@
 
 pub mod address;
 pub mod backend;
+pub mod cache;
 pub mod error;
 mod maps;
 pub mod schema;
@@ -145,6 +146,11 @@ impl Directory {
             deadline: Duration::from_millis(db.query_timeout_ms),
             schema: OnceCell::new(),
         })
+    }
+
+    /// The budget of one operation (`query_timeout_ms`).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     pub fn policy(&self) -> &AddressPolicy {

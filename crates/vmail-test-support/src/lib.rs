@@ -2,6 +2,9 @@
 //! private MariaDB server a test may stop and start (outage tests), free loopback ports, and
 //! loud skips that turn into failures under CI.
 
+pub mod dovecot;
+pub mod postfix;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

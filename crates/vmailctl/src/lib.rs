@@ -75,6 +75,9 @@ pub enum Command {
     /// Authentication checks.
     #[command(subcommand)]
     Auth(AuthCmd),
+    /// Tell a running vmail-lookupd to reload its configuration and flush its cache
+    /// (SIGHUP to the pid in lookupd.pid_file). Commands that change data do this themselves.
+    Flush,
     /// Hash a password read from the terminal or stdin (like `doveadm pw`).
     Pw {
         /// Scheme [default: passwords.hash_scheme]
@@ -234,29 +237,60 @@ pub async fn run(cli: Cli) -> Result<u8> {
         loaded,
         json: cli.json,
     };
+    if let Command::Flush = command {
+        let pid_file = &ctx.loaded.config.lookupd.pid_file;
+        match vmail_daemon::signal_reload(pid_file)? {
+            true => ctx.done("vmail-lookupd reloaded, cache flushed".into()),
+            false => ctx.done(format!(
+                "no vmail-lookupd running (no live pid in {})",
+                pid_file.display()
+            )),
+        }
+        return Ok(0);
+    }
+    let changes = matches!(
+        command,
+        Command::Domain(DomainCmd::Add { .. } | DomainCmd::Del { .. })
+            | Command::User(_)
+            | Command::Alias(AliasCmd::Add { .. } | AliasCmd::Del { .. })
+            | Command::Transport(_)
+            | Command::Migrate
+    );
+    let code = execute(&ctx, command).await?;
+    if changes && code == 0 {
+        // Best effort: a cached "not found" must not reject a user just added.
+        if let Err(e) = vmail_daemon::signal_reload(&ctx.loaded.config.lookupd.pid_file) {
+            eprintln!("vmailctl: warning: could not flush vmail-lookupd's cache: {e}");
+        }
+    }
+    Ok(code)
+}
+
+async fn execute(ctx: &Ctx, command: Command) -> Result<u8> {
     let dir = Directory::open(&ctx.loaded.config)
         .await
         .with_context(|| format!("opening the directory ({})", ctx.loaded.source))?;
     match command {
         Command::Init { classic } => {
             let done = dir.init(classic).await?;
-            report_steps(&ctx, &done, "schema already up to date");
+            report_steps(ctx, &done, "schema already up to date");
         }
         Command::Migrate => {
             let done = dir.migrate().await?;
-            report_steps(&ctx, &done, "nothing to migrate");
+            report_steps(ctx, &done, "nothing to migrate");
         }
-        Command::Domain(c) => domain(&ctx, &dir, c).await?,
-        Command::User(c) => user(&ctx, &dir, c).await?,
-        Command::Alias(c) => alias(&ctx, &dir, c).await?,
+        Command::Domain(c) => domain(ctx, &dir, c).await?,
+        Command::User(c) => user(ctx, &dir, c).await?,
+        Command::Alias(c) => alias(ctx, &dir, c).await?,
         Command::Transport(TransportCmd::Set { domain, transport }) => {
             dir.set_transport(&domain, &transport).await?;
             ctx.done(format!("transport of {domain} set to {transport}"));
         }
-        Command::Query { map, key } => return query(&ctx, &dir, &map, &key).await,
+        Command::Query { map, key } => return query(ctx, &dir, &map, &key).await,
         Command::Auth(AuthCmd::Test { user, service }) => {
-            return auth_test(&ctx, &dir, &user, &service).await
+            return auth_test(ctx, &dir, &user, &service).await
         }
+        Command::Flush => {}
         Command::Pw { scheme } => {
             let (_, default_hash) = ctx.schemes()?;
             let s = match scheme {

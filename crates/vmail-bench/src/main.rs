@@ -1,0 +1,350 @@
+//! `vmail-bench`: measures vmail side by side with its ceiling and the classic alternative in
+//! one run, and prints ratios. Not a test: numbers depend on the machine; the ratios are what
+//! we track (docs/BENCHMARKS.md).
+//!
+//! `vmail-bench lookupd`: lookups/s and p50/p99 over a UNIX socket with 1, 16 and 128 client
+//! connections for (a) cached keys, (b) uncached keys on MariaDB, against (c) a trivial
+//! netstring echo server on the same socket type and (d) the classic SELECT issued directly to
+//! MariaDB by the same number of clients.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use vmail_config::{Config, Loaded, Source};
+use vmail_proto::netstring;
+
+#[derive(Parser)]
+#[command(name = "vmail-bench")]
+struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// lookupd vs echo ceiling vs direct SELECTs.
+    Lookupd {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Users in the database.
+        #[arg(long, default_value_t = 20_000)]
+        users: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    match Args::parse().what {
+        What::Lookupd { seconds, users } => lookupd(Duration::from_secs(seconds), users),
+    }
+}
+
+/// Result of one measurement.
+struct Figure {
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn summarize(mut lat: Vec<u32>, elapsed: Duration) -> Figure {
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            0.0
+        } else {
+            lat[((lat.len() as f64 - 1.0) * p) as usize] as f64
+        }
+    };
+    Figure {
+        per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+/// Lets the clients run for `dur`, stops them and merges their latencies.
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<Vec<u32>>>,
+    stop: &AtomicBool,
+    dur: Duration,
+) -> Result<Figure> {
+    let start = Instant::now();
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    Ok(summarize(all, start.elapsed()))
+}
+
+/// `conns` clients, each sending one socketmap request at a time (as Postfix does) for
+/// `dur`; keys from `key(client, i)`.
+async fn drive_socketmap(
+    path: &Path,
+    conns: usize,
+    dur: Duration,
+    key: Arc<dyn Fn(usize, usize) -> String + Send + Sync>,
+) -> Result<Figure> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let mut s = UnixStream::connect(path).await.context("connect")?;
+        let stop = stop.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut out = Vec::new();
+            let mut buf = Vec::with_capacity(256);
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                out.clear();
+                netstring::encode(key(c, i).as_bytes(), &mut out);
+                i += 1;
+                let t = Instant::now();
+                if s.write_all(&out).await.is_err() {
+                    break;
+                }
+                buf.clear();
+                loop {
+                    if let Ok(Some((_, used))) = netstring::parse(&buf, 1 << 20) {
+                        buf.drain(..used);
+                        break;
+                    }
+                    match s.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => return lat,
+                        Ok(_) => {}
+                    }
+                }
+                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            lat
+        }));
+    }
+    collect(tasks, &stop, dur).await
+}
+
+/// The classic query straight to MariaDB, `conns` connections, one query at a time each.
+async fn drive_mysql(cfg: &Config, conns: usize, dur: Duration, users: usize) -> Result<Figure> {
+    use mysql_async::prelude::Queryable;
+    let db = &cfg.database;
+    let (host, port) = db.hosts[0].rsplit_once(':').context("host:port")?;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host.to_string())
+        .tcp_port(port.parse()?)
+        .user(Some(db.user.clone()))
+        .pass(db.password.as_ref().map(|p| p.expose().to_string()))
+        .db_name(Some(db.dbname.clone()))
+        .prefer_socket(false);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let mut conn = mysql_async::Conn::new(opts.clone()).await?;
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut i = c * 7919;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("user{}@example.org", i % users);
+                i += 1;
+                let t = Instant::now();
+                let r: Result<Option<String>, _> = conn
+                    .exec_first(
+                        "SELECT CONCAT(SUBSTRING_INDEX(email,'@',-1),'/',SUBSTRING_INDEX(email,'@',1),'/') FROM users WHERE email = ?",
+                        (key,),
+                    )
+                    .await;
+                if r.is_err() {
+                    break;
+                }
+                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            lat
+        }));
+    }
+    collect(tasks, &stop, dur).await
+}
+
+/// The ceiling: reads a netstring request, answers a fixed OK, same runtime and socket type
+/// as lookupd.
+async fn echo_server(path: PathBuf) -> Result<()> {
+    let l = UnixListener::bind(&path)?;
+    loop {
+        let (mut s, _) = l.accept().await?;
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(512);
+            let mut out = Vec::new();
+            loop {
+                while let Ok(Some((_, used))) = netstring::parse(&buf, 100_000) {
+                    buf.drain(..used);
+                    out.clear();
+                    netstring::encode(b"OK example.org/user/", &mut out);
+                    if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+                match s.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+    }
+}
+
+/// Runs a lookupd on its own runtime (2 worker threads, as in production on this machine).
+fn spawn_lookupd(
+    mut config: Config,
+    sock: &Path,
+    cache: bool,
+) -> Result<std::thread::JoinHandle<()>> {
+    config.lookupd.socketmap = vec![format!("unix:{}", sock.display())];
+    config.lookupd.socket_group = String::new();
+    config.lookupd.user = String::new();
+    config.lookupd.pid_file = sock.with_extension("pid");
+    config.lookupd.stats_interval_s = 0;
+    config.cache.enabled = cache;
+    config.cache.max_entries = 1_000_000;
+    config.cache.positive_ttl_s = 3600;
+    config.cache.negative_ttl_s = 3600;
+    let loaded = Loaded {
+        config,
+        source: Source::Builtin,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            match vmail_lookupd::Lookupd::bind(&loaded).await {
+                Ok(d) => {
+                    let _ = tx.send(Ok(()));
+                    let _ = d.run(std::future::pending()).await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    rx.recv()??;
+    Ok(h)
+}
+
+fn lookupd(dur: Duration, users: usize) -> Result<()> {
+    let db = vmail_test_support::TestDb::create("vmail-bench lookupd")
+        .context("no MariaDB (run scripts/test-deps)")?;
+    let config = db.config();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    client_rt.block_on(async {
+        let dir = vmail_directory::Directory::open(&config).await?;
+        dir.init(true).await?;
+        anyhow::Ok(())
+    })?;
+    let mut sql = String::from("INSERT INTO domains (domain) VALUES ('example.org');\n");
+    for chunk in (0..users).collect::<Vec<_>>().chunks(1000) {
+        sql.push_str("INSERT INTO users (email, password) VALUES ");
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("('user{i}@example.org', 'abNANd1rDfiNc')"))
+            .collect();
+        sql.push_str(&rows.join(","));
+        sql.push_str(";\n");
+    }
+    db.sql(&sql);
+
+    let tmp = tempfile::tempdir()?;
+    let cached_sock = tmp.path().join("cached.sock");
+    let uncached_sock = tmp.path().join("uncached.sock");
+    let echo_sock = tmp.path().join("echo.sock");
+    let _a = spawn_lookupd(config.clone(), &cached_sock, true)?;
+    let _b = spawn_lookupd(config.clone(), &uncached_sock, false)?;
+    let echo_path = echo_sock.clone();
+    let echo_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    echo_rt.spawn(async move {
+        if let Err(e) = echo_server(echo_path).await {
+            eprintln!("echo server: {e}");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Warm the cache with every key the cached run will ask.
+    let hot = 1000usize.min(users);
+    client_rt.block_on(drive_socketmap(
+        &cached_sock,
+        4,
+        Duration::from_millis(500),
+        Arc::new(move |c, i| format!("mailboxes user{}@example.org", (c * 250 + i) % hot)),
+    ))?;
+
+    println!("vmail-bench lookupd: {users} users on MariaDB, {}s per figure, UNIX sockets, one request in flight per connection", dur.as_secs());
+    println!(
+        "{:>5} | {:>28} | {:>28} | {:>28} | {:>28} | {:>9} | {:>9}",
+        "conns",
+        "(a) lookupd cached",
+        "(b) lookupd uncached",
+        "(c) echo ceiling",
+        "(d) direct SELECT",
+        "a/c",
+        "b/d"
+    );
+    println!(
+        "{:>5} | {:>28} | {:>28} | {:>28} | {:>28} | {:>9} | {:>9}",
+        "",
+        "/s  p50  p99 (us)",
+        "/s  p50  p99 (us)",
+        "/s  p50  p99 (us)",
+        "/s  p50  p99 (us)",
+        "target .70",
+        "target .90"
+    );
+    let fmt = |f: &Figure| format!("{:>9.0} {:>7.0} {:>8.0}", f.per_sec, f.p50_us, f.p99_us);
+    for conns in [1usize, 16, 128] {
+        let a = client_rt.block_on(drive_socketmap(
+            &cached_sock,
+            conns,
+            dur,
+            Arc::new(move |c, i| format!("mailboxes user{}@example.org", (c * 31 + i) % hot)),
+        ))?;
+        let b = client_rt.block_on(drive_socketmap(
+            &uncached_sock,
+            conns,
+            dur,
+            Arc::new(move |c, i| format!("mailboxes user{}@example.org", (c * 7919 + i) % users)),
+        ))?;
+        let c = client_rt.block_on(drive_socketmap(
+            &echo_sock,
+            conns,
+            dur,
+            Arc::new(move |c, i| format!("mailboxes user{}@example.org", (c * 31 + i) % hot)),
+        ))?;
+        let d = client_rt.block_on(drive_mysql(&config, conns, dur, users))?;
+        println!(
+            "{:>5} | {} | {} | {} | {} | {:>9.2} | {:>9.2}",
+            conns,
+            fmt(&a),
+            fmt(&b),
+            fmt(&c),
+            fmt(&d),
+            a.per_sec / c.per_sec,
+            b.per_sec / d.per_sec
+        );
+    }
+    // The daemons' threads run until the process exits.
+    std::process::exit(0);
+}

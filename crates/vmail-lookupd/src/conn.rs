@@ -1,0 +1,155 @@
+//! One client connection: read requests, answer them in order, until the client leaves, goes
+//! idle, breaks the framing, or the server shuts down. Postfix sends one request at a time per
+//! connection and reuses connections, so a connection is a simple loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use vmail_proto::{netstring, socketmap, tcp_table};
+
+use crate::service::{Outcome, Service};
+
+/// Which protocol a listener speaks.
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    Socketmap,
+    /// tcp_table requests name no map: each listener serves one.
+    TcpTable(&'static str),
+}
+
+pub struct ConnSettings {
+    pub idle_timeout: Duration,
+}
+
+/// Serves a connection until it ends. Errors are logged, never propagated: one broken client
+/// must not affect anybody else.
+pub async fn serve<S>(
+    mut stream: S,
+    proto: Protocol,
+    svc: Arc<Service>,
+    settings: Arc<ConnSettings>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(512);
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    loop {
+        // Answer every complete request already buffered.
+        loop {
+            out.clear();
+            let step = match &proto {
+                Protocol::Socketmap => socketmap_step(&buf, &svc, &mut out).await,
+                Protocol::TcpTable(map) => tcp_table_step(&buf, map, &svc, &mut out).await,
+            };
+            match step {
+                Step::Answered(used) => {
+                    buf.drain(..used);
+                    if let Err(e) = stream.write_all(&out).await {
+                        tracing::debug!(error = %e, "client went away while we answered");
+                        return;
+                    }
+                }
+                Step::NeedMore => break,
+                Step::Close(reason) => {
+                    svc.stats.bad_request();
+                    tracing::warn!(reason, "closing connection after malformed input");
+                    if !out.is_empty() {
+                        let _ = stream.write_all(&out).await;
+                    }
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            }
+        }
+        if *shutdown.borrow() && buf.is_empty() {
+            return;
+        }
+        tokio::select! {
+            r = tokio::time::timeout(settings.idle_timeout, stream.read_buf(&mut buf)) => match r {
+                Ok(Ok(0)) => return,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "read error");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("closing idle connection");
+                    return;
+                }
+            },
+            // Between requests a shutdown closes the connection; a request being read is
+            // still answered (the loop comes back here only once it is complete or idle).
+            _ = shutdown.changed(), if buf.is_empty() => return,
+        }
+    }
+}
+
+enum Step {
+    /// Bytes consumed; `out` holds the reply.
+    Answered(usize),
+    NeedMore,
+    /// The stream cannot be resynchronised; `out` may hold a last reply.
+    Close(String),
+}
+
+async fn socketmap_step(buf: &[u8], svc: &Service, out: &mut Vec<u8>) -> Step {
+    let (payload, used) = match netstring::parse(buf, socketmap::MAX_REQUEST) {
+        Ok(Some(x)) => x,
+        Ok(None) => return Step::NeedMore,
+        Err(e) => {
+            socketmap::encode_reply(&socketmap::Reply::Perm(e.to_string()), out);
+            return Step::Close(e.to_string());
+        }
+    };
+    let reply = match socketmap::parse_request(payload) {
+        Ok(req) => match svc.answer(req.map, req.lookup_key()).await {
+            Outcome::Found(v) => socketmap::Reply::Ok(v),
+            Outcome::NotFound => socketmap::Reply::NotFound,
+            Outcome::Temp(r) => socketmap::Reply::Temp(r),
+            Outcome::Timeout(r) => socketmap::Reply::Timeout(r),
+            Outcome::UnknownMap(r) => socketmap::Reply::Perm(r),
+        },
+        // A well-framed but malformed request: answer it, keep the connection.
+        Err(e) => {
+            svc.stats.bad_request();
+            socketmap::Reply::Perm(e.to_string())
+        }
+    };
+    socketmap::encode_reply(&reply, out);
+    Step::Answered(used)
+}
+
+async fn tcp_table_step(buf: &[u8], map: &str, svc: &Service, out: &mut Vec<u8>) -> Step {
+    let n = match tcp_table::find_line(buf, tcp_table::MAX_REQUEST_LINE) {
+        Ok(Some(n)) => n,
+        Ok(None) => return Step::NeedMore,
+        Err(e) => {
+            tcp_table::encode_reply(&tcp_table::TcpReply::Temp(e.to_string()), out);
+            return Step::Close(e.to_string());
+        }
+    };
+    let reply = match tcp_table::parse_request(&buf[..n]) {
+        Ok(tcp_table::TcpRequest::Get(key)) => {
+            match svc.answer(map, vmail_proto::lookup_key(&key)).await {
+                Outcome::Found(v) => tcp_table::TcpReply::Ok(v),
+                Outcome::NotFound => tcp_table::TcpReply::NotFound("not found".into()),
+                Outcome::Temp(r) | Outcome::Timeout(r) | Outcome::UnknownMap(r) => {
+                    tcp_table::TcpReply::Temp(r)
+                }
+            }
+        }
+        Ok(tcp_table::TcpRequest::Put { .. }) => {
+            tcp_table::TcpReply::NotFound("put is not supported".into())
+        }
+        // 400, not 500: Postfix reads 500 as "no such entry".
+        Err(e) => {
+            svc.stats.bad_request();
+            tcp_table::TcpReply::Temp(e.to_string())
+        }
+    };
+    tcp_table::encode_reply(&reply, out);
+    Step::Answered(n)
+}

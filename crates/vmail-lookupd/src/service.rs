@@ -1,0 +1,129 @@
+//! What a lookup request becomes: directory answer through the cache, under a deadline, with
+//! every failure turned into "try again" (Postfix defers), never "not found" (Postfix
+//! rejects or bounces).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use vmail_directory::cache::{Cached, MapCache};
+use vmail_directory::{Directory, Map};
+
+use crate::stats::Stats;
+
+/// The answer to one request, before it is put into a protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Found(String),
+    NotFound,
+    /// Backend trouble: socketmap `TEMP`, tcp_table `400`.
+    Temp(String),
+    /// Over the deadline: socketmap `TIMEOUT`, tcp_table `400`.
+    Timeout(String),
+    /// The client asked for a map we do not serve: a Postfix configuration error.
+    UnknownMap(String),
+}
+
+pub struct Service {
+    dir: RwLock<Arc<Directory>>,
+    cache: Option<MapCache>,
+    timeout: Duration,
+    pub stats: Stats,
+}
+
+impl Service {
+    pub fn new(dir: Directory, cache: Option<MapCache>, timeout: Duration) -> Service {
+        Service {
+            dir: RwLock::new(Arc::new(dir)),
+            cache,
+            timeout,
+            stats: Stats::default(),
+        }
+    }
+
+    fn directory(&self) -> Option<Arc<Directory>> {
+        self.dir.read().ok().map(|d| d.clone())
+    }
+
+    /// Swaps in a directory built from a reloaded configuration.
+    pub fn replace_directory(&self, dir: Directory) {
+        if let Ok(mut d) = self.dir.write() {
+            *d = Arc::new(dir);
+        }
+    }
+
+    pub fn flush_cache(&self) {
+        if let Some(c) = &self.cache {
+            c.clear();
+        }
+    }
+
+    /// Answers `key` from the map named `map_name` (as Postfix sent it).
+    pub async fn answer(&self, map_name: &str, key: Option<&str>) -> Outcome {
+        let Ok(map) = map_name.parse::<Map>() else {
+            self.stats.unknown_map();
+            return Outcome::UnknownMap(format!("no map named {map_name:?}"));
+        };
+        let outcome = match key {
+            // Empty, non-UTF-8 or NUL keys cannot name anything we store.
+            None => Outcome::NotFound,
+            Some(key) => self.lookup(map, key.trim()).await,
+        };
+        self.stats.count(map, &outcome);
+        tracing::debug!(map = map.name(), key, outcome = ?outcome, "lookup");
+        outcome
+    }
+
+    async fn lookup(&self, map: Map, key: &str) -> Outcome {
+        if let Some(c) = &self.cache {
+            if let Cached::Fresh(v) = c.get(map, key, Instant::now()) {
+                self.stats.cache_hit();
+                return v.map_or(Outcome::NotFound, Outcome::Found);
+            }
+        }
+        let Some(dir) = self.directory() else {
+            return Outcome::Temp("directory unavailable".into());
+        };
+        // The directory bounds every lookup by query_timeout_ms already; a second timer is
+        // armed only when lookupd's own limit is the tighter one (timers are not free).
+        let r = if self.timeout < dir.deadline() {
+            tokio::time::timeout(self.timeout, dir.lookup(map, key)).await
+        } else {
+            Ok(dir.lookup(map, key).await)
+        };
+        let failure = match r {
+            Ok(Ok(v)) => {
+                if let Some(c) = &self.cache {
+                    c.put(map, key, v.clone(), Instant::now());
+                }
+                return v.map_or(Outcome::NotFound, Outcome::Found);
+            }
+            Ok(Err(vmail_directory::Error::Timeout(d))) => {
+                tracing::warn!(map = map.name(), timeout = ?d, "lookup timed out");
+                Outcome::Timeout(format!("lookup took longer than {d:?}"))
+            }
+            // Every directory error defers: a bad custom query or a missing table must not
+            // reject mail while an operator fixes it.
+            Ok(Err(e)) => {
+                tracing::warn!(map = map.name(), error = %e, "lookup failed; answering temporary failure");
+                Outcome::Temp(e.to_string())
+            }
+            Err(_) => {
+                tracing::warn!(map = map.name(), timeout = ?self.timeout, "lookup timed out");
+                Outcome::Timeout(format!("lookup took longer than {:?}", self.timeout))
+            }
+        };
+        if let Some(v) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.stale(map, key, Instant::now()))
+        {
+            self.stats.stale_served();
+            tracing::warn!(
+                map = map.name(),
+                "database unavailable; serving a stale cached answer"
+            );
+            return Outcome::Found(v);
+        }
+        failure
+    }
+}

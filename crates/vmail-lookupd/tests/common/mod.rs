@@ -1,0 +1,151 @@
+//! A lookupd running in-process on temp sockets, and raw protocol clients.
+
+#![allow(dead_code)] // each test file uses a part
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vmail_config::{Config, Loaded, Source};
+use vmail_lookupd::{Lookupd, Service};
+
+/// The classic rows (the how-to's shape) used by the lookupd tests.
+pub const ROWS: &str = "
+INSERT INTO domains (domain) VALUES ('example.com'), ('example.org'), ('alias.test');
+INSERT INTO users (email, password) VALUES ('sales@example.com', 'abNANd1rDfiNc'), ('alice@example.org', 'abNANd1rDfiNc'), ('Bob@Example.org', 'abNANd1rDfiNc');
+INSERT INTO forwardings (source, destination) VALUES ('info@example.com', 'sales@example.com'),
+  ('team@example.org', 'alice@example.org, bob@example.org,carol@remote.test'),
+  ('@example.com', 'sales@example.com'), ('@alias.test', '@example.org');
+INSERT INTO transport (domain, transport) VALUES ('example.com', 'vmail:');
+";
+
+pub struct Daemon {
+    pub socket: PathBuf,
+    /// map name -> 127.0.0.1:port of its tcp_table listener
+    pub tcp: Vec<(String, String)>,
+    pub service: Arc<Service>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts lookupd with `config` (listeners and pid file are put in a temp dir).
+    pub fn start(mut config: Config) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        vmail_test_support::set_mode(dir.path(), 0o755);
+        let socket = dir.path().join("lookupd.sock");
+        let l = &mut config.lookupd;
+        l.socketmap = vec![format!("unix:{}", socket.display())];
+        l.tcp_table.domains = Some("inet:127.0.0.1:0".into());
+        l.tcp_table.mailboxes = Some("inet:127.0.0.1:0".into());
+        l.tcp_table.aliases = Some("inet:127.0.0.1:0".into());
+        l.tcp_table.senders = Some("inet:127.0.0.1:0".into());
+        l.tcp_table.transport = Some("inet:127.0.0.1:0".into());
+        l.socket_group = String::new();
+        l.socket_mode = "0660".into();
+        l.user = String::new();
+        l.pid_file = dir.path().join("lookupd.pid");
+        let loaded = Loaded {
+            config,
+            source: Source::Builtin,
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let d = Lookupd::bind(&loaded).await.expect("bind lookupd");
+                ready_tx.send((d.endpoints(), d.service())).unwrap();
+                d.run(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let (endpoints, service) = ready_rx.recv().expect("lookupd started");
+        let names = ["domains", "mailboxes", "aliases", "senders", "transport"];
+        let tcp = endpoints[1..]
+            .iter()
+            .zip(names)
+            .map(|(e, n)| (n.to_string(), e.trim_start_matches("inet:").to_string()))
+            .collect();
+        Daemon {
+            socket,
+            tcp,
+            service,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    pub fn socketmap_table(&self, map: &str) -> String {
+        format!("socketmap:unix:{}:{map}", self.socket.display())
+    }
+
+    pub fn tcp_table(&self, map: &str) -> String {
+        let addr = &self.tcp.iter().find(|(n, _)| n == map).unwrap().1;
+        format!("tcp:{addr}")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self._dir.path().join("lookupd.pid")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A raw socketmap client on one connection.
+pub struct Raw(pub UnixStream);
+
+impl Raw {
+    pub fn connect(p: &Path) -> Raw {
+        let s = UnixStream::connect(p).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        Raw(s)
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.0.write_all(bytes).unwrap();
+    }
+
+    /// Sends one request payload as a netstring and reads one reply.
+    pub fn ask(&mut self, payload: &[u8]) -> String {
+        let mut out = Vec::new();
+        vmail_proto::netstring::encode(payload, &mut out);
+        self.send(&out);
+        self.reply().expect("a reply")
+    }
+
+    /// Reads one netstring reply; `None` when the server closed the connection.
+    pub fn reply(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            if let Ok(Some((p, _))) = vmail_proto::netstring::parse(&buf, 1 << 20) {
+                return Some(String::from_utf8_lossy(p).into_owned());
+            }
+            match self.0.read(&mut b) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The vmail-lookupd binary as an init system runs it: signals, pid file, privilege drop.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::Raw;
+use vmail_test_support::{wait_until, TestDb};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(p: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &p.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn write_config(dir: &std::path::Path, db: &TestDb, user: &str, extra: &str) -> std::path::PathBuf {
+    let cfg = dir.join("vmail.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nbackend = \"mysql\"\nhosts = [\"{}\"]\nuser = \"{}\"\npassword = \"{}\"\ndbname = \"{}\"\n\
+             [lookupd]\nsocketmap = [\"unix:{}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"{user}\"\npid_file = \"{}/lookupd.pid\"\n{extra}",
+            db.host, db.user, db.password, db.name,
+            dir.display(), dir.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn start(cfg: &std::path::Path) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_vmail-lookupd"))
+        .arg("--config")
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+#[test]
+fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
+    let Some(db) = TestDb::create("sighup_flushes_sigterm_stops_cleanly") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    vmail_test_support::set_mode(dir.path(), 0o755);
+    let cfg = write_config(dir.path(), &db, "nobody", "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let loaded = vmail_config::load(Some(&cfg)).unwrap();
+    rt.block_on(async {
+        let d = vmail_directory::Directory::open(&loaded.config)
+            .await
+            .unwrap();
+        d.init(false).await.unwrap();
+        d.add_domain("example.org").await.unwrap();
+    });
+    let sock = dir.path().join("lookupd.sock");
+    let pid_file = dir.path().join("lookupd.pid");
+    let mut p = start(&cfg);
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()
+            && pid_file.exists()),
+        "daemon did not start"
+    );
+
+    // Runs as nobody after binding; the socket was made before, with mode 0660.
+    let nobody = vmail_test_support::postfix::lookup_user("nobody")
+        .unwrap()
+        .0
+        .to_string();
+    let uid_line = || {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", p.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap_or("")
+            .to_string()
+    };
+    let dropped = wait_until(Duration::from_secs(5), || {
+        let l = uid_line();
+        !l.is_empty() && l.split_whitespace().skip(1).all(|u| u == nobody)
+    });
+    assert!(dropped, "still {}", uid_line());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+
+    let mut c = Raw::connect(&sock);
+    assert_eq!(c.ask(b"mailboxes new@example.org"), "NOTFOUND ");
+    db.sql("INSERT INTO users (email, password) VALUES ('new@example.org', 'x');");
+    assert_eq!(c.ask(b"mailboxes new@example.org"), "NOTFOUND ", "cached");
+    // What `vmailctl flush` does.
+    assert!(vmail_daemon::signal_reload(&pid_file).unwrap());
+    assert!(wait_until(Duration::from_secs(5), || c
+        .ask(b"mailboxes new@example.org")
+        == "OK example.org/new/"));
+
+    // SIGTERM: in-flight work finishes, the process exits 0 and cleans up after itself.
+    signal(&p.0, "TERM");
+    let exited = wait_until(Duration::from_secs(10), || {
+        matches!(p.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "did not stop on SIGTERM");
+    assert!(p.0.wait().unwrap().success());
+    // Having dropped root, the process cannot unlink its socket or pid file in a root-owned
+    // directory (Postfix's daemons are in the same position). Neither may name anything live,
+    // and the next start must replace them.
+    assert!(
+        std::os::unix::net::UnixStream::connect(&sock).is_err(),
+        "nobody may answer"
+    );
+    assert!(!vmail_daemon::signal_reload(&pid_file).unwrap_or(false));
+    let _p2 = start(&cfg);
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    }));
+    let mut c = Raw::connect(&sock);
+    assert_eq!(c.ask(b"mailboxes new@example.org"), "OK example.org/new/");
+}
+
+#[test]
+fn bad_config_is_refused_at_start_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vmail.toml");
+    std::fs::write(&cfg, "[lookupd]\nsocket_mode = \"0666\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmail-lookupd"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lookupd.socket_mode"), "{err}");
+}
