@@ -28,6 +28,11 @@ struct Args {
 
 #[derive(Subcommand)]
 enum What {
+    /// Directory lookup latency on SQLite and MariaDB (one client, no cache, no daemon).
+    Directory {
+        #[arg(long, default_value_t = 20_000)]
+        lookups: usize,
+    },
     /// lookupd vs echo ceiling vs direct SELECTs.
     Lookupd {
         /// Seconds per measurement.
@@ -42,6 +47,7 @@ enum What {
 fn main() -> Result<()> {
     match Args::parse().what {
         What::Lookupd { seconds, users } => lookupd(Duration::from_secs(seconds), users),
+        What::Directory { lookups } => directory(lookups),
     }
 }
 
@@ -198,6 +204,77 @@ async fn echo_server(path: PathBuf) -> Result<()> {
     }
 }
 
+/// A domain and `users` mailboxes, as SQL both backends accept.
+fn populate_sql(users: usize) -> String {
+    let mut sql = String::from("INSERT INTO domains (domain) VALUES ('example.org');\n");
+    for chunk in (0..users).collect::<Vec<_>>().chunks(1000) {
+        sql.push_str("INSERT INTO users (email, password) VALUES ");
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("('user{i}@example.org', 'abNANd1rDfiNc')"))
+            .collect();
+        sql.push_str(&rows.join(","));
+        sql.push_str(";\n");
+    }
+    sql
+}
+
+fn directory(lookups: usize) -> Result<()> {
+    use vmail_directory::{Directory, Map, SqlBackend};
+    let users = 20_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (_guard, sqlite) = vmail_test_support::sqlite_config();
+    let db = vmail_test_support::TestDb::create("vmail-bench directory")
+        .context("no MariaDB (run scripts/test-deps)")?;
+    let mysql = db.config();
+    rt.block_on(async {
+        for cfg in [&sqlite, &mysql] {
+            Directory::open(cfg).await?.init(true).await?;
+        }
+        let b = vmail_directory::backend::Sqlite::open(&sqlite.database.sqlite_path, 1).await?;
+        b.batch(vec![populate_sql(users)]).await?;
+        anyhow::Ok(())
+    })?;
+    db.sql(&populate_sql(users));
+    println!(
+        "vmail-bench directory: {lookups} lookups per row, one client, no cache, {users} users"
+    );
+    println!(
+        "{:>8} | {:>9} | {:>22} | {:>26}",
+        "backend", "map", "key", "/s   p50   p99 (us)"
+    );
+    for (name, cfg) in [("sqlite", &sqlite), ("mariadb", &mysql)] {
+        let dir = rt.block_on(Directory::open(cfg))?;
+        for (map, key) in [
+            (Map::Mailboxes, "user{}@example.org"),
+            (Map::Aliases, "user{}@example.org"),
+            (Map::Aliases, "nobody{}@example.org"),
+        ] {
+            let mut lat = Vec::with_capacity(lookups);
+            let start = Instant::now();
+            for i in 0..lookups {
+                let k = key.replace("{}", &(i % users).to_string());
+                let t = Instant::now();
+                rt.block_on(dir.lookup(map, &k))?;
+                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            let f = summarize(lat, start.elapsed());
+            println!(
+                "{:>8} | {:>9} | {:>22} | {:>8.0} {:>7.0} {:>8.0}",
+                name,
+                map.name(),
+                key.replace("{}", "N"),
+                f.per_sec,
+                f.p50_us,
+                f.p99_us
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs a lookupd on its own runtime (2 worker threads, as in production on this machine).
 fn spawn_lookupd(
     mut config: Config,
@@ -253,16 +330,7 @@ fn lookupd(dur: Duration, users: usize) -> Result<()> {
         dir.init(true).await?;
         anyhow::Ok(())
     })?;
-    let mut sql = String::from("INSERT INTO domains (domain) VALUES ('example.org');\n");
-    for chunk in (0..users).collect::<Vec<_>>().chunks(1000) {
-        sql.push_str("INSERT INTO users (email, password) VALUES ");
-        let rows: Vec<String> = chunk
-            .iter()
-            .map(|i| format!("('user{i}@example.org', 'abNANd1rDfiNc')"))
-            .collect();
-        sql.push_str(&rows.join(","));
-        sql.push_str(";\n");
-    }
+    let sql = populate_sql(users);
     db.sql(&sql);
 
     let tmp = tempfile::tempdir()?;

@@ -44,6 +44,7 @@ pub struct Config {
     pub passwords: PasswordConfig,
     pub cache: CacheConfig,
     pub lookupd: LookupdConfig,
+    pub lda: LdaConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -238,6 +239,39 @@ impl LookupdConfig {
     /// `socket_mode` as permission bits (validated at load).
     pub fn mode(&self) -> u32 {
         u32::from_str_radix(&self.socket_mode, 8).unwrap_or(0o660)
+    }
+}
+
+/// `[lda]`: the delivery agent Postfix's pipe(8) runs per recipient.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdaConfig {
+    /// Add `Return-Path:` when the message does not start with one (pipe flag `R` adds it).
+    pub add_return_path: bool,
+    /// Add `Delivered-To:` when the message does not start with one (pipe flag `D`).
+    pub add_delivered_to: bool,
+    /// Deliver `user+folder@domain` into the Maildir++ folder `.folder` when it exists.
+    pub folder_from_extension: bool,
+    /// `bounce` (Dovecot's default: "Quota exceeded") or `defer` (exit 75, retried until the
+    /// queue lifetime ends).
+    pub over_quota: String,
+    /// Largest message accepted, in bytes; 0 for no limit (Postfix's message_size_limit
+    /// normally stops big ones first).
+    pub max_message_size: u64,
+    /// Host name in Maildir file names; empty: the system's.
+    pub hostname: String,
+}
+
+impl Default for LdaConfig {
+    fn default() -> Self {
+        LdaConfig {
+            add_return_path: true,
+            add_delivered_to: true,
+            folder_from_extension: false,
+            over_quota: "bounce".into(),
+            max_message_size: 0,
+            hostname: String::new(),
+        }
     }
 }
 
@@ -443,6 +477,15 @@ impl Config {
         }
         if l.pid_file.as_os_str().is_empty() {
             l.pid_file = state_dir().join("lookupd.pid");
+        }
+        if !matches!(self.lda.over_quota.as_str(), "bounce" | "defer") {
+            return Err(invalid(
+                "lda.over_quota",
+                format!(
+                    "{:?}: expected \"bounce\" or \"defer\"",
+                    self.lda.over_quota
+                ),
+            ));
         }
         if self.cache.enabled && self.cache.max_entries == 0 {
             return Err(invalid(

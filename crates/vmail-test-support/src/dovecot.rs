@@ -7,16 +7,17 @@
 //!   listeners at port 0; `default_internal_user = dovecot`, `default_login_user = dovenull`.
 //! - `first_valid_uid`/`first_valid_gid = 1`, so mail users may be any non-root uid (a static
 //!   `vmail`-like uid such as 5000 need not exist in `/etc/passwd`).
-//! - The mail user's processes must reach `stats-writer` (mode 0660 root:dovecot by default,
-//!   which logs `Permission denied` errors on every login); the instance opens it to 0666.
 //! - Auth failures are answered at once here: `auth_failure_delay = 0` and the anvil
 //!   `anvil-auth-penalty` listener at mode 0 (penalty tracking off; see the wiki page
 //!   `Authentication.Penalty`). Dovecot's defaults delay each failure 2 s and double the delay
 //!   (4, 8, 15 s) for repeated failures without a remote IP, as `doveadm auth test` sends.
 //!   Give `conf("auth_failure_delay = 2s")` to test with the real delay.
-//! - The daemon forks into the background; it is stopped by SIGTERM to the pid in
-//!   `DIR/run/master.pid` (faster than `doveadm stop`, which takes ~2.4 s) and waited for until
-//!   no process works under the temp dir (all of them `chdir` to `base_dir` or below).
+//! - `dovecot -c` forks into the background and the daemon keeps the starter's stdout and
+//!   stderr: `Command::output()` on it never returns. It is started with its output going to
+//!   `DIR/dovecot.out` instead (shown in the panic when it refuses to start).
+//! - The daemon is stopped by SIGTERM to the pid in
+//!   `DIR/run/master.pid` (the master takes ~1.1 s to exit; `doveadm stop` takes ~2.4 s), then
+//!   waited for until no process works under the temp dir (all `chdir` to `base_dir` or below).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -157,8 +158,7 @@ impl DovecotBuilder {
              inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
              service pop3-login {{\n  inet_listener pop3 {{\n    port = {pop3_port}\n  }}\n  \
              inet_listener pop3s {{\n    port = 0\n  }}\n}}\n\
-             service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n\
-             service stats {{\n  unix_listener stats-writer {{\n    mode = 0666\n  }}\n}}\n"
+             service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n"
         );
         for line in &self.conf {
             conf.push_str(&subst(line));
@@ -189,7 +189,7 @@ impl DovecotBuilder {
             pop3_port,
             mail_uid: uid,
             mail_gid: gid,
-            master_pid: None,
+            running: true,
         };
         let (ok, out) = run_daemonizing(
             Command::new("dovecot").arg("-c").arg(&conf_path),
@@ -200,7 +200,6 @@ impl DovecotBuilder {
             && wait_until(Duration::from_secs(10), || {
                 me.read_master_pid().is_some_and(process_alive)
             });
-        me.master_pid = me.read_master_pid();
         if !started {
             let log = me.log();
             me.stop();
@@ -237,7 +236,7 @@ pub struct PrivateDovecot {
     /// The uid and gid of `DIR/home` (and of `static_users`).
     pub mail_uid: u32,
     pub mail_gid: u32,
-    master_pid: Option<u32>,
+    running: bool,
 }
 
 impl PrivateDovecot {
@@ -282,7 +281,10 @@ impl PrivateDovecot {
     /// SIGTERM to the master, then waits (up to 10 s) until it and every process working under
     /// the temp dir are gone, killing stragglers. Idempotent.
     pub fn stop(&mut self) {
-        let Some(pid) = self.master_pid.take().or_else(|| self.read_master_pid()) else {
+        if !std::mem::replace(&mut self.running, false) {
+            return;
+        }
+        let Some(pid) = self.read_master_pid() else {
             return;
         };
         let began = Instant::now();

@@ -12,6 +12,10 @@
 //! - `postfix stop` returns at once; the master exits a moment later, and with no reaping init
 //!   its processes may linger as zombies. Stopping waits until no live process has its working
 //!   directory under the temp dir (every Postfix daemon `chdir`s to `queue_directory`).
+//! - Postfix will not read a configuration file modified within the last second: it re-reads a
+//!   "hot" file every 0.3 s until it has cooled (`dict_load_file`), so a freshly written
+//!   `main.cf` (or `mysql:` `.cf` file) costs up to 2 s per program start, `postmap -q`
+//!   included. Every file written here is [`backdate`]d; do the same with your own files.
 //! - The default `alias_maps` (`hash:/etc/aliases, nis:mail.aliases`) makes smtpd log errors
 //!   about `/etc/aliases.db` and NIS; the instance sets it empty.
 
@@ -177,6 +181,7 @@ impl PostfixBuilder {
             let _ = writeln!(main_cf, "{k} = {v}");
         }
         std::fs::write(dir.path().join("etc/main.cf"), main_cf).expect("write main.cf");
+        backdate(&dir.path().join("etc/main.cf"));
 
         let system =
             std::fs::read_to_string("/etc/postfix/master.cf").expect("read /etc/postfix/master.cf");
@@ -194,6 +199,7 @@ impl PostfixBuilder {
         extra.insert(0, listener);
         let master_cf = private_master_cf(&system, &extra);
         std::fs::write(dir.path().join("etc/master.cf"), master_cf).expect("write master.cf");
+        backdate(&dir.path().join("etc/master.cf"));
 
         for (rel, contents) in &self.files {
             let p = dir.path().join(rel);
@@ -201,25 +207,24 @@ impl PostfixBuilder {
                 std::fs::create_dir_all(parent).expect("mkdir for builder file");
             }
             std::fs::write(&p, subst(contents)).expect("write builder file");
+            backdate(&p);
         }
 
         let mut me = PrivatePostfix {
             dir,
             smtp_port,
             submission_port,
-            master_pid: None,
+            running: true,
         };
         let (ok, out) = me.postfix_cmd("start");
         if !ok {
             let log = me.maillog();
-            me.master_pid = me.read_master_pid();
             me.stop();
             panic!(
                 "postfix start failed:\n{out}\n--- {}/maillog:\n{log}",
                 me.dir.path().display()
             );
         }
-        me.master_pid = me.read_master_pid();
         let mut ports = vec![smtp_port];
         ports.extend(submission_port);
         for port in ports {
@@ -299,7 +304,7 @@ pub struct PrivatePostfix {
     pub smtp_port: u16,
     /// The second smtpd, when built with [`PostfixBuilder::submission`].
     pub submission_port: Option<u16>,
-    master_pid: Option<u32>,
+    running: bool,
 }
 
 impl PrivatePostfix {
@@ -322,6 +327,10 @@ impl PrivatePostfix {
             "postconf {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // An edit (-e, -X, -#, -M, -F, -P) rewrote a file: let it cool at once.
+        for f in ["main.cf", "master.cf"] {
+            backdate(&self.config_dir().join(f));
+        }
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -381,15 +390,16 @@ impl PrivatePostfix {
     /// `postfix -c DIR/etc stop`, then waits (up to 10 s) until the master and every process
     /// working in the temp dir are gone, killing stragglers. Idempotent.
     pub fn stop(&mut self) {
-        let Some(pid) = self.master_pid.take().or_else(|| self.read_master_pid()) else {
+        if !std::mem::replace(&mut self.running, false) {
             return;
-        };
+        }
         let began = Instant::now();
+        let pid = self.read_master_pid();
         let _ = self.postfix_cmd("stop");
         let dir = self.dir.path().to_path_buf();
-        let gone = || !process_alive(pid) && processes_under(&dir).is_empty();
+        let gone = || !pid.is_some_and(process_alive) && processes_under(&dir).is_empty();
         if !wait_until(Duration::from_secs(10), gone) {
-            kill(pid, "KILL");
+            pid.into_iter().for_each(|p| kill(p, "KILL"));
             for p in processes_under(&dir) {
                 kill(p, "KILL");
             }
@@ -434,6 +444,17 @@ impl Drop for PrivatePostfix {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sets a file's modification time ten minutes back, so that Postfix reads it at once instead of
+/// waiting up to 2 s for a "hot" file to cool down (`dict_load_file`: a file modified within
+/// the last second is re-read every 0.3 s until it is older). Use it on any file a test
+/// writes for Postfix to read (main.cf edits, `mysql:` `.cf` files, texthash tables).
+pub fn backdate(path: &Path) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(600);
+    std::fs::File::open(path)
+        .and_then(|f| f.set_modified(past))
+        .unwrap_or_else(|e| panic!("backdate {}: {e}", path.display()));
 }
 
 /// Runs a command that starts a daemon, with stdout and stderr going to the file `out` rather
@@ -547,20 +568,16 @@ pub enum PostmapResult {
 /// Runs `postmap -c CONF -q KEY TABLE` with a throwaway minimal config dir (no Postfix instance
 /// needed; `mysql:` etc. still load via `/etc/postfix/dynamicmaps.cf`) and returns its output.
 pub fn postmap_query_output(key: &str, table: &str) -> Output {
-    // One config dir per test process: postmap stalls ~2 s on the first use of a freshly
-    // written main.cf (measured), so a new dir per call made every query cost seconds.
-    static CONF: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    let conf = CONF.get_or_init(|| {
-        let conf = tempfile::Builder::new()
-            .prefix("vmail-postmap")
-            .tempdir()
-            .expect("tempdir");
-        // postmap insists on CONF/main.cf (`fatal: open CONF/main.cf`); an explicit level
-        // keeps it from running in backwards-compatibility mode.
-        std::fs::write(conf.path().join("main.cf"), "compatibility_level = 3.6\n")
-            .expect("write main.cf");
-        conf
-    });
+    let conf = tempfile::Builder::new()
+        .prefix("vmail-postmap")
+        .tempdir()
+        .expect("tempdir");
+    // postmap insists on CONF/main.cf (`fatal: open CONF/main.cf`); an explicit level keeps it
+    // from running in backwards-compatibility mode. Backdated, or postmap would wait up to 2 s
+    // for the fresh file to "cool down" (see `backdate`).
+    let main_cf = conf.path().join("main.cf");
+    std::fs::write(&main_cf, "compatibility_level = 3.6\n").expect("write main.cf");
+    backdate(&main_cf);
     Command::new("postmap")
         .arg("-c")
         .arg(conf.path())
@@ -573,23 +590,37 @@ pub fn postmap_query_output(key: &str, table: &str) -> Output {
 }
 
 /// `postmap -q KEY TABLE`, classified. What Postfix 3.7 does, checked against a socketmap
-/// server (`socketmap:unix:/path:NAME`; `tcp:` and `mysql:` follow the same pattern):
+/// server (`socketmap:unix:/path:NAME`; `tcp:` and `mysql:` below):
 ///
-/// | server reply       | exit | stdout    | stderr                                                        |
-/// |--------------------|------|-----------|---------------------------------------------------------------|
-/// | `OK value`         | 0    | `value\n` | —                                                             |
-/// | `NOTFOUND `        | 1    | —         | —                                                             |
-/// | `TEMP reason`      | 1    | —         | `postmap: warning: socketmap:unix:/p:NAME socketmap server temporary error: reason`<br>`postmap: fatal: table socketmap:unix:/p:NAME: query error: Application error` |
-/// | `TIMEOUT reason`   | 1    | —         | `... socketmap server timeout error: reason` + the same `fatal:` line |
-/// | `PERM reason`      | 1    | —         | `... socketmap server permanent error: reason`<br>`postmap: fatal: table ...: query error` (no `: Application error`) |
-/// | `OK ` (empty data) | 0    | `\n`      | `warning: table ...: key KEY: empty string result is not allowed` and `... should return NO RESULT in case of NOT FOUND` |
-/// | not a netstring    | 1    | —         | `warning: table ... lookup error: input format error` + `fatal: ... query error: Application error` |
-/// | no server          | 1    | —         | `warning: connect to /p: No such file or directory` + `fatal: table ...: query error: No such file or directory` |
+/// - `OK value`: exit 0, stdout `value\n`, stderr empty.
+/// - `NOTFOUND `: exit 1, stdout and stderr empty.
+/// - `TEMP reason`: exit 1, stderr
+///   `postmap: warning: socketmap:unix:/p:NAME socketmap server temporary error: reason` and
+///   `postmap: fatal: table socketmap:unix:/p:NAME: query error: Application error`.
+/// - `TIMEOUT reason`: exit 1, `... socketmap server timeout error: reason` and the same
+///   `fatal:` line.
+/// - `PERM reason`: exit 1, `... socketmap server permanent error: reason` and
+///   `postmap: fatal: table socketmap:unix:/p:NAME: query error` (without `: Application error`).
+/// - `OK ` (empty data): exit 0, stdout `\n` (so `Found("")`), stderr `warning: table ...: key
+///   KEY: empty string result is not allowed` and `warning: table ... should return NO RESULT
+///   in case of NOT FOUND`.
+/// - a reply that is not a netstring: exit 1, `warning: table ... lookup error: input format
+///   error` and `fatal: table ...: query error: Application error`.
+/// - no server at the path: exit 1, `warning: connect to /p: No such file or directory`,
+///   `warning: table ... lookup error: No such file or directory` and `fatal: table ...: query
+///   error: No such file or directory`.
 ///
 /// So `Found`/`NotFound` are told apart by the exit status, and `NotFound` from an error by the
-/// `fatal:` line. `tcp:` retries a refused connection 10 times, one second apart, before its
-/// `fatal:`; a MySQL login failure is `fatal: table mysql:FILE: query error: Resource
-/// temporarily unavailable`.
+/// `fatal:` line. Every `fatal:` exit costs 1 s (Postfix sleeps before exiting on a fatal
+/// error), so each `Failed` query takes a second.
+///
+/// `tcp:host:port` (tcp_table(5)): `200 value` is found (value %XX-decoded), `500 text` is
+/// not found (exit 1, nothing on stderr), `400 text` is exit 1 with only `postmap: fatal: table
+/// tcp:HOST:PORT: query error: ...` (the text after `query error:` is a stale errno message such
+/// as `Operation now in progress`; the server's text is not shown). A refused connection is
+/// retried 10 times one second apart (10 s) before `fatal: ... query error: Connection refused`.
+/// `mysql:FILE` with a failing login: `warning: connect to mysql server HOST: Access denied
+/// ...` and `fatal: table mysql:FILE: query error: Resource temporarily unavailable`.
 pub fn postmap_query(key: &str, table: &str) -> PostmapResult {
     classify_postmap(&postmap_query_output(key, table))
 }

@@ -87,6 +87,11 @@ fn postfix_greets_refuses_relay_and_delivers() {
     );
     assert!(stored.contains("\n..and one with two\n"), "{stored}");
     assert!(pf.queue_ids().is_empty(), "{}", pf.mailq());
+    // The configuration is clean: nothing for Postfix to complain about.
+    let log = pf.maillog();
+    for bad in ["warning:", "error:", "fatal:", "panic:"] {
+        assert!(!log.contains(bad), "{bad} in maillog:\n{log}");
+    }
 
     // The submission listener is a second smtpd on its own port.
     let port = pf.submission_port.expect("submission port");
