@@ -174,12 +174,6 @@ async fn accept_loop(
 ) {
     let mut tasks = JoinSet::new();
     loop {
-        // Wait for a free slot first, like mini-redis: past the limit, clients queue in the
-        // kernel's backlog instead of costing us memory.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shut.changed() => break,
-        };
         let stream = tokio::select! {
             s = listener.accept() => s,
             _ = shut.changed() => break,
@@ -192,6 +186,13 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        // The slot is taken after accepting: every listener shares the limit, and an idle
+        // listener must not sit on slots while it waits in accept(). Past the limit this
+        // connection waits here, unread, until another one ends.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shut.changed() => break,
         };
         let (svc, settings, shut, proto) =
             (svc.clone(), settings.clone(), shut.clone(), proto.clone());

@@ -442,3 +442,30 @@ fn cache_answers_from_memory_until_flushed() {
     d.service.flush_cache();
     assert_eq!(c.ask(b"mailboxes new@example.org"), "OK example.org/new/");
 }
+
+#[test]
+fn idle_connections_are_closed_and_the_connection_limit_queues() {
+    let (_g, mut cfg) = prepare_sqlite();
+    cfg.lookupd.idle_timeout_ms = 300;
+    cfg.lookupd.max_connections = 2;
+    let d = Daemon::start(cfg);
+    let mut a = Raw::connect(&d.socket);
+    let mut b = Raw::connect(&d.socket);
+    assert_eq!(a.ask(b"domains example.com"), "OK virtual");
+    assert_eq!(b.ask(b"domains example.com"), "OK virtual");
+    // A third client waits in the backlog while two connections are open...
+    let mut c = Raw::connect(&d.socket);
+    let mut req = Vec::new();
+    vmail_proto::netstring::encode(b"domains example.org", &mut req);
+    c.send(&req);
+    // ...and is served once the idle ones have been closed by the server.
+    let t = Instant::now();
+    assert_eq!(c.reply().as_deref(), Some("OK virtual"));
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "served before a slot was free: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(a.reply(), None, "idle connection closed");
+    assert_eq!(b.reply(), None, "idle connection closed");
+}
