@@ -7,6 +7,8 @@
 //! so a server can call it in a loop over a growing buffer and handle pipelined
 //! requests. Limits are checked before the payload is awaited or copied.
 
+pub mod auth;
+pub mod dict;
 pub mod netstring;
 pub mod socketmap;
 pub mod tcp_table;

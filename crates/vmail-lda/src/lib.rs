@@ -1,0 +1,231 @@
+//! vmail-lda: the delivery agent Postfix's pipe(8) runs once per recipient, replacing
+//! `dovecot deliver`. It resolves the recipient through the vmail directory and writes the
+//! message durably into the user's Maildir. It never loses a message and never turns a
+//! temporary problem into a bounce: anything unexpected (including a panic) exits 75.
+//!
+//! master.cf: `vmail unix - n n - - pipe flags=DRhu user=vmail:vmail
+//! argv=/usr/bin/vmail-lda -f ${sender} -a ${original_recipient} -d ${recipient}`
+
+mod headers;
+mod location;
+pub mod outcome;
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::Parser;
+use vmail_config::Config;
+use vmail_directory::Directory;
+
+pub use outcome::Outcome;
+
+/// The options dovecot-lda users already have in master.cf; the ones that only make sense
+/// for Dovecot's own configuration are accepted and ignored, so switching needs only a new
+/// path in `argv=`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "vmail-lda",
+    version,
+    about = "Deliver one message from stdin into a vmail user's Maildir (for Postfix pipe(8))."
+)]
+pub struct Args {
+    /// Recipient address (Postfix: ${recipient}).
+    #[arg(short = 'd', value_name = "ADDRESS")]
+    pub recipient: Option<String>,
+    /// Envelope sender (Postfix: ${sender}); used for Return-Path when Postfix did not add one.
+    #[arg(short = 'f', value_name = "ADDRESS")]
+    pub sender: Option<String>,
+    /// Original recipient (Postfix: ${original_recipient}); logged only.
+    #[arg(short = 'a', value_name = "ADDRESS")]
+    pub original_recipient: Option<String>,
+    /// Maildir++ folder to deliver into when it exists (dovecot-lda -m); INBOX otherwise.
+    #[arg(short = 'm', value_name = "FOLDER")]
+    pub folder: Option<String>,
+    /// vmail configuration file.
+    #[arg(long = "config", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// dovecot-lda's config file option: accepted and ignored.
+    #[arg(short = 'c', value_name = "DOVECOT_CONF", hide = true)]
+    pub dovecot_config: Option<PathBuf>,
+    /// dovecot-lda setting overrides: accepted and ignored.
+    #[arg(short = 'o', value_name = "KEY=VALUE", hide = true)]
+    pub dovecot_option: Vec<String>,
+    /// dovecot-lda flags with no meaning here: accepted and ignored.
+    #[arg(short = 'e', hide = true)]
+    pub dovecot_e: bool,
+    #[arg(short = 'k', hide = true)]
+    pub dovecot_k: bool,
+}
+
+/// Entry point: returns the process exit status. Prints one line (with an enhanced status
+/// code) on failure, which Postfix logs and puts into the DSN.
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
+    // A panic must defer, not bounce (Rust's panic exit status 101 would be a failure).
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("4.3.0 vmail-lda internal error, will retry: {info}");
+        std::process::exit(outcome::sysexits::EX_TEMPFAIL);
+    }));
+    let outcome = match Args::try_parse_from(argv) {
+        Ok(args) => run(&args, &mut std::io::stdin().lock()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            print!("{e}");
+            return 0;
+        }
+        Err(e) => Outcome::Misconfigured(first_line(&e.to_string())),
+    };
+    let msg = outcome.message();
+    if !msg.is_empty() {
+        println!("{msg}");
+    }
+    outcome.exit_code()
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// Delivers the message read from `input` as `args` say.
+pub fn run(args: &Args, input: &mut dyn Read) -> Outcome {
+    let loaded = match vmail_config::load(args.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return Outcome::Misconfigured(e.to_string()),
+    };
+    let Some(recipient) = args.recipient.as_deref().filter(|r| !r.is_empty()) else {
+        return Outcome::Misconfigured(
+            "no recipient: -d ${recipient} is missing in master.cf".into(),
+        );
+    };
+    deliver(&loaded.config, args, recipient, input)
+}
+
+fn deliver(config: &Config, args: &Args, recipient: &str, input: &mut dyn Read) -> Outcome {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Outcome::LocalTrouble(format!("runtime: {e}")),
+    };
+    let found = rt.block_on(async {
+        let dir = Directory::open(config).await?;
+        dir.recipient(recipient).await
+    });
+    let (user, ext) = match found {
+        Ok(Some(x)) => x,
+        Ok(None) => return Outcome::UnknownUser(recipient.to_string()),
+        Err(e) if e.is_temporary() => return Outcome::DirectoryDown(e.to_string()),
+        Err(e) => return Outcome::Misconfigured(e.to_string()),
+    };
+    if !user.active {
+        return Outcome::Disabled(recipient.to_string());
+    }
+    let maildir = match location::maildir_path(&user.mail, &user.home) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Misconfigured(format!("user {}: {e}", user.email)),
+    };
+    let lda = &config.lda;
+    let folder = match (&args.folder, &ext) {
+        (Some(f), _) if !f.eq_ignore_ascii_case("INBOX") => Some(f.clone()),
+        (None, Some(ext)) if lda.folder_from_extension => {
+            // "+lists" -> "lists": the delimiter is the first character.
+            let mut c = ext.chars();
+            c.next();
+            Some(c.as_str().to_string()).filter(|s| !s.is_empty())
+        }
+        _ => None,
+    };
+
+    // Read the start of the message to see what Postfix prepended and to detect loops,
+    // without holding more than the header section (capped) in memory.
+    let mut head = Vec::with_capacity(8192);
+    if let Err(e) = read_head(input, &mut head) {
+        return Outcome::LocalTrouble(format!("reading the message: {e}"));
+    }
+    if head.is_empty() {
+        return Outcome::EmptyMessage;
+    }
+    let facts = headers::examine(&head, recipient);
+    if facts.looped {
+        return Outcome::Loop(recipient.to_string());
+    }
+    let mut prepend = Vec::new();
+    if lda.add_return_path && !facts.has_return_path {
+        if let Some(s) = &args.sender {
+            prepend.push(("Return-Path".to_string(), format!("<{s}>")));
+        }
+    }
+    if lda.add_delivered_to && !facts.prepended_delivered_to {
+        prepend.push(("Delivered-To".to_string(), user.email.clone()));
+    }
+    let hostname = if lda.hostname.is_empty() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    } else {
+        lda.hostname.clone()
+    };
+    let quota = user.quota_bytes.map(|bytes| vmail_maildir::Quota {
+        max_bytes: Some(bytes),
+        max_messages: None,
+    });
+    let d = vmail_maildir::Delivery {
+        maildir: &maildir,
+        folder: folder.as_deref(),
+        prepend,
+        quota,
+        max_size: (lda.max_message_size > 0).then_some(lda.max_message_size),
+        hostname: &hostname,
+        loop_check: None,
+    };
+    let mut message = std::io::Cursor::new(head).chain(input);
+    match vmail_maildir::deliver(&d, &mut message) {
+        Ok(_) => Outcome::Delivered,
+        Err(e) => map_error(e, recipient, &lda.over_quota),
+    }
+}
+
+fn map_error(e: vmail_maildir::Error, recipient: &str, over_quota: &str) -> Outcome {
+    use vmail_maildir::Error as E;
+    match e {
+        E::OverQuota(_) if over_quota == "defer" => Outcome::MailboxFullDefer(recipient.into()),
+        E::OverQuota(_) => Outcome::MailboxFull(recipient.into()),
+        E::TooBig { .. } => Outcome::TooBig(recipient.into()),
+        E::Empty => Outcome::EmptyMessage,
+        E::Loop { .. } => Outcome::Loop(recipient.into()),
+        other => Outcome::LocalTrouble(other.to_string()),
+    }
+}
+
+/// How much of the message start is examined for trace headers: their whole section when
+/// it is smaller, which it nearly always is.
+const HEAD_LIMIT: usize = 256 * 1024;
+
+/// Reads until the end of the header section (an empty line), `HEAD_LIMIT`, or EOF.
+fn read_head(input: &mut dyn Read, head: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    while head.len() < HEAD_LIMIT {
+        let n = match input.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        head.extend_from_slice(&chunk[..n]);
+        if head.starts_with(b"\n")
+            || head.starts_with(b"\r\n")
+            || head.windows(2).any(|w| w == b"\n\n")
+            || head.windows(4).any(|w| w == b"\r\n\r\n")
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
