@@ -45,6 +45,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub lookupd: LookupdConfig,
     pub lda: LdaConfig,
+    pub authd: AuthdConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -275,6 +276,126 @@ impl Default for LdaConfig {
     }
 }
 
+/// `[authd]`: the Dovecot auth-protocol server (Postfix SMTP AUTH) and dict server
+/// (Dovecot passdb/userdb).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthdConfig {
+    /// Dovecot auth-protocol listeners. The default sits in Postfix's chroot:
+    /// `smtpd_sasl_type = dovecot`, `smtpd_sasl_path = private/vmail-auth`.
+    pub auth: Vec<String>,
+    pub auth_socket_mode: String,
+    /// Postfix's smtpd runs as `postfix`.
+    pub auth_socket_group: String,
+    /// Dovecot dict-proxy listeners (`uri = proxy:/run/vmail/auth-dict:auth`).
+    pub dict: Vec<String>,
+    pub dict_socket_mode: String,
+    /// Dovecot's auth process runs as `dovecot` (`default_internal_user`).
+    pub dict_socket_group: String,
+    /// Drop to this user after binding; empty keeps the starting user.
+    pub user: String,
+    pub max_connections: usize,
+    /// Close idle connections after this long. Postfix keeps one auth connection per smtpd
+    /// process and reconnects when it was closed.
+    pub idle_timeout_ms: u64,
+    /// A directory lookup slower than this is a temporary failure (Postfix: 454).
+    pub request_timeout_ms: u64,
+    /// Every failed authentication is answered after this delay (Dovecot's
+    /// auth_failure_delay), so guessing is slow and failures all look alike.
+    pub failure_delay_ms: u64,
+    /// Ceiling of failure delay plus penalty. Postfix gives up on the auth server after
+    /// about 10 s, so this must stay below that.
+    pub max_delay_ms: u64,
+    /// How long a failure counts towards the penalty of its remote address and user.
+    pub penalty_window_s: u64,
+    /// From this many failures of one remote address (within the window), its attempts
+    /// fail without a password check until the window passes.
+    pub penalty_block_after: u32,
+    /// IPv6 remote addresses share a penalty per prefix of this length.
+    pub ipv6_prefix: u8,
+    /// Remote networks never penalised (CIDR), e.g. the webmail host.
+    pub trusted_networks: Vec<String>,
+    /// Password checks running at once (CPU bound); 0 = one per CPU.
+    pub verify_concurrency: usize,
+    /// Cache successful verifications (keyed by the stored hash, so a password change
+    /// takes effect at once).
+    pub cache_enabled: bool,
+    pub cache_ttl_s: u64,
+    pub cache_max_entries: usize,
+    /// After a successful login with a legacy hash (DES crypt, MD5, unsalted), store a
+    /// new hash in `passwords.hash_scheme`. Off by default: anything else reading
+    /// `users.password` must understand the new scheme.
+    pub rehash_legacy: bool,
+    /// Empty: `<state dir>/authd.pid`. `vmailctl flush` signals the pid found here.
+    pub pid_file: PathBuf,
+}
+
+impl Default for AuthdConfig {
+    fn default() -> Self {
+        AuthdConfig {
+            auth: vec!["unix:/var/spool/postfix/private/vmail-auth".into()],
+            auth_socket_mode: "0660".into(),
+            auth_socket_group: "postfix".into(),
+            dict: vec!["unix:/run/vmail/auth-dict".into()],
+            dict_socket_mode: "0660".into(),
+            dict_socket_group: "dovecot".into(),
+            user: "vmail".into(),
+            max_connections: 1024,
+            idle_timeout_ms: 3_600_000,
+            request_timeout_ms: 5_000,
+            failure_delay_ms: 2_000,
+            max_delay_ms: 8_000,
+            penalty_window_s: 900,
+            penalty_block_after: 100,
+            ipv6_prefix: 64,
+            trusted_networks: Vec::new(),
+            verify_concurrency: 0,
+            cache_enabled: true,
+            cache_ttl_s: 300,
+            cache_max_entries: 100_000,
+            rehash_legacy: false,
+            pid_file: PathBuf::new(),
+        }
+    }
+}
+
+impl AuthdConfig {
+    /// Permission bits of the auth sockets (validated at load).
+    pub fn auth_mode(&self) -> u32 {
+        u32::from_str_radix(&self.auth_socket_mode, 8).unwrap_or(0o660)
+    }
+    /// Permission bits of the dict sockets (validated at load).
+    pub fn dict_mode(&self) -> u32 {
+        u32::from_str_radix(&self.dict_socket_mode, 8).unwrap_or(0o660)
+    }
+}
+
+/// Parses `ADDR` or `ADDR/LEN` (a network in CIDR notation) into the address and prefix
+/// length, the one parser authd and the config check share.
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: std::net::IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: not an IP address or network"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => match l.trim().parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => return Err(format!("{s:?}: prefix length must be 0-{max}")),
+        },
+    };
+    Ok((addr, len))
+}
+
+fn check_cidr(s: &str) -> Result<(), String> {
+    parse_cidr(s).map(|_| ())
+}
+
 /// A secret that never shows in `Debug` output or `--check`.
 #[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -477,6 +598,58 @@ impl Config {
         }
         if l.pid_file.as_os_str().is_empty() {
             l.pid_file = state_dir().join("lookupd.pid");
+        }
+        let a = &mut self.authd;
+        for (key, mode) in [
+            ("authd.auth_socket_mode", &a.auth_socket_mode),
+            ("authd.dict_socket_mode", &a.dict_socket_mode),
+        ] {
+            match u32::from_str_radix(mode, 8) {
+                // World-writable would let every local user guess passwords unpenalised.
+                Ok(m) if m <= 0o777 && m & 0o002 == 0 => {}
+                _ => {
+                    return Err(invalid(
+                        key,
+                        format!(
+                        "{mode:?}: expected octal permission bits without o+w, such as \"0660\""
+                    ),
+                    ))
+                }
+            }
+        }
+        if a.max_connections == 0 || a.idle_timeout_ms == 0 || a.request_timeout_ms == 0 {
+            return Err(invalid(
+                "authd.max_connections",
+                "max_connections, idle_timeout_ms and request_timeout_ms must be greater than zero"
+                    .into(),
+            ));
+        }
+        if a.max_delay_ms >= 10_000 || a.failure_delay_ms > a.max_delay_ms {
+            return Err(invalid(
+                "authd.max_delay_ms",
+                format!(
+                    "failure_delay_ms ({}) <= max_delay_ms ({}) < 10000 is required: Postfix gives up on the auth server after 10 s",
+                    a.failure_delay_ms, a.max_delay_ms
+                ),
+            ));
+        }
+        if a.ipv6_prefix == 0 || a.ipv6_prefix > 128 {
+            return Err(invalid(
+                "authd.ipv6_prefix",
+                format!("{}: expected 1-128", a.ipv6_prefix),
+            ));
+        }
+        for net in &a.trusted_networks {
+            check_cidr(net).map_err(|m| invalid("authd.trusted_networks", m))?;
+        }
+        if a.cache_enabled && a.cache_max_entries == 0 {
+            return Err(invalid(
+                "authd.cache_max_entries",
+                "must be at least 1 when the cache is enabled".into(),
+            ));
+        }
+        if a.pid_file.as_os_str().is_empty() {
+            a.pid_file = state_dir().join("authd.pid");
         }
         if !matches!(self.lda.over_quota.as_str(), "bounce" | "defer") {
             return Err(invalid(

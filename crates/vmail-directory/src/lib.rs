@@ -574,6 +574,29 @@ impl Directory {
         Ok(())
     }
 
+    /// Replaces the stored hash only if it is still `old` (a compare-and-set, so a login
+    /// that re-hashes an old password can never undo a password change made meanwhile).
+    /// Returns whether it was replaced. Refused for custom user queries, whose table we do
+    /// not know.
+    pub async fn replace_password(&self, email: &str, old: &str, new: &str) -> Result<bool> {
+        if self.config.database.queries.user.is_some() {
+            return Err(Error::Invalid(
+                "database.queries.user is custom: vmail does not know where to store a new hash"
+                    .into(),
+            ));
+        }
+        let a = self.parse_address(email)?;
+        self.check_password_fits(new).await?;
+        let n = self
+            .backend
+            .execute(
+                "UPDATE users SET password = ? WHERE email = ? AND password = ?",
+                vec![new.into(), a.to_string().into(), old.into()],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
     async fn user_exists(&self, a: &Address) -> Result<bool> {
         Ok(!self
             .backend

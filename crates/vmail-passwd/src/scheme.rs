@@ -126,7 +126,7 @@ pub(crate) fn printable_name(name: &str) -> String {
 
 impl Scheme {
     /// The name Dovecot uses, as in a `{NAME}` prefix.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Scheme::Crypt => "CRYPT",
             Scheme::DesCrypt => "DES-CRYPT",

@@ -1,0 +1,348 @@
+//! What an authentication attempt becomes, whatever protocol carried it: penalty first
+//! (before any hashing), then the user's row under a deadline, then the password check on
+//! a bounded blocking pool (never on the reactor), then the account's flags. A backend
+//! failure is always [`Verdict::Temp`] (Postfix answers 454 and the client retries), never a
+//! failure the client would take as "wrong password".
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use vmail_config::Config;
+use vmail_directory::Directory;
+use vmail_passwd::Scheme;
+
+use crate::cache::VerifiedCache;
+use crate::penalty::{Penalty, PenaltyConfig};
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Authenticated; the canonical login (the address as stored).
+    Ok { user: String },
+    /// Wrong password, unknown user, blocked: all look the same to the client.
+    Fail,
+    /// Right password, but the account, its domain or this service is disabled.
+    Disabled { reason: &'static str },
+    /// The directory is unreachable or too slow: try again later.
+    Temp(String),
+}
+
+/// Counters logged with the daemon's statistics.
+#[derive(Default)]
+pub struct AuthStats {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub disabled: AtomicU64,
+    pub temp: AtomicU64,
+    pub blocked: AtomicU64,
+    pub cache_hits: AtomicU64,
+}
+
+impl AuthStats {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn log(&self) {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        tracing::info!(
+            ok = g(&self.ok),
+            failed = g(&self.failed),
+            disabled = g(&self.disabled),
+            temp = g(&self.temp),
+            blocked = g(&self.blocked),
+            cache_hits = g(&self.cache_hits),
+            "auth statistics"
+        );
+    }
+}
+
+pub struct Authenticator {
+    dir: RwLock<Arc<Directory>>,
+    penalty: Penalty,
+    cache: Option<VerifiedCache>,
+    verify_slots: Arc<Semaphore>,
+    /// For hashes without a `{SCHEME}` prefix (`passwords.default_scheme`).
+    default_scheme: Scheme,
+    /// The scheme new hashes get; also what an unknown user's dummy check costs, since
+    /// that is what most users' hashes are.
+    hash_scheme: Scheme,
+    failure_delay: Duration,
+    timeout: Duration,
+    rehash: bool,
+    pub stats: AuthStats,
+}
+
+impl Authenticator {
+    pub fn new(dir: Directory, config: &Config) -> anyhow::Result<Authenticator> {
+        let a = &config.authd;
+        let default_scheme: Scheme = config
+            .passwords
+            .default_scheme
+            .parse()
+            .map_err(|e| anyhow::anyhow!("passwords.default_scheme: {e}"))?;
+        let hash_scheme: Scheme = config
+            .passwords
+            .hash_scheme
+            .parse()
+            .map_err(|e| anyhow::anyhow!("passwords.hash_scheme: {e}"))?;
+        let trusted = a
+            .trusted_networks
+            .iter()
+            .map(|n| {
+                vmail_config::parse_cidr(n)
+                    .map_err(|m| anyhow::anyhow!("authd.trusted_networks: {m}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let verify_concurrency = match a.verify_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Ok(Authenticator {
+            dir: RwLock::new(Arc::new(dir)),
+            penalty: Penalty::new(PenaltyConfig {
+                window: Duration::from_secs(a.penalty_window_s),
+                block_after: a.penalty_block_after,
+                ipv6_prefix: a.ipv6_prefix,
+                trusted,
+                failure_delay: Duration::from_millis(a.failure_delay_ms),
+                max_delay: Duration::from_millis(a.max_delay_ms),
+            }),
+            cache: a.cache_enabled.then(|| {
+                VerifiedCache::new(Duration::from_secs(a.cache_ttl_s), a.cache_max_entries)
+            }),
+            verify_slots: Arc::new(Semaphore::new(verify_concurrency)),
+            default_scheme,
+            hash_scheme,
+            failure_delay: Duration::from_millis(a.failure_delay_ms),
+            timeout: Duration::from_millis(a.request_timeout_ms),
+            rehash: a.rehash_legacy,
+            stats: AuthStats::default(),
+        })
+    }
+
+    pub fn directory(&self) -> Option<Arc<Directory>> {
+        self.dir.read().ok().map(|d| d.clone())
+    }
+
+    pub fn replace_directory(&self, dir: Directory) {
+        if let Ok(mut d) = self.dir.write() {
+            *d = Arc::new(dir);
+        }
+    }
+
+    /// SIGHUP / `vmailctl flush`: forget verified credentials and penalties.
+    pub fn flush(&self) {
+        if let Some(c) = &self.cache {
+            c.clear();
+        }
+        self.penalty.clear();
+    }
+
+    /// Dovecot's name of the scheme of unprefixed hashes.
+    pub fn default_scheme_name(&self) -> &'static str {
+        self.default_scheme.name()
+    }
+
+    pub fn failure_delay(&self) -> Duration {
+        self.failure_delay
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Checks `password` for `login` on behalf of `service` for a client at `rip`.
+    /// Failures return after the failure delay; temporary failures at once.
+    pub async fn authenticate(
+        &self,
+        login: &[u8],
+        password: &[u8],
+        service: &str,
+        rip: Option<IpAddr>,
+    ) -> Verdict {
+        let started = Instant::now();
+        // A login that is not UTF-8 cannot name a user; it still costs a check.
+        let login_str = String::from_utf8_lossy(login);
+        let login_str = login_str.trim();
+        let verdict = self.decide(login_str, login, password, service, rip).await;
+        let rip_s = rip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        match &verdict {
+            Verdict::Ok { user } => {
+                AuthStats::bump(&self.stats.ok);
+                tracing::info!(user = %user, rip = %rip_s, service, elapsed_ms = started.elapsed().as_millis() as u64, "authenticated");
+            }
+            Verdict::Disabled { reason } => {
+                AuthStats::bump(&self.stats.disabled);
+                tracing::warn!(user = %login_str.escape_debug(), rip = %rip_s, service, reason, "authentication refused");
+            }
+            Verdict::Temp(why) => {
+                AuthStats::bump(&self.stats.temp);
+                tracing::error!(user = %login_str.escape_debug(), rip = %rip_s, service, error = %why, "authentication temporarily failed");
+            }
+            Verdict::Fail => {
+                AuthStats::bump(&self.stats.failed);
+                // The line fail2ban matches: "authentication failed ... rip=ADDR".
+                tracing::warn!(user = %login_str.escape_debug(), rip = %rip_s, service, "authentication failed");
+                tokio::time::sleep(self.failure_delay).await;
+            }
+        }
+        verdict
+    }
+
+    async fn decide(
+        &self,
+        login: &str,
+        raw_login: &[u8],
+        password: &[u8],
+        service: &str,
+        rip: Option<IpAddr>,
+    ) -> Verdict {
+        let assessed = self.penalty.assess(rip, login, Instant::now());
+        if !assessed.delay.is_zero() {
+            tokio::time::sleep(assessed.delay).await;
+        }
+        if assessed.blocked {
+            AuthStats::bump(&self.stats.blocked);
+            tracing::warn!(rip = %rip.map_or_else(|| "-".into(), |i| i.to_string()), failures = assessed.failures, "remote address blocked by the failure penalty; not checking");
+            return Verdict::Fail;
+        }
+        let Some(dir) = self.directory() else {
+            return Verdict::Temp("directory unavailable".into());
+        };
+        let user = if std::str::from_utf8(raw_login).is_ok() && !login.is_empty() {
+            match tokio::time::timeout(self.timeout, dir.user(login)).await {
+                Ok(Ok(u)) => u,
+                Ok(Err(e)) if e.is_temporary() => return Verdict::Temp(e.to_string()),
+                Ok(Err(e)) => {
+                    // A login the directory refuses as malformed is simply unknown.
+                    tracing::debug!(error = %e, "login not usable as an address");
+                    None
+                }
+                Err(_) => {
+                    return Verdict::Temp(format!(
+                        "directory lookup slower than {} ms",
+                        self.timeout.as_millis()
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        let stored = user.as_ref().and_then(|u| u.password.clone());
+        let (Some(user), Some(stored)) = (user, stored) else {
+            // Unknown user (or one without a password): spend what a real check costs, so
+            // timing does not tell which logins exist.
+            self.dummy_check(password).await;
+            self.penalty
+                .record_failure(rip, login, password, Instant::now());
+            return Verdict::Fail;
+        };
+        let cached = self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.contains(&user.email, &stored, password, Instant::now()));
+        let ok = if cached {
+            AuthStats::bump(&self.stats.cache_hits);
+            true
+        } else {
+            match self.check(&stored, password).await {
+                Ok(ok) => ok,
+                Err(why) => {
+                    // Not the client's fault, and not going away by retrying: the hash is
+                    // unusable. Logged for the postmaster; the client sees a failure.
+                    tracing::error!(user = %user.email, error = %why, "stored password hash cannot be checked");
+                    false
+                }
+            }
+        };
+        if !ok {
+            self.penalty
+                .record_failure(rip, login, password, Instant::now());
+            return Verdict::Fail;
+        }
+        if let (false, Some(c)) = (cached, &self.cache) {
+            c.insert(&user.email, &stored, password, Instant::now());
+        }
+        self.penalty.record_success(rip, login);
+        if !user.active {
+            return Verdict::Disabled {
+                reason: "account disabled",
+            };
+        }
+        if !service.is_empty() && !user.allows(service) {
+            return Verdict::Disabled {
+                reason: "service not allowed for this account",
+            };
+        }
+        if self.rehash && vmail_passwd::is_legacy(&stored, self.default_scheme) {
+            self.rehash(dir, user.email.clone(), stored, password.to_vec());
+        }
+        Verdict::Ok { user: user.email }
+    }
+
+    /// Runs a password check on the blocking pool, at most `verify_concurrency` at once.
+    async fn check(&self, stored: &str, password: &[u8]) -> Result<bool, String> {
+        let Ok(_slot) = self.verify_slots.clone().acquire_owned().await else {
+            return Err("verification pool closed".into());
+        };
+        let (stored, password, scheme) =
+            (stored.to_string(), password.to_vec(), self.default_scheme);
+        match tokio::task::spawn_blocking(move || vmail_passwd::verify(&stored, &password, scheme))
+            .await
+        {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("verification task failed: {e}")),
+        }
+    }
+
+    async fn dummy_check(&self, password: &[u8]) {
+        let Ok(_slot) = self.verify_slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (password, scheme) = (password.to_vec(), self.hash_scheme);
+        let _ = tokio::task::spawn_blocking(move || vmail_passwd::dummy_verify(scheme, &password))
+            .await;
+    }
+
+    /// Stores a strong hash of a password that just matched a legacy one, in the background
+    /// (the client has its answer already). Compare-and-set: a password changed meanwhile
+    /// wins.
+    fn rehash(&self, dir: Arc<Directory>, email: String, old: String, password: Vec<u8>) {
+        let scheme = self.hash_scheme;
+        let slots = self.verify_slots.clone();
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            let new =
+                match tokio::task::spawn_blocking(move || vmail_passwd::hash(scheme, &password))
+                    .await
+                {
+                    Ok(Ok(h)) => h,
+                    Ok(Err(e)) => {
+                        tracing::error!(user = %email, error = %e, "re-hash failed");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(user = %email, error = %e, "re-hash task failed");
+                        return;
+                    }
+                };
+            match dir.replace_password(&email, &old, &new).await {
+                Ok(true) => {
+                    tracing::info!(user = %email, scheme = %scheme, "legacy password hash upgraded")
+                }
+                Ok(false) => {
+                    tracing::info!(user = %email, "password changed meanwhile; not upgrading the hash")
+                }
+                Err(e) => {
+                    tracing::warn!(user = %email, error = %e, "could not store the upgraded password hash")
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,250 @@
+//! One Dovecot dict-proxy client connection: Dovecot's auth process asking for passdb and
+//! userdb records (`passdb { driver = dict }`, `userdb { driver = dict }`). Dovecot checks
+//! the password itself; we serve the record as JSON. Replies go back in request order (the
+//! client matches each to its oldest pending command), so requests are answered one by one.
+//!
+//! Keys (set in contrib/dovecot/dovecot-dict-auth.conf.ext):
+//! - `passdb/<service>/<user>` (or `passdb/<user>`): `{"user", "password"}`, plus
+//!   `nologin` and `reason` when the account, its domain or the service is disabled;
+//! - `userdb/<user>`: `{"uid", "gid", "home", "mail", "quota_rule"}`;
+//! - iterating `userdb/` lists every user (`doveadm user '*'`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use vmail_directory::{Directory, User};
+use vmail_proto::dict::{self, Reply, Request};
+
+use crate::auth_conn::ConnSettings;
+use crate::authenticator::Authenticator;
+
+/// Serves a connection until it ends. Errors are logged, never propagated.
+pub async fn serve<S>(
+    mut stream: S,
+    auth: Arc<Authenticator>,
+    settings: Arc<ConnSettings>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(512);
+    let mut chunk = vec![0u8; 4096];
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    let mut hello = false;
+    loop {
+        while let Some(n) = match dict::find_line(&buf) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "closing dict connection");
+                return;
+            }
+        } {
+            let req = dict::parse_request(&buf[..n]);
+            buf.drain(..n);
+            let req = match req {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "closing dict connection after a broken line");
+                    return;
+                }
+            };
+            out.clear();
+            match req {
+                Request::Hello(h) if !hello => {
+                    // 2 up to Dovecot 2.3.16, 3 from 2.3.17 (the lookup then carries the user).
+                    if !(2..=3).contains(&h.major) {
+                        tracing::warn!(
+                            major = h.major,
+                            "dict client speaks an unknown protocol version"
+                        );
+                        return;
+                    }
+                    hello = true;
+                    continue;
+                }
+                _ if !hello => {
+                    tracing::warn!("dict request before hello; closing");
+                    return;
+                }
+                Request::Hello(_) => {
+                    tracing::warn!("second dict hello; closing");
+                    return;
+                }
+                Request::Lookup { ref key, .. } => {
+                    let span = tracing::debug_span!("dict_lookup");
+                    let _e = span.enter();
+                    let reply = match req.shared_key() {
+                        Some(k) => lookup(&auth, &String::from_utf8_lossy(k)).await,
+                        None => {
+                            tracing::debug!(key = %String::from_utf8_lossy(key), "not a shared/ key");
+                            Reply::NotFound
+                        }
+                    };
+                    dict::encode_reply(&reply, &mut out);
+                }
+                Request::Iterate {
+                    flags,
+                    max_rows,
+                    ref path,
+                    ..
+                } => iterate(&auth, path, flags, max_rows, &mut out).await,
+                Request::Unsupported(c) => {
+                    // Transactions and unknown commands: answering would desynchronise the
+                    // client, so close as Dovecot's own server does.
+                    tracing::warn!(command = %c.escape_debug(), "unsupported dict command; closing");
+                    return;
+                }
+            }
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            r = stream.read(&mut chunk) => match r {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => {
+                    tracing::debug!(error = %e, "dict client read failed");
+                    return;
+                }
+            },
+            _ = tokio::time::sleep(settings.idle_timeout) => return,
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Runs a directory call under the request deadline; `Err` is the `F` reason.
+async fn bounded<T>(
+    auth: &Authenticator,
+    f: impl std::future::Future<Output = vmail_directory::Result<T>>,
+) -> Result<T, String> {
+    let t: Duration = auth.request_timeout();
+    match tokio::time::timeout(t, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("directory lookup slower than {} ms", t.as_millis())),
+    }
+}
+
+async fn lookup(auth: &Authenticator, key: &str) -> Reply {
+    let Some(dir) = auth.directory() else {
+        return Reply::Failed("directory unavailable".into());
+    };
+    let (kind, rest) = key.split_once('/').unwrap_or((key, ""));
+    let (service, login) = match rest.split_once('/') {
+        // A service name never holds '@'; a login may hold '/' only in its local part.
+        Some((s, l)) if !s.contains('@') && !s.is_empty() => (Some(s), l),
+        _ => (None, rest),
+    };
+    let user = match kind {
+        "passdb" | "userdb" => match bounded(auth, dir.user(login)).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "dict lookup failed");
+                return Reply::Failed(format!("vmail directory: {e}"));
+            }
+        },
+        _ => return Reply::NotFound,
+    };
+    let Some(user) = user else {
+        return Reply::NotFound;
+    };
+    let value = match kind {
+        "passdb" => {
+            let Some(v) = passdb_record(&user, service, auth.default_scheme_name()) else {
+                return Reply::NotFound;
+            };
+            v
+        }
+        _ => userdb_record(&user),
+    };
+    Reply::Found(value.to_string().into_bytes())
+}
+
+/// The passdb fields of `user`; `None` for a user without a password (nobody can log in).
+pub fn passdb_record(
+    user: &User,
+    service: Option<&str>,
+    default_scheme: &str,
+) -> Option<serde_json::Value> {
+    let stored = user.password.as_deref().filter(|p| !p.is_empty())?;
+    // Dovecot needs the scheme; unprefixed hashes are in our configured default.
+    let password = if stored.starts_with('{') && stored.contains('}') {
+        stored.to_string()
+    } else {
+        format!("{{{default_scheme}}}{stored}")
+    };
+    let mut rec = serde_json::json!({ "user": user.email, "password": password });
+    let refusal = if !user.active {
+        Some("Account disabled")
+    } else if service.is_some_and(|s| !user.allows(s)) {
+        Some("Service not allowed for this account")
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        // nologin: the password is still checked, then the login refused with the reason
+        // (Dovecot's PasswordDatabase.ExtraFields.NoLogin).
+        rec["nologin"] = "y".into();
+        rec["reason"] = reason.into();
+    }
+    Some(rec)
+}
+
+/// The userdb fields of `user`. Values are strings, as Dovecot's dict userdb expects.
+pub fn userdb_record(user: &User) -> serde_json::Value {
+    let mut rec = serde_json::json!({
+        "uid": user.uid.to_string(),
+        "gid": user.gid.to_string(),
+        "home": user.home,
+        "mail": user.mail,
+    });
+    if let Some(q) = user.quota_bytes {
+        rec["quota_rule"] = format!("*:bytes={q}").into();
+    }
+    rec
+}
+
+async fn iterate(auth: &Authenticator, path: &[u8], flags: u32, max_rows: u64, out: &mut Vec<u8>) {
+    let Some(dir) = auth.directory() else {
+        dict::encode_reply(&Reply::Failed("directory unavailable".into()), out);
+        return;
+    };
+    let users = if path == b"shared/userdb/" {
+        list(&dir, auth).await
+    } else {
+        Ok(Vec::new())
+    };
+    match users {
+        Ok(users) => {
+            let limit = if max_rows == 0 {
+                usize::MAX
+            } else {
+                max_rows as usize
+            };
+            for email in users.into_iter().take(limit) {
+                let mut key = path.to_vec();
+                key.extend_from_slice(email.as_bytes());
+                let value = if flags & dict::ITERATE_NO_VALUE != 0 {
+                    Vec::new()
+                } else {
+                    b"{}".to_vec()
+                };
+                dict::encode_reply(&Reply::Row { key, value }, out);
+            }
+            dict::encode_reply(&Reply::EndOfRows, out);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dict iteration failed");
+            dict::encode_reply(&Reply::Failed(format!("vmail directory: {e}")), out);
+        }
+    }
+}
+
+async fn list(dir: &Directory, auth: &Authenticator) -> Result<Vec<String>, String> {
+    let users = bounded(auth, dir.list_users(None)).await?;
+    Ok(users.into_iter().map(|(email, _active)| email).collect())
+}

@@ -1,0 +1,242 @@
+//! vmail-authd: one daemon for every password check of the mail server.
+//! - A Dovecot auth-protocol server for Postfix (`smtpd_sasl_type = dovecot`), replacing
+//!   saslauthd + pam_mysql: PLAIN and LOGIN, verified here with the failure penalty, the
+//!   verified-credentials cache and optional re-hashing of legacy hashes.
+//! - A Dovecot dict-proxy server for Dovecot's `passdb`/`userdb { driver = dict }`,
+//!   replacing the classic `dovecot-sql.conf` and static userdb.
+//!
+//! [`Authd::bind`] opens the listeners (so privileges can be dropped right after) and
+//! [`Authd::run`] serves until SIGTERM, reloading on SIGHUP. Tests drive the same steps.
+
+pub mod auth_conn;
+pub mod authenticator;
+pub mod cache;
+pub mod dict_conn;
+pub mod penalty;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use vmail_config::{Config, Loaded};
+use vmail_daemon::{Endpoint, Listener, SocketAccess, Stream};
+use vmail_directory::Directory;
+
+pub use authenticator::{Authenticator, Verdict};
+
+/// How long in-flight requests get to finish after SIGTERM (the failure delay is at most
+/// 10 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(12);
+const STATS_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Dovecot auth client protocol (Postfix SMTP AUTH).
+    Auth,
+    /// Dovecot dict proxy protocol (Dovecot passdb/userdb).
+    Dict,
+}
+
+/// A bound, not yet serving, authd.
+pub struct Authd {
+    listeners: Vec<(Listener, Protocol)>,
+    auth: Arc<Authenticator>,
+    config: Config,
+    config_path: Option<PathBuf>,
+    pid: Option<vmail_daemon::PidFile>,
+}
+
+impl Authd {
+    /// Opens the directory and binds every listener. The database may be down: requests
+    /// then fail temporarily until it is back.
+    pub async fn bind(loaded: &Loaded) -> Result<Authd> {
+        let config = loaded.config.clone();
+        let a = &config.authd;
+        let mut listeners = Vec::new();
+        let sets = [
+            (&a.auth, a.auth_mode(), &a.auth_socket_group, Protocol::Auth),
+            (&a.dict, a.dict_mode(), &a.dict_socket_group, Protocol::Dict),
+        ];
+        for (specs, mode, group, proto) in sets {
+            let access = SocketAccess {
+                mode,
+                group: (!group.is_empty()).then(|| group.clone()),
+            };
+            for spec in specs {
+                let ep: Endpoint = spec.parse()?;
+                let l = Listener::bind(&ep, &access)
+                    .await
+                    .with_context(|| format!("authd: binding {spec}"))?;
+                listeners.push((l, proto));
+            }
+        }
+        if listeners.is_empty() {
+            anyhow::bail!(
+                "{}: authd has no listener (authd.auth and authd.dict are empty)",
+                loaded.source
+            );
+        }
+        let dir = Directory::open(&config)
+            .await
+            .context("opening the directory")?;
+        let auth = Arc::new(Authenticator::new(dir, &config)?);
+        let pid = vmail_daemon::PidFile::create(&a.pid_file)
+            .map_err(|e| tracing::warn!(error = %e, "no pid file; `vmailctl flush` cannot reach this daemon"))
+            .ok();
+        Ok(Authd {
+            listeners,
+            auth,
+            config_path: match &loaded.source {
+                vmail_config::Source::File(p) => Some(p.clone()),
+                vmail_config::Source::Builtin => None,
+            },
+            config,
+            pid,
+        })
+    }
+
+    /// Where each listener is bound, with its protocol.
+    pub fn endpoints(&self) -> Vec<(String, Protocol)> {
+        self.listeners
+            .iter()
+            .map(|(l, p)| (l.local_endpoint(), *p))
+            .collect()
+    }
+
+    pub fn authenticator(&self) -> Arc<Authenticator> {
+        self.auth.clone()
+    }
+
+    /// Serves until `stop` resolves or SIGTERM; SIGHUP re-reads the configuration's
+    /// directory settings and flushes the cache and penalties.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        let a = &self.config.authd;
+        let (shut_tx, shut_rx) = watch::channel(false);
+        let limit = Arc::new(Semaphore::new(a.max_connections));
+        let settings = Arc::new(auth_conn::ConnSettings {
+            idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+        });
+        let mut acceptors = JoinSet::new();
+        for (listener, proto) in self.listeners {
+            tracing::info!(listener = %listener.local_endpoint(), protocol = ?proto, "listening");
+            acceptors.spawn(accept_loop(
+                listener,
+                proto,
+                self.auth.clone(),
+                limit.clone(),
+                settings.clone(),
+                shut_rx.clone(),
+            ));
+        }
+        let mut signals = vmail_daemon::Signals::new().context("installing signal handlers")?;
+        let mut stats_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + STATS_EVERY, STATS_EVERY);
+        vmail_daemon::sd_notify("READY=1");
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                s = signals.next() => match s {
+                    vmail_daemon::Signal::Shutdown => break,
+                    vmail_daemon::Signal::Reload => {
+                        vmail_daemon::sd_notify("RELOADING=1");
+                        reload(&self.auth, self.config_path.as_deref()).await;
+                        vmail_daemon::sd_notify("READY=1");
+                    }
+                },
+                _ = stats_tick.tick() => self.auth.stats.log(),
+            }
+        }
+        vmail_daemon::sd_notify("STOPPING=1");
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = shut_tx.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while acceptors.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("requests still busy after {SHUTDOWN_GRACE:?}; closing them");
+        }
+        self.auth.stats.log();
+        drop(self.pid);
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    proto: Protocol,
+    auth: Arc<Authenticator>,
+    limit: Arc<Semaphore>,
+    settings: Arc<auth_conn::ConnSettings>,
+    mut shut: watch::Receiver<bool>,
+) {
+    // CUID: unique per connection within the process, as Dovecot's.
+    static NEXT_CUID: AtomicU32 = AtomicU32::new(1);
+    let mut tasks = JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            s = listener.accept() => s,
+            _ = shut.changed() => break,
+        };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Shared limit, slot taken after accept (an idle listener must not hold slots).
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shut.changed() => break,
+        };
+        let (auth, settings, shut) = (auth.clone(), settings.clone(), shut.clone());
+        let cuid = NEXT_CUID.fetch_add(1, Ordering::Relaxed);
+        tasks.spawn(async move {
+            let span = tracing::debug_span!("conn", proto = ?proto, cuid);
+            let _enter = span.enter();
+            match (stream, proto) {
+                (Stream::Unix(s), Protocol::Auth) => {
+                    auth_conn::serve(s, auth, settings, cuid, shut).await
+                }
+                (Stream::Tcp(s), Protocol::Auth) => {
+                    auth_conn::serve(s, auth, settings, cuid, shut).await
+                }
+                (Stream::Unix(s), Protocol::Dict) => {
+                    dict_conn::serve(s, auth, settings, shut).await
+                }
+                (Stream::Tcp(s), Protocol::Dict) => dict_conn::serve(s, auth, settings, shut).await,
+            }
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// SIGHUP: re-read the configuration; on success swap the directory. Cache and penalties
+/// are flushed either way (that is what `vmailctl flush` asks for).
+async fn reload(auth: &Authenticator, path: Option<&std::path::Path>) {
+    auth.flush();
+    match vmail_config::load(path) {
+        Ok(loaded) => match Directory::open(&loaded.config).await {
+            Ok(dir) => {
+                auth.replace_directory(dir);
+                tracing::info!(config = %loaded.source, "reloaded; auth cache and penalties flushed");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload: cannot open the new directory; keeping the old one")
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "reload: configuration invalid; keeping the running one")
+        }
+    }
+}

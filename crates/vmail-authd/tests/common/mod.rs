@@ -1,0 +1,252 @@
+//! An authd running in-process on temp sockets, a directory to fill, and raw clients for
+//! the auth and dict protocols.
+
+#![allow(dead_code)] // each test file uses a part
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vmail_authd::{Authd, Authenticator};
+use vmail_config::{Config, Loaded, Source};
+use vmail_directory::Directory;
+use vmail_proto::auth::{self, Reply};
+
+pub struct Daemon {
+    pub auth_socket: PathBuf,
+    pub dict_socket: PathBuf,
+    pub authenticator: Arc<Authenticator>,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Test defaults: short delays so failures do not slow the suite down.
+pub fn test_config(mut config: Config) -> Config {
+    config.authd.failure_delay_ms = 150;
+    config.authd.max_delay_ms = 600;
+    config
+}
+
+impl Daemon {
+    /// Starts authd with `config`; sockets and pid file go to a temp dir (mode 0755 so a
+    /// Dovecot or Postfix running as another user can reach them).
+    pub fn start(mut config: Config) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        vmail_test_support::set_mode(dir.path(), 0o755);
+        let auth_socket = dir.path().join("auth.sock");
+        let dict_socket = dir.path().join("dict.sock");
+        let a = &mut config.authd;
+        a.auth = vec![format!("unix:{}", auth_socket.display())];
+        a.dict = vec![format!("unix:{}", dict_socket.display())];
+        a.auth_socket_group = String::new();
+        a.dict_socket_group = String::new();
+        a.auth_socket_mode = "0660".into();
+        a.dict_socket_mode = "0660".into();
+        a.user = String::new();
+        a.pid_file = dir.path().join("authd.pid");
+        let loaded = Loaded {
+            config,
+            source: Source::Builtin,
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let d = Authd::bind(&loaded).await.expect("bind authd");
+                ready_tx.send(d.authenticator()).unwrap();
+                d.run(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let authenticator = ready_rx.recv().expect("authd started");
+        Daemon {
+            auth_socket,
+            dict_socket,
+            authenticator,
+            dir,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Opens the sockets to everybody (root-run tests whose Postfix/Dovecot processes run
+    /// as unprivileged users); the temp dir is private to the test anyway.
+    pub fn open_sockets(&self) {
+        vmail_test_support::set_mode(&self.auth_socket, 0o666);
+        vmail_test_support::set_mode(&self.dict_socket, 0o666);
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.path().join("authd.pid")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `f` on a fresh directory built from `config` (in its own runtime).
+pub fn with_dir<T>(config: &Config, f: impl AsyncFnOnce(&Directory) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let d = Directory::open(config).await.unwrap();
+        f(&d).await
+    })
+}
+
+/// Creates the schema (migrated: active flags, services) and the users as (email, hash).
+pub fn populate(config: &Config, domains: &[&str], users: &[(&str, &str)]) {
+    with_dir(config, async |d| {
+        d.init(false).await.unwrap();
+        d.migrate().await.unwrap();
+        for dom in domains {
+            d.add_domain(dom).await.unwrap();
+        }
+        for (email, hash) in users {
+            d.add_user(email, hash, None).await.unwrap();
+        }
+    })
+}
+
+pub fn b64(raw: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// A raw Dovecot auth-protocol client.
+pub struct AuthClient {
+    pub r: BufReader<UnixStream>,
+    pub w: UnixStream,
+    /// The server's handshake lines.
+    pub handshake: Vec<String>,
+}
+
+impl AuthClient {
+    /// Connects and reads the server handshake; does not send ours.
+    pub fn connect_raw(daemon: &Daemon) -> AuthClient {
+        let s = UnixStream::connect(&daemon.auth_socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut c = AuthClient {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+            handshake: Vec::new(),
+        };
+        loop {
+            let l = c.line().expect("handshake line");
+            let done = l == "DONE";
+            c.handshake.push(l);
+            if done {
+                break;
+            }
+        }
+        c
+    }
+
+    /// Connects and completes the handshake as Postfix does.
+    pub fn connect(daemon: &Daemon) -> AuthClient {
+        let mut c = AuthClient::connect_raw(daemon);
+        c.send("VERSION\t1\t2\nCPID\t4242\n");
+        c
+    }
+
+    pub fn send(&mut self, s: &str) {
+        self.w.write_all(s.as_bytes()).unwrap();
+    }
+
+    /// The next line without its LF; `None` once the server closed the connection.
+    pub fn line(&mut self) -> Option<String> {
+        let mut l = String::new();
+        match self.r.read_line(&mut l) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
+        }
+    }
+
+    pub fn reply(&mut self) -> Reply {
+        let l = self.line().expect("a reply line");
+        auth::parse_reply(l.as_bytes()).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+    }
+
+    /// AUTH PLAIN with an initial response; returns the reply.
+    pub fn plain(&mut self, id: u32, user: &str, password: &str, rip: &str) -> Reply {
+        let resp = b64(format!("\0{user}\0{password}").as_bytes());
+        self.send(&format!(
+            "AUTH\t{id}\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip={rip}\tresp={resp}\n"
+        ));
+        self.reply()
+    }
+}
+
+pub fn is_ok(r: &Reply) -> Option<String> {
+    match r {
+        Reply::Ok { user, .. } => Some(String::from_utf8_lossy(user).into_owned()),
+        _ => None,
+    }
+}
+
+/// A raw dict-proxy client after the hello (as Dovecot 2.3.19 sends it).
+pub struct DictClient {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl DictClient {
+    pub fn connect(daemon: &Daemon) -> DictClient {
+        let s = UnixStream::connect(&daemon.dict_socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut c = DictClient {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        };
+        c.send("H3\t2\t0\t\tauth\n");
+        c
+    }
+
+    pub fn send(&mut self, s: &str) {
+        self.w.write_all(s.as_bytes()).unwrap();
+    }
+
+    pub fn line(&mut self) -> Option<String> {
+        let mut l = String::new();
+        match self.r.read_line(&mut l) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
+        }
+    }
+
+    /// Looks `key` (without `shared/`) up: the raw reply line.
+    pub fn lookup(&mut self, key: &str, user: &str) -> String {
+        self.send(&format!("Lshared/{key}\t{user}\n"));
+        self.line().expect("a dict reply")
+    }
+
+    /// Parses an `O{json}` reply.
+    pub fn json(&mut self, key: &str, user: &str) -> serde_json::Value {
+        let l = self.lookup(key, user);
+        let body = l
+            .strip_prefix('O')
+            .unwrap_or_else(|| panic!("not found: {l:?}"));
+        serde_json::from_str(body).unwrap()
+    }
+}
