@@ -12,6 +12,7 @@ use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
+use tracing::Instrument;
 use vmail_proto::auth::{
     self, AuthRequest, ClientCommand, FailCode, Handshake, Mechanism, Reply, SaslError, Secret,
     LOGIN_PROMPTS,
@@ -300,9 +301,6 @@ fn begin(
         service: String::from_utf8_lossy(&req.service).to_ascii_lowercase(),
         rip: req.remote_ip,
     };
-    let span =
-        tracing::debug_span!("auth", id = req.id, mech = mech.name(), service = %ctx.service);
-    let _enter = span.enter();
     let initial = match req.initial_response(client_minor) {
         Ok(r) => r,
         Err(e) => return sasl_failure(req.id, e, auth, pending, checks, out),
@@ -385,37 +383,41 @@ fn start_check(
     checks: &mut JoinSet<(u32, Reply)>,
 ) {
     let auth = auth.clone();
-    let h = checks.spawn(async move {
-        if authzid.is_some() {
-            // Acting as someone else needs master users, which we do not have.
-            tracing::warn!(id, "PLAIN with a different authorization identity refused");
-            tokio::time::sleep(auth.failure_delay()).await;
-            return (id, fail(id, Some(login)));
+    let span = tracing::info_span!("auth", id, service = %ctx.service);
+    let h = checks.spawn(
+        async move {
+            if authzid.is_some() {
+                // Acting as someone else needs master users, which we do not have.
+                tracing::warn!(id, "PLAIN with a different authorization identity refused");
+                tokio::time::sleep(auth.failure_delay()).await;
+                return (id, fail(id, Some(login)));
+            }
+            let verdict = auth
+                .authenticate(&login, password.expose(), &ctx.service, ctx.rip)
+                .await;
+            let reply = match verdict {
+                Verdict::Ok { user } => Reply::Ok {
+                    id,
+                    user: user.into_bytes(),
+                    extra: Vec::new(),
+                },
+                Verdict::Fail => fail(id, Some(login)),
+                Verdict::Disabled { reason } => Reply::Fail {
+                    id,
+                    user: Some(login),
+                    code: Some(FailCode::UserDisabled),
+                    reason: Some(reason.into()),
+                },
+                Verdict::Temp(_) => Reply::Fail {
+                    id,
+                    user: Some(login),
+                    code: Some(FailCode::TempFail),
+                    reason: Some("Temporary authentication failure, try again later".into()),
+                },
+            };
+            (id, reply)
         }
-        let verdict = auth
-            .authenticate(&login, password.expose(), &ctx.service, ctx.rip)
-            .await;
-        let reply = match verdict {
-            Verdict::Ok { user } => Reply::Ok {
-                id,
-                user: user.into_bytes(),
-                extra: Vec::new(),
-            },
-            Verdict::Fail => fail(id, Some(login)),
-            Verdict::Disabled { reason } => Reply::Fail {
-                id,
-                user: Some(login),
-                code: Some(FailCode::UserDisabled),
-                reason: Some(reason.into()),
-            },
-            Verdict::Temp(_) => Reply::Fail {
-                id,
-                user: Some(login),
-                code: Some(FailCode::TempFail),
-                reason: Some("Temporary authentication failure, try again later".into()),
-            },
-        };
-        (id, reply)
-    });
+        .instrument(span),
+    );
     pending.insert(id, Pending::Checking(h));
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tracing::Instrument;
 use vmail_directory::{Directory, User};
 use vmail_proto::dict::{self, Reply, Request};
 
@@ -73,10 +74,12 @@ pub async fn serve<S>(
                     return;
                 }
                 Request::Lookup { ref key, .. } => {
-                    let span = tracing::debug_span!("dict_lookup");
-                    let _e = span.enter();
                     let reply = match req.shared_key() {
-                        Some(k) => lookup(&auth, &String::from_utf8_lossy(k)).await,
+                        Some(k) => {
+                            let k = String::from_utf8_lossy(k);
+                            let span = tracing::debug_span!("dict_lookup", key = %k);
+                            lookup(&auth, &k).instrument(span).await
+                        }
                         None => {
                             tracing::debug!(key = %String::from_utf8_lossy(key), "not a shared/ key");
                             Reply::NotFound

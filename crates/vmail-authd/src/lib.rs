@@ -20,8 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tracing::Instrument;
 use vmail_config::{Config, Loaded};
 use vmail_daemon::{Endpoint, Listener, SocketAccess, Stream};
 use vmail_directory::Directory;
@@ -115,110 +114,57 @@ impl Authd {
     /// directory settings and flushes the cache and penalties.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let a = &self.config.authd;
-        let (shut_tx, shut_rx) = watch::channel(false);
-        let limit = Arc::new(Semaphore::new(a.max_connections));
+        let mut life = vmail_daemon::Lifecycle::new(a.max_connections, Some(STATS_EVERY))
+            .context("installing signal handlers")?;
         let settings = Arc::new(auth_conn::ConnSettings {
             idle_timeout: Duration::from_millis(a.idle_timeout_ms),
         });
-        let mut acceptors = JoinSet::new();
+        // CUID: unique per connection within the process, as Dovecot's.
+        let next_cuid = Arc::new(AtomicU32::new(1));
         for (listener, proto) in self.listeners {
-            tracing::info!(listener = %listener.local_endpoint(), protocol = ?proto, "listening");
-            acceptors.spawn(accept_loop(
-                listener,
-                proto,
-                self.auth.clone(),
-                limit.clone(),
-                settings.clone(),
-                shut_rx.clone(),
-            ));
+            let (auth, settings, next_cuid) =
+                (self.auth.clone(), settings.clone(), next_cuid.clone());
+            life.listen(listener, move |stream, shut| {
+                let (auth, settings) = (auth.clone(), settings.clone());
+                let cuid = next_cuid.fetch_add(1, Ordering::Relaxed);
+                let span = tracing::debug_span!("conn", proto = ?proto, cuid);
+                async move {
+                    match (stream, proto) {
+                        (Stream::Unix(s), Protocol::Auth) => {
+                            auth_conn::serve(s, auth, settings, cuid, shut).await
+                        }
+                        (Stream::Tcp(s), Protocol::Auth) => {
+                            auth_conn::serve(s, auth, settings, cuid, shut).await
+                        }
+                        (Stream::Unix(s), Protocol::Dict) => {
+                            dict_conn::serve(s, auth, settings, shut).await
+                        }
+                        (Stream::Tcp(s), Protocol::Dict) => {
+                            dict_conn::serve(s, auth, settings, shut).await
+                        }
+                    }
+                }
+                .instrument(span)
+            });
         }
-        let mut signals = vmail_daemon::Signals::new().context("installing signal handlers")?;
-        let mut stats_tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + STATS_EVERY, STATS_EVERY);
         vmail_daemon::sd_notify("READY=1");
         tokio::pin!(stop);
         loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                s = signals.next() => match s {
-                    vmail_daemon::Signal::Shutdown => break,
-                    vmail_daemon::Signal::Reload => {
-                        vmail_daemon::sd_notify("RELOADING=1");
-                        reload(&self.auth, self.config_path.as_deref()).await;
-                        vmail_daemon::sd_notify("READY=1");
-                    }
-                },
-                _ = stats_tick.tick() => self.auth.stats.log(),
+            match life.next(stop.as_mut()).await {
+                vmail_daemon::Event::Stop => break,
+                vmail_daemon::Event::Reload => {
+                    vmail_daemon::sd_notify("RELOADING=1");
+                    reload(&self.auth, self.config_path.as_deref()).await;
+                    vmail_daemon::sd_notify("READY=1");
+                }
+                vmail_daemon::Event::Tick => self.auth.stats.log(),
             }
         }
-        vmail_daemon::sd_notify("STOPPING=1");
-        tracing::info!("shutting down: finishing requests in flight");
-        let _ = shut_tx.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while acceptors.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("requests still busy after {SHUTDOWN_GRACE:?}; closing them");
-        }
+        life.shutdown(SHUTDOWN_GRACE).await;
         self.auth.stats.log();
         drop(self.pid);
         Ok(())
     }
-}
-
-async fn accept_loop(
-    listener: Listener,
-    proto: Protocol,
-    auth: Arc<Authenticator>,
-    limit: Arc<Semaphore>,
-    settings: Arc<auth_conn::ConnSettings>,
-    mut shut: watch::Receiver<bool>,
-) {
-    // CUID: unique per connection within the process, as Dovecot's.
-    static NEXT_CUID: AtomicU32 = AtomicU32::new(1);
-    let mut tasks = JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            s = listener.accept() => s,
-            _ = shut.changed() => break,
-        };
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Shared limit, slot taken after accept (an idle listener must not hold slots).
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shut.changed() => break,
-        };
-        let (auth, settings, shut) = (auth.clone(), settings.clone(), shut.clone());
-        let cuid = NEXT_CUID.fetch_add(1, Ordering::Relaxed);
-        tasks.spawn(async move {
-            let span = tracing::debug_span!("conn", proto = ?proto, cuid);
-            let _enter = span.enter();
-            match (stream, proto) {
-                (Stream::Unix(s), Protocol::Auth) => {
-                    auth_conn::serve(s, auth, settings, cuid, shut).await
-                }
-                (Stream::Tcp(s), Protocol::Auth) => {
-                    auth_conn::serve(s, auth, settings, cuid, shut).await
-                }
-                (Stream::Unix(s), Protocol::Dict) => {
-                    dict_conn::serve(s, auth, settings, shut).await
-                }
-                (Stream::Tcp(s), Protocol::Dict) => dict_conn::serve(s, auth, settings, shut).await,
-            }
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    drop(listener);
-    while tasks.join_next().await.is_some() {}
 }
 
 /// SIGHUP: re-read the configuration; on success swap the directory. Cache and penalties

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+mod serve;
+pub use serve::{Event, Lifecycle};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("listener {spec:?}: {message}")]

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tracing::Instrument;
 use vmail_config::{Config, Loaded};
 use vmail_daemon::{Endpoint, Listener, SocketAccess, Stream};
 use vmail_directory::cache::MapCache;
@@ -106,110 +105,44 @@ impl Lookupd {
     /// settings and flushes the cache (listener changes need a restart).
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let l = &self.config.lookupd;
-        let (shut_tx, shut_rx) = watch::channel(false);
-        let limit = Arc::new(Semaphore::new(l.max_connections));
+        let stats_every = (l.stats_interval_s > 0).then(|| Duration::from_secs(l.stats_interval_s));
+        let mut life = vmail_daemon::Lifecycle::new(l.max_connections, stats_every)
+            .context("installing signal handlers")?;
         let settings = Arc::new(conn::ConnSettings {
             idle_timeout: Duration::from_millis(l.idle_timeout_ms),
         });
-        // Each acceptor owns its connections and, once told to stop, waits for them.
-        let mut acceptors = JoinSet::new();
         for (listener, proto) in self.listeners {
-            tracing::info!(listener = %listener.local_endpoint(), protocol = ?proto, "listening");
-            acceptors.spawn(accept_loop(
-                listener,
-                proto,
-                self.service.clone(),
-                limit.clone(),
-                settings.clone(),
-                shut_rx.clone(),
-            ));
+            let (svc, settings) = (self.service.clone(), settings.clone());
+            life.listen(listener, move |stream, shut| {
+                let (svc, settings, proto) = (svc.clone(), settings.clone(), proto.clone());
+                let span = tracing::debug_span!("conn", proto = ?proto);
+                async move {
+                    match stream {
+                        Stream::Unix(s) => conn::serve(s, proto, svc, settings, shut).await,
+                        Stream::Tcp(s) => conn::serve(s, proto, svc, settings, shut).await,
+                    }
+                }
+                .instrument(span)
+            });
         }
-        let mut signals = vmail_daemon::Signals::new().context("installing signal handlers")?;
-        let stats_every = match l.stats_interval_s {
-            0 => Duration::from_secs(u64::MAX / 4),
-            s => Duration::from_secs(s),
-        };
-        let mut stats_tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
         vmail_daemon::sd_notify("READY=1");
         tokio::pin!(stop);
         loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                s = signals.next() => match s {
-                    vmail_daemon::Signal::Shutdown => break,
-                    vmail_daemon::Signal::Reload => {
-                        vmail_daemon::sd_notify("RELOADING=1");
-                        reload(&self.service, self.config_path.as_deref()).await;
-                        vmail_daemon::sd_notify("READY=1");
-                    }
-                },
-                _ = stats_tick.tick() => self.service.stats.log(),
+            match life.next(stop.as_mut()).await {
+                vmail_daemon::Event::Stop => break,
+                vmail_daemon::Event::Reload => {
+                    vmail_daemon::sd_notify("RELOADING=1");
+                    reload(&self.service, self.config_path.as_deref()).await;
+                    vmail_daemon::sd_notify("READY=1");
+                }
+                vmail_daemon::Event::Tick => self.service.stats.log(),
             }
         }
-        vmail_daemon::sd_notify("STOPPING=1");
-        tracing::info!("shutting down: finishing requests in flight");
-        let _ = shut_tx.send(true);
-        // Acceptors stop at once and wait for their connections (bounded by the grace time).
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while acceptors.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("connections still busy after {SHUTDOWN_GRACE:?}; closing them");
-        }
+        life.shutdown(SHUTDOWN_GRACE).await;
         self.service.stats.log();
         drop(self.pid);
         Ok(())
     }
-}
-
-async fn accept_loop(
-    listener: Listener,
-    proto: Protocol,
-    svc: Arc<Service>,
-    limit: Arc<Semaphore>,
-    settings: Arc<conn::ConnSettings>,
-    mut shut: watch::Receiver<bool>,
-) {
-    let mut tasks = JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            s = listener.accept() => s,
-            _ = shut.changed() => break,
-        };
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // The slot is taken after accepting: every listener shares the limit, and an idle
-        // listener must not sit on slots while it waits in accept(). Past the limit this
-        // connection waits here, unread, until another one ends.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shut.changed() => break,
-        };
-        let (svc, settings, shut, proto) =
-            (svc.clone(), settings.clone(), shut.clone(), proto.clone());
-        tasks.spawn(async move {
-            let span = tracing::debug_span!("conn", proto = ?proto);
-            let _enter = span.enter();
-            match stream {
-                Stream::Unix(s) => conn::serve(s, proto, svc, settings, shut).await,
-                Stream::Tcp(s) => conn::serve(s, proto, svc, settings, shut).await,
-            }
-            drop(permit);
-        });
-        // Reap finished connections so the set does not grow without bound.
-        while tasks.try_join_next().is_some() {}
-    }
-    drop(listener);
-    while tasks.join_next().await.is_some() {}
 }
 
 /// SIGHUP: re-read the configuration; on success swap the directory and flush the cache. A

@@ -75,8 +75,9 @@ pub enum Command {
     /// Authentication checks.
     #[command(subcommand)]
     Auth(AuthCmd),
-    /// Tell a running vmail-lookupd to reload its configuration and flush its cache
-    /// (SIGHUP to the pid in lookupd.pid_file). Commands that change data do this themselves.
+    /// Tell running vmail-lookupd and vmail-authd to reload their configuration and flush
+    /// their caches (SIGHUP to the pids in lookupd.pid_file and authd.pid_file; authd also
+    /// forgets failure penalties). Commands that change data do this themselves.
     Flush,
     /// Hash a password read from the terminal or stdin (like `doveadm pw`).
     Pw {
@@ -238,14 +239,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
         json: cli.json,
     };
     if let Command::Flush = command {
-        let pid_file = &ctx.loaded.config.lookupd.pid_file;
-        match vmail_daemon::signal_reload(pid_file)? {
-            true => ctx.done("vmail-lookupd reloaded, cache flushed".into()),
-            false => ctx.done(format!(
-                "no vmail-lookupd running (no live pid in {})",
-                pid_file.display()
-            )),
+        let mut said = Vec::new();
+        for (name, pid_file) in daemons(&ctx.loaded.config) {
+            said.push(match vmail_daemon::signal_reload(pid_file)? {
+                true => format!("{name} reloaded, caches flushed"),
+                false => format!("no {name} running (no live pid in {})", pid_file.display()),
+            });
         }
+        ctx.done(said.join("; "));
         return Ok(0);
     }
     let changes = matches!(
@@ -259,11 +260,21 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let code = execute(&ctx, command).await?;
     if changes && code == 0 {
         // Best effort: a cached "not found" must not reject a user just added.
-        if let Err(e) = vmail_daemon::signal_reload(&ctx.loaded.config.lookupd.pid_file) {
-            eprintln!("vmailctl: warning: could not flush vmail-lookupd's cache: {e}");
+        for (name, pid_file) in daemons(&ctx.loaded.config) {
+            if let Err(e) = vmail_daemon::signal_reload(pid_file) {
+                eprintln!("vmailctl: warning: could not flush {name}'s cache: {e}");
+            }
         }
     }
     Ok(code)
+}
+
+/// The daemons whose caches `flush` (and every change) reaches, with their pid files.
+fn daemons(config: &vmail_config::Config) -> [(&'static str, &std::path::Path); 2] {
+    [
+        ("vmail-lookupd", config.lookupd.pid_file.as_path()),
+        ("vmail-authd", config.authd.pid_file.as_path()),
+    ]
 }
 
 async fn execute(ctx: &Ctx, command: Command) -> Result<u8> {
