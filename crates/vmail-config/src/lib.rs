@@ -822,6 +822,42 @@ mod tests {
     }
 
     #[test]
+    fn authd_limits_are_checked() {
+        for (text, key) in [
+            ("[authd]\nmax_delay_ms = 10000\n", "authd.max_delay_ms"),
+            (
+                "[authd]\nfailure_delay_ms = 9000\nmax_delay_ms = 8000\n",
+                "authd.max_delay_ms",
+            ),
+            (
+                "[authd]\ntrusted_networks = [\"10.0.0.0/33\"]\n",
+                "authd.trusted_networks",
+            ),
+            (
+                "[authd]\ntrusted_networks = [\"example.org\"]\n",
+                "authd.trusted_networks",
+            ),
+            (
+                "[authd]\nauth_socket_mode = \"0666\"\n",
+                "authd.auth_socket_mode",
+            ),
+            ("[authd]\nipv6_prefix = 0\n", "authd.ipv6_prefix"),
+            ("[authd]\nrehash = true\n", "rehash"),
+        ] {
+            let e = parse(text, p()).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+        let c = parse(
+            "[authd]\ntrusted_networks = [\"192.0.2.0/24\", \"2001:db8::1\"]\n",
+            p(),
+        )
+        .unwrap();
+        assert_eq!(c.authd.trusted_networks.len(), 2);
+        assert_eq!(parse_cidr("2001:db8::1").unwrap().1, 128);
+        assert!(c.authd.pid_file.ends_with("authd.pid"));
+    }
+
+    #[test]
     fn check_masks_the_password() {
         let c = parse(
             "[database]\nbackend = \"mysql\"\npassword = \"hunter2\"\n",
