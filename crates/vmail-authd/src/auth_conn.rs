@@ -75,7 +75,7 @@ pub async fn serve<S>(
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = vec![0u8; 4096];
     let mut pending: HashMap<u32, Pending> = HashMap::new();
-    let mut checks: JoinSet<(u32, Reply)> = JoinSet::new();
+    let mut checks: JoinSet<(u32, Option<Reply>)> = JoinSet::new();
     let mut client_minor: Option<u32> = None;
     let mut handshake_done = false;
     let mut reading = true;
@@ -139,6 +139,14 @@ pub async fn serve<S>(
             Some(done) = checks.join_next(), if !checks.is_empty() => {
                 let Ok((id, reply)) = done else { continue };
                 pending.remove(&id);
+                let Some(reply) = reply else {
+                    // A temporary failure: Postfix's client turns every FAIL into 535
+                    // ("wrong password") whatever its code, and only a lost connection into
+                    // 454 ("try again"). So we hang up instead of answering; the client
+                    // reconnects for its next attempt.
+                    tracing::info!(id, "closing the connection to signal a temporary failure");
+                    return;
+                };
                 out.clear();
                 auth::encode_reply(&reply, &mut out);
                 if wr.write_all(&out).await.is_err() {
@@ -163,7 +171,7 @@ fn handle(
     cmd: ClientCommand,
     auth: &Arc<Authenticator>,
     pending: &mut HashMap<u32, Pending>,
-    checks: &mut JoinSet<(u32, Reply)>,
+    checks: &mut JoinSet<(u32, Option<Reply>)>,
     client_minor: &mut Option<u32>,
     handshake_done: &mut bool,
     out: &mut Vec<u8>,
@@ -293,7 +301,7 @@ fn begin(
     mech: Mechanism,
     auth: &Arc<Authenticator>,
     pending: &mut HashMap<u32, Pending>,
-    checks: &mut JoinSet<(u32, Reply)>,
+    checks: &mut JoinSet<(u32, Option<Reply>)>,
     client_minor: u32,
     out: &mut Vec<u8>,
 ) {
@@ -338,7 +346,7 @@ fn sasl_failure(
     e: SaslError,
     auth: &Arc<Authenticator>,
     pending: &mut HashMap<u32, Pending>,
-    checks: &mut JoinSet<(u32, Reply)>,
+    checks: &mut JoinSet<(u32, Option<Reply>)>,
     out: &mut Vec<u8>,
 ) {
     tracing::info!(id, error = %e, "unusable SASL data");
@@ -357,7 +365,7 @@ fn sasl_failure(
     let delay = auth.failure_delay();
     let h = checks.spawn(async move {
         tokio::time::sleep(delay).await;
-        (id, fail(id, None))
+        (id, Some(fail(id, None)))
     });
     pending.insert(id, Pending::Checking(h));
 }
@@ -380,7 +388,7 @@ fn start_check(
     ctx: Context,
     auth: &Arc<Authenticator>,
     pending: &mut HashMap<u32, Pending>,
-    checks: &mut JoinSet<(u32, Reply)>,
+    checks: &mut JoinSet<(u32, Option<Reply>)>,
 ) {
     let auth = auth.clone();
     let span = tracing::info_span!("auth", id, service = %ctx.service);
@@ -390,30 +398,26 @@ fn start_check(
                 // Acting as someone else needs master users, which we do not have.
                 tracing::warn!(id, "PLAIN with a different authorization identity refused");
                 tokio::time::sleep(auth.failure_delay()).await;
-                return (id, fail(id, Some(login)));
+                return (id, Some(fail(id, Some(login))));
             }
             let verdict = auth
                 .authenticate(&login, password.expose(), &ctx.service, ctx.rip)
                 .await;
             let reply = match verdict {
-                Verdict::Ok { user } => Reply::Ok {
+                Verdict::Ok { user } => Some(Reply::Ok {
                     id,
                     user: user.into_bytes(),
                     extra: Vec::new(),
-                },
-                Verdict::Fail => fail(id, Some(login)),
-                Verdict::Disabled { reason } => Reply::Fail {
+                }),
+                Verdict::Fail => Some(fail(id, Some(login))),
+                Verdict::Disabled { reason } => Some(Reply::Fail {
                     id,
                     user: Some(login),
                     code: Some(FailCode::UserDisabled),
                     reason: Some(reason.into()),
-                },
-                Verdict::Temp(_) => Reply::Fail {
-                    id,
-                    user: Some(login),
-                    code: Some(FailCode::TempFail),
-                    reason: Some("Temporary authentication failure, try again later".into()),
-                },
+                }),
+                // See the connection loop: no reply, the connection is closed.
+                Verdict::Temp(_) => None,
             };
             (id, reply)
         }

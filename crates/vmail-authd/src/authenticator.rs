@@ -1,7 +1,7 @@
 //! What an authentication attempt becomes, whatever protocol carried it: penalty first
 //! (before any hashing), then the user's row under a deadline, then the password check on
 //! a bounded blocking pool (never on the reactor), then the account's flags. A backend
-//! failure is always [`Verdict::Temp`] (Postfix answers 454 and the client retries), never a
+//! failure is always [`Verdict::Temp`] (the auth connection is closed: Postfix answers 454 and the client retries), never a
 //! failure the client would take as "wrong password".
 
 use std::net::IpAddr;

@@ -189,8 +189,9 @@ pub fn passdb_record(
         None
     };
     if let Some(reason) = refusal {
-        // nologin: the password is still checked, then the login refused with the reason
-        // (Dovecot's PasswordDatabase.ExtraFields.NoLogin).
+        // `fail` makes Dovecot's auth server itself refuse (every client of it, not only
+        // the login processes that honour `nologin`); the reason reaches Dovecot's log.
+        rec["fail"] = "y".into();
         rec["nologin"] = "y".into();
         rec["reason"] = reason.into();
     }

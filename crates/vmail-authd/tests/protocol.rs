@@ -344,6 +344,10 @@ fn dict_passdb_userdb_and_iteration() {
     let b = c.json("passdb/bob@example.org", "bob@example.org");
     assert_eq!(b["password"], "{CRYPT}abNANd1rDfiNc");
     let carol = c.json("passdb/imap/carol@example.org", "carol@example.org");
+    assert_eq!(
+        carol["fail"], "y",
+        "Dovecot's auth server itself must refuse"
+    );
     assert_eq!(carol["nologin"], "y");
     assert_eq!(carol["reason"], "Account disabled");
     let u = c.json("userdb/alice@example.org", "alice@example.org");

@@ -1,0 +1,351 @@
+//! A real Dovecot 2.3 using vmail-authd as its passdb and userdb, configured with the files
+//! shipped in `contrib/dovecot/` (only the socket and file paths are changed), on a MariaDB
+//! directory whose users carry hashes made by the real `doveadm pw` (and the how-to's DES
+//! crypt). Dovecot checks the passwords itself: this proves the records authd serves are
+//! ones Dovecot understands, that `%s` reaches authd as the service, and that `doveadm user`
+//! sees authd's uid/gid/home/mail and its user list.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use vmail_test_support::dovecot::{imap_login, DovecotBuilder, PrivateDovecot};
+use vmail_test_support::postfix::{lookup_group, lookup_user};
+use vmail_test_support::{have, set_mode, skip, TestDb};
+
+const CONTRIB_DICT: &str = include_str!("../../../contrib/dovecot/dovecot-dict-auth.conf.ext");
+const CONTRIB_AUTH: &str = include_str!("../../../contrib/dovecot/conf.d/auth-vmail.conf.ext");
+
+/// `doveadm pw -s SCHEME -p PASSWORD`, exactly as printed (with its `{SCHEME}` prefix).
+fn doveadm_pw(scheme: &str, password: &str) -> String {
+    let out = Command::new("doveadm")
+        .args(["pw", "-s", scheme, "-p", password])
+        .output()
+        .expect("run doveadm pw");
+    assert!(
+        out.status.success(),
+        "doveadm pw -s {scheme}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with(&format!("{{{scheme}}}")), "{hash}");
+    hash
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}stderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The contrib files with the Debian paths pointed at the test's own: the dict file's
+/// `uri` at authd's dict socket, the conf.d snippet's `args` at `@DIR@` (Dovecot's temp
+/// dir). Panics if the files no longer contain what is replaced, so a change to the shipped
+/// paths cannot slip past this test.
+fn contrib_files(dict_socket: &Path) -> (String, String) {
+    let uri = "uri = proxy:/run/vmail/auth-dict:auth";
+    assert!(
+        CONTRIB_DICT.contains(uri),
+        "contrib dict file changed its uri"
+    );
+    let dict = CONTRIB_DICT.replace(uri, &format!("uri = proxy:{}:auth", dict_socket.display()));
+    let args = "args = /etc/dovecot/dovecot-dict-auth.conf.ext";
+    assert_eq!(
+        CONTRIB_AUTH.matches(args).count(),
+        2,
+        "the conf.d snippet must point passdb and userdb at the dict file"
+    );
+    let auth = CONTRIB_AUTH.replace(args, "args = @DIR@/dovecot-dict-auth.conf.ext");
+    (dict, auth)
+}
+
+/// Dropped in field order: Dovecot first, then authd, then the database.
+struct Setup {
+    dovecot: PrivateDovecot,
+    _authd: Daemon,
+    _db: TestDb,
+    _homes: tempfile::TempDir,
+    home_base: std::path::PathBuf,
+    uid: u32,
+    gid: u32,
+    /// (login, password) of every active user, one per hash kind.
+    users: Vec<(&'static str, &'static str)>,
+}
+
+const DISABLED: (&str, &str) = ("frank@example.org", "frank-pw");
+const SMTP_ONLY: (&str, &str) = ("grace@example.org", "grace-pw");
+
+fn setup(test: &str) -> Option<Setup> {
+    if !have("doveadm") {
+        skip(
+            test,
+            "doveadm (Dovecot) is not installed; run scripts/test-deps",
+        );
+        return None;
+    }
+    let db = TestDb::create(test)?;
+    let (uid, gid) = (
+        lookup_user("nobody").map_or(65534, |(u, _)| u),
+        lookup_group("nogroup").unwrap_or(65534),
+    );
+    let homes = tempfile::tempdir().unwrap();
+    set_mode(homes.path(), 0o755);
+    let home_base = homes.path().join("vmail");
+    std::fs::create_dir(&home_base).unwrap();
+    std::os::unix::fs::chown(&home_base, Some(uid), Some(gid)).unwrap();
+
+    let mut config = test_config(db.config());
+    config.mailbox.uid = uid;
+    config.mailbox.gid = gid;
+    config.mailbox.home = format!("{}/%d/%n", home_base.display());
+    config.mailbox.mail = "maildir:~/Maildir".into();
+
+    let users: Vec<(&str, &str, String)> = vec![
+        (
+            "alice@example.org",
+            "alice-sha512",
+            doveadm_pw("SHA512-CRYPT", "alice-sha512"),
+        ),
+        (
+            "bob@example.org",
+            "bob-blf",
+            doveadm_pw("BLF-CRYPT", "bob-blf"),
+        ),
+        (
+            "carol@example.org",
+            "carol-argon",
+            doveadm_pw("ARGON2ID", "carol-argon"),
+        ),
+        (
+            "dave@example.org",
+            "dave-ssha512",
+            doveadm_pw("SSHA512", "dave-ssha512"),
+        ),
+        // The how-to's MySQL ENCRYPT('secret'): DES crypt, stored without a prefix.
+        ("erin@example.org", "secret", "abNANd1rDfiNc".to_string()),
+        (
+            DISABLED.0,
+            DISABLED.1,
+            doveadm_pw("SHA512-CRYPT", DISABLED.1),
+        ),
+        (
+            SMTP_ONLY.0,
+            SMTP_ONLY.1,
+            doveadm_pw("SHA512-CRYPT", SMTP_ONLY.1),
+        ),
+    ];
+    let rows: Vec<(&str, &str)> = users.iter().map(|(u, _, h)| (*u, h.as_str())).collect();
+    populate(&config, &["example.org"], &rows);
+    with_dir(&config, async |d| {
+        d.set_active(DISABLED.0, false).await.unwrap()
+    });
+    db.sql(&format!(
+        "UPDATE users SET services = 'smtp' WHERE email = '{}';",
+        SMTP_ONLY.0
+    ));
+    // Stored exactly as given.
+    let stored = db.sql("SELECT password FROM users WHERE email = 'carol@example.org';");
+    assert_eq!(stored.trim(), users[2].2);
+
+    let authd = Daemon::start(config);
+    // Dovecot's auth processes run as `dovecot` (or root): let them in.
+    authd.open_sockets();
+    let (dict, auth) = contrib_files(&authd.dict_socket);
+    let dovecot = DovecotBuilder::new()
+        .file("dovecot-dict-auth.conf.ext", &dict)
+        .file("conf.d/auth-vmail.conf.ext", &auth)
+        .conf("!include @DIR@/conf.d/auth-vmail.conf.ext")
+        .mail_owner(uid, gid)
+        .start(test)?;
+    Some(Setup {
+        _db: db,
+        _homes: homes,
+        home_base,
+        uid,
+        gid,
+        _authd: authd,
+        dovecot,
+        users: users
+            .iter()
+            .filter(|(u, _, _)| *u != DISABLED.0 && *u != SMTP_ONLY.0)
+            .map(|(u, p, _)| (*u, *p))
+            .collect(),
+    })
+}
+
+#[test]
+fn doveadm_auth_test_checks_every_hash_kind_through_the_contrib_dict() {
+    let test = "doveadm_auth_test_checks_every_hash_kind_through_the_contrib_dict";
+    let Some(s) = setup(test) else { return };
+    let dc = &s.dovecot;
+    for (user, pw) in &s.users {
+        let ok = dc.doveadm(&["auth", "test", user, pw]);
+        assert!(
+            ok.status.success(),
+            "right password of {user}: {}\n--- dovecot log:\n{}",
+            text(&ok),
+            dc.log()
+        );
+        assert!(
+            String::from_utf8_lossy(&ok.stdout).contains(&format!("passdb: {user} auth succeeded")),
+            "{}",
+            text(&ok)
+        );
+        let wrong = dc.doveadm(&["auth", "test", user, "not-the-password"]);
+        assert_eq!(
+            wrong.status.code(),
+            Some(77),
+            "wrong password of {user}: {}",
+            text(&wrong)
+        );
+        assert!(
+            String::from_utf8_lossy(&wrong.stdout).contains("auth failed"),
+            "{}",
+            text(&wrong)
+        );
+    }
+    // The login is canonicalised by the record's `user` field.
+    let mixed = dc.doveadm(&["auth", "test", "Alice@Example.ORG", "alice-sha512"]);
+    assert!(mixed.status.success(), "{}", text(&mixed));
+
+    // Unknown user.
+    let unknown = dc.doveadm(&["auth", "test", "nobody@example.org", "x"]);
+    assert_eq!(unknown.status.code(), Some(77), "{}", text(&unknown));
+
+    // Disabled account, right password: authd's record carries `fail` (with `nologin` and
+    // the reason), so Dovecot's auth server itself refuses, for every client of it, not
+    // only for the login processes that honour `nologin`.
+    let disabled = dc.doveadm(&["auth", "test", DISABLED.0, DISABLED.1]);
+    assert!(
+        refused(&disabled, "Account disabled"),
+        "disabled user: {}",
+        text(&disabled)
+    );
+
+    // `%s` in the shipped key reaches authd as the service: grace may use smtp only.
+    let smtp = dc.doveadm(&[
+        "auth",
+        "test",
+        "-x",
+        "service=smtp",
+        SMTP_ONLY.0,
+        SMTP_ONLY.1,
+    ]);
+    assert!(smtp.status.success(), "grace over smtp: {}", text(&smtp));
+    let imap = dc.doveadm(&[
+        "auth",
+        "test",
+        "-x",
+        "service=imap",
+        SMTP_ONLY.0,
+        SMTP_ONLY.1,
+    ]);
+    assert!(
+        refused(&imap, "Service not allowed for this account"),
+        "grace over imap: {}",
+        text(&imap)
+    );
+}
+
+/// `doveadm auth test` refused the login (exit 77, "auth failed").
+fn refused(o: &Output, _reason: &str) -> bool {
+    let out = String::from_utf8_lossy(&o.stdout);
+    o.status.code() == Some(77) && out.contains("auth failed")
+}
+
+#[test]
+fn doveadm_user_shows_authd_fields_and_lists_every_user() {
+    let test = "doveadm_user_shows_authd_fields_and_lists_every_user";
+    let Some(s) = setup(test) else { return };
+    let dc = &s.dovecot;
+    let out = dc.doveadm(&["user", "alice@example.org"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("doveadm user alice@example.org:\n{stdout}");
+    let fields: Vec<(String, String)> = stdout
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in doveadm user:\n{stdout}"))
+    };
+    assert_eq!(field("uid"), s.uid.to_string());
+    assert_eq!(field("gid"), s.gid.to_string());
+    assert_eq!(
+        field("home"),
+        format!("{}/example.org/alice", s.home_base.display())
+    );
+    assert_eq!(field("mail"), "maildir:~/Maildir");
+
+    let unknown = dc.doveadm(&["user", "nobody@example.org"]);
+    assert_eq!(unknown.status.code(), Some(67), "{}", text(&unknown));
+
+    let all = dc.doveadm(&["user", "*"]);
+    assert!(all.status.success(), "{}", text(&all));
+    eprintln!(
+        "doveadm user '*':\n{}",
+        String::from_utf8_lossy(&all.stdout)
+    );
+    let mut listed: Vec<String> = String::from_utf8_lossy(&all.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = s.users.iter().map(|(u, _)| u.to_string()).collect();
+    want.push(DISABLED.0.to_string());
+    want.push(SMTP_ONLY.0.to_string());
+    want.sort();
+    assert_eq!(listed, want, "{}", text(&all));
+}
+
+#[test]
+fn imap_login_through_the_contrib_dict() {
+    let test = "imap_login_through_the_contrib_dict";
+    let Some(s) = setup(test) else { return };
+    let port = s.dovecot.imap_port;
+    let log = || s.dovecot.log();
+
+    for (user, pw) in [s.users[0], s.users[4]] {
+        let mut imap = imap_login(port, user, pw)
+            .unwrap_or_else(|e| panic!("IMAP LOGIN {user}: {e}\n--- log:\n{}", log()));
+        assert_eq!(imap.select("INBOX").unwrap(), 0);
+        imap.logout().ok();
+        // The mail process used authd's home and mail (created as authd's uid).
+        let (local, domain) = user.split_once('@').unwrap();
+        let maildir = s.home_base.join(domain).join(local).join("Maildir");
+        assert!(maildir.is_dir(), "{} missing\n{}", maildir.display(), log());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&maildir).unwrap().uid(), s.uid);
+    }
+
+    let wrong = imap_login(port, s.users[0].0, "not-the-password")
+        .err()
+        .expect("wrong password must be refused");
+    assert!(wrong.contains("AUTHENTICATIONFAILED"), "{wrong}");
+
+    let disabled = imap_login(port, DISABLED.0, DISABLED.1)
+        .err()
+        .expect("disabled account must be refused");
+    // `fail` in the record: the auth server refuses like a wrong password (the reason is
+    // in Dovecot's log, not shown to the client).
+    assert_eq!(disabled, "NO [AUTHENTICATIONFAILED] Authentication failed.");
+
+    let smtp_only = imap_login(port, SMTP_ONLY.0, SMTP_ONLY.1)
+        .err()
+        .expect("a user without imap in services must be refused");
+    assert_eq!(
+        smtp_only,
+        "NO [AUTHENTICATIONFAILED] Authentication failed."
+    );
+}

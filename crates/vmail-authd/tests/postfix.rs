@@ -1,0 +1,221 @@
+//! A real Postfix smtpd doing SMTP AUTH against vmail-authd (`smtpd_sasl_type = dovecot`),
+//! with the SASL lines shipped in `contrib/postfix/main.cf.vmail` (only the socket path
+//! made absolute), driven by swaks: right password 235, wrong 535, and while the database is
+//! down 454 (try again later), never 535; 235 again once it is back.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Instant;
+
+use common::*;
+use vmail_test_support::postfix::{swaks, PostfixBuilder};
+use vmail_test_support::{have, skip, PrivateMariaDb};
+
+const CONTRIB_MAIN_CF: &str = include_str!("../../../contrib/postfix/main.cf.vmail");
+
+/// The `smtpd_sasl_*` lines of the contrib main.cf, with `private/vmail-auth` (the path
+/// inside Postfix's chroot) replaced by the absolute path of the test's authd socket.
+fn contrib_sasl_lines(auth_socket: &Path) -> Vec<String> {
+    let lines: Vec<String> = CONTRIB_MAIN_CF
+        .lines()
+        .filter(|l| l.starts_with("smtpd_sasl_"))
+        .map(|l| l.replace("private/vmail-auth", &auth_socket.display().to_string()))
+        .collect();
+    for want in [
+        "smtpd_sasl_auth_enable = yes",
+        "smtpd_sasl_type = dovecot",
+        &format!("smtpd_sasl_path = {}", auth_socket.display()),
+    ] {
+        assert!(
+            lines.iter().any(|l| l == want),
+            "contrib/postfix/main.cf.vmail lacks `{want}`: {lines:?}"
+        );
+    }
+    lines
+}
+
+/// The final reply of an AUTH exchange: code (0 if none) and text.
+struct AuthReply {
+    code: u16,
+    text: String,
+    transcript: String,
+}
+
+/// `swaks --auth MECH` against the private smtpd, quitting after AUTH. The reply is the
+/// first after the AUTH command that is not a 334 challenge.
+fn auth(port: u16, mech: &str, user: &str, password: &str) -> AuthReply {
+    let out: Output = swaks(&[
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--ehlo",
+        "client.test.invalid",
+        "--from",
+        user,
+        "--to",
+        "someone@example.org",
+        "--auth",
+        mech,
+        "--auth-user",
+        user,
+        "--auth-password",
+        password,
+        "--quit-after",
+        "AUTH",
+        "--timeout",
+        "20",
+    ]);
+    let transcript = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // swaks marks what it sends with `->`/`~>` and what it receives with `<-`/`<~`, an
+    // error reply with `<**`/`<~*`.
+    let mut after_auth = false;
+    let (mut code, mut text) = (0, String::new());
+    for line in transcript.lines() {
+        let l = line.trim_start();
+        let (marker, rest) = l.split_once(' ').unwrap_or((l, ""));
+        if marker.ends_with('>') && rest.trim_start().starts_with("AUTH") {
+            after_auth = true;
+            continue;
+        }
+        if after_auth && marker.starts_with('<') {
+            let rest = rest.trim_start();
+            let c: u16 = rest.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            if c != 334 {
+                code = c;
+                text = rest.get(4..).unwrap_or("").to_string();
+                break;
+            }
+        }
+    }
+    AuthReply {
+        code,
+        text,
+        transcript,
+    }
+}
+
+/// What smtpd answered while the database was down: 454, because authd hangs up instead
+/// of answering (Postfix's Dovecot SASL client, xsasl_dovecot_server.c, turns every FAIL
+/// into 535 whatever its code, and only a lost connection into 454).
+fn temporary(r: &AuthReply) -> bool {
+    r.code == 454
+}
+
+/// Right and wrong passwords with PLAIN and LOGIN, then the database killed and resumed:
+/// 454 while it is down.
+fn auth_and_outage(test: &str) {
+    if !have("swaks") {
+        skip(test, "swaks is not installed; run scripts/test-deps");
+        return;
+    }
+    let Some(mut db) = PrivateMariaDb::start(test) else {
+        return;
+    };
+    let mut config = test_config(db.config());
+    // An outage must be noticed quickly, well inside Postfix's ~10 s wait for the server.
+    config.database.connect_timeout_ms = 500;
+    config.database.query_timeout_ms = 1500;
+    config.authd.request_timeout_ms = 2000;
+    let sha = vmail_passwd::hash(vmail_passwd::Scheme::Sha512Crypt, b"alice-pw").unwrap();
+    populate(
+        &config,
+        &["example.org"],
+        &[
+            ("alice@example.org", &sha),
+            // The how-to's ENCRYPT('secret').
+            ("bob@example.org", "abNANd1rDfiNc"),
+        ],
+    );
+    let authd = Daemon::start(config);
+    // smtpd runs as `postfix`.
+    authd.open_sockets();
+    let mut builder = PostfixBuilder::new();
+    for line in contrib_sasl_lines(&authd.auth_socket) {
+        builder = builder.main(&line);
+    }
+    let Some(pf) = builder.start(test) else {
+        return;
+    };
+    let port = pf.smtp_port;
+    let check = |cases: &[(&str, &str, &str, Want)], phase: &str| {
+        for (mech, user, pw, want) in cases {
+            let began = Instant::now();
+            let r = auth(port, mech, user, pw);
+            let ok = match want {
+                Want::Code(c) => r.code == *c,
+                Want::Temporary => temporary(&r),
+            };
+            assert!(
+                ok,
+                "{phase}: AUTH {mech} {user} {pw:?}: want {want:?}, got {} {:?} after {:?}\n{}\n\
+                 --- maillog:\n{}",
+                r.code,
+                r.text,
+                began.elapsed(),
+                r.transcript,
+                pf.maillog()
+            );
+        }
+    };
+    use Want::*;
+    let alice = "alice@example.org";
+    let bob = "bob@example.org";
+
+    check(
+        &[
+            ("PLAIN", alice, "alice-pw", Code(235)),
+            ("LOGIN", alice, "alice-pw", Code(235)),
+            ("PLAIN", bob, "secret", Code(235)),
+            ("LOGIN", bob, "secret", Code(235)),
+            ("PLAIN", alice, "wrong", Code(535)),
+            ("LOGIN", alice, "wrong", Code(535)),
+            ("PLAIN", "nobody@example.org", "wrong", Code(535)),
+        ],
+        "database up",
+    );
+    // A wrong password is a plain failure, not a temporary one.
+    let wrong = auth(port, "PLAIN", alice, "wrong");
+    assert!(!temporary(&wrong), "{}", wrong.transcript);
+
+    // The database goes away: "try again later", for right and wrong passwords alike
+    // (nothing can be checked), never a plain "wrong password".
+    db.kill();
+    check(
+        &[
+            ("PLAIN", alice, "alice-pw", Temporary),
+            ("LOGIN", alice, "alice-pw", Temporary),
+            ("PLAIN", alice, "wrong", Temporary),
+        ],
+        "database down",
+    );
+
+    // Back: the very next attempt succeeds.
+    db.resume();
+    check(
+        &[
+            ("PLAIN", alice, "alice-pw", Code(235)),
+            ("LOGIN", bob, "secret", Code(235)),
+            ("PLAIN", alice, "wrong", Code(535)),
+        ],
+        "database back",
+    );
+}
+
+#[derive(Debug)]
+enum Want {
+    Code(u16),
+    /// 454.
+    Temporary,
+}
+
+#[test]
+fn smtp_auth_right_wrong_and_database_outage() {
+    auth_and_outage("smtp_auth_right_wrong_and_database_outage");
+}
