@@ -457,6 +457,11 @@ async fn disabled_users_and_domains(e: &Env) {
     (e.raw)("UPDATE domains SET active = 0 WHERE domain = 'example.net';");
     assert_eq!(e.q(Map::Domains, "example.net").await, None);
     assert!(!d.user("dan@example.net").await.unwrap().unwrap().active);
+    // The user's domain must be ours exactly: MariaDB's collation also matches an accented
+    // variant, which must not make a user of a foreign domain active.
+    (e.raw)("INSERT INTO domains (domain) VALUES ('plain.test'); INSERT INTO users (email, password) VALUES ('eve@pläin.test', 'x'), ('fay@plain.test', 'x');");
+    assert!(!d.user("eve@pläin.test").await.unwrap().unwrap().active);
+    assert!(d.user("fay@plain.test").await.unwrap().unwrap().active);
     (e.raw)("UPDATE users SET services = 'imap, POP3' WHERE email = 'dan@example.net';");
     let u = d.user("dan@example.net").await.unwrap().unwrap();
     assert!(u.allows("imap") && u.allows("pop3") && !u.allows("smtp"));
