@@ -73,6 +73,9 @@ impl Authd {
                 listeners.push((l, proto));
             }
         }
+        for fd in vmail_daemon::unused_inherited() {
+            tracing::warn!(socket = %fd, "systemd passed a socket no configured listener uses; check the .socket unit against the configuration");
+        }
         if listeners.is_empty() {
             anyhow::bail!(
                 "{}: authd has no listener (authd.auth and authd.dict are empty)",

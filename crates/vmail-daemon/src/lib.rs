@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+mod activation;
 mod serve;
+pub use activation::unused_inherited;
 pub use serve::{Event, Lifecycle};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +83,9 @@ pub struct SocketAccess {
 
 /// A bound listener.
 pub enum Listener {
-    Unix(UnixListener, PathBuf),
+    /// The socket path, and whether we created the file (and so remove it at exit; a
+    /// socket systemd bound for us stays).
+    Unix(UnixListener, PathBuf, bool),
     Tcp(TcpListener),
 }
 
@@ -94,6 +98,8 @@ pub enum Stream {
 impl Listener {
     /// Binds an endpoint. A leftover UNIX socket file from a previous run is replaced, but
     /// only when nothing answers on it (another instance running is an error, not a takeover).
+    /// A socket systemd passed (socket activation) for the same address is used instead; its
+    /// mode and group are the `.socket` unit's business.
     pub async fn bind(ep: &Endpoint, access: &SocketAccess) -> Result<Listener, Error> {
         match ep {
             Endpoint::Unix(path) => {
@@ -102,6 +108,14 @@ impl Listener {
                     path: path.display().to_string(),
                     source,
                 };
+                if let Some(l) = activation::take_unix(path) {
+                    l.set_nonblocking(true)
+                        .map_err(|e| io("using inherited socket", e))?;
+                    let l =
+                        UnixListener::from_std(l).map_err(|e| io("using inherited socket", e))?;
+                    tracing::info!(listener = %ep, "using the socket passed by systemd");
+                    return Ok(Listener::Unix(l, path.clone(), false));
+                }
                 if path.exists() {
                     if UnixStream::connect(path).await.is_ok() {
                         return Err(io(
@@ -127,9 +141,20 @@ impl Listener {
                         )
                     })?;
                 }
-                Ok(Listener::Unix(l, path.clone()))
+                Ok(Listener::Unix(l, path.clone(), true))
             }
             Endpoint::Inet(addr) => {
+                if let Some(l) = activation::take_tcp(addr) {
+                    let io = |e| Error::Io {
+                        what: "using inherited socket",
+                        path: addr.clone(),
+                        source: e,
+                    };
+                    l.set_nonblocking(true).map_err(io)?;
+                    let l = TcpListener::from_std(l).map_err(io)?;
+                    tracing::info!(listener = %ep, "using the socket passed by systemd");
+                    return Ok(Listener::Tcp(l));
+                }
                 let l = TcpListener::bind(addr).await.map_err(|e| Error::Io {
                     what: "binding",
                     path: addr.clone(),
@@ -142,7 +167,7 @@ impl Listener {
 
     pub async fn accept(&self) -> std::io::Result<Stream> {
         match self {
-            Listener::Unix(l, _) => Ok(Stream::Unix(l.accept().await?.0)),
+            Listener::Unix(l, _, _) => Ok(Stream::Unix(l.accept().await?.0)),
             Listener::Tcp(l) => {
                 let (s, _) = l.accept().await?;
                 let _ = s.set_nodelay(true);
@@ -154,7 +179,7 @@ impl Listener {
     /// The address actually bound (useful with port 0).
     pub fn local_endpoint(&self) -> String {
         match self {
-            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+            Listener::Unix(_, p, _) => format!("unix:{}", p.display()),
             Listener::Tcp(l) => l
                 .local_addr()
                 .map(|a| format!("inet:{a}"))
@@ -165,7 +190,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, p) = self {
+        if let Listener::Unix(_, p, true) = self {
             let _ = std::fs::remove_file(p);
         }
     }

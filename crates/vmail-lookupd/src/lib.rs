@@ -68,6 +68,9 @@ impl Lookupd {
             let ep: Endpoint = spec.parse()?;
             listeners.push((Listener::bind(&ep, &access).await?, Protocol::TcpTable(map)));
         }
+        for fd in vmail_daemon::unused_inherited() {
+            tracing::warn!(socket = %fd, "systemd passed a socket no configured listener uses; check the .socket unit against the configuration");
+        }
         if listeners.is_empty() {
             anyhow::bail!(
                 "{}: lookupd has no listener (lookupd.socketmap and lookupd.tcp_table are empty)",

@@ -149,3 +149,63 @@ fn bad_config_is_refused_at_start_with_the_key_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lookupd.socket_mode"), "{err}");
 }
+
+/// systemd socket activation: the daemon serves the sockets it inherits (a UNIX socketmap
+/// socket and a TCP tcp_table socket, bound by "systemd" = this test) instead of binding
+/// its own, and leaves the socket file in place when it exits (the .socket unit owns it).
+#[test]
+fn serves_inherited_sockets_from_systemd() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("activated.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let db = dir.path().join("vmail.db");
+    let cfg = dir.path().join("vmail.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nbackend = \"sqlite\"\nsqlite_path = \"{}\"\n\
+             [lookupd]\nsocketmap = [\"unix:{}\"]\nsocket_group = \"\"\nuser = \"\"\npid_file = \"{}/lookupd.pid\"\n\
+             [lookupd.tcp_table]\ndomains = \"inet:127.0.0.1:{port}\"\n",
+            db.display(),
+            sock.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let loaded = vmail_config::load(Some(&cfg)).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let d = vmail_directory::Directory::open(&loaded.config)
+            .await
+            .unwrap();
+        d.init(false).await.unwrap();
+        d.add_domain("example.org").await.unwrap();
+    });
+    let child = vmail_test_support::spawn_socket_activated(
+        std::path::Path::new(env!("CARGO_BIN_EXE_vmail-lookupd")),
+        &["--config", cfg.to_str().unwrap()],
+        &[unix.as_raw_fd(), tcp.as_raw_fd()],
+    )
+    .unwrap();
+    let p = Proc(child);
+    // The test still holds the sockets too: connections queue on them until the daemon
+    // accepts, exactly as with systemd.
+    let mut raw = Raw::connect(&sock);
+    assert_eq!(raw.ask(b"domains example.org"), "OK virtual");
+    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut t, b"get example.org\n").unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&t), &mut line).unwrap();
+    assert!(line.starts_with("200 "), "{line:?}");
+    signal(&p.0, "TERM");
+    let mut p = p;
+    let status = p.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        sock.exists(),
+        "an inherited socket file belongs to systemd and must stay"
+    );
+}

@@ -361,3 +361,46 @@ pub fn sqlite_config() -> (tempfile::TempDir, Config) {
     c.database.sqlite_path = dir.path().join("vmail.db");
     (dir, c)
 }
+
+/// Starts `program args...` the way systemd starts a socket-activated service: the given
+/// listening sockets as file descriptors 3, 4, ... and `LISTEN_FDS`/`LISTEN_PID` set (the
+/// pid is the program's own: a shell sets it and then execs the program).
+pub fn spawn_socket_activated(
+    program: &Path,
+    args: &[&str],
+    fds: &[std::os::fd::RawFd],
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "LISTEN_FDS={} LISTEN_PID=$$ exec \"$0\" \"$@\"",
+            fds.len()
+        ))
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::null());
+    let fds = fds.to_vec();
+    // SAFETY: only async-signal-safe calls (dup, dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Copy first, so a socket already sitting on 3.. is not overwritten early.
+            let mut copies = Vec::with_capacity(fds.len());
+            for &fd in &fds {
+                let c = libc::fcntl(fd, libc::F_DUPFD, 64);
+                if c < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                copies.push(c);
+            }
+            for (i, c) in copies.into_iter().enumerate() {
+                // dup2 leaves the new descriptor without FD_CLOEXEC: it survives exec.
+                if libc::dup2(c, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
