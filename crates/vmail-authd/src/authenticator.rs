@@ -39,11 +39,76 @@ pub struct AuthStats {
     pub temp: AtomicU64,
     pub blocked: AtomicU64,
     pub cache_hits: AtomicU64,
+    /// Time from request to verdict (failure delay excluded).
+    pub latency: vmail_daemon::metrics::Histogram,
+    pub dict_found: AtomicU64,
+    pub dict_not_found: AtomicU64,
+    pub dict_failed: AtomicU64,
 }
 
 impl AuthStats {
-    fn bump(c: &AtomicU64) {
+    pub fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        use vmail_daemon::metrics::{header, sample};
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(2048);
+        let n = "vmail_authd_authentications_total";
+        header(&mut out, n, "counter", "Authentication attempts over the auth protocol, by result (blocked attempts are also failed).");
+        for (r, c) in [
+            ("ok", &self.ok),
+            ("failed", &self.failed),
+            ("disabled", &self.disabled),
+            ("temp", &self.temp),
+        ] {
+            sample(&mut out, n, &format!("result=\"{r}\""), g(c));
+        }
+        for (n, help, c) in [
+            (
+                "vmail_authd_penalty_blocked_total",
+                "Attempts failed unchecked because the remote address is past the block threshold.",
+                &self.blocked,
+            ),
+            (
+                "vmail_authd_cache_hits_total",
+                "Successful checks answered from the verified-credentials cache.",
+                &self.cache_hits,
+            ),
+            (
+                "vmail_authd_backend_errors_total",
+                "Attempts that failed temporarily because the directory failed.",
+                &self.temp,
+            ),
+        ] {
+            header(&mut out, n, "counter", help);
+            sample(&mut out, n, "", g(c));
+        }
+        let n = "vmail_authd_authentication_duration_seconds";
+        header(
+            &mut out,
+            n,
+            "histogram",
+            "Time to decide an authentication (failure delay excluded).",
+        );
+        self.latency.render(n, "", &mut out);
+        let n = "vmail_authd_dict_requests_total";
+        header(
+            &mut out,
+            n,
+            "counter",
+            "Dict lookups from Dovecot, by outcome.",
+        );
+        for (o, c) in [
+            ("found", &self.dict_found),
+            ("notfound", &self.dict_not_found),
+            ("failed", &self.dict_failed),
+        ] {
+            sample(&mut out, n, &format!("outcome=\"{o}\""), g(c));
+        }
+        out
     }
 
     pub fn log(&self) {
@@ -169,6 +234,7 @@ impl Authenticator {
         let login_str = String::from_utf8_lossy(login);
         let login_str = login_str.trim();
         let verdict = self.decide(login_str, login, password, service, rip).await;
+        self.stats.latency.observe(started.elapsed());
         let rip_s = rip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
         match &verdict {
             Verdict::Ok { user } => {

@@ -19,7 +19,7 @@ use vmail_directory::{Directory, User};
 use vmail_proto::dict::{self, Reply, Request};
 
 use crate::auth_conn::ConnSettings;
-use crate::authenticator::Authenticator;
+use crate::authenticator::{AuthStats, Authenticator};
 
 /// Serves a connection until it ends. Errors are logged, never propagated.
 pub async fn serve<S>(
@@ -78,7 +78,14 @@ pub async fn serve<S>(
                         Some(k) => {
                             let k = String::from_utf8_lossy(k);
                             let span = tracing::debug_span!("dict_lookup", key = %k);
-                            lookup(&auth, &k).instrument(span).await
+                            let r = lookup(&auth, &k).instrument(span).await;
+                            let s = &auth.stats;
+                            AuthStats::bump(match r {
+                                Reply::Found(_) => &s.dict_found,
+                                Reply::NotFound => &s.dict_not_found,
+                                _ => &s.dict_failed,
+                            });
+                            r
                         }
                         None => {
                             tracing::debug!(key = %String::from_utf8_lossy(key), "not a shared/ key");

@@ -43,6 +43,8 @@ pub enum Protocol {
 /// A bound, not yet serving, authd.
 pub struct Authd {
     listeners: Vec<(Listener, Protocol)>,
+    /// Prometheus endpoint, when configured.
+    metrics: Option<Listener>,
     auth: Arc<Authenticator>,
     config: Config,
     config_path: Option<PathBuf>,
@@ -73,6 +75,16 @@ impl Authd {
                 listeners.push((l, proto));
             }
         }
+        let metrics = match a.metrics.as_str() {
+            "" => None,
+            spec => {
+                let access = SocketAccess {
+                    mode: 0o600,
+                    group: None,
+                };
+                Some(Listener::bind(&spec.parse()?, &access).await?)
+            }
+        };
         for fd in vmail_daemon::unused_inherited() {
             tracing::warn!(socket = %fd, "systemd passed a socket no configured listener uses; check the .socket unit against the configuration");
         }
@@ -91,6 +103,7 @@ impl Authd {
             .ok();
         Ok(Authd {
             listeners,
+            metrics,
             auth,
             config_path: match &loaded.source {
                 vmail_config::Source::File(p) => Some(p.clone()),
@@ -107,6 +120,11 @@ impl Authd {
             .iter()
             .map(|(l, p)| (l.local_endpoint(), *p))
             .collect()
+    }
+
+    /// Where the metrics endpoint is bound, if configured.
+    pub fn metrics_endpoint(&self) -> Option<String> {
+        self.metrics.as_ref().map(|l| l.local_endpoint())
     }
 
     pub fn authenticator(&self) -> Arc<Authenticator> {
@@ -148,6 +166,13 @@ impl Authd {
                     }
                 }
                 .instrument(span)
+            });
+        }
+        if let Some(listener) = self.metrics {
+            let auth = self.auth.clone();
+            let render: vmail_daemon::metrics::Render = Arc::new(move || auth.stats.render());
+            life.listen(listener, move |stream, _| {
+                vmail_daemon::metrics::serve(stream, render.clone())
             });
         }
         vmail_daemon::sd_notify("READY=1");

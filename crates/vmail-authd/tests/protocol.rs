@@ -469,3 +469,42 @@ fn hashes_from_real_tools_authenticate() {
         );
     }
 }
+
+#[test]
+fn metrics_count_results_cache_hits_and_dict_lookups() {
+    let (_t, mut config) = setup();
+    let port = vmail_test_support::free_port();
+    config.authd.metrics = format!("inet:127.0.0.1:{port}");
+    let d = Daemon::start(config);
+    let mut c = AuthClient::connect(&d);
+    assert!(is_ok(&c.plain(1, "alice@example.org", "wonderland", "127.0.0.1")).is_some());
+    assert!(is_ok(&c.plain(2, "alice@example.org", "wonderland", "127.0.0.1")).is_some());
+    assert!(is_ok(&c.plain(3, "alice@example.org", "nope", "192.0.2.1")).is_none());
+    let mut dict = DictClient::connect(&d);
+    assert_eq!(dict.lookup("passdb/nobody@example.org", ""), "N");
+    assert!(dict.lookup("userdb/alice@example.org", "").starts_with('O'));
+    let (status, body) = vmail_test_support::http_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    let get = |s: &str| {
+        vmail_test_support::metric(&body, s).unwrap_or_else(|| panic!("{s} missing:\n{body}"))
+    };
+    assert_eq!(get("vmail_authd_authentications_total{result=\"ok\"}"), 2.0);
+    assert_eq!(
+        get("vmail_authd_authentications_total{result=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(get("vmail_authd_cache_hits_total"), 1.0);
+    assert_eq!(
+        get("vmail_authd_authentication_duration_seconds_count"),
+        3.0
+    );
+    assert_eq!(
+        get("vmail_authd_dict_requests_total{outcome=\"found\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("vmail_authd_dict_requests_total{outcome=\"notfound\"}"),
+        1.0
+    );
+    assert_eq!(get("vmail_authd_penalty_blocked_total"), 0.0);
+}

@@ -191,6 +191,8 @@ pub struct LookupdConfig {
     pub pid_file: PathBuf,
     /// Log per-map counters this often (0 = only at shutdown).
     pub stats_interval_s: u64,
+    /// Prometheus metrics endpoint, e.g. `inet:127.0.0.1:9161` (`GET /metrics`); empty: off.
+    pub metrics: String,
 }
 
 /// `[lookupd.tcp_table]`: one listener per map.
@@ -232,6 +234,7 @@ impl Default for LookupdConfig {
             request_timeout_ms: 10_000,
             pid_file: PathBuf::new(),
             stats_interval_s: 3600,
+            metrics: String::new(),
         }
     }
 }
@@ -328,6 +331,8 @@ pub struct AuthdConfig {
     pub rehash_legacy: bool,
     /// Empty: `<state dir>/authd.pid`. `vmailctl flush` signals the pid found here.
     pub pid_file: PathBuf,
+    /// Prometheus metrics endpoint, e.g. `inet:127.0.0.1:9162` (`GET /metrics`); empty: off.
+    pub metrics: String,
 }
 
 impl Default for AuthdConfig {
@@ -355,6 +360,7 @@ impl Default for AuthdConfig {
             cache_max_entries: 100_000,
             rehash_legacy: false,
             pid_file: PathBuf::new(),
+            metrics: String::new(),
         }
     }
 }
@@ -650,6 +656,21 @@ impl Config {
         }
         if a.pid_file.as_os_str().is_empty() {
             a.pid_file = state_dir().join("authd.pid");
+        }
+        for (key, m) in [
+            ("lookupd.metrics", &self.lookupd.metrics),
+            ("authd.metrics", &self.authd.metrics),
+        ] {
+            let ok = m.is_empty()
+                || m.strip_prefix("inet:")
+                    .and_then(|a| a.rsplit_once(':'))
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(invalid(
+                    key,
+                    format!("{m:?}: expected inet:HOST:PORT (e.g. inet:127.0.0.1:9161) or empty"),
+                ));
+            }
         }
         if !matches!(self.lda.over_quota.as_str(), "bounce" | "defer") {
             return Err(invalid(

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 mod activation;
+pub mod metrics;
 mod serve;
 pub use activation::unused_inherited;
 pub use serve::{Event, Lifecycle};

@@ -29,6 +29,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// A bound, not yet serving, lookupd.
 pub struct Lookupd {
     listeners: Vec<(Listener, Protocol)>,
+    /// Prometheus endpoint, when configured.
+    metrics: Option<Listener>,
     service: Arc<Service>,
     config: Config,
     config_path: Option<PathBuf>,
@@ -68,6 +70,10 @@ impl Lookupd {
             let ep: Endpoint = spec.parse()?;
             listeners.push((Listener::bind(&ep, &access).await?, Protocol::TcpTable(map)));
         }
+        let metrics = match l.metrics.as_str() {
+            "" => None,
+            spec => Some(Listener::bind(&spec.parse()?, &access).await?),
+        };
         for fd in vmail_daemon::unused_inherited() {
             tracing::warn!(socket = %fd, "systemd passed a socket no configured listener uses; check the .socket unit against the configuration");
         }
@@ -83,6 +89,7 @@ impl Lookupd {
         Ok(Lookupd {
             pid,
             listeners,
+            metrics,
             service: Arc::new(service_for(&config).await?),
             config_path: match &loaded.source {
                 vmail_config::Source::File(p) => Some(p.clone()),
@@ -98,6 +105,11 @@ impl Lookupd {
             .iter()
             .map(|(l, _)| l.local_endpoint())
             .collect()
+    }
+
+    /// Where the metrics endpoint is bound, if configured.
+    pub fn metrics_endpoint(&self) -> Option<String> {
+        self.metrics.as_ref().map(|l| l.local_endpoint())
     }
 
     pub fn service(&self) -> Arc<Service> {
@@ -126,6 +138,13 @@ impl Lookupd {
                     }
                 }
                 .instrument(span)
+            });
+        }
+        if let Some(listener) = self.metrics {
+            let svc = self.service.clone();
+            let render: vmail_daemon::metrics::Render = Arc::new(move || svc.stats.render());
+            life.listen(listener, move |stream, _| {
+                vmail_daemon::metrics::serve(stream, render.clone())
             });
         }
         vmail_daemon::sd_notify("READY=1");

@@ -63,12 +63,14 @@ impl Service {
             self.stats.unknown_map();
             return Outcome::UnknownMap(format!("no map named {map_name:?}"));
         };
+        let started = Instant::now();
         let outcome = match key {
             // Empty, non-UTF-8 or NUL keys cannot name anything we store.
             None => Outcome::NotFound,
             Some(key) => self.lookup(map, key.trim()).await,
         };
         self.stats.count(map, &outcome);
+        self.stats.observe(map, started.elapsed());
         tracing::debug!(map = map.name(), key, outcome = ?outcome, "lookup");
         outcome
     }
