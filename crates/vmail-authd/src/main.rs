@@ -8,7 +8,25 @@ use clap::Parser;
 /// Dovecot auth-protocol server (Postfix SMTP AUTH) and dict server (Dovecot passdb/userdb)
 /// for the vmail directory.
 #[derive(Parser, Debug)]
-#[command(name = "vmail-authd", version)]
+#[command(
+    name = "vmail-authd",
+    version,
+    after_help = "\
+Configuration: the [authd], [database], [passwords] and [mailbox] sections of vmail.toml
+(see contrib/vmail/vmail.toml; `--check` prints every key with its effective value).
+
+Sockets (bound as root, then privileges drop to [authd] user):
+  auth  Dovecot auth protocol for Postfix: smtpd_sasl_type = dovecot,
+        smtpd_sasl_path = private/vmail-auth   (default unix:/var/spool/postfix/private/vmail-auth)
+  dict  Dovecot dict proxy for passdb/userdb { driver = dict }:
+        uri = proxy:/run/vmail/auth-dict:auth  (contrib/dovecot/dovecot-dict-auth.conf.ext)
+  Sockets passed by systemd (vmail-authd.socket) with the same address are used instead.
+
+Signals: SIGHUP re-reads the database settings and flushes the credentials cache and the
+failure penalties (also `vmailctl flush`); SIGTERM finishes requests in flight and exits.
+Logs go to stderr (journald); VMAIL_LOG=debug shows every request, never a password.
+Every failed login is logged as `authentication failed user=... rip=... service=...`."
+)]
 struct Args {
     /// Configuration file [default: $VMAIL_CONFIG, else /etc/vmail/vmail.toml if present, else built-in defaults]
     #[arg(long, short = 'c', value_name = "PATH")]
