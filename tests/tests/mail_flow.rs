@@ -1,0 +1,626 @@
+//! The whole path of a mail server built from vmail, wired exactly as `contrib/` documents:
+//! a private Postfix with the `contrib/postfix/main.cf.vmail` settings and the `vmail`
+//! pipe(8) service of `contrib/postfix/master.cf.vmail`; vmail-lookupd and vmail-authd as
+//! real processes on `contrib/vmail/vmail.toml`, creating their sockets in a stand-in for
+//! `/var/spool/postfix/private` (so Postfix's `private/vmail-lookupd` and
+//! `private/vmail-auth` become absolute paths) and dropping privileges; vmail-lda run by
+//! pipe(8); a private Dovecot with `contrib/dovecot/` reading the Maildirs over IMAP and
+//! POP3; a MariaDB database of its own. Only socket paths, ports, binary paths, the system
+//! user (`nobody` for `vmail`) and the database are replaced.
+//!
+//! Site settings a real server has and contrib leaves to the administrator: the submission
+//! service (STARTTLS with a self-signed certificate, `smtpd_tls_security_level=encrypt`,
+//! `smtpd_sasl_auth_enable=yes`), `mynetworks` empty (every test client is "the Internet"),
+//! and the how-to's `smtpd_relay_restrictions` ending in `reject_unauth_destination` (Postfix's
+//! default ends in `defer_unauth_destination`, a 454 instead of 554).
+//!
+//! One setup serves every test of this file (about 3 s to build); the tests run in parallel
+//! and tell their messages apart by a token in the subject.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use vmail_test_support::dovecot::{imap_login, pop3_login, DovecotBuilder, PrivateDovecot};
+use vmail_test_support::postfix::{smtp_send, PostfixBuilder, PrivatePostfix};
+use vmail_test_support::{have, set_mode, skip, TestDb};
+
+const ALICE: (&str, &str) = ("alice@example.org", "alice-pw");
+/// Stored as the how-to's `ENCRYPT('secret')` (DES crypt, no scheme prefix).
+const BOB: (&str, &str) = ("bob@example.org", "secret");
+const CAROL: (&str, &str) = ("carol@example.org", "carol-pw");
+/// The target of the catch-all `@example.com`.
+const DAVE: (&str, &str) = ("dave@example.org", "dave-pw");
+/// A mailbox in the catch-all domain: mailboxes win over the catch-all.
+const SALES: (&str, &str) = ("sales@example.com", "sales-pw");
+/// An alias with two destinations.
+const TEAM: &str = "team@example.org";
+const OUTSIDER: &str = "someone@outside.test";
+
+/// Dropped in field order: Postfix and Dovecot first (nothing asks the daemons any more),
+/// then the daemons, then the database and the files.
+struct World {
+    postfix: PrivatePostfix,
+    dovecot: PrivateDovecot,
+    authd: DaemonProcess,
+    lookupd: DaemonProcess,
+    _db: TestDb,
+    work: tempfile::TempDir,
+    mail_base: PathBuf,
+}
+
+impl World {
+    /// The Maildir vmail-lda delivers `email` into (`[mailbox] mail` of the test's config).
+    fn maildir(&self, email: &str) -> PathBuf {
+        let (local, domain) = email.split_once('@').unwrap();
+        self.mail_base.join(domain).join(local).join("Maildir")
+    }
+
+    fn submission_port(&self) -> u16 {
+        self.postfix.submission_port.expect("a submission port")
+    }
+
+    /// Everything that logged, for assertion messages.
+    fn logs(&self) -> String {
+        format!(
+            "--- postfix maillog:\n{}\n--- vmail-lookupd:\n{}\n--- vmail-authd:\n{}\n--- dovecot:\n{}",
+            self.postfix.maillog(),
+            self.lookupd.log(),
+            self.authd.log(),
+            self.dovecot.log()
+        )
+    }
+}
+
+static WORLD: Shared<World> = Shared::new();
+
+extern "C" fn teardown() {
+    WORLD.teardown();
+}
+
+fn world() -> Option<Arc<World>> {
+    WORLD.get(setup, teardown)
+}
+
+fn setup() -> Option<World> {
+    let test = "vmail-e2e mail_flow (shared setup)";
+    for p in ["swaks", "openssl", "doveadm", "perl"] {
+        if !have(p) {
+            skip(
+                test,
+                &format!("{p} is not installed; run scripts/test-deps"),
+            );
+            return None;
+        }
+    }
+    if !swaks_has_tls() {
+        skip(
+            test,
+            "swaks cannot do STARTTLS: Perl's Net::SSLeay is missing (libnet-ssleay-perl; run scripts/test-deps)",
+        );
+        return None;
+    }
+    let began = std::time::Instant::now();
+    let user = mail_user();
+    let db = TestDb::create(test)?;
+
+    let work = tempfile::Builder::new()
+        .prefix("vmail-e2e")
+        .tempdir()
+        .unwrap();
+    set_mode(work.path(), 0o755);
+    let dir = |name: &str, mode: u32| {
+        let p = work.path().join(name);
+        std::fs::create_dir(&p).unwrap();
+        set_mode(&p, mode);
+        p
+    };
+    // /run/vmail (the dict socket), the daemons' state dir, /home/vmail, the TLS files.
+    let run = dir("run", 0o755);
+    let state = dir("state", 0o755);
+    let mail_base = dir("mail", 0o755);
+    std::os::unix::fs::chown(&mail_base, Some(user.uid), Some(user.gid)).unwrap();
+    let tls = dir("tls", 0o700);
+    let (cert, key) = self_signed_cert(&tls);
+    let config = work.path().join("vmail.toml");
+    let spool = spool_dir(work.path());
+    let password_file = work.path().join("db-password");
+    write_password_file(&password_file, &db.password, &user);
+    let dict_socket = run.join("auth-dict");
+    let toml = contrib_vmail_toml(&VmailPaths {
+        spool: &spool,
+        dict_socket: &dict_socket,
+        db_socket: std::path::Path::new(&db.socket),
+        db_user: &db.user,
+        db_password_file: &password_file,
+        db_name: &db.name,
+        mail_base: &mail_base,
+        user: &user,
+    });
+    std::fs::write(&config, toml).unwrap();
+    set_mode(&config, 0o644);
+
+    // The schema, then the rows: one user the how-to's way (MariaDB's ENCRYPT()), the rest
+    // with hashes from `doveadm pw`.
+    with_directory(&config, async |d| {
+        d.init(false).await.unwrap();
+        d.migrate().await.unwrap();
+    });
+    db.sql(&format!(
+        "INSERT INTO domains (domain) VALUES ('example.org'), ('example.com');\n\
+         INSERT INTO users (email, password) VALUES ('{}', ENCRYPT('{}'));",
+        BOB.0, BOB.1
+    ));
+    let users: Vec<(&str, String)> = [ALICE, CAROL, DAVE, SALES]
+        .iter()
+        .map(|(u, p)| (*u, doveadm_pw("SHA512-CRYPT", p)))
+        .collect();
+    with_directory(&config, async |d| {
+        for (u, h) in &users {
+            d.add_user(u, h, None).await.unwrap();
+        }
+        d.add_alias(TEAM, &[ALICE.0.into(), BOB.0.into()])
+            .await
+            .unwrap();
+        d.add_alias("@example.com", &[DAVE.0.into()]).await.unwrap();
+    });
+
+    // The daemons first: smtpd needs the auth socket from its first connection on.
+    let lookupd = DaemonProcess::start(
+        "vmail-lookupd",
+        LOOKUPD,
+        &config,
+        &state,
+        &[&spool.join("private/vmail-lookupd")],
+    );
+    let authd = DaemonProcess::start(
+        "vmail-authd",
+        AUTHD,
+        &config,
+        &state,
+        &[&spool.join("private/vmail-auth"), &dict_socket],
+    );
+
+    let mut builder = PostfixBuilder::new();
+    for (name, value) in contrib_main_cf(&spool) {
+        builder = builder.main(&format!("{name} = {value}"));
+    }
+    let cert_opt = format!("smtpd_tls_cert_file={}", cert.display());
+    let key_opt = format!("smtpd_tls_key_file={}", key.display());
+    let postfix = builder
+        .main("mynetworks =")
+        .main(
+            "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, \
+             reject_unauth_destination",
+        )
+        .master(&contrib_vmail_service(LDA, &config, &user))
+        .submission_with(
+            &contrib_submission_options()
+                .iter()
+                .map(String::as_str)
+                .chain([cert_opt.as_str(), key_opt.as_str()])
+                .collect::<Vec<_>>(),
+        )
+        .start(test)?;
+
+    let (dict, auth) = contrib_dovecot(&dict_socket);
+    let dovecot = DovecotBuilder::new()
+        .file("dovecot-dict-auth.conf.ext", &dict)
+        .file("conf.d/auth-vmail.conf.ext", &auth)
+        .conf("!include @DIR@/conf.d/auth-vmail.conf.ext")
+        .mail_owner(user.uid, user.gid)
+        .start(test)?;
+    eprintln!("mail_flow setup ready in {:?}", began.elapsed());
+    Some(World {
+        postfix,
+        dovecot,
+        authd,
+        lookupd,
+        _db: db,
+        work,
+        mail_base,
+    })
+}
+
+/// Sends over port 25 from outside and insists the message was queued.
+fn send_ok(w: &World, to: &str, token: &str) {
+    let out = w
+        .postfix
+        .send(OUTSIDER, &[to], &message(OUTSIDER, to, token));
+    assert!(
+        out.accepted(),
+        "message to {to} refused:\n{}\n{}",
+        out.transcript,
+        w.logs()
+    );
+}
+
+/// Waits for the one copy of the message with `token` in `email`'s Maildir.
+fn delivered_once(w: &World, email: &str, token: &str) -> (PathBuf, String) {
+    let mut got = wait_for_message(&w.maildir(email), token, Duration::from_secs(30));
+    assert_eq!(
+        got.len(),
+        1,
+        "{token}: want exactly one copy in {email}'s Maildir, got {}\n{}",
+        got.len(),
+        w.logs()
+    );
+    got.remove(0)
+}
+
+#[test]
+fn mail_lands_in_the_maildir_and_is_read_over_imap_and_pop3() {
+    let Some(w) = world() else { return };
+    let token = "token-imap-pop3";
+    send_ok(&w, CAROL.0, token);
+    let (path, text) = delivered_once(&w, CAROL.0, token);
+
+    // What pipe(8)'s flags=DRhu and the LDA put in front of the message.
+    let h = header(&text);
+    assert!(
+        text.starts_with(&format!("Return-Path: <{OUTSIDER}>\n")),
+        "{text}"
+    );
+    assert_eq!(
+        h.matches(&format!("Delivered-To: {}\n", CAROL.0)).count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        h.contains("by test.invalid (Postfix)"),
+        "no Received: line of our smtpd: {text}"
+    );
+    assert!(
+        text.contains("\n.a line starting with a dot\n"),
+        "dot-stuffing not undone: {text}"
+    );
+
+    // The stored file: bare LF line ends, and S= in its name is its size.
+    let stored = std::fs::read(&path).unwrap();
+    assert!(!stored.contains(&b'\r'), "Maildir files hold LF line ends");
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let s_size: u64 = name
+        .split(",S=")
+        .nth(1)
+        .and_then(|s| s.split([',', ':']).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no S= in {name}"));
+    assert_eq!(s_size, stored.len() as u64, "{name}");
+    // What IMAP and POP3 serve: the same bytes with CRLF line ends.
+    let crlf: Vec<u8> = stored
+        .iter()
+        .flat_map(|&b| {
+            if b == b'\n' {
+                vec![b'\r', b'\n']
+            } else {
+                vec![b]
+            }
+        })
+        .collect();
+    let size = crlf.len() as u64;
+
+    // IMAP, logging in through Dovecot's dict passdb (vmail-authd) with the contrib files.
+    let wrong = imap_login(w.dovecot.imap_port, CAROL.0, "not-the-password");
+    assert!(
+        wrong
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.contains("AUTHENTICATIONFAILED")),
+        "wrong IMAP password: {:?}",
+        wrong.as_ref().map(|_| "logged in")
+    );
+    let mut imap = imap_login(w.dovecot.imap_port, CAROL.0, CAROL.1)
+        .unwrap_or_else(|e| panic!("IMAP login: {e}\n{}", w.logs()));
+    assert_eq!(imap.select("INBOX").unwrap(), 1);
+    assert_eq!(imap.fetch_size(1).unwrap(), size, "IMAP RFC822.SIZE");
+    assert_eq!(
+        String::from_utf8_lossy(&imap.fetch_body(1).unwrap()),
+        String::from_utf8_lossy(&crlf),
+        "IMAP BODY[]"
+    );
+    imap.logout().unwrap();
+
+    let mut pop = pop3_login(w.dovecot.pop3_port, CAROL.0, CAROL.1)
+        .unwrap_or_else(|e| panic!("POP3 login: {e}\n{}", w.logs()));
+    assert_eq!(pop.stat().unwrap(), (1, size), "POP3 STAT");
+    assert_eq!(
+        String::from_utf8_lossy(&pop.retr(1).unwrap()),
+        String::from_utf8_lossy(&crlf),
+        "POP3 RETR"
+    );
+    pop.quit().unwrap();
+}
+
+#[test]
+fn an_alias_with_two_destinations_reaches_both() {
+    let Some(w) = world() else { return };
+    let token = "token-alias-two-destinations";
+    send_ok(&w, TEAM, token);
+    for user in [ALICE.0, BOB.0] {
+        let (_, text) = delivered_once(&w, user, token);
+        assert!(
+            header(&text).contains(&format!("Delivered-To: {user}\n")),
+            "{user}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_catch_all_reaches_its_target_and_mailboxes_win_over_it() {
+    let Some(w) = world() else { return };
+    let token = "token-catch-all";
+    send_ok(&w, "whoever@example.com", token);
+    let (_, text) = delivered_once(&w, DAVE.0, token);
+    assert!(
+        header(&text).contains(&format!("Delivered-To: {}\n", DAVE.0)),
+        "{text}"
+    );
+
+    // sales@example.com is a mailbox: it gets its mail, the catch-all target does not.
+    let token = "token-mailbox-beats-catch-all";
+    send_ok(&w, SALES.0, token);
+    delivered_once(&w, SALES.0, token);
+    assert!(
+        messages_with(&w.maildir(DAVE.0), token).is_empty(),
+        "the catch-all took mail of an existing mailbox"
+    );
+}
+
+#[test]
+fn an_address_extension_reaches_the_user() {
+    let Some(w) = world() else { return };
+    let token = "token-plus-tag";
+    send_ok(&w, "alice+tag@example.org", token);
+    let (_, text) = delivered_once(&w, ALICE.0, token);
+    // pipe(8) names the recipient with its extension; the LDA found alice without it.
+    assert!(
+        header(&text).contains("Delivered-To: alice+tag@example.org\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unknown_user_of_a_known_domain_is_rejected_at_rcpt() {
+    let Some(w) = world() else { return };
+    let to = "nobody@example.org";
+    let out = w.postfix.send(
+        OUTSIDER,
+        &[to],
+        &message(OUTSIDER, to, "token-unknown-user"),
+    );
+    let (_, reply) = &out.rcpt[0];
+    assert_eq!(reply.code, 550, "{}", out.transcript);
+    assert!(
+        reply.text.starts_with(&format!(
+            "5.1.1 <{to}>: Recipient address rejected: User unknown in virtual mailbox table"
+        )),
+        "{}",
+        out.transcript
+    );
+    assert!(out.data.is_none(), "DATA sent without a recipient");
+}
+
+#[test]
+fn an_unknown_domain_is_relay_denied() {
+    let Some(w) = world() else { return };
+    let to = "someone@unknown.test";
+    let out = w
+        .postfix
+        .send(OUTSIDER, &[to], &message(OUTSIDER, to, "token-relay"));
+    let (_, reply) = &out.rcpt[0];
+    assert_eq!(reply.code, 554, "{}", out.transcript);
+    assert_eq!(
+        reply.text,
+        format!("5.7.1 <{to}>: Relay access denied"),
+        "{}",
+        out.transcript
+    );
+    assert!(out.data.is_none());
+}
+
+#[test]
+fn smtp_auth_plain_and_login_over_starttls_on_submission() {
+    let Some(w) = world() else { return };
+    let port = w.submission_port();
+
+    // Before STARTTLS the submission smtpd neither offers AUTH nor takes mail.
+    let plain = smtp_send(port, ALICE.0, &[BOB.0], "Subject: x\n\nx\n");
+    assert_eq!(plain.ehlo.code, 250, "{}", plain.transcript);
+    assert!(
+        plain.ehlo.text.contains("STARTTLS") && !plain.ehlo.text.contains("AUTH"),
+        "{}",
+        plain.transcript
+    );
+    assert_eq!(plain.mail.code, 530, "{}", plain.transcript);
+
+    let auth = |mech: &str, user: &str, pw: &str| -> Swaks {
+        Submitter {
+            port,
+            mech,
+            user,
+            password: pw,
+        }
+        .auth_only()
+    };
+    for (mech, (user, pw)) in [
+        ("PLAIN", ALICE),
+        ("LOGIN", ALICE),
+        // The how-to's DES crypt, through Postfix.
+        ("PLAIN", BOB),
+        ("LOGIN", BOB),
+    ] {
+        let r = auth(mech, user, pw);
+        let reply = r.reply_after("AUTH");
+        assert_eq!(
+            reply.as_ref().map(|(c, _)| *c),
+            Some(235),
+            "AUTH {mech} {user} with the right password: {reply:?}\n{}\n{}",
+            r.transcript,
+            w.logs()
+        );
+        // TLS was really used for the AUTH (swaks marks TLS lines with `~`).
+        assert!(
+            r.transcript.contains("~> AUTH"),
+            "AUTH not sent over TLS:\n{}",
+            r.transcript
+        );
+    }
+    // Wrong passwords and an unknown user: 535 (after authd's 2 s failure delay and its
+    // doubling penalty, still inside Postfix's wait), never 454.
+    for (mech, user, pw) in [
+        ("PLAIN", ALICE.0, "wrong"),
+        ("LOGIN", ALICE.0, "wrong"),
+        ("PLAIN", "nobody@example.org", "wrong"),
+    ] {
+        let r = auth(mech, user, pw);
+        let reply = r.reply_after("AUTH");
+        assert_eq!(
+            reply.as_ref().map(|(c, _)| *c),
+            Some(535),
+            "AUTH {mech} {user} {pw}: {reply:?}\n{}\n{}",
+            r.transcript,
+            w.logs()
+        );
+        assert!(reply.unwrap().1.starts_with("5.7.8"), "{}", r.transcript);
+    }
+    // The right password still works after failures (and clears the penalty).
+    let r = auth("PLAIN", ALICE.0, ALICE.1);
+    assert_eq!(r.code_after("AUTH"), 235, "{}", r.transcript);
+
+    // authd logged the failures the way fail2ban matches them, with Postfix's client address.
+    let log = w.authd.log();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("authentication failed"))
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("alice@example.org") && l.contains("rip=127.0.0.1")),
+        "no fail2ban line for alice from 127.0.0.1 in the authd log:\n{log}"
+    );
+}
+
+#[test]
+fn an_authenticated_user_may_send_only_as_her_own_addresses() {
+    let Some(w) = world() else { return };
+    let port = w.submission_port();
+    let submit = |(user, pw): (&str, &str), from: &str, token: &str| {
+        let r = Submitter {
+            port,
+            mech: "PLAIN",
+            user,
+            password: pw,
+        }
+        .send(from, BOB.0, token);
+        assert_eq!(
+            r.code_after("AUTH"),
+            235,
+            "AUTH {user}:\n{}\n{}",
+            r.transcript,
+            w.logs()
+        );
+        r
+    };
+
+    // alice as bob: refused (smtpd_delay_reject: at RCPT, where sender restrictions run).
+    let r = submit(ALICE, BOB.0, "token-forged-sender");
+    let (code, text) = r.reply_after("RCPT TO").expect("a RCPT reply");
+    assert_eq!(code, 553, "{}", r.transcript);
+    assert!(
+        text.starts_with(&format!(
+            "5.7.1 <{}>: Sender address rejected: not owned by user {}",
+            BOB.0, ALICE.0
+        )),
+        "{}",
+        r.transcript
+    );
+    // And bob as alice.
+    let r = submit(BOB, ALICE.0, "token-forged-sender-2");
+    assert_eq!(r.code_after("RCPT TO"), 553, "{}", r.transcript);
+
+    // alice as herself, and as an alias that delivers to her: accepted and delivered.
+    for (from, token) in [(ALICE.0, "token-own-sender"), (TEAM, "token-alias-sender")] {
+        let r = submit(ALICE, from, token);
+        assert_eq!(r.code_after("RCPT TO"), 250, "{}", r.transcript);
+        assert_eq!(r.code_after("."), 250, "{}", r.transcript);
+        let (_, text) = delivered_once(&w, BOB.0, token);
+        assert!(
+            text.starts_with(&format!("Return-Path: <{from}>\n")),
+            "{text}"
+        );
+    }
+    for token in ["token-forged-sender", "token-forged-sender-2"] {
+        assert!(
+            messages_with(&w.maildir(BOB.0), token).is_empty(),
+            "a refused message was delivered"
+        );
+    }
+}
+
+#[test]
+fn the_daemons_run_unprivileged_behind_the_documented_socket_permissions() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(w) = world() else { return };
+    let user = mail_user();
+    for d in [&w.lookupd, &w.authd] {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+        let ids = |key: &str| -> Vec<u32> {
+            let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+            line.split_whitespace()
+                .skip(1)
+                .map(|n| n.parse().unwrap())
+                .collect()
+        };
+        // Real, effective, saved and filesystem ids: contrib's `user =` (here nobody).
+        assert_eq!(ids("Uid:"), [user.uid; 4], "{}: {status}", d.name);
+        assert_eq!(ids("Gid:"), [user.gid; 4], "{}: {status}", d.name);
+        assert_eq!(ids("Groups:"), [user.gid], "{}: {status}", d.name);
+    }
+    // contrib: socket_mode/auth_socket_mode/dict_socket_mode 0660, groups postfix and dovecot.
+    let spool = w.work.path().join("spool/private");
+    let postfix = vmail_test_support::postfix::lookup_group("postfix").unwrap();
+    let dovecot = vmail_test_support::postfix::lookup_group("dovecot").unwrap();
+    for (sock, gid) in [
+        (spool.join("vmail-lookupd"), postfix),
+        (spool.join("vmail-auth"), postfix),
+        (w.work.path().join("run/auth-dict"), dovecot),
+    ] {
+        let m = std::fs::metadata(&sock).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o660, "{}", sock.display());
+        assert_eq!(m.gid(), gid, "{}", sock.display());
+    }
+}
+
+#[test]
+fn case_does_not_matter_in_recipients_and_logins() {
+    let Some(w) = world() else { return };
+    // Like the classic MySQL maps (case-insensitive collations), and to one canonical
+    // recipient: lookupd answers alice@example.org for ALICE@EXAMPLE.ORG.
+    send_ok(&w, "ALICE@EXAMPLE.ORG", "token-upper-case-user");
+    let (_, text) = delivered_once(&w, ALICE.0, "token-upper-case-user");
+    assert!(
+        header(&text).contains("Delivered-To: alice@example.org\n"),
+        "{text}"
+    );
+    send_ok(&w, "Team@Example.ORG", "token-upper-case-alias");
+    delivered_once(&w, ALICE.0, "token-upper-case-alias");
+    delivered_once(&w, BOB.0, "token-upper-case-alias");
+
+    // authd hands Postfix the canonical login, which is what smtpd_sender_login_maps
+    // answers are compared with: alice logging in as ALICE@Example.ORG owns her address.
+    let r = Submitter {
+        port: w.submission_port(),
+        mech: "PLAIN",
+        user: "ALICE@Example.ORG",
+        password: ALICE.1,
+    }
+    .send(ALICE.0, BOB.0, "token-upper-case-login");
+    assert_eq!(r.code_after("AUTH"), 235, "{}", r.transcript);
+    assert_eq!(r.code_after("RCPT TO"), 250, "{}", r.transcript);
+    assert_eq!(r.code_after("."), 250, "{}", r.transcript);
+    delivered_once(&w, BOB.0, "token-upper-case-login");
+}

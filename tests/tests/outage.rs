@@ -1,0 +1,283 @@
+//! MariaDB killed in the middle of a burst of mail, with everything wired exactly as
+//! `contrib/` documents (see mail_flow.rs; here on a private `mariadbd` the test may kill):
+//! nothing is bounced, `postqueue -p` holds the undelivered messages as deferred, and once the
+//! database is back and the queue flushed, every message is delivered exactly once.
+//!
+//! smtpd keeps accepting mail for addresses lookupd has answered recently (contrib's
+//! `[cache] positive_ttl_s = 60`), so the burst is queued and it is vmail-lda (exit 75) that
+//! defers it; an address not in the cache gets a temporary 451 at RCPT.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use vmail_test_support::postfix::PostfixBuilder;
+use vmail_test_support::{set_mode, wait_until, PrivateMariaDb};
+
+const ALICE: &str = "alice@example.org";
+/// Never looked up before the outage, so not in lookupd's cache.
+const BOB: &str = "bob@example.org";
+/// A local sender: a bounce would land in this mailbox.
+const SENDER: &str = "sender@example.org";
+const BURST: usize = 20;
+/// The database is killed before this message of the burst.
+const KILL_AT: usize = 8;
+
+/// One message in `postqueue -p`.
+#[derive(Debug)]
+struct Queued {
+    id: String,
+    /// `*`: being delivered now; `!`: on hold.
+    active: bool,
+    sender: String,
+    /// The `(...)` line of a deferred message.
+    reason: Option<String>,
+}
+
+fn parse_mailq(listing: &str) -> Vec<Queued> {
+    let mut out = Vec::new();
+    for block in listing.split("\n\n") {
+        // The column header sits right above the first entry; the summary is `-- ...`.
+        let mut lines = block.lines().filter(|l| !l.starts_with('-'));
+        let Some(first) = lines.next() else { continue };
+        if !first.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || first.starts_with("Mail queue")
+        {
+            continue;
+        }
+        let mut f = first.split_whitespace();
+        let id = f.next().unwrap_or("");
+        out.push(Queued {
+            id: id.trim_end_matches(['*', '!']).to_string(),
+            active: id.ends_with('*'),
+            sender: f.last().unwrap_or("").to_string(),
+            reason: lines
+                .map(str::trim)
+                .find(|l| l.starts_with('('))
+                .map(str::to_string),
+        });
+    }
+    out
+}
+
+#[test]
+fn a_database_outage_during_a_burst_defers_and_then_delivers_everything_exactly_once() {
+    let test = "a_database_outage_during_a_burst_defers_and_then_delivers_everything_exactly_once";
+    let began = Instant::now();
+    let Some(mut db) = PrivateMariaDb::start(test) else {
+        return;
+    };
+    // contrib's database user, with a password in a file.
+    db.sql(
+        "CREATE USER 'mail_admin'@'localhost' IDENTIFIED BY 'e2e-db-pw';\n\
+         GRANT ALL ON mail.* TO 'mail_admin'@'localhost';",
+    );
+    let user = mail_user();
+    let work = tempfile::Builder::new()
+        .prefix("vmail-e2e")
+        .tempdir()
+        .unwrap();
+    set_mode(work.path(), 0o755);
+    let state = work.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mail_base = work.path().join("mail");
+    std::fs::create_dir(&mail_base).unwrap();
+    std::os::unix::fs::chown(&mail_base, Some(user.uid), Some(user.gid)).unwrap();
+    let spool = spool_dir(work.path());
+    let password_file = work.path().join("db-password");
+    write_password_file(&password_file, "e2e-db-pw", &user);
+    let dict_socket = state.join("auth-dict");
+    let config = work.path().join("vmail.toml");
+    std::fs::write(
+        &config,
+        contrib_vmail_toml(&VmailPaths {
+            spool: &spool,
+            dict_socket: &dict_socket,
+            db_socket: &db.socket(),
+            db_user: "mail_admin",
+            db_password_file: &password_file,
+            db_name: "mail",
+            mail_base: &mail_base,
+            user: &user,
+        }),
+    )
+    .unwrap();
+    set_mode(&config, 0o644);
+    with_directory(&config, async |d| {
+        d.init(false).await.unwrap();
+        d.migrate().await.unwrap();
+        d.add_domain("example.org").await.unwrap();
+        for u in [ALICE, BOB, SENDER] {
+            d.add_user(u, "{PLAIN}unused", None).await.unwrap();
+        }
+    });
+    let lookupd = DaemonProcess::start(
+        "vmail-lookupd",
+        LOOKUPD,
+        &config,
+        &state,
+        &[&spool.join("private/vmail-lookupd")],
+    );
+    let authd = DaemonProcess::start(
+        "vmail-authd",
+        AUTHD,
+        &config,
+        &state,
+        &[&spool.join("private/vmail-auth")],
+    );
+    let mut builder = PostfixBuilder::new();
+    for (name, value) in contrib_main_cf(&spool) {
+        builder = builder.main(&format!("{name} = {value}"));
+    }
+    let Some(pf) = builder
+        .main("mynetworks =")
+        .main(
+            "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, \
+             reject_unauth_destination",
+        )
+        .master(&contrib_vmail_service(LDA, &config, &user))
+        .start(test)
+    else {
+        return;
+    };
+    let logs = || {
+        format!(
+            "--- postqueue -p:\n{}\n--- maillog:\n{}\n--- vmail-lookupd:\n{}\n--- vmail-authd:\n{}",
+            pf.mailq(),
+            pf.maillog(),
+            lookupd.log(),
+            authd.log()
+        )
+    };
+    let maildir = |email: &str| {
+        let (l, d) = email.split_once('@').unwrap();
+        mail_base.join(d).join(l).join("Maildir")
+    };
+    let send = |to: &str, token: &str| pf.send(SENDER, &[to], &message(SENDER, to, token));
+    eprintln!("outage setup ready in {:?}", began.elapsed());
+
+    // The path works; lookupd now has alice's answers cached, as on a server with traffic.
+    let out = send(ALICE, "warm-up");
+    assert!(out.accepted(), "{}\n{}", out.transcript, logs());
+    assert_eq!(
+        wait_for_message(&maildir(ALICE), "warm-up", Duration::from_secs(30)).len(),
+        1,
+        "{}",
+        logs()
+    );
+
+    // The burst, with the database killed part-way through.
+    let tokens: Vec<String> = (0..BURST)
+        .map(|i| format!("burst-message-{i:02}"))
+        .collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if i == KILL_AT {
+            db.kill();
+        }
+        let out = send(ALICE, token);
+        assert!(
+            out.accepted(),
+            "{token} (database {}): {}\n{}",
+            if i < KILL_AT { "up" } else { "down" },
+            out.transcript,
+            logs()
+        );
+    }
+    let delivered = |token: &str| messages_with(&maildir(ALICE), token).len();
+
+    // A recipient lookupd has not cached cannot be checked now: a temporary refusal (the
+    // client retries), never "user unknown".
+    let out = send(BOB, "uncached-during-outage");
+    let (_, reply) = &out.rcpt[0];
+    assert_eq!(reply.code, 451, "{}", out.transcript);
+    assert!(reply.text.starts_with("4.3.0"), "{}", out.transcript);
+
+    // Every message of the burst is either delivered (before the kill) or deferred in the
+    // queue; none is active any more, none bounced.
+    let mut queue = Vec::new();
+    let settled = wait_until(Duration::from_secs(40), || {
+        queue = parse_mailq(&pf.mailq());
+        let done = tokens.iter().filter(|t| delivered(t) == 1).count();
+        !queue.iter().any(|q| q.active)
+            && queue.iter().all(|q| q.reason.is_some())
+            && done + queue.len() == BURST
+    });
+    assert!(
+        settled,
+        "the burst did not settle into delivered + deferred: {queue:?}\n{}",
+        logs()
+    );
+    let listing = pf.mailq();
+    eprintln!("postqueue -p during the outage:\n{listing}");
+    assert!(
+        queue.len() >= BURST - KILL_AT,
+        "{} deferred, but {} messages came after the kill:\n{listing}",
+        queue.len(),
+        BURST - KILL_AT
+    );
+    let log = pf.maillog();
+    for q in &queue {
+        assert_eq!(q.sender, SENDER, "not one of ours (a bounce?): {q:?}");
+        // pipe(8) logged vmail-lda's temporary status (exit 75) for it.
+        let attempt = format!("{}: to=<{ALICE}>, relay=vmail,", q.id);
+        assert!(
+            log.lines().any(|l| l.contains(&attempt)
+                && l.contains(", dsn=4.")
+                && l.contains(", status=deferred (")),
+            "no temporary failure logged for {q:?}:\n{log}"
+        );
+    }
+    for t in tokens.iter().skip(KILL_AT) {
+        assert_eq!(delivered(t), 0, "{t} delivered while the database was down");
+    }
+    assert!(log.contains("status=deferred"), "{log}");
+    assert!(
+        !log.contains("status=bounced"),
+        "bounced during the outage:\n{log}"
+    );
+
+    // The database comes back; the queue is flushed until it is empty.
+    db.resume();
+    let back = Instant::now();
+    pf.flush();
+    let all = wait_until(Duration::from_secs(60), || {
+        if tokens.iter().all(|t| delivered(t) >= 1) && pf.queue_ids().is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        pf.flush();
+        false
+    });
+    assert!(
+        all,
+        "not everything delivered after the database came back:\n{}",
+        logs()
+    );
+    eprintln!(
+        "queue drained {:?} after the database came back",
+        back.elapsed()
+    );
+    // A moment for a duplicate to show, then: each exactly once, nothing else, no bounce.
+    std::thread::sleep(Duration::from_millis(500));
+    let counts: BTreeMap<&str, usize> = tokens.iter().map(|t| (t.as_str(), delivered(t))).collect();
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "not exactly once: {counts:?}"
+    );
+    assert_eq!(
+        maildir_files(&maildir(ALICE)).len(),
+        BURST + 1,
+        "alice's Maildir holds the warm-up and the burst, nothing else"
+    );
+    assert!(
+        maildir_files(&maildir(SENDER)).is_empty(),
+        "the sender got mail (a bounce or delay notice)"
+    );
+    let log = pf.maillog();
+    assert!(!log.contains("status=bounced"), "{log}");
+    assert!(!log.contains("sender non-delivery notification"), "{log}");
+    assert!(pf.queue_ids().is_empty(), "{}", pf.mailq());
+    eprintln!("outage test done in {:?}", began.elapsed());
+}
