@@ -364,7 +364,9 @@ fn sasl_failure(
     }
     let delay = auth.failure_delay();
     let h = checks.spawn(async move {
-        tokio::time::sleep(delay).await;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         (id, Some(fail(id, None)))
     });
     pending.insert(id, Pending::Checking(h));
@@ -397,7 +399,9 @@ fn start_check(
             if authzid.is_some() {
                 // Acting as someone else needs master users, which we do not have.
                 tracing::warn!(id, "PLAIN with a different authorization identity refused");
-                tokio::time::sleep(auth.failure_delay()).await;
+                if !auth.failure_delay().is_zero() {
+                    tokio::time::sleep(auth.failure_delay()).await;
+                }
                 return (id, Some(fail(id, Some(login))));
             }
             let verdict = auth

@@ -130,10 +130,11 @@ pub struct Authenticator {
     penalty: Penalty,
     cache: Option<VerifiedCache>,
     verify_slots: Arc<Semaphore>,
+    /// Index in `Scheme::ALL` of the scheme of the last real check (for dummy checks).
+    last_scheme: std::sync::atomic::AtomicUsize,
     /// For hashes without a `{SCHEME}` prefix (`passwords.default_scheme`).
     default_scheme: Scheme,
-    /// The scheme new hashes get; also what an unknown user's dummy check costs, since
-    /// that is what most users' hashes are.
+    /// The scheme new hashes get (re-hash), and the dummy check's until a real check ran.
     hash_scheme: Scheme,
     failure_delay: Duration,
     timeout: Duration,
@@ -162,8 +163,10 @@ impl Authenticator {
                     .map_err(|m| anyhow::anyhow!("authd.trusted_networks: {m}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // Two per CPU: a check finishing hands its core over only after a few thread
+        // wake-ups, and one per CPU left 15-25 % of the cores idle under load (measured).
         let verify_concurrency = match a.verify_concurrency {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            0 => 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
         Ok(Authenticator {
@@ -180,6 +183,13 @@ impl Authenticator {
                 VerifiedCache::new(Duration::from_secs(a.cache_ttl_s), a.cache_max_entries)
             }),
             verify_slots: Arc::new(Semaphore::new(verify_concurrency)),
+            // Until a real check has run: the scheme new passwords get.
+            last_scheme: std::sync::atomic::AtomicUsize::new(
+                Scheme::ALL
+                    .iter()
+                    .position(|x| *x == hash_scheme)
+                    .unwrap_or(usize::MAX),
+            ),
             default_scheme,
             hash_scheme,
             failure_delay: Duration::from_millis(a.failure_delay_ms),
@@ -253,7 +263,10 @@ impl Authenticator {
                 AuthStats::bump(&self.stats.failed);
                 // The line fail2ban matches: "authentication failed ... rip=ADDR".
                 tracing::warn!(user = %login_str.escape_debug(), rip = %rip_s, service, "authentication failed");
-                tokio::time::sleep(self.failure_delay).await;
+                // tokio rounds even a zero sleep up to its 1 ms tick.
+                if !self.failure_delay.is_zero() {
+                    tokio::time::sleep(self.failure_delay).await;
+                }
             }
         }
         verdict
@@ -351,27 +364,55 @@ impl Authenticator {
     }
 
     /// Runs a password check on the blocking pool, at most `verify_concurrency` at once.
+    /// The slot is released by the blocking thread itself as soon as the hash is computed,
+    /// not when this task is next polled.
     async fn check(&self, stored: &str, password: &[u8]) -> Result<bool, String> {
-        let Ok(_slot) = self.verify_slots.clone().acquire_owned().await else {
+        let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
             return Err("verification pool closed".into());
         };
+        if let Ok(s) = vmail_passwd::scheme_of(stored, self.default_scheme) {
+            self.remember_scheme(s);
+        }
         let (stored, password, scheme) =
             (stored.to_string(), password.to_vec(), self.default_scheme);
-        match tokio::task::spawn_blocking(move || vmail_passwd::verify(&stored, &password, scheme))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            let r = vmail_passwd::verify(&stored, &password, scheme);
+            drop(slot);
+            r
+        })
+        .await
         {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(e) => Err(format!("verification task failed: {e}")),
         }
     }
 
+    /// What an unknown user costs: a check in the scheme real checks used last, so the
+    /// time of a failure does not tell whether the login exists (on a database of DES
+    /// hashes a SHA512-CRYPT dummy would be 600 times slower than a real check).
     async fn dummy_check(&self, password: &[u8]) {
-        let Ok(_slot) = self.verify_slots.clone().acquire_owned().await else {
+        let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
             return;
         };
-        let (password, scheme) = (password.to_vec(), self.hash_scheme);
-        let _ = tokio::task::spawn_blocking(move || vmail_passwd::dummy_verify(scheme, &password))
-            .await;
+        let (password, scheme) = (password.to_vec(), self.dummy_scheme());
+        let _ = tokio::task::spawn_blocking(move || {
+            vmail_passwd::dummy_verify(scheme, &password);
+            drop(slot);
+        })
+        .await;
+    }
+
+    fn remember_scheme(&self, s: Scheme) {
+        if let Some(i) = Scheme::ALL.iter().position(|x| *x == s) {
+            self.last_scheme.store(i, Ordering::Relaxed);
+        }
+    }
+
+    fn dummy_scheme(&self) -> Scheme {
+        Scheme::ALL
+            .get(self.last_scheme.load(Ordering::Relaxed))
+            .copied()
+            .unwrap_or(self.hash_scheme)
     }
 
     /// Stores a strong hash of a password that just matched a legacy one, in the background
@@ -410,5 +451,33 @@ impl Authenticator {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dummy check of an unknown user follows the scheme of real checks, so on a
+    /// database of DES hashes an unknown login is as cheap to fail as a wrong password.
+    #[tokio::test]
+    async fn dummy_check_follows_the_scheme_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.database.backend = vmail_config::Backend::Sqlite;
+        config.database.sqlite_path = dir.path().join("vmail.db");
+        config.authd.failure_delay_ms = 0;
+        config.authd.max_delay_ms = 0;
+        let d = Directory::open(&config).await.unwrap();
+        d.init(true).await.unwrap();
+        d.add_domain("example.org").await.unwrap();
+        d.add_user("bob@example.org", "abNANd1rDfiNc", None).await.unwrap();
+        let a = Authenticator::new(d, &config).unwrap();
+        assert_eq!(a.dummy_scheme(), Scheme::Sha512Crypt, "before any check: hash_scheme");
+        let v = a.authenticate(b"bob@example.org", b"wrong", "smtp", None).await;
+        assert_eq!(v, Verdict::Fail);
+        assert_eq!(a.dummy_scheme(), Scheme::DesCrypt);
+        let v = a.authenticate(b"nobody@example.org", b"x", "smtp", None).await;
+        assert_eq!(v, Verdict::Fail);
     }
 }

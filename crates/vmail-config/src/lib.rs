@@ -318,7 +318,7 @@ pub struct AuthdConfig {
     pub ipv6_prefix: u8,
     /// Remote networks never penalised (CIDR), e.g. the webmail host.
     pub trusted_networks: Vec<String>,
-    /// Password checks running at once (CPU bound); 0 = one per CPU.
+    /// Password checks running at once (CPU bound); 0 = two per CPU.
     pub verify_concurrency: usize,
     /// Cache successful verifications (keyed by the stored hash, so a password change
     /// takes effect at once).
