@@ -471,13 +471,23 @@ mod tests {
         let d = Directory::open(&config).await.unwrap();
         d.init(true).await.unwrap();
         d.add_domain("example.org").await.unwrap();
-        d.add_user("bob@example.org", "abNANd1rDfiNc", None).await.unwrap();
+        d.add_user("bob@example.org", "abNANd1rDfiNc", None)
+            .await
+            .unwrap();
         let a = Authenticator::new(d, &config).unwrap();
-        assert_eq!(a.dummy_scheme(), Scheme::Sha512Crypt, "before any check: hash_scheme");
-        let v = a.authenticate(b"bob@example.org", b"wrong", "smtp", None).await;
+        assert_eq!(
+            a.dummy_scheme(),
+            Scheme::Sha512Crypt,
+            "before any check: hash_scheme"
+        );
+        let v = a
+            .authenticate(b"bob@example.org", b"wrong", "smtp", None)
+            .await;
         assert_eq!(v, Verdict::Fail);
         assert_eq!(a.dummy_scheme(), Scheme::DesCrypt);
-        let v = a.authenticate(b"nobody@example.org", b"x", "smtp", None).await;
+        let v = a
+            .authenticate(b"nobody@example.org", b"x", "smtp", None)
+            .await;
         assert_eq!(v, Verdict::Fail);
     }
 }

@@ -6,6 +6,12 @@
 //! connections for (a) cached keys, (b) uncached keys on MariaDB, against (c) a trivial
 //! netstring echo server on the same socket type and (d) the classic SELECT issued directly to
 //! MariaDB by the same number of clients.
+//!
+//! `vmail-bench lda`: vmail-lda vs dovecot-lda, a process per message as pipe(8) runs them
+//! (see `lda.rs`).
+
+mod authd;
+mod lda;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,12 +48,20 @@ enum What {
         #[arg(long, default_value_t = 20_000)]
         users: usize,
     },
+    /// vmail-lda vs dovecot-lda: deliveries/s, peak RSS, and where vmail-lda's time goes
+    /// (run as root after `cargo build --release -p vmail-lda`).
+    Lda(lda::LdaArgs),
+    /// vmail-authd (cache off, cache on) vs Dovecot's auth service with the classic SQL
+    /// passdb: authentications/s and p50/p99, and failure timing (see `authd.rs`).
+    Authd(authd::Opts),
 }
 
 fn main() -> Result<()> {
     match Args::parse().what {
         What::Lookupd { seconds, users } => lookupd(Duration::from_secs(seconds), users),
         What::Directory { lookups } => directory(lookups),
+        What::Lda(a) => lda::run(&a),
+        What::Authd(o) => authd::run(o),
     }
 }
 

@@ -9,6 +9,7 @@
 mod headers;
 mod location;
 pub mod outcome;
+mod timing;
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -61,13 +62,17 @@ pub struct Args {
 /// Entry point: returns the process exit status. Prints one line (with an enhanced status
 /// code) on failure, which Postfix logs and puts into the DSN.
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
+    timing::start();
     // A panic must defer, not bounce (Rust's panic exit status 101 would be a failure).
     std::panic::set_hook(Box::new(|info| {
         eprintln!("4.3.0 vmail-lda internal error, will retry: {info}");
         std::process::exit(outcome::sysexits::EX_TEMPFAIL);
     }));
     let outcome = match Args::try_parse_from(argv) {
-        Ok(args) => run(&args, &mut std::io::stdin().lock()),
+        Ok(args) => {
+            timing::mark("args");
+            run(&args, &mut std::io::stdin().lock())
+        }
         Err(e)
             if matches!(
                 e.kind(),
@@ -79,9 +84,13 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
         }
         Err(e) => Outcome::Misconfigured(first_line(&e.to_string())),
     };
+    timing::mark("teardown");
     let msg = outcome.message();
     if !msg.is_empty() {
         println!("{msg}");
+    }
+    if let Some(t) = timing::report() {
+        eprintln!("{t}");
     }
     outcome.exit_code()
 }
@@ -96,6 +105,7 @@ pub fn run(args: &Args, input: &mut dyn Read) -> Outcome {
         Ok(l) => l,
         Err(e) => return Outcome::Misconfigured(e.to_string()),
     };
+    timing::mark("config");
     let Some(recipient) = args.recipient.as_deref().filter(|r| !r.is_empty()) else {
         return Outcome::Misconfigured(
             "no recipient: -d ${recipient} is missing in master.cf".into(),
@@ -112,10 +122,15 @@ fn deliver(config: &Config, args: &Args, recipient: &str, input: &mut dyn Read) 
         Ok(rt) => rt,
         Err(e) => return Outcome::LocalTrouble(format!("runtime: {e}")),
     };
+    timing::mark("runtime");
     let found = rt.block_on(async {
         let dir = Directory::open(config).await?;
-        dir.recipient(recipient).await
+        timing::mark("open");
+        let found = dir.recipient(recipient).await;
+        timing::mark("lookup");
+        found
     });
+    timing::mark("close");
     let (user, ext) = match found {
         Ok(Some(x)) => x,
         Ok(None) => return Outcome::UnknownUser(recipient.to_string()),
@@ -186,7 +201,9 @@ fn deliver(config: &Config, args: &Args, recipient: &str, input: &mut dyn Read) 
         loop_check: None,
     };
     let mut message = std::io::Cursor::new(head).chain(input);
-    match vmail_maildir::deliver(&d, &mut message) {
+    let result = vmail_maildir::deliver(&d, &mut message);
+    timing::mark("deliver");
+    match result {
         Ok(_) => Outcome::Delivered,
         Err(e) => map_error(e, recipient, &lda.over_quota),
     }

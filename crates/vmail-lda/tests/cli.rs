@@ -248,3 +248,42 @@ fn trouble_defers_never_bounces() {
     assert_eq!(o.status.code(), Some(75), "{}", line(&o));
     assert!(line(&o).starts_with("4."), "{}", line(&o));
 }
+
+#[test]
+fn phase_timings_only_when_asked() {
+    let e = Env::new("");
+    let run = |timing: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vmail-lda"));
+        c.arg("--config")
+            .arg(&e.config)
+            .args(["-d", "alice@example.org"])
+            .env_remove("VMAIL_LDA_TIMING")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if timing {
+            c.env("VMAIL_LDA_TIMING", "1");
+        }
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(MSG).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Postfix turns stderr into DSN text: nothing there unless asked for.
+    let o = run(false);
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(true);
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let t = err.trim();
+    assert!(t.starts_with("vmail-lda timing: args="), "{t}");
+    for phase in ["config", "runtime", "open", "lookup", "deliver", "total"] {
+        assert!(t.contains(&format!(" {phase}=")), "{phase}: {t}");
+    }
+    assert!(o.stdout.is_empty());
+    assert_eq!(files(&e.maildir("alice").join("new")).len(), 2);
+}

@@ -1,6 +1,7 @@
 //! The real path: SMTP into a private Postfix, pipe(8) into vmail-lda, a Maildir that a
 //! private Dovecot serves over IMAP and POP3. MariaDB is killed mid-way: the message defers
-//! and is delivered after the server is back, never bounced.
+//! and is delivered after the server is back, never bounced. Postfix is configured with the
+//! lines shipped in `contrib/postfix/` (only the installed paths and user replaced).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,6 +9,57 @@ use std::time::Duration;
 use vmail_test_support::dovecot::{imap_login, pop3_login, DovecotBuilder};
 use vmail_test_support::postfix::{lookup_user, PostfixBuilder};
 use vmail_test_support::{set_mode, wait_until, PrivateMariaDb};
+
+const CONTRIB_MASTER_CF: &str = include_str!("../../../contrib/postfix/master.cf.vmail");
+const CONTRIB_MAIN_CF: &str = include_str!("../../../contrib/postfix/main.cf.vmail");
+
+/// The `vmail` service of the contrib master.cf (its line and continuation lines), running
+/// `lda --config cfg` as `user` instead of the installed `/usr/bin/vmail-lda` as vmail.
+fn contrib_vmail_service(lda: &str, cfg: &Path, user: &str) -> String {
+    let lines: Vec<&str> = CONTRIB_MASTER_CF
+        .lines()
+        .skip_while(|l| !l.starts_with("vmail "))
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with([' ', '\t']))
+        .map(|(_, l)| l)
+        .collect();
+    let service = lines.join("\n");
+    for want in [
+        "pipe",
+        "flags=DRhu",
+        "user=vmail:vmail",
+        "argv=/usr/bin/vmail-lda ",
+    ] {
+        assert!(
+            service.contains(want),
+            "contrib/postfix/master.cf.vmail: no `{want}` in {service:?}"
+        );
+    }
+    service
+        .replace("user=vmail:vmail", &format!("user={user}"))
+        .replace(
+            "argv=/usr/bin/vmail-lda ",
+            &format!("argv={lda} --config {} ", cfg.display()),
+        )
+}
+
+/// The contrib main.cf lines that route virtual mailboxes to the `vmail` transport.
+fn contrib_transport_lines() -> Vec<&'static str> {
+    let lines: Vec<&str> = CONTRIB_MAIN_CF
+        .lines()
+        .filter(|l| l.starts_with("virtual_transport") || l.starts_with("vmail_"))
+        .collect();
+    for want in [
+        "virtual_transport = vmail",
+        "vmail_destination_recipient_limit = 1",
+    ] {
+        assert!(
+            lines.contains(&want),
+            "contrib/postfix/main.cf.vmail lacks `{want}`: {lines:?}"
+        );
+    }
+    lines
+}
 
 fn new_files(maildir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(maildir.join("new"))
@@ -68,18 +120,15 @@ fn smtp_to_maildir_defers_on_outage_and_reads_back_over_imap_and_pop3() {
     // Every recipient of example.org is accepted at RCPT (static map), so that the LDA's own
     // decisions — deliver, bounce unknown users, defer on outage — are what is tested.
     let lda = env!("CARGO_BIN_EXE_vmail-lda");
-    let Some(pf) = PostfixBuilder::new()
+    let mut builder = PostfixBuilder::new()
         .main("virtual_mailbox_domains = example.org")
         .main("virtual_mailbox_maps = static:accept")
-        .main("virtual_transport = vmail")
-        .main("vmail_destination_recipient_limit = 1")
         .main("recipient_delimiter = +")
-        .master(&format!(
-            "vmail unix - n n - - pipe flags=DRhu user=nobody argv={lda} --config {} -f ${{sender}} -a ${{original_recipient}} -d ${{recipient}}",
-            cfg.display()
-        ))
-        .start(test)
-    else {
+        .master(&contrib_vmail_service(lda, &cfg, "nobody"));
+    for line in contrib_transport_lines() {
+        builder = builder.main(line);
+    }
+    let Some(pf) = builder.start(test) else {
         return;
     };
 
