@@ -128,6 +128,7 @@ fn deliver(config: &Config, args: &Args, recipient: &str, input: &mut dyn Read) 
         timing::mark("open");
         let found = dir.recipient(recipient).await;
         timing::mark("lookup");
+        dir.close().await;
         found
     });
     timing::mark("close");

@@ -208,6 +208,10 @@ fn smtp_to_maildir_defers_on_outage_and_reads_back_over_imap_and_pop3() {
         "not delivered after the database came back:\n{}",
         pf.maillog()
     );
+    // Each vmail-lda run says goodbye to the database: no "aborted connection" per delivery
+    // (the counter restarted with the server, and a delivery ran since).
+    let aborted = db.sql("SHOW GLOBAL STATUS LIKE 'Aborted_clients'");
+    assert_eq!(aborted.split_whitespace().nth(1), Some("0"), "{aborted}");
 
     // Dovecot reads what we wrote: S= is the file size, and IMAP's RFC822.SIZE is the
     // size with CRLF line ends (the file holds bare LF).
