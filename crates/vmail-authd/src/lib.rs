@@ -170,26 +170,17 @@ impl Authd {
         }
         if let Some(listener) = self.metrics {
             let auth = self.auth.clone();
-            let render: vmail_daemon::metrics::Render = Arc::new(move || auth.stats.render());
-            life.listen(listener, move |stream, _| {
-                vmail_daemon::metrics::serve(stream, render.clone())
-            });
+            life.serve_metrics(listener, Arc::new(move || auth.stats.render()));
         }
-        vmail_daemon::sd_notify("READY=1");
-        tokio::pin!(stop);
-        loop {
-            match life.next(stop.as_mut()).await {
-                vmail_daemon::Event::Stop => break,
-                vmail_daemon::Event::Reload => {
-                    vmail_daemon::sd_notify("RELOADING=1");
-                    reload(&self.auth, self.config_path.as_deref()).await;
-                    vmail_daemon::sd_notify("READY=1");
-                }
-                vmail_daemon::Event::Tick => self.auth.stats.log(),
-            }
-        }
-        life.shutdown(SHUTDOWN_GRACE).await;
-        self.auth.stats.log();
+        let (auth, path) = (&*self.auth, self.config_path.as_deref());
+        life.run(
+            stop,
+            SHUTDOWN_GRACE,
+            || reload(auth, path),
+            || auth.stats.log(),
+        )
+        .await;
+        auth.stats.log();
         drop(self.pid);
         Ok(())
     }

@@ -62,8 +62,40 @@ impl Lifecycle {
         ));
     }
 
+    /// Serves Prometheus scrapes on `listener` with `render`'s text.
+    pub fn serve_metrics(&mut self, listener: Listener, render: crate::metrics::Render) {
+        self.listen(listener, move |stream, _| {
+            crate::metrics::serve(stream, render.clone())
+        });
+    }
+
+    /// The main loop of a daemon whose listeners are set up: tells systemd it is ready,
+    /// runs `reload` on SIGHUP (between RELOADING and READY) and `tick` on each statistics
+    /// tick, and on SIGTERM or `stop` shuts down within `grace`.
+    pub async fn run<S, R, Fut>(mut self, stop: S, grace: Duration, mut reload: R, tick: impl Fn())
+    where
+        S: Future<Output = ()>,
+        R: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        crate::sd_notify("READY=1");
+        tokio::pin!(stop);
+        loop {
+            match self.next(stop.as_mut()).await {
+                Event::Stop => break,
+                Event::Reload => {
+                    crate::sd_notify("RELOADING=1");
+                    reload().await;
+                    crate::sd_notify("READY=1");
+                }
+                Event::Tick => tick(),
+            }
+        }
+        self.shutdown(grace).await;
+    }
+
     /// Waits for the next event; `stop` is the caller's own stop condition (tests).
-    pub async fn next<S: Future<Output = ()>>(&mut self, stop: Pin<&mut S>) -> Event {
+    async fn next<S: Future<Output = ()>>(&mut self, stop: Pin<&mut S>) -> Event {
         let tick = async {
             match &mut self.tick {
                 Some(t) => {
@@ -83,7 +115,7 @@ impl Lifecycle {
     }
 
     /// Stops accepting and waits up to `grace` for connections to finish their requests.
-    pub async fn shutdown(mut self, grace: Duration) {
+    async fn shutdown(mut self, grace: Duration) {
         crate::sd_notify("STOPPING=1");
         tracing::info!("shutting down: finishing requests in flight");
         let _ = self.shut_tx.send(true);

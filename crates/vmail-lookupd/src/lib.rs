@@ -142,26 +142,17 @@ impl Lookupd {
         }
         if let Some(listener) = self.metrics {
             let svc = self.service.clone();
-            let render: vmail_daemon::metrics::Render = Arc::new(move || svc.stats.render());
-            life.listen(listener, move |stream, _| {
-                vmail_daemon::metrics::serve(stream, render.clone())
-            });
+            life.serve_metrics(listener, Arc::new(move || svc.stats.render()));
         }
-        vmail_daemon::sd_notify("READY=1");
-        tokio::pin!(stop);
-        loop {
-            match life.next(stop.as_mut()).await {
-                vmail_daemon::Event::Stop => break,
-                vmail_daemon::Event::Reload => {
-                    vmail_daemon::sd_notify("RELOADING=1");
-                    reload(&self.service, self.config_path.as_deref()).await;
-                    vmail_daemon::sd_notify("READY=1");
-                }
-                vmail_daemon::Event::Tick => self.service.stats.log(),
-            }
-        }
-        life.shutdown(SHUTDOWN_GRACE).await;
-        self.service.stats.log();
+        let (svc, path) = (&*self.service, self.config_path.as_deref());
+        life.run(
+            stop,
+            SHUTDOWN_GRACE,
+            || reload(svc, path),
+            || svc.stats.log(),
+        )
+        .await;
+        svc.stats.log();
         drop(self.pid);
         Ok(())
     }
