@@ -174,7 +174,7 @@ fn setup() -> Option<World> {
         LOOKUPD,
         &config,
         &state,
-        &[&spool.join("private/vmail-lookupd")],
+        &[&spool.join("private/vmail-lookupd"), &run.join("lookupd")],
     );
     let authd = DaemonProcess::start(
         "vmail-authd",
@@ -580,7 +580,7 @@ fn the_daemons_run_unprivileged_behind_the_documented_socket_permissions() {
         assert_eq!(ids("Gid:"), [user.gid; 4], "{}: {status}", d.name);
         assert_eq!(ids("Groups:"), [user.gid], "{}: {status}", d.name);
     }
-    // contrib: socket_mode/auth_socket_mode/dict_socket_mode 0660, groups postfix and dovecot.
+    // contrib: every socket 0660; groups postfix, dovecot, and the LDA's (vmail, here nogroup).
     let spool = w.work.path().join("spool/private");
     let postfix = vmail_test_support::postfix::lookup_group("postfix").unwrap();
     let dovecot = vmail_test_support::postfix::lookup_group("dovecot").unwrap();
@@ -588,6 +588,7 @@ fn the_daemons_run_unprivileged_behind_the_documented_socket_permissions() {
         (spool.join("vmail-lookupd"), postfix),
         (spool.join("vmail-auth"), postfix),
         (w.work.path().join("run/auth-dict"), dovecot),
+        (w.work.path().join("run/lookupd"), user.gid),
     ] {
         let m = std::fs::metadata(&sock).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o660, "{}", sock.display());

@@ -7,9 +7,10 @@
 //!
 //! Dovecot gets a private instance (`vmail_test_support::dovecot`) whose passdb and userdb are
 //! `driver = sql` on the benchmark database, with the auth cache off, so every dovecot-lda
-//! delivery costs one SQL lookup as every vmail-lda delivery does. The difference that
-//! remains is the architecture: Dovecot's auth process keeps its MariaDB connection open,
-//! while each vmail-lda process connects anew; the breakdown shows what that costs.
+//! delivery costs one SQL lookup as every vmail-lda delivery does. vmail-lda runs as
+//! contrib/ sets it up: it asks a running vmail-lookupd (cache off, so one SQL lookup per
+//! delivery too) over a UNIX socket, as dovecot-lda asks Dovecot's auth process. The
+//! breakdown also shows vmail-lda connecting to the database itself (lookupd not running).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -356,6 +357,19 @@ fn fs_type(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The name of group `gid` (lookupd's socket is given to the group the LDA runs as).
+fn group_name(gid: u32) -> Result<String> {
+    let groups = std::fs::read_to_string("/etc/group")?;
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)? == gid.to_string()).then(|| name.to_string())
+        })
+        .with_context(|| format!("no group with gid {gid} in /etc/group"))
+}
+
 /// A vmail.toml for the LDA: `database` is the `[database]` body.
 fn vmail_toml(database: &str, homes: &Path) -> String {
     format!(
@@ -497,9 +511,29 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     )?;
     let dovecot = start_dovecot(&db, &dovecot_homes, user)?;
 
+    // vmail-lda as contrib/vmail/vmail.toml sets it up: asking a running lookupd, whose
+    // cache is off here so that every delivery still costs one SQL lookup, as dovecot-lda's
+    // (auth cache off) does.
+    let lda_sock = work.join("lookupd-lda");
+    let mut lookupd_cfg = mysql.clone();
+    lookupd_cfg.lookupd.lda = vec![format!("unix:{}", lda_sock.display())];
+    lookupd_cfg.lookupd.lda_socket_group = group_name(user.gid)?;
+    lookupd_cfg.mailbox.home = format!("{}/%d/%n", vmail_homes.display());
+    lookupd_cfg.mailbox.mail = "maildir:~/Maildir".into();
+    let _lookupd = crate::spawn_lookupd(lookupd_cfg, &work.join("lookupd-postfix"), false)?;
+    let cfg_lookupd = work.join("vmail-lookupd.toml");
+    write_file(
+        &cfg_lookupd,
+        &format!(
+            "{}[lda]\nlookupd = \"unix:{}\"\n",
+            vmail_toml(&mysql_database_toml(&db, &db.host), &vmail_homes),
+            lda_sock.display()
+        ),
+    )?;
+
     let vmail = Lda::Vmail {
         bin: vmail_bin.clone(),
-        config: cfg_tcp.clone(),
+        config: cfg_lookupd.clone(),
     };
     let dove = Lda::Dovecot {
         bin: a.dovecot_lda.clone(),
@@ -532,7 +566,8 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     let floor = run_child(&mut true_cmd, b"", None, &bench.out)?.maxrss_kib;
     println!(
         "vmail-bench lda: one process per message as pipe(8) runs it, one at a time, as uid {}; \
-         {} users on MariaDB over TCP, {recipients} recipients in turn; Maildirs in {} ({}); \
+         {} users on MariaDB over TCP (vmail-lda through lookupd, cache off; dovecot-lda through \
+         Dovecot's auth, cache off), {recipients} recipients in turn; Maildirs in {} ({}); \
          {}s per figure; load average {}",
         user.uid,
         a.users,
@@ -604,6 +639,7 @@ pub fn run(a: &LdaArgs) -> Result<()> {
         &bench,
         &vmail_bin,
         &[
+            ("via lookupd", &cfg_lookupd),
             ("MariaDB TCP", &cfg_tcp),
             ("MariaDB socket", &cfg_unix),
             ("SQLite", &cfg_sqlite),
@@ -632,7 +668,7 @@ const PHASES: [(&str, &str); 8] = [
     ("config", "config: read + parse vmail.toml"),
     ("runtime", "runtime: tokio current-thread"),
     ("open", "directory open (no I/O for MariaDB)"),
-    ("lookup", "lookup: connect+schema+user+domain"),
+    ("lookup", "lookup: lookupd, or connect+schema+query"),
     ("close", "close: drop directory + connection"),
     ("deliver", "deliver: read, write, fsync, link, fsync"),
     ("teardown", "teardown: drop runtime"),

@@ -180,6 +180,12 @@ pub struct LookupdConfig {
     pub socket_mode: String,
     /// Group owning UNIX sockets (Postfix's processes run as `postfix`); empty keeps ours.
     pub socket_group: String,
+    /// socketmap listeners for vmail-lda (`[lda] lookupd`), which runs as the mail user,
+    /// outside Postfix's chroot; e.g. `unix:/run/vmail/lookupd`. Empty: none.
+    pub lda: Vec<String>,
+    pub lda_socket_mode: String,
+    /// pipe(8) runs vmail-lda as `user=vmail:vmail`.
+    pub lda_socket_group: String,
     /// Drop to this user after binding; empty keeps the starting user.
     pub user: String,
     pub max_connections: usize,
@@ -228,6 +234,9 @@ impl Default for LookupdConfig {
             tcp_table: TcpTableListeners::default(),
             socket_mode: "0660".into(),
             socket_group: "postfix".into(),
+            lda: Vec::new(),
+            lda_socket_mode: "0660".into(),
+            lda_socket_group: "vmail".into(),
             user: "vmail".into(),
             max_connections: 1024,
             idle_timeout_ms: 60_000,
@@ -243,6 +252,11 @@ impl LookupdConfig {
     /// `socket_mode` as permission bits (validated at load).
     pub fn mode(&self) -> u32 {
         u32::from_str_radix(&self.socket_mode, 8).unwrap_or(0o660)
+    }
+
+    /// `lda_socket_mode` as permission bits (validated at load).
+    pub fn lda_mode(&self) -> u32 {
+        u32::from_str_radix(&self.lda_socket_mode, 8).unwrap_or(0o660)
     }
 }
 
@@ -264,6 +278,14 @@ pub struct LdaConfig {
     pub max_message_size: u64,
     /// Host name in Maildir file names; empty: the system's.
     pub hostname: String,
+    /// Ask vmail-lookupd (one of its `[lookupd] lda` listeners, `unix:/path` or
+    /// `inet:HOST:PORT`) instead of opening a database connection per message. When nothing
+    /// listens there (no socket, connection refused), the LDA asks the database itself; any
+    /// other trouble (permission denied, TEMP, no answer in time) defers.
+    pub lookupd: String,
+    /// How long to wait for lookupd's answer; longer than lookupd's own request_timeout_ms,
+    /// so that its TIMEOUT (a deferral with a reason) normally arrives first.
+    pub lookupd_timeout_ms: u64,
 }
 
 impl Default for LdaConfig {
@@ -275,6 +297,8 @@ impl Default for LdaConfig {
             over_quota: "bounce".into(),
             max_message_size: 0,
             hostname: String::new(),
+            lookupd: String::new(),
+            lookupd_timeout_ms: 15_000,
         }
     }
 }
@@ -582,17 +606,25 @@ impl Config {
             ));
         }
         let l = &mut self.lookupd;
-        match u32::from_str_radix(&l.socket_mode, 8) {
-            // World-writable would let every local user query (and probe) the directory.
-            Ok(m) if m <= 0o777 && m & 0o002 == 0 => {}
-            _ => {
-                return Err(invalid(
-                    "lookupd.socket_mode",
-                    format!(
-                        "{:?}: expected octal permission bits without o+w, such as \"0660\"",
-                        l.socket_mode
+        // World-writable sockets would let every local user probe the directory (lookupd)
+        // or guess passwords unpenalised (authd).
+        let a = &self.authd;
+        for (key, mode) in [
+            ("lookupd.socket_mode", &l.socket_mode),
+            ("lookupd.lda_socket_mode", &l.lda_socket_mode),
+            ("authd.auth_socket_mode", &a.auth_socket_mode),
+            ("authd.dict_socket_mode", &a.dict_socket_mode),
+        ] {
+            match u32::from_str_radix(mode, 8) {
+                Ok(m) if m <= 0o777 && m & 0o002 == 0 => {}
+                _ => {
+                    return Err(invalid(
+                        key,
+                        format!(
+                        "{mode:?}: expected octal permission bits without o+w, such as \"0660\""
                     ),
-                ))
+                    ))
+                }
             }
         }
         if l.max_connections == 0 || l.idle_timeout_ms == 0 || l.request_timeout_ms == 0 {
@@ -606,23 +638,6 @@ impl Config {
             l.pid_file = state_dir().join("lookupd.pid");
         }
         let a = &mut self.authd;
-        for (key, mode) in [
-            ("authd.auth_socket_mode", &a.auth_socket_mode),
-            ("authd.dict_socket_mode", &a.dict_socket_mode),
-        ] {
-            match u32::from_str_radix(mode, 8) {
-                // World-writable would let every local user guess passwords unpenalised.
-                Ok(m) if m <= 0o777 && m & 0o002 == 0 => {}
-                _ => {
-                    return Err(invalid(
-                        key,
-                        format!(
-                        "{mode:?}: expected octal permission bits without o+w, such as \"0660\""
-                    ),
-                    ))
-                }
-            }
-        }
         if a.max_connections == 0 || a.idle_timeout_ms == 0 || a.request_timeout_ms == 0 {
             return Err(invalid(
                 "authd.max_connections",
@@ -679,6 +694,28 @@ impl Config {
                     "{:?}: expected \"bounce\" or \"defer\"",
                     self.lda.over_quota
                 ),
+            ));
+        }
+        let lda = &self.lda;
+        let endpoint_ok = |e: &str| {
+            e.strip_prefix("unix:").is_some_and(|p| p.starts_with('/'))
+                || e.strip_prefix("inet:")
+                    .and_then(|hp| hp.rsplit_once(':'))
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        };
+        if !lda.lookupd.is_empty() && !endpoint_ok(&lda.lookupd) {
+            return Err(invalid(
+                "lda.lookupd",
+                format!(
+                    "{:?}: expected unix:/absolute/path or inet:HOST:PORT (or empty)",
+                    lda.lookupd
+                ),
+            ));
+        }
+        if lda.lookupd_timeout_ms == 0 {
+            return Err(invalid(
+                "lda.lookupd_timeout_ms",
+                "must be greater than zero".into(),
             ));
         }
         if self.cache.enabled && self.cache.max_entries == 0 {
@@ -840,6 +877,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pool_max"), "{e}");
+        for (text, key) in [
+            ("[lda]\nlookupd = \"/run/vmail/lookupd\"\n", "lda.lookupd"),
+            ("[lda]\nlookupd = \"unix:relative\"\n", "lda.lookupd"),
+            ("[lda]\nlookupd = \"inet:127.0.0.1\"\n", "lda.lookupd"),
+            ("[lda]\nlookupd_timeout_ms = 0\n", "lda.lookupd_timeout_ms"),
+            (
+                "[lookupd]\nlda_socket_mode = \"0666\"\n",
+                "lookupd.lda_socket_mode",
+            ),
+        ] {
+            let e = parse(text, p()).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        for good in [
+            "[lda]\nlookupd = \"unix:/run/vmail/lookupd\"\n",
+            "[lda]\nlookupd = \"inet:127.0.0.1:7010\"\n",
+        ] {
+            assert!(parse(good, p()).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use vmail_config::{expand_template, Backend as BackendKind, Config};
 pub use address::{Address, AddressPolicy};
 pub use backend::{AnyBackend, Dialect, SqlBackend};
 pub use error::{Error, Result};
-pub use maps::Map;
+pub use maps::{Map, RecipientRecord};
 use schema::Schema;
 use sql::{Lookup, Row, Value};
 

@@ -22,15 +22,20 @@ pub enum Map {
     Senders,
     /// `transport_maps`.
     Transport,
+    /// Not a Postfix table: the delivery record of a recipient ([`RecipientRecord`]) for
+    /// vmail-lda, so one socket round trip to lookupd replaces a database connection per
+    /// message.
+    Recipient,
 }
 
 impl Map {
-    pub const ALL: [Map; 5] = [
+    pub const ALL: [Map; 6] = [
         Map::Domains,
         Map::Mailboxes,
         Map::Aliases,
         Map::Senders,
         Map::Transport,
+        Map::Recipient,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +45,7 @@ impl Map {
             Map::Aliases => "aliases",
             Map::Senders => "senders",
             Map::Transport => "transport",
+            Map::Recipient => "recipient",
         }
     }
 }
@@ -103,6 +109,46 @@ pub(crate) async fn lookup(dir: &Directory, map: Map, key: &str) -> Result<Optio
             Ok(senders(dir, &a).await?.map(|v| v.join(",")))
         }
         Map::Transport => transport(dir, key).await,
+        Map::Recipient => Ok(dir
+            .recipient(key)
+            .await?
+            .map(|(user, ext)| RecipientRecord::new(&user, ext).encode())),
+    }
+}
+
+/// What vmail-lda needs to deliver to a recipient, as the `recipient` map answers it: one
+/// line of JSON, because paths from the database may hold any character.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecipientRecord {
+    /// The mailbox's address as stored (for `Delivered-To:`).
+    pub email: String,
+    pub active: bool,
+    pub home: String,
+    pub mail: String,
+    pub quota_bytes: Option<u64>,
+    /// `+ext` when only the address without its extension is a mailbox.
+    pub ext: Option<String>,
+}
+
+impl RecipientRecord {
+    pub fn new(user: &crate::User, ext: Option<String>) -> RecipientRecord {
+        RecipientRecord {
+            email: user.email.clone(),
+            active: user.active,
+            home: user.home.clone(),
+            mail: user.mail.clone(),
+            quota_bytes: user.quota_bytes,
+            ext,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        // Serialising plain strings, bools and integers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn decode(s: &str) -> std::result::Result<RecipientRecord, String> {
+        serde_json::from_str(s).map_err(|e| format!("malformed recipient record: {e}"))
     }
 }
 

@@ -2,7 +2,7 @@
 //! throwaway database on a real MariaDB server.
 
 use vmail_config::Config;
-use vmail_directory::{Directory, Error, Map};
+use vmail_directory::{Directory, Error, Map, RecipientRecord};
 use vmail_test_support::{sqlite_config, TestDb};
 
 /// A directory plus a way to write rows behind its back, as an old install or another tool
@@ -106,6 +106,7 @@ both! {
     hostile_keys_are_inert(true),
     admin_operations(false),
     disabled_users_and_domains(false),
+    recipient_records(false),
     password_column_width_is_enforced(true),
     migrate_is_idempotent_and_keeps_data(true),
 }
@@ -465,6 +466,46 @@ async fn disabled_users_and_domains(e: &Env) {
     (e.raw)("UPDATE users SET services = 'imap, POP3' WHERE email = 'dan@example.net';");
     let u = d.user("dan@example.net").await.unwrap().unwrap();
     assert!(u.allows("imap") && u.allows("pop3") && !u.allows("smtp"));
+}
+
+/// The `recipient` map is what vmail-lda asks lookupd: the stored address, the mail
+/// location, the quota and any extension, for disabled users too (the LDA tells them apart).
+async fn recipient_records(e: &Env) {
+    (e.raw)(CLASSIC_ROWS);
+    let d = &e.dir;
+    d.add_domain("example.net").await.unwrap();
+    d.add_user("dan@example.net", "{PLAIN}x", Some(5_000_000))
+        .await
+        .unwrap();
+    let rec = |k: &'static str| async move {
+        e.q(Map::Recipient, k)
+            .await
+            .map(|v| RecipientRecord::decode(&v).unwrap_or_else(|err| panic!("{k}: {err}: {v}")))
+    };
+    let dan = rec("Dan+News@EXAMPLE.net").await.expect("dan+news");
+    assert_eq!(dan.email, "dan@example.net");
+    assert!(dan.active);
+    assert_eq!(dan.quota_bytes, Some(5_000_000));
+    // Addresses are folded to lower case, extensions too (as lookupd answers Postfix).
+    assert_eq!(dan.ext.as_deref(), Some("+news"));
+    let user = d.user("dan@example.net").await.unwrap().unwrap();
+    assert_eq!(
+        (dan.home.as_str(), dan.mail.as_str()),
+        (user.home.as_str(), user.mail.as_str())
+    );
+    assert!(
+        dan.mail.contains("example.net") && dan.mail.contains("dan"),
+        "{}",
+        dan.mail
+    );
+    assert_eq!(rec("dan@example.net").await.unwrap().ext, None);
+    // Aliases and catch-alls are Postfix's business (virtual_alias_maps rewrote the address
+    // before delivery); the LDA only ever sees mailboxes.
+    assert_eq!(rec("nobody@example.net").await, None);
+    assert_eq!(rec("info@example.com").await, None);
+    assert_eq!(rec("'; DROP TABLE users; --@example.net").await, None);
+    d.set_active("dan@example.net", false).await.unwrap();
+    assert!(!rec("dan@example.net").await.unwrap().active);
 }
 
 async fn password_column_width_is_enforced(e: &Env) {

@@ -9,6 +9,7 @@
 mod headers;
 mod location;
 pub mod outcome;
+pub mod resolve;
 mod timing;
 
 use std::ffi::OsString;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use vmail_config::Config;
-use vmail_directory::Directory;
+use vmail_directory::{Directory, RecipientRecord};
 
 pub use outcome::Outcome;
 
@@ -114,13 +115,28 @@ pub fn run(args: &Args, input: &mut dyn Read) -> Outcome {
     deliver(&loaded.config, args, recipient, input)
 }
 
-fn deliver(config: &Config, args: &Args, recipient: &str, input: &mut dyn Read) -> Outcome {
+/// The recipient's delivery record: from lookupd when configured and listening, else from the
+/// directory itself. `Err` is the outcome to report.
+fn resolve(config: &Config, recipient: &str) -> Result<RecipientRecord, Outcome> {
+    let lda = &config.lda;
+    if !lda.lookupd.is_empty() {
+        let timeout = std::time::Duration::from_millis(lda.lookupd_timeout_ms);
+        let r = resolve::via_lookupd(&lda.lookupd, recipient, timeout);
+        timing::mark("lookup");
+        match r {
+            resolve::Resolved::Found(rec) => return Ok(rec),
+            resolve::Resolved::Unknown => return Err(Outcome::UnknownUser(recipient.into())),
+            resolve::Resolved::Temp(why) => return Err(Outcome::DirectoryDown(why)),
+            // lookupd stopped (or restarting): the database may well be fine.
+            resolve::Resolved::Unreachable(_) => {}
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return Outcome::LocalTrouble(format!("runtime: {e}")),
+        Err(e) => return Err(Outcome::LocalTrouble(format!("runtime: {e}"))),
     };
     timing::mark("runtime");
     let found = rt.block_on(async {
@@ -132,12 +148,20 @@ fn deliver(config: &Config, args: &Args, recipient: &str, input: &mut dyn Read) 
         found
     });
     timing::mark("close");
-    let (user, ext) = match found {
-        Ok(Some(x)) => x,
-        Ok(None) => return Outcome::UnknownUser(recipient.to_string()),
-        Err(e) if e.is_temporary() => return Outcome::DirectoryDown(e.to_string()),
-        Err(e) => return Outcome::Misconfigured(e.to_string()),
+    match found {
+        Ok(Some((user, ext))) => Ok(RecipientRecord::new(&user, ext)),
+        Ok(None) => Err(Outcome::UnknownUser(recipient.to_string())),
+        Err(e) if e.is_temporary() => Err(Outcome::DirectoryDown(e.to_string())),
+        Err(e) => Err(Outcome::Misconfigured(e.to_string())),
+    }
+}
+
+fn deliver(config: &Config, args: &Args, recipient: &str, input: &mut dyn Read) -> Outcome {
+    let user = match resolve(config, recipient) {
+        Ok(rec) => rec,
+        Err(outcome) => return outcome,
     };
+    let ext = user.ext.clone();
     if !user.active {
         return Outcome::Disabled(recipient.to_string());
     }

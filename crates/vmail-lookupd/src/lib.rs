@@ -70,6 +70,15 @@ impl Lookupd {
             let ep: Endpoint = spec.parse()?;
             listeners.push((Listener::bind(&ep, &access).await?, Protocol::TcpTable(map)));
         }
+        // The LDA's own sockets: same protocol, but the LDA runs as the mail user, not postfix.
+        let lda_access = SocketAccess {
+            mode: l.lda_mode(),
+            group: (!l.lda_socket_group.is_empty()).then(|| l.lda_socket_group.clone()),
+        };
+        for spec in &l.lda {
+            let ep: Endpoint = spec.parse()?;
+            listeners.push((Listener::bind(&ep, &lda_access).await?, Protocol::Socketmap));
+        }
         let metrics = match l.metrics.as_str() {
             "" => None,
             spec => Some(Listener::bind(&spec.parse()?, &access).await?),
@@ -79,7 +88,7 @@ impl Lookupd {
         }
         if listeners.is_empty() {
             anyhow::bail!(
-                "{}: lookupd has no listener (lookupd.socketmap and lookupd.tcp_table are empty)",
+                "{}: lookupd has no listener (lookupd.socketmap, lookupd.tcp_table and lookupd.lda are empty)",
                 loaded.source
             );
         }

@@ -291,6 +291,20 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
             format!("user = \"{}\"", p.user.name),
             2,
         ),
+        // lookupd's socket for the LDA ([lookupd] lda and [lda] lookupd), beside the dict's.
+        (
+            "\"unix:/run/vmail/lookupd\"".into(),
+            format!(
+                "\"unix:{}\"",
+                p.dict_socket.with_file_name("lookupd").display()
+            ),
+            2,
+        ),
+        (
+            "lda_socket_group = \"vmail\"".into(),
+            format!("lda_socket_group = \"{}\"", p.user.group),
+            1,
+        ),
     ];
     for (from, to, n) in &subst {
         t = replace_exact(file, &t, from, to, *n);

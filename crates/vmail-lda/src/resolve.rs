@@ -1,0 +1,308 @@
+//! Resolving the recipient through a running vmail-lookupd (`[lda] lookupd`): one socketmap
+//! request for the `recipient` map on a UNIX socket instead of a database connection, schema
+//! check and query per message. Postfix starts one LDA process per message, so this is most
+//! of what a delivery costs besides the write itself.
+//!
+//! Plain blocking I/O: one request, one answer, and no runtime to build for it.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use vmail_directory::RecipientRecord;
+use vmail_proto::socketmap::{self, Reply, Request};
+
+/// What lookupd said about a recipient.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolved {
+    Found(RecipientRecord),
+    /// No such mailbox (lookupd's NOTFOUND).
+    Unknown,
+    /// lookupd answered, or began to, and something went wrong: defer.
+    Temp(String),
+    /// Nothing accepts connections there (lookupd stopped or not configured for the LDA):
+    /// the caller asks the database itself.
+    Unreachable(String),
+}
+
+/// A connection error that means "lookupd is not running" (ask the database instead), as
+/// opposed to one that needs the postmaster (a socket the mail user may not use): that one
+/// defers, so it shows up in the mail log at the first delivery.
+fn not_running(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+fn connect_failed(endpoint: &str, e: std::io::Error) -> Resolved {
+    let why = format!("cannot connect to lookupd at {endpoint}: {e}");
+    if not_running(&e) {
+        Resolved::Unreachable(why)
+    } else {
+        Resolved::Temp(why)
+    }
+}
+
+/// Asks lookupd at `endpoint` (`unix:/path` or `inet:HOST:PORT`) for `recipient`, giving up
+/// after `timeout` in all.
+pub fn via_lookupd(endpoint: &str, recipient: &str, timeout: Duration) -> Resolved {
+    let deadline = Instant::now() + timeout;
+    let mut request = Vec::with_capacity(recipient.len() + 24);
+    socketmap::encode_request(
+        &Request {
+            map: "recipient",
+            key: recipient.as_bytes(),
+        },
+        &mut request,
+    );
+    let result = if let Some(path) = endpoint.strip_prefix("unix:") {
+        match UnixStream::connect(path) {
+            Ok(s) => exchange(s, &request, deadline),
+            Err(e) => return connect_failed(endpoint, e),
+        }
+    } else if let Some(hostport) = endpoint.strip_prefix("inet:") {
+        let addr = match hostport.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => a,
+            Ok(None) | Err(_) => {
+                return Resolved::Unreachable(format!("{endpoint}: cannot resolve"))
+            }
+        };
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                // One small request and its answer: do not wait for more to coalesce.
+                let _ = s.set_nodelay(true);
+                exchange(s, &request, deadline)
+            }
+            Err(e) => return connect_failed(endpoint, e),
+        }
+    } else {
+        return Resolved::Temp(format!("{endpoint:?} is not unix:PATH or inet:HOST:PORT"));
+    };
+    match result {
+        Ok(reply) => interpret(reply),
+        Err(e) => Resolved::Temp(format!("lookupd at {endpoint}: {e}")),
+    }
+}
+
+/// The stream types the exchange works on.
+trait Timed: Read + Write {
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()>;
+}
+
+impl Timed for UnixStream {
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
+
+impl Timed for TcpStream {
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
+
+fn remaining(deadline: Instant) -> std::io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer in time",
+        ));
+    }
+    Ok(left)
+}
+
+fn exchange(mut s: impl Timed, request: &[u8], deadline: Instant) -> std::io::Result<Reply> {
+    s.set_timeouts(remaining(deadline)?)?;
+    s.write_all(request)?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match socketmap::parse_reply_frame(&buf) {
+            Ok(Some((reply, _))) => return Ok(reply),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e.to_string(),
+                ))
+            }
+        }
+        s.set_timeouts(remaining(deadline)?)?;
+        let n = match s.read(&mut chunk) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed before the answer was complete",
+                ))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer in time",
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// lookupd's answer as a resolution. Only NOTFOUND makes a recipient unknown; everything
+/// unexpected defers.
+pub fn interpret(reply: Reply) -> Resolved {
+    match reply {
+        Reply::Ok(v) => match RecipientRecord::decode(&v) {
+            Ok(r) => Resolved::Found(r),
+            Err(e) => Resolved::Temp(format!("lookupd: {e}")),
+        },
+        Reply::NotFound => Resolved::Unknown,
+        Reply::Temp(r) | Reply::Timeout(r) => Resolved::Temp(format!("lookupd: {r}")),
+        // PERM: lookupd does not know the map (an older lookupd) or refused the key; a
+        // configuration problem the postmaster fixes while the mail waits.
+        Reply::Perm(r) => Resolved::Temp(format!("lookupd refused the request: {r}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    fn record() -> RecipientRecord {
+        RecipientRecord {
+            email: "alice@example.org".into(),
+            active: true,
+            home: "/home/vmail/example.org/alice".into(),
+            mail: "maildir:~/Maildir".into(),
+            quota_bytes: Some(1000),
+            ext: Some("+news".into()),
+        }
+    }
+
+    #[test]
+    fn replies_map_to_resolutions() {
+        let r = record();
+        assert_eq!(interpret(Reply::Ok(r.encode())), Resolved::Found(r));
+        assert_eq!(interpret(Reply::NotFound), Resolved::Unknown);
+        for reply in [
+            Reply::Temp("db down".into()),
+            Reply::Timeout("slow".into()),
+            Reply::Perm("no map named \"recipient\"".into()),
+            Reply::Ok("domain/alice/".into()),
+            Reply::Ok(String::new()),
+            Reply::Ok("{\"email\":\"a@b\"}".into()),
+        ] {
+            assert!(
+                matches!(interpret(reply.clone()), Resolved::Temp(_)),
+                "{reply:?}"
+            );
+        }
+    }
+
+    /// A one-shot server answering with `answer` bytes (or hanging / closing), recording
+    /// the request it got.
+    fn server(answer: &'static [u8], hang: bool) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let l = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 256];
+            let n = c.read(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"27:recipient alice@example.org,");
+            if hang {
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            let _ = c.write_all(answer);
+        });
+        (dir, format!("unix:{}", path.display()))
+    }
+
+    #[test]
+    fn talks_socketmap_over_a_unix_socket() {
+        let r = record();
+        let mut framed = Vec::new();
+        socketmap::encode_reply(&Reply::Ok(r.encode()), &mut framed);
+        let framed: &'static [u8] = Box::leak(framed.into_boxed_slice());
+        let (_d, ep) = server(framed, false);
+        assert_eq!(
+            via_lookupd(&ep, "alice@example.org", Duration::from_secs(5)),
+            Resolved::Found(r)
+        );
+        let (_d, ep) = server(b"9:NOTFOUND ,", false);
+        assert_eq!(
+            via_lookupd(&ep, "alice@example.org", Duration::from_secs(5)),
+            Resolved::Unknown
+        );
+    }
+
+    #[test]
+    fn hostile_or_broken_answers_defer() {
+        for answer in [
+            &b""[..],             // closed at once
+            b"9:NOTFOUND",        // truncated
+            b"99999999999:OK x,", // oversized length prefix
+            b"4:OK\0x,",          // NUL, wrong frame
+            b"5:OK \xff\xfe,",    // invalid UTF-8
+            b"x:OK,",             // not a netstring
+            b"12:WHATEVER xx,",   // unknown status
+            b"14:OK not json!,",  // not a record
+        ] {
+            let (_d, ep) = server(answer, false);
+            let got = via_lookupd(&ep, "alice@example.org", Duration::from_secs(5));
+            assert!(matches!(got, Resolved::Temp(_)), "{answer:?}: {got:?}");
+        }
+        let (_d, ep) = server(b"9:NOTFOUND ,", true);
+        let t = Instant::now();
+        let got = via_lookupd(&ep, "alice@example.org", Duration::from_millis(300));
+        assert!(matches!(got, Resolved::Temp(_)), "{got:?}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn only_a_missing_lookupd_falls_back() {
+        use std::io::{Error, ErrorKind};
+        for kind in [ErrorKind::NotFound, ErrorKind::ConnectionRefused] {
+            assert!(matches!(
+                connect_failed("unix:/x", Error::from(kind)),
+                Resolved::Unreachable(_)
+            ));
+        }
+        for kind in [
+            ErrorKind::PermissionDenied,
+            ErrorKind::TimedOut,
+            ErrorKind::Other,
+        ] {
+            assert!(matches!(
+                connect_failed("unix:/x", Error::from(kind)),
+                Resolved::Temp(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn nothing_listening_is_unreachable_not_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let ep = format!("unix:{}", dir.path().join("none").display());
+        assert!(matches!(
+            via_lookupd(&ep, "alice@example.org", Duration::from_secs(1)),
+            Resolved::Unreachable(_)
+        ));
+        let port = vmail_test_support::free_port();
+        assert!(matches!(
+            via_lookupd(
+                &format!("inet:127.0.0.1:{port}"),
+                "alice@example.org",
+                Duration::from_secs(1)
+            ),
+            Resolved::Unreachable(_)
+        ));
+    }
+}
