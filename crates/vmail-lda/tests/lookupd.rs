@@ -243,3 +243,49 @@ fn lookupd_trouble_defers_even_with_a_working_database() {
     }
     assert!(d.inbox("alice").is_empty());
 }
+
+/// `vmail-lda` alone (no `vmail-lda-direct` beside it): lookupd's answers are all it needs;
+/// without lookupd it must become the direct program, and when that is missing it defers.
+#[test]
+fn vmail_lda_needs_its_direct_sibling_only_when_lookupd_cannot_answer() {
+    let d = Directory::new();
+    let alone = d.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    let lda_bin = alone.join("vmail-lda");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmail-lda"), &lda_bin).unwrap();
+    let mut lookupd = Lookupd::start(&d);
+    let cfg = d.lda_config("alone.toml", &lookupd.socket, &d.db_config);
+    let run = |recipient: &str| {
+        let mut child = Command::new(&lda_bin)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["-d", recipient])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(MSG).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = run("alice@example.org");
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+    assert_eq!(d.inbox("alice").len(), 1);
+    lookupd.stop();
+    let o = run("alice@example.org");
+    assert_eq!(o.status.code(), Some(75), "{}", line(&o));
+    assert!(
+        line(&o).starts_with("4.3.5") && line(&o).contains("vmail-lda-direct"),
+        "{}",
+        line(&o)
+    );
+    assert_eq!(d.inbox("alice").len(), 1);
+    // With its sibling beside it, the same configuration delivers from the database.
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_vmail-lda-direct"),
+        alone.join("vmail-lda-direct"),
+    )
+    .unwrap();
+    let o = run("alice@example.org");
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+    assert_eq!(d.inbox("alice").len(), 2);
+}
