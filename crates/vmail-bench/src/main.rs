@@ -9,9 +9,14 @@
 //!
 //! `vmail-bench lda`: vmail-lda vs dovecot-lda, a process per message as pipe(8) runs them
 //! (see `lda.rs`).
+//!
+//! `vmail-bench stack`: the whole stack (Postfix + Dovecot + vmail) against the classic
+//! "Postfix + Dovecot + MySQL" how-to setup and a ceiling for each figure (see `stack.rs`;
+//! `bench/stack` installs what it needs and runs it).
 
 mod authd;
 mod lda;
+mod stack;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +59,9 @@ enum What {
     /// vmail-authd (cache off, cache on) vs Dovecot's auth service with the classic SQL
     /// passdb: authentications/s and p50/p99, and failure timing (see `authd.rs`).
     Authd(authd::Opts),
+    /// The whole stack against the classic setup: delivery, RCPT verification, SMTP AUTH and
+    /// IMAP login rates with ratios and ceilings (run as root through bench/stack).
+    Stack(stack::StackArgs),
 }
 
 fn main() -> Result<()> {
@@ -62,6 +70,7 @@ fn main() -> Result<()> {
         What::Directory { lookups } => directory(lookups),
         What::Lda(a) => lda::run(&a),
         What::Authd(o) => authd::run(o),
+        What::Stack(a) => stack::run(a),
     }
 }
 
