@@ -125,6 +125,22 @@ impl AuthStats {
     }
 }
 
+/// The verdict for a user whose password matched: disabled accounts and services the
+/// account may not use are refused.
+fn admit(user: vmail_directory::User, service: &str) -> Verdict {
+    if !user.active {
+        return Verdict::Disabled {
+            reason: "account disabled",
+        };
+    }
+    if !service.is_empty() && !user.allows(service) {
+        return Verdict::Disabled {
+            reason: "service not allowed for this account",
+        };
+    }
+    Verdict::Ok { user: user.email }
+}
+
 pub struct Authenticator {
     dir: RwLock<Arc<Directory>>,
     penalty: Penalty,
@@ -180,7 +196,11 @@ impl Authenticator {
                 max_delay: Duration::from_millis(a.max_delay_ms),
             }),
             cache: a.cache_enabled.then(|| {
-                VerifiedCache::new(Duration::from_secs(a.cache_ttl_s), a.cache_max_entries)
+                VerifiedCache::new(
+                    Duration::from_secs(a.cache_ttl_s),
+                    Duration::from_secs(a.cache_recheck_s),
+                    a.cache_max_entries,
+                )
             }),
             verify_slots: Arc::new(Semaphore::new(verify_concurrency)),
             // Until a real check has run: the scheme new passwords get.
@@ -289,10 +309,18 @@ impl Authenticator {
             tracing::warn!(rip = %rip.map_or_else(|| "-".into(), |i| i.to_string()), failures = assessed.failures, "remote address blocked by the failure penalty; not checking");
             return Verdict::Fail;
         }
+        let utf8_login = std::str::from_utf8(raw_login).is_ok() && !login.is_empty();
+        if let (true, Some(c)) = (utf8_login, &self.cache) {
+            if let Some(r) = c.recent(login, password, Instant::now()) {
+                AuthStats::bump(&self.stats.cache_hits);
+                self.penalty.record_success(rip, login);
+                return admit(r.user, service);
+            }
+        }
         let Some(dir) = self.directory() else {
             return Verdict::Temp("directory unavailable".into());
         };
-        let user = if std::str::from_utf8(raw_login).is_ok() && !login.is_empty() {
+        let user = if utf8_login {
             match tokio::time::timeout(self.timeout, dir.user(login)).await {
                 Ok(Ok(u)) => u,
                 Ok(Err(e)) if e.is_temporary() => return Verdict::Temp(e.to_string()),
@@ -343,24 +371,17 @@ impl Authenticator {
                 .record_failure(rip, login, password, Instant::now());
             return Verdict::Fail;
         }
-        if let (false, Some(c)) = (cached, &self.cache) {
-            c.insert(&user.email, &stored, password, Instant::now());
+        if let Some(c) = &self.cache {
+            if !cached {
+                c.insert(&user.email, &stored, password, Instant::now());
+            }
+            c.remember(login, password, &user, Instant::now());
         }
         self.penalty.record_success(rip, login);
-        if !user.active {
-            return Verdict::Disabled {
-                reason: "account disabled",
-            };
-        }
-        if !service.is_empty() && !user.allows(service) {
-            return Verdict::Disabled {
-                reason: "service not allowed for this account",
-            };
-        }
-        if self.rehash && vmail_passwd::is_legacy(&stored, self.default_scheme) {
+        if user.active && self.rehash && vmail_passwd::is_legacy(&stored, self.default_scheme) {
             self.rehash(dir, user.email.clone(), stored, password.to_vec());
         }
-        Verdict::Ok { user: user.email }
+        admit(user, service)
     }
 
     /// Runs a password check on the blocking pool, at most `verify_concurrency` at once.

@@ -4,6 +4,13 @@
 //! against, the password): the user's row is still read on every attempt, so a password
 //! change (a new stored hash) or a disabled account takes effect at once, and nothing in
 //! the cache can be turned back into a password without the per-process key.
+//!
+//! On top of that, for `cache_recheck_s` after a check that read the row, the same login
+//! with the same password is answered from memory with the row as read then ([`Recent`]):
+//! no database round trip for a client opening several connections or sending a burst, and
+//! known logins keep working through a short database outage (as with Dovecot's auth cache
+//! or saslauthd -c). vmailctl flushes it with every change; a change made in SQL directly
+//! applies after at most `cache_recheck_s`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,21 +21,101 @@ use sha2::{Digest, Sha256};
 
 pub struct VerifiedCache {
     ttl: Duration,
+    recheck: Duration,
     max_entries: usize,
     key: [u8; 32],
     entries: Mutex<HashMap<[u8; 32], Instant>>,
+    recent: Mutex<HashMap<[u8; 32], Recent>>,
+}
+
+/// A login recently verified against the user's row, with the row as read then (its
+/// password hash dropped).
+#[derive(Clone)]
+pub struct Recent {
+    pub user: vmail_directory::User,
+    expires: Instant,
+}
+
+/// Keeps `map` within `max` entries before an insert of a new key: expired ones go first,
+/// then about half of the live ones (re-verified on next use).
+fn make_room<V>(
+    map: &mut HashMap<[u8; 32], V>,
+    key: &[u8; 32],
+    max: usize,
+    live: impl Fn(&V) -> bool,
+) {
+    if map.len() >= max && !map.contains_key(key) {
+        map.retain(|_, v| live(v));
+        if map.len() >= max {
+            let mut keep = false;
+            map.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
+        }
+    }
 }
 
 impl VerifiedCache {
-    pub fn new(ttl: Duration, max_entries: usize) -> VerifiedCache {
+    /// `recheck`: how long a verified login is answered without reading the row (zero:
+    /// never).
+    pub fn new(ttl: Duration, recheck: Duration, max_entries: usize) -> VerifiedCache {
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
         VerifiedCache {
             ttl,
+            recheck,
             max_entries: max_entries.max(1),
             key,
             entries: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The row `login` had when `password` was last verified for it, if that was less than
+    /// `recheck` ago. Keyed like [`VerifiedCache::contains`], with an empty stored hash.
+    pub fn recent(&self, login: &str, password: &[u8], now: Instant) -> Option<Recent> {
+        if self.recheck.is_zero() {
+            return None;
+        }
+        let d = self.digest(login, "", password);
+        let mut recent = self.recent.lock().ok()?;
+        match recent.get(&d) {
+            Some(r) if now < r.expires => Some(r.clone()),
+            Some(_) => {
+                recent.remove(&d);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records that `password` was just verified for `login` against `user`'s row.
+    pub fn remember(
+        &self,
+        login: &str,
+        password: &[u8],
+        user: &vmail_directory::User,
+        now: Instant,
+    ) {
+        if self.recheck.is_zero() {
+            return;
+        }
+        let d = self.digest(login, "", password);
+        let Ok(mut recent) = self.recent.lock() else {
+            return;
+        };
+        make_room(&mut recent, &d, self.max_entries, |r| now < r.expires);
+        recent.insert(
+            d,
+            Recent {
+                user: vmail_directory::User {
+                    password: None,
+                    ..user.clone()
+                },
+                expires: now + self.recheck,
+            },
+        );
     }
 
     fn digest(&self, login: &str, stored: &str, password: &[u8]) -> [u8; 32] {
@@ -65,23 +152,16 @@ impl VerifiedCache {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        if entries.len() >= self.max_entries && !entries.contains_key(&d) {
-            entries.retain(|_, &mut e| now < e);
-            if entries.len() >= self.max_entries {
-                // Full of live entries: drop about half; they are re-verified on next use.
-                let mut keep = false;
-                entries.retain(|_, _| {
-                    keep = !keep;
-                    keep
-                });
-            }
-        }
+        make_room(&mut entries, &d, self.max_entries, |&e| now < e);
         entries.insert(d, now + self.ttl);
     }
 
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.clear();
+        }
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.clear();
         }
     }
 
@@ -100,7 +180,7 @@ mod tests {
 
     #[test]
     fn hit_only_for_the_same_login_hash_and_password() {
-        let c = VerifiedCache::new(Duration::from_secs(60), 10);
+        let c = VerifiedCache::new(Duration::from_secs(60), Duration::ZERO, 10);
         let t = Instant::now();
         c.insert("a@x", "$6$old", b"pw", t);
         assert!(c.contains("a@x", "$6$old", b"pw", t));
@@ -113,7 +193,7 @@ mod tests {
 
     #[test]
     fn entries_expire_and_flush() {
-        let c = VerifiedCache::new(Duration::from_secs(60), 10);
+        let c = VerifiedCache::new(Duration::from_secs(60), Duration::ZERO, 10);
         let t = Instant::now();
         c.insert("a@x", "h", b"pw", t);
         assert!(!c.contains("a@x", "h", b"pw", t + Duration::from_secs(61)));
@@ -125,7 +205,7 @@ mod tests {
 
     #[test]
     fn bounded() {
-        let c = VerifiedCache::new(Duration::from_secs(60), 100);
+        let c = VerifiedCache::new(Duration::from_secs(60), Duration::ZERO, 100);
         let t = Instant::now();
         for i in 0..1000 {
             c.insert(&format!("{i}@x"), "h", b"pw", t);
@@ -133,6 +213,58 @@ mod tests {
         assert!(c.len() <= 100);
         assert!(
             c.contains("999@x", "h", b"pw", t),
+            "the newest entry is kept"
+        );
+    }
+
+    fn user(email: &str, active: bool) -> vmail_directory::User {
+        vmail_directory::User {
+            email: email.into(),
+            password: Some("$6$secret-hash".into()),
+            active,
+            quota_bytes: None,
+            services: Some(vec!["imap".into()]),
+            uid: 5000,
+            gid: 5000,
+            home: String::new(),
+            mail: String::new(),
+        }
+    }
+
+    #[test]
+    fn recent_logins_for_the_recheck_window_only() {
+        let c = VerifiedCache::new(Duration::from_secs(300), Duration::from_secs(30), 10);
+        let t = Instant::now();
+        assert!(c.recent("Alice@x", b"pw", t).is_none());
+        c.remember("Alice@x", b"pw", &user("alice@x", true), t);
+        let r = c
+            .recent("Alice@x", b"pw", t + Duration::from_secs(29))
+            .unwrap()
+            .user;
+        assert_eq!(r.email, "alice@x");
+        assert!(r.active);
+        assert_eq!(r.services, Some(vec!["imap".to_string()]));
+        assert_eq!(r.password, None, "no hash kept");
+        assert!(c.recent("Alice@x", b"pw2", t).is_none(), "other password");
+        assert!(c.recent("alice@x", b"pw", t).is_none(), "other login text");
+        assert!(c
+            .recent("Alice@x", b"pw", t + Duration::from_secs(31))
+            .is_none());
+        c.remember("Alice@x", b"pw", &user("alice@x", false), t);
+        assert!(!c.recent("Alice@x", b"pw", t).unwrap().user.active);
+        c.clear();
+        assert!(c.recent("Alice@x", b"pw", t).is_none(), "flushed");
+        // Off: nothing is kept.
+        let off = VerifiedCache::new(Duration::from_secs(300), Duration::ZERO, 10);
+        off.remember("a@x", b"pw", &user("a@x", true), t);
+        assert!(off.recent("a@x", b"pw", t).is_none());
+        // Bounded like the verified entries.
+        for i in 0..100 {
+            c.remember(&format!("{i}@x"), b"pw", &user("u@x", true), t);
+        }
+        assert!(c.recent.lock().unwrap().len() <= 10);
+        assert!(
+            c.recent("99@x", b"pw", t).is_some(),
             "the newest entry is kept"
         );
     }

@@ -1,6 +1,7 @@
 //! A database outage is a temporary failure on both protocols (Postfix answers 454, Dovecot
 //! "temporary failure"), never "wrong password" or "unknown user", and authd recovers by
-//! itself when the database is back.
+//! itself when the database is back. Only a login verified within `cache_recheck_s` keeps
+//! working meanwhile, from memory.
 
 mod common;
 
@@ -20,7 +21,11 @@ fn outage_is_temporary_on_auth_and_dict_and_recovers() {
     config.database.query_timeout_ms = 1000;
     config.authd.request_timeout_ms = 2000;
     let hash = vmail_passwd::hash(vmail_passwd::Scheme::Sha512Crypt, b"pw").unwrap();
-    populate(&config, &["example.org"], &[("alice@example.org", &hash)]);
+    populate(
+        &config,
+        &["example.org"],
+        &[("alice@example.org", &hash), ("bob@example.org", &hash)],
+    );
     let d = Daemon::start(config);
     let mut c = AuthClient::connect(&d);
     assert!(is_ok(&c.plain(1, "alice@example.org", "pw", "192.0.2.1")).is_some());
@@ -31,11 +36,20 @@ fn outage_is_temporary_on_auth_and_dict_and_recovers() {
 
     db.kill();
     let t = Instant::now();
-    // A temporary failure closes the connection without a reply (Postfix: 454), for a right
-    // and a wrong password alike (nothing can be checked).
-    for (id, pw) in [(2, "pw"), (3, "wrong")] {
+    // alice logged in with this password moments ago: answered from memory.
+    let mut c = AuthClient::connect(&d);
+    assert_eq!(
+        is_ok(&c.plain(2, "alice@example.org", "pw", "192.0.2.1")).as_deref(),
+        Some("alice@example.org")
+    );
+    // Anything else needs the row: a temporary failure closes the connection without a
+    // reply (Postfix: 454), for a right and a wrong password alike (nothing can be checked).
+    for (id, login, pw) in [
+        (3, "bob@example.org", "pw"),
+        (4, "alice@example.org", "wrong"),
+    ] {
         let mut c = AuthClient::connect(&d);
-        let resp = b64(format!("\0alice@example.org\0{pw}").as_bytes());
+        let resp = b64(format!("\0{login}\0{pw}").as_bytes());
         c.send(&format!(
             "AUTH\t{id}\tPLAIN\tservice=smtp\trip=192.0.2.1\tresp={resp}\n"
         ));

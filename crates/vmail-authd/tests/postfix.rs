@@ -152,6 +152,8 @@ fn auth_and_outage(test: &str) {
             ("alice@example.org", &sha),
             // The how-to's ENCRYPT('secret').
             ("bob@example.org", "abNANd1rDfiNc"),
+            // Never logs in before the outage.
+            ("carol@example.org", &sha),
         ],
     );
     let authd = Daemon::start(config);
@@ -206,13 +208,16 @@ fn auth_and_outage(test: &str) {
     assert!(!temporary(&wrong), "{}", wrong.transcript);
 
     // The database goes away: "try again later", for right and wrong passwords alike
-    // (nothing can be checked), never a plain "wrong password".
+    // (nothing can be checked), never a plain "wrong password" — except for a login and
+    // password verified within [authd] cache_recheck_s, answered from memory.
     db.kill();
     check(
         &[
-            ("PLAIN", alice, "alice-pw", Temporary),
-            ("LOGIN", alice, "alice-pw", Temporary),
+            ("PLAIN", "carol@example.org", "alice-pw", Temporary),
+            ("LOGIN", "carol@example.org", "alice-pw", Temporary),
             ("PLAIN", alice, "wrong", Temporary),
+            ("PLAIN", alice, "alice-pw", Code(235)),
+            ("LOGIN", bob, "secret", Code(235)),
         ],
         "database down",
     );

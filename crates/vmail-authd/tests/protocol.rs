@@ -220,17 +220,23 @@ fn protocol_violations_close_the_connection() {
     assert!(is_ok(&c.plain(1, "alice@example.org", "wonderland", "127.0.0.1")).is_some());
 }
 
+fn cache_hits(d: &Daemon) -> u64 {
+    d.authenticator
+        .stats
+        .cache_hits
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// With `cache_recheck_s = 0` every attempt reads the user's row: a password change or a
+/// disabled account made straight in SQL applies at once, while the verified-credentials
+/// cache still saves the hash computation.
 #[test]
-fn cache_hits_and_password_change_takes_effect_at_once() {
-    let (_t, config) = setup();
+fn cache_hits_and_password_change_takes_effect_at_once_without_recheck_window() {
+    let (_t, mut config) = setup();
+    config.authd.cache_recheck_s = 0;
     let d = Daemon::start(config.clone());
     let mut c = AuthClient::connect(&d);
-    let hits = || {
-        d.authenticator
-            .stats
-            .cache_hits
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let hits = || cache_hits(&d);
     assert!(is_ok(&c.plain(1, "alice@example.org", "wonderland", "127.0.0.1")).is_some());
     assert_eq!(hits(), 0);
     assert!(is_ok(&c.plain(2, "alice@example.org", "wonderland", "127.0.0.1")).is_some());
@@ -259,6 +265,51 @@ fn cache_hits_and_password_change_takes_effect_at_once() {
             }
         ),
         "disabling takes effect at once, cache or not"
+    );
+}
+
+/// The default recheck window: a login verified moments ago is answered from memory; a
+/// change made straight in SQL applies once the cache is flushed (vmailctl does that with
+/// every change it makes, SIGHUP too) or the window has passed.
+#[test]
+fn recently_verified_logins_skip_the_database_until_flushed() {
+    let (_t, config) = setup();
+    assert_eq!(config.authd.cache_recheck_s, 30, "the documented default");
+    let d = Daemon::start(config.clone());
+    let mut c = AuthClient::connect(&d);
+    let hits = || cache_hits(&d);
+    assert!(is_ok(&c.plain(1, "alice@example.org", "wonderland", "127.0.0.1")).is_some());
+    assert_eq!(hits(), 0);
+    with_dir(&config, async |dir| {
+        dir.set_password("alice@example.org", &sha512("looking-glass"))
+            .await
+            .unwrap();
+        dir.set_active("bob@example.org", false).await.unwrap();
+    });
+    // Within the window: the row as it was.
+    assert_eq!(
+        is_ok(&c.plain(2, "alice@example.org", "wonderland", "127.0.0.1")).as_deref(),
+        Some("alice@example.org")
+    );
+    assert_eq!(hits(), 1);
+    // Only that exact login and password: the new one reads the row.
+    assert!(is_ok(&c.plain(3, "alice@example.org", "looking-glass", "127.0.0.1")).is_some());
+    assert_eq!(hits(), 1);
+    assert!(is_ok(&c.plain(4, "alice@example.org", "nope", "127.0.0.1")).is_none());
+    d.authenticator.flush();
+    assert!(
+        is_ok(&c.plain(5, "alice@example.org", "wonderland", "127.0.0.1")).is_none(),
+        "the old password after a flush"
+    );
+    assert!(
+        matches!(
+            c.plain(6, "bob@example.org", "secret", "127.0.0.1"),
+            Reply::Fail {
+                code: Some(FailCode::UserDisabled),
+                ..
+            }
+        ),
+        "bob was disabled before he ever logged in"
     );
 }
 

@@ -348,6 +348,11 @@ pub struct AuthdConfig {
     /// takes effect at once).
     pub cache_enabled: bool,
     pub cache_ttl_s: u64,
+    /// With the cache on: for this long after a check that read the user's row, the same
+    /// login and password are answered from memory with the row as read then. `vmailctl`
+    /// flushes the cache with every change; a change made in SQL directly applies after at
+    /// most this long. 0: read the row at every attempt.
+    pub cache_recheck_s: u64,
     pub cache_max_entries: usize,
     /// After a successful login with a legacy hash (DES crypt, MD5, unsalted), store a
     /// new hash in `passwords.hash_scheme`. Off by default: anything else reading
@@ -381,6 +386,7 @@ impl Default for AuthdConfig {
             verify_concurrency: 0,
             cache_enabled: true,
             cache_ttl_s: 300,
+            cache_recheck_s: 30,
             cache_max_entries: 100_000,
             rehash_legacy: false,
             pid_file: PathBuf::new(),
