@@ -320,6 +320,7 @@ impl Authenticator {
         let Some(dir) = self.directory() else {
             return Verdict::Temp("directory unavailable".into());
         };
+        let generation = self.cache.as_ref().map_or(0, |c| c.generation());
         let user = if utf8_login {
             match tokio::time::timeout(self.timeout, dir.user(login)).await {
                 Ok(Ok(u)) => u,
@@ -373,9 +374,9 @@ impl Authenticator {
         }
         if let Some(c) = &self.cache {
             if !cached {
-                c.insert(&user.email, &stored, password, Instant::now());
+                c.insert(&user.email, &stored, password, generation, Instant::now());
             }
-            c.remember(login, password, &user, Instant::now());
+            c.remember(login, password, &user, generation, Instant::now());
         }
         self.penalty.record_success(rip, login);
         if user.active && self.rehash && vmail_passwd::is_legacy(&stored, self.default_scheme) {

@@ -13,6 +13,7 @@
 //! applies after at most `cache_recheck_s`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,10 @@ pub struct VerifiedCache {
     key: [u8; 32],
     entries: Mutex<HashMap<[u8; 32], Instant>>,
     recent: Mutex<HashMap<[u8; 32], Recent>>,
+    /// Bumped by every flush. A check reads it before reading the user's row and stores
+    /// its result only if no flush came in between: a row read before `vmailctl user
+    /// passwd` must not be remembered after the flush that follows it.
+    generation: AtomicU64,
 }
 
 /// A login recently verified against the user's row, with the row as read then (its
@@ -69,7 +74,13 @@ impl VerifiedCache {
             key,
             entries: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Read before reading the row a result will be stored for (see `generation`).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The row `login` had when `password` was last verified for it, if that was less than
@@ -90,12 +101,14 @@ impl VerifiedCache {
         }
     }
 
-    /// Records that `password` was just verified for `login` against `user`'s row.
+    /// Records that `password` was just verified for `login` against `user`'s row, read
+    /// when the cache was at `generation`.
     pub fn remember(
         &self,
         login: &str,
         password: &[u8],
         user: &vmail_directory::User,
+        generation: u64,
         now: Instant,
     ) {
         if self.recheck.is_zero() {
@@ -105,6 +118,10 @@ impl VerifiedCache {
         let Ok(mut recent) = self.recent.lock() else {
             return;
         };
+        // Checked under the lock: clear() bumps the generation before taking it.
+        if self.generation() != generation {
+            return;
+        }
         make_room(&mut recent, &d, self.max_entries, |r| now < r.expires);
         recent.insert(
             d,
@@ -147,16 +164,27 @@ impl VerifiedCache {
         }
     }
 
-    pub fn insert(&self, login: &str, stored: &str, password: &[u8], now: Instant) {
+    pub fn insert(
+        &self,
+        login: &str,
+        stored: &str,
+        password: &[u8],
+        generation: u64,
+        now: Instant,
+    ) {
         let d = self.digest(login, stored, password);
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
+        if self.generation() != generation {
+            return;
+        }
         make_room(&mut entries, &d, self.max_entries, |&e| now < e);
         entries.insert(d, now + self.ttl);
     }
 
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut entries) = self.entries.lock() {
             entries.clear();
         }
@@ -182,7 +210,7 @@ mod tests {
     fn hit_only_for_the_same_login_hash_and_password() {
         let c = VerifiedCache::new(Duration::from_secs(60), Duration::ZERO, 10);
         let t = Instant::now();
-        c.insert("a@x", "$6$old", b"pw", t);
+        c.insert("a@x", "$6$old", b"pw", 0, t);
         assert!(c.contains("a@x", "$6$old", b"pw", t));
         assert!(!c.contains("a@x", "$6$new", b"pw", t), "password changed");
         assert!(!c.contains("a@x", "$6$old", b"pw2", t));
@@ -195,10 +223,10 @@ mod tests {
     fn entries_expire_and_flush() {
         let c = VerifiedCache::new(Duration::from_secs(60), Duration::ZERO, 10);
         let t = Instant::now();
-        c.insert("a@x", "h", b"pw", t);
+        c.insert("a@x", "h", b"pw", 0, t);
         assert!(!c.contains("a@x", "h", b"pw", t + Duration::from_secs(61)));
         assert!(c.is_empty(), "an expired entry is dropped when seen");
-        c.insert("a@x", "h", b"pw", t);
+        c.insert("a@x", "h", b"pw", 0, t);
         c.clear();
         assert!(!c.contains("a@x", "h", b"pw", t));
     }
@@ -208,7 +236,7 @@ mod tests {
         let c = VerifiedCache::new(Duration::from_secs(60), Duration::ZERO, 100);
         let t = Instant::now();
         for i in 0..1000 {
-            c.insert(&format!("{i}@x"), "h", b"pw", t);
+            c.insert(&format!("{i}@x"), "h", b"pw", 0, t);
         }
         assert!(c.len() <= 100);
         assert!(
@@ -236,7 +264,7 @@ mod tests {
         let c = VerifiedCache::new(Duration::from_secs(300), Duration::from_secs(30), 10);
         let t = Instant::now();
         assert!(c.recent("Alice@x", b"pw", t).is_none());
-        c.remember("Alice@x", b"pw", &user("alice@x", true), t);
+        c.remember("Alice@x", b"pw", &user("alice@x", true), 0, t);
         let r = c
             .recent("Alice@x", b"pw", t + Duration::from_secs(29))
             .unwrap()
@@ -250,22 +278,40 @@ mod tests {
         assert!(c
             .recent("Alice@x", b"pw", t + Duration::from_secs(31))
             .is_none());
-        c.remember("Alice@x", b"pw", &user("alice@x", false), t);
+        c.remember("Alice@x", b"pw", &user("alice@x", false), 0, t);
         assert!(!c.recent("Alice@x", b"pw", t).unwrap().user.active);
         c.clear();
         assert!(c.recent("Alice@x", b"pw", t).is_none(), "flushed");
         // Off: nothing is kept.
         let off = VerifiedCache::new(Duration::from_secs(300), Duration::ZERO, 10);
-        off.remember("a@x", b"pw", &user("a@x", true), t);
+        off.remember("a@x", b"pw", &user("a@x", true), 0, t);
         assert!(off.recent("a@x", b"pw", t).is_none());
         // Bounded like the verified entries.
+        let g = c.generation();
         for i in 0..100 {
-            c.remember(&format!("{i}@x"), b"pw", &user("u@x", true), t);
+            c.remember(&format!("{i}@x"), b"pw", &user("u@x", true), g, t);
         }
         assert!(c.recent.lock().unwrap().len() <= 10);
         assert!(
             c.recent("99@x", b"pw", t).is_some(),
             "the newest entry is kept"
         );
+    }
+
+    #[test]
+    fn a_result_read_before_a_flush_is_not_stored_after_it() {
+        let c = VerifiedCache::new(Duration::from_secs(300), Duration::from_secs(30), 10);
+        let t = Instant::now();
+        let before = c.generation();
+        c.clear(); // vmailctl changed the password while the check was running
+        c.remember("a@x", b"pw", &user("a@x", true), before, t);
+        c.insert("a@x", "$6$old", b"pw", before, t);
+        assert!(c.recent("a@x", b"pw", t).is_none());
+        assert!(!c.contains("a@x", "$6$old", b"pw", t));
+        let now = c.generation();
+        c.remember("a@x", b"pw", &user("a@x", true), now, t);
+        c.insert("a@x", "$6$old", b"pw", now, t);
+        assert!(c.recent("a@x", b"pw", t).is_some());
+        assert!(c.contains("a@x", "$6$old", b"pw", t));
     }
 }

@@ -194,6 +194,8 @@ async fn reload(auth: &Authenticator, path: Option<&std::path::Path>) {
         Ok(loaded) => match Directory::open(&loaded.config).await {
             Ok(dir) => {
                 auth.replace_directory(dir);
+                // Again: checks that read the old directory meanwhile must not outlive it.
+                auth.flush();
                 tracing::info!(config = %loaded.source, "reloaded; auth cache and penalties flushed");
             }
             Err(e) => {

@@ -66,6 +66,9 @@ pub struct Args {
     pub dovecot_k: bool,
 }
 
+/// Marks a process started by [`exec_direct`].
+const EXECED_ENV: &str = "VMAIL_LDA_EXECED";
+
 /// How a recipient is resolved when lookupd cannot answer (none configured, or nothing
 /// listening): [`from_directory`] or [`exec_direct`].
 pub type Fallback = fn(&Config, &str) -> Result<RecipientRecord, Outcome>;
@@ -180,6 +183,14 @@ pub fn from_directory(config: &Config, recipient: &str) -> Result<RecipientRecor
 /// environment and (still unread) stdin. Returns only if that fails.
 pub fn exec_direct(_: &Config, _: &str) -> Result<RecipientRecord, Outcome> {
     use std::os::unix::process::CommandExt;
+    // Set by the exec below: seeing it means `-direct` is this very program again (a
+    // symlink to vmail-lda, say), which would exec itself until pipe(8) kills it.
+    if std::env::var_os(EXECED_ENV).is_some() {
+        return Err(Outcome::Misconfigured(
+            "vmail-lda-direct is vmail-lda itself (a symlink?); install the real vmail-lda-direct"
+                .into(),
+        ));
+    }
     let direct = match std::env::current_exe() {
         Ok(exe) => {
             let mut name = exe.file_name().unwrap_or_default().to_os_string();
@@ -195,6 +206,7 @@ pub fn exec_direct(_: &Config, _: &str) -> Result<RecipientRecord, Outcome> {
     timing::mark("exec");
     let err = std::process::Command::new(&direct)
         .args(std::env::args_os().skip(1))
+        .env(EXECED_ENV, "1")
         .exec();
     Err(Outcome::Misconfigured(format!(
         "cannot run {} (lookupd not configured or not running): {err}",

@@ -36,6 +36,36 @@ fn not_running(e: &std::io::Error) -> bool {
     )
 }
 
+/// A blocking connect to a UNIX socket waits forever while the listener's backlog is full
+/// (lookupd wedged or at max_connections, or systemd holding the socket of a failed
+/// lookupd): bounded here by SO_SNDTIMEO, which Linux applies to UNIX-socket connects.
+fn connect_unix(path: &str, timeout: Duration) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let tv = nix::sys::time::TimeVal::new(
+        timeout.as_secs().try_into().unwrap_or(i64::MAX),
+        timeout.subsec_micros().into(),
+    );
+    socket::setsockopt(&fd, sockopt::SendTimeout, &tv)?;
+    let addr = UnixAddr::new(path)?;
+    use std::os::fd::AsRawFd;
+    match socket::connect(fd.as_raw_fd(), &addr) {
+        Ok(()) => Ok(UnixStream::from(fd)),
+        // The backlog stayed full for the whole timeout: lookupd is there but not
+        // accepting. Not "not running": defer rather than fall back.
+        Err(nix::errno::Errno::EAGAIN) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "lookupd accepted no connection in time",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn connect_failed(endpoint: &str, e: std::io::Error) -> Resolved {
     let why = format!("cannot connect to lookupd at {endpoint}: {e}");
     if not_running(&e) {
@@ -58,18 +88,24 @@ pub fn via_lookupd(endpoint: &str, recipient: &str, timeout: Duration) -> Resolv
         &mut request,
     );
     let result = if let Some(path) = endpoint.strip_prefix("unix:") {
-        match UnixStream::connect(path) {
+        match connect_unix(path, timeout) {
             Ok(s) => exchange(s, &request, deadline),
             Err(e) => return connect_failed(endpoint, e),
         }
     } else if let Some(hostport) = endpoint.strip_prefix("inet:") {
+        // Name resolution has no deadline of its own: configure an address, not a name
+        // (config validation cannot tell them apart cheaply, so this is documented).
         let addr = match hostport.to_socket_addrs().map(|mut a| a.next()) {
             Ok(Some(a)) => a,
             Ok(None) | Err(_) => {
                 return Resolved::Unreachable(format!("{endpoint}: cannot resolve"))
             }
         };
-        match TcpStream::connect_timeout(&addr, timeout) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Resolved::Temp(format!("lookupd at {endpoint}: no answer in time"));
+        }
+        match TcpStream::connect_timeout(&addr, left) {
             Ok(s) => {
                 // One small request and its answer: do not wait for more to coalesce.
                 let _ = s.set_nodelay(true);
@@ -285,6 +321,34 @@ mod tests {
                 Resolved::Temp(_)
             ));
         }
+    }
+
+    #[test]
+    fn a_listener_that_never_accepts_defers_in_time() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("full");
+        let l = UnixListener::bind(&path).unwrap();
+        // Backlog 0 and nobody accepting: after a connection or two the queue is full and a
+        // plain blocking connect would hang for good.
+        // SAFETY: listen() on a valid socket we own.
+        assert_eq!(unsafe { nix::libc::listen(l.as_raw_fd(), 0) }, 0);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            if let Ok(s) = connect_unix(path.to_str().unwrap(), Duration::from_millis(100)) {
+                held.push(s);
+            }
+        }
+        let ep = format!("unix:{}", path.display());
+        let t = Instant::now();
+        let got = via_lookupd(&ep, "alice@example.org", Duration::from_millis(300));
+        assert!(
+            matches!(&got, Resolved::Temp(m) if m.contains("accepted no connection")),
+            "{got:?} (held {})",
+            held.len()
+        );
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        drop(l);
     }
 
     #[test]

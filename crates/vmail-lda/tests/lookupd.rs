@@ -279,6 +279,13 @@ fn vmail_lda_needs_its_direct_sibling_only_when_lookupd_cannot_answer() {
         line(&o)
     );
     assert_eq!(d.inbox("alice").len(), 1);
+    // A "sibling" that is vmail-lda itself must not exec forever.
+    let sibling = alone.join("vmail-lda-direct");
+    std::os::unix::fs::symlink(&lda_bin, &sibling).unwrap();
+    let o = run("alice@example.org");
+    assert_eq!(o.status.code(), Some(75), "{}", line(&o));
+    assert!(line(&o).contains("vmail-lda itself"), "{}", line(&o));
+    std::fs::remove_file(&sibling).unwrap();
     // With its sibling beside it, the same configuration delivers from the database.
     std::fs::copy(
         env!("CARGO_BIN_EXE_vmail-lda-direct"),
