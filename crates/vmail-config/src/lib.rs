@@ -279,7 +279,8 @@ pub struct LdaConfig {
     /// Host name in Maildir file names; empty: the system's.
     pub hostname: String,
     /// Ask vmail-lookupd (one of its `[lookupd] lda` listeners, `unix:/path` or
-    /// `inet:HOST:PORT`) instead of opening a database connection per message. When nothing
+    /// `inet:ADDRESS:PORT` — an IP address: a host name would be resolved without a
+    /// deadline) instead of opening a database connection per message. When nothing
     /// listens there (no socket, connection refused), the LDA asks the database itself; any
     /// other trouble (permission denied, TEMP, no answer in time) defers.
     pub lookupd: String,
