@@ -91,7 +91,7 @@ pub fn run(o: Opts) -> Result<()> {
         anyhow::Ok(())
     })?;
     let began = Instant::now();
-    let hashes = hash_all(users)?;
+    let hashes = crate::sha512_hashes(users, password)?;
     let mut sql = format!(
         "ALTER TABLE users MODIFY password varchar(255) NOT NULL;\n\
          INSERT INTO domains (domain) VALUES ('{DOMAIN}');\n"
@@ -377,35 +377,6 @@ fn thousands(v: f64) -> String {
         out.push(ch);
     }
     out
-}
-
-/// `(n, hash of password(n))` for every user, on all CPUs.
-fn hash_all(users: usize) -> Result<Vec<(usize, String)>> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut out: Vec<(usize, String)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..workers)
-            .map(|w| {
-                s.spawn(move || {
-                    (w..users)
-                        .step_by(workers)
-                        .map(|n| {
-                            vmail_passwd::hash(
-                                vmail_passwd::Scheme::Sha512Crypt,
-                                password(n).as_bytes(),
-                            )
-                            .map(|h| (n, h))
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().expect("hash thread"))
-            .collect::<Result<Vec<Vec<_>>, _>>()
-            .map(|v| v.into_iter().flatten().collect())
-    })?;
-    out.sort_unstable();
-    Ok(out)
 }
 
 struct RunningAuthd {

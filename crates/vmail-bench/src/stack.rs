@@ -307,36 +307,16 @@ fn populate(db: &TestDb, users: usize, aliases: usize) -> Result<()> {
 /// `mkpasswd -m sha-512` or `doveadm pw -s SHA512-CRYPT` without the prefix; pam_mysql's
 /// crypt(3) and Dovecot's `CRYPT` read it as such).
 fn rehash_sha512(db: &TestDb, users: usize) -> Result<()> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let hashes: Vec<Vec<(usize, String)>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..workers)
-            .map(|w| {
-                s.spawn(move || {
-                    (w..users)
-                        .step_by(workers)
-                        .map(|n| {
-                            vmail_passwd::hash(
-                                vmail_passwd::Scheme::Sha512Crypt,
-                                password(n).as_bytes(),
-                            )
-                            .map(|h| (n, h.trim_start_matches("{SHA512-CRYPT}").to_string()))
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("hash thread panicked"))?
-                    .map_err(anyhow::Error::from)
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+    // Bare `$6$`: vmail-passwd writes the `{SHA512-CRYPT}` prefix, pam_mysql would not
+    // understand it.
+    let hashes: Vec<(usize, String)> = crate::sha512_hashes(users, password)?
+        .into_iter()
+        .map(|(n, h)| (n, h.trim_start_matches("{SHA512-CRYPT}").to_string()))
+        .collect();
     let mut sql = String::from(
         "CREATE TEMPORARY TABLE h (email varchar(80) PRIMARY KEY, password varchar(255));\n",
     );
-    for chunk in hashes.concat().chunks(500) {
+    for chunk in hashes.chunks(500) {
         let rows: Vec<String> = chunk
             .iter()
             .map(|(n, h)| format!("('{}', '{}')", login(*n), h.replace('\'', "''")))

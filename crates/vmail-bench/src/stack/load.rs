@@ -28,6 +28,32 @@ fn first_error(slot: &Mutex<Option<String>>, e: String) {
     }
 }
 
+/// The measuring window both load generators share: let the clients warm up, count the
+/// latencies they record during `dur`, stop them, and report the first error if any.
+async fn window(
+    tasks: Vec<tokio::task::JoinHandle<Vec<u32>>>,
+    measuring: &AtomicBool,
+    stop: &AtomicBool,
+    err: &Mutex<Option<String>>,
+    warmup: Duration,
+    dur: Duration,
+) -> Result<Figure> {
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = t0.elapsed();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    if let Some(e) = err.lock().ok().and_then(|mut e| e.take()) {
+        bail!("{e}");
+    }
+    Ok(summarize(all, elapsed))
+}
+
 /// `conc` clients each running `op(user)` back to back: a warm-up, then `dur` measured.
 /// Only operations completed inside the measured window count. The first error stops all
 /// clients and is returned.
@@ -68,20 +94,7 @@ where
             lat
         }));
     }
-    tokio::time::sleep(warmup).await;
-    measuring.store(true, Ordering::Relaxed);
-    let t0 = Instant::now();
-    tokio::time::sleep(dur).await;
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = t0.elapsed();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await?);
-    }
-    if let Some(e) = err.lock().ok().and_then(|mut e| e.take()) {
-        bail!("{e}");
-    }
-    Ok(summarize(all, elapsed))
+    window(tasks, &measuring, &stop, &err, warmup, dur).await
 }
 
 /// Runs `op(user)` once for every user, `conc` at a time (fills the credential caches).
@@ -272,20 +285,7 @@ pub async fn rcpt(
             lat
         }));
     }
-    tokio::time::sleep(warmup).await;
-    measuring.store(true, Ordering::Relaxed);
-    let t0 = Instant::now();
-    tokio::time::sleep(dur).await;
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = t0.elapsed();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await?);
-    }
-    if let Some(e) = err.lock().ok().and_then(|mut e| e.take()) {
-        bail!("{e}");
-    }
-    Ok(summarize(all, elapsed))
+    window(tasks, &measuring, &stop, &err, warmup, dur).await
 }
 
 // ---------------------------------------------------------------------------------------
