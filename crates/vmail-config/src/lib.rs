@@ -407,6 +407,13 @@ impl AuthdConfig {
     }
 }
 
+/// `inet:HOST:PORT` with a non-empty host and a valid port.
+fn is_inet_endpoint(s: &str) -> bool {
+    s.strip_prefix("inet:")
+        .and_then(|a| a.rsplit_once(':'))
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
 /// Parses `ADDR` or `ADDR/LEN` (a network in CIDR notation) into the address and prefix
 /// length, the one parser authd and the config check share.
 pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
@@ -683,10 +690,7 @@ impl Config {
             ("lookupd.metrics", &self.lookupd.metrics),
             ("authd.metrics", &self.authd.metrics),
         ] {
-            let ok = m.is_empty()
-                || m.strip_prefix("inet:")
-                    .and_then(|a| a.rsplit_once(':'))
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            let ok = m.is_empty() || is_inet_endpoint(m);
             if !ok {
                 return Err(invalid(
                     key,
@@ -705,10 +709,7 @@ impl Config {
         }
         let lda = &self.lda;
         let endpoint_ok = |e: &str| {
-            e.strip_prefix("unix:").is_some_and(|p| p.starts_with('/'))
-                || e.strip_prefix("inet:")
-                    .and_then(|hp| hp.rsplit_once(':'))
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            e.strip_prefix("unix:").is_some_and(|p| p.starts_with('/')) || is_inet_endpoint(e)
         };
         if !lda.lookupd.is_empty() && !endpoint_ok(&lda.lookupd) {
             return Err(invalid(
