@@ -4,9 +4,12 @@
 //! client matches each to its oldest pending command), so requests are answered one by one.
 //!
 //! Keys (set in contrib/dovecot/dovecot-dict-auth.conf.ext):
-//! - `passdb/<service>/<user>` (or `passdb/<user>`): `{"user", "password"}`, plus
-//!   `nologin` and `reason` when the account, its domain or the service is disabled;
-//! - `userdb/<user>`: `{"uid", "gid", "home", "mail", "quota_rule"}`;
+//! - `passdb/<service>/<user>` (or `passdb/<user>`): `{"user", "password"}` plus the userdb
+//!   record with a `userdb_` prefix (`userdb_uid`, `userdb_home`, ...), which Dovecot's
+//!   prefetch userdb uses so that a login costs one request; or, when the account, its domain
+//!   or the service is disabled, `fail`, `nologin` and `reason` instead of the userdb fields;
+//! - `userdb/<user>`: `{"uid", "gid", "home", "mail", "quota_rule"}`, for lookups without a
+//!   passdb step (LDA/LMTP, `doveadm user`);
 //! - iterating `userdb/` lists every user (`doveadm user '*'`).
 
 use std::sync::Arc;
@@ -174,7 +177,8 @@ async fn lookup(auth: &Authenticator, key: &str) -> Reply {
     Reply::Found(value.to_string().into_bytes())
 }
 
-/// The passdb fields of `user`; `None` for a user without a password (nobody can log in).
+/// The passdb fields of `user`, with its userdb fields as `userdb_*` unless the login is
+/// refused; `None` for a user without a password (nobody can log in).
 pub fn passdb_record(
     user: &User,
     service: Option<&str>,
@@ -187,7 +191,9 @@ pub fn passdb_record(
     } else {
         format!("{{{default_scheme}}}{stored}")
     };
-    let mut rec = serde_json::json!({ "user": user.email, "password": password });
+    let mut rec = serde_json::Map::new();
+    rec.insert("user".into(), user.email.clone().into());
+    rec.insert("password".into(), password.into());
     let refusal = if !user.active {
         Some("Account disabled")
     } else if service.is_some_and(|s| !user.allows(s)) {
@@ -198,23 +204,35 @@ pub fn passdb_record(
     if let Some(reason) = refusal {
         // `fail` makes Dovecot's auth server itself refuse (every client of it, not only
         // the login processes that honour `nologin`); the reason reaches Dovecot's log.
-        rec["fail"] = "y".into();
-        rec["nologin"] = "y".into();
-        rec["reason"] = reason.into();
+        // No userdb fields: a refused login never gets to a userdb lookup.
+        rec.insert("fail".into(), "y".into());
+        rec.insert("nologin".into(), "y".into());
+        rec.insert("reason".into(), reason.into());
+    } else {
+        // Passdb extra fields named `userdb_*` become the userdb reply of this login, which
+        // `userdb { driver = prefetch }` then returns without a second dict request
+        // (wiki UserDatabase.Prefetch, PasswordDatabase.ExtraFields). Built from the userdb
+        // record itself so a login and `doveadm user` can never see different values.
+        for (k, v) in userdb_fields(user) {
+            rec.insert(format!("userdb_{k}"), v);
+        }
     }
-    Some(rec)
+    Some(serde_json::Value::Object(rec))
 }
 
 /// The userdb fields of `user`. Values are strings, as Dovecot's dict userdb expects.
 pub fn userdb_record(user: &User) -> serde_json::Value {
-    let mut rec = serde_json::json!({
-        "uid": user.uid.to_string(),
-        "gid": user.gid.to_string(),
-        "home": user.home,
-        "mail": user.mail,
-    });
+    serde_json::Value::Object(userdb_fields(user))
+}
+
+fn userdb_fields(user: &User) -> serde_json::Map<String, serde_json::Value> {
+    let mut rec = serde_json::Map::new();
+    rec.insert("uid".into(), user.uid.to_string().into());
+    rec.insert("gid".into(), user.gid.to_string().into());
+    rec.insert("home".into(), user.home.clone().into());
+    rec.insert("mail".into(), user.mail.clone().into());
     if let Some(q) = user.quota_bytes {
-        rec["quota_rule"] = format!("*:bytes={q}").into();
+        rec.insert("quota_rule".into(), format!("*:bytes={q}").into());
     }
     rec
 }
@@ -258,4 +276,99 @@ async fn iterate(auth: &Authenticator, path: &[u8], flags: u32, max_rows: u64, o
 async fn list(dir: &Directory, auth: &Authenticator) -> Result<Vec<String>, String> {
     let users = bounded(auth, dir.list_users(None)).await?;
     Ok(users.into_iter().map(|(email, _active)| email).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> User {
+        User {
+            email: "alice@example.org".into(),
+            password: Some("{SHA512-CRYPT}$6$salt$hash".into()),
+            active: true,
+            quota_bytes: Some(1_048_576),
+            services: Some(vec!["imap".into(), "smtp".into()]),
+            uid: 5000,
+            gid: 5001,
+            home: "/home/vmail/example.org/alice".into(),
+            mail: "maildir:~/Maildir".into(),
+        }
+    }
+
+    /// The `userdb_*` fields of a passdb record, with the prefix removed.
+    fn prefetched(rec: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        rec.as_object()
+            .unwrap()
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("userdb_")?.to_string(), v.clone())))
+            .collect()
+    }
+
+    #[test]
+    fn passdb_record_carries_the_userdb_record_for_prefetch() {
+        let u = user();
+        let rec = passdb_record(&u, Some("imap"), "CRYPT").unwrap();
+        assert_eq!(rec["user"], "alice@example.org");
+        assert_eq!(rec["password"], "{SHA512-CRYPT}$6$salt$hash");
+        assert_eq!(rec["userdb_uid"], "5000");
+        assert_eq!(rec["userdb_gid"], "5001");
+        assert_eq!(rec["userdb_home"], "/home/vmail/example.org/alice");
+        assert_eq!(rec["userdb_mail"], "maildir:~/Maildir");
+        assert_eq!(rec["userdb_quota_rule"], "*:bytes=1048576");
+        // Exactly the userdb record, field for field, and nothing else with the prefix.
+        assert_eq!(
+            serde_json::Value::Object(prefetched(&rec)),
+            userdb_record(&u)
+        );
+        assert!(rec.get("nologin").is_none() && rec.get("fail").is_none());
+    }
+
+    #[test]
+    fn passdb_record_without_quota_has_no_userdb_quota_rule() {
+        let u = User {
+            quota_bytes: None,
+            ..user()
+        };
+        let rec = passdb_record(&u, None, "CRYPT").unwrap();
+        assert!(rec.get("userdb_quota_rule").is_none(), "{rec}");
+        assert_eq!(
+            serde_json::Value::Object(prefetched(&rec)),
+            userdb_record(&u)
+        );
+        // Values stay strings, as in the userdb record.
+        assert!(prefetched(&rec).values().all(|v| v.is_string()), "{rec}");
+    }
+
+    #[test]
+    fn refused_logins_carry_no_userdb_fields() {
+        let disabled = User {
+            active: false,
+            ..user()
+        };
+        let rec = passdb_record(&disabled, Some("imap"), "CRYPT").unwrap();
+        assert_eq!(rec["fail"], "y");
+        assert_eq!(rec["nologin"], "y");
+        assert_eq!(rec["reason"], "Account disabled");
+        assert!(prefetched(&rec).is_empty(), "{rec}");
+
+        let rec = passdb_record(&user(), Some("pop3"), "CRYPT").unwrap();
+        assert_eq!(rec["reason"], "Service not allowed for this account");
+        assert!(prefetched(&rec).is_empty(), "{rec}");
+    }
+
+    #[test]
+    fn unprefixed_hash_gets_the_default_scheme_and_no_password_no_record() {
+        let u = User {
+            password: Some("abNANd1rDfiNc".into()),
+            ..user()
+        };
+        let rec = passdb_record(&u, Some("imap"), "CRYPT").unwrap();
+        assert_eq!(rec["password"], "{CRYPT}abNANd1rDfiNc");
+        let none = User {
+            password: Some(String::new()),
+            ..user()
+        };
+        assert!(passdb_record(&none, Some("imap"), "CRYPT").is_none());
+    }
 }

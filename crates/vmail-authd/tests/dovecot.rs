@@ -2,8 +2,9 @@
 //! shipped in `contrib/dovecot/` (only the socket and file paths are changed), on a MariaDB
 //! directory whose users carry hashes made by the real `doveadm pw` (and the how-to's DES
 //! crypt). Dovecot checks the passwords itself: this proves the records authd serves are
-//! ones Dovecot understands, that `%s` reaches authd as the service, and that `doveadm user`
-//! sees authd's uid/gid/home/mail and its user list.
+//! ones Dovecot understands, that `%s` reaches authd as the service, that a login costs one
+//! dict request (the prefetch userdb takes the `userdb_*` fields of the passdb answer), and
+//! that `doveadm user` (no passdb step) sees authd's uid/gid/home/mail and its user list.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
-use vmail_test_support::dovecot::{imap_login, DovecotBuilder, PrivateDovecot};
+use vmail_test_support::dovecot::{imap_login, pop3_login, DovecotBuilder, PrivateDovecot};
 use vmail_test_support::postfix::{lookup_group, lookup_user};
 use vmail_test_support::{have, set_mode, skip, TestDb};
 
@@ -67,7 +68,7 @@ fn contrib_files(dict_socket: &Path) -> (String, String) {
 /// Dropped in field order: Dovecot first, then authd, then the database.
 struct Setup {
     dovecot: PrivateDovecot,
-    _authd: Daemon,
+    authd: Daemon,
     _db: TestDb,
     _homes: tempfile::TempDir,
     home_base: std::path::PathBuf,
@@ -79,6 +80,8 @@ struct Setup {
 
 const DISABLED: (&str, &str) = ("frank@example.org", "frank-pw");
 const SMTP_ONLY: (&str, &str) = ("grace@example.org", "grace-pw");
+/// alice's quota in bytes, so that `quota_rule` travels too.
+const ALICE_QUOTA: u64 = 1_048_576;
 
 fn setup(test: &str) -> Option<Setup> {
     if !have("doveadm") {
@@ -148,6 +151,9 @@ fn setup(test: &str) -> Option<Setup> {
         "UPDATE users SET services = 'smtp' WHERE email = '{}';",
         SMTP_ONLY.0
     ));
+    db.sql(&format!(
+        "UPDATE users SET quota = {ALICE_QUOTA} WHERE email = 'alice@example.org';"
+    ));
     // Stored exactly as given.
     let stored = db.sql("SELECT password FROM users WHERE email = 'carol@example.org';");
     assert_eq!(stored.trim(), users[2].2);
@@ -168,7 +174,7 @@ fn setup(test: &str) -> Option<Setup> {
         home_base,
         uid,
         gid,
-        _authd: authd,
+        authd,
         dovecot,
         users: users
             .iter()
@@ -286,6 +292,19 @@ fn doveadm_user_shows_authd_fields_and_lists_every_user() {
         format!("{}/example.org/alice", s.home_base.display())
     );
     assert_eq!(field("mail"), "maildir:~/Maildir");
+    assert_eq!(field("quota_rule"), format!("*:bytes={ALICE_QUOTA}"));
+
+    // Without a passdb step the prefetch userdb has nothing, so Dovecot goes on to the dict
+    // userdb (as for alice above): one request per `doveadm user`.
+    let before = s.authd.dict_lookups();
+    let again = dc.doveadm(&["user", "bob@example.org"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("/example.org/bob"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(s.authd.dict_lookups() - before, 1, "doveadm user bob");
 
     let unknown = dc.doveadm(&["user", "nobody@example.org"]);
     assert_eq!(unknown.status.code(), Some(67), "{}", text(&unknown));
@@ -348,4 +367,88 @@ fn imap_login_through_the_contrib_dict() {
         smtp_only,
         "NO [AUTHENTICATIONFAILED] Authentication failed."
     );
+}
+
+/// The `name=value` lines indented under `heading` in `doveadm auth login`'s output.
+fn section(stdout: &str, heading: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .skip_while(|l| l.trim() != heading)
+        .skip(1)
+        .take_while(|l| l.starts_with(' ') || l.starts_with('\t'))
+        .filter_map(|l| l.trim().split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_login_costs_one_dict_request() {
+    let test = "a_login_costs_one_dict_request";
+    let Some(s) = setup(test) else { return };
+    let dc = &s.dovecot;
+    let (user, pw) = s.users[0];
+    let home = format!("{}/example.org/alice", s.home_base.display());
+    let log = || dc.log();
+
+    // `doveadm auth login` is a login as a login process makes it: passdb over auth-client,
+    // then the userdb lookup over auth-master, which prints the userdb fields it got.
+    let before = s.authd.dict_lookups();
+    let out = dc.doveadm(&["auth", "login", user, pw]);
+    let after = s.authd.dict_lookups();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("doveadm auth login {user}:\n{stdout}");
+    assert!(out.status.success(), "{}\n--- log:\n{}", text(&out), log());
+    assert_eq!(
+        after - before,
+        1,
+        "doveadm auth login must cost one dict request (passdb with userdb_* fields)\n{}\n--- log:\n{}",
+        text(&out),
+        log()
+    );
+    // Dovecot keeps the passdb's `userdb_*` fields to itself (its `extra fields:` show only
+    // `user`); they come back as the login's userdb reply, with no userdb request to authd.
+    let userdb = section(&stdout, "userdb extra fields:");
+    let get = |k: &str| {
+        userdb
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no userdb {k} in doveadm auth login:\n{stdout}"))
+    };
+    assert_eq!(get("home"), home);
+    assert_eq!(get("mail"), "maildir:~/Maildir");
+    assert_eq!(get("uid"), s.uid.to_string());
+    assert_eq!(get("gid"), s.gid.to_string());
+    assert_eq!(get("quota_rule"), format!("*:bytes={ALICE_QUOTA}"));
+
+    // IMAP: LOGIN, then a mailbox opened in the home authd named (so the mail process ran
+    // with the prefetched fields). One dict request for all of it.
+    let before = s.authd.dict_lookups();
+    let mut imap = imap_login(dc.imap_port, user, pw)
+        .unwrap_or_else(|e| panic!("IMAP LOGIN {user}: {e}\n--- log:\n{}", log()));
+    assert_eq!(imap.select("INBOX").unwrap(), 0);
+    imap.logout().ok();
+    assert_eq!(
+        s.authd.dict_lookups() - before,
+        1,
+        "an IMAP login must cost one dict request\n--- log:\n{}",
+        log()
+    );
+    let maildir = s.home_base.join("example.org/alice/Maildir");
+    assert!(maildir.is_dir(), "{} missing\n{}", maildir.display(), log());
+
+    // POP3 likewise, for another user (DES hash, the how-to's).
+    let (user, pw) = s.users[4];
+    let before = s.authd.dict_lookups();
+    let mut pop3 = pop3_login(dc.pop3_port, user, pw)
+        .unwrap_or_else(|e| panic!("POP3 login {user}: {e}\n--- log:\n{}", log()));
+    assert_eq!(pop3.stat().unwrap(), (0, 0));
+    pop3.quit().ok();
+    assert_eq!(
+        s.authd.dict_lookups() - before,
+        1,
+        "a POP3 login must cost one dict request\n--- log:\n{}",
+        log()
+    );
+    assert!(s.home_base.join("example.org/erin/Maildir").is_dir());
 }

@@ -87,6 +87,14 @@ impl Daemon {
         vmail_test_support::set_mode(&self.dict_socket, 0o666);
     }
 
+    /// Dict lookups answered so far, whatever the outcome (authd's
+    /// `vmail_authd_dict_requests_total`, summed over its labels).
+    pub fn dict_lookups(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.authenticator.stats;
+        s.dict_found.load(Relaxed) + s.dict_not_found.load(Relaxed) + s.dict_failed.load(Relaxed)
+    }
+
     pub fn pid_file(&self) -> PathBuf {
         self.dir.path().join("authd.pid")
     }
