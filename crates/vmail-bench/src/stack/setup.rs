@@ -8,7 +8,11 @@
 //!   binaries of vmail-lookupd, vmail-authd and vmail-lda;
 //! - **ceiling**: the same Postfix with `texthash:` maps holding the same data, SMTP AUTH
 //!   against an in-process always-OK Dovecot-auth-protocol server, a `pipe(8)` transport
-//!   running `/bin/true`, and Dovecot with a static passdb that accepts any password.
+//!   running `/bin/true`, and Dovecot with a static passdb that accepts any password; plus,
+//!   for the RCPT ceiling, a second Postfix with contrib's `socketmap:` main.cf lines pointed
+//!   at an in-process trivial socketmap server answering the same data from memory
+//!   (`stack/trivial_map.rs`). The `texthash:` RCPT figure (tables inside smtpd, no IPC)
+//!   is reported for reference only.
 //!
 //! Everything runs in a temp dir on loopback ports and is stopped by pid when dropped; the
 //! only file outside it is the PAM service file saslauthd needs (`/etc/pam.d/NAME`), removed
@@ -20,6 +24,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -27,7 +32,8 @@ use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
 use vmail_test_support::postfix::{lookup_group, lookup_user, PostfixBuilder, PrivatePostfix};
 use vmail_test_support::{free_port, set_mode, wait_until, TestDb};
 
-use super::{alias, login, DOMAIN};
+use super::trivial_map::Tables;
+use super::DOMAIN;
 
 const CONTRIB_MAIN_CF: &str = include_str!("../../../../contrib/postfix/main.cf.vmail");
 const CONTRIB_MASTER_CF: &str = include_str!("../../../../contrib/postfix/master.cf.vmail");
@@ -838,13 +844,20 @@ impl Vmail {
 // ---------------------------------------------------------------------------------------
 
 pub struct Ceiling {
+    /// The `texthash:` instance: the delivery figure, SMTP AUTH, and the RCPT reference.
     pub postfix: PrivatePostfix,
     pub dovecot: PrivateDovecot,
     pub auth_port: u16,
-    /// smtpd of the RCPT figure.
+    /// smtpd of the RCPT reference figure (`texthash:` maps, no IPC).
     pub rcpt_port: u16,
-    /// The always-OK auth server's runtime (dropped after Postfix).
-    _auth_rt: tokio::runtime::Runtime,
+    /// The `socketmap:` instance: contrib's main.cf.vmail lines against the trivial map
+    /// server. Only its RCPT listener is measured.
+    pub map_postfix: PrivatePostfix,
+    /// smtpd of the RCPT ceiling (`socketmap:` maps -> trivial map server).
+    pub map_rcpt_port: u16,
+    /// The runtime of the always-OK auth server and the trivial map server (dropped after
+    /// both Postfix instances).
+    _rt: tokio::runtime::Runtime,
 }
 
 /// The `pipe(8)` transport of the delivery ceiling.
@@ -854,29 +867,30 @@ impl Ceiling {
     pub fn start(env: &Env, users: usize, aliases: usize) -> Result<Ceiling> {
         let u = &env.user;
         let mail_base = env.mail_base("mail-ceiling")?;
-        // The same addresses as the database, in texthash: tables (read once per process).
-        let mut mailboxes = String::new();
-        let mut alias_map = String::new();
-        for n in 0..users {
-            let _ = writeln!(mailboxes, "{} {DOMAIN}/user{n}/", login(n));
-            let _ = writeln!(alias_map, "{0} {0}", login(n));
-        }
-        for k in 0..aliases {
-            let _ = writeln!(alias_map, "{} {}", alias(k), login(k));
-        }
-        let sock = env.work.join("ceiling-auth.sock");
+        // The same addresses as the database: served by the trivial map server, and written
+        // out as texthash: tables (read once per process).
+        let tables = Arc::new(Tables::bench(users, aliases));
+        let auth_sock = env.work.join("ceiling-auth.sock");
+        let map_sock = env.work.join("ceiling-map.sock");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("ok-auth")
+            .thread_name("ceiling-srv")
             .enable_all()
             .build()?;
-        let listener = {
+        let (auth_srv, map_srv) = {
             let _g = rt.enter();
-            tokio::net::UnixListener::bind(&sock)
-                .with_context(|| format!("bind {}", sock.display()))?
+            (
+                tokio::net::UnixListener::bind(&auth_sock)
+                    .with_context(|| format!("bind {}", auth_sock.display()))?,
+                tokio::net::UnixListener::bind(&map_sock)
+                    .with_context(|| format!("bind {}", map_sock.display()))?,
+            )
         };
-        set_mode(&sock, 0o666);
-        rt.spawn(super::load::serve_always_ok(listener));
+        // smtpd, cleanup and trivial-rewrite run as postfix.
+        set_mode(&auth_sock, 0o666);
+        set_mode(&map_sock, 0o666);
+        rt.spawn(super::load::serve_always_ok(auth_srv));
+        rt.spawn(super::trivial_map::serve(map_srv, tables.clone()));
 
         let dovecot = start_dovecot(
             common_dovecot(u)
@@ -888,36 +902,94 @@ impl Ceiling {
                     mail_base.display()
                 )),
         )?;
+        let bintrue = format!(
+            "{CEILING_TRANSPORT} unix - n n - - pipe\n  flags=DRhu user={}:{} argv=/bin/true",
+            u.name, u.group
+        );
         let auth_port = free_port();
         let rcpt_port = free_port();
         let postfix = start_postfix(
             common_postfix(rcpt_port)
-                .file("etc/domains", &format!("{DOMAIN} virtual\n"))
-                .file("etc/mailboxes", &mailboxes)
-                .file("etc/aliases", &alias_map)
-                .file("etc/transport", "")
+                .file("etc/domains", &tables.texthash("domains"))
+                .file("etc/mailboxes", &tables.texthash("mailboxes"))
+                .file("etc/aliases", &tables.texthash("aliases"))
+                .file("etc/transport", &tables.texthash("transport"))
                 .main("virtual_mailbox_domains = texthash:@DIR@/etc/domains")
                 .main("virtual_mailbox_maps = texthash:@DIR@/etc/mailboxes")
                 .main("virtual_alias_maps = texthash:@DIR@/etc/aliases")
                 .main("transport_maps = texthash:@DIR@/etc/transport")
                 .main(&format!("virtual_transport = {CEILING_TRANSPORT}"))
-                .main(&format!("{CEILING_TRANSPORT}_destination_recipient_limit = 1"))
-                .main("smtpd_sasl_type = dovecot")
-                .main(&format!("smtpd_sasl_path = {}", sock.display()))
-                .master(&format!(
-                    "{CEILING_TRANSPORT} unix - n n - - pipe\n  flags=DRhu user={}:{} argv=/bin/true",
-                    u.name, u.group
+                .main(&format!(
+                    "{CEILING_TRANSPORT}_destination_recipient_limit = 1"
                 ))
+                .main("smtpd_sasl_type = dovecot")
+                .main(&format!("smtpd_sasl_path = {}", auth_sock.display()))
+                .master(&bintrue)
                 .master(&auth_listener(auth_port, "auth", &[])),
+        )?;
+
+        // contrib's main.cf.vmail as the vmail instance has it, every socketmap pointed at
+        // the trivial map server; only what no RCPT touches is moved off vmail's daemons
+        // (SASL to the always-OK server, final delivery to /bin/true).
+        let map_rcpt_port = free_port();
+        let mut b = common_postfix(map_rcpt_port);
+        for line in socketmaps_to(&contrib_main_cf(&env.work.join("spool"))?, &map_sock)? {
+            b = b.main(&line);
+        }
+        let map_postfix = start_postfix(
+            b.main(&format!("virtual_transport = {CEILING_TRANSPORT}"))
+                .main(&format!(
+                    "{CEILING_TRANSPORT}_destination_recipient_limit = 1"
+                ))
+                .main(&format!("smtpd_sasl_path = {}", auth_sock.display()))
+                .master(&bintrue),
         )?;
         Ok(Ceiling {
             postfix,
             dovecot,
             auth_port,
             rcpt_port,
-            _auth_rt: rt,
+            map_postfix,
+            map_rcpt_port,
+            _rt: rt,
         })
     }
+}
+
+/// `main.cf` lines with every `socketmap:unix:PATH:NAME` table replaced by
+/// `socketmap:unix:SOCK:NAME`; fails when there is none (contrib changed under us).
+fn socketmaps_to(lines: &[String], sock: &Path) -> Result<Vec<String>> {
+    let mut replaced = 0;
+    let out: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            let Some((name, value)) = line.split_once('=') else {
+                return line.clone();
+            };
+            if !value.contains("socketmap:unix:") {
+                return line.clone();
+            }
+            // Table lists are separated by commas and/or whitespace (postconf(5)).
+            let tables: Vec<String> = value
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|t| !t.is_empty())
+                .map(
+                    |t| match (t.strip_prefix("socketmap:unix:"), t.rsplit_once(':')) {
+                        (Some(_), Some((_, map))) => {
+                            replaced += 1;
+                            format!("socketmap:unix:{}:{map}", sock.display())
+                        }
+                        _ => t.to_string(),
+                    },
+                )
+                .collect();
+            format!("{} = {}", name.trim(), tables.join(", "))
+        })
+        .collect();
+    if replaced == 0 {
+        bail!("contrib/postfix/main.cf.vmail has no socketmap:unix: table (update crates/vmail-bench/src/stack/setup.rs)");
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -986,4 +1058,32 @@ pub fn maildir_count(base: &Path, mailboxes: usize) -> usize {
                 .map_or(0, |d| d.count())
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contrib_socketmaps_point_at_the_ceiling_server() {
+        let lines = contrib_main_cf(Path::new("/spool")).unwrap();
+        let out = socketmaps_to(&lines, Path::new("/w/map.sock")).unwrap();
+        assert_eq!(out.len(), lines.len());
+        for (name, map) in [
+            ("virtual_mailbox_domains", "domains"),
+            ("virtual_mailbox_maps", "mailboxes"),
+            ("virtual_alias_maps", "aliases"),
+            ("transport_maps", "transport"),
+            ("smtpd_sender_login_maps", "senders"),
+        ] {
+            let want = format!("{name} = socketmap:unix:/w/map.sock:{map}");
+            assert!(out.contains(&want), "{want} not in {out:#?}");
+        }
+        assert!(!out.iter().any(|l| l.contains("vmail-lookupd")), "{out:#?}");
+        // Everything else as contrib has it.
+        for l in lines.iter().filter(|l| !l.contains("socketmap:")) {
+            assert!(out.contains(l), "{l} lost");
+        }
+        assert!(socketmaps_to(&["a = b".to_string()], Path::new("/s")).is_err());
+    }
 }
