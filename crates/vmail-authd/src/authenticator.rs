@@ -44,6 +44,9 @@ pub struct AuthStats {
     pub dict_found: AtomicU64,
     pub dict_not_found: AtomicU64,
     pub dict_failed: AtomicU64,
+    /// Dict connections accepted: Dovecot reconnecting for every lookup (its dict client's
+    /// default) shows up as this growing with every login.
+    pub dict_connections: AtomicU64,
 }
 
 impl AuthStats {
@@ -108,6 +111,14 @@ impl AuthStats {
         ] {
             sample(&mut out, n, &format!("outcome=\"{o}\""), g(c));
         }
+        let n = "vmail_authd_dict_connections_total";
+        header(
+            &mut out,
+            n,
+            "counter",
+            "Dict connections accepted (Dovecot's dict client keeps one open with idle_msecs).",
+        );
+        sample(&mut out, n, "", g(&self.dict_connections));
         out
     }
 

@@ -33,6 +33,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    AuthStats::bump(&auth.stats.dict_connections);
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     let mut chunk = vec![0u8; 4096];
     let mut out: Vec<u8> = Vec::with_capacity(512);

@@ -49,12 +49,18 @@ fn text(o: &Output) -> String {
 /// dir). Panics if the files no longer contain what is replaced, so a change to the shipped
 /// paths cannot slip past this test.
 fn contrib_files(dict_socket: &Path) -> (String, String) {
-    let uri = "uri = proxy:/run/vmail/auth-dict:auth";
+    let uri = "uri = proxy:idle_msecs=30000:/run/vmail/auth-dict:auth";
     assert!(
         CONTRIB_DICT.contains(uri),
         "contrib dict file changed its uri"
     );
-    let dict = CONTRIB_DICT.replace(uri, &format!("uri = proxy:{}:auth", dict_socket.display()));
+    let dict = CONTRIB_DICT.replace(
+        uri,
+        &format!(
+            "uri = proxy:idle_msecs=30000:{}:auth",
+            dict_socket.display()
+        ),
+    );
     let args = "args = /etc/dovecot/dovecot-dict-auth.conf.ext";
     assert_eq!(
         CONTRIB_AUTH.matches(args).count(),
@@ -451,4 +457,21 @@ fn a_login_costs_one_dict_request() {
         log()
     );
     assert!(s.home_base.join("example.org/erin/Maildir").is_dir());
+
+    // contrib's `idle_msecs` keeps Dovecot's dict connection open between lookups: logins
+    // in a row reuse it instead of connecting (and saying HELLO) for every one, which is
+    // what Dovecot's default would do. An auth worker of Dovecot's may open its own.
+    let (user, pw) = s.users[0];
+    let before = s.authd.dict_connections();
+    for _ in 0..6 {
+        let imap = imap_login(dc.imap_port, user, pw)
+            .unwrap_or_else(|e| panic!("IMAP LOGIN {user}: {e}\n--- log:\n{}", log()));
+        imap.logout().ok();
+    }
+    let opened = s.authd.dict_connections() - before;
+    assert!(
+        opened <= 2,
+        "6 logins opened {opened} dict connections: Dovecot reconnects per lookup (idle_msecs?)\n--- log:\n{}",
+        log()
+    );
 }

@@ -557,5 +557,6 @@ fn metrics_count_results_cache_hits_and_dict_lookups() {
         get("vmail_authd_dict_requests_total{outcome=\"notfound\"}"),
         1.0
     );
+    assert_eq!(get("vmail_authd_dict_connections_total"), 1.0);
     assert_eq!(get("vmail_authd_penalty_blocked_total"), 0.0);
 }

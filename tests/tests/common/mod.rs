@@ -338,8 +338,11 @@ pub fn contrib_dovecot(dict_socket: &Path) -> (String, String) {
     let dict = replace_exact(
         "contrib/dovecot/dovecot-dict-auth.conf.ext",
         CONTRIB_DICT,
-        "uri = proxy:/run/vmail/auth-dict:auth",
-        &format!("uri = proxy:{}:auth", dict_socket.display()),
+        "uri = proxy:idle_msecs=30000:/run/vmail/auth-dict:auth",
+        &format!(
+            "uri = proxy:idle_msecs=30000:{}:auth",
+            dict_socket.display()
+        ),
         1,
     );
     let auth = replace_exact(

@@ -95,6 +95,13 @@ impl Daemon {
         s.dict_found.load(Relaxed) + s.dict_not_found.load(Relaxed) + s.dict_failed.load(Relaxed)
     }
 
+    /// Dict connections accepted so far (`vmail_authd_dict_connections_total`).
+    pub fn dict_connections(&self) -> u64 {
+        let s = &self.authenticator.stats;
+        s.dict_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn pid_file(&self) -> PathBuf {
         self.dir.path().join("authd.pid")
     }

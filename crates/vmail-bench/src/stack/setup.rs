@@ -792,8 +792,8 @@ impl Vmail {
         let dict = replace_some(
             "contrib/dovecot/dovecot-dict-auth.conf.ext",
             CONTRIB_DICT,
-            "uri = proxy:/run/vmail/auth-dict:auth",
-            &format!("uri = proxy:{}:auth", dict_sock.display()),
+            "uri = proxy:idle_msecs=30000:/run/vmail/auth-dict:auth",
+            &format!("uri = proxy:idle_msecs=30000:{}:auth", dict_sock.display()),
         )?;
         let auth = replace_some(
             "contrib/dovecot/conf.d/auth-vmail.conf.ext",
