@@ -268,11 +268,7 @@ fn deliver(
         prepend.push(("Delivered-To".to_string(), user.email.clone()));
     }
     let hostname = if lda.hostname.is_empty() {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into())
+        vmail_maildir::system_hostname()
     } else {
         lda.hostname.clone()
     };
