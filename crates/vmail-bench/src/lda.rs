@@ -9,8 +9,10 @@
 //! `driver = sql` on the benchmark database, with the auth cache off, so every dovecot-lda
 //! delivery costs one SQL lookup as every vmail-lda delivery does. vmail-lda runs as
 //! contrib/ sets it up: it asks a running vmail-lookupd (cache off, so one SQL lookup per
-//! delivery too) over a UNIX socket, as dovecot-lda asks Dovecot's auth process. The
-//! breakdown also shows vmail-lda connecting to the database itself (lookupd not running).
+//! delivery too) over a UNIX socket, as dovecot-lda asks Dovecot's auth process. One more
+//! 1 KiB figure has both caches on (lookupd's, as contrib ships it, and Dovecot's
+//! `auth_cache_size`), so neither side asks the database. The breakdown also shows vmail-lda
+//! connecting to the database itself (lookupd not running).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -387,7 +389,9 @@ fn mysql_database_toml(db: &TestDb, host: &str) -> String {
 
 /// A Dovecot whose passdb and userdb run one SQL query per lookup on the benchmark database,
 /// returning homes under `homes`.
-fn start_dovecot(db: &TestDb, homes: &Path, user: MailUser) -> Result<PrivateDovecot> {
+/// With `cache`, Dovecot's auth cache is on (`auth_cache_size = 10M`), so a userdb lookup it
+/// has answered before costs no SQL query.
+fn start_dovecot(db: &TestDb, homes: &Path, user: MailUser, cache: bool) -> Result<PrivateDovecot> {
     let (host, port) = db.host.rsplit_once(':').context("db host:port")?;
     // Same checks as vmail's lookup (user and domain active), in one statement.
     let cond = "FROM users u JOIN domains d ON d.domain = '%d' \
@@ -407,8 +411,13 @@ fn start_dovecot(db: &TestDb, homes: &Path, user: MailUser) -> Result<PrivateDov
     );
     let dovecot = DovecotBuilder::new()
         .mail_owner(user.uid, user.gid)
-        // Default, stated: every delivery must reach the database, as vmail-lda's does.
-        .conf("auth_cache_size = 0")
+        // Off is Dovecot's default: every delivery reaches the database, as vmail-lda's
+        // does through lookupd with its cache off.
+        .conf(if cache {
+            "auth_cache_size = 10M"
+        } else {
+            "auth_cache_size = 0"
+        })
         // dovecot-lda runs as the mail user: it must be able to write its log and reach the
         // stats socket, or it logs a permission error at every delivery.
         .conf("protocol lda {\n  log_path = @DIR@/lda.log\n}")
@@ -509,7 +518,8 @@ pub fn run(a: &LdaArgs) -> Result<()> {
             &vmail_homes,
         ),
     )?;
-    let dovecot = start_dovecot(&db, &dovecot_homes, user)?;
+    let dovecot = start_dovecot(&db, &dovecot_homes, user, false)?;
+    let dovecot_cached = start_dovecot(&db, &dovecot_homes, user, true)?;
 
     // vmail-lda as contrib/vmail/vmail.toml sets it up: asking a running lookupd, whose
     // cache is off here so that every delivery still costs one SQL lookup, as dovecot-lda's
@@ -520,6 +530,7 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     lookupd_cfg.lookupd.lda_socket_group = group_name(user.gid)?;
     lookupd_cfg.mailbox.home = format!("{}/%d/%n", vmail_homes.display());
     lookupd_cfg.mailbox.mail = "maildir:~/Maildir".into();
+    let lookupd_cfg_base = lookupd_cfg.clone();
     let _lookupd = crate::spawn_lookupd(lookupd_cfg, &work.join("lookupd-postfix"), false)?;
     let cfg_lookupd = work.join("vmail-lookupd.toml");
     write_file(
@@ -531,6 +542,23 @@ pub fn run(a: &LdaArgs) -> Result<()> {
         ),
     )?;
 
+    // The same with both caches on: lookupd's (as contrib/ ships it) and Dovecot's auth
+    // cache, each filled by the warm-up delivery, so neither asks the database.
+    let lda_sock_cached = work.join("lookupd-lda-cached");
+    let mut cached_cfg = lookupd_cfg_base.clone();
+    cached_cfg.lookupd.lda = vec![format!("unix:{}", lda_sock_cached.display())];
+    let _lookupd_cached =
+        crate::spawn_lookupd(cached_cfg, &work.join("lookupd-postfix-cached"), true)?;
+    let cfg_lookupd_cached = work.join("vmail-lookupd-cached.toml");
+    write_file(
+        &cfg_lookupd_cached,
+        &format!(
+            "{}[lda]\nlookupd = \"unix:{}\"\n",
+            vmail_toml(&mysql_database_toml(&db, &db.host), &vmail_homes),
+            lda_sock_cached.display()
+        ),
+    )?;
+
     let vmail = Lda::Vmail {
         bin: vmail_bin.clone(),
         config: cfg_lookupd.clone(),
@@ -538,6 +566,14 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     let dove = Lda::Dovecot {
         bin: a.dovecot_lda.clone(),
         config: dovecot.conf_path(),
+    };
+    let vmail_cached = Lda::Vmail {
+        bin: vmail_bin.clone(),
+        config: cfg_lookupd_cached.clone(),
+    };
+    let dove_cached = Lda::Dovecot {
+        bin: a.dovecot_lda.clone(),
+        config: dovecot_cached.conf_path(),
     };
     let bench = Bench {
         user,
@@ -556,10 +592,10 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     let small = &bodies[0];
 
     // Warm-up: every recipient's Maildir (and Dovecot's index files) exists before measuring.
-    for lda in [&vmail, &dove] {
+    for lda in [&vmail, &dove, &vmail_cached, &dove_cached] {
         bench.measure(lda, small, Duration::ZERO, recipients)?;
     }
-    let mut delivered = [recipients, recipients];
+    let mut delivered = [2 * recipients, 2 * recipients];
 
     let mut true_cmd = Command::new("/bin/true");
     as_mail_user(&mut true_cmd, user);
@@ -624,6 +660,21 @@ pub fn run(a: &LdaArgs) -> Result<()> {
             v.per_sec / d.per_sec
         );
     }
+    // Both caches on, 1 KiB: the lookup costs an in-memory answer on both sides.
+    let v = bench.measure(&vmail_cached, small, dur, 5)?;
+    let d = bench.measure(&dove_cached, small, dur, 5)?;
+    delivered[0] += v.n;
+    delivered[1] += d.n;
+    println!(
+        "{:>8} | {:>38} | {:>38} | {:>13.2}",
+        "1 KiB *",
+        fmt(&v),
+        fmt(&d),
+        v.per_sec / d.per_sec
+    );
+    println!(
+        "  * caches on: lookupd's (contrib's setting) and Dovecot's auth_cache_size = 10M, both filled by the warm-up, so no delivery asks MariaDB"
+    );
     for (homes, want, name) in [
         (&vmail_homes, delivered[0], "vmail-lda"),
         (&dovecot_homes, delivered[1], "dovecot-lda"),
@@ -640,6 +691,7 @@ pub fn run(a: &LdaArgs) -> Result<()> {
         &vmail_bin,
         &[
             ("via lookupd", &cfg_lookupd),
+            ("lookupd cached", &cfg_lookupd_cached),
             ("MariaDB TCP", &cfg_tcp),
             ("MariaDB socket", &cfg_unix),
             ("SQLite", &cfg_sqlite),
