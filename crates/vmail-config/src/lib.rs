@@ -324,7 +324,9 @@ pub struct AuthdConfig {
     pub user: String,
     pub max_connections: usize,
     /// Close idle connections after this long. Postfix keeps one auth connection per smtpd
-    /// process and reconnects when it was closed.
+    /// process and reconnects when it was closed. Keep it well above Dovecot's dict
+    /// `idle_msecs` (contrib: 30 s): a request Dovecot sends just as authd closes the
+    /// connection fails that login (temporarily) instead of being retried.
     pub idle_timeout_ms: u64,
     /// A directory lookup slower than this is a temporary failure (Postfix: 454).
     pub request_timeout_ms: u64,
