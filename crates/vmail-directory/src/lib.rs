@@ -13,10 +13,11 @@ pub mod backend;
 pub mod cache;
 pub mod error;
 mod maps;
+pub mod memo;
 pub mod schema;
 pub mod sql;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 use vmail_config::{expand_template, Backend as BackendKind, Config};
@@ -104,6 +105,14 @@ pub struct Directory {
     deadline: Duration,
     /// Learned on first contact with the database, so a daemon can start while it is down.
     schema: OnceCell<(Schema, Queries)>,
+    /// Sub-answers shared between map lookups ([`Directory::with_memo`]); off by default.
+    memo: Option<SubMemo>,
+}
+
+/// The memoized sub-queries: user rows by address, forwardings by (source, local, domain).
+struct SubMemo {
+    users: memo::Memo<String, Option<User>>,
+    forwardings: memo::Memo<(String, String, String), Vec<String>>,
 }
 
 impl Directory {
@@ -148,7 +157,28 @@ impl Directory {
             config: config.clone(),
             deadline: Duration::from_millis(db.query_timeout_ms),
             schema: OnceCell::new(),
+            memo: None,
         })
+    }
+
+    /// Lets map lookups share the rows they read for up to [`memo::MEMO_TTL`] (never longer
+    /// than `positive`, or `negative` for "no such row"), holding at most `max_entries` of
+    /// each kind. For lookupd with its cache on; see the `memo` module for why.
+    pub fn with_memo(mut self, positive: Duration, negative: Duration, max_entries: usize) -> Self {
+        let (p, n) = (positive.min(memo::MEMO_TTL), negative.min(memo::MEMO_TTL));
+        self.memo = Some(SubMemo {
+            users: memo::Memo::new(p, n, max_entries),
+            forwardings: memo::Memo::new(p, n, max_entries),
+        });
+        self
+    }
+
+    /// Forgets the memoized rows (with lookupd's cache flush).
+    pub fn clear_memo(&self) {
+        if let Some(m) = &self.memo {
+            m.users.clear();
+            m.forwardings.clear();
+        }
     }
 
     /// The budget of one operation (`query_timeout_ms`).
@@ -326,6 +356,19 @@ impl Directory {
     }
 
     async fn user_at(&self, a: &Address) -> Result<Option<User>> {
+        let Some(m) = &self.memo else {
+            return self.read_user(a).await;
+        };
+        let key = a.to_string();
+        if let Some(u) = m.users.get(&key, Instant::now()) {
+            return Ok(u);
+        }
+        let u = self.read_user(a).await?;
+        m.users.put(key, u.clone(), Instant::now());
+        Ok(u)
+    }
+
+    async fn read_user(&self, a: &Address) -> Result<Option<User>> {
         let (schema, q) = self.schema().await?;
         let key = a.to_string();
         let rows = self.run(Q_USER, &key, &a.local, &a.domain).await?;
@@ -388,6 +431,19 @@ impl Directory {
 
     /// Raw alias destinations stored for exactly `key` (an address or `@domain`).
     async fn forwardings(&self, key: &str, local: &str, domain: &str) -> Result<Vec<String>> {
+        let Some(m) = &self.memo else {
+            return self.read_forwardings(key, local, domain).await;
+        };
+        let k = (key.to_string(), local.to_string(), domain.to_string());
+        if let Some(f) = m.forwardings.get(&k, Instant::now()) {
+            return Ok(f);
+        }
+        let f = self.read_forwardings(key, local, domain).await?;
+        m.forwardings.put(k, f.clone(), Instant::now());
+        Ok(f)
+    }
+
+    async fn read_forwardings(&self, key: &str, local: &str, domain: &str) -> Result<Vec<String>> {
         let rows = self.run(Q_ALIAS, key, local, domain).await?;
         let mut out = Vec::new();
         for r in &rows {

@@ -615,3 +615,73 @@ async fn bad_custom_query_is_a_startup_error() {
     let r = Directory::open(&cfg).await;
     assert!(matches!(r, Err(Error::Config(_))));
 }
+
+/// One lookup that must not fail.
+async fn ask(d: &Directory, map: Map, key: &str) -> Option<String> {
+    d.lookup(map, key)
+        .await
+        .unwrap_or_else(|e| panic!("{map} {key:?}: {e}"))
+}
+
+/// lookupd's memo (`Directory::with_memo`): map lookups share the rows they read, for their
+/// lifetime only and never longer than `memo::MEMO_TTL`; `clear_memo()` forgets them; a
+/// directory without a memo reads every time.
+#[tokio::test]
+async fn memo_shares_rows_for_its_lifetime_only() {
+    use std::time::Duration;
+    let (_g, cfg) = sqlite_config();
+    let path = cfg.database.sqlite_path.clone();
+    let raw = move |sql: &str| {
+        let c = rusqlite::Connection::open(&path).expect("open raw");
+        c.execute_batch(sql).expect("raw sql");
+    };
+    let plain = Directory::open(&cfg).await.unwrap();
+    plain.init(true).await.unwrap();
+    raw(CLASSIC_ROWS);
+    let ms = Duration::from_millis(400);
+    let memo = Directory::open(&cfg).await.unwrap().with_memo(ms, ms, 100);
+    let (new, want) = ("new@example.org", Some("example.org/new/".to_string()));
+
+    // `aliases` of an unknown user reads the user's (missing) row and the catch-all...
+    assert_eq!(ask(&memo, Map::Aliases, new).await, None);
+    raw("INSERT INTO users (email, password) VALUES ('new@example.org', 'x');");
+    // ...and `mailboxes` for the same address reuses that row instead of reading again,
+    assert_eq!(ask(&memo, Map::Mailboxes, new).await, None);
+    // while a directory without the memo sees the new row at once.
+    assert_eq!(ask(&plain, Map::Mailboxes, new).await, want);
+    // A flush forgets.
+    memo.clear_memo();
+    assert_eq!(ask(&memo, Map::Mailboxes, new).await, want);
+
+    // Found rows are shared too, for their lifetime only.
+    raw("DELETE FROM users WHERE email = 'new@example.org';");
+    assert_eq!(ask(&memo, Map::Mailboxes, new).await, want);
+    tokio::time::sleep(ms + Duration::from_millis(100)).await;
+    assert_eq!(ask(&memo, Map::Mailboxes, new).await, None);
+
+    // Forwardings: the catch-all row every unknown user of a domain reads.
+    let sales = Some("sales@example.com".to_string());
+    assert_eq!(ask(&memo, Map::Aliases, "x1@example.com").await, sales);
+    raw("UPDATE forwardings SET destination = 'info@example.com' WHERE source = '@example.com';");
+    assert_eq!(ask(&memo, Map::Aliases, "x2@example.com").await, sales);
+    assert_eq!(
+        ask(&plain, Map::Aliases, "x2@example.com").await.as_deref(),
+        Some("info@example.com")
+    );
+
+    // However long the cache TTLs, a memoized row lives at most MEMO_TTL.
+    let long = Duration::from_secs(3600);
+    let capped = Directory::open(&cfg)
+        .await
+        .unwrap()
+        .with_memo(long, long, 100);
+    let late = "late@example.org";
+    assert_eq!(ask(&capped, Map::Mailboxes, late).await, None);
+    raw("INSERT INTO users (email, password) VALUES ('late@example.org', 'x');");
+    assert_eq!(ask(&capped, Map::Mailboxes, late).await, None);
+    tokio::time::sleep(vmail_directory::memo::MEMO_TTL + Duration::from_millis(100)).await;
+    assert_eq!(
+        ask(&capped, Map::Mailboxes, late).await.as_deref(),
+        Some("example.org/late/")
+    );
+}

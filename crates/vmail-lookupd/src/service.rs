@@ -55,6 +55,9 @@ impl Service {
         if let Some(c) = &self.cache {
             c.clear();
         }
+        if let Some(d) = self.directory() {
+            d.clear_memo();
+        }
     }
 
     /// Answers `key` from the map named `map_name` (as Postfix sent it).
