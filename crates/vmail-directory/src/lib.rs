@@ -163,7 +163,10 @@ impl Directory {
 
     /// Lets map lookups share the rows they read for up to [`memo::MEMO_TTL`] (never longer
     /// than `positive`, or `negative` for "no such row"), holding at most `max_entries` of
-    /// each kind. For lookupd with its cache on; see the `memo` module for why.
+    /// each kind. For lookupd with its cache on; see the `memo` module for why. [`user`]
+    /// (authentication) always reads the row.
+    ///
+    /// [`user`]: Directory::user
     pub fn with_memo(mut self, positive: Duration, negative: Duration, max_entries: usize) -> Self {
         let (p, n) = (positive.min(memo::MEMO_TTL), negative.min(memo::MEMO_TTL));
         self.memo = Some(SubMemo {
@@ -331,7 +334,9 @@ impl Directory {
         let Some(a) = self.policy.parse(login) else {
             return Ok(None);
         };
-        self.bounded(self.user_at(&a)).await
+        // Never from the memo: a login is checked against the row as it is now, and the
+        // memo keeps no password.
+        self.bounded(self.read_user(&a)).await
     }
 
     /// The user mail for `recipient` is delivered to: exact address, then without its
@@ -364,7 +369,12 @@ impl Directory {
             return Ok(u);
         }
         let u = self.read_user(a).await?;
-        m.users.put(key, u.clone(), Instant::now());
+        // Map answers never need the hash; lookupd should not hold one in memory.
+        let kept = u.clone().map(|u| User {
+            password: None,
+            ..u
+        });
+        m.users.put(key, kept, Instant::now());
         Ok(u)
     }
 

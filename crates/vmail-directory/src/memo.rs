@@ -74,8 +74,9 @@ impl<K: Eq + Hash, V: Clone + Empty> Memo<K, V> {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= self.max_entries {
             m.retain(|_, (expires, _)| now < *expires);
-            // Still full of live entries: start over rather than scan on every insert.
-            if m.len() >= self.max_entries {
+            // Mostly live entries: start over, or the next inserts would each scan the map
+            // again for the few that expired.
+            if m.len() > self.max_entries / 8 * 7 {
                 m.clear();
             }
         }
@@ -125,23 +126,26 @@ mod tests {
 
     #[test]
     fn stays_bounded_and_clears() {
-        let m: Memo<u32, Option<u32>> = Memo::new(S, S, 3);
+        let m: Memo<u32, Option<u32>> = Memo::new(S, S, 16);
         let t = Instant::now();
-        for k in 0..3 {
+        for k in 0..16 {
             m.put(k, Some(k), t);
         }
         // Full of live entries: the next insert starts over.
-        m.put(3, Some(3), t);
+        m.put(100, Some(100), t);
         assert_eq!(m.len(), 1);
-        assert_eq!(m.get(&3, t), Some(Some(3)));
-        // Full again, but of expired entries: those go, live ones stay.
-        m.put(4, Some(4), t + 2 * S);
-        m.put(5, Some(5), t + 2 * S);
-        m.put(6, Some(6), t + 2 * S);
-        assert_eq!(m.len(), 3);
-        m.put(7, Some(7), t + 2 * S);
-        assert_eq!(m.len(), 1);
+        assert_eq!(m.get(&100, t), Some(Some(100)));
+        // Full again, mostly of expired entries: those go, the live one stays.
+        for k in 0..14 {
+            m.put(k, Some(k), t);
+        }
+        m.put(300, Some(300), t + S / 2);
+        assert_eq!(m.len(), 16);
+        let later = t + S + S / 4;
+        m.put(201, Some(201), later);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.get(&300, later), Some(Some(300)));
         m.clear();
-        assert_eq!(m.get(&7, t + 2 * S), None);
+        assert_eq!(m.get(&201, later), None);
     }
 }

@@ -638,7 +638,8 @@ async fn memo_shares_rows_for_its_lifetime_only() {
     let plain = Directory::open(&cfg).await.unwrap();
     plain.init(true).await.unwrap();
     raw(CLASSIC_ROWS);
-    let ms = Duration::from_millis(400);
+    // Long enough for a write and a lookup on a loaded CI machine.
+    let ms = Duration::from_millis(1500);
     let memo = Directory::open(&cfg).await.unwrap().with_memo(ms, ms, 100);
     let (new, want) = ("new@example.org", Some("example.org/new/".to_string()));
 
@@ -668,6 +669,25 @@ async fn memo_shares_rows_for_its_lifetime_only() {
         ask(&plain, Map::Aliases, "x2@example.com").await.as_deref(),
         Some("info@example.com")
     );
+
+    // A failed read is not kept: the next lookup reads again.
+    raw("ALTER TABLE forwardings RENAME TO f_away;");
+    assert!(memo.lookup(Map::Aliases, "team@example.org").await.is_err());
+    raw("ALTER TABLE f_away RENAME TO forwardings;");
+    assert_eq!(
+        ask(&memo, Map::Aliases, "team@example.org")
+            .await
+            .as_deref(),
+        Some("alice@example.org,bob@example.org,carol@remote.test")
+    );
+    // Authentication never reads from the memo.
+    raw("UPDATE users SET password = 'changed' WHERE email = 'alice@example.org';");
+    assert!(ask(&memo, Map::Mailboxes, "alice@example.org")
+        .await
+        .is_some());
+    raw("UPDATE users SET password = 'again' WHERE email = 'alice@example.org';");
+    let u = memo.user("alice@example.org").await.unwrap().unwrap();
+    assert_eq!(u.password.as_deref(), Some("again"));
 
     // However long the cache TTLs, a memoized row lives at most MEMO_TTL.
     let long = Duration::from_secs(3600);

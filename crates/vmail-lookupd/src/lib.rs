@@ -21,7 +21,7 @@ use vmail_directory::cache::MapCache;
 use vmail_directory::Directory;
 
 pub use conn::Protocol;
-pub use service::{Outcome, Service};
+pub use service::{Memo, Outcome, Service};
 
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -38,32 +38,36 @@ pub struct Lookupd {
     pid: Option<vmail_daemon::PidFile>,
 }
 
-/// The directory a configuration describes. With the cache on, map lookups also share the
-/// rows they read for a second or two (`vmail_directory::memo`): an unknown recipient then
-/// costs two queries instead of four. With it off, every lookup reads the database.
-async fn open_directory(config: &Config) -> vmail_directory::Result<Directory> {
+/// The directory a configuration describes, with the memo `memo` says (see
+/// [`Service::memo`]): with it, map lookups share the rows they read for a second or two
+/// (`vmail_directory::memo`), so an unknown recipient costs two queries instead of four.
+async fn open_directory(config: &Config, memo: Option<Memo>) -> vmail_directory::Result<Directory> {
     let dir = Directory::open(config).await?;
-    let c = &config.cache;
-    Ok(if c.enabled {
-        dir.with_memo(
-            Duration::from_secs(c.positive_ttl_s),
-            Duration::from_secs(c.negative_ttl_s),
-            c.max_entries,
-        )
-    } else {
-        dir
+    Ok(match memo {
+        Some(m) => dir.with_memo(m.positive, m.negative, m.max_entries),
+        None => dir,
     })
 }
 
-/// Builds the directory and cache a configuration describes.
+/// Builds the directory and cache a configuration describes. The memo goes with the cache:
+/// with the cache off, every lookup reads the database.
 async fn service_for(config: &Config) -> Result<Service> {
-    let dir = open_directory(config)
+    let c = &config.cache;
+    let memo = c.enabled.then(|| Memo {
+        positive: Duration::from_secs(c.positive_ttl_s),
+        negative: Duration::from_secs(c.negative_ttl_s),
+        // Per kind (user rows, forwardings); entries live 2 s at most, so this is only
+        // reached under a flood of distinct keys.
+        max_entries: c.max_entries,
+    });
+    let dir = open_directory(config, memo)
         .await
         .context("opening the directory")?;
-    let cache = config.cache.enabled.then(|| MapCache::new(&config.cache));
+    let cache = c.enabled.then(|| MapCache::new(c));
     Ok(Service::new(
         dir,
         cache,
+        memo,
         Duration::from_millis(config.lookupd.request_timeout_ms),
     ))
 }
@@ -188,7 +192,8 @@ impl Lookupd {
 /// broken new configuration is logged and the running one kept, as `postfix reload` does.
 async fn reload(svc: &Service, path: Option<&std::path::Path>) {
     match vmail_config::load(path) {
-        Ok(loaded) => match open_directory(&loaded.config).await {
+        // The cache is built once at start, so the memo follows it, not the new [cache].
+        Ok(loaded) => match open_directory(&loaded.config, svc.memo()).await {
             Ok(dir) => {
                 svc.replace_directory(dir);
                 svc.flush_cache();

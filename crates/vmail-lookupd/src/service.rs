@@ -23,18 +23,33 @@ pub enum Outcome {
     UnknownMap(String),
 }
 
+/// How long map lookups may share the rows they read (`Directory::with_memo`).
+#[derive(Debug, Clone, Copy)]
+pub struct Memo {
+    pub positive: Duration,
+    pub negative: Duration,
+    pub max_entries: usize,
+}
+
 pub struct Service {
     dir: RwLock<Arc<Directory>>,
     cache: Option<MapCache>,
+    memo: Option<Memo>,
     timeout: Duration,
     pub stats: Stats,
 }
 
 impl Service {
-    pub fn new(dir: Directory, cache: Option<MapCache>, timeout: Duration) -> Service {
+    pub fn new(
+        dir: Directory,
+        cache: Option<MapCache>,
+        memo: Option<Memo>,
+        timeout: Duration,
+    ) -> Service {
         Service {
             dir: RwLock::new(Arc::new(dir)),
             cache,
+            memo,
             timeout,
             stats: Stats::default(),
         }
@@ -42,6 +57,11 @@ impl Service {
 
     fn directory(&self) -> Option<Arc<Directory>> {
         self.dir.read().ok().map(|d| d.clone())
+    }
+
+    /// The memo the directory was opened with; a reloaded directory gets the same.
+    pub fn memo(&self) -> Option<Memo> {
+        self.memo
     }
 
     /// Swaps in a directory built from a reloaded configuration.
