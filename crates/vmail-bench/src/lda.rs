@@ -481,14 +481,7 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     vmail_test_support::set_mode(sqlite_dir.path(), 0o755);
     chown_tree(sqlite_dir.path(), user)?;
 
-    let base = match &a.dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("vmail-bench-lda")
-            .tempdir_in(d)?,
-        None => tempfile::Builder::new()
-            .prefix("vmail-bench-lda")
-            .tempdir()?,
-    };
+    let base = crate::work_dir("vmail-bench-lda", a.dir.as_deref())?;
     let work = base.path();
     vmail_test_support::set_mode(work, 0o755);
     let vmail_homes = work.join("vmail");
@@ -521,43 +514,31 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     let dovecot = start_dovecot(&db, &dovecot_homes, user, false)?;
     let dovecot_cached = start_dovecot(&db, &dovecot_homes, user, true)?;
 
-    // vmail-lda as contrib/vmail/vmail.toml sets it up: asking a running lookupd, whose
-    // cache is off here so that every delivery still costs one SQL lookup, as dovecot-lda's
-    // (auth cache off) does.
-    let lda_sock = work.join("lookupd-lda");
+    // vmail-lda as contrib/vmail/vmail.toml sets it up: asking a running lookupd. Returns
+    // the lookupd (kept running while held) and the vmail.toml pointing vmail-lda at it.
     let mut lookupd_cfg = mysql.clone();
-    lookupd_cfg.lookupd.lda = vec![format!("unix:{}", lda_sock.display())];
     lookupd_cfg.lookupd.lda_socket_group = group_name(user.gid)?;
     lookupd_cfg.mailbox.home = format!("{}/%d/%n", vmail_homes.display());
     lookupd_cfg.mailbox.mail = "maildir:~/Maildir".into();
-    let lookupd_cfg_base = lookupd_cfg.clone();
-    let _lookupd = crate::spawn_lookupd(lookupd_cfg, &work.join("lookupd-postfix"), false)?;
-    let cfg_lookupd = work.join("vmail-lookupd.toml");
-    write_file(
-        &cfg_lookupd,
-        &format!(
-            "{}[lda]\nlookupd = \"unix:{}\"\n",
-            vmail_toml(&mysql_database_toml(&db, &db.host), &vmail_homes),
-            lda_sock.display()
-        ),
-    )?;
-
+    let lda_toml = vmail_toml(&mysql_database_toml(&db, &db.host), &vmail_homes);
+    let lookupd_for_lda = |name: &str, cache: bool| -> Result<_> {
+        let sock = work.join(format!("{name}-lda"));
+        let mut cfg = lookupd_cfg.clone();
+        cfg.lookupd.lda = vec![format!("unix:{}", sock.display())];
+        let daemon = crate::spawn_lookupd(cfg, &work.join(format!("{name}-postfix")), cache)?;
+        let toml = work.join(format!("vmail-{name}.toml"));
+        write_file(
+            &toml,
+            &format!("{lda_toml}[lda]\nlookupd = \"unix:{}\"\n", sock.display()),
+        )?;
+        Ok((daemon, toml))
+    };
+    // Cache off, so that every delivery still costs one SQL lookup, as dovecot-lda's (auth
+    // cache off) does.
+    let (_lookupd, cfg_lookupd) = lookupd_for_lda("lookupd", false)?;
     // The same with both caches on: lookupd's (as contrib/ ships it) and Dovecot's auth
     // cache, each filled by the warm-up delivery, so neither asks the database.
-    let lda_sock_cached = work.join("lookupd-lda-cached");
-    let mut cached_cfg = lookupd_cfg_base.clone();
-    cached_cfg.lookupd.lda = vec![format!("unix:{}", lda_sock_cached.display())];
-    let _lookupd_cached =
-        crate::spawn_lookupd(cached_cfg, &work.join("lookupd-postfix-cached"), true)?;
-    let cfg_lookupd_cached = work.join("vmail-lookupd-cached.toml");
-    write_file(
-        &cfg_lookupd_cached,
-        &format!(
-            "{}[lda]\nlookupd = \"unix:{}\"\n",
-            vmail_toml(&mysql_database_toml(&db, &db.host), &vmail_homes),
-            lda_sock_cached.display()
-        ),
-    )?;
+    let (_lookupd_cached, cfg_lookupd_cached) = lookupd_for_lda("lookupd-cached", true)?;
 
     let vmail = Lda::Vmail {
         bin: vmail_bin.clone(),
@@ -643,6 +624,15 @@ pub fn run(a: &LdaArgs) -> Result<()> {
             f.n
         )
     };
+    let row = |label: &str, v: &Figure, d: &Figure| {
+        println!(
+            "{:>8} | {:>38} | {:>38} | {:>13.2}",
+            label,
+            fmt(v),
+            fmt(d),
+            v.per_sec / d.per_sec
+        );
+    };
     let mut dovecot_small = (0.0, 0.0);
     for ((size, label), body) in SIZES.into_iter().zip(&bodies) {
         let v = bench.measure(&vmail, body, dur, 5)?;
@@ -652,26 +642,14 @@ pub fn run(a: &LdaArgs) -> Result<()> {
         if size == 1024 {
             dovecot_small = (d.p50_ms, d.minflt_p50);
         }
-        println!(
-            "{:>8} | {:>38} | {:>38} | {:>13.2}",
-            label,
-            fmt(&v),
-            fmt(&d),
-            v.per_sec / d.per_sec
-        );
+        row(label, &v, &d);
     }
     // Both caches on, 1 KiB: the lookup costs an in-memory answer on both sides.
     let v = bench.measure(&vmail_cached, small, dur, 5)?;
     let d = bench.measure(&dove_cached, small, dur, 5)?;
     delivered[0] += v.n;
     delivered[1] += d.n;
-    println!(
-        "{:>8} | {:>38} | {:>38} | {:>13.2}",
-        "1 KiB *",
-        fmt(&v),
-        fmt(&d),
-        v.per_sec / d.per_sec
-    );
+    row("1 KiB *", &v, &d);
     println!(
         "  * caches on: lookupd's (contrib's setting) and Dovecot's auth_cache_size = 10M, both filled by the warm-up, so no delivery asks MariaDB"
     );

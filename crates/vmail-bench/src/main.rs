@@ -332,6 +332,17 @@ fn sha512_hashes(users: usize, password: fn(usize) -> String) -> Result<Vec<(usi
     Ok(out)
 }
 
+/// The directory a run works in: a fresh temp dir inside `dir` when given (`--dir`, to put
+/// Maildirs on a chosen file system), else in $TMPDIR; removed when dropped.
+fn work_dir(prefix: &str, dir: Option<&Path>) -> std::io::Result<tempfile::TempDir> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix);
+    match dir {
+        Some(d) => b.tempdir_in(d),
+        None => b.tempdir(),
+    }
+}
+
 /// Runs a lookupd on its own runtime (2 worker threads, as in production on this machine).
 fn spawn_lookupd(
     mut config: Config,

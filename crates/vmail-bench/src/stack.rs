@@ -382,14 +382,7 @@ pub fn run(a: StackArgs) -> Result<()> {
     let warm = Duration::from_secs(1);
     let conc = a.concurrency.max(1);
 
-    let work = match &a.dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("vmail-bench-stack")
-            .tempdir_in(d)?,
-        None => tempfile::Builder::new()
-            .prefix("vmail-bench-stack")
-            .tempdir()?,
-    };
+    let work = crate::work_dir("vmail-bench-stack", a.dir.as_deref())?;
     vmail_test_support::set_mode(work.path(), 0o755);
     let db = TestDb::create("vmail-bench stack").context("no MariaDB (run scripts/test-deps)")?;
     let began = Instant::now();

@@ -164,6 +164,17 @@ fn common_dovecot(user: &MailUser) -> DovecotBuilder {
         .file("lda.log", "")
 }
 
+/// The how-to's static userdb (every user the mail user, home under `mail_base`), shared by
+/// the classic Dovecot and the ceiling's.
+fn static_userdb(user: &MailUser, mail_base: &Path) -> String {
+    format!(
+        "driver = static\nargs = uid={} gid={} home={}/%d/%n allow_all_users=yes",
+        user.uid,
+        user.gid,
+        mail_base.display()
+    )
+}
+
 fn chown_lda_log(d: &PrivateDovecot, user: &MailUser) -> Result<()> {
     std::os::unix::fs::chown(d.dir.path().join("lda.log"), Some(user.uid), Some(user.gid))?;
     Ok(())
@@ -364,12 +375,7 @@ impl Classic {
                     mail_base.display()
                 ))
                 .passdb("driver = sql\nargs = @DIR@/dovecot-sql.conf.ext")
-                .userdb(&format!(
-                    "driver = static\nargs = uid={} gid={} home={}/%d/%n allow_all_users=yes",
-                    u.uid,
-                    u.gid,
-                    mail_base.display()
-                )),
+                .userdb(&static_userdb(u, &mail_base)),
         )?;
         chown_lda_log(&dovecot, u)?;
 
@@ -895,12 +901,7 @@ impl Ceiling {
         let dovecot = start_dovecot(
             common_dovecot(u)
                 .passdb("driver = static\nargs = nopassword=y")
-                .userdb(&format!(
-                    "driver = static\nargs = uid={} gid={} home={}/%d/%n allow_all_users=yes",
-                    u.uid,
-                    u.gid,
-                    mail_base.display()
-                )),
+                .userdb(&static_userdb(u, &mail_base)),
         )?;
         let bintrue = format!(
             "{CEILING_TRANSPORT} unix - n n - - pipe\n  flags=DRhu user={}:{} argv=/bin/true",
