@@ -359,6 +359,53 @@ fn fs_type(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// "static" or "dynamic": whether the ELF binary at `p` names a program interpreter
+/// (`PT_INTERP`, the dynamic loader). scripts/build-release links vmail-lda statically; a plain
+/// `cargo build` does not, which the figures should say.
+fn link_mode(p: &Path) -> String {
+    // The headers only: reading the whole binary would raise this process's peak RSS, which
+    // every child's ru_maxrss inherits (see run_child).
+    let mut head = Vec::new();
+    match File::open(p).and_then(|f| f.take(64 * 1024).read_to_end(&mut head)) {
+        Ok(_) => link_mode_of(&head).into(),
+        Err(e) => format!("unreadable: {e}"),
+    }
+}
+
+fn link_mode_of(elf: &[u8]) -> &'static str {
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    // ELF64 little-endian: e_phoff at 0x20, e_phentsize at 0x36, e_phnum at 0x38.
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return "not ELF64 LE";
+    }
+    let (Some(phoff), Some(size), Some(num)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return "truncated ELF";
+    };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return "truncated ELF";
+    };
+    let mut interp = false;
+    for i in 0..num {
+        match elf.get(phoff + i * size..phoff + i * size + 4) {
+            Some(t) => interp |= t == 3u32.to_le_bytes(),
+            None => return "truncated ELF",
+        }
+    }
+    if interp {
+        "dynamic"
+    } else {
+        "static"
+    }
+}
+
 /// The name of group `gid` (lookupd's socket is given to the group the LDA runs as).
 fn group_name(gid: u32) -> Result<String> {
     let groups = std::fs::read_to_string("/etc/group")?;
@@ -444,8 +491,15 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     };
     if !vmail_bin.exists() {
         bail!(
-            "{} not found: cargo build --release -p vmail-lda -p vmail-bench",
+            "{} not found: scripts/build-release -p vmail-bench -p vmail-lookupd",
             vmail_bin.display()
+        );
+    }
+    let lookupd_bin = std::env::current_exe()?.with_file_name("vmail-lookupd");
+    if !lookupd_bin.exists() {
+        bail!(
+            "{} not found: scripts/build-release -p vmail-bench -p vmail-lookupd",
+            lookupd_bin.display()
         );
     }
     if !a.dovecot_lda.exists() {
@@ -516,16 +570,33 @@ pub fn run(a: &LdaArgs) -> Result<()> {
 
     // vmail-lda as contrib/vmail/vmail.toml sets it up: asking a running lookupd. Returns
     // the lookupd (kept running while held) and the vmail.toml pointing vmail-lda at it.
-    let mut lookupd_cfg = mysql.clone();
-    lookupd_cfg.lookupd.lda_socket_group = group_name(user.gid)?;
-    lookupd_cfg.mailbox.home = format!("{}/%d/%n", vmail_homes.display());
-    lookupd_cfg.mailbox.mail = "maildir:~/Maildir".into();
+    // lookupd is its own process, as in production: a thread of this process would take
+    // copy-on-write faults after every fork of an LDA, and pay a TLB flush for each.
     let lda_toml = vmail_toml(&mysql_database_toml(&db, &db.host), &vmail_homes);
+    let lda_group = group_name(user.gid)?;
     let lookupd_for_lda = |name: &str, cache: bool| -> Result<_> {
         let sock = work.join(format!("{name}-lda"));
-        let mut cfg = lookupd_cfg.clone();
-        cfg.lookupd.lda = vec![format!("unix:{}", sock.display())];
-        let daemon = crate::spawn_lookupd(cfg, &work.join(format!("{name}-postfix")), cache)?;
+        let daemon_toml = work.join(format!("{name}.toml"));
+        write_file(
+            &daemon_toml,
+            &format!(
+                "{lda_toml}[lookupd]\nsocketmap = [\"unix:{postfix}\"]\nlda = [\"unix:{lda}\"]\n\
+                 socket_group = \"\"\nlda_socket_group = \"{lda_group}\"\nuser = \"\"\n\
+                 pid_file = \"{pid}\"\nstats_interval_s = 0\n\
+                 [cache]\nenabled = {cache}\nmax_entries = 1000000\n\
+                 positive_ttl_s = 3600\nnegative_ttl_s = 3600\n",
+                postfix = work.join(format!("{name}-postfix")).display(),
+                lda = sock.display(),
+                pid = work.join(format!("{name}.pid")).display(),
+            ),
+        )?;
+        let daemon = crate::stack::Daemon::start(
+            name,
+            &lookupd_bin,
+            &daemon_toml,
+            &work.join(format!("state-{name}")),
+            std::slice::from_ref(&sock),
+        )?;
         let toml = work.join(format!("vmail-{name}.toml"));
         write_file(
             &toml,
@@ -583,10 +654,12 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     let floor = run_child(&mut true_cmd, b"", None, &bench.out)?.maxrss_kib;
     println!(
         "vmail-bench lda: one process per message as pipe(8) runs it, one at a time, as uid {}; \
-         {} users on MariaDB over TCP (vmail-lda through lookupd, cache off; dovecot-lda through \
+         vmail-lda {} ({}ally linked); {} users on MariaDB over TCP (vmail-lda through lookupd, cache off; dovecot-lda through \
          Dovecot's auth, cache off), {recipients} recipients in turn; Maildirs in {} ({}); \
          {}s per figure; load average {}",
         user.uid,
+        vmail_bin.display(),
+        link_mode(&vmail_bin),
         a.users,
         work.display(),
         fs_type(work),
@@ -963,4 +1036,37 @@ fn reference(
         println!("{label:>52} | {us:>8.0}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_mode_of;
+
+    /// An ELF64 little-endian header with program headers of the given types.
+    fn elf(types: &[u32]) -> Vec<u8> {
+        let mut e = vec![0u8; 64];
+        e[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        e[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        e[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        e[0x38..0x3a].copy_from_slice(&u16::try_from(types.len()).unwrap().to_le_bytes());
+        for t in types {
+            let mut ph = vec![0u8; 56];
+            ph[..4].copy_from_slice(&t.to_le_bytes());
+            e.extend(ph);
+        }
+        e
+    }
+
+    #[test]
+    fn link_mode_reads_pt_interp() {
+        assert_eq!(link_mode_of(&elf(&[6, 3, 1])), "dynamic");
+        assert_eq!(link_mode_of(&elf(&[6, 1, 2])), "static");
+        let mut cut = elf(&[1, 3]);
+        cut.truncate(64 + 56 + 2);
+        assert_eq!(link_mode_of(&cut), "truncated ELF");
+        assert_eq!(link_mode_of(b"#!/bin/sh\n"), "not ELF64 LE");
+        // This test binary is a plain cargo build: dynamically linked.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(link_mode_of(&me), "dynamic");
+    }
 }

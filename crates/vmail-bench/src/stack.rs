@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use vmail_test_support::postfix::PrivatePostfix;
 use vmail_test_support::TestDb;
 
+pub(crate) use setup::Daemon;
 use setup::{Ceiling, Classic, Env, LogTail, MailUser, Vmail, CEILING_TRANSPORT};
 
 pub const DOMAIN: &str = "example.org";

@@ -109,6 +109,27 @@ pub fn main(argv: impl IntoIterator<Item = OsString>, fallback: Fallback) -> i32
     outcome.exit_code()
 }
 
+/// What std's start-up would have done for a program without a Rust `main` (see
+/// `main.rs`), minus the stack-overflow guard: fds 0-2 open (else the first file we open
+/// would become stdout or stderr, and a message line could end up in it), and SIGPIPE ignored
+/// so that a closed pipe is an error we report rather than a silent death.
+pub fn process_setup() {
+    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for fd in 0..=2 {
+        if fcntl(fd, FcntlArg::F_GETFD) == Err(nix::errno::Errno::EBADF) {
+            // open() takes the lowest free number: the one that is missing. Kept open for
+            // the life of the process on purpose.
+            match open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
+                Ok(_null) => {}
+                Err(_) => std::process::exit(outcome::sysexits::EX_TEMPFAIL),
+            }
+        }
+    }
+    // SAFETY: SIG_IGN installs no handler code; nothing else has touched SIGPIPE yet.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
 }

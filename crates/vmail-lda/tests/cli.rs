@@ -287,3 +287,52 @@ fn phase_timings_only_when_asked() {
     assert!(o.stdout.is_empty());
     assert_eq!(files(&e.maildir("alice").join("new")).len(), 2);
 }
+
+/// vmail-lda has no Rust `main` (start-up cost), so it sets up what std's start-up would:
+/// SIGPIPE ignored, and fds 0-2 open. A write to a closed pipe is then an error that ends in
+/// a status line and exit code, not a death by signal; and a delivery started with stdout and
+/// stderr closed works.
+#[test]
+fn process_setup_without_std_start_up() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+    // stdout is a pipe nobody reads: --version's write fails with EPIPE.
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let status = Command::new(env!("CARGO_BIN_EXE_vmail-lda"))
+        .arg("--version")
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), None, "killed by a signal: {status:?}");
+    assert_eq!(status.code(), Some(75), "{status:?}");
+
+    let e = Env::new("");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vmail-lda"));
+    c.arg("--config")
+        .arg(&e.config)
+        .args(["-d", "alice@example.org"])
+        .env("VMAIL_LDA_TIMING", "1")
+        .stdin(Stdio::piped());
+    // SAFETY: only close(2), which is async-signal-safe, between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let _ = nix::unistd::close(1);
+            let _ = nix::unistd::close(2);
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(MSG).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let new = files(&e.maildir("alice").join("new"));
+    assert_eq!(new.len(), 1);
+    let body = std::fs::read(&new[0]).unwrap();
+    assert!(
+        body.ends_with(b"Hello.\n"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}

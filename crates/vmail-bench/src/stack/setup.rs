@@ -486,7 +486,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `bin --config config` with its pid file and working directory in `state`, and
     /// waits until every UNIX listener its configuration names accepts connections.
-    fn start(
+    pub(crate) fn start(
         name: &str,
         bin: &Path,
         config: &Path,
