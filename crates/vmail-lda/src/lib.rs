@@ -12,6 +12,7 @@
 //! (`[lda] lookupd`) and, when that cannot answer, replaces itself (exec, stdin untouched)
 //! with `vmail-lda-direct`, which also reads the database itself.
 
+mod argv;
 mod headers;
 mod location;
 pub mod outcome;
@@ -31,7 +32,7 @@ pub use outcome::Outcome;
 /// The options dovecot-lda users already have in master.cf; the ones that only make sense
 /// for Dovecot's own configuration are accepted and ignored, so switching needs only a new
 /// path in `argv=`.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, PartialEq)]
 #[command(
     name = "vmail-lda",
     version,
@@ -82,7 +83,12 @@ pub fn main(argv: impl IntoIterator<Item = OsString>, fallback: Fallback) -> i32
         eprintln!("4.3.0 vmail-lda internal error, will retry: {info}");
         std::process::exit(outcome::sysexits::EX_TEMPFAIL);
     }));
-    let outcome = match Args::try_parse_from(argv) {
+    let argv: Vec<OsString> = argv.into_iter().collect();
+    let parsed = match argv::parse(&argv) {
+        Some(args) => Ok(args),
+        None => Args::try_parse_from(&argv),
+    };
+    let outcome = match parsed {
         Ok(args) => {
             timing::mark("args");
             run(&args, &mut std::io::stdin().lock(), fallback)
