@@ -17,6 +17,7 @@ pub mod memo;
 pub mod schema;
 pub mod sql;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
@@ -82,6 +83,9 @@ struct Queries {
     transport: Lookup,
     /// The operator wrote the user query; it decides activity itself.
     custom_user: bool,
+    /// Forwardings and user row of one address in one round trip (see
+    /// [`Directory::prefetch_address`]); only when both are our own queries.
+    address: Option<Lookup>,
     /// For our own queries, the column holding the key each row matched. MySQL's default
     /// collations are accent- and trailing-space-insensitive (`exämple.com` = `example.com`),
     /// so we check the match ourselves and both backends answer alike. `None` for custom
@@ -91,6 +95,9 @@ struct Queries {
 
 /// Column of the user query naming the user's active domain (when domains have flags).
 const ACTIVE_DOMAIN: &str = "vmail_active_domain";
+
+/// Column of the combined address query saying which table a row comes from.
+const KIND: &str = "vmail_kind";
 
 const Q_DOMAIN: usize = 0;
 const Q_USER: usize = 1;
@@ -107,6 +114,8 @@ pub struct Directory {
     schema: OnceCell<(Schema, Queries)>,
     /// Sub-answers shared between map lookups ([`Directory::with_memo`]); off by default.
     memo: Option<SubMemo>,
+    /// Statements sent to the database ([`Directory::queries_sent`]).
+    queries: AtomicU64,
 }
 
 /// The memoized sub-queries: user rows by address, forwardings by (source, local, domain).
@@ -158,6 +167,7 @@ impl Directory {
             deadline: Duration::from_millis(db.query_timeout_ms),
             schema: OnceCell::new(),
             memo: None,
+            queries: AtomicU64::new(0),
         })
     }
 
@@ -174,6 +184,12 @@ impl Directory {
             forwardings: memo::Memo::new(p, n, max_entries),
         });
         self
+    }
+
+    /// How many lookup statements this directory has sent to the database (not counting
+    /// schema detection and administration).
+    pub fn queries_sent(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
     }
 
     /// Forgets the memoized rows (with lookupd's cache flush).
@@ -269,6 +285,27 @@ impl Directory {
                     format!("SELECT {user_cols} FROM users WHERE email = %s")
                 },
             )?,
+            address: (c.user.is_none() && c.alias.is_none())
+                .then(|| {
+                    // The user query's columns, then the forwardings' two; each half fills
+                    // the other's columns with NULL. vmail_kind tells the rows apart.
+                    let (domain_col, domain_null) = if s.domains_active {
+                        (
+                            format!(", (SELECT domain FROM domains WHERE domain = %d{active} LIMIT 1) AS {ACTIVE_DOMAIN}"),
+                            ", NULL",
+                        )
+                    } else {
+                        (String::new(), "")
+                    };
+                    let nulls = ", NULL".repeat(user_cols.split(',').count());
+                    Lookup::compile(&format!(
+                        "SELECT 'u' AS {KIND}, {user_cols}{domain_col}, NULL AS destination, NULL AS source \
+                         FROM users WHERE email = %s \
+                         UNION ALL \
+                         SELECT 'f'{nulls}{domain_null}, destination, source FROM forwardings WHERE source = %s"
+                    ))
+                })
+                .transpose()?,
             alias: pick(
                 &c.alias,
                 "SELECT destination, source FROM forwardings WHERE source = %s".into(),
@@ -292,6 +329,7 @@ impl Directory {
     async fn run(&self, which: usize, key: &str, local: &str, domain: &str) -> Result<Vec<Row>> {
         let (_, q) = self.schema().await?;
         let lookup = [&q.domain, &q.user, &q.alias, &q.transport][which];
+        self.queries.fetch_add(1, Ordering::Relaxed);
         let mut rows = self
             .backend
             .fetch(&lookup.sql, lookup.bind(key, local, domain))
@@ -369,19 +407,21 @@ impl Directory {
             return Ok(u);
         }
         let u = self.read_user(a).await?;
-        // Map answers never need the hash; lookupd should not hold one in memory.
-        let kept = u.clone().map(|u| User {
-            password: None,
-            ..u
-        });
-        m.users.put(key, kept, Instant::now());
+        m.users
+            .put(key, u.clone().map(without_password), Instant::now());
         Ok(u)
     }
 
     async fn read_user(&self, a: &Address) -> Result<Option<User>> {
+        let rows = self
+            .run(Q_USER, &a.to_string(), &a.local, &a.domain)
+            .await?;
+        self.user_from_rows(&rows, a).await
+    }
+
+    /// The user of the first of `rows` (those the key matched), with the domain's flag.
+    async fn user_from_rows(&self, rows: &[Row], a: &Address) -> Result<Option<User>> {
         let (schema, q) = self.schema().await?;
-        let key = a.to_string();
-        let rows = self.run(Q_USER, &key, &a.local, &a.domain).await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
@@ -455,17 +495,51 @@ impl Directory {
 
     async fn read_forwardings(&self, key: &str, local: &str, domain: &str) -> Result<Vec<String>> {
         let rows = self.run(Q_ALIAS, key, local, domain).await?;
-        let mut out = Vec::new();
-        for r in &rows {
-            if let Some(v) = r.first() {
-                for d in address::split_destinations(v) {
-                    if !out.iter().any(|x: &String| x == d) {
-                        out.push(d.to_string());
-                    }
-                }
-            }
+        Ok(destinations(rows.iter().filter_map(Row::first)))
+    }
+
+    /// With the memo on and our own queries: reads the forwardings and the user row of `a`
+    /// in one statement and memoizes both, so that the `aliases` lookup of an address that
+    /// is in neither cache costs one round trip instead of two (the `mailboxes` lookup
+    /// Postfix makes next reads the same memo). Postfix asks about every unknown recipient
+    /// this way, so this is the query that a stream of new unknown addresses repeats.
+    async fn prefetch_address(&self, a: &Address) -> Result<()> {
+        let Some(m) = &self.memo else {
+            return Ok(());
+        };
+        let (_, q) = self.schema().await?;
+        let Some(lookup) = &q.address else {
+            return Ok(());
+        };
+        let key = a.to_string();
+        let fkey = (key.clone(), a.local.clone(), a.domain.clone());
+        let now = Instant::now();
+        if m.users.get(&key, now).is_some() || m.forwardings.get(&fkey, now).is_some() {
+            return Ok(());
         }
-        Ok(out)
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let rows = self
+            .backend
+            .fetch(&lookup.sql, lookup.bind(&key, &a.local, &a.domain))
+            .await?;
+        // As `run` does for each query: keep the rows whose key really equals ours.
+        let (users, forwardings): (Vec<Row>, Vec<Row>) =
+            rows.into_iter().partition(|r| r.get(KIND) == Some("u"));
+        let users: Vec<Row> = users
+            .into_iter()
+            .filter(|r| r.get("email").is_some_and(|e| self.same_key(e, &key)))
+            .collect();
+        let dest = destinations(
+            forwardings
+                .iter()
+                .filter(|r| r.get("source").is_some_and(|s| self.same_key(s, &key)))
+                .filter_map(|r| r.get("destination")),
+        );
+        let user = self.user_from_rows(&users, a).await?;
+        let now = Instant::now();
+        m.users.put(key, user.map(without_password), now);
+        m.forwardings.put(fkey, dest, now);
+        Ok(())
     }
 
     async fn transport_for(&self, key: &str) -> Result<Option<String>> {
@@ -952,4 +1026,25 @@ fn like_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Alias destinations from the stored values (each may list several), first occurrence kept.
+fn destinations<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values {
+        for d in address::split_destinations(v) {
+            if !out.iter().any(|x| x == d) {
+                out.push(d.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Map answers never need the hash; lookupd should not hold one in memory.
+fn without_password(u: User) -> User {
+    User {
+        password: None,
+        ..u
+    }
 }

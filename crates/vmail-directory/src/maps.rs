@@ -186,6 +186,7 @@ fn aliases<'a>(
 ) -> BoxFuture<'a, Result<Option<Vec<String>>>> {
     Box::pin(async move {
         let full = a.to_string();
+        dir.prefetch_address(a).await?;
         let f = dir.forwardings(&full, &a.local, &a.domain).await?;
         if !f.is_empty() {
             return Ok(Some(f));

@@ -1,6 +1,8 @@
 //! One directory test suite, run against both backends: the embedded SQLite default and a
 //! throwaway database on a real MariaDB server.
 
+use std::time::Duration;
+
 use vmail_config::Config;
 use vmail_directory::{Directory, Error, Map, RecipientRecord};
 use vmail_test_support::{sqlite_config, TestDb};
@@ -9,6 +11,7 @@ use vmail_test_support::{sqlite_config, TestDb};
 /// would.
 struct Env {
     dir: Directory,
+    cfg: Config,
     raw: Box<dyn Fn(&str) + Send + Sync>,
     mysql: bool,
     _guard: Box<dyn std::any::Any + Send + Sync>,
@@ -23,6 +26,7 @@ impl Env {
         dir.init(classic_only).await.expect("init");
         Env {
             dir,
+            cfg,
             raw: Box::new(move |sql| {
                 let c = rusqlite::Connection::open(&path).expect("open raw");
                 c.execute_batch(sql).expect("raw sql");
@@ -42,6 +46,7 @@ impl Env {
         let d2 = db.clone();
         Some(Env {
             dir,
+            cfg,
             raw: Box::new(move |sql| {
                 d2.sql(sql);
             }),
@@ -109,6 +114,99 @@ both! {
     recipient_records(false),
     password_column_width_is_enforced(true),
     migrate_is_idempotent_and_keeps_data(true),
+    memo_answers_like_plain(false),
+    memo_answers_like_plain_classic(true),
+}
+
+/// lookupd's memo reads an address's forwardings and user row in one statement
+/// (`prefetch_address`, a UNION of both halves): every map must answer exactly as without it,
+/// and an unknown address must cost one round trip for both, plus the catch-all once per
+/// domain.
+async fn memo_answers_like_plain(e: &Env) {
+    memo_check(e, true).await;
+}
+
+async fn memo_answers_like_plain_classic(e: &Env) {
+    memo_check(e, false).await;
+}
+
+/// `flags`: the schema has vmail's optional columns (users.active, domains.active, ...).
+async fn memo_check(e: &Env, flags: bool) {
+    (e.raw)(CLASSIC_ROWS);
+    if flags {
+        (e.raw)(
+            "INSERT INTO domains (domain, active) VALUES ('off.test', 0);
+             INSERT INTO users (email, password) VALUES ('dan@off.test', 'x');
+             INSERT INTO users (email, password, active, quota) VALUES ('eve@example.org', 'x', 0, 0), ('fay@example.org', 'x', 1, 5000);
+             INSERT INTO forwardings (source, destination) VALUES ('list@example.org', 'eve@example.org, fay@example.org');",
+        );
+    }
+    let memo = Directory::open(&e.cfg).await.unwrap().with_memo(
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        1000,
+    );
+    let keys = [
+        "alice@example.org",
+        "ALICE@Example.ORG",
+        "bob@example.org",
+        "alice+tag@example.org",
+        "info@example.com",
+        "info+x@example.com",
+        "team@example.org",
+        "sales@example.com",
+        "nobody@example.com",
+        "nobody@example.org",
+        "nobody+x@example.org",
+        "x@alias.test",
+        "alice@alias.test",
+        "alice+t@alias.test",
+        "someone@nowhere.test",
+        "@example.com",
+        "@alias.test",
+        "example.com",
+        "x' OR '1'='1@example.org",
+        "dan@off.test",
+        "eve@example.org",
+        "fay@example.org",
+        "list@example.org",
+    ];
+    for key in keys {
+        for map in Map::ALL {
+            memo.clear_memo();
+            let want = e.dir.lookup(map, key).await.unwrap();
+            let got = memo.lookup(map, key).await.unwrap();
+            assert_eq!(got, want, "{map} {key:?}");
+            // Again, now from what the first lookup memoized.
+            assert_eq!(
+                memo.lookup(map, key).await.unwrap(),
+                want,
+                "{map} {key:?} (memo)"
+            );
+        }
+    }
+    // One statement for an unknown address's forwardings and user row, and the domain's
+    // catch-all once; Postfix's `mailboxes` lookup after `aliases` costs nothing.
+    memo.clear_memo();
+    let cost = |before: u64| memo.queries_sent() - before;
+    let n = memo.queries_sent();
+    assert_eq!(ask(&memo, Map::Aliases, "new1@example.org").await, None);
+    assert_eq!(cost(n), 2, "aliases of the first unknown address");
+    let n = memo.queries_sent();
+    assert_eq!(ask(&memo, Map::Mailboxes, "new1@example.org").await, None);
+    assert_eq!(cost(n), 0, "mailboxes after aliases");
+    let n = memo.queries_sent();
+    assert_eq!(ask(&memo, Map::Aliases, "new2@example.org").await, None);
+    assert_eq!(cost(n), 1, "aliases of the next unknown address");
+    // A mailbox: found in the same statement.
+    let n = memo.queries_sent();
+    assert!(ask(&memo, Map::Aliases, "alice@example.org")
+        .await
+        .is_some());
+    assert!(ask(&memo, Map::Mailboxes, "alice@example.org")
+        .await
+        .is_some());
+    assert_eq!(cost(n), 1, "a mailbox's aliases and mailboxes");
 }
 
 async fn classic_rows_are_read(e: &Env) {
