@@ -127,19 +127,18 @@ trait Timed: Read + Write {
     fn set_timeouts(&self, t: Duration) -> std::io::Result<()>;
 }
 
-impl Timed for UnixStream {
-    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
-        self.set_read_timeout(Some(t))?;
-        self.set_write_timeout(Some(t))
-    }
+/// std gives both stream types the same timeout methods, but no trait for them.
+macro_rules! timed {
+    ($($t:ty),*) => {$(
+        impl Timed for $t {
+            fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
+                self.set_read_timeout(Some(t))?;
+                self.set_write_timeout(Some(t))
+            }
+        }
+    )*};
 }
-
-impl Timed for TcpStream {
-    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
-        self.set_read_timeout(Some(t))?;
-        self.set_write_timeout(Some(t))
-    }
-}
+timed!(UnixStream, TcpStream);
 
 fn remaining(deadline: Instant) -> std::io::Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
