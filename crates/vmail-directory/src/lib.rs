@@ -499,23 +499,26 @@ impl Directory {
     }
 
     /// With the memo on and our own queries: reads the forwardings and the user row of `a`
-    /// in one statement and memoizes both, so that the `aliases` lookup of an address that
-    /// is in neither cache costs one round trip instead of two (the `mailboxes` lookup
-    /// Postfix makes next reads the same memo). Postfix asks about every unknown recipient
-    /// this way, so this is the query that a stream of new unknown addresses repeats.
-    async fn prefetch_address(&self, a: &Address) -> Result<()> {
+    /// in one statement, memoizes both and returns them (`None`: not read, use
+    /// [`forwardings`](Self::forwardings) and [`user_at`](Self::user_at)), so that the
+    /// `aliases` lookup of an address that is in neither cache costs one round trip instead
+    /// of two (the `mailboxes` lookup Postfix makes next reads the same memo). Postfix asks
+    /// about every unknown recipient this way, so this is the query that a stream of new
+    /// unknown addresses repeats. Returned as well as memoized: a memo with a zero TTL keeps
+    /// nothing, and the caller must not have to read the rows again.
+    async fn prefetch_address(&self, a: &Address) -> Result<Option<(Option<User>, Vec<String>)>> {
         let Some(m) = &self.memo else {
-            return Ok(());
+            return Ok(None);
         };
         let (_, q) = self.schema().await?;
         let Some(lookup) = &q.address else {
-            return Ok(());
+            return Ok(None);
         };
         let key = a.to_string();
         let fkey = (key.clone(), a.local.clone(), a.domain.clone());
         let now = Instant::now();
         if m.users.get(&key, now).is_some() || m.forwardings.get(&fkey, now).is_some() {
-            return Ok(());
+            return Ok(None);
         }
         self.queries.fetch_add(1, Ordering::Relaxed);
         let rows = self
@@ -535,11 +538,11 @@ impl Directory {
                 .filter(|r| r.get("source").is_some_and(|s| self.same_key(s, &key)))
                 .filter_map(|r| r.get("destination")),
         );
-        let user = self.user_from_rows(&users, a).await?;
+        let user = self.user_from_rows(&users, a).await?.map(without_password);
         let now = Instant::now();
-        m.users.put(key, user.map(without_password), now);
-        m.forwardings.put(fkey, dest, now);
-        Ok(())
+        m.users.put(key, user.clone(), now);
+        m.forwardings.put(fkey, dest.clone(), now);
+        Ok(Some((user, dest)))
     }
 
     async fn transport_for(&self, key: &str) -> Result<Option<String>> {

@@ -186,12 +186,18 @@ fn aliases<'a>(
 ) -> BoxFuture<'a, Result<Option<Vec<String>>>> {
     Box::pin(async move {
         let full = a.to_string();
-        dir.prefetch_address(a).await?;
-        let f = dir.forwardings(&full, &a.local, &a.domain).await?;
+        let (f, active) = match dir.prefetch_address(a).await? {
+            Some((user, f)) => (f, Some(user.is_some_and(|u| u.active))),
+            None => (dir.forwardings(&full, &a.local, &a.domain).await?, None),
+        };
         if !f.is_empty() {
             return Ok(Some(f));
         }
-        if active_user(dir, a).await? {
+        let active = match active {
+            Some(known) => known,
+            None => active_user(dir, a).await?,
+        };
+        if active {
             return Ok(Some(vec![full]));
         }
         let (base, ext) = a.base(&dir.policy);

@@ -207,6 +207,21 @@ async fn memo_check(e: &Env, flags: bool) {
         .await
         .is_some());
     assert_eq!(cost(n), 1, "a mailbox's aliases and mailboxes");
+
+    // A memo that keeps no "not found" ([cache] negative_ttl_s = 0) keeps nothing of an
+    // unknown address: the one statement must still serve the whole aliases lookup.
+    let no_neg = Directory::open(&e.cfg).await.unwrap().with_memo(
+        Duration::from_secs(60),
+        Duration::ZERO,
+        1000,
+    );
+    let n = no_neg.queries_sent();
+    assert_eq!(ask(&no_neg, Map::Aliases, "new3@example.org").await, None);
+    assert_eq!(
+        no_neg.queries_sent() - n,
+        2,
+        "aliases of an unknown address (address + catch-all)"
+    );
 }
 
 async fn classic_rows_are_read(e: &Env) {

@@ -120,15 +120,17 @@ pub fn main(argv: impl IntoIterator<Item = OsString>, fallback: Fallback) -> i32
 /// would become stdout or stderr, and a message line could end up in it), and SIGPIPE ignored
 /// so that a closed pipe is an error we report rather than a silent death.
 pub fn process_setup() {
-    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    use nix::fcntl::{fcntl, FcntlArg};
     use nix::sys::signal::{signal, SigHandler, Signal};
     for fd in 0..=2 {
         if fcntl(fd, FcntlArg::F_GETFD) == Err(nix::errno::Errno::EBADF) {
-            // open() takes the lowest free number: the one that is missing. Kept open for
-            // the life of the process on purpose.
-            match open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
-                Ok(_null) => {}
-                Err(_) => std::process::exit(outcome::sysexits::EX_TEMPFAIL),
+            // open() takes the lowest free number: the one that is missing. A raw open, so
+            // that no owning type can ever close it again: it must stay open for the life
+            // of the process.
+            // SAFETY: a valid C string; the result is only compared.
+            let null = unsafe { nix::libc::open(c"/dev/null".as_ptr(), nix::libc::O_RDWR) };
+            if null != fd {
+                std::process::exit(outcome::sysexits::EX_TEMPFAIL);
             }
         }
     }
