@@ -48,7 +48,7 @@ pub struct LdaArgs {
     /// Directory to put the Maildirs in (a temp dir is made inside it); default: $TMPDIR.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// The vmail-lda binary; default: next to vmail-bench (cargo build --release -p vmail-lda).
+    /// The vmail-lda binary; default: next to vmail-bench (scripts/build-release links it statically).
     #[arg(long)]
     vmail_lda: Option<PathBuf>,
     #[arg(long, default_value = "/usr/lib/dovecot/dovecot-lda")]

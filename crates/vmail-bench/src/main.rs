@@ -54,7 +54,7 @@ enum What {
         users: usize,
     },
     /// vmail-lda vs dovecot-lda: deliveries/s, peak RSS, and where vmail-lda's time goes
-    /// (run as root after `cargo build --release -p vmail-lda`).
+    /// (run as root after `scripts/build-release -p vmail-bench -p vmail-lookupd`).
     Lda(lda::LdaArgs),
     /// vmail-authd (cache off, cache on) vs Dovecot's auth service with the classic SQL
     /// passdb: authentications/s and p50/p99, and failure timing (see `authd.rs`).

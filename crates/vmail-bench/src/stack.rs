@@ -356,7 +356,7 @@ pub fn run(a: StackArgs) -> Result<()> {
     for b in &bins {
         if !load::executable(b) {
             bail!(
-                "{} not found: cargo build --release -p vmail-bench -p vmail-lookupd -p vmail-authd -p vmail-lda",
+                "{} not found: scripts/build-release -p vmail-bench -p vmail-lookupd -p vmail-authd",
                 b.display()
             );
         }
