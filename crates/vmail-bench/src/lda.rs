@@ -489,18 +489,14 @@ pub fn run(a: &LdaArgs) -> Result<()> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("vmail-lda"),
     };
-    if !vmail_bin.exists() {
-        bail!(
-            "{} not found: scripts/build-release -p vmail-bench -p vmail-lookupd",
-            vmail_bin.display()
-        );
-    }
     let lookupd_bin = std::env::current_exe()?.with_file_name("vmail-lookupd");
-    if !lookupd_bin.exists() {
-        bail!(
-            "{} not found: scripts/build-release -p vmail-bench -p vmail-lookupd",
-            lookupd_bin.display()
-        );
+    for bin in [&vmail_bin, &lookupd_bin] {
+        if !bin.exists() {
+            bail!(
+                "{} not found: scripts/build-release -p vmail-bench -p vmail-lookupd",
+                bin.display()
+            );
+        }
     }
     if !a.dovecot_lda.exists() {
         bail!(

@@ -402,14 +402,11 @@ impl Directory {
         let Some(m) = &self.memo else {
             return self.read_user(a).await;
         };
-        let key = a.to_string();
-        if let Some(u) = m.users.get(&key, Instant::now()) {
-            return Ok(u);
-        }
-        let u = self.read_user(a).await?;
         m.users
-            .put(key, u.clone().map(without_password), Instant::now());
-        Ok(u)
+            .get_or_read(a.to_string(), self.read_user(a), |u| {
+                u.clone().map(without_password)
+            })
+            .await
     }
 
     async fn read_user(&self, a: &Address) -> Result<Option<User>> {
@@ -485,12 +482,9 @@ impl Directory {
             return self.read_forwardings(key, local, domain).await;
         };
         let k = (key.to_string(), local.to_string(), domain.to_string());
-        if let Some(f) = m.forwardings.get(&k, Instant::now()) {
-            return Ok(f);
-        }
-        let f = self.read_forwardings(key, local, domain).await?;
-        m.forwardings.put(k, f.clone(), Instant::now());
-        Ok(f)
+        m.forwardings
+            .get_or_read(k, self.read_forwardings(key, local, domain), Vec::clone)
+            .await
     }
 
     async fn read_forwardings(&self, key: &str, local: &str, domain: &str) -> Result<Vec<String>> {

@@ -2,8 +2,9 @@
 //! forwardings of one source. For one RCPT, Postfix asks `aliases` and then `mailboxes` for
 //! the same address, and `aliases` of an unknown user also asks the domain's catch-all, the
 //! same row for every unknown user of the domain. Without the memo an unknown recipient costs
-//! about four queries; with it, two. Opt-in (lookupd turns it on with its cache): authd and
-//! the LDA must see a changed row at once.
+//! about four queries; with it, one (`Directory::prefetch_address` reads the address's
+//! forwardings and user row together) plus the domain's catch-all once. Opt-in (lookupd turns
+//! it on with its cache): authd and the LDA must see a changed row at once.
 //!
 //! Errors are never memoized, so a database outage still answers "try again". The memo is
 //! cleared with lookupd's cache, so `vmailctl` changes (which flush) apply at once; a change
@@ -81,6 +82,22 @@ impl<K: Eq + Hash, V: Clone + Empty> Memo<K, V> {
             }
         }
         m.insert(key, (now + ttl, value));
+    }
+
+    /// The answer kept for `key`, else the one `read` gives, kept as `keep` makes it (an
+    /// error is returned and not kept).
+    pub(crate) async fn get_or_read<E>(
+        &self,
+        key: K,
+        read: impl std::future::Future<Output = Result<V, E>>,
+        keep: impl FnOnce(&V) -> V,
+    ) -> Result<V, E> {
+        if let Some(v) = self.get(&key, Instant::now()) {
+            return Ok(v);
+        }
+        let v = read.await?;
+        self.put(key, keep(&v), Instant::now());
+        Ok(v)
     }
 
     pub(crate) fn clear(&self) {

@@ -2,7 +2,7 @@
 //! lookupd cannot answer it execs `vmail-lda-direct`.
 //!
 //! No Rust `main`: std's start-up installs a stack-overflow guard, which reads
-//! `/proc/self/maps` and maps an alternate signal stack — about 0.3 ms of every delivery on a
+//! `/proc/self/maps` and maps an alternate signal stack — about 0.2 ms of every delivery on a
 //! small VM, where Postfix starts one process per message. [`vmail_lda::process_setup`] does
 //! the parts of std's start-up that matter here.
 #![no_main]

@@ -40,7 +40,8 @@ pub struct Lookupd {
 
 /// The directory a configuration describes, with the memo `memo` says (see
 /// [`Service::memo`]): with it, map lookups share the rows they read for a second or two
-/// (`vmail_directory::memo`), so an unknown recipient costs two queries instead of four.
+/// (`vmail_directory::memo`), so an unknown recipient costs one query instead of four (plus
+/// its domain's catch-all once).
 async fn open_directory(config: &Config, memo: Option<Memo>) -> vmail_directory::Result<Directory> {
     let dir = Directory::open(config).await?;
     Ok(match memo {
