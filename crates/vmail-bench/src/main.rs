@@ -52,6 +52,12 @@ enum What {
         /// Users in the database.
         #[arg(long, default_value_t = 20_000)]
         users: usize,
+        /// lookupd's `[database] batch_keys` (1: no batching); default as shipped.
+        #[arg(long)]
+        batch_keys: Option<usize>,
+        /// lookupd's `[database] batch_in_flight`; default as shipped.
+        #[arg(long)]
+        batch_in_flight: Option<usize>,
     },
     /// vmail-lda vs dovecot-lda: deliveries/s, peak RSS, and where vmail-lda's time goes
     /// (run as root after `scripts/build-release -p vmail-bench -p vmail-lookupd`).
@@ -66,7 +72,17 @@ enum What {
 
 fn main() -> Result<()> {
     match Args::parse().what {
-        What::Lookupd { seconds, users } => lookupd(Duration::from_secs(seconds), users),
+        What::Lookupd {
+            seconds,
+            users,
+            batch_keys,
+            batch_in_flight,
+        } => {
+            let mut db = vmail_config::DatabaseConfig::default();
+            db.batch_keys = batch_keys.unwrap_or(db.batch_keys);
+            db.batch_in_flight = batch_in_flight.unwrap_or(db.batch_in_flight);
+            lookupd(Duration::from_secs(seconds), users, &db)
+        }
         What::Directory { lookups } => directory(lookups),
         What::Lda(a) => lda::run(&a),
         What::Authd(o) => authd::run(o),
@@ -385,10 +401,12 @@ fn spawn_lookupd(
     Ok(h)
 }
 
-fn lookupd(dur: Duration, users: usize) -> Result<()> {
+fn lookupd(dur: Duration, users: usize, batch: &vmail_config::DatabaseConfig) -> Result<()> {
     let db = vmail_test_support::TestDb::create("vmail-bench lookupd")
         .context("no MariaDB (run scripts/test-deps)")?;
-    let config = db.config();
+    let mut config = db.config();
+    config.database.batch_keys = batch.batch_keys;
+    config.database.batch_in_flight = batch.batch_in_flight;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -429,6 +447,10 @@ fn lookupd(dur: Duration, users: usize) -> Result<()> {
     ))?;
 
     println!("vmail-bench lookupd: {users} users on MariaDB, {}s per figure, UNIX sockets, one request in flight per connection", dur.as_secs());
+    println!(
+        "lookupd: pool_max {}, batch_keys {}, batch_in_flight {}",
+        config.database.pool_max, config.database.batch_keys, config.database.batch_in_flight
+    );
     println!(
         "{:>5} | {:>28} | {:>28} | {:>28} | {:>28} | {:>9} | {:>9}",
         "conns",

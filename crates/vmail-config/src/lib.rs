@@ -77,6 +77,12 @@ pub struct DatabaseConfig {
     /// socketmap server ~100 s and smtpd's SASL client ~10 s; we answer TEMP long before.
     pub query_timeout_ms: u64,
     pub pool_max: usize,
+    /// MySQL: while `batch_in_flight` statements of one lookup kind (user rows, an address's
+    /// row and forwardings) are running, further lookups of that kind wait and then go to the
+    /// database together, up to `batch_keys` keys in one `IN (...)` statement. No lookup ever
+    /// waits for a timer. `batch_keys = 1` turns it off. Only the built-in queries batch.
+    pub batch_keys: usize,
+    pub batch_in_flight: usize,
     /// Your own SELECTs for schemas other than the classic one.
     pub queries: QueryConfig,
 }
@@ -477,6 +483,8 @@ impl Default for DatabaseConfig {
             connect_timeout_ms: 2_000,
             query_timeout_ms: 5_000,
             pool_max: 16,
+            batch_keys: 32,
+            batch_in_flight: 2,
             queries: QueryConfig::default(),
         }
     }
@@ -613,6 +621,18 @@ impl Config {
         }
         if db.pool_max == 0 {
             return Err(invalid("database.pool_max", "must be at least 1".into()));
+        }
+        if db.batch_keys == 0 || db.batch_keys > 1024 {
+            return Err(invalid(
+                "database.batch_keys",
+                "must be 1 (off) to 1024".into(),
+            ));
+        }
+        if db.batch_in_flight == 0 {
+            return Err(invalid(
+                "database.batch_in_flight",
+                "must be at least 1".into(),
+            ));
         }
         let d = &self.address.recipient_delimiter;
         if d.chars()
@@ -884,6 +904,12 @@ mod tests {
             .to_string();
         assert!(e.contains("pool_max"), "{e}");
         for (text, key) in [
+            ("[database]\nbatch_keys = 0\n", "database.batch_keys"),
+            ("[database]\nbatch_keys = 5000\n", "database.batch_keys"),
+            (
+                "[database]\nbatch_in_flight = 0\n",
+                "database.batch_in_flight",
+            ),
             ("[lda]\nlookupd = \"/run/vmail/lookupd\"\n", "lda.lookupd"),
             ("[lda]\nlookupd = \"unix:relative\"\n", "lda.lookupd"),
             ("[lda]\nlookupd = \"inet:127.0.0.1\"\n", "lda.lookupd"),

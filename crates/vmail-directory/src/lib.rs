@@ -10,6 +10,7 @@
 
 pub mod address;
 pub mod backend;
+mod batch;
 pub mod cache;
 pub mod error;
 mod maps;
@@ -18,6 +19,7 @@ pub mod schema;
 pub mod sql;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
@@ -91,6 +93,10 @@ struct Queries {
     /// so we check the match ourselves and both backends answer alike. `None` for custom
     /// queries, whose author decides what matches.
     verify: [Option<&'static str>; 4],
+    /// MySQL, our own queries, `batch_keys` > 1: concurrent `user` and `address` lookups
+    /// share statements ([`batch`]).
+    batch_user: Option<batch::Batcher>,
+    batch_address: Option<batch::Batcher>,
 }
 
 /// Column of the user query naming the user's active domain (when domains have flags).
@@ -114,8 +120,9 @@ pub struct Directory {
     schema: OnceCell<(Schema, Queries)>,
     /// Sub-answers shared between map lookups ([`Directory::with_memo`]); off by default.
     memo: Option<SubMemo>,
-    /// Statements sent to the database ([`Directory::queries_sent`]).
-    queries: AtomicU64,
+    /// Statements sent to the database ([`Directory::queries_sent`]); shared with the
+    /// batchers' tasks.
+    queries: Arc<AtomicU64>,
 }
 
 /// The memoized sub-queries: user rows by address, forwardings by (source, local, domain).
@@ -167,7 +174,7 @@ impl Directory {
             deadline: Duration::from_millis(db.query_timeout_ms),
             schema: OnceCell::new(),
             memo: None,
-            queries: AtomicU64::new(0),
+            queries: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -268,6 +275,62 @@ impl Directory {
             ""
         };
         let mine = |custom: &Option<String>, col: &'static str| custom.is_none().then_some(col);
+        // The user's active domain: in a statement for one key, the key's domain (%d); in a
+        // batch, each row's own (the row's email matched the key, so it names the same
+        // domain up to case; `user_from_rows` checks exactly when in doubt).
+        let domain_of = |batched: bool| {
+            s.domains_active.then(|| {
+                let d = if batched {
+                    "SUBSTRING_INDEX(users.email, '@', -1)"
+                } else {
+                    "%d"
+                };
+                format!(", (SELECT domain FROM domains WHERE domain = {d}{active} LIMIT 1) AS {ACTIVE_DOMAIN}")
+            })
+        };
+        // The user's row, then the forwardings' two columns; each half fills the other's
+        // columns with NULL. vmail_kind tells the rows apart. `key` is `%s` or a key list.
+        let address_sql = |batched: bool, key: &str| {
+            let nulls = ", NULL".repeat(user_cols.split(',').count());
+            let domain_null = if s.domains_active { ", NULL" } else { "" };
+            format!(
+                "SELECT 'u' AS {KIND}, {user_cols}{}, NULL AS destination, NULL AS source \
+                 FROM users WHERE email {key} \
+                 UNION ALL \
+                 SELECT 'f'{nulls}{domain_null}, destination, source FROM forwardings WHERE source {key}",
+                domain_of(batched).unwrap_or_default()
+            )
+        };
+        let db = &self.config.database;
+        let batching = self.backend.dialect() == backend::Dialect::Mysql
+            && db.batch_keys > 1
+            && c.user.is_none();
+        let limits = batch::Limits {
+            max_keys: db.batch_keys,
+            in_flight: db.batch_in_flight,
+            deadline: self.deadline,
+        };
+        let batcher = |single: &Lookup, template: String, per_key: usize| {
+            batch::Batcher::new(
+                self.backend.clone(),
+                single.sql.clone(),
+                template,
+                per_key,
+                limits,
+                self.queries.clone(),
+            )
+        };
+        let keys = format!("IN ({})", batch::KEYS);
+        let user = pick(
+            &c.user,
+            format!(
+                "SELECT {user_cols}{} FROM users WHERE email = %s",
+                domain_of(false).unwrap_or_default()
+            ),
+        )?;
+        let address = (c.user.is_none() && c.alias.is_none())
+            .then(|| Lookup::compile(&address_sql(false, "= %s")))
+            .transpose()?;
         Ok(Queries {
             domain: pick(
                 &c.domain,
@@ -275,37 +338,22 @@ impl Directory {
             )?,
             // With domain flags, the user's domain comes back in the same round trip: one
             // query per user lookup instead of two (the directory's hottest path).
-            user: pick(
-                &c.user,
-                if s.domains_active {
+            batch_user: batching.then(|| {
+                batcher(
+                    &user,
                     format!(
-                        "SELECT {user_cols}, (SELECT domain FROM domains WHERE domain = %d{active} LIMIT 1) AS {ACTIVE_DOMAIN} FROM users WHERE email = %s"
-                    )
-                } else {
-                    format!("SELECT {user_cols} FROM users WHERE email = %s")
-                },
-            )?,
-            address: (c.user.is_none() && c.alias.is_none())
-                .then(|| {
-                    // The user query's columns, then the forwardings' two; each half fills
-                    // the other's columns with NULL. vmail_kind tells the rows apart.
-                    let (domain_col, domain_null) = if s.domains_active {
-                        (
-                            format!(", (SELECT domain FROM domains WHERE domain = %d{active} LIMIT 1) AS {ACTIVE_DOMAIN}"),
-                            ", NULL",
-                        )
-                    } else {
-                        (String::new(), "")
-                    };
-                    let nulls = ", NULL".repeat(user_cols.split(',').count());
-                    Lookup::compile(&format!(
-                        "SELECT 'u' AS {KIND}, {user_cols}{domain_col}, NULL AS destination, NULL AS source \
-                         FROM users WHERE email = %s \
-                         UNION ALL \
-                         SELECT 'f'{nulls}{domain_null}, destination, source FROM forwardings WHERE source = %s"
-                    ))
-                })
-                .transpose()?,
+                        "SELECT {user_cols}{} FROM users WHERE email {keys}",
+                        domain_of(true).unwrap_or_default()
+                    ),
+                    1,
+                )
+            }),
+            batch_address: address
+                .as_ref()
+                .filter(|_| batching)
+                .map(|a| batcher(a, address_sql(true, &keys), 2)),
+            user,
+            address,
             alias: pick(
                 &c.alias,
                 "SELECT destination, source FROM forwardings WHERE source = %s".into(),
@@ -410,14 +458,32 @@ impl Directory {
     }
 
     async fn read_user(&self, a: &Address) -> Result<Option<User>> {
-        let rows = self
-            .run(Q_USER, &a.to_string(), &a.local, &a.domain)
-            .await?;
-        self.user_from_rows(&rows, a).await
+        let key = a.to_string();
+        let (_, q) = self.schema().await?;
+        if let Some(b) = batchable(&q.batch_user, &key) {
+            let (rows, batched) = b
+                .fetch(&key, q.user.bind(&key, &a.local, &a.domain))
+                .await?;
+            let mine: Vec<Row> = rows
+                .iter()
+                .filter(|r| r.get("email").is_some_and(|e| self.same_key(e, &key)))
+                .cloned()
+                .collect();
+            return self.user_from_rows(&mine, a, batched).await;
+        }
+        let rows = self.run(Q_USER, &key, &a.local, &a.domain).await?;
+        self.user_from_rows(&rows, a, false).await
     }
 
     /// The user of the first of `rows` (those the key matched), with the domain's flag.
-    async fn user_from_rows(&self, rows: &[Row], a: &Address) -> Result<Option<User>> {
+    /// `batched`: the rows come from a statement for several keys, whose active-domain column
+    /// was looked up by the row's domain rather than the key's.
+    async fn user_from_rows(
+        &self,
+        rows: &[Row],
+        a: &Address,
+        batched: bool,
+    ) -> Result<Option<User>> {
         let (schema, q) = self.schema().await?;
         let Some(row) = rows.first() else {
             return Ok(None);
@@ -427,10 +493,11 @@ impl Directory {
         if user.active && schema.domains_active && !q.custom_user {
             user.active = match row.get(ACTIVE_DOMAIN) {
                 // No active domain row matched, not even a collation-equal one.
-                None => false,
+                None if !batched => false,
                 Some(d) if d.to_lowercase() == a.domain => true,
-                // MariaDB matched an accent- or space-variant of the domain: ask exactly.
-                Some(_) => self.domain_exists_folded(&a.domain).await?,
+                // MariaDB matched an accent- or space-variant of the domain, or (batched) the
+                // row's spelling of the domain found none: ask exactly.
+                _ => self.domain_exists_folded(&a.domain).await?,
             };
         }
         Ok(Some(user))
@@ -514,17 +581,24 @@ impl Directory {
         if m.users.get(&key, now).is_some() || m.forwardings.get(&fkey, now).is_some() {
             return Ok(None);
         }
-        self.queries.fetch_add(1, Ordering::Relaxed);
-        let rows = self
-            .backend
-            .fetch(&lookup.sql, lookup.bind(&key, &a.local, &a.domain))
-            .await?;
+        let params = lookup.bind(&key, &a.local, &a.domain);
+        let (rows, batched) = match batchable(&q.batch_address, &key) {
+            Some(b) => b.fetch(&key, params).await?,
+            None => {
+                self.queries.fetch_add(1, Ordering::Relaxed);
+                (
+                    Arc::new(self.backend.fetch(&lookup.sql, params).await?),
+                    false,
+                )
+            }
+        };
         // As `run` does for each query: keep the rows whose key really equals ours.
-        let (users, forwardings): (Vec<Row>, Vec<Row>) =
-            rows.into_iter().partition(|r| r.get(KIND) == Some("u"));
+        let (users, forwardings): (Vec<&Row>, Vec<&Row>) =
+            rows.iter().partition(|r| r.get(KIND) == Some("u"));
         let users: Vec<Row> = users
             .into_iter()
             .filter(|r| r.get("email").is_some_and(|e| self.same_key(e, &key)))
+            .cloned()
             .collect();
         let dest = destinations(
             forwardings
@@ -532,7 +606,10 @@ impl Directory {
                 .filter(|r| r.get("source").is_some_and(|s| self.same_key(s, &key)))
                 .filter_map(|r| r.get("destination")),
         );
-        let user = self.user_from_rows(&users, a).await?.map(without_password);
+        let user = self
+            .user_from_rows(&users, a, batched)
+            .await?
+            .map(without_password);
         let now = Instant::now();
         m.users.put(key, user.clone(), now);
         m.forwardings.put(fkey, dest.clone(), now);
@@ -1039,6 +1116,13 @@ fn destinations<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
 }
 
 /// Map answers never need the hash; lookupd should not hold one in memory.
+/// The batcher for `key`, if it may share a statement: only ASCII keys, because for those
+/// MySQL's case-insensitive collations and our `same_key` agree on what matches, so a row a
+/// neighbour's key brought in is kept exactly when our own statement would have found it.
+fn batchable<'a>(b: &'a Option<batch::Batcher>, key: &str) -> Option<&'a batch::Batcher> {
+    b.as_ref().filter(|_| key.is_ascii())
+}
+
 fn without_password(u: User) -> User {
     User {
         password: None,

@@ -79,6 +79,34 @@ INSERT INTO forwardings (source, destination) VALUES ('@alias.test', '@example.o
 INSERT INTO transport (domain, transport) VALUES ('example.com', 'vmail:');
 ";
 
+/// Keys every map is asked in the differential tests: mailboxes, aliases, catch-alls, alias
+/// domains, extensions, case, flags and SQL metacharacters.
+const KEYS: &[&str] = &[
+    "alice@example.org",
+    "ALICE@Example.ORG",
+    "bob@example.org",
+    "alice+tag@example.org",
+    "info@example.com",
+    "info+x@example.com",
+    "team@example.org",
+    "sales@example.com",
+    "nobody@example.com",
+    "nobody@example.org",
+    "nobody+x@example.org",
+    "x@alias.test",
+    "alice@alias.test",
+    "alice+t@alias.test",
+    "someone@nowhere.test",
+    "@example.com",
+    "@alias.test",
+    "example.com",
+    "x' OR '1'='1@example.org",
+    "dan@off.test",
+    "eve@example.org",
+    "fay@example.org",
+    "list@example.org",
+];
+
 macro_rules! both {
     ($($name:ident($classic:expr)),* $(,)?) => {
         mod sqlite {
@@ -146,31 +174,7 @@ async fn memo_check(e: &Env, flags: bool) {
         Duration::from_secs(60),
         1000,
     );
-    let keys = [
-        "alice@example.org",
-        "ALICE@Example.ORG",
-        "bob@example.org",
-        "alice+tag@example.org",
-        "info@example.com",
-        "info+x@example.com",
-        "team@example.org",
-        "sales@example.com",
-        "nobody@example.com",
-        "nobody@example.org",
-        "nobody+x@example.org",
-        "x@alias.test",
-        "alice@alias.test",
-        "alice+t@alias.test",
-        "someone@nowhere.test",
-        "@example.com",
-        "@alias.test",
-        "example.com",
-        "x' OR '1'='1@example.org",
-        "dan@off.test",
-        "eve@example.org",
-        "fay@example.org",
-        "list@example.org",
-    ];
+    let keys = KEYS;
     for key in keys {
         for map in Map::ALL {
             memo.clear_memo();
@@ -817,4 +821,188 @@ async fn memo_shares_rows_for_its_lifetime_only() {
         ask(&capped, Map::Mailboxes, late).await.as_deref(),
         Some("example.org/late/")
     );
+}
+
+/// MariaDB: concurrent lookups share `IN (...)` statements (`[database] batch_keys`,
+/// `batch_in_flight`). Every map must answer each key exactly as a directory that sends one
+/// statement per key, with and without the memo and with and without vmail's optional
+/// columns, while far fewer statements go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_lookups_answer_like_single_ones() {
+    for flags in [true, false] {
+        let tweak = |c: &mut Config| {
+            c.database.batch_in_flight = 1;
+            c.database.batch_keys = 8;
+        };
+        let Some(e) = Env::mysql("batched_lookups_answer_like_single_ones", !flags, tweak).await
+        else {
+            return;
+        };
+        (e.raw)(CLASSIC_ROWS);
+        // Rows that MariaDB's collation matches for keys they are not (accents, trailing
+        // space, case): a neighbour's key in the same statement brings them in.
+        (e.raw)(
+            "INSERT INTO domains (domain) VALUES ('example.net');
+             INSERT INTO users (email, password) VALUES ('zo\u{eb}@example.net', 'x'), ('tom@example.net ', 'x'), ('Kim@EXAMPLE.net', 'x');
+             INSERT INTO users (email, password) VALUES ('ann@ex\u{e4}mple.net', 'x');
+             INSERT INTO forwardings (source, destination) VALUES ('zo\u{eb}-list@example.net', 'kim@example.net');",
+        );
+        if flags {
+            (e.raw)(
+                "INSERT INTO domains (domain, active) VALUES ('off.test', 0);
+                 INSERT INTO users (email, password) VALUES ('dan@off.test', 'x');
+                 INSERT INTO users (email, password, active, quota) VALUES ('eve@example.org', 'x', 0, 0), ('fay@example.org', 'x', 1, 5000);",
+            );
+        }
+        let mut single_cfg = e.cfg.clone();
+        single_cfg.database.batch_keys = 1;
+        let single = Directory::open(&single_cfg).await.unwrap();
+        // With rows that MariaDB's collation matches for other keys than their own.
+        let extra = [
+            "zoe@example.net",
+            "zo\u{eb}@example.net",
+            "tom@example.net",
+            "kim@example.net",
+            "ann@example.net",
+            "ann@ex\u{e4}mple.net",
+            "zoe-list@example.net",
+            "zo\u{eb}-list@example.net",
+        ];
+        let keys: Vec<&str> = KEYS.iter().copied().chain(extra).collect();
+        let maps = [Map::Mailboxes, Map::Aliases, Map::Senders];
+        let mut want = Vec::new();
+        for &key in &keys {
+            for map in maps {
+                want.push((map, key, ask(&single, map, key).await));
+            }
+        }
+        for memo in [false, true] {
+            let d = Directory::open(&e.cfg).await.unwrap();
+            let d = std::sync::Arc::new(if memo {
+                d.with_memo(Duration::from_secs(60), Duration::from_secs(60), 1000)
+            } else {
+                d
+            });
+            // Every lookup at once, three times over, so that statements carry several keys.
+            let mut set = tokio::task::JoinSet::new();
+            for round in 0..3 {
+                for (i, (map, key, want)) in want.iter().cloned().enumerate() {
+                    let d = d.clone();
+                    set.spawn(async move {
+                        let got = d.lookup(map, key).await;
+                        (round, i, map, key, want, got.map_err(|e| e.to_string()))
+                    });
+                }
+            }
+            while let Some(r) = set.join_next().await {
+                let (round, i, map, key, want, got) = r.unwrap();
+                assert_eq!(
+                    got,
+                    Ok(want),
+                    "{map} {key:?} (#{i}, round {round}, memo {memo}, flags {flags})"
+                );
+            }
+        }
+
+        // Cost: 64 unknown addresses at once against one by one.
+        let unknown = |i: usize| format!("new{i}@example.org");
+        let n = single.queries_sent();
+        for i in 0..64 {
+            assert_eq!(ask(&single, Map::Mailboxes, &unknown(i)).await, None);
+        }
+        let one_by_one = single.queries_sent() - n;
+        let d = std::sync::Arc::new(Directory::open(&e.cfg).await.unwrap());
+        assert_eq!(
+            ask(&d, Map::Domains, "example.org").await.as_deref(),
+            Some("virtual")
+        );
+        let n = d.queries_sent();
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let d = d.clone();
+            set.spawn(async move {
+                d.lookup(Map::Mailboxes, &unknown(i))
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap(), Ok(None));
+        }
+        let batched = d.queries_sent() - n;
+        assert!(
+            batched * 4 <= one_by_one,
+            "64 concurrent lookups sent {batched} statements, one by one {one_by_one}"
+        );
+    }
+}
+
+/// A batch that fails fails every lookup in it as temporary (TEMP, never NOTFOUND), and a
+/// caller that gives up while others wait behind its statement does not strand them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_lookups_fail_temporarily_and_survive_cancellation() {
+    let tweak = |c: &mut Config| {
+        c.database.batch_in_flight = 1;
+        c.database.batch_keys = 4;
+    };
+    let Some(e) = Env::mysql("batched_lookups_fail_temporarily", true, tweak).await else {
+        return;
+    };
+    (e.raw)(CLASSIC_ROWS);
+    let d = std::sync::Arc::new(Directory::open(&e.cfg).await.unwrap());
+    let want = Some("example.org/alice/".to_string());
+
+    // Callers that give up at once: whatever they leave behind must still be answered for
+    // the callers that wait.
+    for _ in 0..20 {
+        let mut quitters = Vec::new();
+        let mut waiters = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let d2 = d.clone();
+            let h =
+                tokio::spawn(async move { d2.lookup(Map::Mailboxes, "alice@example.org").await });
+            if i % 2 == 0 {
+                quitters.push(h);
+            } else {
+                waiters.spawn(async move { h.await.unwrap().map_err(|e| e.to_string()) });
+            }
+            tokio::task::yield_now().await;
+        }
+        for h in quitters {
+            h.abort();
+        }
+        // A stranded waiter would wait for ever: give up long before the test harness does.
+        let all = async {
+            while let Some(r) = waiters.join_next().await {
+                assert_eq!(r.unwrap(), Ok(want.clone()));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), all)
+            .await
+            .expect("waiters left behind by callers that gave up");
+    }
+
+    // The table goes away under concurrent lookups: each one is a temporary error.
+    assert_eq!(ask(&d, Map::Mailboxes, "alice@example.org").await, want);
+    (e.raw)("DROP TABLE users;");
+    let n = d.queries_sent();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let d = d.clone();
+        set.spawn(async move { d.lookup(Map::Mailboxes, &format!("u{i}@example.org")).await });
+    }
+    let mut failed = 0;
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            Err(e) => {
+                assert!(e.is_temporary(), "{e}");
+                failed += 1;
+            }
+            Ok(v) => panic!("lookup without a users table answered {v:?}"),
+        }
+    }
+    assert_eq!(failed, 32);
+    // Batched, too: a stream of failures is not a stream of statements.
+    let sent = d.queries_sent() - n;
+    assert!(sent < 32, "{sent} statements for 32 lookups");
 }
