@@ -472,6 +472,7 @@ fn lookupd(dur: Duration, users: usize, batch: &vmail_config::DatabaseConfig) ->
         "target .90"
     );
     let fmt = |f: &Figure| format!("{:>9.0} {:>7.0} {:>8.0}", f.per_sec, f.p50_us, f.p99_us);
+    let mut one_conn = None;
     for conns in [1usize, 16, 128] {
         let a = client_rt.block_on(drive_socketmap(
             &cached_sock,
@@ -501,6 +502,21 @@ fn lookupd(dur: Duration, users: usize, batch: &vmail_config::DatabaseConfig) ->
             fmt(&d),
             a.per_sec / c.per_sec,
             b.per_sec / d.per_sec
+        );
+        if conns == 1 {
+            // With one request in flight, any server between client and MariaDB costs at
+            // least a direct SELECT plus an echo round trip: the best an uncached lookup can
+            // do, however little the server itself does.
+            let bound = 1.0 / (1.0 / c.per_sec + 1.0 / d.per_sec);
+            one_conn = Some((bound, b.per_sec, d.per_sec));
+        }
+    }
+    if let Some((bound, b, d)) = one_conn {
+        println!(
+            "1 connection: a server that cost nothing itself would reach {bound:.0}/s uncached \
+             (1 / (1/c + 1/d)) = {:.2} of (d); lookupd reaches {:.2} of that bound",
+            bound / d,
+            b / bound
         );
     }
     // The daemons' threads run until the process exits.
