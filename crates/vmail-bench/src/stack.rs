@@ -67,6 +67,10 @@ pub struct StackArgs {
     /// Concurrent clients for RCPT, AUTH and IMAP.
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
+    /// Rounds of the RCPT and IMAP figures: each system is measured once per round, in an
+    /// order that rotates every round; its rate is the mean of its rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Figures to run: any of delivery, rcpt, auth, imap.
     #[arg(long, value_delimiter = ',', default_value = "delivery,rcpt,auth,imap")]
     only: Vec<String>,
@@ -176,6 +180,50 @@ fn log_hint(path: &std::path::Path) -> String {
             tail.join("\n    ")
         )
     }
+}
+
+/// Measures each of `systems` once per round for `rounds` rounds, rotating which goes first,
+/// so that no system always runs right after a phase change or always last while the
+/// machine's speed drifts. Per system: the mean of its rounds' rates and latencies (printed
+/// round by round under `names`), or its first failure.
+fn in_rounds<S>(
+    names: &[&str],
+    systems: &[S],
+    rounds: usize,
+    mut measure: impl FnMut(&S) -> Result<crate::Figure>,
+) -> Vec<Result<crate::Figure>> {
+    let n = systems.len();
+    let mut acc: Vec<Result<Vec<crate::Figure>>> = (0..n).map(|_| Ok(Vec::new())).collect();
+    for r in 0..rounds.max(1) {
+        for k in 0..n {
+            let i = (r + k) % n;
+            let Ok(done) = &mut acc[i] else { continue };
+            match measure(&systems[i]) {
+                Ok(f) => {
+                    println!(
+                        "    round {} {:<38} {:>9.1}/s",
+                        r + 1,
+                        names.get(i).copied().unwrap_or("?"),
+                        f.per_sec
+                    );
+                    done.push(f);
+                }
+                Err(e) => acc[i] = Err(e),
+            }
+        }
+    }
+    acc.into_iter()
+        .map(|a| {
+            a.map(|v| {
+                let k = v.len().max(1) as f64;
+                crate::Figure {
+                    per_sec: v.iter().map(|f| f.per_sec).sum::<f64>() / k,
+                    p50_us: v.iter().map(|f| f.p50_us).sum::<f64>() / k,
+                    p99_us: v.iter().map(|f| f.p99_us).sum::<f64>() / k,
+                }
+            })
+        })
+        .collect()
 }
 
 /// Prints one measurement as it finishes, so a long run shows progress; on failure with the
@@ -540,10 +588,10 @@ pub fn run(a: StackArgs) -> Result<()> {
     let mut texthash_rcpt: Option<Cell> = None;
     if want("rcpt") {
         println!(
-            "RCPT verifications: {conc} sessions, RCPT TO one at a time, 7/10 mailboxes, 1/10 aliases, 2/10 unknown users, RSET every 50"
+            "RCPT verifications: {conc} sessions, RCPT TO one at a time, 7/10 mailboxes, 1/10 aliases, 2/10 unknown users, RSET every 50; {} rounds, order rotating",
+            a.rounds
         );
-        let mut cells = Vec::new();
-        for (name, pf, port) in [
+        let systems = [
             (
                 "classic (proxy:mysql: maps)",
                 &classic.postfix,
@@ -564,10 +612,16 @@ pub fn run(a: StackArgs) -> Result<()> {
                 &ceiling.postfix,
                 ceiling.rcpt_port,
             ),
-        ] {
-            let r = rt.block_on(load::rcpt(port, conc, warm, dur, users, aliases));
-            cells.push(cell(&report(name, &r, &pf.dir.path().join("maillog"))));
-        }
+        ];
+        let names: Vec<&str> = systems.iter().map(|s| s.0).collect();
+        let figures = in_rounds(&names, &systems, a.rounds, |&(_, _, port)| {
+            rt.block_on(load::rcpt(port, conc, warm, dur, users, aliases))
+        });
+        let cells: Vec<Cell> = systems
+            .iter()
+            .zip(&figures)
+            .map(|((name, pf, _), r)| cell(&report(name, r, &pf.dir.path().join("maillog"))))
+            .collect();
         let mut it = cells.into_iter();
         let classic_rcpt = it.next().unwrap_or(Err("not run".into()));
         let vmail_rcpt = it.next().unwrap_or(Err("not run".into()));
@@ -682,21 +736,27 @@ pub fn run(a: StackArgs) -> Result<()> {
         }
         if want("imap") {
             println!(
-                "IMAP logins with {scheme} hashes: {conc} clients, each a new connection: LOGIN, LOGOUT; Dovecot auth_cache_size = 0 on all"
+                "IMAP logins with {scheme} hashes: {conc} clients, each a new connection: LOGIN, LOGOUT; Dovecot auth_cache_size = 0 on all; {} rounds, order rotating",
+                a.rounds
             );
             let imap = |port: u16| move |_c: usize, n: usize| load::imap_login(port, n);
-            let mut cells = Vec::new();
-            for (name, dc) in [
+            let systems = [
                 (
                     "classic Dovecot sql passdb + static userdb",
                     &classic.dovecot,
                 ),
                 ("vmail Dovecot dict passdb/userdb -> authd", &vmail.dovecot),
                 ("ceiling Dovecot static nopassword", &ceiling.dovecot),
-            ] {
-                let r = rt.block_on(load::timed(conc, warm, dur, users, imap(dc.imap_port)));
-                cells.push(cell(&report(name, &r, &dc.dir.path().join("dovecot.log"))));
-            }
+            ];
+            let names: Vec<&str> = systems.iter().map(|s| s.0).collect();
+            let figures = in_rounds(&names, &systems, a.rounds, |(_, dc)| {
+                rt.block_on(load::timed(conc, warm, dur, users, imap(dc.imap_port)))
+            });
+            let cells: Vec<Cell> = systems
+                .iter()
+                .zip(&figures)
+                .map(|((name, dc), r)| cell(&report(name, r, &dc.dir.path().join("dovecot.log"))))
+                .collect();
             let mut it = cells.into_iter();
             rows.push(Row {
                 figure: format!("IMAP logins/s, {scheme}"),

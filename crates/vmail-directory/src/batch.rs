@@ -178,6 +178,9 @@ impl Inner {
         loop {
             let batch: Vec<Waiter> = {
                 let mut st = self.lock();
+                // Callers that gave up (their deadline, while the database hung) need no
+                // statement: after an outage the queue is mostly them.
+                st.queue.retain(|(_, tx)| !tx.is_closed());
                 if st.queue.is_empty() {
                     st.in_flight -= 1;
                     return;
