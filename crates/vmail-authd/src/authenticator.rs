@@ -39,6 +39,8 @@ pub struct AuthStats {
     pub temp: AtomicU64,
     pub blocked: AtomicU64,
     pub cache_hits: AtomicU64,
+    /// Dict lookups answered with a row read within `cache_recheck_s`.
+    pub dict_cache_hits: AtomicU64,
     /// Time from request to verdict (failure delay excluded).
     pub latency: vmail_daemon::metrics::Histogram,
     pub dict_found: AtomicU64,
@@ -79,6 +81,11 @@ impl AuthStats {
                 "vmail_authd_cache_hits_total",
                 "Successful checks answered from the verified-credentials cache.",
                 &self.cache_hits,
+            ),
+            (
+                "vmail_authd_dict_cache_hits_total",
+                "Dict lookups answered with a row read within cache_recheck_s.",
+                &self.dict_cache_hits,
             ),
             (
                 "vmail_authd_backend_errors_total",
@@ -131,6 +138,7 @@ impl AuthStats {
             temp = g(&self.temp),
             blocked = g(&self.blocked),
             cache_hits = g(&self.cache_hits),
+            dict_cache_hits = g(&self.dict_cache_hits),
             "auth statistics"
         );
     }
@@ -238,6 +246,28 @@ impl Authenticator {
         if let Ok(mut d) = self.dir.write() {
             *d = Arc::new(dir);
         }
+    }
+
+    /// The user for a dict lookup of `login` (Dovecot checks the password): with the cache
+    /// on, a row found within `cache_recheck_s` is answered from memory.
+    pub async fn dict_user(
+        &self,
+        dir: &Directory,
+        login: &str,
+    ) -> vmail_directory::Result<Option<vmail_directory::User>> {
+        let Some(c) = &self.cache else {
+            return dir.user(login).await;
+        };
+        if let Some(u) = c.row(login, Instant::now()) {
+            AuthStats::bump(&self.stats.dict_cache_hits);
+            return Ok(Some(u));
+        }
+        let generation = c.generation();
+        let user = dir.user(login).await?;
+        if let Some(u) = &user {
+            c.remember_row(login, u, generation, Instant::now());
+        }
+        Ok(user)
     }
 
     /// SIGHUP / `vmailctl flush`: forget verified credentials and penalties.

@@ -11,8 +11,17 @@
 //! known logins keep working through a short database outage (as with Dovecot's auth cache
 //! or saslauthd -c). vmailctl flushes it with every change; a change made in SQL directly
 //! applies after at most `cache_recheck_s`.
+//!
+//! Dovecot's dict passdb/userdb lookups carry no password: Dovecot checks the hash itself.
+//! For them the row a lookup found is kept for the same `cache_recheck_s` ([`rows`]), with
+//! the same flushes, so a user's next logins within it cost Dovecot no database round trip
+//! either. Only rows that exist are kept: a user created a moment ago can log in at once.
+//!
+//! [`rows`]: VerifiedCache::row
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,6 +36,8 @@ pub struct VerifiedCache {
     key: [u8; 32],
     entries: Mutex<HashMap<[u8; 32], Instant>>,
     recent: Mutex<HashMap<[u8; 32], Recent>>,
+    /// Rows found for dict lookups, by login as Dovecot sent it, with their expiry.
+    rows: Mutex<HashMap<String, (vmail_directory::User, Instant)>>,
     /// Bumped by every flush. A check reads it before reading the user's row and stores
     /// its result only if no flush came in between: a row read before `vmailctl user
     /// passwd` must not be remembered after the flush that follows it.
@@ -43,12 +54,11 @@ pub struct Recent {
 
 /// Keeps `map` within `max` entries before an insert of a new key: expired ones go first,
 /// then about half of the live ones (re-verified on next use).
-fn make_room<V>(
-    map: &mut HashMap<[u8; 32], V>,
-    key: &[u8; 32],
-    max: usize,
-    live: impl Fn(&V) -> bool,
-) {
+fn make_room<K, Q, V>(map: &mut HashMap<K, V>, key: &Q, max: usize, live: impl Fn(&V) -> bool)
+where
+    K: Eq + Hash + Borrow<Q>,
+    Q: Eq + Hash + ?Sized,
+{
     if map.len() >= max && !map.contains_key(key) {
         map.retain(|_, v| live(v));
         if map.len() >= max {
@@ -74,6 +84,7 @@ impl VerifiedCache {
             key,
             entries: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
+            rows: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
         }
     }
@@ -135,6 +146,44 @@ impl VerifiedCache {
         );
     }
 
+    /// The row a dict lookup of `login` found less than `recheck` ago.
+    pub fn row(&self, login: &str, now: Instant) -> Option<vmail_directory::User> {
+        if self.recheck.is_zero() {
+            return None;
+        }
+        let mut rows = self.rows.lock().ok()?;
+        match rows.get(login) {
+            Some((u, expires)) if now < *expires => Some(u.clone()),
+            Some(_) => {
+                rows.remove(login);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Keeps the row a dict lookup of `login` just found, read when the cache was at
+    /// `generation`.
+    pub fn remember_row(
+        &self,
+        login: &str,
+        user: &vmail_directory::User,
+        generation: u64,
+        now: Instant,
+    ) {
+        if self.recheck.is_zero() {
+            return;
+        }
+        let Ok(mut rows) = self.rows.lock() else {
+            return;
+        };
+        if self.generation() != generation {
+            return;
+        }
+        make_room(&mut rows, login, self.max_entries, |(_, e)| now < *e);
+        rows.insert(login.to_string(), (user.clone(), now + self.recheck));
+    }
+
     fn digest(&self, login: &str, stored: &str, password: &[u8]) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.key);
@@ -190,6 +239,9 @@ impl VerifiedCache {
         }
         if let Ok(mut recent) = self.recent.lock() {
             recent.clear();
+        }
+        if let Ok(mut rows) = self.rows.lock() {
+            rows.clear();
         }
     }
 
@@ -257,6 +309,42 @@ mod tests {
             home: String::new(),
             mail: String::new(),
         }
+    }
+
+    #[test]
+    fn dict_rows_for_the_recheck_window_bounded_and_flushed() {
+        let c = VerifiedCache::new(Duration::from_secs(300), Duration::from_secs(30), 2);
+        let t = Instant::now();
+        assert!(c.row("alice@x", t).is_none());
+        c.remember_row("alice@x", &user("alice@x", true), 0, t);
+        let r = c.row("alice@x", t + Duration::from_secs(29)).unwrap();
+        assert_eq!(
+            r.password.as_deref(),
+            Some("$6$secret-hash"),
+            "Dovecot needs the hash"
+        );
+        assert!(
+            c.row("alice@x", t + Duration::from_secs(30)).is_none(),
+            "expired"
+        );
+        assert!(c.row("Alice@x", t).is_none(), "other login text");
+        // A row read before a flush is not kept after it.
+        let g = c.generation();
+        c.clear();
+        c.remember_row("alice@x", &user("alice@x", true), g, t);
+        assert!(c.row("alice@x", t).is_none());
+        // Bounded.
+        for i in 0..10 {
+            c.remember_row(&format!("u{i}@x"), &user("u@x", true), c.generation(), t);
+        }
+        assert!(c.rows.lock().unwrap().len() <= 2);
+        assert!(c.row("u9@x", t).is_some(), "the newest row is kept");
+        c.clear();
+        assert!(c.row("u9@x", t).is_none(), "flushed");
+        // recheck 0: nothing kept.
+        let c = VerifiedCache::new(Duration::from_secs(300), Duration::ZERO, 2);
+        c.remember_row("alice@x", &user("alice@x", true), 0, t);
+        assert!(c.row("alice@x", t).is_none());
     }
 
     #[test]

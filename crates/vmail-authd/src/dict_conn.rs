@@ -154,7 +154,7 @@ async fn lookup(auth: &Authenticator, key: &str) -> Reply {
         _ => (None, rest),
     };
     let user = match kind {
-        "passdb" | "userdb" => match bounded(auth, dir.user(login)).await {
+        "passdb" | "userdb" => match bounded(auth, auth.dict_user(&dir, login)).await {
             Ok(u) => u,
             Err(e) => {
                 tracing::error!(error = %e, "dict lookup failed");

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -431,6 +432,75 @@ fn dict_passdb_userdb_and_iteration() {
     // Transactions are not ours: the connection closes rather than desynchronise.
     c.send("B1\t0\n");
     assert_eq!(c.line(), None);
+}
+
+/// Dict lookups (Dovecot checks the hash itself) reuse a row found within
+/// `cache_recheck_s`, until a flush; unknown users and a disabled cache always read.
+#[test]
+fn dict_rows_are_reused_for_the_recheck_window_until_flushed() {
+    let (_t, config) = setup();
+    let d = Daemon::start(config.clone());
+    let mut c = DictClient::connect(&d);
+    let hits = || {
+        d.authenticator
+            .stats
+            .dict_cache_hits
+            .load(Ordering::Relaxed)
+    };
+    let sent = || d.authenticator.directory().unwrap().queries_sent();
+    let old = c.json("passdb/imap/alice@example.org", "alice@example.org");
+    let n = sent();
+    with_dir(&config, async |dir| {
+        dir.set_password("alice@example.org", &sha512("looking-glass"))
+            .await
+            .unwrap();
+    });
+    // Within the window: the row as it was, without a statement.
+    assert_eq!(
+        c.json("passdb/imap/alice@example.org", "alice@example.org"),
+        old
+    );
+    assert_eq!(
+        c.json("userdb/alice@example.org", "alice@example.org")["uid"],
+        "5000"
+    );
+    assert_eq!((hits(), sent() - n), (2, 0));
+    // Unknown users are read every time, so a new account works at once.
+    assert_eq!(
+        c.lookup("passdb/nobody@example.org", "nobody@example.org"),
+        "N"
+    );
+    assert_eq!(
+        c.lookup("passdb/nobody@example.org", "nobody@example.org"),
+        "N"
+    );
+    assert_eq!((hits(), sent() - n), (2, 2));
+    d.authenticator.flush();
+    let new = c.json("passdb/imap/alice@example.org", "alice@example.org");
+    assert_ne!(
+        new["password"], old["password"],
+        "the new hash after a flush"
+    );
+    assert_eq!(hits(), 2);
+
+    // With the cache off, every lookup reads the row.
+    let (_t2, mut config) = setup();
+    config.authd.cache_enabled = false;
+    let d = Daemon::start(config);
+    let mut c = DictClient::connect(&d);
+    for _ in 0..3 {
+        assert!(c
+            .lookup("passdb/alice@example.org", "alice@example.org")
+            .starts_with('O'));
+    }
+    assert_eq!(d.authenticator.directory().unwrap().queries_sent(), 3);
+    assert_eq!(
+        d.authenticator
+            .stats
+            .dict_cache_hits
+            .load(Ordering::Relaxed),
+        0
+    );
 }
 
 #[test]

@@ -360,9 +360,10 @@ pub struct AuthdConfig {
     pub cache_enabled: bool,
     pub cache_ttl_s: u64,
     /// With the cache on: for this long after a check that read the user's row, the same
-    /// login and password are answered from memory with the row as read then. `vmailctl`
-    /// flushes the cache with every change; a change made in SQL directly applies after at
-    /// most this long. 0: read the row at every attempt.
+    /// login and password are answered from memory with the row as read then, and a dict
+    /// lookup of a user found within it gets that row. `vmailctl` flushes the cache with
+    /// every change; a change made in SQL directly applies after at most this long. 0: read
+    /// the row at every attempt.
     pub cache_recheck_s: u64,
     pub cache_max_entries: usize,
     /// After a successful login with a legacy hash (DES crypt, MD5, unsalted), store a
