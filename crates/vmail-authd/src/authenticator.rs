@@ -252,17 +252,21 @@ impl Authenticator {
     /// on, a row found within `cache_recheck_s` is answered from memory.
     pub async fn dict_user(
         &self,
-        dir: &Directory,
         login: &str,
     ) -> vmail_directory::Result<Option<vmail_directory::User>> {
+        let unavailable = || vmail_directory::Error::Unavailable("directory unavailable".into());
         let Some(c) = &self.cache else {
+            let dir = self.directory().ok_or_else(unavailable)?;
             return dir.user(login).await;
         };
         if let Some(u) = c.row(login, Instant::now()) {
             AuthStats::bump(&self.stats.dict_cache_hits);
             return Ok(Some(u));
         }
+        // The generation before the directory: a reload (new directory, then a flush)
+        // between the two must not leave a row read through the old one behind.
         let generation = c.generation();
+        let dir = self.directory().ok_or_else(unavailable)?;
         let user = dir.user(login).await?;
         if let Some(u) = &user {
             c.remember_row(login, u, generation, Instant::now());

@@ -3,7 +3,8 @@
 //! pay that each time. An entry is a keyed digest of (login, the stored hash it was checked
 //! against, the password): the user's row is still read on every attempt, so a password
 //! change (a new stored hash) or a disabled account takes effect at once, and nothing in
-//! the cache can be turned back into a password without the per-process key.
+//! the cache can be turned back into a password without the per-process key (the dict rows
+//! below do hold hashes, as read from the database, and are never logged).
 //!
 //! On top of that, for `cache_recheck_s` after a check that read the row, the same login
 //! with the same password is answered from memory with the row as read then ([`Recent`]):

@@ -144,9 +144,6 @@ async fn bounded<T>(
 }
 
 async fn lookup(auth: &Authenticator, key: &str) -> Reply {
-    let Some(dir) = auth.directory() else {
-        return Reply::Failed("directory unavailable".into());
-    };
     let (kind, rest) = key.split_once('/').unwrap_or((key, ""));
     let (service, login) = match rest.split_once('/') {
         // A service name never holds '@'; a login may hold '/' only in its local part.
@@ -154,7 +151,7 @@ async fn lookup(auth: &Authenticator, key: &str) -> Reply {
         _ => (None, rest),
     };
     let user = match kind {
-        "passdb" | "userdb" => match bounded(auth, auth.dict_user(&dir, login)).await {
+        "passdb" | "userdb" => match bounded(auth, auth.dict_user(login)).await {
             Ok(u) => u,
             Err(e) => {
                 tracing::error!(error = %e, "dict lookup failed");

@@ -11,7 +11,8 @@
 //! Every waiter gets the rows of the whole statement and keeps those whose key column equals
 //! its own key (`Directory::same_key`), as it does with the rows of its own statement. For
 //! that to give the same answer as a statement of its own, the keys must compare alike in
-//! SQL and in Rust; the directory batches only ASCII keys, and only its own queries.
+//! SQL and in Rust; the directory batches only ASCII keys, only its own queries, and not
+//! with domain flags (whose column is looked up by each key's own domain).
 //!
 //! A statement that runs for queued keys belongs to a task of its own, not to any request:
 //! a caller that gives up (its deadline) does not take other callers' statement with it.
@@ -110,9 +111,9 @@ impl Batcher {
         }
     }
 
-    /// The rows of a statement that looked up `key`, possibly together with other keys
-    /// (then `true`). `single` are the parameters of the single statement for `key`.
-    pub(crate) async fn fetch(&self, key: &str, single: Vec<Value>) -> Result<(Rows, bool)> {
+    /// The rows of a statement that looked up `key`, possibly together with other keys.
+    /// `single` are the parameters of the single statement for `key`.
+    pub(crate) async fn fetch(&self, key: &str, single: Vec<Value>) -> Result<Rows> {
         let rx = {
             let mut st = self.inner.lock();
             if st.in_flight < self.inner.in_flight_max {
@@ -128,11 +129,10 @@ impl Batcher {
             None => {
                 // Our own statement; the guard hands the queue on however this ends.
                 let _slot = Slot(self.inner.clone());
-                let rows = self.inner.send(self.inner.single.clone(), single).await?;
-                Ok((rows, false))
+                self.inner.send(self.inner.single.clone(), single).await
             }
             Some(rx) => match rx.await {
-                Ok(r) => r.map(|rows| (rows, true)),
+                Ok(r) => r,
                 Err(_) => Err(Error::Unavailable(
                     "batched lookup was abandoned (its statement failed to run)".into(),
                 )),
@@ -175,6 +175,18 @@ impl Inner {
     /// Runs the queue until it is empty, in statements of up to `max_keys` keys. Holds one
     /// in-flight slot, taken by the caller.
     async fn drain(self: Arc<Self>) {
+        // Gives the slot back if this task dies (a panic in the driver) rather than
+        // finishing: otherwise every later lookup of the kind would queue behind a slot
+        // nobody holds. Its queue is served by the next caller's hand-over.
+        struct Unwind(Arc<Inner>, bool);
+        impl Drop for Unwind {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.lock().in_flight -= 1;
+                }
+            }
+        }
+        let mut guard = Unwind(self.clone(), false);
         loop {
             let batch: Vec<Waiter> = {
                 let mut st = self.lock();
@@ -183,6 +195,7 @@ impl Inner {
                 st.queue.retain(|(_, tx)| !tx.is_closed());
                 if st.queue.is_empty() {
                     st.in_flight -= 1;
+                    guard.1 = true;
                     return;
                 }
                 let n = st.queue.len().min(self.max_keys);

@@ -275,22 +275,15 @@ impl Directory {
             ""
         };
         let mine = |custom: &Option<String>, col: &'static str| custom.is_none().then_some(col);
-        // The user's active domain: in a statement for one key, the key's domain (%d); in a
-        // batch, each row's own (the row's email matched the key, so it names the same
-        // domain up to case; `user_from_rows` checks exactly when in doubt).
-        let domain_of = |batched: bool| {
-            s.domains_active.then(|| {
-                let d = if batched {
-                    "SUBSTRING_INDEX(users.email, '@', -1)"
-                } else {
-                    "%d"
-                };
-                format!(", (SELECT domain FROM domains WHERE domain = {d}{active} LIMIT 1) AS {ACTIVE_DOMAIN}")
-            })
+        // The user's active domain, when domains have flags.
+        let domain_col = if s.domains_active {
+            format!(", (SELECT domain FROM domains WHERE domain = %d{active} LIMIT 1) AS {ACTIVE_DOMAIN}")
+        } else {
+            String::new()
         };
         // The user's row, then the forwardings' two columns; each half fills the other's
         // columns with NULL. vmail_kind tells the rows apart. `key` is `%s` or a key list.
-        let address_sql = |batched: bool, key: &str| {
+        let address_sql = |domain_col: &str, key: &str| {
             let nulls = ", NULL".repeat(user_cols.split(',').count());
             let domain_null = if s.domains_active { ", NULL" } else { "" };
             format!(
@@ -298,13 +291,17 @@ impl Directory {
                  FROM users WHERE email {key} \
                  UNION ALL \
                  SELECT 'f'{nulls}{domain_null}, destination, source FROM forwardings WHERE source {key}",
-                domain_of(batched).unwrap_or_default()
+                domain_col
             )
         };
         let db = &self.config.database;
+        // Not with domain flags: a statement for several keys cannot bind each key's domain,
+        // and comparing the row's domain column to domains.domain fails outright ("illegal
+        // mix of collations") when the two columns' collations differ.
         let batching = self.backend.dialect() == backend::Dialect::Mysql
             && db.batch_keys > 1
-            && c.user.is_none();
+            && c.user.is_none()
+            && !s.domains_active;
         let limits = batch::Limits {
             max_keys: db.batch_keys,
             in_flight: db.batch_in_flight,
@@ -323,13 +320,10 @@ impl Directory {
         let keys = format!("IN ({})", batch::KEYS);
         let user = pick(
             &c.user,
-            format!(
-                "SELECT {user_cols}{} FROM users WHERE email = %s",
-                domain_of(false).unwrap_or_default()
-            ),
+            format!("SELECT {user_cols}{domain_col} FROM users WHERE email = %s"),
         )?;
         let address = (c.user.is_none() && c.alias.is_none())
-            .then(|| Lookup::compile(&address_sql(false, "= %s")))
+            .then(|| Lookup::compile(&address_sql(&domain_col, "= %s")))
             .transpose()?;
         Ok(Queries {
             domain: pick(
@@ -341,17 +335,14 @@ impl Directory {
             batch_user: batching.then(|| {
                 batcher(
                     &user,
-                    format!(
-                        "SELECT {user_cols}{} FROM users WHERE email {keys}",
-                        domain_of(true).unwrap_or_default()
-                    ),
+                    format!("SELECT {user_cols} FROM users WHERE email {keys}"),
                     1,
                 )
             }),
             batch_address: address
                 .as_ref()
                 .filter(|_| batching)
-                .map(|a| batcher(a, address_sql(true, &keys), 2)),
+                .map(|a| batcher(a, address_sql("", &keys), 2)),
             user,
             address,
             alias: pick(
@@ -461,7 +452,7 @@ impl Directory {
         let key = a.to_string();
         let (_, q) = self.schema().await?;
         if let Some(b) = batchable(&q.batch_user, &key) {
-            let (rows, batched) = b
+            let rows = b
                 .fetch(&key, q.user.bind(&key, &a.local, &a.domain))
                 .await?;
             let mine: Vec<Row> = rows
@@ -469,21 +460,14 @@ impl Directory {
                 .filter(|r| r.get("email").is_some_and(|e| self.same_key(e, &key)))
                 .cloned()
                 .collect();
-            return self.user_from_rows(&mine, a, batched).await;
+            return self.user_from_rows(&mine, a).await;
         }
         let rows = self.run(Q_USER, &key, &a.local, &a.domain).await?;
-        self.user_from_rows(&rows, a, false).await
+        self.user_from_rows(&rows, a).await
     }
 
     /// The user of the first of `rows` (those the key matched), with the domain's flag.
-    /// `batched`: the rows come from a statement for several keys, whose active-domain column
-    /// was looked up by the row's domain rather than the key's.
-    async fn user_from_rows(
-        &self,
-        rows: &[Row],
-        a: &Address,
-        batched: bool,
-    ) -> Result<Option<User>> {
+    async fn user_from_rows(&self, rows: &[Row], a: &Address) -> Result<Option<User>> {
         let (schema, q) = self.schema().await?;
         let Some(row) = rows.first() else {
             return Ok(None);
@@ -493,11 +477,10 @@ impl Directory {
         if user.active && schema.domains_active && !q.custom_user {
             user.active = match row.get(ACTIVE_DOMAIN) {
                 // No active domain row matched, not even a collation-equal one.
-                None if !batched => false,
+                None => false,
                 Some(d) if d.to_lowercase() == a.domain => true,
-                // MariaDB matched an accent- or space-variant of the domain, or (batched) the
-                // row's spelling of the domain found none: ask exactly.
-                _ => self.domain_exists_folded(&a.domain).await?,
+                // MariaDB matched an accent- or space-variant of the domain: ask exactly.
+                Some(_) => self.domain_exists_folded(&a.domain).await?,
             };
         }
         Ok(Some(user))
@@ -582,14 +565,11 @@ impl Directory {
             return Ok(None);
         }
         let params = lookup.bind(&key, &a.local, &a.domain);
-        let (rows, batched) = match batchable(&q.batch_address, &key) {
+        let rows = match batchable(&q.batch_address, &key) {
             Some(b) => b.fetch(&key, params).await?,
             None => {
                 self.queries.fetch_add(1, Ordering::Relaxed);
-                (
-                    Arc::new(self.backend.fetch(&lookup.sql, params).await?),
-                    false,
-                )
+                Arc::new(self.backend.fetch(&lookup.sql, params).await?)
             }
         };
         // As `run` does for each query: keep the rows whose key really equals ours.
@@ -606,10 +586,7 @@ impl Directory {
                 .filter(|r| r.get("source").is_some_and(|s| self.same_key(s, &key)))
                 .filter_map(|r| r.get("destination")),
         );
-        let user = self
-            .user_from_rows(&users, a, batched)
-            .await?
-            .map(without_password);
+        let user = self.user_from_rows(&users, a).await?.map(without_password);
         let now = Instant::now();
         m.users.put(key, user.clone(), now);
         m.forwardings.put(fkey, dest.clone(), now);
