@@ -79,9 +79,9 @@ pub struct DatabaseConfig {
     pub pool_max: usize,
     /// MySQL: while `batch_in_flight` statements of one lookup kind (user rows, an address's
     /// row and forwardings) are running, further lookups of that kind wait and then go to the
-    /// database together, up to `batch_keys` keys in one `IN (...)` statement. No lookup ever
-    /// waits for a timer. `batch_keys = 1` turns it off. Only the built-in queries batch, and
-    /// not on a schema with `domains.active` (each key's own domain must be bound).
+    /// database together, up to `batch_keys` of them in one statement (their own statements
+    /// joined by UNION ALL). No lookup ever waits for a timer. `batch_keys = 1` turns it
+    /// off. Only the built-in queries batch.
     pub batch_keys: usize,
     pub batch_in_flight: usize,
     /// Your own SELECTs for schemas other than the classic one.

@@ -1,18 +1,18 @@
-//! Coalescing of concurrent lookups of one kind into one `... IN (?, ?, ...)` statement.
+//! Coalescing of concurrent lookups of one kind into one statement: the kind's own
+//! statement once per key, joined by `UNION ALL`, each arm with its key's own parameters.
 //!
 //! Under load most of a key lookup's cost on the database side is per statement (a network
-//! round trip, a thread wake-up, executing a prepared statement), not per row: an indexed
-//! `IN` list of eight keys costs MariaDB little more than one key. So while
-//! `in_flight` statements of a kind are already running, further keys wait in a queue, and
-//! whichever statement finishes first takes the whole queue (up to `max_keys`) into one
-//! statement. Nothing waits on a timer: with fewer than `in_flight` lookups at once, each
-//! key runs alone and at once, exactly as without the batcher.
+//! round trip, a thread wake-up, parsing and planning), not per row: eight indexed
+//! lookups in one statement cost MariaDB little more than one. So while `in_flight`
+//! statements of a kind are already running, further keys wait in a queue, and whichever
+//! statement finishes first takes the whole queue (up to `max_keys`) into one statement.
+//! Nothing waits on a timer: with fewer than `in_flight` lookups at once, each key runs
+//! alone and at once, exactly as without the batcher.
 //!
-//! Every waiter gets the rows of the whole statement and keeps those whose key column equals
-//! its own key (`Directory::same_key`), as it does with the rows of its own statement. For
-//! that to give the same answer as a statement of its own, the keys must compare alike in
-//! SQL and in Rust; the directory batches only ASCII keys, only its own queries, and not
-//! with domain flags (whose column is looked up by each key's own domain).
+//! Each arm is the single-key statement with that key's parameters (its domain included),
+//! plus a constant column ([`KEY_COLUMN`]) numbering the arm, and every waiter gets only
+//! its own arm's rows: the answer is the one its own statement would have given, whatever
+//! the collations.
 //!
 //! A statement that runs for queued keys belongs to a task of its own, not to any request:
 //! a caller that gives up (its deadline) does not take other callers' statement with it.
@@ -29,13 +29,17 @@ use crate::backend::{AnyBackend, SqlBackend};
 use crate::error::{Error, Result};
 use crate::sql::{Row, Value};
 
-/// Placeholder in a batch template for the `?, ?, ...` list.
-pub(crate) const KEYS: &str = "{keys}";
+/// Placeholder in an arm template for the arm's number.
+pub(crate) const ARM: &str = "{arm}";
+
+/// The column that carries the arm's number, last in every arm's select list.
+pub(crate) const KEY_COLUMN: &str = "vmail_arm";
 
 /// The rows of one statement, shared by every key it answered.
 pub(crate) type Rows = Arc<Vec<Row>>;
 
-type Waiter = (String, oneshot::Sender<Result<Rows>>);
+/// A queued lookup: its single-statement parameters, and where its rows go.
+type Waiter = (Vec<Value>, oneshot::Sender<Result<Rows>>);
 
 /// One kind of lookup (user rows, or an address's user row and forwardings).
 #[derive(Clone)]
@@ -47,11 +51,9 @@ struct Inner {
     backend: AnyBackend,
     /// The directory's own statement for one key, bound by the caller.
     single: String,
-    /// The statement for several keys, binding nothing but the keys: the single statement
-    /// with each `= ?` of the key written as `IN ({keys})`.
-    template: String,
-    /// How often the key list appears in the statement.
-    per_key: usize,
+    /// The same statement with `, {arm} AS vmail_arm` ending each select list; same
+    /// parameters.
+    arm: String,
     max_keys: usize,
     in_flight_max: usize,
     deadline: Duration,
@@ -70,7 +72,7 @@ struct State {
 impl std::fmt::Debug for Batcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batcher")
-            .field("template", &self.inner.template)
+            .field("arm", &self.inner.arm)
             .field("max_keys", &self.inner.max_keys)
             .field("in_flight_max", &self.inner.in_flight_max)
             .finish_non_exhaustive()
@@ -86,13 +88,12 @@ pub(crate) struct Limits {
 }
 
 impl Batcher {
-    /// `single` is the statement for one key; `template` the same lookup with a [`KEYS`]
-    /// list in each of `per_key` places, and no other parameter.
+    /// `single` is the statement for one key; `arm` the same statement numbered by [`ARM`]
+    /// in a [`KEY_COLUMN`] column.
     pub(crate) fn new(
         backend: AnyBackend,
         single: String,
-        template: String,
-        per_key: usize,
+        arm: String,
         limits: Limits,
         sent: Arc<AtomicU64>,
     ) -> Batcher {
@@ -100,8 +101,7 @@ impl Batcher {
             inner: Arc::new(Inner {
                 backend,
                 single,
-                template,
-                per_key,
+                arm,
                 max_keys: limits.max_keys.max(1),
                 in_flight_max: limits.in_flight.max(1),
                 deadline: limits.deadline,
@@ -111,27 +111,28 @@ impl Batcher {
         }
     }
 
-    /// The rows of a statement that looked up `key`, possibly together with other keys.
-    /// `single` are the parameters of the single statement for `key`.
-    pub(crate) async fn fetch(&self, key: &str, single: Vec<Value>) -> Result<Rows> {
-        let rx = {
+    /// The rows the single statement with parameters `single` finds, possibly read in one
+    /// statement together with other lookups.
+    pub(crate) async fn fetch(&self, single: Vec<Value>) -> Result<Rows> {
+        let queued = {
             let mut st = self.inner.lock();
             if st.in_flight < self.inner.in_flight_max {
                 st.in_flight += 1;
-                None
+                Err(single)
             } else {
                 let (tx, rx) = oneshot::channel();
-                st.queue.push_back((key.to_string(), tx));
-                Some(rx)
+                st.queue.push_back((single, tx));
+                Ok(rx)
             }
         };
-        match rx {
-            None => {
+        match queued {
+            Err(single) => {
                 // Our own statement; the guard hands the queue on however this ends.
                 let _slot = Slot(self.inner.clone());
-                self.inner.send(self.inner.single.clone(), single).await
+                let rows = self.inner.send(self.inner.single.clone(), single).await?;
+                Ok(Arc::new(rows))
             }
-            Some(rx) => match rx.await {
+            Ok(rx) => match rx.await {
                 Ok(r) => r,
                 Err(_) => Err(Error::Unavailable(
                     "batched lookup was abandoned (its statement failed to run)".into(),
@@ -148,28 +149,31 @@ impl Inner {
     }
 
     /// One statement, under the deadline.
-    async fn send(&self, sql: String, params: Vec<Value>) -> Result<Rows> {
+    async fn send(&self, sql: String, params: Vec<Value>) -> Result<Vec<Row>> {
         self.sent.fetch_add(1, Ordering::Relaxed);
-        let rows = match tokio::time::timeout(self.deadline, self.backend.fetch(&sql, params)).await
-        {
-            Ok(r) => r?,
-            Err(_) => return Err(Error::Timeout(self.deadline)),
-        };
-        Ok(Arc::new(rows))
+        match tokio::time::timeout(self.deadline, self.backend.fetch(&sql, params)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(self.deadline)),
+        }
     }
 
-    /// The batch statement for `keys` and its parameters. The list is padded to a power of
-    /// two by repeating the last key (harmless in `IN`), so that at most a handful of
-    /// distinct statements stay prepared on each connection.
-    fn statement(&self, keys: &[&str]) -> (String, Vec<Value>) {
-        let n = keys.len().next_power_of_two();
-        let padded: Vec<&str> = (0..n).map(|i| keys[i.min(keys.len() - 1)]).collect();
-        let list = vec!["?"; n].join(", ");
-        let sql = self.template.replace(KEYS, &list);
-        let params = (0..self.per_key)
-            .flat_map(|_| padded.iter().map(|k| Value::from(*k)))
+    /// The statement for `waiters` and its parameters: one arm per waiter, numbered in
+    /// order, then arms repeating the last waiter's parameters up to a power of two (their
+    /// numbers match no waiter), so that at most a handful of distinct statements stay
+    /// prepared on each connection.
+    fn statement(&self, waiters: &[&[Value]]) -> (String, Vec<Value>) {
+        let n = waiters.len().max(1).next_power_of_two();
+        let arms: Vec<String> = (0..n)
+            .map(|i| self.arm.replace(ARM, &i.to_string()))
             .collect();
-        (sql, params)
+        let params = (0..n)
+            .flat_map(|i| {
+                waiters[i.min(waiters.len().saturating_sub(1))]
+                    .iter()
+                    .cloned()
+            })
+            .collect();
+        (arms.join(" UNION ALL "), params)
     }
 
     /// Runs the queue until it is empty, in statements of up to `max_keys` keys. Holds one
@@ -201,13 +205,22 @@ impl Inner {
                 let n = st.queue.len().min(self.max_keys);
                 st.queue.drain(..n).collect()
             };
-            let keys: Vec<&str> = batch.iter().map(|(k, _)| k.as_str()).collect();
-            let (sql, params) = self.statement(&keys);
+            let params: Vec<&[Value]> = batch.iter().map(|(p, _)| p.as_slice()).collect();
+            let (sql, params) = self.statement(&params);
             let r = self.send(sql, params).await;
-            for (_, tx) in batch {
+            let mut mine: Vec<Vec<Row>> = batch.iter().map(|_| Vec::new()).collect();
+            if let Ok(rows) = r.as_ref() {
+                for row in rows {
+                    let arm = row.get(KEY_COLUMN).and_then(|v| v.parse::<usize>().ok());
+                    if let Some(m) = arm.and_then(|a| mine.get_mut(a)) {
+                        m.push(row.clone());
+                    }
+                }
+            }
+            for ((_, tx), rows) in batch.into_iter().zip(mine) {
                 // A waiter that gave up has dropped its receiver; nothing to do for it.
                 let _ = tx.send(match &r {
-                    Ok(rows) => Ok(rows.clone()),
+                    Ok(_) => Ok(Arc::new(rows)),
                     Err(e) => Err(copy_error(e)),
                 });
             }
@@ -261,7 +274,7 @@ fn copy_error(e: &Error) -> Error {
 mod tests {
     use super::*;
 
-    fn inner(per_key: usize) -> Inner {
+    fn inner() -> Inner {
         Inner {
             backend: AnyBackend::Mysql(
                 crate::backend::Mysql::new(&crate::backend::MysqlSettings {
@@ -274,9 +287,8 @@ mod tests {
                 })
                 .unwrap(),
             ),
-            single: "SELECT a FROM t WHERE k = ?".into(),
-            template: format!("SELECT a FROM t WHERE k IN ({KEYS})"),
-            per_key,
+            single: "SELECT a FROM t WHERE k = ? AND d = ?".into(),
+            arm: format!("SELECT a, {ARM} AS {KEY_COLUMN} FROM t WHERE k = ? AND d = ?"),
             max_keys: 8,
             in_flight_max: 1,
             deadline: Duration::from_secs(1),
@@ -285,25 +297,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_queued_key_is_a_list_of_one() {
-        let (sql, p) = inner(2).statement(&["a@x"]);
-        assert_eq!(sql, "SELECT a FROM t WHERE k IN (?)");
-        assert_eq!(p, [Value::from("a@x"), Value::from("a@x")]);
+    fn vals(v: &[&str]) -> Vec<Value> {
+        v.iter().map(|s| Value::from(*s)).collect()
     }
 
     #[test]
-    fn lists_are_padded_to_a_power_of_two_per_occurrence() {
-        let (sql, p) = inner(2).statement(&["a", "b", "c"]);
-        assert_eq!(sql, "SELECT a FROM t WHERE k IN (?, ?, ?, ?)");
-        let want: Vec<Value> = ["a", "b", "c", "c", "a", "b", "c", "c"]
-            .into_iter()
-            .map(Value::from)
-            .collect();
-        assert_eq!(p, want);
-        let (sql, p) = inner(1).statement(&["a", "b"]);
-        assert_eq!(sql, "SELECT a FROM t WHERE k IN (?, ?)");
-        assert_eq!(p.len(), 2);
+    fn one_arm_per_waiter_with_its_own_parameters() {
+        let (a, b) = (vals(&["a@x", "x"]), vals(&["b@y", "y"]));
+        let (sql, p) = inner().statement(&[&a, &b]);
+        assert_eq!(
+            sql,
+            "SELECT a, 0 AS vmail_arm FROM t WHERE k = ? AND d = ? UNION ALL \
+             SELECT a, 1 AS vmail_arm FROM t WHERE k = ? AND d = ?"
+        );
+        assert_eq!(p, vals(&["a@x", "x", "b@y", "y"]));
+    }
+
+    #[test]
+    fn arms_are_padded_to_a_power_of_two_with_numbers_of_no_waiter() {
+        let (a, b, c) = (vals(&["a", "1"]), vals(&["b", "2"]), vals(&["c", "3"]));
+        let (sql, p) = inner().statement(&[&a, &b, &c]);
+        assert_eq!(sql.matches(" UNION ALL ").count(), 3);
+        assert!(sql.contains("3 AS vmail_arm"), "{sql}");
+        assert_eq!(p, vals(&["a", "1", "b", "2", "c", "3", "c", "3"]));
+        let (sql, p) = inner().statement(&[&a]);
+        assert_eq!(sql, "SELECT a, 0 AS vmail_arm FROM t WHERE k = ? AND d = ?");
+        assert_eq!(p, a);
     }
 
     #[test]

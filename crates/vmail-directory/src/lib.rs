@@ -282,48 +282,45 @@ impl Directory {
             String::new()
         };
         // The user's row, then the forwardings' two columns; each half fills the other's
-        // columns with NULL. vmail_kind tells the rows apart. `key` is `%s` or a key list.
-        let address_sql = |domain_col: &str, key: &str| {
+        // columns with NULL. vmail_kind tells the rows apart. `extra` ends both select lists.
+        let address_sql = |extra: &str| {
             let nulls = ", NULL".repeat(user_cols.split(',').count());
             let domain_null = if s.domains_active { ", NULL" } else { "" };
             format!(
-                "SELECT 'u' AS {KIND}, {user_cols}{}, NULL AS destination, NULL AS source \
-                 FROM users WHERE email {key} \
+                "SELECT 'u' AS {KIND}, {user_cols}{domain_col}, NULL AS destination, NULL AS source{extra} \
+                 FROM users WHERE email = %s \
                  UNION ALL \
-                 SELECT 'f'{nulls}{domain_null}, destination, source FROM forwardings WHERE source {key}",
-                domain_col
+                 SELECT 'f'{nulls}{domain_null}, destination, source{extra} FROM forwardings WHERE source = %s"
             )
         };
+        let user_sql = |extra: &str| {
+            format!("SELECT {user_cols}{domain_col}{extra} FROM users WHERE email = %s")
+        };
         let db = &self.config.database;
-        // Not with domain flags: a statement for several keys cannot bind each key's domain,
-        // and comparing the row's domain column to domains.domain fails outright ("illegal
-        // mix of collations") when the two columns' collations differ.
         let batching = self.backend.dialect() == backend::Dialect::Mysql
             && db.batch_keys > 1
-            && c.user.is_none()
-            && !s.domains_active;
+            && c.user.is_none();
         let limits = batch::Limits {
             max_keys: db.batch_keys,
             in_flight: db.batch_in_flight,
             deadline: self.deadline,
         };
-        let batcher = |single: &Lookup, template: String, per_key: usize| {
-            batch::Batcher::new(
+        // A batch arm: the statement with its number as a last column, the same parameters.
+        let arm = format!(", {} AS {}", batch::ARM, batch::KEY_COLUMN);
+        let batcher = |single: &Lookup, arm: String| -> Result<batch::Batcher> {
+            let arm = Lookup::compile(&arm)?;
+            debug_assert_eq!(arm.params, single.params);
+            Ok(batch::Batcher::new(
                 self.backend.clone(),
                 single.sql.clone(),
-                template,
-                per_key,
+                arm.sql,
                 limits,
                 self.queries.clone(),
-            )
+            ))
         };
-        let keys = format!("IN ({})", batch::KEYS);
-        let user = pick(
-            &c.user,
-            format!("SELECT {user_cols}{domain_col} FROM users WHERE email = %s"),
-        )?;
+        let user = pick(&c.user, user_sql(""))?;
         let address = (c.user.is_none() && c.alias.is_none())
-            .then(|| Lookup::compile(&address_sql(&domain_col, "= %s")))
+            .then(|| Lookup::compile(&address_sql("")))
             .transpose()?;
         Ok(Queries {
             domain: pick(
@@ -332,17 +329,13 @@ impl Directory {
             )?,
             // With domain flags, the user's domain comes back in the same round trip: one
             // query per user lookup instead of two (the directory's hottest path).
-            batch_user: batching.then(|| {
-                batcher(
-                    &user,
-                    format!("SELECT {user_cols} FROM users WHERE email {keys}"),
-                    1,
-                )
-            }),
-            batch_address: address
-                .as_ref()
-                .filter(|_| batching)
-                .map(|a| batcher(a, address_sql("", &keys), 2)),
+            batch_user: batching
+                .then(|| batcher(&user, user_sql(&arm)))
+                .transpose()?,
+            batch_address: match &address {
+                Some(a) if batching => Some(batcher(a, address_sql(&arm))?),
+                _ => None,
+            },
             user,
             address,
             alias: pick(
@@ -451,10 +444,8 @@ impl Directory {
     async fn read_user(&self, a: &Address) -> Result<Option<User>> {
         let key = a.to_string();
         let (_, q) = self.schema().await?;
-        if let Some(b) = batchable(&q.batch_user, &key) {
-            let rows = b
-                .fetch(&key, q.user.bind(&key, &a.local, &a.domain))
-                .await?;
+        if let Some(b) = &q.batch_user {
+            let rows = b.fetch(q.user.bind(&key, &a.local, &a.domain)).await?;
             let mine: Vec<Row> = rows
                 .iter()
                 .filter(|r| r.get("email").is_some_and(|e| self.same_key(e, &key)))
@@ -565,8 +556,8 @@ impl Directory {
             return Ok(None);
         }
         let params = lookup.bind(&key, &a.local, &a.domain);
-        let rows = match batchable(&q.batch_address, &key) {
-            Some(b) => b.fetch(&key, params).await?,
+        let rows = match &q.batch_address {
+            Some(b) => b.fetch(params).await?,
             None => {
                 self.queries.fetch_add(1, Ordering::Relaxed);
                 Arc::new(self.backend.fetch(&lookup.sql, params).await?)
@@ -1093,13 +1084,6 @@ fn destinations<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
 }
 
 /// Map answers never need the hash; lookupd should not hold one in memory.
-/// The batcher for `key`, if it may share a statement: only ASCII keys, because for those
-/// MySQL's case-insensitive collations and our `same_key` agree on what matches, so a row a
-/// neighbour's key brought in is kept exactly when our own statement would have found it.
-fn batchable<'a>(b: &'a Option<batch::Batcher>, key: &str) -> Option<&'a batch::Batcher> {
-    b.as_ref().filter(|_| key.is_ascii())
-}
-
 fn without_password(u: User) -> User {
     User {
         password: None,
