@@ -34,7 +34,8 @@ fn ok(config: &Path, args: &[&str], stdin: &str) -> String {
     let o = vmailctl(config, args, stdin);
     assert!(
         o.status.success(),
-        "vmailctl {args:?} failed: {}{}",
+        "vmailctl {args:?} failed ({}): {}{}",
+        o.status,
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
