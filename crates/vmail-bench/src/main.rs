@@ -77,12 +77,12 @@ fn main() -> Result<()> {
             users,
             batch_keys,
             batch_in_flight,
-        } => {
-            let mut db = vmail_config::DatabaseConfig::default();
-            db.batch_keys = batch_keys.unwrap_or(db.batch_keys);
-            db.batch_in_flight = batch_in_flight.unwrap_or(db.batch_in_flight);
-            lookupd(Duration::from_secs(seconds), users, &db)
-        }
+        } => lookupd(
+            Duration::from_secs(seconds),
+            users,
+            batch_keys,
+            batch_in_flight,
+        ),
         What::Directory { lookups } => directory(lookups),
         What::Lda(a) => lda::run(&a),
         What::Authd(o) => authd::run(o),
@@ -401,12 +401,19 @@ fn spawn_lookupd(
     Ok(h)
 }
 
-fn lookupd(dur: Duration, users: usize, batch: &vmail_config::DatabaseConfig) -> Result<()> {
+/// `batch_keys`, `batch_in_flight`: lookupd's `[database]` settings where given.
+fn lookupd(
+    dur: Duration,
+    users: usize,
+    batch_keys: Option<usize>,
+    batch_in_flight: Option<usize>,
+) -> Result<()> {
     let db = vmail_test_support::TestDb::create("vmail-bench lookupd")
         .context("no MariaDB (run scripts/test-deps)")?;
     let mut config = db.config();
-    config.database.batch_keys = batch.batch_keys;
-    config.database.batch_in_flight = batch.batch_in_flight;
+    let d = &mut config.database;
+    d.batch_keys = batch_keys.unwrap_or(d.batch_keys);
+    d.batch_in_flight = batch_in_flight.unwrap_or(d.batch_in_flight);
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

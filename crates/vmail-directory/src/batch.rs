@@ -35,11 +35,8 @@ pub(crate) const ARM: &str = "{arm}";
 /// The column that carries the arm's number, last in every arm's select list.
 pub(crate) const KEY_COLUMN: &str = "vmail_arm";
 
-/// The rows of one statement, shared by every key it answered.
-pub(crate) type Rows = Arc<Vec<Row>>;
-
 /// A queued lookup: its single-statement parameters, and where its rows go.
-type Waiter = (Vec<Value>, oneshot::Sender<Result<Rows>>);
+type Waiter = (Vec<Value>, oneshot::Sender<Result<Vec<Row>>>);
 
 /// One kind of lookup (user rows, or an address's user row and forwardings).
 #[derive(Clone)]
@@ -113,7 +110,7 @@ impl Batcher {
 
     /// The rows the single statement with parameters `single` finds, possibly read in one
     /// statement together with other lookups.
-    pub(crate) async fn fetch(&self, single: Vec<Value>) -> Result<Rows> {
+    pub(crate) async fn fetch(&self, single: Vec<Value>) -> Result<Vec<Row>> {
         let queued = {
             let mut st = self.inner.lock();
             if st.in_flight < self.inner.in_flight_max {
@@ -129,8 +126,7 @@ impl Batcher {
             Err(single) => {
                 // Our own statement; the guard hands the queue on however this ends.
                 let _slot = Slot(self.inner.clone());
-                let rows = self.inner.send(self.inner.single.clone(), single).await?;
-                Ok(Arc::new(rows))
+                self.inner.send(self.inner.single.clone(), single).await
             }
             Ok(rx) => match rx.await {
                 Ok(r) => r,
@@ -207,22 +203,25 @@ impl Inner {
             };
             let params: Vec<&[Value]> = batch.iter().map(|(p, _)| p.as_slice()).collect();
             let (sql, params) = self.statement(&params);
-            let r = self.send(sql, params).await;
-            let mut mine: Vec<Vec<Row>> = batch.iter().map(|_| Vec::new()).collect();
-            if let Ok(rows) = r.as_ref() {
-                for row in rows {
-                    let arm = row.get(KEY_COLUMN).and_then(|v| v.parse::<usize>().ok());
-                    if let Some(m) = arm.and_then(|a| mine.get_mut(a)) {
-                        m.push(row.clone());
+            // A waiter that gave up has dropped its receiver; sends to it go nowhere.
+            match self.send(sql, params).await {
+                Ok(rows) => {
+                    let mut mine: Vec<Vec<Row>> = batch.iter().map(|_| Vec::new()).collect();
+                    for row in rows {
+                        let arm = row.get(KEY_COLUMN).and_then(|v| v.parse::<usize>().ok());
+                        if let Some(m) = arm.and_then(|a| mine.get_mut(a)) {
+                            m.push(row);
+                        }
+                    }
+                    for ((_, tx), rows) in batch.into_iter().zip(mine) {
+                        let _ = tx.send(Ok(rows));
                     }
                 }
-            }
-            for ((_, tx), rows) in batch.into_iter().zip(mine) {
-                // A waiter that gave up has dropped its receiver; nothing to do for it.
-                let _ = tx.send(match &r {
-                    Ok(_) => Ok(Arc::new(rows)),
-                    Err(e) => Err(copy_error(e)),
-                });
+                Err(e) => {
+                    for (_, tx) in batch {
+                        let _ = tx.send(Err(copy_error(&e)));
+                    }
+                }
             }
         }
     }

@@ -361,15 +361,35 @@ impl Directory {
     async fn run(&self, which: usize, key: &str, local: &str, domain: &str) -> Result<Vec<Row>> {
         let (_, q) = self.schema().await?;
         let lookup = [&q.domain, &q.user, &q.alias, &q.transport][which];
-        self.queries.fetch_add(1, Ordering::Relaxed);
+        let batcher = if which == Q_USER {
+            q.batch_user.as_ref()
+        } else {
+            None
+        };
         let mut rows = self
-            .backend
-            .fetch(&lookup.sql, lookup.bind(key, local, domain))
+            .send(lookup, batcher, lookup.bind(key, local, domain))
             .await?;
         if let Some(col) = q.verify[which] {
             rows.retain(|r| r.get(col).is_some_and(|stored| self.same_key(stored, key)));
         }
         Ok(rows)
+    }
+
+    /// Sends one lookup statement, through `batcher` when it has one ([`batch`]); counted
+    /// either way ([`Directory::queries_sent`]).
+    async fn send(
+        &self,
+        lookup: &Lookup,
+        batcher: Option<&batch::Batcher>,
+        params: Vec<Value>,
+    ) -> Result<Vec<Row>> {
+        match batcher {
+            Some(b) => b.fetch(params).await,
+            None => {
+                self.queries.fetch_add(1, Ordering::Relaxed);
+                self.backend.fetch(&lookup.sql, params).await
+            }
+        }
     }
 
     /// Whether a stored key equals a (folded) lookup key under this installation's rules.
@@ -442,18 +462,9 @@ impl Directory {
     }
 
     async fn read_user(&self, a: &Address) -> Result<Option<User>> {
-        let key = a.to_string();
-        let (_, q) = self.schema().await?;
-        if let Some(b) = &q.batch_user {
-            let rows = b.fetch(q.user.bind(&key, &a.local, &a.domain)).await?;
-            let mine: Vec<Row> = rows
-                .iter()
-                .filter(|r| r.get("email").is_some_and(|e| self.same_key(e, &key)))
-                .cloned()
-                .collect();
-            return self.user_from_rows(&mine, a).await;
-        }
-        let rows = self.run(Q_USER, &key, &a.local, &a.domain).await?;
+        let rows = self
+            .run(Q_USER, &a.to_string(), &a.local, &a.domain)
+            .await?;
         self.user_from_rows(&rows, a).await
     }
 
@@ -555,21 +566,19 @@ impl Directory {
         if m.users.get(&key, now).is_some() || m.forwardings.get(&fkey, now).is_some() {
             return Ok(None);
         }
-        let params = lookup.bind(&key, &a.local, &a.domain);
-        let rows = match &q.batch_address {
-            Some(b) => b.fetch(params).await?,
-            None => {
-                self.queries.fetch_add(1, Ordering::Relaxed);
-                Arc::new(self.backend.fetch(&lookup.sql, params).await?)
-            }
-        };
+        let rows = self
+            .send(
+                lookup,
+                q.batch_address.as_ref(),
+                lookup.bind(&key, &a.local, &a.domain),
+            )
+            .await?;
         // As `run` does for each query: keep the rows whose key really equals ours.
-        let (users, forwardings): (Vec<&Row>, Vec<&Row>) =
-            rows.iter().partition(|r| r.get(KIND) == Some("u"));
+        let (users, forwardings): (Vec<Row>, Vec<Row>) =
+            rows.into_iter().partition(|r| r.get(KIND) == Some("u"));
         let users: Vec<Row> = users
             .into_iter()
             .filter(|r| r.get("email").is_some_and(|e| self.same_key(e, &key)))
-            .cloned()
             .collect();
         let dest = destinations(
             forwardings
