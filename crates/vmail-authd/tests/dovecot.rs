@@ -344,7 +344,10 @@ fn imap_login_through_the_contrib_dict() {
     for (user, pw) in [s.users[0], s.users[4]] {
         let mut imap = imap_login(port, user, pw)
             .unwrap_or_else(|e| panic!("IMAP LOGIN {user}: {e}\n--- log:\n{}", log()));
-        assert_eq!(imap.select("INBOX").unwrap(), 0);
+        let selected = imap
+            .select("INBOX")
+            .unwrap_or_else(|e| panic!("SELECT INBOX as {user}: {e}\n--- log:\n{}", log()));
+        assert_eq!(selected, 0);
         imap.logout().ok();
         // The mail process used authd's home and mail (created as authd's uid).
         let (local, domain) = user.split_once('@').unwrap();
