@@ -51,6 +51,8 @@ struct Inner {
     /// The same statement with `, {arm} AS vmail_arm` ending each select list; same
     /// parameters.
     arm: String,
+    /// How many parameters one arm binds.
+    width: usize,
     max_keys: usize,
     in_flight_max: usize,
     deadline: Duration,
@@ -86,11 +88,12 @@ pub(crate) struct Limits {
 
 impl Batcher {
     /// `single` is the statement for one key; `arm` the same statement numbered by [`ARM`]
-    /// in a [`KEY_COLUMN`] column.
+    /// in a [`KEY_COLUMN`] column; both bind `width` parameters.
     pub(crate) fn new(
         backend: AnyBackend,
         single: String,
         arm: String,
+        width: usize,
         limits: Limits,
         sent: Arc<AtomicU64>,
     ) -> Batcher {
@@ -99,6 +102,7 @@ impl Batcher {
                 backend,
                 single,
                 arm,
+                width,
                 max_keys: limits.max_keys.max(1),
                 in_flight_max: limits.in_flight.max(1),
                 deadline: limits.deadline,
@@ -154,39 +158,27 @@ impl Inner {
     }
 
     /// The statement for `waiters` and its parameters: one arm per waiter, numbered in
-    /// order, then arms repeating the last waiter's parameters up to a power of two (their
-    /// numbers match no waiter), so that at most a handful of distinct statements stay
-    /// prepared on each connection.
+    /// order, then padding arms up to a power of two, so that at most a handful of distinct
+    /// statements stay prepared on each connection. Padding arms bind NULL, which equals
+    /// nothing: each costs an index probe that finds no row, not a second run of a real
+    /// lookup (and their numbers match no waiter anyway).
     fn statement(&self, waiters: &[&[Value]]) -> (String, Vec<Value>) {
         let n = waiters.len().max(1).next_power_of_two();
         let arms: Vec<String> = (0..n)
             .map(|i| self.arm.replace(ARM, &i.to_string()))
             .collect();
-        let params = (0..n)
-            .flat_map(|i| {
-                waiters[i.min(waiters.len().saturating_sub(1))]
-                    .iter()
-                    .cloned()
-            })
+        let padding = (n - waiters.len()) * self.width;
+        let params = waiters
+            .iter()
+            .flat_map(|w| w.iter().cloned())
+            .chain(std::iter::repeat_n(Value::Null, padding))
             .collect();
         (arms.join(" UNION ALL "), params)
     }
 
-    /// Runs the queue until it is empty, in statements of up to `max_keys` keys. Holds one
-    /// in-flight slot, taken by the caller.
-    async fn drain(self: Arc<Self>) {
-        // Gives the slot back if this task dies (a panic in the driver) rather than
-        // finishing: otherwise every later lookup of the kind would queue behind a slot
-        // nobody holds. Its queue is served by the next caller's hand-over.
-        struct Unwind(Arc<Inner>, bool);
-        impl Drop for Unwind {
-            fn drop(&mut self) {
-                if !self.1 {
-                    self.0.lock().in_flight -= 1;
-                }
-            }
-        }
-        let mut guard = Unwind(self.clone(), false);
+    /// Runs the queue until it is empty, in statements of up to `max_keys` keys. Holds the
+    /// in-flight slot that `guard` gives back if the task never finishes.
+    async fn drain(self: Arc<Self>, mut guard: Unwind) {
         loop {
             let batch: Vec<Waiter> = {
                 let mut st = self.lock();
@@ -195,7 +187,7 @@ impl Inner {
                 st.queue.retain(|(_, tx)| !tx.is_closed());
                 if st.queue.is_empty() {
                     st.in_flight -= 1;
-                    guard.1 = true;
+                    guard.finish();
                     return;
                 }
                 let n = st.queue.len().min(self.max_keys);
@@ -204,15 +196,13 @@ impl Inner {
             let params: Vec<&[Value]> = batch.iter().map(|(p, _)| p.as_slice()).collect();
             let (sql, params) = self.statement(&params);
             // A waiter that gave up has dropped its receiver; sends to it go nowhere.
-            match self.send(sql, params).await {
-                Ok(rows) => {
-                    let mut mine: Vec<Vec<Row>> = batch.iter().map(|_| Vec::new()).collect();
-                    for row in rows {
-                        let arm = row.get(KEY_COLUMN).and_then(|v| v.parse::<usize>().ok());
-                        if let Some(m) = arm.and_then(|a| mine.get_mut(a)) {
-                            m.push(row);
-                        }
-                    }
+            let arms = batch.len().next_power_of_two();
+            match self
+                .send(sql, params)
+                .await
+                .and_then(|rows| route(rows, batch.len(), arms))
+            {
+                Ok(mine) => {
                     for ((_, tx), rows) in batch.into_iter().zip(mine) {
                         let _ = tx.send(Ok(rows));
                     }
@@ -223,6 +213,50 @@ impl Inner {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Hands each of `waiters` the rows of its own arm, of the `arms` the statement had. A row
+/// without a readable arm number, or with one past the last arm, means the statement did
+/// not come back as built: the whole batch fails (temporarily) rather than answer "not
+/// found" for a key whose rows went astray. Rows of padding arms are dropped.
+fn route(rows: Vec<Row>, waiters: usize, arms: usize) -> Result<Vec<Vec<Row>>> {
+    let mut mine: Vec<Vec<Row>> = (0..waiters).map(|_| Vec::new()).collect();
+    for row in rows {
+        match row.get(KEY_COLUMN).and_then(|v| v.parse::<usize>().ok()) {
+            Some(a) if a < waiters => mine[a].push(row),
+            Some(a) if a < arms => {}
+            // The row's values stay out of the message: they may hold a password hash.
+            _ => {
+                return Err(Error::Query(format!(
+                    "a batched lookup returned a row without a valid {KEY_COLUMN} column"
+                )))
+            }
+        }
+    }
+    Ok(mine)
+}
+
+/// The in-flight slot a drain task holds. Dropped without [`Unwind::finish`] (the task
+/// panicked in the driver, or the runtime shut down before running it), it gives the slot
+/// back, or every later lookup of the kind would queue behind a slot nobody holds, and
+/// fails the queue at once (its waiters answer temporarily) instead of leaving it to the
+/// next caller's hand-over.
+struct Unwind(Arc<Inner>, bool);
+
+impl Unwind {
+    fn finish(&mut self) {
+        self.1 = true;
+    }
+}
+
+impl Drop for Unwind {
+    fn drop(&mut self) {
+        if !self.1 {
+            let mut st = self.0.lock();
+            st.in_flight -= 1;
+            st.queue.clear();
         }
     }
 }
@@ -243,7 +277,10 @@ impl Drop for Slot {
         let inner = self.0.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
-                h.spawn(inner.drain());
+                // The guard is made here, not in the task, so that a task the runtime drops
+                // unpolled still gives the slot back.
+                let guard = Unwind(inner.clone(), false);
+                h.spawn(inner.drain(guard));
             }
             Err(_) => {
                 // Not inside a runtime (cannot happen from an async caller): fail the queue
@@ -288,6 +325,7 @@ mod tests {
             ),
             single: "SELECT a FROM t WHERE k = ? AND d = ?".into(),
             arm: format!("SELECT a, {ARM} AS {KEY_COLUMN} FROM t WHERE k = ? AND d = ?"),
+            width: 2,
             max_keys: 8,
             in_flight_max: 1,
             deadline: Duration::from_secs(1),
@@ -318,10 +356,56 @@ mod tests {
         let (sql, p) = inner().statement(&[&a, &b, &c]);
         assert_eq!(sql.matches(" UNION ALL ").count(), 3);
         assert!(sql.contains("3 AS vmail_arm"), "{sql}");
-        assert_eq!(p, vals(&["a", "1", "b", "2", "c", "3", "c", "3"]));
+        let mut want = vals(&["a", "1", "b", "2", "c", "3"]);
+        want.extend([Value::Null, Value::Null]);
+        assert_eq!(p, want);
         let (sql, p) = inner().statement(&[&a]);
         assert_eq!(sql, "SELECT a, 0 AS vmail_arm FROM t WHERE k = ? AND d = ?");
         assert_eq!(p, a);
+    }
+
+    fn row(arm: Option<&str>, a: &str) -> Row {
+        let mut columns = vec![("a".to_string(), Some(a.to_string()))];
+        if let Some(arm) = arm {
+            columns.push((KEY_COLUMN.to_uppercase(), Some(arm.to_string())));
+        }
+        Row { columns }
+    }
+
+    #[test]
+    fn each_waiter_gets_its_own_arms_rows_and_padding_rows_are_dropped() {
+        let rows = vec![
+            row(Some("2"), "c1"),
+            row(Some("0"), "a1"),
+            row(Some("3"), "pad"),
+            row(Some("2"), "c2"),
+        ];
+        let mine = route(rows, 3, 4).unwrap();
+        let names = |i: usize| -> Vec<&str> { mine[i].iter().filter_map(|r| r.get("a")).collect() };
+        assert_eq!(names(0), ["a1"]);
+        assert!(names(1).is_empty());
+        assert_eq!(names(2), ["c1", "c2"]);
+    }
+
+    #[test]
+    fn a_row_of_no_arm_fails_the_batch_temporarily() {
+        for bad in [
+            None,
+            Some("x"),
+            Some("-1"),
+            Some("1.0"),
+            Some("4"),
+            Some(""),
+        ] {
+            let rows = vec![row(Some("0"), "a"), row(bad, "lost")];
+            let e = route(rows, 3, 4).expect_err(&format!("{bad:?}"));
+            assert!(e.is_temporary(), "{bad:?}: {e:?}");
+            assert!(!e.to_string().contains("lost"), "row values leak: {e}");
+        }
+        assert_eq!(
+            route(Vec::new(), 2, 2).unwrap(),
+            vec![Vec::new(), Vec::new()]
+        );
     }
 
     #[test]

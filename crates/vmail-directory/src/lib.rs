@@ -309,11 +309,18 @@ impl Directory {
         let arm = format!(", {} AS {}", batch::ARM, batch::KEY_COLUMN);
         let batcher = |single: &Lookup, arm: String| -> Result<batch::Batcher> {
             let arm = Lookup::compile(&arm)?;
-            debug_assert_eq!(arm.params, single.params);
+            // The arms are bound with the single statement's parameters.
+            if arm.params != single.params {
+                return Err(Error::Config(format!(
+                    "batch statement binds {:?}, its single statement {:?}",
+                    arm.params, single.params
+                )));
+            }
             Ok(batch::Batcher::new(
                 self.backend.clone(),
                 single.sql.clone(),
                 arm.sql,
+                single.params.len(),
                 limits,
                 self.queries.clone(),
             ))
