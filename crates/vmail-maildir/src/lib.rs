@@ -60,7 +60,7 @@ mod name;
 pub mod quota;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -157,7 +157,7 @@ pub fn deliver(d: &Delivery<'_>, input: &mut dyn Read) -> Result<Delivered, Erro
     };
 
     let mut tmp = TmpFile::create(&mailbox.join("tmp"), &host)?;
-    let size = write_message(&mut tmp, &head, input, d, quota_before)?;
+    let size = write_message(&mut tmp.file, &tmp.path, &head, input, d, quota_before)?;
     tmp.file
         .sync_all()
         .map_err(|e| Error::io("fsync", &tmp.path, e))?;
@@ -169,9 +169,18 @@ pub fn deliver(d: &Delivery<'_>, input: &mut dyn Read) -> Result<Delivered, Erro
     }
 
     let path = commit(&mut tmp, &mailbox.join("new"), size, &host, &mut warnings)?;
+    Ok(delivered(d, path, size, folder, warnings))
+}
 
-    // The message is safe; from here on nothing may turn into a failure (a retry would
-    // deliver it twice).
+/// The end of every delivery, once the message is safe in `new/`: nothing from here on may
+/// turn into a failure (a retry would deliver it twice).
+fn delivered(
+    d: &Delivery<'_>,
+    path: PathBuf,
+    size: u64,
+    folder: Option<String>,
+    mut warnings: Vec<String>,
+) -> Delivered {
     if d.quota.is_some() {
         let delta = i64::try_from(size).unwrap_or(i64::MAX);
         if let Err(e) = quota::append(d.maildir, delta, 1) {
@@ -181,12 +190,196 @@ pub fn deliver(d: &Delivery<'_>, input: &mut dyn Read) -> Result<Delivered, Erro
             ));
         }
     }
-    Ok(Delivered {
+    Delivered {
         path,
         size,
         folder,
         warnings,
-    })
+    }
+}
+
+/// A message written and fsynced into an unnamed file (`O_TMPFILE`) before the mailbox it
+/// goes to is known: vmail-lda writes it while lookupd answers, so that the two waits
+/// (the lookup, the fsync) overlap. Made by [`Unnamed::stage`]. The file has no name in
+/// any directory until [`deliver_staged`] links it into `new/`: dropping a `Staged` (unknown user, a
+/// temporary error, a killed process) leaves nothing behind anywhere.
+#[derive(Debug)]
+pub struct Staged {
+    file: File,
+    /// The directory it was created in (only for messages, and for the copy fallback).
+    dir: PathBuf,
+    size: u64,
+    prepend: Vec<(String, String)>,
+    max_size: Option<u64>,
+}
+
+impl Staged {
+    /// Its size as stored (the prepended headers included).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether `d` asks for exactly what was written: the same prepended headers and size
+    /// limit, and no loop check (the caller checks the header section itself before
+    /// staging). A delivery that asks for anything else cannot use this file.
+    pub fn fits(&self, d: &Delivery<'_>) -> bool {
+        d.prepend == self.prepend && d.max_size == self.max_size && d.loop_check.is_none()
+    }
+}
+
+/// An unnamed file (`O_TMPFILE`) in a directory, ready for [`Unnamed::stage`]. Nothing has
+/// been read yet when it exists, so a caller whose file system refuses `O_TMPFILE` can
+/// still deliver the usual way.
+#[derive(Debug)]
+pub struct Unnamed {
+    file: File,
+    dir: PathBuf,
+}
+
+impl Unnamed {
+    /// Creates it in `dir`, which should be on the file system of the Maildir the message
+    /// will go to (a user's `tmp/`): elsewhere, delivering it costs a copy.
+    pub fn create(dir: &Path) -> Result<Unnamed, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)
+            .map_err(|e| Error::io("create unnamed file in", dir, e))?;
+        Ok(Unnamed {
+            file,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes `prepend` and `input` (LF line ends, at most `max_size` bytes) and fsyncs;
+    /// see [`Staged`].
+    pub fn stage(
+        mut self,
+        prepend: &[(String, String)],
+        max_size: Option<u64>,
+        input: &mut dyn Read,
+    ) -> Result<Staged, Error> {
+        let head = format_prepend(prepend)?;
+        let mut limits = Delivery::new(&self.dir, "");
+        limits.max_size = max_size;
+        let size = write_message(&mut self.file, &self.dir, &head, input, &limits, None)?;
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        Ok(Staged {
+            file: self.file,
+            dir: self.dir,
+            size,
+            prepend: prepend.to_vec(),
+            max_size,
+        })
+    }
+}
+
+/// Delivers a [`Staged`] message as [`deliver`] would have delivered its input: the same
+/// folder choice, quota check (on the final size), names, links and fsyncs. The file is
+/// linked into `new/` where it lies (through `/proc/self/fd`, as open(2) documents for
+/// `O_TMPFILE`); where that cannot be done (another file system, no `/proc`) its bytes are
+/// copied into a `tmp/` file as they are and that is delivered.
+///
+/// # Panics
+/// Never; a `d` that does not [`Staged::fits`] is refused with [`Error::InvalidHeader`]
+/// (temporary: the caller's mistake must not bounce mail).
+pub fn deliver_staged(d: &Delivery<'_>, mut staged: Staged) -> Result<Delivered, Error> {
+    if !staged.fits(d) {
+        return Err(Error::InvalidHeader(
+            "the staged message was written for other headers or limits".into(),
+        ));
+    }
+    let host = escape_hostname(d.hostname);
+    let mut warnings = Vec::new();
+    dirs::ensure_maildir(d.maildir)?;
+    let (mailbox, folder) = choose_mailbox(d.maildir, d.folder, &mut warnings)?;
+    let size = staged.size;
+    if let Some(q) = &d.quota {
+        let usage = quota::current_usage(d.maildir, q, &host, &mut warnings)?;
+        quota::check(q, usage, size).map_err(Error::OverQuota)?;
+    }
+    let new_dir = mailbox.join("new");
+    let path = match link_unnamed(&staged.file, &new_dir, size, &host)? {
+        Some(dest) => {
+            if let Err(e) = dirs::fsync_dir(&new_dir) {
+                // As in commit(): not known to be durable, so not delivered.
+                let _ = fs::remove_file(&dest);
+                return Err(Error::io("fsync", &new_dir, e));
+            }
+            dest
+        }
+        None => {
+            // Copied byte for byte: the staged bytes are the message as stored already.
+            let mut tmp = TmpFile::create(&mailbox.join("tmp"), &host)?;
+            staged
+                .file
+                .seek(io::SeekFrom::Start(0))
+                .map_err(|e| Error::io("seek", &staged.dir, e))?;
+            let copied = io::copy(&mut staged.file, &mut tmp.file)
+                .map_err(|e| Error::io("copy into", &tmp.path, e))?;
+            if copied != size {
+                return Err(Error::io(
+                    "copy into",
+                    &tmp.path,
+                    io::Error::other(format!("copied {copied} of {size} bytes")),
+                ));
+            }
+            tmp.file
+                .sync_all()
+                .map_err(|e| Error::io("fsync", &tmp.path, e))?;
+            commit(&mut tmp, &new_dir, size, &host, &mut warnings)?
+        }
+    };
+    Ok(delivered(d, path, size, folder, warnings))
+}
+
+/// Links the unnamed `file` into `new_dir` under a fresh unique name; `None` where it
+/// cannot be linked there (another file system, no `/proc`, no hard links).
+fn link_unnamed(
+    file: &File,
+    new_dir: &Path,
+    size: u64,
+    host: &str,
+) -> Result<Option<PathBuf>, Error> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|e| Error::io("link", new_dir, io::Error::other(e)))?;
+    for _ in 0..16 {
+        let dest = new_dir.join(format!("{},S={size}", name::next_unique_name(host)));
+        let c_dest = std::ffi::CString::new(dest.as_os_str().as_bytes())
+            .map_err(|e| Error::io("link", &dest, io::Error::other(e)))?;
+        // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc_path.as_ptr(),
+                libc::AT_FDCWD,
+                c_dest.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if r == 0 {
+            return Ok(Some(dest));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            // The name exists (a clock that went backwards): take another.
+            Some(libc::EEXIST) => continue,
+            Some(libc::EXDEV | libc::ENOENT) => return Ok(None),
+            _ if link_unsupported(&e) => return Ok(None),
+            _ => return Err(Error::io("link", dest, e)),
+        }
+    }
+    Err(Error::io(
+        "link",
+        new_dir,
+        io::Error::from_raw_os_error(libc::EEXIST),
+    ))
 }
 
 /// Validates and renders the header fields to prepend.
@@ -299,9 +492,11 @@ impl Drop for TmpFile {
     }
 }
 
-/// Streams the headers and the input into the temporary file; returns the size written.
+/// Streams the headers and the input into the temporary file (`path` names it in errors);
+/// returns the size written.
 fn write_message(
-    tmp: &mut TmpFile,
+    file: &mut File,
+    path: &Path,
     head: &[u8],
     input: &mut dyn Read,
     d: &Delivery<'_>,
@@ -352,9 +547,8 @@ fn write_message(
         if let Some((q, usage)) = quota_before {
             quota::check(q, usage, size).map_err(Error::OverQuota)?;
         }
-        tmp.file
-            .write_all(&out)
-            .map_err(|e| Error::io("write", &tmp.path, e))?;
+        file.write_all(&out)
+            .map_err(|e| Error::io("write", path, e))?;
         out.clear();
         if n == 0 {
             return Ok(size);
