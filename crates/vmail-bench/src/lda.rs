@@ -762,14 +762,15 @@ pub fn run(a: &LdaArgs) -> Result<()> {
 }
 
 /// The phases `VMAIL_LDA_TIMING=1` reports, in order, with what each covers.
-const PHASES: [(&str, &str); 8] = [
+const PHASES: [(&str, &str); 9] = [
     ("args", "args: parse argv"),
     ("config", "config: read + parse vmail.toml"),
     ("runtime", "runtime: tokio current-thread"),
     ("open", "directory open (no I/O for MariaDB)"),
-    ("lookup", "lookup: lookupd, or connect+schema+query"),
+    ("stage", "stage: ask lookupd, write + fsync meanwhile"),
+    ("lookup", "lookup: (rest of) lookupd's answer, or SQL"),
     ("close", "close: drop directory + connection"),
-    ("deliver", "deliver: read, write, fsync, link, fsync"),
+    ("deliver", "deliver: (write, fsync,) link, fsync"),
     ("teardown", "teardown: drop runtime"),
 ];
 

@@ -169,13 +169,7 @@ fn resolve(
         let timeout = std::time::Duration::from_millis(lda.lookupd_timeout_ms);
         let r = resolve::via_lookupd(&lda.lookupd, recipient, timeout);
         timing::mark("lookup");
-        match r {
-            resolve::Resolved::Found(rec) => return Ok(rec),
-            resolve::Resolved::Unknown => return Err(Outcome::UnknownUser(recipient.into())),
-            resolve::Resolved::Temp(why) => return Err(Outcome::DirectoryDown(why)),
-            // lookupd stopped (or restarting): the database may well be fine.
-            resolve::Resolved::Unreachable(_) => {}
-        }
+        return resolved(r, config, recipient, fallback);
     }
     fallback(config, recipient)
 }
@@ -250,7 +244,34 @@ fn deliver(
     input: &mut dyn Read,
     fallback: Fallback,
 ) -> Outcome {
-    let user = match resolve(config, recipient, fallback) {
+    let lda = &config.lda;
+    let max_size = (lda.max_message_size > 0).then_some(lda.max_message_size);
+    // With lookupd, the question goes out first and the message is written and fsynced
+    // while lookupd answers (see `Early`); otherwise, or where that cannot be done, the
+    // answer comes first and the message is written after it.
+    let mut early = Early::default();
+    let found = match staging_dir(config, args, recipient) {
+        Some(dir) => {
+            let timeout = std::time::Duration::from_millis(lda.lookupd_timeout_ms);
+            match resolve::ask(&lda.lookupd, recipient, timeout) {
+                Ok(pending) => {
+                    early = Early::write(&dir, args, recipient, lda, max_size, input);
+                    if early.staged.is_some() {
+                        timing::mark("stage");
+                    }
+                    let answer = pending.answer();
+                    timing::mark("lookup");
+                    resolved(answer, config, recipient, fallback)
+                }
+                // Nothing read yet: a lookupd that is not running means the database.
+                Err(answer) => resolved(answer, config, recipient, fallback),
+            }
+        }
+        None => resolve(config, recipient, fallback),
+    };
+    // The recipient decides first, whatever happened to the early write (a dropped
+    // staged file leaves nothing behind).
+    let user = match found {
         Ok(rec) => rec,
         Err(outcome) => return outcome,
     };
@@ -262,7 +283,6 @@ fn deliver(
         Ok(p) => p,
         Err(e) => return Outcome::Misconfigured(format!("user {}: {e}", user.email)),
     };
-    let lda = &config.lda;
     let folder = match (&args.folder, &ext) {
         (Some(f), _) if !f.eq_ignore_ascii_case("INBOX") => Some(f.clone()),
         (None, Some(ext)) if lda.folder_from_extension => {
@@ -274,27 +294,36 @@ fn deliver(
         _ => None,
     };
 
-    // Read the start of the message to see what Postfix prepended and to detect loops,
-    // without holding more than the header section (capped) in memory.
-    let mut head = Vec::with_capacity(8192);
-    if let Err(e) = read_head(input, &mut head) {
+    if let Some(e) = early.read_error {
         return Outcome::LocalTrouble(format!("reading the message: {e}"));
     }
-    if head.is_empty() {
-        return Outcome::EmptyMessage;
-    }
-    let facts = headers::examine(&head, recipient);
-    if facts.looped {
-        return Outcome::Loop(recipient.to_string());
-    }
-    let mut prepend = Vec::new();
-    if lda.add_return_path && !facts.has_return_path {
-        if let Some(s) = &args.sender {
-            prepend.push(("Return-Path".to_string(), format!("<{s}>")));
+    // Read the start of the message to see what Postfix prepended and to detect loops,
+    // without holding more than the header section (capped) in memory.
+    let head = match early.head.take() {
+        Some(head) => head,
+        None if early.staged.is_some() => Vec::new(),
+        None => {
+            let mut head = Vec::with_capacity(8192);
+            if let Err(e) = read_head(input, &mut head) {
+                return Outcome::LocalTrouble(format!("reading the message: {e}"));
+            }
+            head
         }
-    }
-    if lda.add_delivered_to && !facts.prepended_delivered_to {
-        prepend.push(("Delivered-To".to_string(), user.email.clone()));
+    };
+    let staged = early.staged;
+    let mut prepend = early.prepend;
+    if staged.is_none() {
+        if head.is_empty() {
+            return Outcome::EmptyMessage;
+        }
+        let facts = headers::examine(&head, recipient);
+        if facts.looped {
+            return Outcome::Loop(recipient.to_string());
+        }
+        prepend = return_path(args, lda, &facts);
+        if lda.add_delivered_to && !facts.prepended_delivered_to {
+            prepend.push(("Delivered-To".to_string(), user.email.clone()));
+        }
     }
     let hostname = if lda.hostname.is_empty() {
         vmail_maildir::system_hostname()
@@ -310,16 +339,143 @@ fn deliver(
         folder: folder.as_deref(),
         prepend,
         quota,
-        max_size: (lda.max_message_size > 0).then_some(lda.max_message_size),
+        max_size,
         hostname: &hostname,
         loop_check: None,
     };
-    let mut message = std::io::Cursor::new(head).chain(input);
-    let result = vmail_maildir::deliver(&d, &mut message);
+    let result = match staged {
+        Some(Ok(staged)) => vmail_maildir::deliver_staged(&d, staged),
+        // The input is spent: the write's own failure is the outcome.
+        Some(Err(e)) => Err(e),
+        None => {
+            let mut message = std::io::Cursor::new(head).chain(input);
+            vmail_maildir::deliver(&d, &mut message)
+        }
+    };
     timing::mark("deliver");
     match result {
         Ok(_) => Outcome::Delivered,
         Err(e) => map_error(e, recipient, &lda.over_quota),
+    }
+}
+
+/// `Return-Path:` from `-f`, unless the message has one (pipe(8)'s `R` flag).
+fn return_path(
+    args: &Args,
+    lda: &vmail_config::LdaConfig,
+    facts: &headers::HeaderFacts,
+) -> Vec<(String, String)> {
+    match &args.sender {
+        Some(s) if lda.add_return_path && !facts.has_return_path => {
+            vec![("Return-Path".to_string(), format!("<{s}>"))]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// What was read and written while lookupd answered.
+#[derive(Default)]
+struct Early {
+    /// Reading the input failed.
+    read_error: Option<std::io::Error>,
+    /// The header section, read but not written: the message is written after the answer
+    /// (or the answer ends the delivery).
+    head: Option<Vec<u8>>,
+    /// The whole message, staged with `prepend` (or the error of writing it, which spent
+    /// the input).
+    staged: Option<Result<vmail_maildir::Staged, vmail_maildir::Error>>,
+    prepend: Vec<(String, String)>,
+}
+
+impl Early {
+    /// Reads the header section and, when nothing written depends on the answer
+    /// (`Delivered-To:` is there already, as pipe(8)'s `D` flag puts it) and the message
+    /// does not loop, writes the whole message into an unnamed file in `dir`.
+    fn write(
+        dir: &std::path::Path,
+        args: &Args,
+        recipient: &str,
+        lda: &vmail_config::LdaConfig,
+        max_size: Option<u64>,
+        input: &mut dyn Read,
+    ) -> Early {
+        let mut head = Vec::with_capacity(8192);
+        if let Err(e) = read_head(input, &mut head) {
+            return Early {
+                read_error: Some(e),
+                ..Early::default()
+            };
+        }
+        let facts = headers::examine(&head, recipient);
+        let depends_on_answer = lda.add_delivered_to && !facts.prepended_delivered_to;
+        if head.is_empty() || facts.looped || depends_on_answer {
+            return Early {
+                head: Some(head),
+                ..Early::default()
+            };
+        }
+        let unnamed = match vmail_maildir::Unnamed::create(dir) {
+            Ok(u) => u,
+            // No O_TMPFILE there: nothing is spent, deliver as usual after the answer.
+            Err(_) => {
+                return Early {
+                    head: Some(head),
+                    ..Early::default()
+                }
+            }
+        };
+        let prepend = return_path(args, lda, &facts);
+        let mut message = std::io::Cursor::new(head).chain(input);
+        Early {
+            staged: Some(unnamed.stage(&prepend, max_size, &mut message)),
+            prepend,
+            ..Early::default()
+        }
+    }
+}
+
+/// Where to stage the message while lookupd answers: the `tmp/` of the Maildir the
+/// configured templates give the recipient, if it exists (the usual case: a user who has
+/// had mail before), so that the staged file is simply linked into place. `None` without
+/// lookupd, for `-m` deliveries, or when that directory does not exist: the message is
+/// then written after the answer. A wrong guess costs a copy, never a wrong delivery:
+/// where the message goes is decided by the answer alone.
+fn staging_dir(config: &Config, args: &Args, recipient: &str) -> Option<PathBuf> {
+    if config.lda.lookupd.is_empty() || args.folder.is_some() {
+        return None;
+    }
+    let (local, domain) = recipient.rsplit_once('@')?;
+    let delimiters = &config.address.recipient_delimiter;
+    let local = match local.find(|c| delimiters.contains(c)) {
+        Some(i) => &local[..i],
+        None => local,
+    };
+    let local = if config.address.fold_local_part {
+        local.to_lowercase()
+    } else {
+        local.to_string()
+    };
+    let domain = domain.to_lowercase();
+    let m = &config.mailbox;
+    let home = vmail_config::expand_template(&m.home, &local, &domain);
+    let mail = vmail_config::expand_template(&m.mail, &local, &domain);
+    let tmp = location::maildir_path(&mail, &home).ok()?.join("tmp");
+    tmp.is_dir().then_some(tmp)
+}
+
+/// lookupd's answer as the delivery's recipient, or the outcome that ends the delivery.
+fn resolved(
+    answer: resolve::Resolved,
+    config: &Config,
+    recipient: &str,
+    fallback: Fallback,
+) -> Result<RecipientRecord, Outcome> {
+    match answer {
+        resolve::Resolved::Found(rec) => Ok(rec),
+        resolve::Resolved::Unknown => Err(Outcome::UnknownUser(recipient.into())),
+        resolve::Resolved::Temp(why) => Err(Outcome::DirectoryDown(why)),
+        // lookupd stopped (or restarting): the database may well be fine.
+        resolve::Resolved::Unreachable(_) => fallback(config, recipient),
     }
 }
 

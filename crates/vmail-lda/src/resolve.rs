@@ -78,6 +78,24 @@ fn connect_failed(endpoint: &str, e: std::io::Error) -> Resolved {
 /// Asks lookupd at `endpoint` (`unix:/path` or `inet:HOST:PORT`) for `recipient`, giving up
 /// after `timeout` in all.
 pub fn via_lookupd(endpoint: &str, recipient: &str, timeout: Duration) -> Resolved {
+    match ask(endpoint, recipient, timeout) {
+        Ok(pending) => pending.answer(),
+        Err(r) => r,
+    }
+}
+
+/// A question sent to lookupd whose answer has not been read yet: the LDA writes the
+/// message meanwhile.
+pub struct Pending {
+    stream: Box<dyn Timed>,
+    timeout: Duration,
+    endpoint: String,
+}
+
+/// Connects to lookupd and sends the question. `Err` is the resolution already known:
+/// [`Resolved::Unreachable`] comes only from here, before anything else happened, so a
+/// caller that falls back to the database has read no input yet.
+pub fn ask(endpoint: &str, recipient: &str, timeout: Duration) -> Result<Pending, Resolved> {
     let deadline = Instant::now() + timeout;
     let mut request = Vec::with_capacity(recipient.len() + 24);
     socketmap::encode_request(
@@ -87,10 +105,10 @@ pub fn via_lookupd(endpoint: &str, recipient: &str, timeout: Duration) -> Resolv
         },
         &mut request,
     );
-    let result = if let Some(path) = endpoint.strip_prefix("unix:") {
+    let mut stream: Box<dyn Timed> = if let Some(path) = endpoint.strip_prefix("unix:") {
         match connect_unix(path, timeout) {
-            Ok(s) => exchange(s, &request, deadline),
-            Err(e) => return connect_failed(endpoint, e),
+            Ok(s) => Box::new(s),
+            Err(e) => return Err(connect_failed(endpoint, e)),
         }
     } else if let Some(hostport) = endpoint.strip_prefix("inet:") {
         // Name resolution has no deadline of its own: configure an address, not a name
@@ -98,27 +116,50 @@ pub fn via_lookupd(endpoint: &str, recipient: &str, timeout: Duration) -> Resolv
         let addr = match hostport.to_socket_addrs().map(|mut a| a.next()) {
             Ok(Some(a)) => a,
             Ok(None) | Err(_) => {
-                return Resolved::Unreachable(format!("{endpoint}: cannot resolve"))
+                return Err(Resolved::Unreachable(format!("{endpoint}: cannot resolve")))
             }
         };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Resolved::Temp(format!("lookupd at {endpoint}: no answer in time"));
+            return Err(Resolved::Temp(format!(
+                "lookupd at {endpoint}: no answer in time"
+            )));
         }
         match TcpStream::connect_timeout(&addr, left) {
             Ok(s) => {
                 // One small request and its answer: do not wait for more to coalesce.
                 let _ = s.set_nodelay(true);
-                exchange(s, &request, deadline)
+                Box::new(s)
             }
-            Err(e) => return connect_failed(endpoint, e),
+            Err(e) => return Err(connect_failed(endpoint, e)),
         }
     } else {
-        return Resolved::Temp(format!("{endpoint:?} is not unix:PATH or inet:HOST:PORT"));
+        return Err(Resolved::Temp(format!(
+            "{endpoint:?} is not unix:PATH or inet:HOST:PORT"
+        )));
     };
-    match result {
-        Ok(reply) => interpret(reply),
-        Err(e) => Resolved::Temp(format!("lookupd at {endpoint}: {e}")),
+    let sent = remaining(deadline)
+        .and_then(|left| stream.set_timeouts(left))
+        .and_then(|()| stream.write_all(&request));
+    match sent {
+        Ok(()) => Ok(Pending {
+            stream,
+            timeout,
+            endpoint: endpoint.to_string(),
+        }),
+        Err(e) => Err(Resolved::Temp(format!("lookupd at {endpoint}: {e}"))),
+    }
+}
+
+impl Pending {
+    /// Reads lookupd's answer, waiting at most the timeout from now: the time the caller
+    /// spent since [`ask`] (writing a big message on a slow disk) is not lookupd's, and must
+    /// not turn an answer that arrived long ago into a deferral.
+    pub fn answer(mut self) -> Resolved {
+        match read_reply(&mut *self.stream, Instant::now() + self.timeout) {
+            Ok(reply) => interpret(reply),
+            Err(e) => Resolved::Temp(format!("lookupd at {}: {e}", self.endpoint)),
+        }
     }
 }
 
@@ -151,9 +192,7 @@ fn remaining(deadline: Instant) -> std::io::Result<Duration> {
     Ok(left)
 }
 
-fn exchange(mut s: impl Timed, request: &[u8], deadline: Instant) -> std::io::Result<Reply> {
-    s.set_timeouts(remaining(deadline)?)?;
-    s.write_all(request)?;
+fn read_reply(s: &mut dyn Timed, deadline: Instant) -> std::io::Result<Reply> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     loop {

@@ -136,17 +136,7 @@ impl Drop for Lookupd {
 }
 
 fn lda(config: &Path, recipient: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmail-lda"))
-        .arg("--config")
-        .arg(config)
-        .args(["-f", "bob@remote.test", "-d", recipient])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(MSG).unwrap();
-    child.wait_with_output().unwrap()
+    lda_timed(config, recipient, MSG).0
 }
 
 fn line(o: &Output) -> String {
@@ -295,4 +285,200 @@ fn vmail_lda_needs_its_direct_sibling_only_when_lookupd_cannot_answer() {
     let o = run("alice@example.org");
     assert_eq!(o.status.code(), Some(0), "{}", line(&o));
     assert_eq!(d.inbox("alice").len(), 2);
+}
+
+/// The message as pipe(8) with `flags=DRhu` hands it over: `Delivered-To:` already first.
+fn with_delivered_to(recipient: &str) -> Vec<u8> {
+    [format!("Delivered-To: {recipient}\n").as_bytes(), MSG].concat()
+}
+
+/// vmail-lda with `msg` on stdin and its phase timings on; `true` when it wrote the message
+/// while lookupd answered (the `stage` phase).
+fn lda_timed(config: &Path, recipient: &str, msg: &[u8]) -> (Output, bool) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmail-lda"))
+        .arg("--config")
+        .arg(config)
+        .args(["-f", "bob@remote.test", "-d", recipient])
+        .env("VMAIL_LDA_TIMING", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(msg).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let staged = String::from_utf8_lossy(&o.stderr).contains(" stage=");
+    (o, staged)
+}
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(all_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn make_maildir(root: &Path) {
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+}
+
+/// With `Delivered-To:` already prepended and the recipient's Maildir in place, vmail-lda
+/// writes the message while lookupd answers: delivered exactly as otherwise, and when the
+/// answer says no (unknown, disabled, trouble) nothing is left anywhere.
+#[test]
+fn the_message_is_written_while_lookupd_answers_and_only_delivered_on_its_word() {
+    let d = Directory::new();
+    let lookupd = Lookupd::start(&d);
+    // The LDA guesses the staging directory from its own [mailbox] templates.
+    let mailbox = &d.db_config[d.db_config.find("[mailbox]").unwrap()..];
+    let cfg = d.lda_config(
+        "lda.toml",
+        &lookupd.socket,
+        &format!("{}{mailbox}", unreachable_db()),
+    );
+
+    // The first delivery creates the Maildir (nothing to stage into yet).
+    let (o, staged) = lda_timed(
+        &cfg,
+        "alice@example.org",
+        &with_delivered_to("alice@example.org"),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+    assert!(!staged, "staged before the Maildir existed");
+    // Then each delivery is staged, extensions included.
+    for r in ["alice@example.org", "alice+news@example.org"] {
+        let (o, staged) = lda_timed(&cfg, r, &with_delivered_to(r));
+        assert_eq!(o.status.code(), Some(0), "{r}: {}", line(&o));
+        assert!(
+            staged,
+            "{r}: not staged: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let inbox = d.inbox("alice");
+    assert_eq!(inbox.len(), 3);
+    for (f, r) in inbox.iter().filter_map(|f| {
+        let text = std::fs::read_to_string(f).unwrap();
+        let r = text
+            .lines()
+            .nth(1)?
+            .strip_prefix("Delivered-To: ")?
+            .to_string();
+        Some((f.clone(), r))
+    }) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let want = [
+            format!("Return-Path: <bob@remote.test>\nDelivered-To: {r}\n").as_bytes(),
+            MSG,
+        ]
+        .concat();
+        assert_eq!(text.as_bytes(), want.as_slice());
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert!(name.ends_with(&format!(",S={}", want.len())), "{name}");
+    }
+    let alice = d.path().join("vmail/example.org/alice/Maildir");
+    assert!(all_files(&alice.join("tmp")).is_empty());
+
+    // Maildirs on disk whose users the directory disowns: staged, then dropped.
+    for (user, code, status) in [("off", 67, "5.2.1"), ("gone", 67, "5.1.1")] {
+        let md = d.path().join(format!("vmail/example.org/{user}/Maildir"));
+        make_maildir(&md);
+        let r = format!("{user}@example.org");
+        let (o, staged) = lda_timed(&cfg, &r, &with_delivered_to(&r));
+        assert_eq!(o.status.code(), Some(code), "{r}: {}", line(&o));
+        assert!(line(&o).starts_with(status), "{r}: {}", line(&o));
+        assert!(staged, "{r}: not staged");
+        assert!(all_files(&md).is_empty(), "{r}: {:?}", all_files(&md));
+    }
+
+    // A loop is never staged and bounces as before.
+    let looped = [
+        b"Delivered-To: alice@example.org\n".to_vec(),
+        with_delivered_to("alice@example.org"),
+    ]
+    .concat();
+    let (o, staged) = lda_timed(&cfg, "alice@example.org", &looped);
+    assert_eq!(o.status.code(), Some(69), "{}", line(&o));
+    assert!(line(&o).starts_with("5.4.6"), "{}", line(&o));
+    assert!(!staged);
+    assert_eq!(d.inbox("alice").len(), 3);
+}
+
+/// The staging directory is only a guess from the LDA's own templates: lookupd's answer
+/// alone decides where the message goes.
+#[test]
+fn a_wrong_staging_guess_still_delivers_where_lookupd_says() {
+    let d = Directory::new();
+    let lookupd = Lookupd::start(&d);
+    let decoy_db = d.db_config.replace("/vmail/%d/%n", "/decoy/%d/%n");
+    assert_ne!(decoy_db, d.db_config);
+    let cfg = d.lda_config("decoy.toml", &lookupd.socket, &decoy_db);
+    let decoy = d.path().join("decoy/example.org/alice/Maildir");
+    make_maildir(&decoy);
+    let r = "alice@example.org";
+    let (o, staged) = lda_timed(&cfg, r, &with_delivered_to(r));
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+    assert!(staged);
+    assert!(all_files(&decoy).is_empty(), "{:?}", all_files(&decoy));
+    let inbox = d.inbox("alice");
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(
+        std::fs::read(&inbox[0]).unwrap(),
+        [
+            b"Return-Path: <bob@remote.test>\n".as_slice(),
+            &with_delivered_to(r)
+        ]
+        .concat()
+    );
+}
+
+/// Trouble after the question went out (lookupd's TEMP, a closed connection): defer, and
+/// the staged message is gone.
+#[test]
+fn lookupd_trouble_after_staging_defers_and_leaves_nothing() {
+    let d = Directory::new();
+    let md = d.path().join("vmail/example.org/alice/Maildir");
+    make_maildir(&md);
+    for (i, answer) in [&b"21:TEMP database is down,"[..], b"", b"9:NOTFO"]
+        .into_iter()
+        .enumerate()
+    {
+        let socket = d.path().join(format!("fake{i}"));
+        let t = fake_lookupd(&socket, answer);
+        let cfg = d.lda_config(&format!("fake{i}.toml"), &socket, &d.db_config);
+        let r = "alice@example.org";
+        let (o, staged) = lda_timed(&cfg, r, &with_delivered_to(r));
+        assert_eq!(o.status.code(), Some(75), "{answer:?}: {}", line(&o));
+        assert!(line(&o).starts_with("4.4.3"), "{}", line(&o));
+        assert!(staged, "{answer:?}: not staged");
+        t.join().unwrap();
+        assert!(all_files(&md).is_empty(), "{:?}", all_files(&md));
+    }
+}
+
+/// The answer's wait starts when the LDA is done writing: a message that took longer to
+/// write than `lookupd_timeout_ms` must not defer for an answer that was there long ago.
+#[test]
+fn time_spent_writing_is_not_counted_against_lookupd() {
+    let d = Directory::new();
+    let socket = d.path().join("fake-slow-writer");
+    let t = fake_lookupd(&socket, b"9:NOTFOUND ,");
+    let endpoint = format!("unix:{}", socket.display());
+    let timeout = std::time::Duration::from_millis(100);
+    let pending = vmail_lda::resolve::ask(&endpoint, "nobody@example.org", timeout)
+        .unwrap_or_else(|r| panic!("ask: {r:?}"));
+    std::thread::sleep(timeout * 3);
+    assert_eq!(pending.answer(), vmail_lda::resolve::Resolved::Unknown);
+    t.join().unwrap();
 }
