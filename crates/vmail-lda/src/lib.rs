@@ -259,7 +259,12 @@ fn deliver(
                     if early.staged.is_some() {
                         timing::mark("stage");
                     }
-                    let answer = pending.answer();
+                    let answer = match pending.answer() {
+                        // Cannot come after the question went out; if it ever did, the
+                        // input is spent and must not reach the database fallback.
+                        resolve::Resolved::Unreachable(why) => resolve::Resolved::Temp(why),
+                        answer => answer,
+                    };
                     timing::mark("lookup");
                     resolved(answer, config, recipient, fallback)
                 }
@@ -345,8 +350,9 @@ fn deliver(
     };
     let result = match staged {
         Some(Ok(staged)) => vmail_maildir::deliver_staged(&d, staged),
-        // The input is spent: the write's own failure is the outcome.
-        Some(Err(e)) => Err(e),
+        // The input is spent: the write's own failure is the outcome, after what the usual
+        // delivery checks before reading (a mailbox already full comes first).
+        Some(Err(e)) => vmail_maildir::precheck(&d).and(Err(e)),
         None => {
             let mut message = std::io::Cursor::new(head).chain(input);
             vmail_maildir::deliver(&d, &mut message)

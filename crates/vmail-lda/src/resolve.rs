@@ -75,8 +75,8 @@ fn connect_failed(endpoint: &str, e: std::io::Error) -> Resolved {
     }
 }
 
-/// Asks lookupd at `endpoint` (`unix:/path` or `inet:HOST:PORT`) for `recipient`, giving up
-/// after `timeout` in all.
+/// Asks lookupd at `endpoint` (`unix:/path` or `inet:HOST:PORT`) for `recipient`: `timeout`
+/// bounds the connect and send, and again the wait for the answer.
 pub fn via_lookupd(endpoint: &str, recipient: &str, timeout: Duration) -> Resolved {
     match ask(endpoint, recipient, timeout) {
         Ok(pending) => pending.answer(),

@@ -39,6 +39,9 @@ impl Directory {
                 .await
                 .unwrap();
             d.set_active("off@example.org", false).await.unwrap();
+            d.add_user("full@example.org", "{PLAIN}x", Some(10))
+                .await
+                .unwrap();
         });
         Directory { dir, db_config }
     }
@@ -254,7 +257,7 @@ fn vmail_lda_needs_its_direct_sibling_only_when_lookupd_cannot_answer() {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(MSG).unwrap();
+        feed(&mut child, MSG);
         child.wait_with_output().unwrap()
     };
     let o = run("alice@example.org");
@@ -287,6 +290,14 @@ fn vmail_lda_needs_its_direct_sibling_only_when_lookupd_cannot_answer() {
     assert_eq!(d.inbox("alice").len(), 2);
 }
 
+/// Writes `msg` to the LDA's stdin. An LDA that decides without reading (lookupd said no
+/// first, or it cannot run) may exit before we write: a closed pipe is fine.
+fn feed(child: &mut std::process::Child, msg: &[u8]) {
+    if let Err(e) = child.stdin.take().unwrap().write_all(msg) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+    }
+}
+
 /// The message as pipe(8) with `flags=DRhu` hands it over: `Delivered-To:` already first.
 fn with_delivered_to(recipient: &str) -> Vec<u8> {
     [format!("Delivered-To: {recipient}\n").as_bytes(), MSG].concat()
@@ -305,10 +316,17 @@ fn lda_timed(config: &Path, recipient: &str, msg: &[u8]) -> (Output, bool) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(msg).unwrap();
+    feed(&mut child, msg);
     let o = child.wait_with_output().unwrap();
     let staged = String::from_utf8_lossy(&o.stderr).contains(" stage=");
     (o, staged)
+}
+
+/// An LDA config through lookupd at `socket` with the directory's own `[mailbox]` templates
+/// (from which it guesses where to stage) and a database it cannot reach.
+fn lda_config_own_templates(d: &Directory, name: &str, socket: &Path) -> PathBuf {
+    let mailbox = &d.db_config[d.db_config.find("[mailbox]").unwrap()..];
+    d.lda_config(name, socket, &format!("{}{mailbox}", unreachable_db()))
 }
 
 /// Every file under `dir`, recursively.
@@ -340,13 +358,7 @@ fn make_maildir(root: &Path) {
 fn the_message_is_written_while_lookupd_answers_and_only_delivered_on_its_word() {
     let d = Directory::new();
     let lookupd = Lookupd::start(&d);
-    // The LDA guesses the staging directory from its own [mailbox] templates.
-    let mailbox = &d.db_config[d.db_config.find("[mailbox]").unwrap()..];
-    let cfg = d.lda_config(
-        "lda.toml",
-        &lookupd.socket,
-        &format!("{}{mailbox}", unreachable_db()),
-    );
+    let cfg = lda_config_own_templates(&d, "lda.toml", &lookupd.socket);
 
     // The first delivery creates the Maildir (nothing to stage into yet).
     let (o, staged) = lda_timed(
@@ -481,4 +493,40 @@ fn time_spent_writing_is_not_counted_against_lookupd() {
     std::thread::sleep(timeout * 3);
     assert_eq!(pending.answer(), vmail_lda::resolve::Resolved::Unknown);
     t.join().unwrap();
+}
+
+/// When the early write fails (too big), the outcome is the one the usual delivery gives:
+/// the answer first (unknown: 5.1.1), then a mailbox already over quota (deferred, as
+/// configured), and only then the size.
+#[test]
+fn a_failed_early_write_reports_what_the_usual_delivery_would() {
+    let d = Directory::new();
+    let lookupd = Lookupd::start(&d);
+    let cfg = lda_config_own_templates(&d, "small.toml", &lookupd.socket);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("max_message_size = 60\nover_quota = \"defer\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    for user in ["alice", "gone", "full"] {
+        make_maildir(&d.path().join(format!("vmail/example.org/{user}/Maildir")));
+    }
+    // full@ is over its 10 bytes already.
+    let full = d.path().join("vmail/example.org/full/Maildir");
+    std::fs::write(full.join("cur/1.M1P1.x,S=100:2,S"), vec![b'x'; 100]).unwrap();
+
+    let big = |r: &str| [with_delivered_to(r), vec![b'x'; 100]].concat();
+    for (user, code, status) in [
+        ("alice", 65, "5.3.4"),
+        ("gone", 67, "5.1.1"),
+        ("full", 75, "4.2.2"),
+    ] {
+        let r = format!("{user}@example.org");
+        let (o, staged) = lda_timed(&cfg, &r, &big(&r));
+        assert_eq!(o.status.code(), Some(code), "{r}: {}", line(&o));
+        assert!(line(&o).starts_with(status), "{r}: {}", line(&o));
+        assert!(staged, "{r}: not staged");
+    }
+    assert!(d.inbox("alice").is_empty());
+    for sub in ["tmp", "new"] {
+        assert!(all_files(&full.join(sub)).is_empty(), "{sub}");
+    }
 }

@@ -142,19 +142,7 @@ pub fn deliver(d: &Delivery<'_>, input: &mut dyn Read) -> Result<Delivered, Erro
     let head = format_prepend(&d.prepend)?;
     let host = escape_hostname(d.hostname);
     let mut warnings = Vec::new();
-
-    dirs::ensure_maildir(d.maildir)?;
-    let (mailbox, folder) = choose_mailbox(d.maildir, d.folder, &mut warnings)?;
-
-    // Already over quota: refuse before reading anything.
-    let quota_before = match &d.quota {
-        Some(q) => {
-            let usage = quota::current_usage(d.maildir, q, &host, &mut warnings)?;
-            quota::check(q, usage, 0).map_err(Error::OverQuota)?;
-            Some((q, usage))
-        }
-        None => None,
-    };
+    let (mailbox, folder, quota_before) = prepare(d, &host, &mut warnings)?;
 
     let mut tmp = TmpFile::create(&mailbox.join("tmp"), &host)?;
     let size = write_message(&mut tmp.file, &tmp.path, &head, input, d, quota_before)?;
@@ -170,6 +158,38 @@ pub fn deliver(d: &Delivery<'_>, input: &mut dyn Read) -> Result<Delivered, Erro
 
     let path = commit(&mut tmp, &mailbox.join("new"), size, &host, &mut warnings)?;
     Ok(delivered(d, path, size, folder, warnings))
+}
+
+/// The mailbox directory a delivery goes to, the folder name (`None` for INBOX), and the
+/// quota with the usage found before anything was written.
+type Prepared<'d> = (PathBuf, Option<String>, Option<(&'d Quota, Usage)>);
+
+/// What a delivery checks before it reads any input: the Maildir (created if missing), the
+/// folder, and whether the mailbox is over quota already.
+fn prepare<'d>(
+    d: &'d Delivery<'_>,
+    host: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Prepared<'d>, Error> {
+    dirs::ensure_maildir(d.maildir)?;
+    let (mailbox, folder) = choose_mailbox(d.maildir, d.folder, warnings)?;
+    // Already over quota: refuse before reading anything.
+    let quota_before = match &d.quota {
+        Some(q) => {
+            let usage = quota::current_usage(d.maildir, q, host, warnings)?;
+            quota::check(q, usage, 0).map_err(Error::OverQuota)?;
+            Some((q, usage))
+        }
+        None => None,
+    };
+    Ok((mailbox, folder, quota_before))
+}
+
+/// The checks [`deliver`] makes before reading any input (see `prepare`), for a caller
+/// whose [`Unnamed::stage`] failed: its outcome must be the one `deliver` would have given
+/// (a full mailbox defers or bounces as configured before a too-big message bounces).
+pub fn precheck(d: &Delivery<'_>) -> Result<(), Error> {
+    prepare(d, &escape_hostname(d.hostname), &mut Vec::new()).map(|_| ())
 }
 
 /// The end of every delivery, once the message is safe in `new/`: nothing from here on may
@@ -295,20 +315,35 @@ pub fn deliver_staged(d: &Delivery<'_>, mut staged: Staged) -> Result<Delivered,
     }
     let host = escape_hostname(d.hostname);
     let mut warnings = Vec::new();
-    dirs::ensure_maildir(d.maildir)?;
-    let (mailbox, folder) = choose_mailbox(d.maildir, d.folder, &mut warnings)?;
+    let (mailbox, folder, quota_before) = prepare(d, &host, &mut warnings)?;
     let size = staged.size;
-    if let Some(q) = &d.quota {
-        let usage = quota::current_usage(d.maildir, q, &host, &mut warnings)?;
+    if let Some((q, usage)) = quota_before {
         quota::check(q, usage, size).map_err(Error::OverQuota)?;
     }
     let new_dir = mailbox.join("new");
-    let path = match link_unnamed(&staged.file, &new_dir, size, &host)? {
+    // Linked only into the Maildir it was staged in: a file made in another user's tmp/
+    // took that directory's group and default ACL, so another Maildir gets a copy.
+    let linked = if staged.dir.parent() == Some(d.maildir) {
+        link_unnamed(&staged.file, &new_dir, size, &host)?
+    } else {
+        None
+    };
+    let path = match linked {
         Some(dest) => {
-            if let Err(e) = dirs::fsync_dir(&new_dir) {
+            // The file was fsynced with no name (a link count of 0): its inode must reach
+            // the disk again with the link, or a crash could leave new/ naming a file that
+            // fsck frees (on file systems without a journal that orders both).
+            let durable = staged
+                .file
+                .sync_all()
+                .map_err(|e| Error::io("fsync", &dest, e))
+                .and_then(|()| {
+                    dirs::fsync_dir(&new_dir).map_err(|e| Error::io("fsync", &new_dir, e))
+                });
+            if let Err(e) = durable {
                 // As in commit(): not known to be durable, so not delivered.
                 let _ = fs::remove_file(&dest);
-                return Err(Error::io("fsync", &new_dir, e));
+                return Err(e);
             }
             dest
         }

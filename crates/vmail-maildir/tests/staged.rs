@@ -73,13 +73,15 @@ fn a_staged_message_is_stored_as_a_streamed_one_would_be() {
     }
 }
 
+/// Another Maildir gets a copy (never the inode made in the first one's tmp/, which took
+/// that directory's group and default ACL), byte for byte.
 #[test]
-fn staged_in_one_maildir_and_delivered_to_another_on_the_same_file_system() {
+fn staged_in_one_maildir_and_delivered_to_another_is_copied() {
     let root = tempfile::tempdir().unwrap();
     let guess = maildir(root.path(), "guess");
     // The real mailbox does not exist yet: it is created as for any delivery.
     let real = root.path().join("example.org/alice/Maildir");
-    let msg = b"Subject: moved\n\nbody\n";
+    let msg = b"Subject: moved\r\n\r\nx\r\r\ny\r";
     let s = staged(&guess.join("tmp"), msg, None);
     let mut d = Delivery::new(&real, HOST);
     d.prepend = prepend();
@@ -87,8 +89,9 @@ fn staged_in_one_maildir_and_delivered_to_another_on_the_same_file_system() {
     assert_eq!(only_file(&real.join("new")), got.path);
     assert_eq!(
         fs::read(&got.path).unwrap(),
-        [b"Return-Path: <bob@example.net>\n".as_slice(), msg].concat()
+        b"Return-Path: <bob@example.net>\nSubject: moved\n\nx\r\ny\r"
     );
+    assert_eq!(s_size(&got.path), got.size);
     assert_no_messages(&guess);
     assert!(names(&real.join("tmp")).is_empty());
 }
