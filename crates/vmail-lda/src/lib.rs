@@ -246,6 +246,11 @@ fn deliver(
 ) -> Outcome {
     let lda = &config.lda;
     let max_size = (lda.max_message_size > 0).then_some(lda.max_message_size);
+    let hostname = if lda.hostname.is_empty() {
+        vmail_maildir::system_hostname()
+    } else {
+        lda.hostname.clone()
+    };
     // With lookupd, the question goes out first and the message is written and fsynced
     // while lookupd answers (see `Early`); otherwise, or where that cannot be done, the
     // answer comes first and the message is written after it.
@@ -255,7 +260,7 @@ fn deliver(
             let timeout = std::time::Duration::from_millis(lda.lookupd_timeout_ms);
             match resolve::ask(&lda.lookupd, recipient, timeout) {
                 Ok(pending) => {
-                    early = Early::write(&dir, args, recipient, lda, max_size, input);
+                    early = Early::write(&dir, &hostname, args, recipient, lda, max_size, input);
                     if early.staged.is_some() {
                         timing::mark("stage");
                     }
@@ -330,11 +335,6 @@ fn deliver(
             prepend.push(("Delivered-To".to_string(), user.email.clone()));
         }
     }
-    let hostname = if lda.hostname.is_empty() {
-        vmail_maildir::system_hostname()
-    } else {
-        lda.hostname.clone()
-    };
     let quota = user.quota_bytes.map(|bytes| vmail_maildir::Quota {
         max_bytes: Some(bytes),
         max_messages: None,
@@ -396,9 +396,10 @@ struct Early {
 impl Early {
     /// Reads the header section and, when nothing written depends on the answer
     /// (`Delivered-To:` is there already, as pipe(8)'s `D` flag puts it) and the message
-    /// does not loop, writes the whole message into an unnamed file in `dir`.
+    /// does not loop, writes the whole message into a `tmp/` file of `maildir`.
     fn write(
-        dir: &std::path::Path,
+        maildir: &std::path::Path,
+        hostname: &str,
         args: &Args,
         recipient: &str,
         lda: &vmail_config::LdaConfig,
@@ -420,9 +421,9 @@ impl Early {
                 ..Early::default()
             };
         }
-        let unnamed = match vmail_maildir::Unnamed::create(dir) {
-            Ok(u) => u,
-            // No O_TMPFILE there: nothing is spent, deliver as usual after the answer.
+        let stage = match vmail_maildir::Stage::create(maildir, hostname) {
+            Ok(stage) => stage,
+            // Nothing is spent: deliver as usual after the answer.
             Err(_) => {
                 return Early {
                     head: Some(head),
@@ -433,16 +434,16 @@ impl Early {
         let prepend = return_path(args, lda, &facts);
         let mut message = std::io::Cursor::new(head).chain(input);
         Early {
-            staged: Some(unnamed.stage(&prepend, max_size, &mut message)),
+            staged: Some(stage.write(&prepend, max_size, &mut message)),
             prepend,
             ..Early::default()
         }
     }
 }
 
-/// Where to stage the message while lookupd answers: the `tmp/` of the Maildir the
-/// configured templates give the recipient, if it exists (the usual case: a user who has
-/// had mail before), so that the staged file is simply linked into place. `None` without
+/// Where to stage the message while lookupd answers: the Maildir the configured templates
+/// give the recipient, if its `tmp/` exists (the usual case: a user who has had mail
+/// before), so that the staged file is simply linked into place. `None` without
 /// lookupd, for `-m` deliveries, or when that directory does not exist: the message is
 /// then written after the answer. A wrong guess costs a copy, never a wrong delivery:
 /// where the message goes is decided by the answer alone.
@@ -465,8 +466,8 @@ fn staging_dir(config: &Config, args: &Args, recipient: &str) -> Option<PathBuf>
     let m = &config.mailbox;
     let home = vmail_config::expand_template(&m.home, &local, &domain);
     let mail = vmail_config::expand_template(&m.mail, &local, &domain);
-    let tmp = location::maildir_path(&mail, &home).ok()?.join("tmp");
-    tmp.is_dir().then_some(tmp)
+    let maildir = location::maildir_path(&mail, &home).ok()?;
+    maildir.join("tmp").is_dir().then_some(maildir)
 }
 
 /// lookupd's answer as the delivery's recipient, or the outcome that ends the delivery.

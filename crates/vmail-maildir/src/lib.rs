@@ -186,7 +186,7 @@ fn prepare<'d>(
 }
 
 /// The checks [`deliver`] makes before reading any input (see `prepare`), for a caller
-/// whose [`Unnamed::stage`] failed: its outcome must be the one `deliver` would have given
+/// whose [`Stage::write`] failed: its outcome must be the one `deliver` would have given
 /// (a full mailbox defers or bounces as configured before a too-big message bounces).
 pub fn precheck(d: &Delivery<'_>) -> Result<(), Error> {
     prepare(d, &escape_hostname(d.hostname), &mut Vec::new()).map(|_| ())
@@ -218,16 +218,16 @@ fn delivered(
     }
 }
 
-/// A message written and fsynced into an unnamed file (`O_TMPFILE`) before the mailbox it
-/// goes to is known: vmail-lda writes it while lookupd answers, so that the two waits
-/// (the lookup, the fsync) overlap. Made by [`Unnamed::stage`]. The file has no name in
-/// any directory until [`deliver_staged`] links it into `new/`: dropping a `Staged` (unknown user, a
-/// temporary error, a killed process) leaves nothing behind anywhere.
+/// A message written and fsynced into a `tmp/` file before the mailbox it goes to is
+/// known: vmail-lda writes it while lookupd answers, so that the two waits (the lookup, the
+/// fsync) overlap. Made by [`Stage::write`]. Nothing is in any `new/` until
+/// [`deliver_staged`]; dropping a `Staged` (unknown user, a temporary error) removes the
+/// file, and a killed process leaves at most the `tmp/` file, as any delivery can.
 #[derive(Debug)]
 pub struct Staged {
-    file: File,
-    /// The directory it was created in (only for messages, and for the copy fallback).
-    dir: PathBuf,
+    tmp: TmpFile,
+    /// The Maildir whose `tmp/` holds it.
+    maildir: PathBuf,
     size: u64,
     prepend: Vec<(String, String)>,
     max_size: Option<u64>,
@@ -247,50 +247,50 @@ impl Staged {
     }
 }
 
-/// An unnamed file (`O_TMPFILE`) in a directory, ready for [`Unnamed::stage`]. Nothing has
-/// been read yet when it exists, so a caller whose file system refuses `O_TMPFILE` can
-/// still deliver the usual way.
+/// An empty file created in a Maildir's `tmp/`, ready for [`Stage::write`]. Nothing has been
+/// read yet when it exists, so a caller that cannot create it still delivers the usual way.
 #[derive(Debug)]
-pub struct Unnamed {
-    file: File,
-    dir: PathBuf,
+pub struct Stage {
+    tmp: TmpFile,
+    maildir: PathBuf,
 }
 
-impl Unnamed {
-    /// Creates it in `dir`, which should be on the file system of the Maildir the message
-    /// will go to (a user's `tmp/`): elsewhere, delivering it costs a copy.
-    pub fn create(dir: &Path) -> Result<Unnamed, Error> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
-            .open(dir)
-            .map_err(|e| Error::io("create unnamed file in", dir, e))?;
-        Ok(Unnamed {
-            file,
-            dir: dir.to_path_buf(),
+impl Stage {
+    /// Creates it in `maildir`'s existing `tmp/` (named as [`deliver`] names its files).
+    pub fn create(maildir: &Path, hostname: &str) -> Result<Stage, Error> {
+        let tmp = TmpFile::create(&maildir.join("tmp"), &escape_hostname(hostname))?;
+        Ok(Stage {
+            tmp,
+            maildir: maildir.to_path_buf(),
         })
     }
 
     /// Writes `prepend` and `input` (LF line ends, at most `max_size` bytes) and fsyncs;
     /// see [`Staged`].
-    pub fn stage(
+    pub fn write(
         mut self,
         prepend: &[(String, String)],
         max_size: Option<u64>,
         input: &mut dyn Read,
     ) -> Result<Staged, Error> {
         let head = format_prepend(prepend)?;
-        let mut limits = Delivery::new(&self.dir, "");
+        let mut limits = Delivery::new(&self.maildir, "");
         limits.max_size = max_size;
-        let size = write_message(&mut self.file, &self.dir, &head, input, &limits, None)?;
-        self.file
+        let size = write_message(
+            &mut self.tmp.file,
+            &self.tmp.path,
+            &head,
+            input,
+            &limits,
+            None,
+        )?;
+        self.tmp
+            .file
             .sync_all()
-            .map_err(|e| Error::io("fsync", &self.dir, e))?;
+            .map_err(|e| Error::io("fsync", &self.tmp.path, e))?;
         Ok(Staged {
-            file: self.file,
-            dir: self.dir,
+            tmp: self.tmp,
+            maildir: self.maildir,
             size,
             prepend: prepend.to_vec(),
             max_size,
@@ -299,13 +299,12 @@ impl Unnamed {
 }
 
 /// Delivers a [`Staged`] message as [`deliver`] would have delivered its input: the same
-/// folder choice, quota check (on the final size), names, links and fsyncs. The file is
-/// linked into `new/` where it lies (through `/proc/self/fd`, as open(2) documents for
-/// `O_TMPFILE`); where that cannot be done (another file system, no `/proc`) its bytes are
-/// copied into a `tmp/` file as they are and that is delivered.
+/// folder choice, quota check (on the final size), names, links and fsyncs. Into the
+/// Maildir it was staged in, the `tmp/` file is linked into place (a folder's `new/`
+/// included); another Maildir gets a byte-for-byte copy (a file made in another user's
+/// `tmp/` took that directory's group and default ACL).
 ///
-/// # Panics
-/// Never; a `d` that does not [`Staged::fits`] is refused with [`Error::InvalidHeader`]
+/// A `d` that does not [`Staged::fits`] is refused with [`Error::InvalidHeader`]
 /// (temporary: the caller's mistake must not bounce mail).
 pub fn deliver_staged(d: &Delivery<'_>, mut staged: Staged) -> Result<Delivered, Error> {
     if !staged.fits(d) {
@@ -321,100 +320,32 @@ pub fn deliver_staged(d: &Delivery<'_>, mut staged: Staged) -> Result<Delivered,
         quota::check(q, usage, size).map_err(Error::OverQuota)?;
     }
     let new_dir = mailbox.join("new");
-    // Linked only into the Maildir it was staged in: a file made in another user's tmp/
-    // took that directory's group and default ACL, so another Maildir gets a copy.
-    let linked = if staged.dir.parent() == Some(d.maildir) {
-        link_unnamed(&staged.file, &new_dir, size, &host)?
+    let path = if staged.maildir == d.maildir {
+        commit(&mut staged.tmp, &new_dir, size, &host, &mut warnings)?
     } else {
-        None
-    };
-    let path = match linked {
-        Some(dest) => {
-            // The file was fsynced with no name (a link count of 0): its inode must reach
-            // the disk again with the link, or a crash could leave new/ naming a file that
-            // fsck frees (on file systems without a journal that orders both).
-            let durable = staged
-                .file
-                .sync_all()
-                .map_err(|e| Error::io("fsync", &dest, e))
-                .and_then(|()| {
-                    dirs::fsync_dir(&new_dir).map_err(|e| Error::io("fsync", &new_dir, e))
-                });
-            if let Err(e) = durable {
-                // As in commit(): not known to be durable, so not delivered.
-                let _ = fs::remove_file(&dest);
-                return Err(e);
-            }
-            dest
+        // Copied byte for byte: the staged bytes are the message as stored already.
+        let mut tmp = TmpFile::create(&mailbox.join("tmp"), &host)?;
+        let from = &mut staged.tmp;
+        from.file
+            .seek(io::SeekFrom::Start(0))
+            .map_err(|e| Error::io("seek", &from.path, e))?;
+        let mut reader = (&from.file).take(size + 1);
+        let copied = io::copy(&mut reader, &mut tmp.file)
+            .map_err(|e| Error::io("copy into", &tmp.path, e))?;
+        if copied != size {
+            return Err(Error::io(
+                "copy into",
+                &tmp.path,
+                io::Error::other(format!("copied {copied} of {size} bytes")),
+            ));
         }
-        None => {
-            // Copied byte for byte: the staged bytes are the message as stored already.
-            let mut tmp = TmpFile::create(&mailbox.join("tmp"), &host)?;
-            staged
-                .file
-                .seek(io::SeekFrom::Start(0))
-                .map_err(|e| Error::io("seek", &staged.dir, e))?;
-            let copied = io::copy(&mut staged.file, &mut tmp.file)
-                .map_err(|e| Error::io("copy into", &tmp.path, e))?;
-            if copied != size {
-                return Err(Error::io(
-                    "copy into",
-                    &tmp.path,
-                    io::Error::other(format!("copied {copied} of {size} bytes")),
-                ));
-            }
-            tmp.file
-                .sync_all()
-                .map_err(|e| Error::io("fsync", &tmp.path, e))?;
-            commit(&mut tmp, &new_dir, size, &host, &mut warnings)?
-        }
+        tmp.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &tmp.path, e))?;
+        commit(&mut tmp, &new_dir, size, &host, &mut warnings)?
+        // The staged file is removed when `staged` drops.
     };
     Ok(delivered(d, path, size, folder, warnings))
-}
-
-/// Links the unnamed `file` into `new_dir` under a fresh unique name; `None` where it
-/// cannot be linked there (another file system, no `/proc`, no hard links).
-fn link_unnamed(
-    file: &File,
-    new_dir: &Path,
-    size: u64,
-    host: &str,
-) -> Result<Option<PathBuf>, Error> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(|e| Error::io("link", new_dir, io::Error::other(e)))?;
-    for _ in 0..16 {
-        let dest = new_dir.join(format!("{},S={size}", name::next_unique_name(host)));
-        let c_dest = std::ffi::CString::new(dest.as_os_str().as_bytes())
-            .map_err(|e| Error::io("link", &dest, io::Error::other(e)))?;
-        // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
-        let r = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                proc_path.as_ptr(),
-                libc::AT_FDCWD,
-                c_dest.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if r == 0 {
-            return Ok(Some(dest));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            // The name exists (a clock that went backwards): take another.
-            Some(libc::EEXIST) => continue,
-            Some(libc::EXDEV | libc::ENOENT) => return Ok(None),
-            _ if link_unsupported(&e) => return Ok(None),
-            _ => return Err(Error::io("link", dest, e)),
-        }
-    }
-    Err(Error::io(
-        "link",
-        new_dir,
-        io::Error::from_raw_os_error(libc::EEXIST),
-    ))
 }
 
 /// Validates and renders the header fields to prepend.
@@ -481,6 +412,7 @@ fn choose_mailbox(
 }
 
 /// The file in `tmp/`, removed on drop unless committed.
+#[derive(Debug)]
 struct TmpFile {
     file: File,
     path: PathBuf,
@@ -496,7 +428,9 @@ impl TmpFile {
         for _ in 0..16 {
             let name = name::next_unique_name(host);
             let path = dir.join(&name);
+            // Readable too: a staged message is copied from it into another Maildir.
             match OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(0o600)

@@ -1,4 +1,4 @@
-//! Messages staged in an unnamed file before their mailbox is known (what vmail-lda writes
+//! Messages staged in a `tmp/` file before their mailbox is known (what vmail-lda writes
 //! while lookupd answers): delivered exactly as a streamed delivery would store them, and
 //! nothing left anywhere when they are not delivered.
 
@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::*;
-use vmail_maildir::{deliver, deliver_staged, Delivery, Error, Quota, Unnamed};
+use vmail_maildir::{deliver, deliver_staged, Delivery, Error, Quota, Stage};
 
 const HOST: &str = "mx1.example.org";
 
@@ -27,10 +27,10 @@ fn maildir(root: &Path, name: &str) -> std::path::PathBuf {
     md
 }
 
-fn staged(dir: &Path, msg: &[u8], max_size: Option<u64>) -> vmail_maildir::Staged {
-    Unnamed::create(dir)
+fn staged(maildir: &Path, msg: &[u8], max_size: Option<u64>) -> vmail_maildir::Staged {
+    Stage::create(maildir, HOST)
         .unwrap()
-        .stage(&prepend(), max_size, &mut Cursor::new(msg))
+        .write(&prepend(), max_size, &mut Cursor::new(msg))
         .unwrap()
 }
 
@@ -53,10 +53,11 @@ fn a_staged_message_is_stored_as_a_streamed_one_would_be() {
         d.prepend = prepend();
         let want = deliver(&d, &mut Cursor::new(msg)).unwrap();
 
-        let s = staged(&staged_md.join("tmp"), msg, None);
+        let s = staged(&staged_md, msg, None);
         assert_eq!(s.size(), want.size, "input {i}");
-        // Nothing has a name yet.
-        assert_no_messages(&staged_md);
+        // Nothing in new/ yet: only the tmp/ file.
+        assert!(names(&staged_md.join("new")).is_empty());
+        assert_eq!(names(&staged_md.join("tmp")).len(), 1);
         let mut d = Delivery::new(&staged_md, HOST);
         d.prepend = prepend();
         let got = deliver_staged(&d, s).unwrap();
@@ -82,7 +83,7 @@ fn staged_in_one_maildir_and_delivered_to_another_is_copied() {
     // The real mailbox does not exist yet: it is created as for any delivery.
     let real = root.path().join("example.org/alice/Maildir");
     let msg = b"Subject: moved\r\n\r\nx\r\r\ny\r";
-    let s = staged(&guess.join("tmp"), msg, None);
+    let s = staged(&guess, msg, None);
     let mut d = Delivery::new(&real, HOST);
     d.prepend = prepend();
     let got = deliver_staged(&d, s).unwrap();
@@ -105,7 +106,8 @@ fn staged_on_another_file_system_is_copied_byte_for_byte() {
     let other_fs =
         fs::metadata(shm.path()).unwrap().dev() != fs::metadata(root.path()).unwrap().dev();
     let msg = b"Subject: copied\r\n\r\nx\r\r\ny\r";
-    let s = staged(shm.path(), msg, None);
+    let shm_md = maildir(shm.path(), "u");
+    let s = staged(&shm_md, msg, None);
     let mut d = Delivery::new(&real, HOST);
     d.prepend = prepend();
     let got = deliver_staged(&d, s).unwrap();
@@ -116,7 +118,7 @@ fn staged_on_another_file_system_is_copied_byte_for_byte() {
     assert_eq!(fs::read(&got.path).unwrap(), fs::read(&want.path).unwrap());
     assert_eq!(got.size, want.size);
     assert!(names(&real.join("tmp")).is_empty());
-    assert!(names(shm.path()).is_empty());
+    assert_no_messages(&shm_md);
     eprintln!("copy across file systems exercised: {other_fs}");
 }
 
@@ -124,8 +126,9 @@ fn staged_on_another_file_system_is_copied_byte_for_byte() {
 fn a_dropped_stage_leaves_nothing_behind() {
     let root = tempfile::tempdir().unwrap();
     let md = maildir(root.path(), "u");
-    let s = staged(&md.join("tmp"), b"Subject: x\n\ny\n", None);
+    let s = staged(&md, b"Subject: x\n\ny\n", None);
     assert_eq!(s.size(), 45);
+    assert_eq!(names(&md.join("tmp")).len(), 1);
     drop(s);
     assert_no_messages(&md);
 }
@@ -137,22 +140,22 @@ fn limits_apply_to_a_staged_message() {
     let msg = b"Subject: big\n\n0123456789\n";
 
     // Size limit: while writing.
-    let e = Unnamed::create(&md.join("tmp"))
+    let e = Stage::create(&md, HOST)
         .unwrap()
-        .stage(&prepend(), Some(20), &mut Cursor::new(msg))
+        .write(&prepend(), Some(20), &mut Cursor::new(msg))
         .unwrap_err();
     assert!(matches!(e, Error::TooBig { limit: 20 }), "{e:?}");
     assert_no_messages(&md);
 
     // Empty input.
-    let e = Unnamed::create(&md.join("tmp"))
+    let e = Stage::create(&md, HOST)
         .unwrap()
-        .stage(&prepend(), None, &mut Cursor::new(b""))
+        .write(&prepend(), None, &mut Cursor::new(b""))
         .unwrap_err();
     assert!(matches!(e, Error::Empty), "{e:?}");
 
     // Quota: on the final size, at delivery.
-    let s = staged(&md.join("tmp"), msg, None);
+    let s = staged(&md, msg, None);
     let mut d = Delivery::new(&md, HOST);
     d.prepend = prepend();
     d.quota = Some(Quota {
@@ -164,7 +167,7 @@ fn limits_apply_to_a_staged_message() {
     assert_no_messages(&md);
 
     // Within quota: delivered and counted.
-    let s = staged(&md.join("tmp"), msg, None);
+    let s = staged(&md, msg, None);
     let size = s.size();
     d.quota = Some(Quota {
         max_bytes: Some(size),
@@ -184,7 +187,7 @@ fn a_delivery_asking_for_other_headers_cannot_use_the_staged_file() {
     let root = tempfile::tempdir().unwrap();
     let md = maildir(root.path(), "u");
     for change in 0..3 {
-        let s = staged(&md.join("tmp"), b"Subject: x\n\ny\n", Some(1000));
+        let s = staged(&md, b"Subject: x\n\ny\n", Some(1000));
         let mut d = Delivery::new(&md, HOST);
         d.prepend = prepend();
         d.max_size = Some(1000);
@@ -207,7 +210,7 @@ fn a_staged_message_goes_to_an_existing_folder() {
     let root = tempfile::tempdir().unwrap();
     let md = maildir(root.path(), "u");
     fs::create_dir(md.join(".Lists")).unwrap();
-    let s = staged(&md.join("tmp"), b"Subject: x\n\ny\n", None);
+    let s = staged(&md, b"Subject: x\n\ny\n", None);
     let mut d = Delivery::new(&md, HOST);
     d.prepend = prepend();
     d.folder = Some("Lists");
