@@ -135,6 +135,9 @@ impl DovecotBuilder {
         };
         let home = dir.path().join("home");
         std::fs::create_dir(&home).expect("mkdir home");
+        // Modes are set, not left to the umask: a daemon binding a socket in this process
+        // (under umask 0177) at the same moment would make them unusable to other users.
+        set_mode(&home, 0o755);
         std::os::unix::fs::chown(&home, Some(uid), Some(gid)).expect("chown home");
 
         let imap_port = free_port();
@@ -175,12 +178,15 @@ impl DovecotBuilder {
         }
         let conf_path = dir.path().join("dovecot.conf");
         std::fs::write(&conf_path, conf).expect("write dovecot.conf");
+        set_mode(&conf_path, 0o644);
         for (rel, contents) in &self.files {
             let p = dir.path().join(rel);
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent).expect("mkdir for builder file");
+                set_mode(parent, 0o755);
             }
             std::fs::write(&p, subst(contents)).expect("write builder file");
+            set_mode(&p, 0o644);
         }
 
         let mut me = PrivateDovecot {

@@ -158,6 +158,9 @@ impl PostfixBuilder {
         let subst = |s: &str| s.replace(DIR_PLACEHOLDER, &d);
         for sub in ["etc", "data", "queue"] {
             std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+            // Set, not left to the umask: a daemon binding a socket in this process (under
+            // umask 0177) at the same moment would make it unusable to `postfix`.
+            set_mode(&dir.path().join(sub), 0o755);
         }
         std::os::unix::fs::chown(dir.path().join("data"), Some(postfix_uid), None)
             .expect("chown postfix DIR/data");
@@ -181,6 +184,7 @@ impl PostfixBuilder {
             let _ = writeln!(main_cf, "{k} = {v}");
         }
         std::fs::write(dir.path().join("etc/main.cf"), main_cf).expect("write main.cf");
+        set_mode(&dir.path().join("etc/main.cf"), 0o644);
         backdate(&dir.path().join("etc/main.cf"));
 
         let system =
@@ -199,14 +203,17 @@ impl PostfixBuilder {
         extra.insert(0, listener);
         let master_cf = private_master_cf(&system, &extra);
         std::fs::write(dir.path().join("etc/master.cf"), master_cf).expect("write master.cf");
+        set_mode(&dir.path().join("etc/master.cf"), 0o644);
         backdate(&dir.path().join("etc/master.cf"));
 
         for (rel, contents) in &self.files {
             let p = dir.path().join(rel);
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent).expect("mkdir for builder file");
+                set_mode(parent, 0o755);
             }
             std::fs::write(&p, subst(contents)).expect("write builder file");
+            set_mode(&p, 0o644);
             backdate(&p);
         }
 
