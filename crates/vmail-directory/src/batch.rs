@@ -274,21 +274,12 @@ impl Drop for Slot {
         }
         // The slot passes to the task; in_flight stays as it is.
         drop(st);
-        let inner = self.0.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                // The guard is made here, not in the task, so that a task the runtime drops
-                // unpolled still gives the slot back.
-                let guard = Unwind(inner.clone(), false);
-                h.spawn(inner.drain(guard));
-            }
-            Err(_) => {
-                // Not inside a runtime (cannot happen from an async caller): fail the queue
-                // rather than leave it waiting for ever.
-                let mut st = self.0.lock();
-                st.in_flight -= 1;
-                st.queue.clear();
-            }
+        // The guard is made here, not in the task, so that a task the runtime drops unpolled
+        // still gives the slot back; and not inside a runtime at all (cannot happen from an
+        // async caller) it is dropped at once: the queue fails rather than wait for ever.
+        let guard = Unwind(self.0.clone(), false);
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(self.0.clone().drain(guard));
         }
     }
 }

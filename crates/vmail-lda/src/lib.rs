@@ -252,18 +252,20 @@ fn deliver(
         lda.hostname.clone()
     };
     // With lookupd, the question goes out first and the message is written and fsynced
-    // while lookupd answers (see `Early`); otherwise, or where that cannot be done, the
-    // answer comes first and the message is written after it.
-    let mut early = Early::default();
+    // while lookupd answers (see `Taken::stage`); otherwise, or where that cannot be done,
+    // the answer comes first and the message is read and written after it.
+    let mut early = None;
     let found = match staging_dir(config, args, recipient) {
         Some(dir) => {
             let timeout = std::time::Duration::from_millis(lda.lookupd_timeout_ms);
             match resolve::ask(&lda.lookupd, recipient, timeout) {
                 Ok(pending) => {
-                    early = Early::write(&dir, &hostname, args, recipient, lda, max_size, input);
-                    if early.staged.is_some() {
+                    let taken =
+                        Taken::stage(&dir, &hostname, args, recipient, lda, max_size, input);
+                    if matches!(taken, Taken::Staged(..)) {
                         timing::mark("stage");
                     }
+                    early = Some(taken);
                     let answer = match pending.answer() {
                         // Cannot come after the question went out; if it ever did, the
                         // input is spent and must not reach the database fallback.
@@ -304,37 +306,25 @@ fn deliver(
         _ => None,
     };
 
-    if let Some(e) = early.read_error {
-        return Outcome::LocalTrouble(format!("reading the message: {e}"));
-    }
     // Read the start of the message to see what Postfix prepended and to detect loops,
     // without holding more than the header section (capped) in memory.
-    let head = match early.head.take() {
-        Some(head) => head,
-        None if early.staged.is_some() => Vec::new(),
-        None => {
-            let mut head = Vec::with_capacity(8192);
-            if let Err(e) = read_head(input, &mut head) {
-                return Outcome::LocalTrouble(format!("reading the message: {e}"));
+    let (prepend, head, staged) = match early.unwrap_or_else(|| Taken::head(input, recipient)) {
+        Taken::Failed(e) => return Outcome::LocalTrouble(format!("reading the message: {e}")),
+        Taken::Staged(staged, prepend) => (prepend, Vec::new(), Some(staged)),
+        Taken::Head(head, facts) => {
+            if head.is_empty() {
+                return Outcome::EmptyMessage;
             }
-            head
+            if facts.looped {
+                return Outcome::Loop(recipient.to_string());
+            }
+            let mut prepend = return_path(args, lda, &facts);
+            if lda.add_delivered_to && !facts.prepended_delivered_to {
+                prepend.push(("Delivered-To".to_string(), user.email.clone()));
+            }
+            (prepend, head, None)
         }
     };
-    let staged = early.staged;
-    let mut prepend = early.prepend;
-    if staged.is_none() {
-        if head.is_empty() {
-            return Outcome::EmptyMessage;
-        }
-        let facts = headers::examine(&head, recipient);
-        if facts.looped {
-            return Outcome::Loop(recipient.to_string());
-        }
-        prepend = return_path(args, lda, &facts);
-        if lda.add_delivered_to && !facts.prepended_delivered_to {
-            prepend.push(("Delivered-To".to_string(), user.email.clone()));
-        }
-    }
     let quota = user.quota_bytes.map(|bytes| vmail_maildir::Quota {
         max_bytes: Some(bytes),
         max_messages: None,
@@ -379,25 +369,37 @@ fn return_path(
     }
 }
 
-/// What was read and written while lookupd answered.
-#[derive(Default)]
-struct Early {
-    /// Reading the input failed.
-    read_error: Option<std::io::Error>,
-    /// The header section, read but not written: the message is written after the answer
-    /// (or the answer ends the delivery).
-    head: Option<Vec<u8>>,
-    /// The whole message, staged with `prepend` (or the error of writing it, which spent
-    /// the input).
-    staged: Option<Result<vmail_maildir::Staged, vmail_maildir::Error>>,
-    prepend: Vec<(String, String)>,
+/// The message as far as it has been taken from stdin.
+enum Taken {
+    /// Reading failed.
+    Failed(std::io::Error),
+    /// The header section and what it says; the rest is still on stdin.
+    Head(Vec<u8>, headers::HeaderFacts),
+    /// The whole message, staged with these prepended fields (or the error of writing it,
+    /// which spent the input).
+    Staged(
+        Result<vmail_maildir::Staged, vmail_maildir::Error>,
+        Vec<(String, String)>,
+    ),
 }
 
-impl Early {
+impl Taken {
+    /// Reads the header section.
+    fn head(input: &mut dyn Read, recipient: &str) -> Taken {
+        let mut head = Vec::with_capacity(8192);
+        match read_head(input, &mut head) {
+            Ok(()) => {
+                let facts = headers::examine(&head, recipient);
+                Taken::Head(head, facts)
+            }
+            Err(e) => Taken::Failed(e),
+        }
+    }
+
     /// Reads the header section and, when nothing written depends on the answer
     /// (`Delivered-To:` is there already, as pipe(8)'s `D` flag puts it) and the message
     /// does not loop, writes the whole message into a `tmp/` file of `maildir`.
-    fn write(
+    fn stage(
         maildir: &std::path::Path,
         hostname: &str,
         args: &Args,
@@ -405,39 +407,23 @@ impl Early {
         lda: &vmail_config::LdaConfig,
         max_size: Option<u64>,
         input: &mut dyn Read,
-    ) -> Early {
-        let mut head = Vec::with_capacity(8192);
-        if let Err(e) = read_head(input, &mut head) {
-            return Early {
-                read_error: Some(e),
-                ..Early::default()
-            };
-        }
-        let facts = headers::examine(&head, recipient);
+    ) -> Taken {
+        let (head, facts) = match Taken::head(input, recipient) {
+            Taken::Head(head, facts) => (head, facts),
+            other => return other,
+        };
         let depends_on_answer = lda.add_delivered_to && !facts.prepended_delivered_to;
         if head.is_empty() || facts.looped || depends_on_answer {
-            return Early {
-                head: Some(head),
-                ..Early::default()
-            };
+            return Taken::Head(head, facts);
         }
         let stage = match vmail_maildir::Stage::create(maildir, hostname) {
             Ok(stage) => stage,
             // Nothing is spent: deliver as usual after the answer.
-            Err(_) => {
-                return Early {
-                    head: Some(head),
-                    ..Early::default()
-                }
-            }
+            Err(_) => return Taken::Head(head, facts),
         };
         let prepend = return_path(args, lda, &facts);
         let mut message = std::io::Cursor::new(head).chain(input);
-        Early {
-            staged: Some(stage.write(&prepend, max_size, &mut message)),
-            prepend,
-            ..Early::default()
-        }
+        Taken::Staged(stage.write(&prepend, max_size, &mut message), prepend)
     }
 }
 
@@ -451,21 +437,12 @@ fn staging_dir(config: &Config, args: &Args, recipient: &str) -> Option<PathBuf>
     if config.lda.lookupd.is_empty() || args.folder.is_some() {
         return None;
     }
-    let (local, domain) = recipient.rsplit_once('@')?;
-    let delimiters = &config.address.recipient_delimiter;
-    let local = match local.find(|c| delimiters.contains(c)) {
-        Some(i) => &local[..i],
-        None => local,
-    };
-    let local = if config.address.fold_local_part {
-        local.to_lowercase()
-    } else {
-        local.to_string()
-    };
-    let domain = domain.to_lowercase();
+    // The directory's own address rules: case folding, the extension split.
+    let policy = vmail_directory::AddressPolicy::from_config(&config.address);
+    let (user, _) = policy.parse(recipient)?.base(&policy);
     let m = &config.mailbox;
-    let home = vmail_config::expand_template(&m.home, &local, &domain);
-    let mail = vmail_config::expand_template(&m.mail, &local, &domain);
+    let home = vmail_config::expand_template(&m.home, &user.local, &user.domain);
+    let mail = vmail_config::expand_template(&m.mail, &user.local, &user.domain);
     let maildir = location::maildir_path(&mail, &home).ok()?;
     maildir.join("tmp").is_dir().then_some(maildir)
 }

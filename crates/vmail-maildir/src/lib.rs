@@ -145,7 +145,7 @@ pub fn deliver(d: &Delivery<'_>, input: &mut dyn Read) -> Result<Delivered, Erro
     let (mailbox, folder, quota_before) = prepare(d, &host, &mut warnings)?;
 
     let mut tmp = TmpFile::create(&mailbox.join("tmp"), &host)?;
-    let size = write_message(&mut tmp.file, &tmp.path, &head, input, d, quota_before)?;
+    let size = write_message(&mut tmp, &head, input, d, quota_before)?;
     tmp.file
         .sync_all()
         .map_err(|e| Error::io("fsync", &tmp.path, e))?;
@@ -276,14 +276,7 @@ impl Stage {
         let head = format_prepend(prepend)?;
         let mut limits = Delivery::new(&self.maildir, "");
         limits.max_size = max_size;
-        let size = write_message(
-            &mut self.tmp.file,
-            &self.tmp.path,
-            &head,
-            input,
-            &limits,
-            None,
-        )?;
+        let size = write_message(&mut self.tmp, &head, input, &limits, None)?;
         self.tmp
             .file
             .sync_all()
@@ -461,11 +454,9 @@ impl Drop for TmpFile {
     }
 }
 
-/// Streams the headers and the input into the temporary file (`path` names it in errors);
-/// returns the size written.
+/// Streams the headers and the input into the temporary file; returns the size written.
 fn write_message(
-    file: &mut File,
-    path: &Path,
+    tmp: &mut TmpFile,
     head: &[u8],
     input: &mut dyn Read,
     d: &Delivery<'_>,
@@ -516,8 +507,9 @@ fn write_message(
         if let Some((q, usage)) = quota_before {
             quota::check(q, usage, size).map_err(Error::OverQuota)?;
         }
-        file.write_all(&out)
-            .map_err(|e| Error::io("write", path, e))?;
+        tmp.file
+            .write_all(&out)
+            .map_err(|e| Error::io("write", &tmp.path, e))?;
         out.clear();
         if n == 0 {
             return Ok(size);
