@@ -147,6 +147,7 @@ mod tests {
             positive_ttl_s: pos,
             negative_ttl_s: neg,
             serve_stale_s: stale,
+            ..CacheConfig::default()
         }
     }
 

@@ -13,6 +13,7 @@ pub mod backend;
 mod batch;
 pub mod cache;
 pub mod error;
+mod known;
 mod maps;
 pub mod memo;
 pub mod schema;
@@ -123,6 +124,9 @@ pub struct Directory {
     /// Statements sent to the database ([`Directory::queries_sent`]); shared with the
     /// batchers' tasks.
     queries: Arc<AtomicU64>,
+    /// Every stored address, for "not found" without a statement
+    /// ([`Directory::with_address_set`]); off by default.
+    known: Option<Arc<known::Known>>,
 }
 
 /// The memoized sub-queries: user rows by address, forwardings by (source, local, domain).
@@ -175,6 +179,7 @@ impl Directory {
             schema: OnceCell::new(),
             memo: None,
             queries: Arc::new(AtomicU64::new(0)),
+            known: None,
         })
     }
 
@@ -193,17 +198,99 @@ impl Directory {
         self
     }
 
+    /// With the memo ([`with_memo`](Self::with_memo)) on and the built-in queries: keeps
+    /// the set of every stored address (`users.email`, `forwardings.source`; at most
+    /// `max_keys` rows) and answers an address outside it "no such row" without a statement,
+    /// for up to `ttl` after the set's read began (lookupd's negative TTL: the bound a cached
+    /// "not found" already has). Read in the background while lookups come in; see the
+    /// `known` module. Off for `ttl` or `max_keys` zero.
+    pub fn with_address_set(mut self, ttl: Duration, max_keys: usize) -> Self {
+        self.known =
+            (!ttl.is_zero() && max_keys > 0).then(|| Arc::new(known::Known::new(ttl, max_keys)));
+        self
+    }
+
+    /// Reads the address set now (a warm-up, e.g. at start). `Ok(Some(n))`: `n` keys held;
+    /// `Ok(None)`: no set (off, custom queries, more rows than allowed, a read already in
+    /// flight, or a flush meanwhile).
+    pub async fn load_address_set(&self) -> Result<Option<usize>> {
+        let Some(k) = &self.known else {
+            return Ok(None);
+        };
+        let Some(ticket) = k.ticket() else {
+            return Ok(None);
+        };
+        let read = self
+            .bounded(self.schema())
+            .await
+            .map(|(_, q)| q.address.is_some());
+        match read {
+            Ok(true) => {}
+            Ok(false) => {
+                k.install(ticket, known::Read::Failed, Instant::now(), Instant::now());
+                return Ok(None);
+            }
+            Err(e) => {
+                k.install(ticket, known::Read::Failed, Instant::now(), Instant::now());
+                return Err(e);
+            }
+        }
+        let fold = self.config.address.fold_local_part;
+        let (installed, result) = read_address_set(&self.backend, k, ticket, fold).await;
+        result?;
+        Ok(installed.then(|| k.len()).flatten())
+    }
+
+    /// [`known_absent`](Self::known_absent), where the set applies: the built-in queries.
+    async fn set_says_absent(&self, key: &str) -> Result<bool> {
+        if self.known.is_none() {
+            return Ok(false);
+        }
+        let (_, q) = self.schema().await?;
+        Ok(q.address.is_some() && self.known_absent(key))
+    }
+
+    /// Whether the address set says `key` (a normalized address or `@domain`) is stored
+    /// nowhere; starts a read of the set when one is due.
+    fn known_absent(&self, key: &str) -> bool {
+        let Some(k) = &self.known else {
+            return false;
+        };
+        let (verdict, ticket) = k.check(key, Instant::now());
+        if let Some(ticket) = ticket {
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    let (backend, k) = (self.backend.clone(), k.clone());
+                    let fold = self.config.address.fold_local_part;
+                    h.spawn(async move {
+                        if let (_, Err(e)) = read_address_set(&backend, &k, ticket, fold).await {
+                            tracing::debug!(error = %e, "reading the address set failed");
+                        }
+                    });
+                }
+                Err(_) => {
+                    let now = Instant::now();
+                    k.install(ticket, known::Read::Failed, now, now);
+                }
+            }
+        }
+        verdict == known::Verdict::Absent
+    }
+
     /// How many lookup statements this directory has sent to the database (not counting
-    /// schema detection and administration).
+    /// schema detection, administration and reads of the address set).
     pub fn queries_sent(&self) -> u64 {
         self.queries.load(Ordering::Relaxed)
     }
 
-    /// Forgets the memoized rows (with lookupd's cache flush).
+    /// Forgets the memoized rows and the address set (with lookupd's cache flush).
     pub fn clear_memo(&self) {
         if let Some(m) = &self.memo {
             m.users.clear();
             m.forwardings.clear();
+        }
+        if let Some(k) = &self.known {
+            k.clear();
         }
     }
 
@@ -400,15 +487,10 @@ impl Directory {
     }
 
     /// Whether a stored key equals a (folded) lookup key under this installation's rules.
+    /// The address set holds stored keys normalized the same way, so that it can never
+    /// disagree with this check.
     fn same_key(&self, stored: &str, key: &str) -> bool {
-        if self.config.address.fold_local_part {
-            return stored.to_lowercase() == key;
-        }
-        match (stored.rsplit_once('@'), key.rsplit_once('@')) {
-            (Some((sl, sd)), Some((kl, kd))) => sl == kl && sd.to_lowercase() == kd,
-            (None, None) => stored.to_lowercase() == key,
-            _ => false,
-        }
+        known::norm_key(self.config.address.fold_local_part, stored) == key
     }
 
     // ---- lookups -------------------------------------------------------------------------
@@ -540,6 +622,9 @@ impl Directory {
         let Some(m) = &self.memo else {
             return self.read_forwardings(key, local, domain).await;
         };
+        if self.set_says_absent(key).await? {
+            return Ok(Vec::new());
+        }
         let k = (key.to_string(), local.to_string(), domain.to_string());
         m.forwardings
             .get_or_read(k, self.read_forwardings(key, local, domain), Vec::clone)
@@ -572,6 +657,13 @@ impl Directory {
         let now = Instant::now();
         if m.users.get(&key, now).is_some() || m.forwardings.get(&fkey, now).is_some() {
             return Ok(None);
+        }
+        if self.known_absent(&key) {
+            // Exactly what the statement would have found: no row. Memoized like its
+            // answer, for the `mailboxes` lookup that follows.
+            m.users.put(key, None, now);
+            m.forwardings.put(fkey, Vec::new(), now);
+            return Ok(Some((None, Vec::new())));
         }
         let rows = self
             .send(
@@ -1087,6 +1179,70 @@ fn like_escape(s: &str) -> String {
 }
 
 /// Alias destinations from the stored values (each may list several), first occurrence kept.
+/// Reads every stored address for the address set (at most `max_keys` + 1 rows of each
+/// table) and hands the result to `k`, whatever it is. Returns whether a set was installed,
+/// and the read's error.
+async fn read_address_set(
+    backend: &AnyBackend,
+    k: &known::Known,
+    ticket: known::Ticket,
+    fold: bool,
+) -> (bool, Result<()>) {
+    let started = Instant::now();
+    let max = ticket.max_keys;
+    let limit = max.saturating_add(1);
+    let read = async {
+        let mut keys = std::collections::HashSet::new();
+        let mut rows_seen = 0usize;
+        // The combined address statement reads exactly these two columns by key.
+        for (col, table) in [("email", "users"), ("source", "forwardings")] {
+            let sql = format!("SELECT {col} FROM {table} LIMIT {limit}");
+            let rows = backend.fetch(&sql, Vec::new()).await?;
+            rows_seen = rows_seen.saturating_add(rows.len());
+            if rows_seen > max {
+                return Ok(None);
+            }
+            keys.extend(
+                rows.iter()
+                    .filter_map(Row::first)
+                    .map(|v| known::norm_key(fold, v).into_boxed_str()),
+            );
+        }
+        Ok(Some(keys))
+    };
+    // Past its TTL a set answers nothing: a read that slow is a failure.
+    let result = match tokio::time::timeout(k.ttl(), read).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout(k.ttl())),
+    };
+    let now = Instant::now();
+    match result {
+        Ok(Some(keys)) => {
+            let n = keys.len();
+            let installed = k.install(ticket, known::Read::Keys(keys), started, now);
+            tracing::debug!(
+                keys = n,
+                ms = (now - started).as_millis() as u64,
+                installed,
+                "address set read"
+            );
+            (installed, Ok(()))
+        }
+        Ok(None) => {
+            tracing::warn!(
+                max_keys = max,
+                "more stored addresses than [cache] address_set_max: unknown addresses are read one by one"
+            );
+            k.install(ticket, known::Read::TooMany, started, now);
+            (false, Ok(()))
+        }
+        Err(e) => {
+            k.install(ticket, known::Read::Failed, started, now);
+            (false, Err(e))
+        }
+    }
+}
+
 fn destinations<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for v in values {

@@ -144,6 +144,8 @@ both! {
     migrate_is_idempotent_and_keeps_data(true),
     memo_answers_like_plain(false),
     memo_answers_like_plain_classic(true),
+    address_set_answers_like_plain(false),
+    address_set_answers_like_plain_classic(true),
 }
 
 /// lookupd's memo reads an address's forwardings and user row in one statement
@@ -158,8 +160,9 @@ async fn memo_answers_like_plain_classic(e: &Env) {
     memo_check(e, false).await;
 }
 
-/// `flags`: the schema has vmail's optional columns (users.active, domains.active, ...).
-async fn memo_check(e: &Env, flags: bool) {
+/// The rows of the memo and address set tests; `flags`: the schema has vmail's optional
+/// columns (users.active, domains.active, ...).
+fn memo_rows(e: &Env, flags: bool) {
     (e.raw)(CLASSIC_ROWS);
     if flags {
         (e.raw)(
@@ -169,6 +172,10 @@ async fn memo_check(e: &Env, flags: bool) {
              INSERT INTO forwardings (source, destination) VALUES ('list@example.org', 'eve@example.org, fay@example.org');",
         );
     }
+}
+
+async fn memo_check(e: &Env, flags: bool) {
+    memo_rows(e, flags);
     let memo = Directory::open(&e.cfg).await.unwrap().with_memo(
         Duration::from_secs(60),
         Duration::from_secs(60),
@@ -226,6 +233,99 @@ async fn memo_check(e: &Env, flags: bool) {
         2,
         "aliases of an unknown address (address + catch-all)"
     );
+}
+
+/// lookupd's address set (`Directory::with_address_set`): once read, every map answers
+/// every key exactly as a directory without it, with the local part folded or not, and an
+/// unknown address of a domain without a catch-all costs no statement at all.
+async fn address_set_answers_like_plain(e: &Env) {
+    address_set_check(e, true).await;
+}
+
+async fn address_set_answers_like_plain_classic(e: &Env) {
+    address_set_check(e, false).await;
+}
+
+async fn address_set_check(e: &Env, flags: bool) {
+    memo_rows(e, flags);
+    // Stored keys that differ from lookup keys only by case, and near misses a collation
+    // would match.
+    (e.raw)(
+        "INSERT INTO users (email, password) VALUES ('Mixed.Case@EXAMPLE.org', 'x');
+         INSERT INTO forwardings (source, destination) VALUES ('Upper@Example.ORG', 'alice@example.org');",
+    );
+    let extra = [
+        "mixed.case@example.org",
+        "Mixed.Case@example.org",
+        "Mixed.Case@EXAMPLE.ORG",
+        "upper@example.org",
+        "Upper@example.org",
+        "Bob@example.org",
+        "bOB@EXAMPLE.org",
+        "alíce@example.org",
+        "alice @example.org",
+        "upper+x@example.org",
+        "Upper+x@example.org",
+    ];
+    let hour = Duration::from_secs(3600);
+    for fold in [true, false] {
+        let mut cfg = e.cfg.clone();
+        cfg.address.fold_local_part = fold;
+        let plain = Directory::open(&cfg).await.unwrap();
+        let set = Directory::open(&cfg)
+            .await
+            .unwrap()
+            .with_memo(hour, hour, 1000)
+            .with_address_set(hour, 1000);
+        let stored = if flags { 13 } else { 9 };
+        assert_eq!(
+            set.load_address_set().await.unwrap(),
+            Some(stored),
+            "fold {fold}: every users.email and forwardings.source"
+        );
+        for key in KEYS.iter().chain(extra.iter()) {
+            for map in Map::ALL {
+                let want = plain.lookup(map, key).await.unwrap();
+                assert_eq!(
+                    set.lookup(map, key).await.unwrap(),
+                    want,
+                    "fold {fold}: {map} {key:?}"
+                );
+            }
+        }
+        // Unknown users of a domain without a catch-all: nothing to read, in any map.
+        let n = set.queries_sent();
+        for i in 0..20 {
+            let key = format!("new{i}@example.org");
+            for map in [Map::Aliases, Map::Mailboxes, Map::Senders] {
+                assert_eq!(ask(&set, map, &key).await, None, "{map} {key}");
+            }
+        }
+        assert_eq!(set.queries_sent() - n, 0, "fold {fold}: unknown addresses");
+        // A stored address is still read.
+        let n = set.queries_sent();
+        assert!(ask(&set, Map::Mailboxes, "alice+z@example.org")
+            .await
+            .is_some());
+        assert!(set.queries_sent() > n, "fold {fold}: a mailbox is read");
+        // Without the set, each unknown address costs a statement (the contrast that makes
+        // the zero above mean something).
+        let memo_only = Directory::open(&cfg)
+            .await
+            .unwrap()
+            .with_memo(hour, hour, 1000);
+        let n = memo_only.queries_sent();
+        for i in 0..5 {
+            assert_eq!(
+                ask(&memo_only, Map::Aliases, &format!("new{i}@example.org")).await,
+                None
+            );
+        }
+        assert!(
+            memo_only.queries_sent() - n >= 5,
+            "fold {fold}: without the set"
+        );
+    }
 }
 
 async fn classic_rows_are_read(e: &Env) {
@@ -740,21 +840,29 @@ async fn ask(d: &Directory, map: Map, key: &str) -> Option<String> {
         .unwrap_or_else(|e| panic!("{map} {key:?}: {e}"))
 }
 
+/// An SQLite directory with the classic tables and rows, and a way to write rows behind the
+/// back of the directories a test opens on it.
+async fn sqlite_with_classic_rows() -> (tempfile::TempDir, Config, impl Fn(&str)) {
+    let (g, cfg) = sqlite_config();
+    let path = cfg.database.sqlite_path.clone();
+    let raw = move |sql: &str| {
+        let c = rusqlite::Connection::open(&path).expect("open raw");
+        c.execute_batch(sql).expect("raw sql");
+    };
+    let dir = Directory::open(&cfg).await.unwrap();
+    dir.init(true).await.unwrap();
+    raw(CLASSIC_ROWS);
+    (g, cfg, raw)
+}
+
 /// lookupd's memo (`Directory::with_memo`): map lookups share the rows they read, for their
 /// lifetime only and never longer than `memo::MEMO_TTL`; `clear_memo()` forgets them; a
 /// directory without a memo reads every time.
 #[tokio::test]
 async fn memo_shares_rows_for_its_lifetime_only() {
     use std::time::Duration;
-    let (_g, cfg) = sqlite_config();
-    let path = cfg.database.sqlite_path.clone();
-    let raw = move |sql: &str| {
-        let c = rusqlite::Connection::open(&path).expect("open raw");
-        c.execute_batch(sql).expect("raw sql");
-    };
+    let (_g, cfg, raw) = sqlite_with_classic_rows().await;
     let plain = Directory::open(&cfg).await.unwrap();
-    plain.init(true).await.unwrap();
-    raw(CLASSIC_ROWS);
     // Long enough for a write and a lookup on a loaded CI machine.
     let ms = Duration::from_millis(1500);
     let memo = Directory::open(&cfg).await.unwrap().with_memo(ms, ms, 100);
@@ -821,6 +929,104 @@ async fn memo_shares_rows_for_its_lifetime_only() {
         ask(&capped, Map::Mailboxes, late).await.as_deref(),
         Some("example.org/late/")
     );
+}
+
+/// The address set's promises (it serves the `aliases` lookup Postfix makes first for every
+/// recipient; `mailboxes` then reads what that memoized): it is read in the background once
+/// lookups come in; an address added with plain SQL is "not found" for at most the set's TTL;
+/// `clear_memo()` (a `vmailctl` flush) makes it visible at once; a table bigger than allowed
+/// is never held; a failed read answers nothing from the set (the lookups fail, temporarily).
+#[tokio::test]
+async fn address_set_freshness_flush_and_limits() {
+    use std::time::{Duration, Instant};
+    let (_g, cfg, raw) = sqlite_with_classic_rows().await;
+    let hour = Duration::from_secs(3600);
+    // Long enough for a write and a lookup on a loaded CI machine.
+    let ttl = Duration::from_millis(1500);
+    // The memo keeps what the set answered, for its negative lifetime: lookupd gives both
+    // the same ([cache] negative_ttl_s; the memo at most 2 s).
+    let dir = Directory::open(&cfg)
+        .await
+        .unwrap()
+        .with_memo(hour, ttl, 100)
+        .with_address_set(ttl, 100);
+
+    // Nobody loads it: the first lookups read the database and start a background read,
+    // after which unknown addresses cost nothing.
+    let n = dir.queries_sent();
+    assert_eq!(ask(&dir, Map::Aliases, "u0@example.org").await, None);
+    assert!(dir.queries_sent() > n, "no set yet");
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut i = 1;
+    loop {
+        let n = dir.queries_sent();
+        assert_eq!(
+            ask(&dir, Map::Aliases, &format!("u{i}@example.org")).await,
+            None
+        );
+        if dir.queries_sent() == n {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the set was never read in the background"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        i += 1;
+    }
+
+    // Added behind lookupd's back: not found while the set is fresh, found after its TTL.
+    let (new, want) = ("new@example.org", Some("new@example.org".to_string()));
+    dir.clear_memo();
+    assert_eq!(dir.load_address_set().await.unwrap(), Some(7));
+    let read_at = Instant::now();
+    raw("INSERT INTO users (email, password) VALUES ('new@example.org', 'x');");
+    if read_at.elapsed() < ttl / 2 {
+        assert_eq!(ask(&dir, Map::Aliases, new).await, None, "within the TTL");
+    }
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert_eq!(ask(&dir, Map::Aliases, new).await, want, "after the TTL");
+
+    // A flush (vmailctl changed something) forgets the set at once.
+    let other = Directory::open(&cfg)
+        .await
+        .unwrap()
+        .with_memo(hour, hour, 100)
+        .with_address_set(hour, 100);
+    assert_eq!(other.load_address_set().await.unwrap(), Some(8));
+    raw("INSERT INTO users (email, password) VALUES ('newer@example.org', 'x');");
+    assert_eq!(ask(&other, Map::Aliases, "newer@example.org").await, None);
+    other.clear_memo();
+    assert_eq!(
+        ask(&other, Map::Aliases, "newer@example.org")
+            .await
+            .as_deref(),
+        Some("newer@example.org")
+    );
+
+    // More rows than allowed: no set, each unknown address is read.
+    let small = Directory::open(&cfg)
+        .await
+        .unwrap()
+        .with_memo(hour, hour, 100)
+        .with_address_set(hour, 8);
+    assert_eq!(small.load_address_set().await.unwrap(), None, "9 rows > 8");
+    let n = small.queries_sent();
+    assert_eq!(ask(&small, Map::Aliases, "x1@example.org").await, None);
+    assert_eq!(ask(&small, Map::Aliases, "x2@example.org").await, None);
+    assert!(small.queries_sent() - n >= 2, "without a set");
+
+    // A failed read holds nothing; the lookups report the failure.
+    let failing = Directory::open(&cfg)
+        .await
+        .unwrap()
+        .with_memo(hour, hour, 100)
+        .with_address_set(hour, 100);
+    raw("ALTER TABLE forwardings RENAME TO f_away;");
+    assert!(failing.load_address_set().await.is_err());
+    let e = failing.lookup(Map::Aliases, "y@example.org").await;
+    assert!(e.as_ref().is_err_and(Error::is_temporary), "{e:?}");
+    raw("ALTER TABLE f_away RENAME TO forwardings;");
 }
 
 /// MariaDB: concurrent lookups share `UNION ALL` statements (`[database] batch_keys`,

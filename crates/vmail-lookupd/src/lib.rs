@@ -41,11 +41,17 @@ pub struct Lookupd {
 /// The directory a configuration describes, with the memo `memo` says (see
 /// [`Service::memo`]): with it, map lookups share the rows they read for a second or two
 /// (`vmail_directory::memo`), so an unknown recipient costs one query instead of four (plus
-/// its domain's catch-all once).
+/// its domain's catch-all once); and with the address set (`[cache] address_set_max`), none.
 async fn open_directory(config: &Config, memo: Option<Memo>) -> vmail_directory::Result<Directory> {
     let dir = Directory::open(config).await?;
     Ok(match memo {
-        Some(m) => dir.with_memo(m.positive, m.negative, m.max_entries),
+        // The address set answers "not found" for as long as the cache may keep one.
+        Some(m) => dir
+            .with_memo(m.positive, m.negative, m.max_entries)
+            .with_address_set(
+                Duration::from_secs(config.cache.negative_ttl_s),
+                config.cache.address_set_max,
+            ),
         None => dir,
     })
 }
