@@ -33,6 +33,9 @@ pub(crate) const REFRESH_MIN: Duration = Duration::from_secs(2);
 /// Wait after a failed read.
 pub(crate) const RETRY: Duration = Duration::from_secs(1);
 
+/// The longest wait before looking again at tables that had too many rows.
+const TOO_MANY_WAIT: Duration = Duration::from_secs(3600);
+
 /// Whether an address is stored, as far as the set can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -42,11 +45,33 @@ pub(crate) enum Verdict {
     Ask,
 }
 
-/// Permission to read the set, for the generation it was given in.
-#[derive(Debug, PartialEq, Eq)]
+/// Permission to read the set, for the generation it was given in. Hand the result to
+/// [`Ticket::install`]; a ticket dropped without that (a cancelled or panicking read) counts
+/// as a failed read, so that the set keeps being refreshed.
 pub(crate) struct Ticket {
+    known: Option<Arc<Known>>,
     generation: u64,
     pub(crate) max_keys: usize,
+}
+
+impl Ticket {
+    /// Takes the result of a read that began at `started`. Returns whether a set was
+    /// installed.
+    pub(crate) fn install(mut self, read: Read, started: Instant, now: Instant) -> bool {
+        match self.known.take() {
+            Some(k) => k.finish(self.generation, read, started, now),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(k) = self.known.take() {
+            let now = Instant::now();
+            k.finish(self.generation, Read::Failed, now, now);
+        }
+    }
 }
 
 /// What a read gave.
@@ -68,8 +93,9 @@ struct State {
     set: Option<Arc<Snapshot>>,
     /// Bumped by every flush: a read given an older ticket is discarded.
     generation: u64,
-    /// The generation a read is in flight for.
-    reading: Option<u64>,
+    /// A read is in flight. One at a time, whatever its generation: a burst of flushes must
+    /// not start a burst of full-table reads.
+    reading: bool,
     /// No read before this (after a failure or a table too big).
     next_try: Option<Instant>,
     /// How long the last read took.
@@ -91,7 +117,7 @@ impl Known {
             state: Mutex::new(State {
                 set: None,
                 generation: 0,
-                reading: None,
+                reading: false,
                 next_try: None,
                 last_read: Duration::ZERO,
             }),
@@ -110,13 +136,28 @@ impl Known {
 
     /// How old a set may get before it is read again.
     fn refresh_after(&self, last_read: Duration) -> Duration {
-        let half = self.ttl / 2;
-        (last_read * 20).max(REFRESH_MIN).min(half)
+        last_read
+            .saturating_mul(20)
+            .max(REFRESH_MIN)
+            .min(self.ttl / 2)
+    }
+
+    /// A ticket, unless a read is in flight (then it is marked in flight).
+    fn take_ticket(self: &Arc<Self>, s: &mut State) -> Option<Ticket> {
+        if s.reading {
+            return None;
+        }
+        s.reading = true;
+        Some(Ticket {
+            known: Some(self.clone()),
+            generation: s.generation,
+            max_keys: self.max_keys,
+        })
     }
 
     /// Whether `key` (normalized as stored keys are) is absent, and a ticket when the caller
-    /// should read the set now ([`Known::install`] must follow, whatever happens).
-    pub(crate) fn check(&self, key: &str, now: Instant) -> (Verdict, Option<Ticket>) {
+    /// should read the set now.
+    pub(crate) fn check(self: &Arc<Self>, key: &str, now: Instant) -> (Verdict, Option<Ticket>) {
         let mut s = self.lock();
         let fresh = s
             .set
@@ -129,46 +170,25 @@ impl Known {
         let due = fresh.is_none_or(|set| {
             now.saturating_duration_since(set.started) >= self.refresh_after(s.last_read)
         });
-        let ticket = (due
-            && s.reading != Some(s.generation)
-            && s.next_try.is_none_or(|t| now >= t))
-        .then(|| {
-            s.reading = Some(s.generation);
-            Ticket {
-                generation: s.generation,
-                max_keys: self.max_keys,
-            }
-        });
+        let ticket = if due && s.next_try.is_none_or(|t| now >= t) {
+            self.take_ticket(&mut s)
+        } else {
+            None
+        };
         (verdict, ticket)
     }
 
-    /// A ticket for a read now, regardless of age (for a warm-up); `None` while one is in
-    /// flight.
-    pub(crate) fn ticket(&self) -> Option<Ticket> {
+    /// A ticket for a read now, whatever the set's age (a warm-up); `None` while a read is
+    /// in flight.
+    pub(crate) fn ticket(self: &Arc<Self>) -> Option<Ticket> {
         let mut s = self.lock();
-        (s.reading != Some(s.generation)).then(|| {
-            s.reading = Some(s.generation);
-            Ticket {
-                generation: s.generation,
-                max_keys: self.max_keys,
-            }
-        })
+        self.take_ticket(&mut s)
     }
 
-    /// Takes the result of a read that began at `started`. Returns whether a set was
-    /// installed.
-    pub(crate) fn install(
-        &self,
-        ticket: Ticket,
-        read: Read,
-        started: Instant,
-        now: Instant,
-    ) -> bool {
+    fn finish(&self, generation: u64, read: Read, started: Instant, now: Instant) -> bool {
         let mut s = self.lock();
-        if s.reading == Some(ticket.generation) {
-            s.reading = None;
-        }
-        if ticket.generation != s.generation {
+        s.reading = false;
+        if generation != s.generation {
             // Flushed meanwhile: the read may predate the change the flush announced.
             return false;
         }
@@ -182,7 +202,8 @@ impl Known {
             Read::TooMany => {
                 // Tables do not shrink fast: look again after a while.
                 s.set = None;
-                s.next_try = Some(now + self.ttl.max(RETRY) * 30);
+                let wait = self.ttl.max(RETRY).saturating_mul(30).min(TOO_MANY_WAIT);
+                s.next_try = Some(now + wait);
                 false
             }
             Read::Failed => {
@@ -192,7 +213,7 @@ impl Known {
         }
     }
 
-    /// Forgets the set and any read in flight (`vmailctl` changed something).
+    /// Forgets the set; a read in flight will be discarded (`vmailctl` changed something).
     pub(crate) fn clear(&self) {
         let mut s = self.lock();
         s.generation += 1;
@@ -230,11 +251,11 @@ mod tests {
         Read::Keys(k.iter().map(|s| Box::from(*s)).collect())
     }
 
-    fn loaded(k: &[&str], t: Instant) -> Known {
-        let known = Known::new(TTL, 100);
+    fn loaded(k: &[&str], t: Instant) -> Arc<Known> {
+        let known = Arc::new(Known::new(TTL, 100));
         let (v, ticket) = known.check("x@y", t);
         assert_eq!(v, Verdict::Ask);
-        assert!(known.install(ticket.expect("first lookup reads"), keys(k), t, t));
+        assert!(ticket.expect("first lookup reads").install(keys(k), t, t));
         known
     }
 
@@ -262,8 +283,9 @@ mod tests {
         assert_eq!(v, Verdict::Absent, "the old set answers meanwhile");
         let ticket = ticket.expect("due");
         assert!(k.check("x@b", t + REFRESH_MIN).1.is_none());
+        assert!(k.ticket().is_none(), "not even for a warm-up");
         let t2 = t + REFRESH_MIN;
-        assert!(k.install(ticket, keys(&["a@b", "x@b"]), t2, t2 + S));
+        assert!(ticket.install(keys(&["a@b", "x@b"]), t2, t2 + S));
         assert_eq!(k.check("x@b", t2 + S).0, Verdict::Ask);
         // A slow read (1 s) stretches the refresh interval, never beyond half the TTL.
         assert!(k.check("y@b", t2 + 3 * S).1.is_none());
@@ -277,37 +299,57 @@ mod tests {
         let ticket = k.check("x@b", t + REFRESH_MIN).1.expect("due");
         k.clear();
         assert_eq!(k.check("x@b", t + REFRESH_MIN).0, Verdict::Ask);
+        // Flushes do not start reads while one is in flight.
+        k.clear();
+        assert!(k.check("x@b", t + REFRESH_MIN).1.is_none());
         // The read that began before the flush may lack what was just added.
-        assert!(!k.install(ticket, keys(&["a@b"]), t, t + REFRESH_MIN));
+        assert!(!ticket.install(keys(&["a@b"]), t, t + REFRESH_MIN));
         assert_eq!(k.check("x@b", t + REFRESH_MIN).0, Verdict::Ask);
         assert_eq!(k.len(), None);
+        // Then the next lookup reads again, and that read counts.
+        let t3 = t + REFRESH_MIN;
+        let ticket = k.check("x@b", t3).1.expect("a read after the flush");
+        assert!(ticket.install(keys(&["a@b"]), t3, t3));
+        assert_eq!(k.check("x@b", t3).0, Verdict::Absent);
     }
 
     #[test]
-    fn a_flush_allows_a_new_read_at_once() {
+    fn a_dropped_ticket_frees_the_next_read() {
         let t = Instant::now();
-        let k = Known::new(TTL, 100);
-        let old = k.check("x@b", t).1.expect("first");
-        k.clear();
-        let new = k.check("x@b", t).1.expect("a new generation reads again");
-        assert!(!k.install(old, keys(&[]), t, t));
-        assert!(k.install(new, keys(&["a@b"]), t, t));
-        assert_eq!(k.check("x@b", t).0, Verdict::Absent);
+        let k = Arc::new(Known::new(TTL, 100));
+        let ticket = k.check("x@b", t).1.expect("first");
+        assert!(k.check("x@b", t).1.is_none());
+        // A cancelled or panicking read: counts as failed, retried after RETRY.
+        drop(ticket);
+        let later = Instant::now() + RETRY;
+        assert!(k.check("x@b", later).1.is_some());
     }
 
     #[test]
     fn failures_and_big_tables_hold_nothing_and_wait() {
         let t = Instant::now();
-        let k = Known::new(TTL, 1);
+        let k = Arc::new(Known::new(TTL, 1));
         let ticket = k.check("x@b", t).1.expect("first");
-        assert!(!k.install(ticket, Read::Failed, t, t));
+        assert!(!ticket.install(Read::Failed, t, t));
         assert_eq!(k.check("x@b", t).0, Verdict::Ask);
         assert!(k.check("x@b", t + S / 2).1.is_none(), "retry waits");
         let ticket = k.check("x@b", t + RETRY).1.expect("retry");
-        assert!(!k.install(ticket, Read::TooMany, t + RETRY, t + RETRY));
+        assert!(!ticket.install(Read::TooMany, t + RETRY, t + RETRY));
         assert_eq!(k.check("x@b", t + RETRY).0, Verdict::Ask);
         assert!(k.check("x@b", t + RETRY + TTL).1.is_none());
         assert!(k.check("x@b", t + RETRY + TTL * 30).1.is_some());
+    }
+
+    #[test]
+    fn absurd_ttls_do_not_overflow() {
+        let t = Instant::now();
+        let k = Arc::new(Known::new(Duration::from_secs(u64::MAX / 4), 1));
+        let ticket = k.check("x@b", t).1.expect("first");
+        assert!(!ticket.install(Read::TooMany, t, t));
+        assert!(k.check("x@b", t + TOO_MANY_WAIT).1.is_some());
+        let k = Arc::new(Known::new(Duration::from_secs(u64::MAX / 4), 10));
+        let ticket = k.check("x@b", t).1.expect("first");
+        assert!(ticket.install(keys(&["a@b"]), t, t + Duration::from_secs(u64::MAX / 64)));
     }
 
     #[test]
@@ -315,7 +357,7 @@ mod tests {
         let t = Instant::now();
         let k = loaded(&["a@b"], t);
         let ticket = k.check("x@b", t + REFRESH_MIN).1.expect("due");
-        assert!(!k.install(ticket, Read::Failed, t, t + REFRESH_MIN));
+        assert!(!ticket.install(Read::Failed, t, t + REFRESH_MIN));
         // Still as of t, which the TTL bounds.
         assert_eq!(k.check("x@b", t + REFRESH_MIN).0, Verdict::Absent);
         assert_eq!(k.check("x@b", t + TTL).0, Verdict::Ask);

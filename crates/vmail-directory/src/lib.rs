@@ -217,26 +217,16 @@ impl Directory {
         let Some(k) = &self.known else {
             return Ok(None);
         };
+        // Dropped unused on every early return: counts as a failed read.
         let Some(ticket) = k.ticket() else {
             return Ok(None);
         };
-        let read = self
-            .bounded(self.schema())
-            .await
-            .map(|(_, q)| q.address.is_some());
-        match read {
-            Ok(true) => {}
-            Ok(false) => {
-                k.install(ticket, known::Read::Failed, Instant::now(), Instant::now());
-                return Ok(None);
-            }
-            Err(e) => {
-                k.install(ticket, known::Read::Failed, Instant::now(), Instant::now());
-                return Err(e);
-            }
+        let (_, q) = self.bounded(self.schema()).await?;
+        if q.address.is_none() {
+            return Ok(None);
         }
         let fold = self.config.address.fold_local_part;
-        let (installed, result) = read_address_set(&self.backend, k, ticket, fold).await;
+        let (installed, result) = read_address_set(&self.backend, ticket, k.ttl(), fold).await;
         result?;
         Ok(installed.then(|| k.len()).flatten())
     }
@@ -251,30 +241,34 @@ impl Directory {
     }
 
     /// Whether the address set says `key` (a normalized address or `@domain`) is stored
-    /// nowhere; starts a read of the set when one is due.
+    /// nowhere; starts a read of the set when one is due. Callers make sure the built-in
+    /// queries are in use.
     fn known_absent(&self, key: &str) -> bool {
         let Some(k) = &self.known else {
             return false;
         };
         let (verdict, ticket) = k.check(key, Instant::now());
-        if let Some(ticket) = ticket {
-            match tokio::runtime::Handle::try_current() {
-                Ok(h) => {
-                    let (backend, k) = (self.backend.clone(), k.clone());
-                    let fold = self.config.address.fold_local_part;
-                    h.spawn(async move {
-                        if let (_, Err(e)) = read_address_set(&backend, &k, ticket, fold).await {
-                            tracing::debug!(error = %e, "reading the address set failed");
-                        }
-                    });
+        // Without a runtime the ticket is dropped: a failed read, tried again later.
+        if let (Some(ticket), Ok(h)) = (ticket, tokio::runtime::Handle::try_current()) {
+            let backend = self.backend.clone();
+            let (ttl, fold) = (k.ttl(), self.config.address.fold_local_part);
+            h.spawn(async move {
+                if let (_, Err(e)) = read_address_set(&backend, ticket, ttl, fold).await {
+                    tracing::debug!(error = %e, "reading the address set failed");
                 }
-                Err(_) => {
-                    let now = Instant::now();
-                    k.install(ticket, known::Read::Failed, now, now);
-                }
-            }
+            });
         }
         verdict == known::Verdict::Absent
+    }
+
+    /// A user for the maps: "none" from the address set when it says so, else as
+    /// [`user_at`](Self::user_at). Never for [`recipient`](Self::recipient): a delivery must
+    /// not bounce on a set read just before the user was added.
+    async fn map_user(&self, a: &Address) -> Result<Option<User>> {
+        if self.set_says_absent(&a.to_string()).await? {
+            return Ok(None);
+        }
+        self.user_at(a).await
     }
 
     /// How many lookup statements this directory has sent to the database (not counting
@@ -659,10 +653,9 @@ impl Directory {
             return Ok(None);
         }
         if self.known_absent(&key) {
-            // Exactly what the statement would have found: no row. Memoized like its
-            // answer, for the `mailboxes` lookup that follows.
-            m.users.put(key, None, now);
-            m.forwardings.put(fkey, Vec::new(), now);
+            // Exactly what the statement would have found: no row. Not memoized: the memo
+            // also serves the LDA's `recipient`, which never takes the set's word; the
+            // `mailboxes` lookup that follows asks the set itself.
             return Ok(Some((None, Vec::new())));
         }
         let rows = self
@@ -1179,50 +1172,50 @@ fn like_escape(s: &str) -> String {
 }
 
 /// Alias destinations from the stored values (each may list several), first occurrence kept.
-/// Reads every stored address for the address set (at most `max_keys` + 1 rows of each
-/// table) and hands the result to `k`, whatever it is. Returns whether a set was installed,
-/// and the read's error.
+/// Reads every stored address for the address set (at most `max_keys` + 1 rows) and hands
+/// the result to the ticket, whatever it is. Returns whether a set was installed, and the
+/// read's error.
 async fn read_address_set(
     backend: &AnyBackend,
-    k: &known::Known,
     ticket: known::Ticket,
+    ttl: Duration,
     fold: bool,
 ) -> (bool, Result<()>) {
     let started = Instant::now();
     let max = ticket.max_keys;
-    let limit = max.saturating_add(1);
+    // One statement, so that both tables are read as of one moment (an alias turned into a
+    // mailbox in one transaction is never missing from both). The combined address
+    // statement reads exactly these two columns by key.
+    let sql = format!(
+        "SELECT email FROM users UNION ALL SELECT source FROM forwardings LIMIT {}",
+        max.saturating_add(1)
+    );
     let read = async {
-        let mut keys = std::collections::HashSet::new();
-        let mut rows_seen = 0usize;
-        // The combined address statement reads exactly these two columns by key.
-        for (col, table) in [("email", "users"), ("source", "forwardings")] {
-            let sql = format!("SELECT {col} FROM {table} LIMIT {limit}");
-            let rows = backend.fetch(&sql, Vec::new()).await?;
-            rows_seen = rows_seen.saturating_add(rows.len());
-            if rows_seen > max {
-                return Ok(None);
-            }
-            keys.extend(
-                rows.iter()
-                    .filter_map(Row::first)
-                    .map(|v| known::norm_key(fold, v).into_boxed_str()),
-            );
+        let rows = backend.fetch(&sql, Vec::new()).await?;
+        if rows.len() > max {
+            return Ok(None);
         }
-        Ok(Some(keys))
+        Ok(Some(
+            rows.iter()
+                .filter_map(Row::first)
+                .map(|v| known::norm_key(fold, v).into_boxed_str())
+                .collect::<std::collections::HashSet<_>>(),
+        ))
     };
     // Past its TTL a set answers nothing: a read that slow is a failure.
-    let result = match tokio::time::timeout(k.ttl(), read).await {
+    let limit = ttl.min(Duration::from_secs(60));
+    let result = match tokio::time::timeout(limit, read).await {
         Ok(r) => r,
-        Err(_) => Err(Error::Timeout(k.ttl())),
+        Err(_) => Err(Error::Timeout(limit)),
     };
     let now = Instant::now();
     match result {
         Ok(Some(keys)) => {
             let n = keys.len();
-            let installed = k.install(ticket, known::Read::Keys(keys), started, now);
+            let installed = ticket.install(known::Read::Keys(keys), started, now);
             tracing::debug!(
                 keys = n,
-                ms = (now - started).as_millis() as u64,
+                ms = now.saturating_duration_since(started).as_millis() as u64,
                 installed,
                 "address set read"
             );
@@ -1233,11 +1226,11 @@ async fn read_address_set(
                 max_keys = max,
                 "more stored addresses than [cache] address_set_max: unknown addresses are read one by one"
             );
-            k.install(ticket, known::Read::TooMany, started, now);
+            ticket.install(known::Read::TooMany, started, now);
             (false, Ok(()))
         }
         Err(e) => {
-            k.install(ticket, known::Read::Failed, started, now);
+            ticket.install(known::Read::Failed, started, now);
             (false, Err(e))
         }
     }

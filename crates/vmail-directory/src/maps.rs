@@ -153,7 +153,7 @@ impl RecipientRecord {
 }
 
 async fn active_user(dir: &Directory, a: &Address) -> Result<bool> {
-    Ok(dir.user_at(a).await?.is_some_and(|u| u.active))
+    Ok(dir.map_user(a).await?.is_some_and(|u| u.active))
 }
 
 /// `domain/user/` for an active mailbox: exact address, then without the extension.

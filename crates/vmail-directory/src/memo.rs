@@ -3,8 +3,10 @@
 //! the same address, and `aliases` of an unknown user also asks the domain's catch-all, the
 //! same row for every unknown user of the domain. Without the memo an unknown recipient costs
 //! about four queries; with it, one (`Directory::prefetch_address` reads the address's
-//! forwardings and user row together) plus the domain's catch-all once. Opt-in (lookupd turns
-//! it on with its cache): authd and the LDA must see a changed row at once.
+//! forwardings and user row together) plus the domain's catch-all once; with the address set
+//! (`known`), nothing. Opt-in (lookupd turns it on with its cache): authd and a directly
+//! connected LDA read rows as they are. What the memo holds always came from a statement,
+//! never from the address set, because lookupd's `recipient` lookup for the LDA reads it too.
 //!
 //! Errors are never memoized, so a database outage still answers "try again". The memo is
 //! cleared with lookupd's cache, so `vmailctl` changes (which flush) apply at once; a change

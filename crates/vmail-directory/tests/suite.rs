@@ -272,11 +272,7 @@ async fn address_set_check(e: &Env, flags: bool) {
         let mut cfg = e.cfg.clone();
         cfg.address.fold_local_part = fold;
         let plain = Directory::open(&cfg).await.unwrap();
-        let set = Directory::open(&cfg)
-            .await
-            .unwrap()
-            .with_memo(hour, hour, 1000)
-            .with_address_set(hour, 1000);
+        let set = with_set(&cfg, hour, hour, 1000).await;
         let stored = if flags { 13 } else { 9 };
         assert_eq!(
             set.load_address_set().await.unwrap(),
@@ -302,12 +298,13 @@ async fn address_set_check(e: &Env, flags: bool) {
             }
         }
         assert_eq!(set.queries_sent() - n, 0, "fold {fold}: unknown addresses");
-        // A stored address is still read.
-        let n = set.queries_sent();
-        assert!(ask(&set, Map::Mailboxes, "alice+z@example.org")
+        // A stored address is still read (by a directory whose memo has not seen it yet).
+        let fresh = with_set(&cfg, hour, hour, 1000).await;
+        assert!(fresh.load_address_set().await.unwrap().is_some());
+        assert!(ask(&fresh, Map::Mailboxes, "alice+z@example.org")
             .await
             .is_some());
-        assert!(set.queries_sent() > n, "fold {fold}: a mailbox is read");
+        assert!(fresh.queries_sent() > 0, "fold {fold}: a mailbox is read");
         // Without the set, each unknown address costs a statement (the contrast that makes
         // the zero above mean something).
         let memo_only = Directory::open(&cfg)
@@ -840,6 +837,16 @@ async fn ask(d: &Directory, map: Map, key: &str) -> Option<String> {
         .unwrap_or_else(|e| panic!("{map} {key:?}: {e}"))
 }
 
+/// A directory as lookupd opens it: a memo (found rows for an hour, at most `MEMO_TTL`;
+/// "no row" for `negative`) and the address set (`ttl`, `max` rows).
+async fn with_set(cfg: &Config, negative: Duration, ttl: Duration, max: usize) -> Directory {
+    Directory::open(cfg)
+        .await
+        .unwrap()
+        .with_memo(Duration::from_secs(3600), negative, 1000)
+        .with_address_set(ttl, max)
+}
+
 /// An SQLite directory with the classic tables and rows, and a way to write rows behind the
 /// back of the directories a test opens on it.
 async fn sqlite_with_classic_rows() -> (tempfile::TempDir, Config, impl Fn(&str)) {
@@ -945,11 +952,7 @@ async fn address_set_freshness_flush_and_limits() {
     let ttl = Duration::from_millis(1500);
     // The memo keeps what the set answered, for its negative lifetime: lookupd gives both
     // the same ([cache] negative_ttl_s; the memo at most 2 s).
-    let dir = Directory::open(&cfg)
-        .await
-        .unwrap()
-        .with_memo(hour, ttl, 100)
-        .with_address_set(ttl, 100);
+    let dir = with_set(&cfg, ttl, ttl, 100).await;
 
     // Nobody loads it: the first lookups read the database and start a background read,
     // after which unknown addresses cost nothing.
@@ -988,14 +991,16 @@ async fn address_set_freshness_flush_and_limits() {
     assert_eq!(ask(&dir, Map::Aliases, new).await, want, "after the TTL");
 
     // A flush (vmailctl changed something) forgets the set at once.
-    let other = Directory::open(&cfg)
-        .await
-        .unwrap()
-        .with_memo(hour, hour, 100)
-        .with_address_set(hour, 100);
+    let other = with_set(&cfg, hour, hour, 100).await;
     assert_eq!(other.load_address_set().await.unwrap(), Some(8));
     raw("INSERT INTO users (email, password) VALUES ('newer@example.org', 'x');");
     assert_eq!(ask(&other, Map::Aliases, "newer@example.org").await, None);
+    assert_eq!(ask(&other, Map::Mailboxes, "newer@example.org").await, None);
+    // The LDA's lookup never takes the set's word (nor what the maps memoized from it): a
+    // message accepted for a brand-new user must not bounce.
+    let rec = ask(&other, Map::Recipient, "newer@example.org").await;
+    let rec = RecipientRecord::decode(rec.as_deref().expect("the LDA finds the new user"));
+    assert_eq!(rec.map(|r| r.email).as_deref(), Ok("newer@example.org"));
     other.clear_memo();
     assert_eq!(
         ask(&other, Map::Aliases, "newer@example.org")
@@ -1005,23 +1010,50 @@ async fn address_set_freshness_flush_and_limits() {
     );
 
     // More rows than allowed: no set, each unknown address is read.
-    let small = Directory::open(&cfg)
-        .await
-        .unwrap()
-        .with_memo(hour, hour, 100)
-        .with_address_set(hour, 8);
+    let small = with_set(&cfg, hour, hour, 8).await;
     assert_eq!(small.load_address_set().await.unwrap(), None, "9 rows > 8");
     let n = small.queries_sent();
     assert_eq!(ask(&small, Map::Aliases, "x1@example.org").await, None);
     assert_eq!(ask(&small, Map::Aliases, "x2@example.org").await, None);
     assert!(small.queries_sent() - n >= 2, "without a set");
 
+    // The database goes away while a set is fresh: unknown addresses are "not found" only
+    // until the set's TTL (as a cached "not found" would be), stored ones are a temporary
+    // failure at once.
+    let ttl = Duration::from_millis(1500);
+    let outage = with_set(&cfg, ttl, ttl, 100).await;
+    assert!(outage.load_address_set().await.unwrap().is_some());
+    let read_at = Instant::now();
+    raw("ALTER TABLE users RENAME TO u_away;");
+    let stored = outage.lookup(Map::Aliases, "alice@example.org").await;
+    assert!(
+        stored.as_ref().is_err_and(Error::is_temporary),
+        "{stored:?}"
+    );
+    if read_at.elapsed() < ttl / 2 {
+        let unknown = outage.lookup(Map::Aliases, "zed@example.org").await;
+        assert!(matches!(unknown, Ok(None)), "{unknown:?}");
+    }
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let unknown = outage.lookup(Map::Aliases, "zed2@example.org").await;
+    assert!(
+        unknown.as_ref().is_err_and(Error::is_temporary),
+        "{unknown:?}"
+    );
+    raw("ALTER TABLE u_away RENAME TO users;");
+
+    // Custom queries decide for themselves what matches: no set.
+    let mut custom = cfg.clone();
+    custom.database.queries.alias =
+        Some("SELECT destination FROM forwardings WHERE source = %s".into());
+    let custom = with_set(&custom, hour, hour, 100).await;
+    assert_eq!(custom.load_address_set().await.unwrap(), None);
+    let n = custom.queries_sent();
+    assert_eq!(ask(&custom, Map::Aliases, "c1@example.org").await, None);
+    assert!(custom.queries_sent() > n, "custom queries: read");
+
     // A failed read holds nothing; the lookups report the failure.
-    let failing = Directory::open(&cfg)
-        .await
-        .unwrap()
-        .with_memo(hour, hour, 100)
-        .with_address_set(hour, 100);
+    let failing = with_set(&cfg, hour, hour, 100).await;
     raw("ALTER TABLE forwardings RENAME TO f_away;");
     assert!(failing.load_address_set().await.is_err());
     let e = failing.lookup(Map::Aliases, "y@example.org").await;
