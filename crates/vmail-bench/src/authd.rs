@@ -893,19 +893,10 @@ fn stat_ticks(path: &str) -> u64 {
 
 impl Snap {
     fn take(server: &Server, db_pid: Option<u32>) -> Snap {
-        let (busy, idle) = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| {
-                let f: Vec<u64> = s
-                    .lines()
-                    .next()?
-                    .split_whitespace()
-                    .skip(1)
-                    .filter_map(|v| v.parse().ok())
-                    .collect();
-                // user nice system idle iowait irq softirq steal
-                let idle = f.get(3)? + f.get(4)?;
-                Some((f.iter().take(8).sum::<u64>() - idle, idle))
+        let (busy, idle) = crate::cpu::machine()
+            .map(|f| {
+                let idle = f[3] + f[4];
+                (f.iter().sum::<u64>() - idle, idle)
             })
             .unwrap_or((0, 0));
         let (srv, outside) = match server {
@@ -966,8 +957,7 @@ struct Measured {
 
 impl Measured {
     fn new(fig: Figure, a: &Snap, b: &Snap) -> Measured {
-        // SAFETY: sysconf has no preconditions.
-        let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let tck = crate::cpu::ticks_per_sec();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let secs = b.at.duration_since(a.at).as_secs_f64();
         let auths = (fig.per_sec * secs).max(1.0);

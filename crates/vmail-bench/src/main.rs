@@ -15,6 +15,7 @@
 //! `bench/stack` installs what it needs and runs it).
 
 mod authd;
+mod cpu;
 mod lda;
 mod stack;
 
@@ -359,7 +360,7 @@ fn work_dir(prefix: &str, dir: Option<&Path>) -> std::io::Result<tempfile::TempD
     }
 }
 
-/// Runs a lookupd on its own runtime (2 worker threads, as in production on this machine).
+/// Runs a lookupd on its own runtime, as `vmail-lookupd` builds it (`[lookupd] threads`).
 fn spawn_lookupd(
     mut config: Config,
     sock: &Path,
@@ -380,11 +381,13 @@ fn spawn_lookupd(
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = match vmail_daemon::runtime(loaded.config.lookupd.threads) {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
+                return;
+            }
+        };
         rt.block_on(async move {
             match vmail_lookupd::Lookupd::bind(&loaded).await {
                 Ok(d) => {
@@ -433,12 +436,11 @@ fn lookupd(
     let _a = spawn_lookupd(config.clone(), &cached_sock, true)?;
     let _b = spawn_lookupd(config.clone(), &uncached_sock, false)?;
     let echo_path = echo_sock.clone();
-    let echo_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    echo_rt.spawn(async move {
-        if let Err(e) = echo_server(echo_path).await {
+    // The ceiling gets the threads lookupd has (`[lookupd] threads`), so that a/c compares
+    // the servers' work, not their thread counts.
+    let echo_rt = vmail_daemon::runtime(config.lookupd.threads)?;
+    std::thread::spawn(move || {
+        if let Err(e) = echo_rt.block_on(echo_server(echo_path)) {
             eprintln!("echo server: {e}");
         }
     });

@@ -186,6 +186,48 @@ fn log_hint(path: &std::path::Path) -> String {
 /// so that no system always runs right after a phase change or always last while the
 /// machine's speed drifts. Per system: the mean of its rounds' rates and latencies (printed
 /// round by round under `names`), or its first failure.
+/// The machine's CPU time so far (`/proc/stat`, all CPUs, in clock ticks): to tell a round
+/// that was slow because the machine had less CPU (stolen by the hypervisor) from one whose
+/// system needed more CPU per operation.
+struct CpuTimes {
+    busy: u64,
+    steal: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    fn now() -> Option<CpuTimes> {
+        let f = crate::cpu::machine()?;
+        let busy = f[0] + f[1] + f[2] + f[5] + f[6];
+        Some(CpuTimes {
+            busy,
+            steal: f[7],
+            total: f.iter().sum(),
+        })
+    }
+
+    /// `   cpu 93% busy, 2% stolen, 612 µs CPU/op` for the time since `b` and `ops`
+    /// operations (the warm-up's included: an estimate from the measured rate).
+    fn since(&self, b: &CpuTimes, ops: f64) -> String {
+        let total = self.total.saturating_sub(b.total).max(1) as f64;
+        let busy = self.busy.saturating_sub(b.busy) as f64;
+        let steal = self.steal.saturating_sub(b.steal) as f64;
+        let per_op = if ops > 0.0 {
+            format!(
+                ", {:.0} µs CPU/op",
+                busy / crate::cpu::ticks_per_sec() / ops * 1e6
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "   cpu {:.0}% busy, {:.0}% stolen{per_op}",
+            busy / total * 100.0,
+            steal / total * 100.0
+        )
+    }
+}
+
 fn in_rounds<S>(
     names: &[&str],
     systems: &[S],
@@ -198,10 +240,15 @@ fn in_rounds<S>(
         for k in 0..n {
             let i = (r + k) % n;
             let Ok(done) = &mut acc[i] else { continue };
+            let (t, before) = (Instant::now(), CpuTimes::now());
             match measure(&systems[i]) {
                 Ok(f) => {
+                    let cpu = match (before, CpuTimes::now()) {
+                        (Some(b), Some(a)) => a.since(&b, f.per_sec * t.elapsed().as_secs_f64()),
+                        _ => String::new(),
+                    };
                     println!(
-                        "    round {} {:<38} {:>9.1}/s",
+                        "    round {} {:<38} {:>9.1}/s{cpu}",
                         r + 1,
                         names.get(i).copied().unwrap_or("?"),
                         f.per_sec

@@ -318,6 +318,22 @@ impl Signals {
     }
 }
 
+/// The tokio runtime of a daemon with `threads` workers: 1 is a single event loop
+/// (`current_thread`; blocking work still goes to tokio's blocking pool), 0 one worker per
+/// CPU.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if threads > 1 {
+        b.worker_threads(threads);
+    }
+    b.enable_all().build()
+}
+
 /// Logs to stderr (journald picks it up under systemd); level from `VMAIL_LOG`, default info.
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
@@ -418,5 +434,21 @@ mod tests {
         }
         assert!(!p.exists());
         assert!(!signal_reload(&p).unwrap());
+    }
+
+    #[test]
+    fn runtime_threads() {
+        use tokio::runtime::RuntimeFlavor;
+        let one = runtime(1).unwrap();
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        // Blocking work (SQLite, building the address set) still has its pool.
+        let seven = one.block_on(async { tokio::task::spawn_blocking(|| 7).await });
+        assert_eq!(seven.unwrap(), 7);
+        let three = runtime(3).unwrap();
+        assert_eq!(three.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(three.metrics().num_workers(), 3);
+        let all = runtime(0).unwrap();
+        assert_eq!(all.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert!(all.metrics().num_workers() >= 1);
     }
 }

@@ -1195,12 +1195,17 @@ async fn read_address_set(
         if rows.len() > max {
             return Ok(None);
         }
-        Ok(Some(
+        // Tens of milliseconds for a big table: off the event loop (lookupd may have one).
+        let build = move || {
             rows.iter()
                 .filter_map(Row::first)
                 .map(|v| known::norm_key(fold, v).into_boxed_str())
-                .collect::<std::collections::HashSet<_>>(),
-        ))
+                .collect::<std::collections::HashSet<_>>()
+        };
+        tokio::task::spawn_blocking(build)
+            .await
+            .map(Some)
+            .map_err(|e| Error::Query(format!("building the address set: {e}")))
     };
     // Past its TTL a set answers nothing: a read that slow is a failure.
     let limit = ttl.min(Duration::from_secs(60));

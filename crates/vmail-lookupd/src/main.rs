@@ -45,9 +45,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     vmail_daemon::init_logging();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = vmail_daemon::runtime(loaded.config.lookupd.threads)?;
     rt.block_on(async {
         let d = vmail_lookupd::Lookupd::bind(&loaded).await?;
         // Listening sockets are open: from here on we need no privileges.
