@@ -182,10 +182,6 @@ fn log_hint(path: &std::path::Path) -> String {
     }
 }
 
-/// Measures each of `systems` once per round for `rounds` rounds, rotating which goes first,
-/// so that no system always runs right after a phase change or always last while the
-/// machine's speed drifts. Per system: the mean of its rounds' rates and latencies (printed
-/// round by round under `names`), or its first failure.
 /// The machine's CPU time so far (`/proc/stat`, all CPUs, in clock ticks): to tell a round
 /// that was slow because the machine had less CPU (stolen by the hypervisor) from one whose
 /// system needed more CPU per operation.
@@ -228,6 +224,10 @@ impl CpuTimes {
     }
 }
 
+/// Measures each of `systems` once per round for `rounds` rounds, rotating which goes first,
+/// so that no system always runs right after a phase change or always last while the
+/// machine's speed drifts. Per system: the mean of its rounds' rates and latencies (printed
+/// round by round under `names`), or its first failure.
 fn in_rounds<S>(
     names: &[&str],
     systems: &[S],

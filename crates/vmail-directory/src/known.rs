@@ -186,6 +186,8 @@ impl Known {
     }
 
     fn finish(&self, generation: u64, read: Read, started: Instant, now: Instant) -> bool {
+        // A replaced set (up to `max_keys` strings) is freed after the lock is released.
+        let mut _old = None;
         let mut s = self.lock();
         s.reading = false;
         if generation != s.generation {
@@ -196,12 +198,12 @@ impl Known {
             Read::Keys(keys) => {
                 s.last_read = now.saturating_duration_since(started);
                 s.next_try = None;
-                s.set = Some(Arc::new(Snapshot { keys, started }));
+                _old = s.set.replace(Arc::new(Snapshot { keys, started }));
                 true
             }
             Read::TooMany => {
                 // Tables do not shrink fast: look again after a while.
-                s.set = None;
+                _old = s.set.take();
                 let wait = self.ttl.max(RETRY).saturating_mul(30).min(TOO_MANY_WAIT);
                 s.next_try = Some(now + wait);
                 false
@@ -215,10 +217,14 @@ impl Known {
 
     /// Forgets the set; a read in flight will be discarded (`vmailctl` changed something).
     pub(crate) fn clear(&self) {
-        let mut s = self.lock();
-        s.generation += 1;
-        s.set = None;
-        s.next_try = None;
+        let old = {
+            let mut s = self.lock();
+            s.generation += 1;
+            s.next_try = None;
+            s.set.take()
+        };
+        // Freed outside the lock.
+        drop(old);
     }
 
     /// How many keys the current set holds (fresh or not); `None` without one.

@@ -54,11 +54,8 @@ impl Daemon {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            // As vmail-lookupd builds it ([lookupd] threads).
+            let rt = vmail_daemon::runtime(loaded.config.lookupd.threads).unwrap();
             rt.block_on(async move {
                 let d = Lookupd::bind(&loaded).await.expect("bind lookupd");
                 ready_tx.send((d.endpoints(), d.service())).unwrap();
