@@ -528,6 +528,63 @@ fn lookupd(
             b / bound
         );
     }
+    address_set_cost(&client_rt, &config)?;
     // The daemons' threads run until the process exits.
     std::process::exit(0);
+}
+
+/// What lookupd's address set (`[cache] address_set_max`) costs for this database: the read
+/// (one statement, then normalizing and hashing on the blocking pool) and the memory it holds.
+fn address_set_cost(rt: &tokio::runtime::Runtime, config: &Config) -> Result<()> {
+    let rss_kib = || -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    let c = &config.cache;
+    let ttl = Duration::from_secs(c.negative_ttl_s.max(1));
+    let mut reads = Vec::new();
+    let mut held = Vec::new();
+    // Each set stays alive, so that the next one's memory is new memory.
+    let mut alive = Vec::new();
+    for _ in 0..5 {
+        let before = rss_kib();
+        let dir = rt.block_on(vmail_directory::Directory::open(config))?;
+        let dir = dir
+            .with_memo(ttl, ttl, c.max_entries)
+            .with_address_set(ttl, c.address_set_max);
+        let t = Instant::now();
+        let keys = rt.block_on(dir.load_address_set())?;
+        reads.push(t.elapsed());
+        let Some(keys) = keys else {
+            println!(
+                "address set: not held (more rows than [cache] address_set_max = {})",
+                c.address_set_max
+            );
+            return Ok(());
+        };
+        if let (Some(b), Some(a)) = (before, rss_kib()) {
+            held.push((a.saturating_sub(b), keys));
+        }
+        rt.block_on(dir.close());
+        alive.push(dir);
+    }
+    reads.sort();
+    let median = reads[reads.len() / 2];
+    held.sort();
+    match held.get(held.len() / 2) {
+        Some(&(kib, keys)) => println!(
+            "address set: {keys} stored addresses read in {:.1} ms (median of {}), about {} bytes each in memory ({} KiB, median RSS growth)",
+            median.as_secs_f64() * 1e3,
+            reads.len(),
+            kib * 1024 / keys.max(1) as u64,
+            kib
+        ),
+        None => println!(
+            "address set: read in {:.1} ms (median of {})",
+            median.as_secs_f64() * 1e3,
+            reads.len()
+        ),
+    }
+    Ok(())
 }

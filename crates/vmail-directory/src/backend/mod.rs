@@ -24,6 +24,19 @@ pub trait SqlBackend: Send + Sync {
     /// Runs a query with positional `?` parameters.
     fn fetch(&self, sql: &str, params: Vec<Value>)
         -> impl Future<Output = Result<Vec<Row>>> + Send;
+    /// Runs a query without parameters and returns its first column only: for reading a
+    /// whole table (lookupd's address set) with as little work per row as the backend
+    /// allows. Values are converted exactly as [`Row::first`] would give them.
+    fn fetch_column(&self, sql: &str) -> impl Future<Output = Result<Vec<Option<String>>>> + Send {
+        let rows = self.fetch(sql, Vec::new());
+        async move {
+            Ok(rows
+                .await?
+                .into_iter()
+                .map(|r| r.first().map(str::to_string))
+                .collect())
+        }
+    }
     /// Runs a statement; returns the number of affected rows.
     fn execute(&self, sql: &str, params: Vec<Value>) -> impl Future<Output = Result<u64>> + Send;
     /// Runs statements in order, in one transaction where the database allows it (SQLite;
@@ -50,6 +63,13 @@ impl SqlBackend for AnyBackend {
         match self {
             AnyBackend::Sqlite(b) => b.fetch(sql, params).await,
             AnyBackend::Mysql(b) => b.fetch(sql, params).await,
+        }
+    }
+
+    async fn fetch_column(&self, sql: &str) -> Result<Vec<Option<String>>> {
+        match self {
+            AnyBackend::Sqlite(b) => b.fetch_column(sql).await,
+            AnyBackend::Mysql(b) => b.fetch_column(sql).await,
         }
     }
 

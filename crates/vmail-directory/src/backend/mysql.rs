@@ -365,6 +365,24 @@ impl SqlBackend for Mysql {
         })
     }
 
+    /// One allocation per row (the value), none for column names: the rows of a big table
+    /// are decoded on the event loop.
+    async fn fetch_column(&self, sql: &str) -> Result<Vec<Option<String>>> {
+        self.with_conn(|mut conn| async move {
+            let r = conn
+                .exec_map(
+                    sql,
+                    mysql_async::Params::Empty,
+                    |mut row: mysql_async::Row| {
+                        row.take::<mysql_async::Value, usize>(0).and_then(from_my)
+                    },
+                )
+                .await;
+            (conn, r)
+        })
+        .await
+    }
+
     async fn execute(&self, sql: &str, p: Vec<Value>) -> Result<u64> {
         self.with_conn(|mut conn| {
             let p = p.clone();
