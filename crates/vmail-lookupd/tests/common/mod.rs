@@ -109,18 +109,26 @@ impl Drop for Daemon {
 }
 
 /// A raw socketmap client on one connection.
-pub struct Raw(pub UnixStream);
+pub struct Raw {
+    pub stream: UnixStream,
+    /// Bytes read past the last reply: pipelined replies can arrive in one read.
+    pending: Vec<u8>,
+}
 
 impl Raw {
     pub fn connect(p: &Path) -> Raw {
-        let s = UnixStream::connect(p).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        let stream = UnixStream::connect(p).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
-        Raw(s)
+        Raw {
+            stream,
+            pending: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.0.write_all(bytes).unwrap();
+        self.stream.write_all(bytes).unwrap();
     }
 
     /// Sends one request payload as a netstring and reads one reply.
@@ -133,15 +141,16 @@ impl Raw {
 
     /// Reads one netstring reply; `None` when the server closed the connection.
     pub fn reply(&mut self) -> Option<String> {
-        let mut buf = Vec::new();
         let mut b = [0u8; 4096];
         loop {
-            if let Ok(Some((p, _))) = vmail_proto::netstring::parse(&buf, 1 << 20) {
-                return Some(String::from_utf8_lossy(p).into_owned());
+            if let Ok(Some((p, used))) = vmail_proto::netstring::parse(&self.pending, 1 << 20) {
+                let reply = String::from_utf8_lossy(p).into_owned();
+                self.pending.drain(..used);
+                return Some(reply);
             }
-            match self.0.read(&mut b) {
+            match self.stream.read(&mut b) {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => buf.extend_from_slice(&b[..n]),
+                Ok(n) => self.pending.extend_from_slice(&b[..n]),
             }
         }
     }
