@@ -1171,7 +1171,6 @@ fn like_escape(s: &str) -> String {
     out
 }
 
-/// Alias destinations from the stored values (each may list several), first occurrence kept.
 /// Reads every stored address for the address set (at most `max_keys` + 1 rows) and hands
 /// the result to the ticket, whatever it is. Returns whether a set was installed, and the
 /// read's error.
@@ -1243,6 +1242,7 @@ async fn read_address_set(
     }
 }
 
+/// Alias destinations from the stored values (each may list several), first occurrence kept.
 fn destinations<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for v in values {

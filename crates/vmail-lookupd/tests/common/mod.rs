@@ -110,7 +110,7 @@ impl Drop for Daemon {
 
 /// A raw socketmap client on one connection.
 pub struct Raw {
-    pub stream: UnixStream,
+    stream: UnixStream,
     /// Bytes read past the last reply: pipelined replies can arrive in one read.
     pending: Vec<u8>,
 }
