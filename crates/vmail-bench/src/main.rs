@@ -59,6 +59,10 @@ enum What {
         /// lookupd's `[database] batch_in_flight`; default as shipped.
         #[arg(long)]
         batch_in_flight: Option<usize>,
+        /// lookupd's `[lookupd] threads` (1: one event loop, 0: one per CPU); default as
+        /// shipped. The echo ceiling gets the same.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// vmail-lda vs dovecot-lda: deliveries/s, peak RSS, and where vmail-lda's time goes
     /// (run as root after `scripts/build-release -p vmail-bench -p vmail-lookupd`).
@@ -78,11 +82,13 @@ fn main() -> Result<()> {
             users,
             batch_keys,
             batch_in_flight,
+            threads,
         } => lookupd(
             Duration::from_secs(seconds),
             users,
             batch_keys,
             batch_in_flight,
+            threads,
         ),
         What::Directory { lookups } => directory(lookups),
         What::Lda(a) => lda::run(&a),
@@ -404,12 +410,13 @@ fn spawn_lookupd(
     Ok(h)
 }
 
-/// `batch_keys`, `batch_in_flight`: lookupd's `[database]` settings where given.
+/// `batch_keys`, `batch_in_flight`, `threads`: lookupd's settings where given.
 fn lookupd(
     dur: Duration,
     users: usize,
     batch_keys: Option<usize>,
     batch_in_flight: Option<usize>,
+    threads: Option<usize>,
 ) -> Result<()> {
     let db = vmail_test_support::TestDb::create("vmail-bench lookupd")
         .context("no MariaDB (run scripts/test-deps)")?;
@@ -417,6 +424,7 @@ fn lookupd(
     let d = &mut config.database;
     d.batch_keys = batch_keys.unwrap_or(d.batch_keys);
     d.batch_in_flight = batch_in_flight.unwrap_or(d.batch_in_flight);
+    config.lookupd.threads = threads.unwrap_or(config.lookupd.threads);
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -457,8 +465,11 @@ fn lookupd(
 
     println!("vmail-bench lookupd: {users} users on MariaDB, {}s per figure, UNIX sockets, one request in flight per connection", dur.as_secs());
     println!(
-        "lookupd: pool_max {}, batch_keys {}, batch_in_flight {}",
-        config.database.pool_max, config.database.batch_keys, config.database.batch_in_flight
+        "lookupd: threads {}, pool_max {}, batch_keys {}, batch_in_flight {}",
+        config.lookupd.threads,
+        config.database.pool_max,
+        config.database.batch_keys,
+        config.database.batch_in_flight
     );
     println!(
         "{:>5} | {:>28} | {:>28} | {:>28} | {:>28} | {:>9} | {:>9}",
