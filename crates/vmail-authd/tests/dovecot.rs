@@ -106,9 +106,8 @@ fn setup(test: &str) -> Option<Setup> {
     set_mode(homes.path(), 0o755);
     let home_base = homes.path().join("vmail");
     std::fs::create_dir(&home_base).unwrap();
-    // Set, not left to the umask: authd binding its sockets in this process (under umask
-    // 0177) at the same moment once made it 0600, and Dovecot's mail process as nobody
-    // could not enter it (SELECT INBOX: SERVERBUG).
+    // Set, not left to whatever umask the tests run under: Dovecot's mail process runs as
+    // nobody and must enter it (else SELECT INBOX: SERVERBUG).
     set_mode(&home_base, 0o755);
     std::os::unix::fs::chown(&home_base, Some(uid), Some(gid)).unwrap();
 

@@ -2,7 +2,7 @@
 //! and group Postfix's processes need) or loopback TCP, privilege drop after binding, signals,
 //! pid files, logging, and systemd's readiness notification.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -117,31 +117,25 @@ impl Listener {
                     tracing::info!(listener = %ep, "using the socket passed by systemd");
                     return Ok(Listener::Unix(l, path.clone(), false));
                 }
-                if path.exists() {
+                if let Ok(m) = std::fs::symlink_metadata(path) {
+                    // Only a leftover socket is replaced: a typo must not cost a file.
+                    if !m.file_type().is_socket() {
+                        return Err(io(
+                            "exists and is not a socket:",
+                            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                        ));
+                    }
                     if UnixStream::connect(path).await.is_ok() {
                         return Err(io(
                             "socket in use by another process:",
                             std::io::Error::from(std::io::ErrorKind::AddrInUse),
                         ));
                     }
-                    std::fs::remove_file(path).map_err(|e| io("removing stale socket", e))?;
                 }
-                // Bind under a restrictive umask so the socket is never briefly open to all.
-                let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-                let l = UnixListener::bind(path);
-                nix::sys::stat::umask(old);
-                let l = l.map_err(|e| io("binding", e))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))
-                    .map_err(|e| io("setting mode of", e))?;
-                if let Some(g) = &access.group {
-                    let gid = group_id(g)?;
-                    nix::unistd::chown(path, None, Some(gid)).map_err(|e| {
-                        io(
-                            "changing group of",
-                            std::io::Error::from_raw_os_error(e as i32),
-                        )
-                    })?;
-                }
+                let l = bind_private(path, access)?;
+                l.set_nonblocking(true)
+                    .map_err(|e| io("setting non-blocking", e))?;
+                let l = UnixListener::from_std(l).map_err(|e| io("registering", e))?;
                 Ok(Listener::Unix(l, path.clone(), true))
             }
             Endpoint::Inet(addr) => {
@@ -195,6 +189,61 @@ impl Drop for Listener {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Binds a UNIX socket at `path` that nobody can reach before it has its final mode and
+/// group, without touching the umask (process-wide: another thread creating a file at that
+/// instant would get the socket's mask). The socket is bound in a fresh 0700 directory next
+/// to `path`, given its mode and group there, and renamed into place, which also replaces a
+/// stale socket file atomically.
+fn bind_private(
+    path: &Path,
+    access: &SocketAccess,
+) -> Result<std::os::unix::net::UnixListener, Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let err = |what, p: &Path, source| Error::Io {
+        what,
+        path: p.display().to_string(),
+        source,
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("/"),
+    };
+    // Short, so that the temporary path fits sun_path wherever the final one nearly does.
+    let dir = parent.join(format!(
+        ".v{:x}.{:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| err("creating private directory", &dir, e))?;
+    let tmp = dir.join("s");
+    let bound = (|| {
+        let l = std::os::unix::net::UnixListener::bind(&tmp)
+            .map_err(|e| err("binding (via a private directory)", &tmp, e))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(access.mode))
+            .map_err(|e| err("setting mode of", &tmp, e))?;
+        if let Some(g) = &access.group {
+            let gid = group_id(g)?;
+            nix::unistd::chown(&tmp, None, Some(gid)).map_err(|e| {
+                err(
+                    "changing group of",
+                    &tmp,
+                    std::io::Error::from_raw_os_error(e as i32),
+                )
+            })?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| err("moving socket into place at", path, e))?;
+        Ok(l)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&dir);
+    bound
 }
 
 fn group_id(name: &str) -> Result<nix::unistd::Gid, Error> {
@@ -421,6 +470,78 @@ mod tests {
             .unwrap();
         drop(l3);
         assert!(!p2.exists(), "socket removed on drop");
+    }
+
+    #[tokio::test]
+    async fn unix_bind_leaves_other_files_and_the_umask_alone() {
+        let d = tempfile::tempdir().unwrap();
+        // A file where a socket is configured is an error, not a victim.
+        let f = d.path().join("file");
+        std::fs::write(&f, "keep").unwrap();
+        let access = SocketAccess {
+            mode: 0o600,
+            group: Some(nix::unistd::getgid().as_raw().to_string()),
+        };
+        assert!(Listener::bind(&Endpoint::Unix(f.clone()), &access)
+            .await
+            .is_err());
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "keep");
+
+        // Directories made by another thread while sockets are bound get the usual mode:
+        // binding must not change the process-wide umask (CI once saw a test's directory
+        // come out 0600 when it did).
+        let made = d.path().join("made");
+        std::fs::create_dir(&made).unwrap();
+        let m2 = made.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let maker = std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::create_dir(m2.join(n.to_string())).unwrap();
+                n += 1;
+            }
+            n
+        });
+        let mut listeners = Vec::new();
+        for i in 0..300 {
+            let p = d.path().join(format!("s{i}"));
+            listeners.push(
+                Listener::bind(&Endpoint::Unix(p.clone()), &access)
+                    .await
+                    .unwrap(),
+            );
+            let m = std::fs::metadata(&p).unwrap();
+            assert!(m.file_type().is_socket());
+            assert_eq!(m.permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::os::unix::fs::MetadataExt::gid(&m),
+                nix::unistd::getgid().as_raw()
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let n = maker.join().unwrap();
+        assert!(n > 0);
+        // Read, not set: setting it to look would be the very race this test is about.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+            .unwrap();
+        let expect = 0o777 & !umask;
+        for e in std::fs::read_dir(&made).unwrap() {
+            let mode = e.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, expect);
+        }
+        // Nothing but the sockets, the file and the directory is left behind.
+        drop(listeners);
+        let mut names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["file", "made"]);
     }
 
     #[test]

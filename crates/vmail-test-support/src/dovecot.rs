@@ -135,8 +135,8 @@ impl DovecotBuilder {
         };
         let home = dir.path().join("home");
         std::fs::create_dir(&home).expect("mkdir home");
-        // Modes are set, not left to the umask: a daemon binding a socket in this process
-        // (under umask 0177) at the same moment would make them unusable to other users.
+        // Modes are set, not left to whatever umask the tests run under: Dovecot's
+        // processes run as other users and must enter these.
         set_mode(&home, 0o755);
         std::os::unix::fs::chown(&home, Some(uid), Some(gid)).expect("chown home");
 

@@ -158,8 +158,7 @@ impl PostfixBuilder {
         let subst = |s: &str| s.replace(DIR_PLACEHOLDER, &d);
         for sub in ["etc", "data", "queue"] {
             std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
-            // Set, not left to the umask: a daemon binding a socket in this process (under
-            // umask 0177) at the same moment would make it unusable to `postfix`.
+            // Set, not left to whatever umask the tests run under: `postfix` must enter it.
             set_mode(&dir.path().join(sub), 0o755);
         }
         std::os::unix::fs::chown(dir.path().join("data"), Some(postfix_uid), None)
