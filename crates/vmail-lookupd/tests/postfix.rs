@@ -293,21 +293,13 @@ fn differential_against_classic_mysql_maps() {
     eprintln!("differential: {compared} answers compared with Postfix's mysql: maps");
 }
 
-/// MariaDB killed under a running lookupd: TEMP (never NOTFOUND) for every map, then correct
-/// answers again by itself once the server is back.
-#[test]
-fn database_outage_answers_temp_then_recovers() {
-    if !have_postmap("database_outage_answers_temp_then_recovers") {
-        return;
-    }
-    let Some(mut server) = PrivateMariaDb::start("database_outage_answers_temp_then_recovers")
-    else {
-        return;
-    };
+/// A MariaDB server the test owns (to kill it) with the test rows, and a configuration that
+/// gives up on it quickly.
+fn outage_server(test: &str) -> Option<(PrivateMariaDb, Config)> {
+    let server = PrivateMariaDb::start(test)?;
     let mut cfg = server.config();
     cfg.database.connect_timeout_ms = 500;
     cfg.database.query_timeout_ms = 2_000;
-    cfg.cache.enabled = false;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         Directory::open(&cfg)
@@ -318,6 +310,21 @@ fn database_outage_answers_temp_then_recovers() {
             .unwrap()
     });
     server.sql(&format!("USE mail; {ROWS}"));
+    Some((server, cfg))
+}
+
+/// MariaDB killed under a running lookupd: TEMP (never NOTFOUND) for every map, then correct
+/// answers again by itself once the server is back.
+#[test]
+fn database_outage_answers_temp_then_recovers() {
+    if !have_postmap("database_outage_answers_temp_then_recovers") {
+        return;
+    }
+    let Some((mut server, mut cfg)) = outage_server("database_outage_answers_temp_then_recovers")
+    else {
+        return;
+    };
+    cfg.cache.enabled = false;
     let d = Daemon::start(cfg);
     assert_eq!(
         postmap_query("info@example.com", &d.socketmap_table("aliases")),
@@ -360,6 +367,63 @@ fn database_outage_answers_temp_then_recovers() {
         back.elapsed()
     );
     assert!(ok, "no recovery within 5 s");
+}
+
+/// The same outage with lookupd's cache as shipped (answer cache, memo and address set on):
+/// what lookupd learned before may still answer, but nothing that exists is ever "not
+/// found" and no answer is ever different from the database's; what it must ask the
+/// database about is TEMP.
+#[test]
+fn database_outage_with_the_shipped_cache_never_denies_what_exists() {
+    let test = "database_outage_with_the_shipped_cache_never_denies_what_exists";
+    if !have_postmap(test) {
+        return;
+    }
+    let Some((mut server, cfg)) = outage_server(test) else {
+        return;
+    };
+    assert!(cfg.cache.enabled && cfg.cache.address_set_max > 0);
+    let d = Daemon::start(cfg);
+    let mut raw = Raw::connect(&d.socket);
+    let reply = |want: &Option<&str>| match want {
+        Some(v) => format!("OK {v}"),
+        None => "NOTFOUND ".to_string(),
+    };
+    // Every other key is asked (and so cached) before the outage; the lookups also make
+    // lookupd read its address set in the background.
+    for (map, key, want) in EXPECT.iter().step_by(2) {
+        assert_eq!(raw.ask(format!("{map} {key}").as_bytes()), reply(want));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    server.kill();
+    let mut temp = 0;
+    for (i, (map, key, want)) in EXPECT.iter().enumerate() {
+        let r = raw.ask(format!("{map} {key}").as_bytes());
+        let failed = r.starts_with("TEMP ") || r.starts_with("TIMEOUT ");
+        temp += usize::from(failed);
+        assert!(
+            r == reply(want) || failed,
+            "{map} {key}: {r:?} during the outage, the database says {:?}",
+            reply(want)
+        );
+        // Cached found answers are good for positive_ttl_s (60 s).
+        if i % 2 == 0 && want.is_some() {
+            assert_eq!(r, reply(want), "{map} {key}: cached answer lost");
+        }
+    }
+    eprintln!(
+        "{temp} of {} lookups during the outage answered TEMP",
+        EXPECT.len()
+    );
+    assert!(temp > 0, "no lookup reached the (dead) database");
+    server.resume();
+    let ok = vmail_test_support::wait_until(Duration::from_secs(5), || {
+        raw.ask(b"aliases team@example.org")
+            == "OK alice@example.org,bob@example.org,carol@remote.test"
+    });
+    assert!(ok, "no recovery within 5 s");
+    check_all(&d);
 }
 
 #[test]
