@@ -183,17 +183,25 @@ async fn drive_socketmap(
 }
 
 /// The classic query straight to MariaDB, `conns` connections, one query at a time each.
-async fn drive_mysql(cfg: &Config, conns: usize, dur: Duration, users: usize) -> Result<Figure> {
-    use mysql_async::prelude::Queryable;
+/// The classic `virtual_mailbox_maps` query, as the direct-SELECT references send it.
+const CLASSIC_MAILBOX_SQL: &str = "SELECT CONCAT(SUBSTRING_INDEX(email,'@',-1),'/',SUBSTRING_INDEX(email,'@',1),'/') FROM users WHERE email = ?";
+
+/// A plain mysql_async connection to the directory's first server, over TCP as lookupd's.
+fn direct_opts(cfg: &Config) -> Result<mysql_async::OptsBuilder> {
     let db = &cfg.database;
     let (host, port) = db.hosts[0].rsplit_once(':').context("host:port")?;
-    let opts = mysql_async::OptsBuilder::default()
+    Ok(mysql_async::OptsBuilder::default()
         .ip_or_hostname(host.to_string())
         .tcp_port(port.parse()?)
         .user(Some(db.user.clone()))
         .pass(db.password.as_ref().map(|p| p.expose().to_string()))
         .db_name(Some(db.dbname.clone()))
-        .prefer_socket(false);
+        .prefer_socket(false))
+}
+
+async fn drive_mysql(cfg: &Config, conns: usize, dur: Duration, users: usize) -> Result<Figure> {
+    use mysql_async::prelude::Queryable;
+    let opts = direct_opts(cfg)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..conns {
@@ -206,12 +214,8 @@ async fn drive_mysql(cfg: &Config, conns: usize, dur: Duration, users: usize) ->
                 let key = format!("user{}@example.org", i % users);
                 i += 1;
                 let t = Instant::now();
-                let r: Result<Option<String>, _> = conn
-                    .exec_first(
-                        "SELECT CONCAT(SUBSTRING_INDEX(email,'@',-1),'/',SUBSTRING_INDEX(email,'@',1),'/') FROM users WHERE email = ?",
-                        (key,),
-                    )
-                    .await;
+                let r: Result<Option<String>, _> =
+                    conn.exec_first(CLASSIC_MAILBOX_SQL, (key,)).await;
                 if r.is_err() {
                     break;
                 }
@@ -291,6 +295,7 @@ fn directory(lookups: usize) -> Result<()> {
         "{:>8} | {:>9} | {:>22} | {:>26}",
         "backend", "map", "key", "/s   p50   p99 (us)"
     );
+    let mut mailboxes = 0.0;
     for (name, cfg) in [("sqlite", &sqlite), ("mariadb", &mysql)] {
         let dir = rt.block_on(Directory::open(cfg))?;
         for (map, key) in [
@@ -316,8 +321,40 @@ fn directory(lookups: usize) -> Result<()> {
                 f.p50_us,
                 f.p99_us
             );
+            if name == "mariadb" && map == Map::Mailboxes {
+                mailboxes = f.per_sec;
+            }
         }
     }
+    // The reference for the MariaDB rows: the classic query on one plain connection.
+    let f = rt.block_on(async {
+        use mysql_async::prelude::Queryable;
+        let mut conn = mysql_async::Conn::new(direct_opts(&mysql)?).await?;
+        let mut lat = Vec::with_capacity(lookups);
+        let start = Instant::now();
+        for i in 0..lookups {
+            let t = Instant::now();
+            let r: Option<String> = conn
+                .exec_first(
+                    CLASSIC_MAILBOX_SQL,
+                    (format!("user{}@example.org", i % users),),
+                )
+                .await?;
+            anyhow::ensure!(r.is_some(), "the classic query found no row");
+            lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+        conn.disconnect().await?;
+        anyhow::Ok(summarize(lat, start.elapsed()))
+    })?;
+    println!(
+        "{:>8} | {:>9} | {:>22} | {:>8.0} {:>7.0} {:>8.0}",
+        "direct", "classic", "userN@example.org", f.per_sec, f.p50_us, f.p99_us
+    );
+    println!(
+        "mariadb mailboxes / direct classic query: {:.2} (the directory's own cost per lookup, \
+         without lookupd's socket)",
+        mailboxes / f.per_sec
+    );
     Ok(())
 }
 
