@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use vmail_proto::{netstring, socketmap, tcp_table};
@@ -36,6 +38,13 @@ pub async fn serve<S>(
 {
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     let mut out: Vec<u8> = Vec::with_capacity(512);
+    // One idle timer per connection, moved only when it fires: arming a fresh timer for
+    // every read made tokio wake its own event loop through an eventfd write each time
+    // (tokio-rs/tokio#5207), a system call and an extra loop turn per request.
+    let idle = tokio::time::sleep(settings.idle_timeout);
+    tokio::pin!(idle);
+    // When the current wait for bytes began (the idle time counts from there).
+    let mut waiting_since = None;
     loop {
         // Answer every complete request already buffered.
         loop {
@@ -67,19 +76,24 @@ pub async fn serve<S>(
         if *shutdown.borrow() && buf.is_empty() {
             return;
         }
+        let since = *waiting_since.get_or_insert_with(Instant::now);
         tokio::select! {
-            r = tokio::time::timeout(settings.idle_timeout, stream.read_buf(&mut buf)) => match r {
-                Ok(Ok(0)) => return,
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+            r = stream.read_buf(&mut buf) => match r {
+                Ok(0) => return,
+                Ok(_) => waiting_since = None,
+                Err(e) => {
                     tracing::debug!(error = %e, "read error");
                     return;
                 }
-                Err(_) => {
+            },
+            () = &mut idle => {
+                let deadline = since + settings.idle_timeout;
+                if Instant::now() >= deadline {
                     tracing::debug!("closing idle connection");
                     return;
                 }
-            },
+                idle.as_mut().reset(deadline);
+            }
             // Between requests a shutdown closes the connection; a request being read is
             // still answered (the loop comes back here only once it is complete or idle).
             _ = shutdown.changed(), if buf.is_empty() => return,

@@ -533,3 +533,28 @@ fn idle_connections_are_closed_and_the_connection_limit_queues() {
     assert_eq!(a.reply(), None, "idle connection closed");
     assert_eq!(b.reply(), None, "idle connection closed");
 }
+
+/// The idle time counts from the last request, not from the connection's start: a client
+/// asking every 100 ms stays connected well past the 300 ms limit, one that goes quiet
+/// (even in the middle of a request) is closed about 300 ms later.
+#[test]
+fn idle_time_counts_from_the_last_request() {
+    let (_g, mut cfg) = prepare_sqlite();
+    cfg.lookupd.idle_timeout_ms = 300;
+    let d = Daemon::start(cfg);
+    let mut a = Raw::connect(&d.socket);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1_200) {
+        assert_eq!(a.ask(b"domains example.com"), "OK virtual");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Half a request, then silence: the partial read restarts the idle time once.
+    a.send(b"19:domains exa");
+    let quiet = Instant::now();
+    assert_eq!(a.reply(), None, "a quiet connection is closed");
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1_500),
+        "closed after {waited:?} of silence"
+    );
+}
