@@ -403,12 +403,9 @@ fn work_dir(prefix: &str, dir: Option<&Path>) -> std::io::Result<tempfile::TempD
     }
 }
 
-/// Runs a lookupd on its own runtime, as `vmail-lookupd` builds it (`[lookupd] threads`).
-fn spawn_lookupd(
-    mut config: Config,
-    sock: &Path,
-    cache: bool,
-) -> Result<std::thread::JoinHandle<()>> {
+/// Runs a lookupd on its own runtime, as `vmail-lookupd` builds it (`[lookupd] threads`);
+/// returns the id of the thread that runs it (with `threads = 1`, the one doing all its work).
+fn spawn_lookupd(mut config: Config, sock: &Path, cache: bool) -> Result<i32> {
     config.lookupd.socketmap = vec![format!("unix:{}", sock.display())];
     config.lookupd.socket_group = String::new();
     config.lookupd.user = String::new();
@@ -423,7 +420,7 @@ fn spawn_lookupd(
         source: Source::Builtin,
     };
     let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let rt = match vmail_daemon::runtime(loaded.config.lookupd.threads) {
             Ok(rt) => rt,
             Err(e) => {
@@ -434,7 +431,7 @@ fn spawn_lookupd(
         rt.block_on(async move {
             match vmail_lookupd::Lookupd::bind(&loaded).await {
                 Ok(d) => {
-                    let _ = tx.send(Ok(()));
+                    let _ = tx.send(Ok(cpu::thread_id()));
                     let _ = d.run(std::future::pending()).await;
                 }
                 Err(e) => {
@@ -443,8 +440,7 @@ fn spawn_lookupd(
             }
         });
     });
-    rx.recv()??;
-    Ok(h)
+    rx.recv()?
 }
 
 /// `batch_keys`, `batch_in_flight`, `threads`: lookupd's settings where given.
@@ -478,17 +474,35 @@ fn lookupd(
     let cached_sock = tmp.path().join("cached.sock");
     let uncached_sock = tmp.path().join("uncached.sock");
     let echo_sock = tmp.path().join("echo.sock");
-    let _a = spawn_lookupd(config.clone(), &cached_sock, true)?;
-    let _b = spawn_lookupd(config.clone(), &uncached_sock, false)?;
+    let cached_tid = spawn_lookupd(config.clone(), &cached_sock, true)?;
+    spawn_lookupd(config.clone(), &uncached_sock, false)?;
     let echo_path = echo_sock.clone();
     // The ceiling gets the threads lookupd has (`[lookupd] threads`), so that a/c compares
     // the servers' work, not their thread counts.
     let echo_rt = vmail_daemon::runtime(config.lookupd.threads)?;
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let _ = tx.send(cpu::thread_id());
         if let Err(e) = echo_rt.block_on(echo_server(echo_path)) {
             eprintln!("echo server: {e}");
         }
     });
+    let echo_tid = rx.recv()?;
+    // With one event loop, all of a server's work is on that thread: its CPU time per
+    // request tells the servers' costs apart however fast the machine runs that minute.
+    let one_loop = config.lookupd.threads == 1;
+    let cpu_per_op =
+        |tid: i32, run: &dyn Fn() -> Result<Figure>| -> Result<(Figure, Option<f64>)> {
+            let before = cpu::thread_ns(tid).filter(|_| one_loop);
+            let t = Instant::now();
+            let f = run()?;
+            let ops = f.per_sec * t.elapsed().as_secs_f64();
+            let us = before
+                .zip(cpu::thread_ns(tid))
+                .map(|(b, a)| a.saturating_sub(b) as f64 / 1e3 / ops.max(1.0));
+            Ok((f, us))
+        };
+    let mut server_cpu = Vec::new();
     std::thread::sleep(Duration::from_millis(200));
 
     // Warm the cache with every key the cached run will ask.
@@ -531,24 +545,25 @@ fn lookupd(
     let fmt = |f: &Figure| format!("{:>9.0} {:>7.0} {:>8.0}", f.per_sec, f.p50_us, f.p99_us);
     let mut one_conn = None;
     for conns in [1usize, 16, 128] {
-        let a = client_rt.block_on(drive_socketmap(
-            &cached_sock,
-            conns,
-            dur,
-            Arc::new(move |c, i| format!("mailboxes user{}@example.org", (c * 31 + i) % hot)),
-        ))?;
+        // Cached lookups and the echo ceiling are asked the same keys.
+        let hot_keys = || -> Arc<dyn Fn(usize, usize) -> String + Send + Sync> {
+            Arc::new(move |c, i| format!("mailboxes user{}@example.org", (c * 31 + i) % hot))
+        };
+        let (a, a_cpu) = cpu_per_op(cached_tid, &|| {
+            client_rt.block_on(drive_socketmap(&cached_sock, conns, dur, hot_keys()))
+        })?;
         let b = client_rt.block_on(drive_socketmap(
             &uncached_sock,
             conns,
             dur,
             Arc::new(move |c, i| format!("mailboxes user{}@example.org", (c * 7919 + i) % users)),
         ))?;
-        let c = client_rt.block_on(drive_socketmap(
-            &echo_sock,
-            conns,
-            dur,
-            Arc::new(move |c, i| format!("mailboxes user{}@example.org", (c * 31 + i) % hot)),
-        ))?;
+        let (c, c_cpu) = cpu_per_op(echo_tid, &|| {
+            client_rt.block_on(drive_socketmap(&echo_sock, conns, dur, hot_keys()))
+        })?;
+        if let (Some(a), Some(c)) = (a_cpu, c_cpu) {
+            server_cpu.push((conns, a, c));
+        }
         let d = client_rt.block_on(drive_mysql(&config, conns, dur, users))?;
         println!(
             "{:>5} | {} | {} | {} | {} | {:>9.2} | {:>9.2}",
@@ -574,6 +589,13 @@ fn lookupd(
              (1 / (1/c + 1/d)) = {:.2} of (d); lookupd reaches {:.2} of that bound",
             bound / d,
             b / bound
+        );
+    }
+    for (conns, a, c) in server_cpu {
+        println!(
+            "{conns:>3} conns: server CPU per request: lookupd cached {a:.1} us, echo {c:.1} us: \
+             echo/lookupd {:.2}",
+            c / a
         );
     }
     address_set_cost(&client_rt, &config)?;
