@@ -243,9 +243,21 @@ impl PrivateMariaDb {
             dir.path().display()
         );
         let data = dir.path().join("data");
+        // Its own tmpdir: a starting mariadbd deletes every `#sql*` file in its tmpdir, so two
+        // servers sharing /tmp (tests in parallel, the system's MariaDB) break each other's
+        // temporary tables ("Unknown table 'mysql.tmp_user_sys'" during install).
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).expect("mkdir tmp");
+        let owned = Command::new("chown")
+            .arg("mysql:mysql")
+            .arg(&tmp)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(owned, "chown mysql {} failed", tmp.display());
         let out = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=mysql", "--skip-test-db"])
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--auth-root-authentication-method=normal")
             .output()
             .expect("run mariadb-install-db");
@@ -280,6 +292,7 @@ impl PrivateMariaDb {
                 "--skip-name-resolve",
             ])
             .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--port={}", self.port))
             .arg(format!("--pid-file={}", d.join("pid").display()))
