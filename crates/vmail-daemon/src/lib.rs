@@ -2,7 +2,7 @@
 //! and group Postfix's processes need) or loopback TCP, privilege drop after binding, signals,
 //! pid files, logging, and systemd's readiness notification.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -84,9 +84,10 @@ pub struct SocketAccess {
 
 /// A bound listener.
 pub enum Listener {
-    /// The socket path, and whether we created the file (and so remove it at exit; a
-    /// socket systemd bound for us stays).
-    Unix(UnixListener, PathBuf, bool),
+    /// The socket path, and the identity (device, inode) of the file we created there:
+    /// removed at exit only while the path still names that file (a socket systemd bound for
+    /// us, `None`, stays).
+    Unix(UnixListener, PathBuf, Option<(u64, u64)>),
     Tcp(TcpListener),
 }
 
@@ -115,7 +116,7 @@ impl Listener {
                     let l =
                         UnixListener::from_std(l).map_err(|e| io("using inherited socket", e))?;
                     tracing::info!(listener = %ep, "using the socket passed by systemd");
-                    return Ok(Listener::Unix(l, path.clone(), false));
+                    return Ok(Listener::Unix(l, path.clone(), None));
                 }
                 if let Ok(m) = std::fs::symlink_metadata(path) {
                     // Only a leftover socket is replaced: a typo must not cost a file.
@@ -131,12 +132,20 @@ impl Listener {
                             std::io::Error::from(std::io::ErrorKind::AddrInUse),
                         ));
                     }
+                    // Stale. Removed first, so that the socket moves in only where nothing
+                    // is: two instances starting at once cannot both take the path.
+                    match std::fs::remove_file(path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(io("removing stale socket", e));
+                        }
+                        _ => {}
+                    }
                 }
-                let l = bind_private(path, access)?;
+                let (l, id) = bind_private(path, access)?;
                 l.set_nonblocking(true)
                     .map_err(|e| io("setting non-blocking", e))?;
                 let l = UnixListener::from_std(l).map_err(|e| io("registering", e))?;
-                Ok(Listener::Unix(l, path.clone(), true))
+                Ok(Listener::Unix(l, path.clone(), Some(id)))
             }
             Endpoint::Inet(addr) => {
                 if let Some(l) = activation::take_tcp(addr) {
@@ -185,8 +194,12 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, p, true) = self {
-            let _ = std::fs::remove_file(p);
+        if let Listener::Unix(_, p, Some(id)) = self {
+            // Another instance may have replaced a socket we left behind in a crash-restart
+            // race; its socket is not ours to remove.
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| (m.dev(), m.ino()) == *id) {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }
@@ -194,15 +207,18 @@ impl Drop for Listener {
 /// Binds a UNIX socket at `path` that nobody can reach before it has its final mode and
 /// group, without touching the umask (process-wide: another thread creating a file at that
 /// instant would get the socket's mask). The socket is bound in a fresh 0700 directory next
-/// to `path`, given its mode and group there, and renamed into place, which also replaces a
-/// stale socket file atomically.
+/// to `path`, given its mode and group there, and moved into place only if nothing is at
+/// `path` (another instance that got there first wins). Returns the listener and the
+/// socket file's (device, inode).
 fn bind_private(
     path: &Path,
     access: &SocketAccess,
-) -> Result<std::os::unix::net::UnixListener, Error> {
+) -> Result<(std::os::unix::net::UnixListener, (u64, u64)), Error> {
     use std::os::unix::fs::DirBuilderExt;
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    /// sun_path holds 108 bytes with the terminating NUL.
+    const MAX_PATH: usize = 107;
     let err = |what, p: &Path, source| Error::Io {
         what,
         path: p.display().to_string(),
@@ -212,17 +228,53 @@ fn bind_private(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("/"),
     };
-    // Short, so that the temporary path fits sun_path wherever the final one nearly does.
-    let dir = parent.join(format!(
-        ".v{:x}.{:x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| err("creating private directory", &dir, e))?;
-    let tmp = dir.join("s");
+    let too_long = |p: &Path, what| {
+        err(
+            what,
+            p,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} bytes, a UNIX socket path has at most {MAX_PATH}",
+                    p.as_os_str().len()
+                ),
+            ),
+        )
+    };
+    if path.as_os_str().len() > MAX_PATH {
+        return Err(too_long(path, "socket path too long:"));
+    }
+    // A leftover of a process killed while binding may hold a name: take the next one.
+    let mut made = None;
+    for _ in 0..16 {
+        let dir = parent.join(format!(
+            ".v{:x}.{:x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = dir.join("s");
+        if tmp.as_os_str().len() > MAX_PATH {
+            return Err(too_long(
+                &tmp,
+                "no room to bind via a private directory (use a shorter socket path):",
+            ));
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                made = Some((dir, tmp));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(err("creating private directory", &dir, e)),
+        }
+    }
+    let Some((dir, tmp)) = made else {
+        return Err(err(
+            "creating private directory in",
+            parent,
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        ));
+    };
     let bound = (|| {
         let l = std::os::unix::net::UnixListener::bind(&tmp)
             .map_err(|e| err("binding (via a private directory)", &tmp, e))?;
@@ -238,12 +290,35 @@ fn bind_private(
                 )
             })?;
         }
-        std::fs::rename(&tmp, path).map_err(|e| err("moving socket into place at", path, e))?;
-        Ok(l)
+        let m = std::fs::symlink_metadata(&tmp).map_err(|e| err("inspecting", &tmp, e))?;
+        move_no_replace(&tmp, path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                err(
+                    "socket in use by another process (it appeared while binding):",
+                    path,
+                    std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                )
+            } else {
+                err("moving socket into place at", path, e)
+            }
+        })?;
+        Ok((l, (m.dev(), m.ino())))
     })();
     let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_dir(&dir);
     bound
+}
+
+/// Moves `from` to `to` unless something is at `to` (`AlreadyExists` then).
+fn move_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags};
+    match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        // File systems without the flag: a hard link also refuses an existing name (the
+        // temporary name is removed by the caller).
+        Err(nix::errno::Errno::EINVAL) => std::fs::hard_link(from, to),
+        Err(e) => Err(std::io::Error::from_raw_os_error(e as i32)),
+    }
 }
 
 fn group_id(name: &str) -> Result<nix::unistd::Gid, Error> {
@@ -495,14 +570,19 @@ mod tests {
         let m2 = made.clone();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s2 = stop.clone();
+        let (started, first) = std::sync::mpsc::channel();
         let maker = std::thread::spawn(move || {
             let mut n = 0u32;
-            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) && n < 20_000 {
                 std::fs::create_dir(m2.join(n.to_string())).unwrap();
+                if n == 0 {
+                    started.send(()).unwrap();
+                }
                 n += 1;
             }
             n
         });
+        first.recv().unwrap();
         let mut listeners = Vec::new();
         for i in 0..300 {
             let p = d.path().join(format!("s{i}"));
@@ -542,6 +622,48 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["file", "made"]);
+    }
+
+    #[tokio::test]
+    async fn a_socket_is_never_moved_over_anything_and_drop_removes_only_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        // The last step of a bind refuses an existing name (another instance got there).
+        let from = d.path().join("from");
+        let to = d.path().join("to");
+        std::fs::write(&from, "new").unwrap();
+        std::fs::write(&to, "old").unwrap();
+        let e = move_no_replace(&from, &to).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), "old");
+        std::fs::remove_file(&to).unwrap();
+        move_no_replace(&from, &to).unwrap();
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), "new");
+
+        // A socket that replaced ours at the path (another instance, after ours looked
+        // stale) survives our exit.
+        let access = SocketAccess {
+            mode: 0o600,
+            group: None,
+        };
+        let p = d.path().join("s.sock");
+        let ours = Listener::bind(&Endpoint::Unix(p.clone()), &access)
+            .await
+            .unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let theirs = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        drop(ours);
+        assert!(p.exists(), "another process's socket was removed");
+        drop(theirs);
+
+        // Paths sun_path cannot hold are refused before anything is created.
+        let long = d.path().join("x".repeat(120));
+        let e = Listener::bind(&Endpoint::Unix(long.clone()), &access)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("at most 107"), "{e}");
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 2, "only to and s.sock: {names:?}");
     }
 
     #[test]
