@@ -78,6 +78,9 @@ pub async fn serve<S>(
         }
         let since = *waiting_since.get_or_insert_with(Instant::now);
         tokio::select! {
+            // Bytes already waiting are read even when the loop comes late to an expired
+            // timer: a request that arrived is answered.
+            biased;
             r = stream.read_buf(&mut buf) => match r {
                 Ok(0) => return,
                 Ok(_) => waiting_since = None,
