@@ -541,13 +541,23 @@ fn idle_connections_are_closed_and_the_connection_limit_queues() {
 fn idle_time_counts_from_the_last_request() {
     let (_g, mut cfg) = prepare_sqlite();
     cfg.lookupd.idle_timeout_ms = 300;
+    // One event loop: all of lookupd's work on the thread whose CPU time is read below.
+    cfg.lookupd.threads = 1;
     let d = Daemon::start(cfg);
     let mut a = Raw::connect(&d.socket);
     let start = Instant::now();
+    let cpu = d.cpu_time();
     while start.elapsed() < Duration::from_millis(1_200) {
         assert_eq!(a.ask(b"domains example.com"), "OK virtual");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A timer left expired instead of re-armed would make the loop spin between requests
+    // (~200 ms of CPU here, against ~5 ms).
+    let spent = d.cpu_time() - cpu;
+    assert!(
+        spent < Duration::from_millis(50),
+        "lookupd used {spent:?} of CPU in 1.2 s of a request every 100 ms"
+    );
     // Half a request, then silence: the partial read restarts the idle time once.
     a.send(b"19:domains exa");
     let quiet = Instant::now();

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use vmail_config::{Config, Loaded, Source};
 use vmail_lookupd::{Lookupd, Service};
@@ -25,6 +26,8 @@ pub struct Daemon {
     /// map name -> 127.0.0.1:port of its tcp_table listener
     pub tcp: Vec<(String, String)>,
     pub service: Arc<Service>,
+    /// The thread running lookupd's event loop (with `threads = 1`, all its work).
+    tid: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -58,7 +61,10 @@ impl Daemon {
             let rt = vmail_daemon::runtime(loaded.config.lookupd.threads).unwrap();
             rt.block_on(async move {
                 let d = Lookupd::bind(&loaded).await.expect("bind lookupd");
-                ready_tx.send((d.endpoints(), d.service())).unwrap();
+                // "/proc/thread-self" links to "PID/task/TID".
+                let me = std::fs::read_link("/proc/thread-self").expect("thread-self");
+                let tid = me.file_name().unwrap().to_string_lossy().into_owned();
+                ready_tx.send((d.endpoints(), d.service(), tid)).unwrap();
                 d.run(async {
                     let _ = stop_rx.await;
                 })
@@ -66,7 +72,7 @@ impl Daemon {
                 .unwrap();
             });
         });
-        let (endpoints, service) = ready_rx.recv().expect("lookupd started");
+        let (endpoints, service, tid) = ready_rx.recv().expect("lookupd started");
         let names = ["domains", "mailboxes", "aliases", "senders", "transport"];
         let tcp = endpoints[1..]
             .iter()
@@ -77,6 +83,7 @@ impl Daemon {
             socket,
             tcp,
             service,
+            tid,
             stop: Some(stop_tx),
             thread: Some(thread),
             _dir: dir,
@@ -94,6 +101,13 @@ impl Daemon {
 
     pub fn pid_file(&self) -> PathBuf {
         self._dir.path().join("lookupd.pid")
+    }
+
+    /// CPU time lookupd's event-loop thread has used so far (schedstat: nanoseconds).
+    pub fn cpu_time(&self) -> Duration {
+        let s = std::fs::read_to_string(format!("/proc/self/task/{}/schedstat", self.tid))
+            .expect("schedstat");
+        Duration::from_nanos(s.split_whitespace().next().unwrap().parse().unwrap())
     }
 }
 
