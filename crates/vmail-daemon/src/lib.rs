@@ -195,8 +195,8 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Unix(_, p, Some(id)) = self {
-            // Another instance may have replaced a socket we left behind in a crash-restart
-            // race; its socket is not ours to remove.
+            // Another instance may have taken the path since (ours looked stale to it, say
+            // while we hung); its socket is not ours to remove.
             if std::fs::symlink_metadata(&p).is_ok_and(|m| (m.dev(), m.ino()) == *id) {
                 let _ = std::fs::remove_file(p);
             }
