@@ -22,16 +22,3 @@ pub fn ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
-
-/// The calling thread's id, for [`thread_ns`] from another thread.
-pub fn thread_id() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
-}
-
-/// CPU time a thread of this process has run, in nanoseconds (`/proc/self/task/TID/schedstat`,
-/// first field): exact, unlike the clock ticks of `stat`.
-pub fn thread_ns(tid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}

@@ -431,7 +431,7 @@ fn spawn_lookupd(mut config: Config, sock: &Path, cache: bool) -> Result<i32> {
         rt.block_on(async move {
             match vmail_lookupd::Lookupd::bind(&loaded).await {
                 Ok(d) => {
-                    let _ = tx.send(Ok(cpu::thread_id()));
+                    let _ = tx.send(Ok(vmail_test_support::thread_id()));
                     let _ = d.run(std::future::pending()).await;
                 }
                 Err(e) => {
@@ -482,7 +482,7 @@ fn lookupd(
     let echo_rt = vmail_daemon::runtime(config.lookupd.threads)?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(cpu::thread_id());
+        let _ = tx.send(vmail_test_support::thread_id());
         if let Err(e) = echo_rt.block_on(echo_server(echo_path)) {
             eprintln!("echo server: {e}");
         }
@@ -493,13 +493,14 @@ fn lookupd(
     let one_loop = config.lookupd.threads == 1;
     let cpu_per_op =
         |tid: i32, run: &dyn Fn() -> Result<Figure>| -> Result<(Figure, Option<f64>)> {
-            let before = cpu::thread_ns(tid).filter(|_| one_loop);
+            let cpu = || vmail_test_support::thread_cpu_time(tid);
+            let before = cpu().filter(|_| one_loop);
             let t = Instant::now();
             let f = run()?;
             let ops = f.per_sec * t.elapsed().as_secs_f64();
             let us = before
-                .zip(cpu::thread_ns(tid))
-                .map(|(b, a)| a.saturating_sub(b) as f64 / 1e3 / ops.max(1.0));
+                .zip(cpu())
+                .map(|(b, a)| a.saturating_sub(b).as_secs_f64() * 1e6 / ops.max(1.0));
             Ok((f, us))
         };
     let mut server_cpu = Vec::new();

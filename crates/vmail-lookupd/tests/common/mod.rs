@@ -27,7 +27,7 @@ pub struct Daemon {
     pub tcp: Vec<(String, String)>,
     pub service: Arc<Service>,
     /// The thread running lookupd's event loop (with `threads = 1`, all its work).
-    tid: String,
+    tid: i32,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -61,9 +61,7 @@ impl Daemon {
             let rt = vmail_daemon::runtime(loaded.config.lookupd.threads).unwrap();
             rt.block_on(async move {
                 let d = Lookupd::bind(&loaded).await.expect("bind lookupd");
-                // "/proc/thread-self" links to "PID/task/TID".
-                let me = std::fs::read_link("/proc/thread-self").expect("thread-self");
-                let tid = me.file_name().unwrap().to_string_lossy().into_owned();
+                let tid = vmail_test_support::thread_id();
                 ready_tx.send((d.endpoints(), d.service(), tid)).unwrap();
                 d.run(async {
                     let _ = stop_rx.await;
@@ -103,11 +101,9 @@ impl Daemon {
         self._dir.path().join("lookupd.pid")
     }
 
-    /// CPU time lookupd's event-loop thread has used so far (schedstat: nanoseconds).
+    /// CPU time lookupd's event-loop thread has used so far.
     pub fn cpu_time(&self) -> Duration {
-        let s = std::fs::read_to_string(format!("/proc/self/task/{}/schedstat", self.tid))
-            .expect("schedstat");
-        Duration::from_nanos(s.split_whitespace().next().unwrap().parse().unwrap())
+        vmail_test_support::thread_cpu_time(self.tid).expect("the thread's schedstat")
     }
 }
 
