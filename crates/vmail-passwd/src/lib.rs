@@ -174,6 +174,27 @@ pub fn is_legacy(stored: &str, default: Scheme) -> bool {
     )
 }
 
+/// True if a match of `password` against `stored` proves that `password` is the password
+/// the hash was made from, so a hash of it may replace `stored` (re-hash on login).
+///
+/// Traditional DES crypt keys on the first 8 bytes only, 7 bits of each, NUL-padded: a
+/// hash of `rabbit-hole` matches `rabbit-hXY` and `rabbit-h` too. Only a match of an
+/// ASCII password shorter than 8 bytes is unambiguous (its padding could not have been
+/// another character). bcrypt keys on at most 72 bytes of the password and its NUL, so
+/// the same holds below 72. Storing a new hash after an ambiguous match would store the
+/// hash of whatever the client typed beyond the part that was checked, and lock the real
+/// password out. False for anything `verify` cannot interpret.
+pub fn verifies_whole(stored: &str, password: &[u8], default: Scheme) -> bool {
+    match scheme_of(stored, default) {
+        Ok(Scheme::Crypt | Scheme::DesCrypt) => {
+            password.len() < 8 && password.iter().all(u8::is_ascii)
+        }
+        Ok(Scheme::BlfCrypt) => password.len() < 72,
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
 /// The scheme `stored` uses: its prefix, or `default` without one. A crypt-family value
 /// is reported as the format it really has (`{CRYPT}$6$...` → `Sha512Crypt`, a bare
 /// 13-character string → `DesCrypt`, `$argon2id$` → `Argon2id`); Dovecot's `{MD5}` as
@@ -335,6 +356,39 @@ mod tests {
         }
         // The default decides for unprefixed values.
         assert!(is_legacy("secret", Scheme::Plain));
+    }
+
+    /// Issue 15.6: DES matches a longer password on its first 8 characters; only a
+    /// password the scheme checked in full may be re-hashed.
+    #[test]
+    fn only_fully_checked_passwords_are_whole() {
+        let des = hash(Scheme::DesCrypt, b"rabbit-hole").unwrap();
+        assert_eq!(verify(&des, b"rabbit-hXY", Scheme::Crypt), Ok(true));
+        assert!(!verifies_whole(&des, b"rabbit-hXY", Scheme::Crypt));
+        assert!(!verifies_whole(&des, b"rabbit-hole", Scheme::Crypt));
+        let bare = des.trim_start_matches("{DES-CRYPT}");
+        assert!(!verifies_whole(bare, b"rabbit-hXY", Scheme::Crypt));
+        // Exactly 8: the real password may be longer.
+        assert_eq!(verify(bare, b"rabbit-h", Scheme::Crypt), Ok(true));
+        assert!(!verifies_whole(bare, b"rabbit-h", Scheme::Crypt));
+        assert!(verifies_whole(bare, b"secret", Scheme::Crypt));
+        // 7 bits per character: a non-ASCII byte was not fully checked either.
+        assert!(!verifies_whole(
+            bare,
+            "s\u{e9}cret".as_bytes(),
+            Scheme::Crypt
+        ));
+        let bcrypt = "{BLF-CRYPT}$2y$05$4M9N.W3jvT1Y6uv6rFKbxugw2GSGLvb3SbXO6VqYbFjR8jDtwtMNC";
+        assert!(verifies_whole(bcrypt, &[b'a'; 71], Scheme::Crypt));
+        assert!(!verifies_whole(bcrypt, &[b'a'; 72], Scheme::Crypt));
+        let md5 = "$1$WDjEBOf4$aPDJeQnE4KE73948IKLNc.";
+        assert!(verifies_whole(md5, &[b'a'; 100], Scheme::Crypt));
+        assert!(verifies_whole(
+            "{PLAIN}x",
+            b"long enough password",
+            Scheme::Crypt
+        ));
+        assert!(!verifies_whole("{FOO}x", b"x", Scheme::Crypt));
     }
 
     #[test]

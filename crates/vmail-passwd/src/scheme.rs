@@ -52,6 +52,27 @@ pub enum Scheme {
 impl Scheme {
     /// Every scheme, in declaration order.
     pub const ALL: [Scheme; 17] = ALL;
+
+    /// Where a check in this scheme ranks by CPU cost, at the parameters `hash()` writes
+    /// (0 cheapest): Argon2id (64 MiB, 3 passes) > Argon2i (32 MiB, 4) > bcrypt cost 10 >
+    /// SHA512-CRYPT > SHA256-CRYPT (5000 rounds each) > MD5-CRYPT (1000) > DES crypt > one
+    /// digest > a comparison. `Crypt` ranks as DES, the format it means when unprefixed.
+    /// For choosing the dummy check of unknown users: never cheaper than a real one.
+    pub fn cost_rank(self) -> u8 {
+        match self {
+            Scheme::Plain | Scheme::Clear => 0,
+            Scheme::PlainMd5 | Scheme::Sha | Scheme::Ssha => 1,
+            Scheme::Sha256 | Scheme::Ssha256 => 2,
+            Scheme::Sha512 | Scheme::Ssha512 => 3,
+            Scheme::Crypt | Scheme::DesCrypt => 4,
+            Scheme::Md5Crypt => 5,
+            Scheme::Sha256Crypt => 6,
+            Scheme::Sha512Crypt => 7,
+            Scheme::BlfCrypt => 8,
+            Scheme::Argon2i => 9,
+            Scheme::Argon2id => 10,
+        }
+    }
 }
 
 const ALL: [Scheme; 17] = [
