@@ -413,13 +413,10 @@ fn start_check(
                     user: user.into_bytes(),
                     extra: Vec::new(),
                 }),
-                Verdict::Fail => Some(fail(id, Some(login))),
-                Verdict::Disabled { reason } => Some(Reply::Fail {
-                    id,
-                    user: Some(login),
-                    code: Some(FailCode::UserDisabled),
-                    reason: Some(reason.into()),
-                }),
+                // A refused account gets exactly a wrong password's reply: Postfix puts a
+                // FAIL's reason into its 535 text (xsasl_dovecot_server.c), so a reason or
+                // code would tell a guesser the password was right. The log has it.
+                Verdict::Fail | Verdict::Disabled { .. } => Some(fail(id, Some(login))),
                 // See the connection loop: no reply, the connection is closed.
                 Verdict::Temp(_) => None,
             };

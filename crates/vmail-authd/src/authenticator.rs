@@ -24,7 +24,10 @@ pub enum Verdict {
     Ok { user: String },
     /// Wrong password, unknown user, blocked: all look the same to the client.
     Fail,
-    /// Right password, but the account, its domain or this service is disabled.
+    /// Right password, but the account, its domain or this service is disabled. For the
+    /// log and the statistics only: the client gets exactly what [`Verdict::Fail`] gets,
+    /// after the same delay, and the penalty counts it as a failure, so that guessing
+    /// cannot tell the right password of a refused account from a wrong one (issue 20.4).
     Disabled { reason: &'static str },
     /// The directory is unreachable or too slow: try again later.
     Temp(String),
@@ -160,16 +163,25 @@ fn admit(user: vmail_directory::User, service: &str) -> Verdict {
     Verdict::Ok { user: user.email }
 }
 
+/// A scheme as a number that orders by cost first (`fetch_max` keeps the costliest),
+/// with its index in `Scheme::ALL` in the low 6 bits.
+fn dummy_code(s: Scheme) -> u64 {
+    let i = Scheme::ALL.iter().position(|x| *x == s).unwrap_or(0) as u64;
+    u64::from(s.cost_rank()) << 6 | i
+}
+
 pub struct Authenticator {
     dir: RwLock<Arc<Directory>>,
     penalty: Penalty,
     cache: Option<VerifiedCache>,
     verify_slots: Arc<Semaphore>,
-    /// Index in `Scheme::ALL` of the scheme of the last real check (for dummy checks).
-    last_scheme: std::sync::atomic::AtomicUsize,
+    /// The scheme of unknown users' dummy checks, encoded by [`dummy_code`]: the costliest
+    /// of the configured schemes and of every stored hash checked since start-up, never
+    /// lowered (see `dummy_check`).
+    dummy: AtomicU64,
     /// For hashes without a `{SCHEME}` prefix (`passwords.default_scheme`).
     default_scheme: Scheme,
-    /// The scheme new hashes get (re-hash), and the dummy check's until a real check ran.
+    /// The scheme new hashes get (re-hash).
     hash_scheme: Scheme,
     failure_delay: Duration,
     timeout: Duration,
@@ -222,13 +234,9 @@ impl Authenticator {
                 )
             }),
             verify_slots: Arc::new(Semaphore::new(verify_concurrency)),
-            // Until a real check has run: the scheme new passwords get.
-            last_scheme: std::sync::atomic::AtomicUsize::new(
-                Scheme::ALL
-                    .iter()
-                    .position(|x| *x == hash_scheme)
-                    .unwrap_or(usize::MAX),
-            ),
+            // From the start: what unprefixed hashes and what vmailctl and re-hashing write
+            // cost, whichever is more.
+            dummy: AtomicU64::new(dummy_code(default_scheme).max(dummy_code(hash_scheme))),
             default_scheme,
             hash_scheme,
             failure_delay: Duration::from_millis(a.failure_delay_ms),
@@ -274,12 +282,12 @@ impl Authenticator {
         Ok(user)
     }
 
-    /// SIGHUP / `vmailctl flush`: forget verified credentials and penalties.
+    /// SIGHUP / `vmailctl flush`: forget verified credentials. The failure penalty stays:
+    /// every `vmailctl` change flushes, and a guesser must not get a clean slate from it.
     pub fn flush(&self) {
         if let Some(c) = &self.cache {
             c.clear();
         }
-        self.penalty.clear();
     }
 
     /// Dovecot's name of the scheme of unprefixed hashes.
@@ -319,6 +327,10 @@ impl Authenticator {
             Verdict::Disabled { reason } => {
                 AuthStats::bump(&self.stats.disabled);
                 tracing::warn!(user = %login_str.escape_debug(), rip = %rip_s, service, reason, "authentication refused");
+                // The delay of a wrong password: an earlier answer would tell the right one.
+                if !self.failure_delay.is_zero() {
+                    tokio::time::sleep(self.failure_delay).await;
+                }
             }
             Verdict::Temp(why) => {
                 AuthStats::bump(&self.stats.temp);
@@ -358,8 +370,7 @@ impl Authenticator {
         if let (true, Some(c)) = (utf8_login, &self.cache) {
             if let Some(r) = c.recent(login, password, Instant::now()) {
                 AuthStats::bump(&self.stats.cache_hits);
-                self.penalty.record_success(rip, login);
-                return admit(r.user, service);
+                return self.conclude(admit(r.user, service), rip, login, password);
             }
         }
         let Some(dir) = self.directory() else {
@@ -417,17 +428,48 @@ impl Authenticator {
                 .record_failure(rip, login, password, Instant::now());
             return Verdict::Fail;
         }
+        let verdict = admit(user.clone(), service);
+        if !matches!(verdict, Verdict::Ok { .. }) {
+            // Refused: nothing is cached (a later hit would answer faster) and it counts as
+            // a failure (see `conclude`).
+            return self.conclude(verdict, rip, login, password);
+        }
         if let Some(c) = &self.cache {
             if !cached {
                 c.insert(&user.email, &stored, password, generation, Instant::now());
             }
             c.remember(login, password, &user, generation, Instant::now());
         }
-        self.penalty.record_success(rip, login);
-        if user.active && self.rehash && vmail_passwd::is_legacy(&stored, self.default_scheme) {
-            self.rehash(dir, user.email.clone(), stored, password.to_vec());
+        if self.rehash && vmail_passwd::is_legacy(&stored, self.default_scheme) {
+            if vmail_passwd::verifies_whole(&stored, password, self.default_scheme) {
+                self.rehash(dir, user.email.clone(), stored, password.to_vec());
+            } else {
+                // DES checked only the first 8 characters: what follows may be anything,
+                // and a hash of it would lock the real password out (issue 15.6).
+                tracing::info!(user = %user.email, "not upgrading the legacy hash: the scheme did not check the whole password");
+            }
         }
-        admit(user, service)
+        self.conclude(verdict, rip, login, password)
+    }
+
+    /// The penalty's side of a verdict on a matching password: a success forgives this
+    /// login's failures; a refusal (disabled account, domain or service) counts as a
+    /// failure, exactly like a wrong password. Otherwise the penalty delay of the next
+    /// attempts would still tell a guesser which password was right.
+    fn conclude(
+        &self,
+        verdict: Verdict,
+        rip: Option<IpAddr>,
+        login: &str,
+        password: &[u8],
+    ) -> Verdict {
+        match verdict {
+            Verdict::Ok { .. } => self.penalty.record_success(rip, login, Instant::now()),
+            _ => self
+                .penalty
+                .record_failure(rip, login, password, Instant::now()),
+        }
+        verdict
     }
 
     /// Runs a password check on the blocking pool, at most `verify_concurrency` at once.
@@ -438,7 +480,7 @@ impl Authenticator {
             return Err("verification pool closed".into());
         };
         if let Ok(s) = vmail_passwd::scheme_of(stored, self.default_scheme) {
-            self.remember_scheme(s);
+            self.dummy.fetch_max(dummy_code(s), Ordering::Relaxed);
         }
         let (stored, password, scheme) =
             (stored.to_string(), password.to_vec(), self.default_scheme);
@@ -454,9 +496,16 @@ impl Authenticator {
         }
     }
 
-    /// What an unknown user costs: a check in the scheme real checks used last, so the
-    /// time of a failure does not tell whether the login exists (on a database of DES
-    /// hashes a SHA512-CRYPT dummy would be 600 times slower than a real check).
+    /// What an unknown user costs: a check in the costliest scheme in use, so the time of
+    /// a failure does not tell whether the login exists (issue 15.5). Not the scheme of
+    /// the last check: the client picks that, by first failing a login with a cheap hash.
+    /// "In use" is learned: `passwords.default_scheme` and `hash_scheme` from the start,
+    /// then every stored hash checked, and the choice is never lowered, so it stays at
+    /// least as costly as any check the client can provoke. On a database where nothing
+    /// is stored in `hash_scheme` yet (DES only) an unknown login costs more than a known
+    /// one; set `hash_scheme` to the scheme in use there until it is upgraded. Cost
+    /// parameters other than `hash()`'s (SHA-crypt `rounds=`, bcrypt cost) are not
+    /// followed.
     async fn dummy_check(&self, password: &[u8]) {
         let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
             return;
@@ -469,17 +518,9 @@ impl Authenticator {
         .await;
     }
 
-    fn remember_scheme(&self, s: Scheme) {
-        if let Some(i) = Scheme::ALL.iter().position(|x| *x == s) {
-            self.last_scheme.store(i, Ordering::Relaxed);
-        }
-    }
-
     fn dummy_scheme(&self) -> Scheme {
-        Scheme::ALL
-            .get(self.last_scheme.load(Ordering::Relaxed))
-            .copied()
-            .unwrap_or(self.hash_scheme)
+        let i = (self.dummy.load(Ordering::Relaxed) % 64) as usize;
+        Scheme::ALL.get(i).copied().unwrap_or(self.hash_scheme)
     }
 
     /// Stores a strong hash of a password that just matched a legacy one, in the background
@@ -525,10 +566,10 @@ impl Authenticator {
 mod tests {
     use super::*;
 
-    /// The dummy check of an unknown user follows the scheme of real checks, so on a
-    /// database of DES hashes an unknown login is as cheap to fail as a wrong password.
+    /// The dummy check of an unknown user costs what the costliest scheme in use costs,
+    /// whatever the client made us check last.
     #[tokio::test]
-    async fn dummy_check_follows_the_scheme_in_use() {
+    async fn dummy_check_follows_the_costliest_scheme_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.database.backend = vmail_config::Backend::Sqlite;
@@ -541,6 +582,8 @@ mod tests {
         d.add_user("bob@example.org", "abNANd1rDfiNc", None)
             .await
             .unwrap();
+        let blf = vmail_passwd::hash(Scheme::BlfCrypt, b"x").unwrap();
+        d.add_user("carol@example.org", &blf, None).await.unwrap();
         let a = Authenticator::new(d, &config).unwrap();
         assert_eq!(
             a.dummy_scheme(),
@@ -551,7 +594,17 @@ mod tests {
             .authenticate(b"bob@example.org", b"wrong", "smtp", None)
             .await;
         assert_eq!(v, Verdict::Fail);
-        assert_eq!(a.dummy_scheme(), Scheme::DesCrypt);
+        assert_eq!(a.dummy_scheme(), Scheme::Sha512Crypt, "never lowered");
+        let v = a
+            .authenticate(b"carol@example.org", b"wrong", "smtp", None)
+            .await;
+        assert_eq!(v, Verdict::Fail);
+        assert_eq!(a.dummy_scheme(), Scheme::BlfCrypt, "raised");
+        let v = a
+            .authenticate(b"bob@example.org", b"wrong", "smtp", None)
+            .await;
+        assert_eq!(v, Verdict::Fail);
+        assert_eq!(a.dummy_scheme(), Scheme::BlfCrypt);
         let v = a
             .authenticate(b"nobody@example.org", b"x", "smtp", None)
             .await;

@@ -9,8 +9,8 @@
 //!   prefetch userdb uses so that a login costs one request; or, when the account, its domain
 //!   or the service is disabled, `fail`, `nologin` and `reason` instead of the userdb fields;
 //! - `userdb/<user>`: `{"uid", "gid", "home", "mail", "quota_rule"}`, for lookups without a
-//!   passdb step (LDA/LMTP, `doveadm user`);
-//! - iterating `userdb/` lists every user (`doveadm user '*'`).
+//!   passdb step (LDA/LMTP, `doveadm user`); not found for a disabled account;
+//! - iterating `userdb/` lists every active user (`doveadm user '*'`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,13 +143,24 @@ async fn bounded<T>(
     }
 }
 
-async fn lookup(auth: &Authenticator, key: &str) -> Reply {
+/// Splits a key (without `shared/`) into its kind, the service and the login. Only a
+/// `passdb/` key carries a service (`passdb/%s/%u`); a `userdb/` key is `userdb/%u` and
+/// its whole rest is the login, so `userdb/evil/alice@example.org` names the (unknown)
+/// user `evil/alice@example.org`, never alice.
+fn split_key(key: &str) -> (&str, Option<&str>, &str) {
     let (kind, rest) = key.split_once('/').unwrap_or((key, ""));
-    let (service, login) = match rest.split_once('/') {
+    if kind != "passdb" {
+        return (kind, None, rest);
+    }
+    match rest.split_once('/') {
         // A service name never holds '@'; a login may hold '/' only in its local part.
-        Some((s, l)) if !s.contains('@') && !s.is_empty() => (Some(s), l),
-        _ => (None, rest),
-    };
+        Some((s, l)) if !s.contains('@') && !s.is_empty() => (kind, Some(s), l),
+        _ => (kind, None, rest),
+    }
+}
+
+async fn lookup(auth: &Authenticator, key: &str) -> Reply {
+    let (kind, service, login) = split_key(key);
     let user = match kind {
         "passdb" | "userdb" => match bounded(auth, auth.dict_user(login)).await {
             Ok(u) => u,
@@ -170,6 +181,10 @@ async fn lookup(auth: &Authenticator, key: &str) -> Reply {
             };
             v
         }
+        // A disabled account (or domain) has no userdb record: Dovecot then treats it as
+        // an unknown user (LMTP/LDA reject, `doveadm user` says so) instead of serving its
+        // home and mail location to whoever asks without a passdb step.
+        _ if !user.active => return Reply::NotFound,
         _ => userdb_record(&user),
     };
     Reply::Found(value.to_string().into_bytes())
@@ -273,7 +288,11 @@ async fn iterate(auth: &Authenticator, path: &[u8], flags: u32, max_rows: u64, o
 
 async fn list(dir: &Directory, auth: &Authenticator) -> Result<Vec<String>, String> {
     let users = bounded(auth, dir.list_users(None)).await?;
-    Ok(users.into_iter().map(|(email, _active)| email).collect())
+    // Disabled accounts are skipped, as their userdb lookup answers not found.
+    Ok(users
+        .into_iter()
+        .filter_map(|(email, active)| active.then_some(email))
+        .collect())
 }
 
 #[cfg(test)]
@@ -301,6 +320,26 @@ mod tests {
             .iter()
             .filter_map(|(k, v)| Some((k.strip_prefix("userdb_")?.to_string(), v.clone())))
             .collect()
+    }
+
+    #[test]
+    fn only_passdb_keys_carry_a_service() {
+        assert_eq!(
+            split_key("passdb/imap/alice@example.org"),
+            ("passdb", Some("imap"), "alice@example.org")
+        );
+        assert_eq!(
+            split_key("passdb/alice@example.org"),
+            ("passdb", None, "alice@example.org")
+        );
+        assert_eq!(
+            split_key("userdb/evil/alice@example.org"),
+            ("userdb", None, "evil/alice@example.org")
+        );
+        assert_eq!(
+            split_key("userdb/alice@example.org"),
+            ("userdb", None, "alice@example.org")
+        );
     }
 
     #[test]

@@ -5,6 +5,19 @@
 //! wrong password repeated (a client retrying with a stale saved password) counts once.
 //! Trusted networks (a webmail host logging in for many users) are neither delayed nor
 //! counted.
+//!
+//! What a success forgives, and why (issue 15.4): a network's counter is evidence against
+//! everybody behind it, so one account's success must not clear it, or an attacker who owns
+//! one account washes it after every 99 guesses at other accounts. Each failure is therefore
+//! also booked to its (network, login) pair, with exactly what it added to the network's
+//! and the login's counters; a success takes back only its own pair's share (a user who
+//! mistyped and then got it right leaves no trace) and clears the login's counter (only
+//! someone who knows that login's password can do that, and the counter protects only
+//! that login). What other logins cost the network stays until the window passes. The
+//! shares are recorded as added, after the repeat check, and tied to the instance of the
+//! counter they went into: a share never takes back more than it put in, nor from a
+//! counter that has been reset since. The table lives as long as the process: a cache
+//! flush (`vmailctl` changes, SIGHUP) leaves it alone.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -42,6 +55,25 @@ struct Entry {
     last: Instant,
     recent: [u64; RECENT],
     next: usize,
+    /// Which instance of the counter this is (a new one after a reset): a pair's share
+    /// applies only to the instance it was added to.
+    id: u64,
+}
+
+/// What the failures of one (network, login) pair added to the two counters.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    last: Instant,
+    /// (counter instance, failures added) for the network's and the login's counter.
+    net: (u64, u32),
+    login: (u64, u32),
+}
+
+#[derive(Default)]
+struct Tables {
+    counters: HashMap<Key, Entry>,
+    shares: HashMap<(IpAddr, String), Share>,
+    next_id: u64,
 }
 
 /// What to do with an attempt, decided before any password check.
@@ -57,7 +89,7 @@ pub struct Assessment {
 
 pub struct Penalty {
     cfg: PenaltyConfig,
-    table: Mutex<HashMap<Key, Entry>>,
+    table: Mutex<Tables>,
     /// Keyed (random per process) hash for password fingerprints: repeats are recognised
     /// without keeping anything a password could be recovered from.
     hasher: RandomState,
@@ -67,7 +99,7 @@ impl Penalty {
     pub fn new(cfg: PenaltyConfig) -> Penalty {
         Penalty {
             cfg,
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new(Tables::default()),
             hasher: RandomState::new(),
         }
     }
@@ -100,6 +132,7 @@ impl Penalty {
         };
         let live = |k: &Key| {
             table
+                .counters
                 .get(k)
                 .filter(|e| now.duration_since(e.last) < self.cfg.window)
                 .map_or(0, |e| e.failures)
@@ -126,7 +159,7 @@ impl Penalty {
     }
 
     /// Counts a failed attempt (unless from a trusted network or a repeat of a recent wrong
-    /// password).
+    /// password), and books it to its (network, login) pair.
     pub fn record_failure(&self, ip: Option<IpAddr>, login: &str, password: &[u8], now: Instant) {
         if self.is_trusted(ip) {
             return;
@@ -135,55 +168,65 @@ impl Penalty {
         let Ok(mut table) = self.table.lock() else {
             return;
         };
-        if table.len() >= MAX_ENTRIES {
-            let window = self.cfg.window;
-            table.retain(|_, e| now.duration_since(e.last) < window);
-            if table.len() >= MAX_ENTRIES {
-                // Still full of live entries: forget the weakest evidence first.
-                table.retain(|_, e| e.failures > 1);
-            }
-            if table.len() >= MAX_ENTRIES {
-                table.clear();
-            }
-        }
-        for key in [
-            Key::Net(self.net_of(ip)),
-            Key::Login(login.to_ascii_lowercase()),
-        ] {
-            let e = table.entry(key).or_insert(Entry {
-                failures: 0,
-                last: now,
-                recent: [0; RECENT],
-                next: 0,
-            });
-            if now.duration_since(e.last) >= self.cfg.window {
-                *e = Entry {
-                    failures: 0,
-                    last: now,
-                    recent: [0; RECENT],
-                    next: 0,
-                };
+        let window = self.cfg.window;
+        make_room(&mut table, now, window);
+        let (net, login) = (self.net_of(ip), login.to_ascii_lowercase());
+        let mut added = [(0, 0); 2];
+        for (slot, key) in [Key::Net(net), Key::Login(login.clone())]
+            .into_iter()
+            .enumerate()
+        {
+            let Tables {
+                counters, next_id, ..
+            } = &mut *table;
+            let e = counters.entry(key).or_insert_with(|| fresh(next_id, now));
+            if now.duration_since(e.last) >= window {
+                *e = fresh(next_id, now);
             }
             e.last = now;
-            if !e.recent.contains(&fp) {
+            let counted = !e.recent.contains(&fp);
+            if counted {
                 e.failures = e.failures.saturating_add(1);
                 e.recent[e.next] = fp;
                 e.next = (e.next + 1) % RECENT;
             }
+            added[slot] = (e.id, u32::from(counted));
+        }
+        let share = table.shares.entry((net, login)).or_insert(Share {
+            last: now,
+            net: (added[0].0, 0),
+            login: (added[1].0, 0),
+        });
+        if now.duration_since(share.last) >= window {
+            share.net = (added[0].0, 0);
+            share.login = (added[1].0, 0);
+        }
+        share.last = now;
+        for (part, (id, n)) in [&mut share.net, &mut share.login].into_iter().zip(added) {
+            if part.0 != id {
+                // The counter was reset since: the old share went with it.
+                *part = (id, 0);
+            }
+            part.1 = part.1.saturating_add(n);
         }
     }
 
-    /// A successful login clears the penalty of its network and login, as Dovecot's does.
-    pub fn record_success(&self, ip: Option<IpAddr>, login: &str) {
-        if let Ok(mut table) = self.table.lock() {
-            table.remove(&Key::Net(self.net_of(ip)));
-            table.remove(&Key::Login(login.to_ascii_lowercase()));
-        }
-    }
-
-    pub fn clear(&self) {
-        if let Ok(mut table) = self.table.lock() {
-            table.clear();
+    /// A successful login takes back what its own failures from this network added to
+    /// the network's counter, and clears its login's counter (see the module comment).
+    pub fn record_success(&self, ip: Option<IpAddr>, login: &str, now: Instant) {
+        let Ok(mut table) = self.table.lock() else {
+            return;
+        };
+        let (net, login) = (self.net_of(ip), login.to_ascii_lowercase());
+        let share = table.shares.remove(&(net, login.clone()));
+        table.counters.remove(&Key::Login(login));
+        let Some(share) = share.filter(|s| now.duration_since(s.last) < self.cfg.window) else {
+            return;
+        };
+        if let Some(e) = table.counters.get_mut(&Key::Net(net)) {
+            if e.id == share.net.0 {
+                e.failures = e.failures.saturating_sub(share.net.1);
+            }
         }
     }
 
@@ -197,6 +240,40 @@ impl Penalty {
                 Some(v4) => IpAddr::V4(v4),
                 None => IpAddr::V6(mask_v6(v6.octets(), self.cfg.ipv6_prefix).into()),
             },
+        }
+    }
+}
+
+/// A new counter instance.
+fn fresh(next_id: &mut u64, now: Instant) -> Entry {
+    *next_id += 1;
+    Entry {
+        failures: 0,
+        last: now,
+        recent: [0; RECENT],
+        next: 0,
+        id: *next_id,
+    }
+}
+
+/// Keeps both tables within `MAX_ENTRIES` before an insert: expired entries go first, then
+/// the weakest evidence. Dropping shares errs on the safe side: a success then takes back
+/// nothing, and the network's counter simply runs out with its window.
+fn make_room(t: &mut Tables, now: Instant, window: Duration) {
+    if t.counters.len() >= MAX_ENTRIES {
+        t.counters
+            .retain(|_, e| now.duration_since(e.last) < window);
+        if t.counters.len() >= MAX_ENTRIES {
+            t.counters.retain(|_, e| e.failures > 1);
+        }
+        if t.counters.len() >= MAX_ENTRIES {
+            t.counters.clear();
+        }
+    }
+    if t.shares.len() >= MAX_ENTRIES {
+        t.shares.retain(|_, s| now.duration_since(s.last) < window);
+        if t.shares.len() >= MAX_ENTRIES {
+            t.shares.clear();
         }
     }
 }
@@ -323,8 +400,66 @@ mod tests {
             !p.assess(ip("192.0.2.1"), "a@x", t + Duration::from_secs(61))
                 .blocked
         );
-        p.record_success(ip("192.0.2.1"), "a@x");
+        p.record_success(ip("192.0.2.1"), "a@x", t);
         assert_eq!(p.assess(ip("192.0.2.1"), "a@x", t).failures, 0);
+    }
+
+    /// Issue 15.4: one account's success does not wash what guesses at others cost the
+    /// network; the user's own typos are forgiven.
+    #[test]
+    fn a_success_forgives_only_its_own_failures() {
+        let p = Penalty::new(PenaltyConfig {
+            block_after: 100,
+            ..cfg()
+        });
+        let t = Instant::now();
+        let me = ip("192.0.2.1");
+        let mut guess = 0u32;
+        for _ in 0..3 {
+            for _ in 0..33 {
+                guess += 1;
+                p.record_failure(me, "carol@x", &guess.to_le_bytes(), t);
+            }
+            // The attacker's own account: a typo, then its right password.
+            p.record_failure(me, "bob@x", b"typo", t);
+            p.record_success(me, "bob@x", t);
+        }
+        let a = p.assess(me, "carol@x", t);
+        assert_eq!((a.failures, a.blocked), (99, false));
+        p.record_failure(me, "carol@x", b"one more", t);
+        assert!(p.assess(me, "carol@x", t).blocked);
+        assert!(p.assess(me, "bob@x", t).blocked, "the network is blocked");
+        // A legitimate typo elsewhere, then success: no trace left.
+        let other = ip("198.51.100.1");
+        p.record_failure(other, "dave@x", b"typo", t);
+        p.record_success(other, "dave@x", t);
+        assert_eq!(p.assess(other, "dave@x", t).failures, 0);
+    }
+
+    /// A failure the network already counted (a repeated password) adds nothing to the
+    /// pair's share, so a success cannot take back more than its pair put in.
+    #[test]
+    fn repeats_cannot_be_used_to_take_back_others_failures() {
+        let p = Penalty::new(cfg());
+        let t = Instant::now();
+        let me = ip("192.0.2.1");
+        for pw in [b"p1", b"p2", b"p3", b"p4"] {
+            p.record_failure(me, "carol@x", pw, t);
+        }
+        for _ in 0..3 {
+            // Passwords the network has just seen: not counted again, no share.
+            for pw in [b"p3", b"p4"] {
+                p.record_failure(me, "bob@x", pw, t);
+            }
+            p.record_success(me, "bob@x", t);
+        }
+        assert_eq!(p.assess(me, "nobody@x", t).failures, 4);
+        // A share from before a reset takes nothing from the new counter.
+        let later = t + Duration::from_secs(61);
+        p.record_failure(me, "bob@x", b"q", t);
+        p.record_failure(me, "carol@x", b"r", later);
+        p.record_success(me, "bob@x", later);
+        assert_eq!(p.assess(me, "nobody@x", later).failures, 1);
     }
 
     #[test]
@@ -347,7 +482,9 @@ mod tests {
                 t,
             );
         }
-        assert!(p.table.lock().unwrap().len() <= MAX_ENTRIES + 2);
+        let t = p.table.lock().unwrap();
+        assert!(t.counters.len() <= MAX_ENTRIES + 2);
+        assert!(t.shares.len() <= MAX_ENTRIES + 1);
     }
 
     #[test]

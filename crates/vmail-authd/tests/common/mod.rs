@@ -144,6 +144,11 @@ pub fn populate(config: &Config, domains: &[&str], users: &[(&str, &str)]) {
     })
 }
 
+/// A fresh SHA512-CRYPT hash of `pw`, as vmailctl stores it.
+pub fn sha512(pw: &str) -> String {
+    vmail_passwd::hash(vmail_passwd::Scheme::Sha512Crypt, pw.as_bytes()).unwrap()
+}
+
 pub fn b64(raw: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(raw)
@@ -256,6 +261,21 @@ impl DictClient {
         self.line().expect("a dict reply")
     }
 
+    /// Iterates `userdb/` as `doveadm user '*'` does: the rows, sorted.
+    pub fn iterate_userdb(&mut self) -> Vec<String> {
+        self.send("I0\t0\tshared/userdb/\t*\n");
+        let mut rows = Vec::new();
+        loop {
+            let l = self.line().expect("an iteration row");
+            if l.is_empty() {
+                break;
+            }
+            rows.push(l);
+        }
+        rows.sort();
+        rows
+    }
+
     /// Parses an `O{json}` reply.
     pub fn json(&mut self, key: &str, user: &str) -> serde_json::Value {
         let l = self.lookup(key, user);
@@ -264,4 +284,11 @@ impl DictClient {
             .unwrap_or_else(|| panic!("not found: {l:?}"));
         serde_json::from_str(body).unwrap()
     }
+}
+
+/// Runs `sql` on the SQLite directory of `config`, as a postmaster editing the table by
+/// hand would (columns vmailctl has no command for, such as `services`).
+pub fn sqlite_exec(config: &Config, sql: &str) {
+    let c = rusqlite::Connection::open(&config.database.sqlite_path).unwrap();
+    c.execute_batch(sql).unwrap();
 }

@@ -1,0 +1,91 @@
+//! Issue 15.5: the time a failure takes does not tell whether the login exists, even when
+//! the client first makes authd check a cheap legacy hash. Its own test binary, so no other
+//! test competes for the two cores while it measures.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use vmail_authd::{Authenticator, Verdict};
+use vmail_directory::Directory;
+use vmail_passwd::Scheme;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// alice has a SHA512-CRYPT hash, bob the how-to's DES crypt. Before each measured attempt
+/// the "attacker" fails a login as bob, so the last real check was a cheap DES one. Known
+/// and unknown logins are measured interleaved (in alternating order) and compared by
+/// median; a loaded machine gets three tries, the bug is a factor of ten.
+#[test]
+fn unknown_and_existing_logins_cost_the_same_with_mixed_schemes() {
+    let (_t, config) = vmail_test_support::sqlite_config();
+    let mut config = test_config(config);
+    config.authd.failure_delay_ms = 0;
+    config.authd.max_delay_ms = 0;
+    // No penalty delays or blocks: only the check is measured.
+    config.authd.trusted_networks = vec!["10.0.0.0/8".into()];
+    let sha = vmail_passwd::hash(Scheme::Sha512Crypt, b"wonderland").unwrap();
+    populate(
+        &config,
+        &["example.org"],
+        &[
+            ("alice@example.org", &sha),
+            ("bob@example.org", "abNANd1rDfiNc"),
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = Directory::open(&config).await.unwrap();
+        let a = Authenticator::new(dir, &config).unwrap();
+        let rip = Some("10.0.0.1".parse().unwrap());
+        let attempt = |login: &'static str| {
+            let a = &a;
+            async move {
+                // The cheap DES check the client chooses to run first.
+                let v = a
+                    .authenticate(b"bob@example.org", b"wrong-pw", "smtp", rip)
+                    .await;
+                assert_eq!(v, Verdict::Fail);
+                let t = Instant::now();
+                let v = a
+                    .authenticate(login.as_bytes(), b"wrong-pw", "smtp", rip)
+                    .await;
+                assert_eq!(v, Verdict::Fail);
+                t.elapsed()
+            }
+        };
+        let mut report = Vec::new();
+        for _try in 0..3 {
+            let (mut known, mut unknown) = (Vec::new(), Vec::new());
+            for i in 0..120 {
+                if i % 2 == 0 {
+                    known.push(attempt("alice@example.org").await);
+                    unknown.push(attempt("nobody@example.org").await);
+                } else {
+                    unknown.push(attempt("nobody@example.org").await);
+                    known.push(attempt("alice@example.org").await);
+                }
+            }
+            // The first rounds warm caches and threads up.
+            let (k, u) = (median(known.split_off(20)), median(unknown.split_off(20)));
+            let diff = k.abs_diff(u).as_secs_f64() / k.as_secs_f64();
+            eprintln!(
+                "median existing {k:?}, unknown {u:?}: {:.1} % apart",
+                diff * 100.0
+            );
+            report.push((k, u));
+            if diff <= 0.10 {
+                return;
+            }
+        }
+        panic!("unknown and existing logins differ by more than 10 % in median: {report:?}");
+    });
+}
