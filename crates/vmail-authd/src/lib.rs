@@ -132,7 +132,7 @@ impl Authd {
     }
 
     /// Serves until `stop` resolves or SIGTERM; SIGHUP re-reads the configuration's
-    /// directory settings and flushes the cache and penalties.
+    /// directory settings and flushes the cache (the failure penalties stay).
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let a = &self.config.authd;
         let mut life = vmail_daemon::Lifecycle::new(a.max_connections, Some(STATS_EVERY))
@@ -186,8 +186,9 @@ impl Authd {
     }
 }
 
-/// SIGHUP: re-read the configuration; on success swap the directory. Cache and penalties
-/// are flushed either way (that is what `vmailctl flush` asks for).
+/// SIGHUP: re-read the configuration; on success swap the directory. The cache is flushed
+/// either way (that is what `vmailctl flush` asks for); penalties are kept, or every
+/// `vmailctl` change would give a guesser a clean slate.
 async fn reload(auth: &Authenticator, path: Option<&std::path::Path>) {
     auth.flush();
     match vmail_config::load(path) {
@@ -196,7 +197,7 @@ async fn reload(auth: &Authenticator, path: Option<&std::path::Path>) {
                 auth.replace_directory(dir);
                 // Again: checks that read the old directory meanwhile must not outlive it.
                 auth.flush();
-                tracing::info!(config = %loaded.source, "reloaded; auth cache and penalties flushed");
+                tracing::info!(config = %loaded.source, "reloaded; auth cache flushed");
             }
             Err(e) => {
                 tracing::error!(error = %e, "reload: cannot open the new directory; keeping the old one")

@@ -76,8 +76,8 @@ pub enum Command {
     #[command(subcommand)]
     Auth(AuthCmd),
     /// Tell running vmail-lookupd and vmail-authd to reload their configuration and flush
-    /// their caches (SIGHUP to the pids in lookupd.pid_file and authd.pid_file; authd also
-    /// forgets failure penalties). Commands that change data do this themselves.
+    /// their caches (SIGHUP to the pids in lookupd.pid_file and authd.pid_file; authd keeps
+    /// its failure penalties). Commands that change data do this themselves.
     Flush,
     /// Hash a password read from the terminal or stdin (like `doveadm pw`).
     Pw {
