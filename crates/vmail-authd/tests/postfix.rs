@@ -1,7 +1,8 @@
 //! A real Postfix smtpd doing SMTP AUTH against vmail-authd (`smtpd_sasl_type = dovecot`),
 //! with the SASL lines shipped in `contrib/postfix/main.cf.vmail` (only the socket path
 //! made absolute), driven by swaks: right password 235, wrong 535, and while the database is
-//! down 454 (try again later), never 535; 235 again once it is back.
+//! down 454 (try again later), never 535; 235 again once it is back. A refused account's
+//! right password gets a wrong password's 535, after the same delay.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::process::Output;
 use std::time::Instant;
 
 use common::*;
-use vmail_test_support::postfix::{swaks, PostfixBuilder};
+use vmail_test_support::postfix::{swaks, PostfixBuilder, PrivatePostfix};
 use vmail_test_support::{have, skip, PrivateMariaDb};
 
 const CONTRIB_MAIN_CF: &str = include_str!("../../../contrib/postfix/main.cf.vmail");
@@ -55,6 +56,20 @@ fn contrib_sasl_lines(auth_socket: &Path) -> Vec<String> {
         );
     }
     lines
+}
+
+/// authd on `config`, and a private Postfix whose smtpd authenticates through it with
+/// contrib's SASL lines; `None` when the test is skipped.
+fn start(test: &str, config: vmail_config::Config) -> Option<(Daemon, PrivatePostfix)> {
+    let authd = Daemon::start(config);
+    // smtpd runs as `postfix`.
+    authd.open_sockets();
+    let mut builder = PostfixBuilder::new();
+    for line in contrib_sasl_lines(&authd.auth_socket) {
+        builder = builder.main(&line);
+    }
+    let pf = builder.start(test)?;
+    Some((authd, pf))
 }
 
 /// The final reply of an AUTH exchange: code (0 if none) and text.
@@ -156,14 +171,7 @@ fn auth_and_outage(test: &str) {
             ("carol@example.org", &sha),
         ],
     );
-    let authd = Daemon::start(config);
-    // smtpd runs as `postfix`.
-    authd.open_sockets();
-    let mut builder = PostfixBuilder::new();
-    for line in contrib_sasl_lines(&authd.auth_socket) {
-        builder = builder.main(&line);
-    }
-    let Some(pf) = builder.start(test) else {
+    let Some((_authd, pf)) = start(test, config) else {
         return;
     };
     let port = pf.smtp_port;
@@ -245,4 +253,62 @@ enum Want {
 #[test]
 fn smtp_auth_right_wrong_and_database_outage() {
     auth_and_outage("smtp_auth_right_wrong_and_database_outage");
+}
+
+/// Issue 20.4: through real Postfix, the right password of a disabled account and of an
+/// account without `smtp` in its services gets the same 535 as a wrong password, after
+/// the same failure delay; the reason is only in authd's log.
+#[test]
+fn smtp_auth_refused_accounts_look_like_a_wrong_password() {
+    let test = "smtp_auth_refused_accounts_look_like_a_wrong_password";
+    if !have("swaks") {
+        skip(test, "swaks is not installed; run scripts/test-deps");
+        return;
+    }
+    let (_t, config) = vmail_test_support::sqlite_config();
+    let mut config = test_config(config);
+    config.authd.failure_delay_ms = 1000;
+    config.authd.max_delay_ms = 2000;
+    // Postfix connects from 127.0.0.1: no penalty delay on top of the failure delay.
+    config.authd.trusted_networks = vec!["127.0.0.0/8".into()];
+    populate(
+        &config,
+        &["example.org"],
+        &[
+            ("carol@example.org", &sha512("carol-pw")),
+            ("dave@example.org", &sha512("dave-pw")),
+        ],
+    );
+    with_dir(&config, async |d| {
+        d.set_active("carol@example.org", false).await.unwrap()
+    });
+    sqlite_exec(
+        &config,
+        "UPDATE users SET services = 'imap' WHERE email = 'dave@example.org';",
+    );
+    let Some((_authd, pf)) = start(test, config) else {
+        return;
+    };
+    let mut texts = Vec::new();
+    for (user, pw) in [
+        ("carol@example.org", "wrong"),
+        ("carol@example.org", "carol-pw"),
+        ("dave@example.org", "wrong"),
+        ("dave@example.org", "dave-pw"),
+    ] {
+        let began = Instant::now();
+        let r = auth(pf.smtp_port, "PLAIN", user, pw);
+        let took = began.elapsed();
+        assert_eq!(r.code, 535, "{user} {pw}: {}", r.transcript);
+        assert!(
+            took >= std::time::Duration::from_millis(1000),
+            "{user} {pw}: 535 after {took:?}, before the failure delay\n{}",
+            r.transcript
+        );
+        texts.push(r.text);
+    }
+    assert!(
+        texts.iter().all(|t| *t == texts[0]),
+        "the replies tell the passwords apart: {texts:?}"
+    );
 }
