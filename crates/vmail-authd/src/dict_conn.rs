@@ -12,6 +12,7 @@
 //!   passdb step (LDA/LMTP, `doveadm user`); not found for a disabled account;
 //! - iterating `userdb/` lists every active user (`doveadm user '*'`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -288,11 +289,28 @@ async fn iterate(auth: &Authenticator, path: &[u8], flags: u32, max_rows: u64, o
 
 async fn list(dir: &Directory, auth: &Authenticator) -> Result<Vec<String>, String> {
     let users = bounded(auth, dir.list_users(None)).await?;
-    // Disabled accounts are skipped, as their userdb lookup answers not found.
-    Ok(users
-        .into_iter()
-        .filter_map(|(email, active)| active.then_some(email))
-        .collect())
+    // Disabled accounts and those of disabled domains are skipped, as their userdb lookup
+    // answers not found. One question per domain, not per user.
+    let mut domains: HashMap<String, bool> = HashMap::new();
+    let mut listed = Vec::with_capacity(users.len());
+    for (email, active) in users {
+        if !active {
+            continue;
+        }
+        let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
+        let on = match domains.get(domain) {
+            Some(&on) => on,
+            None => {
+                let on = bounded(auth, dir.domain_exists(domain)).await?;
+                domains.insert(domain.to_string(), on);
+                on
+            }
+        };
+        if on {
+            listed.push(email);
+        }
+    }
+    Ok(listed)
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ fn dict_userdb_answers_not_found_for_a_disabled_account() {
     domain_active(0);
     let alice = "userdb/alice@example.org";
     assert_eq!(c.lookup(alice, "alice@example.org"), "N");
+    assert_eq!(c.iterate_userdb(), Vec::<String>::new());
     domain_active(1);
     assert!(c.lookup(alice, "alice@example.org").starts_with("O{"));
     assert_eq!(
