@@ -16,6 +16,7 @@ use vmail_passwd::Scheme;
 
 use crate::cache::VerifiedCache;
 use crate::penalty::{Penalty, PenaltyConfig};
+pub use crate::stats::AuthStats;
 
 /// The result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,120 +32,6 @@ pub enum Verdict {
     Disabled { reason: &'static str },
     /// The directory is unreachable or too slow: try again later.
     Temp(String),
-}
-
-/// Counters logged with the daemon's statistics.
-#[derive(Default)]
-pub struct AuthStats {
-    pub ok: AtomicU64,
-    pub failed: AtomicU64,
-    pub disabled: AtomicU64,
-    pub temp: AtomicU64,
-    pub blocked: AtomicU64,
-    pub cache_hits: AtomicU64,
-    /// Dict lookups answered with a row read within `cache_recheck_s`.
-    pub dict_cache_hits: AtomicU64,
-    /// Time from request to verdict (failure delay excluded).
-    pub latency: vmail_daemon::metrics::Histogram,
-    pub dict_found: AtomicU64,
-    pub dict_not_found: AtomicU64,
-    pub dict_failed: AtomicU64,
-    /// Dict connections accepted: Dovecot reconnecting for every lookup (its dict client's
-    /// default) shows up as this growing with every login.
-    pub dict_connections: AtomicU64,
-}
-
-impl AuthStats {
-    pub fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        use vmail_daemon::metrics::{header, sample};
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::with_capacity(2048);
-        let n = "vmail_authd_authentications_total";
-        header(&mut out, n, "counter", "Authentication attempts over the auth protocol, by result (blocked attempts are also failed).");
-        for (r, c) in [
-            ("ok", &self.ok),
-            ("failed", &self.failed),
-            ("disabled", &self.disabled),
-            ("temp", &self.temp),
-        ] {
-            sample(&mut out, n, &format!("result=\"{r}\""), g(c));
-        }
-        for (n, help, c) in [
-            (
-                "vmail_authd_penalty_blocked_total",
-                "Attempts failed unchecked because the remote address is past the block threshold.",
-                &self.blocked,
-            ),
-            (
-                "vmail_authd_cache_hits_total",
-                "Successful checks answered from the verified-credentials cache.",
-                &self.cache_hits,
-            ),
-            (
-                "vmail_authd_dict_cache_hits_total",
-                "Dict lookups answered with a row read within cache_recheck_s.",
-                &self.dict_cache_hits,
-            ),
-            (
-                "vmail_authd_backend_errors_total",
-                "Attempts that failed temporarily because the directory failed.",
-                &self.temp,
-            ),
-        ] {
-            header(&mut out, n, "counter", help);
-            sample(&mut out, n, "", g(c));
-        }
-        let n = "vmail_authd_authentication_duration_seconds";
-        header(
-            &mut out,
-            n,
-            "histogram",
-            "Time to decide an authentication (failure delay excluded).",
-        );
-        self.latency.render(n, "", &mut out);
-        let n = "vmail_authd_dict_requests_total";
-        header(
-            &mut out,
-            n,
-            "counter",
-            "Dict lookups from Dovecot, by outcome.",
-        );
-        for (o, c) in [
-            ("found", &self.dict_found),
-            ("notfound", &self.dict_not_found),
-            ("failed", &self.dict_failed),
-        ] {
-            sample(&mut out, n, &format!("outcome=\"{o}\""), g(c));
-        }
-        let n = "vmail_authd_dict_connections_total";
-        header(
-            &mut out,
-            n,
-            "counter",
-            "Dict connections accepted (Dovecot's dict client keeps one open with idle_msecs).",
-        );
-        sample(&mut out, n, "", g(&self.dict_connections));
-        out
-    }
-
-    pub fn log(&self) {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        tracing::info!(
-            ok = g(&self.ok),
-            failed = g(&self.failed),
-            disabled = g(&self.disabled),
-            temp = g(&self.temp),
-            blocked = g(&self.blocked),
-            cache_hits = g(&self.cache_hits),
-            dict_cache_hits = g(&self.dict_cache_hits),
-            "auth statistics"
-        );
-    }
 }
 
 /// The verdict for a user whose password matched: disabled accounts and services the
@@ -431,7 +318,11 @@ impl Authenticator {
         let verdict = admit(user.clone(), service);
         if !matches!(verdict, Verdict::Ok { .. }) {
             // Refused: nothing is cached (a later hit would answer faster) and it counts as
-            // a failure (see `conclude`).
+            // a failure (see `conclude`). A hit from before the account was disabled still
+            // pays for the check a wrong password costs.
+            if cached {
+                let _ = self.check(&stored, password).await;
+            }
             return self.conclude(verdict, rip, login, password);
         }
         if let Some(c) = &self.cache {

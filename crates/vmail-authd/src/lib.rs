@@ -13,6 +13,7 @@ pub mod authenticator;
 pub mod cache;
 pub mod dict_conn;
 pub mod penalty;
+pub mod stats;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
