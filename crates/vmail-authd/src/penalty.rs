@@ -10,14 +10,14 @@
 //! everybody behind it, so one account's success must not clear it, or an attacker who owns
 //! one account washes it after every 99 guesses at other accounts. Each failure is therefore
 //! also booked to its (network, login) pair, with exactly what it added to the network's
-//! and the login's counters; a success takes back only its own pair's share (a user who
-//! mistyped and then got it right leaves no trace) and clears the login's counter (only
-//! someone who knows that login's password can do that, and the counter protects only
-//! that login). What other logins cost the network stays until the window passes. The
-//! shares are recorded as added, after the repeat check, and tied to the instance of the
-//! counter they went into: a share never takes back more than it put in, nor from a
-//! counter that has been reset since. The table lives as long as the process: a cache
-//! flush (`vmailctl` changes, SIGHUP) leaves it alone.
+//! counter; a success takes back only its own pair's share (a user who mistyped and then
+//! got it right leaves no trace) and clears the login's counter (only someone who knows
+//! that login's password can do that, and the counter protects only that login). What
+//! other logins cost the network stays until the window passes. A share is what the
+//! network's counter really got, after the repeat check, and is tied to the instance of
+//! the counter it went into: it never takes back more than it put in, nor from a counter
+//! that has been reset since. The tables live as long as the process: a cache flush
+//! (`vmailctl` changes, SIGHUP) leaves them alone.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -60,13 +60,13 @@ struct Entry {
     id: u64,
 }
 
-/// What the failures of one (network, login) pair added to the two counters.
+/// What the failures of one (network, login) pair added to the network's counter.
 #[derive(Debug, Clone, Copy)]
 struct Share {
     last: Instant,
-    /// (counter instance, failures added) for the network's and the login's counter.
-    net: (u64, u32),
-    login: (u64, u32),
+    /// The counter instance they went into.
+    id: u64,
+    added: u32,
 }
 
 #[derive(Default)]
@@ -171,11 +171,8 @@ impl Penalty {
         let window = self.cfg.window;
         make_room(&mut table, now, window);
         let (net, login) = (self.net_of(ip), login.to_ascii_lowercase());
-        let mut added = [(0, 0); 2];
-        for (slot, key) in [Key::Net(net), Key::Login(login.clone())]
-            .into_iter()
-            .enumerate()
-        {
+        let mut to_net = (0, 0);
+        for key in [Key::Login(login.clone()), Key::Net(net)] {
             let Tables {
                 counters, next_id, ..
             } = &mut *table;
@@ -190,25 +187,25 @@ impl Penalty {
                 e.recent[e.next] = fp;
                 e.next = (e.next + 1) % RECENT;
             }
-            added[slot] = (e.id, u32::from(counted));
+            // The network's counter comes last: this is its instance and what it got.
+            to_net = (e.id, u32::from(counted));
         }
+        let (id, n) = to_net;
         let share = table.shares.entry((net, login)).or_insert(Share {
             last: now,
-            net: (added[0].0, 0),
-            login: (added[1].0, 0),
+            id,
+            added: 0,
         });
-        if now.duration_since(share.last) >= window {
-            share.net = (added[0].0, 0);
-            share.login = (added[1].0, 0);
+        if now.duration_since(share.last) >= window || share.id != id {
+            // Expired, or the counter was reset since: the old share went with it.
+            *share = Share {
+                last: now,
+                id,
+                added: 0,
+            };
         }
         share.last = now;
-        for (part, (id, n)) in [&mut share.net, &mut share.login].into_iter().zip(added) {
-            if part.0 != id {
-                // The counter was reset since: the old share went with it.
-                *part = (id, 0);
-            }
-            part.1 = part.1.saturating_add(n);
-        }
+        share.added = share.added.saturating_add(n);
     }
 
     /// A successful login takes back what its own failures from this network added to
@@ -224,8 +221,8 @@ impl Penalty {
             return;
         };
         if let Some(e) = table.counters.get_mut(&Key::Net(net)) {
-            if e.id == share.net.0 {
-                e.failures = e.failures.saturating_sub(share.net.1);
+            if e.id == share.id {
+                e.failures = e.failures.saturating_sub(share.added);
             }
         }
     }
