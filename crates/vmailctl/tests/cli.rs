@@ -200,6 +200,7 @@ fn mariadb_workflow() {
     // The password lives in a file, never in argv or the main config.
     let pwfile = dir.path().join("db-password");
     std::fs::write(&pwfile, format!("{}\n", db.password)).unwrap();
+    vmail_test_support::set_mode(&pwfile, 0o600);
     let cfg = write_config(
         dir.path(),
         &format!(
