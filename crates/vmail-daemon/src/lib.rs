@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 mod activation;
+mod logging;
 pub mod metrics;
 mod serve;
 pub use activation::unused_inherited;
+pub use logging::init_logging;
 pub use serve::{Event, Lifecycle};
 
 #[derive(Debug, thiserror::Error)]
@@ -456,18 +458,6 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
         b.worker_threads(threads);
     }
     b.enable_all().build()
-}
-
-/// Logs to stderr (journald picks it up under systemd); level from `VMAIL_LOG`, default info.
-pub fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMAIL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
 }
 
 /// Tells systemd about our state (`READY=1`, `RELOADING=1`, `STOPPING=1`) when started with

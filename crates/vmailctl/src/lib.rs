@@ -168,13 +168,7 @@ pub enum AuthCmd {
 
 /// Runs the command line; errors become a message on stderr and an exit status.
 pub fn main(cli: Cli) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMAIL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .try_init();
+    vmail_daemon::init_logging("warn");
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
