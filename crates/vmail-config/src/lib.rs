@@ -222,7 +222,8 @@ pub struct LookupdConfig {
     pub idle_timeout_ms: u64,
     /// Answer TIMEOUT if a lookup takes longer (Postfix waits ~100 s; defer long before).
     pub request_timeout_ms: u64,
-    /// Empty: `<state dir>/lookupd.pid`. `vmailctl flush` signals the pid found here.
+    /// Empty: `<state dir>/lookupd.pid`. `vmailctl flush` signals the pid found here, only while
+    /// vmail-lookupd holds the file locked (a stale file's pid is left alone).
     pub pid_file: PathBuf,
     /// Log per-map counters this often (0 = only at shutdown).
     pub stats_interval_s: u64,
@@ -398,7 +399,8 @@ pub struct AuthdConfig {
     /// new hash in `passwords.hash_scheme`. Off by default: anything else reading
     /// `users.password` must understand the new scheme.
     pub rehash_legacy: bool,
-    /// Empty: `<state dir>/authd.pid`. `vmailctl flush` signals the pid found here.
+    /// Empty: `<state dir>/authd.pid`. `vmailctl flush` signals the pid found here, only while
+    /// vmail-authd holds the file locked (a stale file's pid is left alone).
     pub pid_file: PathBuf,
     /// Prometheus metrics endpoint, e.g. `inet:127.0.0.1:9162` (`GET /metrics`); empty: off.
     pub metrics: String,

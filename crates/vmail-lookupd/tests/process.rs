@@ -31,7 +31,7 @@ fn write_config(dir: &std::path::Path, db: &TestDb, user: &str, extra: &str) -> 
         &cfg,
         format!(
             "[database]\nbackend = \"mysql\"\nhosts = [\"{}\"]\nuser = \"{}\"\npassword = \"{}\"\ndbname = \"{}\"\n\
-             [lookupd]\nsocketmap = [\"unix:{}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"{user}\"\npid_file = \"{}/lookupd.pid\"\n{extra}",
+             [lookupd]\nsocketmap = [\"unix:{}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"{user}\"\npid_file = \"{}/run/lookupd.pid\"\n{extra}",
             db.host, db.user, db.password, db.name,
             dir.display(), dir.display()
         ),
@@ -69,7 +69,8 @@ fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
         d.add_domain("example.org").await.unwrap();
     });
     let sock = dir.path().join("lookupd.sock");
-    let pid_file = dir.path().join("lookupd.pid");
+    // In a directory that does not exist yet: the daemon makes it for the user it drops to.
+    let pid_file = dir.path().join("run/lookupd.pid");
     let mut p = start(&cfg);
     assert!(
         wait_until(Duration::from_secs(10), || sock.exists()
@@ -106,8 +107,11 @@ fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
     assert_eq!(c.ask(b"mailboxes new@example.org"), "NOTFOUND ");
     db.sql("INSERT INTO users (email, password) VALUES ('new@example.org', 'x');");
     assert_eq!(c.ask(b"mailboxes new@example.org"), "NOTFOUND ", "cached");
-    // What `vmailctl flush` does.
-    assert!(vmail_daemon::signal_reload(&pid_file).unwrap());
+    // What `vmailctl flush` does: the daemon holding the pid file is reloaded.
+    assert_eq!(
+        vmail_daemon::signal_reload(&pid_file, "vmail-lookupd").unwrap(),
+        vmail_daemon::Reload::Sent(p.0.id() as i32)
+    );
     assert!(wait_until(Duration::from_secs(5), || c
         .ask(b"mailboxes new@example.org")
         == "OK example.org/new/"));
@@ -119,14 +123,18 @@ fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
     });
     assert!(exited, "did not stop on SIGTERM");
     assert!(p.0.wait().unwrap().success());
-    // Having dropped root, the process cannot unlink its socket or pid file in a root-owned
-    // directory (Postfix's daemons are in the same position). Neither may name anything live,
-    // and the next start must replace them.
+    // Having dropped root, the process cannot unlink its socket in a root-owned directory
+    // (Postfix's daemons are in the same position): it must not name anything live, and the
+    // next start must replace it. The pid file, in a directory of nobody's, is gone.
     assert!(
         std::os::unix::net::UnixStream::connect(&sock).is_err(),
         "nobody may answer"
     );
-    assert!(!vmail_daemon::signal_reload(&pid_file).unwrap_or(false));
+    assert!(!pid_file.exists(), "pid file left behind");
+    assert!(matches!(
+        vmail_daemon::signal_reload(&pid_file, "vmail-lookupd").unwrap(),
+        vmail_daemon::Reload::NotRunning(_)
+    ));
     let _p2 = start(&cfg);
     assert!(wait_until(Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
