@@ -25,13 +25,13 @@ fn signal(p: &Child, sig: &str) {
     assert!(ok.success());
 }
 
-fn write_config(dir: &std::path::Path, db: &TestDb, user: &str, extra: &str) -> std::path::PathBuf {
-    let cfg = dir.join("vmail.toml");
+fn write_config(dir: &std::path::Path, db: &TestDb, user: &str, pid: &str) -> std::path::PathBuf {
+    let cfg = dir.join(format!("vmail-{}.toml", pid.replace('/', "-")));
     std::fs::write(
         &cfg,
         format!(
             "[database]\nbackend = \"mysql\"\nhosts = [\"{}\"]\nuser = \"{}\"\npassword = \"{}\"\ndbname = \"{}\"\n\
-             [lookupd]\nsocketmap = [\"unix:{}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"{user}\"\npid_file = \"{}/run/lookupd.pid\"\n{extra}",
+             [lookupd]\nsocketmap = [\"unix:{}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"{user}\"\npid_file = \"{}/{pid}\"\n",
             db.host, db.user, db.password, db.name,
             dir.display(), dir.display()
         ),
@@ -58,7 +58,7 @@ fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
     };
     let dir = tempfile::tempdir().unwrap();
     vmail_test_support::set_mode(dir.path(), 0o755);
-    let cfg = write_config(dir.path(), &db, "nobody", "");
+    let cfg = write_config(dir.path(), &db, "nobody", "run/lookupd.pid");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let loaded = vmail_config::load(Some(&cfg)).unwrap();
     rt.block_on(async {
@@ -135,12 +135,27 @@ fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
         vmail_daemon::signal_reload(&pid_file, "vmail-lookupd").unwrap(),
         vmail_daemon::Reload::NotRunning(_)
     ));
-    let _p2 = start(&cfg);
+    // This time the pid file is in the root-owned directory, where nobody cannot remove it:
+    // emptied at exit, it names no process, and the lock is gone with the process.
+    let cfg = write_config(dir.path(), &db, "nobody", "lookupd.pid");
+    let pid_file = dir.path().join("lookupd.pid");
+    let mut p2 = start(&cfg);
     assert!(wait_until(Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
     }));
     let mut c = Raw::connect(&sock);
     assert_eq!(c.ask(b"mailboxes new@example.org"), "OK example.org/new/");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{}\n", p2.0.id())
+    );
+    signal(&p2.0, "TERM");
+    assert!(p2.0.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), "");
+    assert!(matches!(
+        vmail_daemon::signal_reload(&pid_file, "vmail-lookupd").unwrap(),
+        vmail_daemon::Reload::NotRunning(_)
+    ));
 }
 
 #[test]
