@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::{self, Writer};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr (journald picks it up under systemd); level from `VMAIL_LOG`, else
@@ -20,7 +21,9 @@ pub fn init_logging(default_level: &str) {
     );
     let filter =
         EnvFilter::try_from_env("VMAIL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let _ = tracing::subscriber::set_global_default(subscriber(std::io::stderr, colour, filter));
+    // try_init, not set_global_default: it also routes the `log` crate's records (libraries
+    // that use it) through the same format.
+    let _ = subscriber(std::io::stderr, colour, filter).try_init();
 }
 
 /// Whether to colour: on a terminal, unless `NO_COLOR` is set to anything but "".
@@ -32,7 +35,11 @@ fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
 /// character of a value escaped. tracing-subscriber (0.3.23) escapes ESC and a few others in
 /// the message only; a field written with `%` (a login, a key) goes out raw, newline included,
 /// which would let a client write a line of its choosing into the log fail2ban reads.
-fn subscriber<W>(writer: W, colour: bool, filter: EnvFilter) -> impl tracing::Subscriber
+fn subscriber<W>(
+    writer: W,
+    colour: bool,
+    filter: EnvFilter,
+) -> impl tracing::Subscriber + Send + Sync + 'static
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
