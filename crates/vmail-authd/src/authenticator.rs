@@ -213,7 +213,7 @@ impl Authenticator {
             }
             Verdict::Disabled { reason } => {
                 AuthStats::bump(&self.stats.disabled);
-                tracing::warn!(user = %login_str.escape_debug(), rip = %rip_s, service, reason, "authentication refused");
+                tracing::warn!(rip = %rip_s, user = ?login_str, service, reason, "authentication refused");
                 // The delay of a wrong password: an earlier answer would tell the right one.
                 if !self.failure_delay.is_zero() {
                     tokio::time::sleep(self.failure_delay).await;
@@ -221,12 +221,14 @@ impl Authenticator {
             }
             Verdict::Temp(why) => {
                 AuthStats::bump(&self.stats.temp);
-                tracing::error!(user = %login_str.escape_debug(), rip = %rip_s, service, error = %why, "authentication temporarily failed");
+                tracing::error!(rip = %rip_s, user = ?login_str, service, error = %why, "authentication temporarily failed");
             }
             Verdict::Fail => {
                 AuthStats::bump(&self.stats.failed);
-                // The line fail2ban matches: "authentication failed ... rip=ADDR".
-                tracing::warn!(user = %login_str.escape_debug(), rip = %rip_s, service, "authentication failed");
+                // The line fail2ban matches (contrib/fail2ban): `rip=` comes right after the
+                // fixed text, before the login the client chose, and the login is quoted, so
+                // no login can put another address where the filter looks.
+                tracing::warn!(rip = %rip_s, user = ?login_str, service, "authentication failed");
                 // tokio rounds even a zero sleep up to its 1 ms tick.
                 if !self.failure_delay.is_zero() {
                     tokio::time::sleep(self.failure_delay).await;

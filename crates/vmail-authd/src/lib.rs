@@ -99,7 +99,7 @@ impl Authd {
             .await
             .context("opening the directory")?;
         let auth = Arc::new(Authenticator::new(dir, &config)?);
-        let pid = vmail_daemon::PidFile::create(&a.pid_file)
+        let pid = vmail_daemon::PidFile::create(&a.pid_file, &a.user)
             .map_err(|e| tracing::warn!(error = %e, "no pid file; `vmailctl flush` cannot reach this daemon"))
             .ok();
         Ok(Authd {

@@ -25,7 +25,8 @@ Sockets (bound as root, then privileges drop to [authd] user):
 Signals: SIGHUP re-reads the database settings and flushes the credentials cache and the
 failure penalties (also `vmailctl flush`); SIGTERM finishes requests in flight and exits.
 Logs go to stderr (journald); VMAIL_LOG=debug shows every request, never a password.
-Every failed login is logged as `authentication failed user=... rip=... service=...`."
+Every failed login is logged as `authentication failed rip=ADDR user=\"...\" service=...`
+(contrib/fail2ban has a filter and a jail for it)."
 )]
 struct Args {
     /// Configuration file [default: $VMAIL_CONFIG, else /etc/vmail/vmail.toml if present, else built-in defaults]
@@ -43,7 +44,7 @@ fn main() -> Result<()> {
         print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
         return Ok(());
     }
-    vmail_daemon::init_logging();
+    vmail_daemon::init_logging("info");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

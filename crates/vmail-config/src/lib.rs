@@ -32,6 +32,15 @@ pub enum Error {
         key: &'static str,
         message: String,
     },
+    #[error(
+        "{path}: mode {mode:04o} lets every local user {what} the database password; \
+         refusing to use it (chmod o-rwx {path}; 0640 root:vmail is the usual setting)"
+    )]
+    Insecure {
+        path: PathBuf,
+        mode: u32,
+        what: &'static str,
+    },
 }
 
 /// The whole configuration file.
@@ -69,6 +78,7 @@ pub struct DatabaseConfig {
     /// Prefer `password_file`: a secret in the config file is readable by whoever can read it.
     pub password: Option<Secret>,
     /// File holding the database password (first line), so it never appears in argv or env.
+    /// Refused when other users may read or write it (like ssh with a private key).
     pub password_file: Option<PathBuf>,
     pub dbname: String,
     /// Per attempt to open a connection to one host.
@@ -212,7 +222,8 @@ pub struct LookupdConfig {
     pub idle_timeout_ms: u64,
     /// Answer TIMEOUT if a lookup takes longer (Postfix waits ~100 s; defer long before).
     pub request_timeout_ms: u64,
-    /// Empty: `<state dir>/lookupd.pid`. `vmailctl flush` signals the pid found here.
+    /// Empty: `<state dir>/lookupd.pid`. `vmailctl flush` signals the pid found here, only while
+    /// vmail-lookupd holds the file locked (a stale file's pid is left alone).
     pub pid_file: PathBuf,
     /// Log per-map counters this often (0 = only at shutdown).
     pub stats_interval_s: u64,
@@ -388,7 +399,8 @@ pub struct AuthdConfig {
     /// new hash in `passwords.hash_scheme`. Off by default: anything else reading
     /// `users.password` must understand the new scheme.
     pub rehash_legacy: bool,
-    /// Empty: `<state dir>/authd.pid`. `vmailctl flush` signals the pid found here.
+    /// Empty: `<state dir>/authd.pid`. `vmailctl flush` signals the pid found here, only while
+    /// vmail-authd holds the file locked (a stale file's pid is left alone).
     pub pid_file: PathBuf,
     /// Prometheus metrics endpoint, e.g. `inet:127.0.0.1:9162` (`GET /metrics`); empty: off.
     pub metrics: String,
@@ -802,10 +814,30 @@ impl Config {
         let Some(path) = &self.database.password_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let read = |source| Error::Read {
             path: path.clone(),
             source,
-        })?;
+        };
+        let mut file = std::fs::File::open(path).map_err(read)?;
+        // The mode of the file we read, not of whatever the path names a moment later.
+        let mode = file.metadata().map_err(read)?.permissions().mode() & 0o7777;
+        let what = match (mode & 0o004 != 0, mode & 0o002 != 0) {
+            (true, true) => Some("read and replace"),
+            (true, false) => Some("read"),
+            (false, true) => Some("replace"),
+            (false, false) => None,
+        };
+        if let Some(what) = what {
+            return Err(Error::Insecure {
+                path: path.clone(),
+                mode,
+                what,
+            });
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(read)?;
         Ok(Some(Secret::new(text.lines().next().unwrap_or(""))))
     }
 }
@@ -1005,6 +1037,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pw");
         std::fs::write(&f, "s3cret\nignored\n").unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let text = format!(
             "[database]\nbackend = \"mysql\"\npassword_file = \"{}\"\n",
             f.display()
@@ -1013,6 +1046,36 @@ mod tests {
         assert_eq!(c.database_password().unwrap().unwrap().expose(), "s3cret");
         let both = format!("{text}password = \"x\"\n");
         assert!(parse(&both, p()).is_err());
+    }
+
+    #[test]
+    fn password_file_others_may_read_or_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("db-password");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let text = format!(
+            "[database]\nbackend = \"mysql\"\npassword_file = \"{}\"\n",
+            f.display()
+        );
+        let c = parse(&text, p()).unwrap();
+        for (mode, what) in [
+            (0o644, "read"),
+            (0o602, "replace"),
+            (0o666, "read and replace"),
+        ] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = c.database_password().unwrap_err().to_string();
+            assert!(e.contains(&f.display().to_string()), "{e}");
+            assert!(e.contains(&format!("mode {mode:04o}")), "{e}");
+            assert!(e.contains(&format!("every local user {what} the")), "{e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        // Group-readable is how the LDA (group vmail) gets it: root:vmail 0640.
+        for mode in [0o640, 0o600, 0o400] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(c.database_password().unwrap().unwrap().expose(), "s3cret");
+        }
     }
 
     #[test]

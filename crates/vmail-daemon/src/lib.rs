@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 mod activation;
+mod logging;
 pub mod metrics;
+mod pidfile;
 mod serve;
 pub use activation::unused_inherited;
+pub use logging::init_logging;
+pub use pidfile::{signal_reload, PidFile, Reload};
 pub use serve::{Event, Lifecycle};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Privileges(String),
+    #[error("pid file {path}: {message}")]
+    PidFile { path: String, message: String },
 }
 
 /// Where a daemon listens, as written in the config: `unix:/path` or `inet:host:port`
@@ -332,17 +338,26 @@ fn group_id(name: &str) -> Result<nix::unistd::Gid, Error> {
     }
 }
 
+/// The user a root daemon drops to: `None` when `user` is empty or we are not root (nothing
+/// to drop).
+fn drop_target(user: &str) -> Result<Option<nix::unistd::User>, Error> {
+    use nix::unistd::{Uid, User};
+    if user.is_empty() || !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    match User::from_name(user) {
+        Ok(Some(u)) => Ok(Some(u)),
+        Ok(None) => Err(Error::Privileges(format!("no such user {user:?}"))),
+        Err(e) => Err(Error::Privileges(format!("looking up user {user:?}: {e}"))),
+    }
+}
+
 /// Drops root privileges to `user` (and its primary group, no supplementary groups) after the
 /// listeners are bound. Does nothing when `user` is empty or we are not root.
 pub fn drop_privileges(user: &str) -> Result<(), Error> {
-    use nix::unistd::{setgid, setgroups, setuid, Uid, User};
-    if user.is_empty() || !Uid::effective().is_root() {
+    use nix::unistd::{setgid, setgroups, setuid, Uid};
+    let Some(u) = drop_target(user)? else {
         return Ok(());
-    }
-    let u = match User::from_name(user) {
-        Ok(Some(u)) => u,
-        Ok(None) => return Err(Error::Privileges(format!("no such user {user:?}"))),
-        Err(e) => return Err(Error::Privileges(format!("looking up user {user:?}: {e}"))),
     };
     setgroups(&[u.gid]).map_err(|e| Error::Privileges(format!("setgroups: {e}")))?;
     setgid(u.gid).map_err(|e| Error::Privileges(format!("setgid: {e}")))?;
@@ -359,52 +374,6 @@ pub fn drop_privileges(user: &str) -> Result<(), Error> {
         "dropped privileges"
     );
     Ok(())
-}
-
-/// A pid file removed again on drop (like Postfix's `master.pid`).
-pub struct PidFile(PathBuf);
-
-impl PidFile {
-    pub fn create(path: &Path) -> Result<PidFile, Error> {
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(|e| Error::Io {
-                what: "creating directory",
-                path: d.display().to_string(),
-                source: e,
-            })?;
-        }
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| Error::Io {
-            what: "writing pid file",
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        Ok(PidFile(path.to_path_buf()))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Sends SIGHUP to the daemon whose pid file is `path` (how `vmailctl` asks a running daemon
-/// to reload and flush its cache). `Ok(false)` when no daemon is running.
-pub fn signal_reload(path: &Path) -> Result<bool, Error> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(false);
-    };
-    let Ok(pid) = text.trim().parse::<i32>() else {
-        return Ok(false);
-    };
-    match nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGHUP,
-    ) {
-        Ok(()) => Ok(true),
-        Err(nix::errno::Errno::ESRCH) => Ok(false),
-        Err(e) => Err(Error::Privileges(format!("signalling pid {pid}: {e}"))),
-    }
 }
 
 /// What the signal handler tells the daemon.
@@ -456,18 +425,6 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
         b.worker_threads(threads);
     }
     b.enable_all().build()
-}
-
-/// Logs to stderr (journald picks it up under systemd); level from `VMAIL_LOG`, default info.
-pub fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMAIL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
 }
 
 /// Tells systemd about our state (`READY=1`, `RELOADING=1`, `STOPPING=1`) when started with
@@ -664,19 +621,6 @@ mod tests {
         assert!(e.to_string().contains("at most 107"), "{e}");
         let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(names.len(), 2, "only to and s.sock: {names:?}");
-    }
-
-    #[test]
-    fn pid_file_round_trip() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("run/x.pid");
-        {
-            let _f = PidFile::create(&p).unwrap();
-            let pid: u32 = std::fs::read_to_string(&p).unwrap().trim().parse().unwrap();
-            assert_eq!(pid, std::process::id());
-        }
-        assert!(!p.exists());
-        assert!(!signal_reload(&p).unwrap());
     }
 
     #[test]

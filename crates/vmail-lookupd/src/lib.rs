@@ -120,7 +120,7 @@ impl Lookupd {
                 loaded.source
             );
         }
-        let pid = vmail_daemon::PidFile::create(&l.pid_file)
+        let pid = vmail_daemon::PidFile::create(&l.pid_file, &l.user)
             .map_err(|e| tracing::warn!(error = %e, "no pid file; `vmailctl flush` cannot reach this daemon"))
             .ok();
         Ok(Lookupd {

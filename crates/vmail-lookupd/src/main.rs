@@ -44,7 +44,7 @@ fn main() -> Result<()> {
         print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
         return Ok(());
     }
-    vmail_daemon::init_logging();
+    vmail_daemon::init_logging("info");
     let rt = vmail_daemon::runtime(loaded.config.lookupd.threads)?;
     rt.block_on(async {
         let d = vmail_lookupd::Lookupd::bind(&loaded).await?;

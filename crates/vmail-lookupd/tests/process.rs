@@ -25,13 +25,13 @@ fn signal(p: &Child, sig: &str) {
     assert!(ok.success());
 }
 
-fn write_config(dir: &std::path::Path, db: &TestDb, user: &str, extra: &str) -> std::path::PathBuf {
-    let cfg = dir.join("vmail.toml");
+fn write_config(dir: &std::path::Path, db: &TestDb, user: &str, pid: &str) -> std::path::PathBuf {
+    let cfg = dir.join(format!("vmail-{}.toml", pid.replace('/', "-")));
     std::fs::write(
         &cfg,
         format!(
             "[database]\nbackend = \"mysql\"\nhosts = [\"{}\"]\nuser = \"{}\"\npassword = \"{}\"\ndbname = \"{}\"\n\
-             [lookupd]\nsocketmap = [\"unix:{}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"{user}\"\npid_file = \"{}/lookupd.pid\"\n{extra}",
+             [lookupd]\nsocketmap = [\"unix:{}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"{user}\"\npid_file = \"{}/{pid}\"\n",
             db.host, db.user, db.password, db.name,
             dir.display(), dir.display()
         ),
@@ -58,7 +58,7 @@ fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
     };
     let dir = tempfile::tempdir().unwrap();
     vmail_test_support::set_mode(dir.path(), 0o755);
-    let cfg = write_config(dir.path(), &db, "nobody", "");
+    let cfg = write_config(dir.path(), &db, "nobody", "run/lookupd.pid");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let loaded = vmail_config::load(Some(&cfg)).unwrap();
     rt.block_on(async {
@@ -69,7 +69,8 @@ fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
         d.add_domain("example.org").await.unwrap();
     });
     let sock = dir.path().join("lookupd.sock");
-    let pid_file = dir.path().join("lookupd.pid");
+    // In a directory that does not exist yet: the daemon makes it for the user it drops to.
+    let pid_file = dir.path().join("run/lookupd.pid");
     let mut p = start(&cfg);
     assert!(
         wait_until(Duration::from_secs(10), || sock.exists()
@@ -106,8 +107,11 @@ fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
     assert_eq!(c.ask(b"mailboxes new@example.org"), "NOTFOUND ");
     db.sql("INSERT INTO users (email, password) VALUES ('new@example.org', 'x');");
     assert_eq!(c.ask(b"mailboxes new@example.org"), "NOTFOUND ", "cached");
-    // What `vmailctl flush` does.
-    assert!(vmail_daemon::signal_reload(&pid_file).unwrap());
+    // What `vmailctl flush` does: the daemon holding the pid file is reloaded.
+    assert_eq!(
+        vmail_daemon::signal_reload(&pid_file, "vmail-lookupd").unwrap(),
+        vmail_daemon::Reload::Sent(p.0.id() as i32)
+    );
     assert!(wait_until(Duration::from_secs(5), || c
         .ask(b"mailboxes new@example.org")
         == "OK example.org/new/"));
@@ -119,20 +123,39 @@ fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
     });
     assert!(exited, "did not stop on SIGTERM");
     assert!(p.0.wait().unwrap().success());
-    // Having dropped root, the process cannot unlink its socket or pid file in a root-owned
-    // directory (Postfix's daemons are in the same position). Neither may name anything live,
-    // and the next start must replace them.
+    // Having dropped root, the process cannot unlink its socket in a root-owned directory
+    // (Postfix's daemons are in the same position): it must not name anything live, and the
+    // next start must replace it. The pid file, in a directory of nobody's, is gone.
     assert!(
         std::os::unix::net::UnixStream::connect(&sock).is_err(),
         "nobody may answer"
     );
-    assert!(!vmail_daemon::signal_reload(&pid_file).unwrap_or(false));
-    let _p2 = start(&cfg);
+    assert!(!pid_file.exists(), "pid file left behind");
+    assert!(matches!(
+        vmail_daemon::signal_reload(&pid_file, "vmail-lookupd").unwrap(),
+        vmail_daemon::Reload::NotRunning(_)
+    ));
+    // This time the pid file is in the root-owned directory, where nobody cannot remove it:
+    // emptied at exit, it names no process, and the lock is gone with the process.
+    let cfg = write_config(dir.path(), &db, "nobody", "lookupd.pid");
+    let pid_file = dir.path().join("lookupd.pid");
+    let mut p2 = start(&cfg);
     assert!(wait_until(Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
     }));
     let mut c = Raw::connect(&sock);
     assert_eq!(c.ask(b"mailboxes new@example.org"), "OK example.org/new/");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{}\n", p2.0.id())
+    );
+    signal(&p2.0, "TERM");
+    assert!(p2.0.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), "");
+    assert!(matches!(
+        vmail_daemon::signal_reload(&pid_file, "vmail-lookupd").unwrap(),
+        vmail_daemon::Reload::NotRunning(_)
+    ));
 }
 
 #[test]
@@ -148,6 +171,59 @@ fn bad_config_is_refused_at_start_with_the_key_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lookupd.socket_mode"), "{err}");
+}
+
+/// A database password file every local user may read is refused at start-up, as ssh
+/// refuses a world-readable key: the error names the file and its mode.
+#[test]
+fn world_readable_password_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("db-password");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    vmail_test_support::set_mode(&pw, 0o644);
+    let cfg = dir.path().join("vmail.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\npassword_file = \"{}\"\n\
+             [lookupd]\nsocketmap = [\"unix:{d}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"\"\npid_file = \"{d}/lookupd.pid\"\n",
+            vmail_test_support::free_port(),
+            pw.display(),
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let run = |patience| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vmail-lookupd"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A daemon that starts serves until killed: give it a bounded time to refuse.
+        let exited = wait_until(patience, || matches!(child.try_wait(), Ok(Some(_))));
+        if !exited {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            exited && !out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (refused, err) = run(Duration::from_secs(10));
+    assert!(
+        refused,
+        "started with a world-readable password file: {err}"
+    );
+    assert!(err.contains(&pw.display().to_string()), "{err}");
+    assert!(err.contains("mode 0644"), "{err}");
+    // Group-readable (root:vmail 0640) is the documented setting: it starts (the database
+    // being down is only a temporary failure per lookup).
+    vmail_test_support::set_mode(&pw, 0o640);
+    let (refused, err) = run(Duration::from_secs(2));
+    assert!(!refused, "{err}");
 }
 
 /// systemd socket activation: the daemon serves the sockets it inherits (a UNIX socketmap

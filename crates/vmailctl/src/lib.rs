@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use vmail_config::Loaded;
+use vmail_daemon::Reload;
 use vmail_directory::{Directory, Map};
 use vmail_passwd::Scheme;
 
@@ -76,8 +77,9 @@ pub enum Command {
     #[command(subcommand)]
     Auth(AuthCmd),
     /// Tell running vmail-lookupd and vmail-authd to reload their configuration and flush
-    /// their caches (SIGHUP to the pids in lookupd.pid_file and authd.pid_file; authd keeps
-    /// its failure penalties). Commands that change data do this themselves.
+    /// their caches (SIGHUP to the daemons holding lookupd.pid_file and authd.pid_file; the
+    /// pid in a stale file is left alone; authd keeps its failure penalties). Commands that
+    /// change data do this themselves.
     Flush,
     /// Hash a password read from the terminal or stdin (like `doveadm pw`).
     Pw {
@@ -168,13 +170,7 @@ pub enum AuthCmd {
 
 /// Runs the command line; errors become a message on stderr and an exit status.
 pub fn main(cli: Cli) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMAIL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .try_init();
+    vmail_daemon::init_logging("warn");
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -241,9 +237,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
     if let Command::Flush = command {
         let mut said = Vec::new();
         for (name, pid_file) in daemons(&ctx.loaded.config) {
-            said.push(match vmail_daemon::signal_reload(pid_file)? {
-                true => format!("{name} reloaded, caches flushed"),
-                false => format!("no {name} running (no live pid in {})", pid_file.display()),
+            said.push(match vmail_daemon::signal_reload(pid_file, name)? {
+                Reload::Sent(pid) => format!("{name} (pid {pid}) reloaded, caches flushed"),
+                Reload::NotRunning(why) => format!("no {name} running ({why})"),
             });
         }
         ctx.done(said.join("; "));
@@ -261,7 +257,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     if changes && code == 0 {
         // Best effort: a cached "not found" must not reject a user just added.
         for (name, pid_file) in daemons(&ctx.loaded.config) {
-            if let Err(e) = vmail_daemon::signal_reload(pid_file) {
+            if let Err(e) = vmail_daemon::signal_reload(pid_file, name) {
                 eprintln!("vmailctl: warning: could not flush {name}'s cache: {e}");
             }
         }
@@ -269,7 +265,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
     Ok(code)
 }
 
-/// The daemons whose caches `flush` (and every change) reaches, with their pid files.
+/// The daemons whose caches `flush` (and every change) reaches: the name of each binary (a
+/// pid is signalled only while that binary runs it) and its pid file.
 fn daemons(config: &vmail_config::Config) -> [(&'static str, &std::path::Path); 2] {
     [
         ("vmail-lookupd", config.lookupd.pid_file.as_path()),

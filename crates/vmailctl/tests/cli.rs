@@ -200,6 +200,7 @@ fn mariadb_workflow() {
     // The password lives in a file, never in argv or the main config.
     let pwfile = dir.path().join("db-password");
     std::fs::write(&pwfile, format!("{}\n", db.password)).unwrap();
+    vmail_test_support::set_mode(&pwfile, 0o600);
     let cfg = write_config(
         dir.path(),
         &format!(
@@ -256,4 +257,94 @@ fn check_prints_config_with_secrets_masked() {
         err.contains("bakend") && err.contains("vmail.toml"),
         "{err}"
     );
+}
+
+/// Kills and reaps a helper process however the test ends.
+struct Helper(std::process::Child);
+
+impl Helper {
+    fn alive(&mut self) -> bool {
+        // A SIGHUP, had one been sent, is delivered by the time vmailctl has exited; the
+        // pause only lets the kernel finish the (default: fatal) action.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A pid file left by a crashed daemon names a pid that another program may have now: after a
+/// change, vmailctl must not SIGHUP it (seen: an unrelated `sleep` killed), and says that the
+/// daemon is not running. A locked pid file naming a program that is not the daemon is not
+/// trusted either.
+#[test]
+fn stale_pid_files_never_get_an_unrelated_process_signalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (lookupd_pid, authd_pid) = (d.join("lookupd.pid"), d.join("authd.pid"));
+    let cfg = write_config(
+        d,
+        &format!(
+            "[database]\nsqlite_path = \"{}\"\n[lookupd]\npid_file = \"{}\"\n[authd]\npid_file = \"{}\"\n",
+            d.join("v.db").display(),
+            lookupd_pid.display(),
+            authd_pid.display()
+        ),
+    );
+    let mut sleep = Helper(Command::new("sleep").arg("60").spawn().unwrap());
+    for f in [&lookupd_pid, &authd_pid] {
+        std::fs::write(f, format!("{}\n", sleep.0.id())).unwrap();
+    }
+    ok(&cfg, &["init"], "");
+    let said = ok(&cfg, &["flush"], "");
+    assert!(
+        sleep.alive(),
+        "vmailctl flush signalled pid {}",
+        sleep.0.id()
+    );
+    assert!(
+        said.contains("no vmail-lookupd running (stale pid file"),
+        "{said}"
+    );
+    assert!(
+        said.contains("no vmail-authd running (stale pid file"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("pid {} left alone", sleep.0.id())),
+        "{said}"
+    );
+    // Every change signals the daemons too.
+    ok(&cfg, &["domain", "add", "example.org"], "");
+    assert!(
+        sleep.alive(),
+        "vmailctl domain add signalled pid {}",
+        sleep.0.id()
+    );
+
+    // Locked (here by flock(1)), but the pid runs sleep, not vmail-lookupd.
+    let script = format!("echo $$ > {}; exec sleep 60", lookupd_pid.display());
+    let mut locked = Helper(
+        Command::new("flock")
+            .arg(&lookupd_pid)
+            .args(["sh", "-c", &script])
+            .spawn()
+            .unwrap(),
+    );
+    let written = vmail_test_support::wait_until(std::time::Duration::from_secs(5), || {
+        std::fs::read_to_string(&lookupd_pid).is_ok_and(|t| t.trim() != sleep.0.id().to_string())
+    });
+    assert!(written);
+    let pid = std::fs::read_to_string(&lookupd_pid).unwrap();
+    let o = vmailctl(&cfg, &["flush"], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(err.contains(&format!("pid {} runs", pid.trim())), "{err}");
+    assert!(err.contains("not vmail-lookupd; not signalled"), "{err}");
+    assert!(locked.alive() && sleep.alive());
 }

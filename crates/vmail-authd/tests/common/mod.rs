@@ -165,7 +165,12 @@ pub struct AuthClient {
 impl AuthClient {
     /// Connects and reads the server handshake; does not send ours.
     pub fn connect_raw(daemon: &Daemon) -> AuthClient {
-        let s = UnixStream::connect(&daemon.auth_socket).unwrap();
+        AuthClient::connect_raw_to(&daemon.auth_socket)
+    }
+
+    /// [`AuthClient::connect_raw`] to any auth socket (an authd run as a process).
+    pub fn connect_raw_to(socket: &std::path::Path) -> AuthClient {
+        let s = UnixStream::connect(socket).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut c = AuthClient {
             r: BufReader::new(s.try_clone().unwrap()),
