@@ -354,7 +354,7 @@ fn deliver(
     timing::mark("deliver");
     match result {
         Ok(_) => Outcome::Delivered,
-        Err(e) => map_error(e, recipient, &lda.over_quota),
+        Err(e) => Outcome::of_delivery_error(e, recipient, &lda.over_quota),
     }
 }
 
@@ -498,18 +498,6 @@ fn resolved(
         resolve::Resolved::Temp(why) => Err(Outcome::DirectoryDown(why)),
         // lookupd stopped (or restarting): the database may well be fine.
         resolve::Resolved::Unreachable(_) => fallback(config, recipient),
-    }
-}
-
-fn map_error(e: vmail_maildir::Error, recipient: &str, over_quota: &str) -> Outcome {
-    use vmail_maildir::Error as E;
-    match e {
-        E::OverQuota(_) if over_quota == "defer" => Outcome::MailboxFullDefer(recipient.into()),
-        E::OverQuota(_) => Outcome::MailboxFull(recipient.into()),
-        E::TooBig { .. } => Outcome::TooBig(recipient.into()),
-        E::Empty => Outcome::EmptyMessage,
-        E::Loop { .. } => Outcome::Loop(recipient.into()),
-        other => Outcome::LocalTrouble(other.to_string()),
     }
 }
 

@@ -303,6 +303,33 @@ fn trouble_defers_never_bounces() {
     assert!(line(&o).starts_with("4."), "{}", line(&o));
 }
 
+/// Issue 15 item 10a: a full file system (a real ENOSPC, from a tiny tmpfs under the
+/// user's home) defers with RFC 3463's "mail system full", 4.3.1, and leaves nothing behind.
+#[test]
+fn a_full_disk_defers_as_mail_system_full() {
+    let test = "a_full_disk_defers_as_mail_system_full";
+    let e = Env::new("");
+    let home = e.dir.path().join("vmail/example.org/alice");
+    let _fs = match vmail_test_support::Tmpfs::mount(&home, "64k") {
+        Ok(m) => m,
+        Err(why) => {
+            vmail_test_support::skip(test, &format!("cannot mount tmpfs: {why}"));
+            return;
+        }
+    };
+    let big = [MSG, &vec![b'x'; 1024 * 1024][..], b"\n"].concat();
+    let o = e.lda(&["-d", "alice@example.org"], &big);
+    assert_eq!(o.status.code(), Some(75), "{}", line(&o));
+    assert!(line(&o).starts_with("4.3.1 "), "{}", line(&o));
+    assert!(line(&o).contains("No space left on device"), "{}", line(&o));
+    for sub in ["tmp", "new", "cur"] {
+        assert!(files(&e.maildir("alice").join(sub)).is_empty(), "{sub}");
+    }
+    // The space was given back: a small message fits.
+    let o = e.lda(&["-d", "alice@example.org"], MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+}
+
 #[test]
 fn phase_timings_only_when_asked() {
     let e = Env::new("");
