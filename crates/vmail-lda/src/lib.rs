@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use vmail_config::Config;
-use vmail_directory::{Directory, RecipientRecord};
+use vmail_directory::{Address, AddressPolicy, Directory, RecipientRecord};
 
 pub use outcome::Outcome;
 
@@ -261,7 +261,7 @@ fn deliver(
             match resolve::ask(&lda.lookupd, recipient, timeout) {
                 Ok(pending) => {
                     let taken =
-                        Taken::stage(&dir, &hostname, args, recipient, lda, max_size, input);
+                        Taken::stage(&dir, &hostname, args, recipient, config, max_size, input);
                     if matches!(taken, Taken::Staged(..)) {
                         timing::mark("stage");
                     }
@@ -308,23 +308,26 @@ fn deliver(
 
     // Read the start of the message to see what Postfix prepended and to detect loops,
     // without holding more than the header section (capped) in memory.
-    let (prepend, head, staged) = match early.unwrap_or_else(|| Taken::head(input, recipient)) {
-        Taken::Failed(e) => return Outcome::LocalTrouble(format!("reading the message: {e}")),
-        Taken::Staged(staged, prepend) => (prepend, Vec::new(), Some(staged)),
-        Taken::Head(head, facts) => {
-            if head.is_empty() {
-                return Outcome::EmptyMessage;
+    let (prepend, head, staged, facts) =
+        match early.unwrap_or_else(|| Taken::head(input, recipient)) {
+            Taken::Failed(e) => return Outcome::LocalTrouble(format!("reading the message: {e}")),
+            Taken::Staged(staged, prepend, facts) => (prepend, Vec::new(), Some(staged), facts),
+            Taken::Head(head, facts) => {
+                if head.is_empty() {
+                    return Outcome::EmptyMessage;
+                }
+                let mut prepend = return_path(args, lda, &facts);
+                if lda.add_delivered_to && !facts.prepended_delivered_to {
+                    prepend.push(("Delivered-To".to_string(), user.email.clone()));
+                }
+                (prepend, head, None, facts)
             }
-            if facts.looped {
-                return Outcome::Loop(recipient.to_string());
-            }
-            let mut prepend = return_path(args, lda, &facts);
-            if lda.add_delivered_to && !facts.prepended_delivered_to {
-                prepend.push(("Delivered-To".to_string(), user.email.clone()));
-            }
-            (prepend, head, None)
-        }
-    };
+        };
+    // Been here before (a staged file is dropped, leaving nothing behind).
+    let policy = AddressPolicy::from_config(&config.address);
+    if facts.delivered_before(&policy, &mailbox_addresses(&policy, recipient, Some(&user))) {
+        return Outcome::Loop(recipient.to_string());
+    }
     let quota = user.quota_bytes.map(|bytes| vmail_maildir::Quota {
         max_bytes: Some(bytes),
         max_messages: None,
@@ -351,8 +354,34 @@ fn deliver(
     timing::mark("deliver");
     match result {
         Ok(_) => Outcome::Delivered,
-        Err(e) => map_error(e, recipient, &lda.over_quota),
+        Err(e) => Outcome::of_delivery_error(e, recipient, &lda.over_quota),
     }
+}
+
+/// The addresses a `Delivered-To:` for this mailbox can carry, folded as the directory folds
+/// them: a message that has one already came back (a loop). `-d`, which is what pipe(8)'s `D`
+/// flag writes (extension included); once the directory has answered (`user`), also the
+/// stored address, which is what the LDA writes itself, with the extension and without it.
+/// Without the extension only when the directory stripped it to find the mailbox: `a+b@`
+/// can be a mailbox of its own, and `a@` someone else's.
+fn mailbox_addresses(
+    policy: &AddressPolicy,
+    recipient: &str,
+    user: Option<&RecipientRecord>,
+) -> Vec<Address> {
+    let rcpt = policy.parse(recipient);
+    let mut all: Vec<Address> = rcpt.iter().cloned().collect();
+    let Some(user) = user else {
+        return all;
+    };
+    if let Some(ext) = &user.ext {
+        all.extend(rcpt.map(|r| r.base(policy).0));
+        if let Some(stored) = policy.parse(&user.email) {
+            all.extend(policy.parse(&stored.with_extension(ext)));
+        }
+    }
+    all.extend(policy.parse(&user.email));
+    all
 }
 
 /// `Return-Path:` from `-f`, unless the message has one (pipe(8)'s `R` flag).
@@ -376,10 +405,11 @@ enum Taken {
     /// The header section and what it says; the rest is still on stdin.
     Head(Vec<u8>, headers::HeaderFacts),
     /// The whole message, staged with these prepended fields (or the error of writing it,
-    /// which spent the input).
+    /// which spent the input), and what its header section said.
     Staged(
         Result<vmail_maildir::Staged, vmail_maildir::Error>,
         Vec<(String, String)>,
+        headers::HeaderFacts,
     ),
 }
 
@@ -398,22 +428,26 @@ impl Taken {
 
     /// Reads the header section and, when nothing written depends on the answer
     /// (`Delivered-To:` is there already, as pipe(8)'s `D` flag puts it) and the message
-    /// does not loop, writes the whole message into a `tmp/` file of `maildir`.
+    /// does not loop to `-d`, writes the whole message into a `tmp/` file of `maildir`.
+    /// (Whether it loops to the mailbox's other addresses is only known from the answer.)
     fn stage(
         maildir: &std::path::Path,
         hostname: &str,
         args: &Args,
         recipient: &str,
-        lda: &vmail_config::LdaConfig,
+        config: &Config,
         max_size: Option<u64>,
         input: &mut dyn Read,
     ) -> Taken {
+        let lda = &config.lda;
         let (head, facts) = match Taken::head(input, recipient) {
             Taken::Head(head, facts) => (head, facts),
             other => return other,
         };
+        let policy = AddressPolicy::from_config(&config.address);
+        let looped = facts.delivered_before(&policy, &mailbox_addresses(&policy, recipient, None));
         let depends_on_answer = lda.add_delivered_to && !facts.prepended_delivered_to;
-        if head.is_empty() || facts.looped || depends_on_answer {
+        if head.is_empty() || looped || depends_on_answer {
             return Taken::Head(head, facts);
         }
         let stage = match vmail_maildir::Stage::create(maildir, hostname) {
@@ -423,7 +457,11 @@ impl Taken {
         };
         let prepend = return_path(args, lda, &facts);
         let mut message = std::io::Cursor::new(head).chain(input);
-        Taken::Staged(stage.write(&prepend, max_size, &mut message), prepend)
+        Taken::Staged(
+            stage.write(&prepend, max_size, &mut message),
+            prepend,
+            facts,
+        )
     }
 }
 
@@ -460,18 +498,6 @@ fn resolved(
         resolve::Resolved::Temp(why) => Err(Outcome::DirectoryDown(why)),
         // lookupd stopped (or restarting): the database may well be fine.
         resolve::Resolved::Unreachable(_) => fallback(config, recipient),
-    }
-}
-
-fn map_error(e: vmail_maildir::Error, recipient: &str, over_quota: &str) -> Outcome {
-    use vmail_maildir::Error as E;
-    match e {
-        E::OverQuota(_) if over_quota == "defer" => Outcome::MailboxFullDefer(recipient.into()),
-        E::OverQuota(_) => Outcome::MailboxFull(recipient.into()),
-        E::TooBig { .. } => Outcome::TooBig(recipient.into()),
-        E::Empty => Outcome::EmptyMessage,
-        E::Loop { .. } => Outcome::Loop(recipient.into()),
-        other => Outcome::LocalTrouble(other.to_string()),
     }
 }
 

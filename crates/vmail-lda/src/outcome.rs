@@ -27,7 +27,9 @@ pub enum Outcome {
     EmptyMessage,
     /// Directory unreachable or slow.
     DirectoryDown(String),
-    /// Disk full, permissions, I/O: retry later.
+    /// The file system is full (ENOSPC): retry later.
+    DiskFull(String),
+    /// Permissions, I/O: retry later.
     LocalTrouble(String),
     /// Our own configuration or invocation is wrong: defer so a postmaster can fix it
     /// without mail having bounced.
@@ -43,6 +45,7 @@ impl Outcome {
             Outcome::TooBig(_) | Outcome::EmptyMessage => EX_DATAERR,
             Outcome::MailboxFullDefer(_)
             | Outcome::DirectoryDown(_)
+            | Outcome::DiskFull(_)
             | Outcome::LocalTrouble(_)
             | Outcome::Misconfigured(_) => EX_TEMPFAIL,
         }
@@ -60,8 +63,26 @@ impl Outcome {
             Outcome::Loop(r) => format!("5.4.6 mail forwarding loop for <{r}>"),
             Outcome::EmptyMessage => "5.6.0 empty message refused".into(),
             Outcome::DirectoryDown(e) => format!("4.4.3 directory lookup failed, will retry: {e}"),
+            Outcome::DiskFull(e) => format!("4.3.1 mail system full, will retry: {e}"),
             Outcome::LocalTrouble(e) => format!("4.3.0 cannot deliver now, will retry: {e}"),
             Outcome::Misconfigured(e) => format!("4.3.5 vmail-lda configuration error: {e}"),
+        }
+    }
+
+    /// The outcome of a failed Maildir delivery to `recipient`; `over_quota` is
+    /// `[lda] over_quota`.
+    pub fn of_delivery_error(e: vmail_maildir::Error, recipient: &str, over_quota: &str) -> Self {
+        use vmail_maildir::Error as E;
+        match e {
+            E::OverQuota(_) if over_quota == "defer" => Outcome::MailboxFullDefer(recipient.into()),
+            E::OverQuota(_) => Outcome::MailboxFull(recipient.into()),
+            E::TooBig { .. } => Outcome::TooBig(recipient.into()),
+            E::Empty => Outcome::EmptyMessage,
+            E::Loop { .. } => Outcome::Loop(recipient.into()),
+            // The error type knows the errno: 4.3.1 ("mail system full", RFC 3463) is ENOSPC.
+            // (EDQUOT is a quota, `OverQuota(Filesystem)`, above.)
+            other if other.enhanced_status() == "4.3.1" => Outcome::DiskFull(other.to_string()),
+            other => Outcome::LocalTrouble(other.to_string()),
         }
     }
 }
@@ -82,6 +103,7 @@ mod tests {
             Outcome::Loop("a@b".into()),
             Outcome::EmptyMessage,
             Outcome::DirectoryDown("x".into()),
+            Outcome::DiskFull("x".into()),
             Outcome::LocalTrouble("x".into()),
             Outcome::Misconfigured("x".into()),
         ];
@@ -93,5 +115,29 @@ mod tests {
                 _ => assert!(m.starts_with("5."), "{o:?}: {m}"),
             }
         }
+    }
+
+    /// Issue 15 item 10a: a full disk was answered 4.3.0; RFC 3463 has 4.3.1 for it.
+    #[test]
+    fn a_full_disk_is_mail_system_full() {
+        let io = |errno| vmail_maildir::Error::Io {
+            op: "write",
+            path: "/m/tmp/x".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        let o = Outcome::of_delivery_error(io(nix::libc::ENOSPC), "a@b", "bounce");
+        assert_eq!(o.exit_code(), EX_TEMPFAIL);
+        assert!(o.message().starts_with("4.3.1 "), "{}", o.message());
+        assert!(
+            o.message().contains("No space left on device"),
+            "{}",
+            o.message()
+        );
+        // Other I/O trouble stays 4.3.0; a file system quota is a full mailbox.
+        let o = Outcome::of_delivery_error(io(nix::libc::EIO), "a@b", "bounce");
+        assert!(o.message().starts_with("4.3.0 "), "{}", o.message());
+        let quota = vmail_maildir::Error::OverQuota(vmail_maildir::OverQuota::Filesystem);
+        let o = Outcome::of_delivery_error(quota, "a@b", "defer");
+        assert!(o.message().starts_with("4.2.2 "), "{}", o.message());
     }
 }

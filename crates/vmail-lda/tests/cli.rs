@@ -172,6 +172,60 @@ fn permanent_failures_bounce_with_status_codes() {
     assert!(files(&e.maildir("alice").join("new")).is_empty());
 }
 
+/// Issue 15 item 8: without pipe(8)'s `D` flag the LDA writes `Delivered-To:` with the
+/// stored address, so a message for `alice+lists@` that comes back carries
+/// `alice@example.org`: a loop, in whatever case or form this mailbox's addresses take.
+/// Other mailboxes' lines are history: the same message still reaches another user.
+#[test]
+fn a_message_back_at_an_extension_address_is_a_loop() {
+    let e = Env::new("");
+    let body = b"Subject: back again\n\nloop\n";
+    for (rcpt, seen) in [
+        ("alice+lists@example.org", "alice@example.org"),
+        ("alice+lists@example.org", "<Alice@EXAMPLE.org>"),
+        ("alice+lists@example.org", "alice+lists@example.org"),
+        ("Alice+Lists@Example.org", "alice+lists@example.org"),
+        ("alice@example.org", "ALICE@example.org"),
+    ] {
+        let m = [
+            format!("Received: by mx\nDelivered-To: {seen}\n").as_bytes(),
+            body,
+        ]
+        .concat();
+        let o = e.lda(&["-f", "bob@remote.test", "-d", rcpt], &m);
+        assert_eq!(o.status.code(), Some(69), "{rcpt} {seen}: {}", line(&o));
+        assert!(line(&o).starts_with("5.4.6"), "{rcpt} {seen}: {}", line(&o));
+        // As pipe(8)'s D flag would have it: its own line for -d first, then the old one.
+        let m = [format!("Delivered-To: {rcpt}\n").as_bytes(), &m].concat();
+        let o = e.lda(&["-f", "bob@remote.test", "-d", rcpt], &m);
+        assert_eq!(o.status.code(), Some(69), "D {rcpt} {seen}: {}", line(&o));
+        assert!(
+            line(&o).starts_with("5.4.6"),
+            "D {rcpt} {seen}: {}",
+            line(&o)
+        );
+    }
+    assert!(files(&e.maildir("alice").join("new")).is_empty());
+    assert!(files(&e.maildir("alice").join("tmp")).is_empty());
+
+    // Delivered to alice, forwarded to another user: delivered there.
+    let m = [&b"Delivered-To: alice@example.org\n"[..], body].concat();
+    let o = e.lda(&["-d", "small+x@example.org"], &m);
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+    assert_eq!(files(&e.maildir("small").join("new")).len(), 1);
+    // The first delivery of a message to alice+lists@ is no loop, and writes the line
+    // that makes its return one.
+    let o = e.lda(&["-d", "alice+lists@example.org"], MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+    let new = files(&e.maildir("alice").join("new"));
+    assert_eq!(new.len(), 1);
+    let stored = std::fs::read(&new[0]).unwrap();
+    assert!(stored.starts_with(b"Delivered-To: alice@example.org\n"));
+    let o = e.lda(&["-d", "alice+lists@example.org"], &stored);
+    assert_eq!(o.status.code(), Some(69), "{}", line(&o));
+    assert_eq!(files(&e.maildir("alice").join("new")).len(), 1);
+}
+
 #[test]
 fn quota_bounces_or_defers_as_configured() {
     let big = [MSG, &vec![b'x'; 5000][..], b"\n"].concat();
@@ -247,6 +301,33 @@ fn trouble_defers_never_bounces() {
     let o = e.lda(&["-d", "alice@example.org"], MSG);
     assert_eq!(o.status.code(), Some(75), "{}", line(&o));
     assert!(line(&o).starts_with("4."), "{}", line(&o));
+}
+
+/// Issue 15 item 10a: a full file system (a real ENOSPC, from a tiny tmpfs under the
+/// user's home) defers with RFC 3463's "mail system full", 4.3.1, and leaves nothing behind.
+#[test]
+fn a_full_disk_defers_as_mail_system_full() {
+    let test = "a_full_disk_defers_as_mail_system_full";
+    let e = Env::new("");
+    let home = e.dir.path().join("vmail/example.org/alice");
+    let _fs = match vmail_test_support::Tmpfs::mount(&home, "64k") {
+        Ok(m) => m,
+        Err(why) => {
+            vmail_test_support::skip(test, &format!("cannot mount tmpfs: {why}"));
+            return;
+        }
+    };
+    let big = [MSG, &vec![b'x'; 1024 * 1024][..], b"\n"].concat();
+    let o = e.lda(&["-d", "alice@example.org"], &big);
+    assert_eq!(o.status.code(), Some(75), "{}", line(&o));
+    assert!(line(&o).starts_with("4.3.1 "), "{}", line(&o));
+    assert!(line(&o).contains("No space left on device"), "{}", line(&o));
+    for sub in ["tmp", "new", "cur"] {
+        assert!(files(&e.maildir("alice").join(sub)).is_empty(), "{sub}");
+    }
+    // The space was given back: a small message fits.
+    let o = e.lda(&["-d", "alice@example.org"], MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
 }
 
 #[test]

@@ -425,6 +425,21 @@ fn the_message_is_written_while_lookupd_answers_and_only_delivered_on_its_word()
     assert!(line(&o).starts_with("5.4.6"), "{}", line(&o));
     assert!(!staged);
     assert_eq!(d.inbox("alice").len(), 3);
+
+    // A loop only the answer shows (the stored address, not `-d`, in the header): staged,
+    // then dropped (issue 15 item 8).
+    let r = "alice+lists@example.org";
+    let looped = [
+        format!("Delivered-To: {r}\nDelivered-To: alice@example.org\n").as_bytes(),
+        MSG,
+    ]
+    .concat();
+    let (o, staged) = lda_timed(&cfg, r, &looped);
+    assert_eq!(o.status.code(), Some(69), "{}", line(&o));
+    assert!(line(&o).starts_with("5.4.6"), "{}", line(&o));
+    assert!(staged);
+    assert_eq!(d.inbox("alice").len(), 3);
+    assert!(all_files(&alice.join("tmp")).is_empty());
 }
 
 /// The staging directory is only a guess from the LDA's own templates: lookupd's answer

@@ -61,6 +61,50 @@ fn contrib_transport_lines() -> Vec<&'static str> {
     lines
 }
 
+/// A private Postfix that accepts every recipient of example.org at RCPT (static map), so
+/// that the LDA's own decisions are what is tested, and routes them to `vmail_service`
+/// (a master.cf service) as the contrib main.cf does.
+fn postfix_for(vmail_service: &str) -> PostfixBuilder {
+    let mut builder = PostfixBuilder::new()
+        .main("virtual_mailbox_domains = example.org")
+        .main("virtual_mailbox_maps = static:accept")
+        .main("recipient_delimiter = +")
+        .master(vmail_service);
+    for line in contrib_transport_lines() {
+        builder = builder.main(line);
+    }
+    builder
+}
+
+/// The uid and gid of `nobody`, whom the LDA runs as, and a temporary directory it can
+/// enter; `None` after a loud skip.
+fn as_nobody(test: &str) -> Option<(u32, u32, tempfile::TempDir)> {
+    let Some((uid, gid)) = lookup_user("nobody") else {
+        vmail_test_support::skip(test, "no user nobody");
+        return None;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    set_mode(tmp.path(), 0o755);
+    Some((uid, gid, tmp))
+}
+
+/// Creates the directory of `cfg` with the domain example.org and its users alice and bob.
+fn alice_and_bob(cfg: &Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let loaded = vmail_config::load(Some(cfg)).unwrap();
+        let d = vmail_directory::Directory::open(&loaded.config)
+            .await
+            .unwrap();
+        d.init(false).await.unwrap();
+        d.add_domain("example.org").await.unwrap();
+        for u in ["alice@example.org", "bob@example.org"] {
+            d.add_user(u, "{PLAIN}pw", None).await.unwrap();
+        }
+        d.close().await;
+    });
+}
+
 fn new_files(maildir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(maildir.join("new"))
         .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -79,12 +123,9 @@ fn smtp_to_maildir_defers_on_outage_and_reads_back_over_imap_and_pop3() {
     let Some(mut db) = PrivateMariaDb::start(test) else {
         return;
     };
-    let Some((uid, gid)) = lookup_user("nobody") else {
-        vmail_test_support::skip(test, "no user nobody");
+    let Some((uid, gid, tmp)) = as_nobody(test) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    set_mode(tmp.path(), 0o755);
     let base = tmp.path().join("vmail");
     std::fs::create_dir(&base).unwrap();
     std::os::unix::fs::chown(&base, Some(uid), Some(gid)).unwrap();
@@ -101,34 +142,11 @@ fn smtp_to_maildir_defers_on_outage_and_reads_back_over_imap_and_pop3() {
     )
     .unwrap();
     set_mode(&cfg, 0o644);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let loaded = vmail_config::load(Some(&cfg)).unwrap();
-        let d = vmail_directory::Directory::open(&loaded.config)
-            .await
-            .unwrap();
-        d.init(false).await.unwrap();
-        d.add_domain("example.org").await.unwrap();
-        d.add_user("alice@example.org", "{PLAIN}pw", None)
-            .await
-            .unwrap();
-        d.add_user("bob@example.org", "{PLAIN}pw", None)
-            .await
-            .unwrap();
-    });
+    alice_and_bob(&cfg);
 
-    // Every recipient of example.org is accepted at RCPT (static map), so that the LDA's own
-    // decisions — deliver, bounce unknown users, defer on outage — are what is tested.
+    // The LDA's own decisions — deliver, bounce unknown users, defer on outage.
     let lda = env!("CARGO_BIN_EXE_vmail-lda");
-    let mut builder = PostfixBuilder::new()
-        .main("virtual_mailbox_domains = example.org")
-        .main("virtual_mailbox_maps = static:accept")
-        .main("recipient_delimiter = +")
-        .master(&contrib_vmail_service(lda, &cfg, "nobody"));
-    for line in contrib_transport_lines() {
-        builder = builder.main(line);
-    }
-    let Some(pf) = builder.start(test) else {
+    let Some(pf) = postfix_for(&contrib_vmail_service(lda, &cfg, "nobody")).start(test) else {
         return;
     };
 
@@ -248,4 +266,111 @@ fn smtp_to_maildir_defers_on_outage_and_reads_back_over_imap_and_pop3() {
     let m = pop.retr(1).unwrap();
     assert!(String::from_utf8_lossy(&m).contains("Subject: three"));
     pop.quit().ok();
+}
+
+/// Issue 15 item 8, through real Postfix with a pipe(8) transport *without* the `D` flag
+/// (so Postfix's own loop check is off and the LDA writes `Delivered-To:` itself, with the
+/// stored address): a message for `alice+lists@` that already carries
+/// `Delivered-To: alice@example.org` has been here before and bounces as a loop (5.4.6);
+/// the same message for another user is delivered.
+#[test]
+fn without_the_d_flag_a_message_back_at_an_extension_address_bounces_as_a_loop() {
+    let test = "without_the_d_flag_a_message_back_at_an_extension_address_bounces_as_a_loop";
+    let Some((uid, gid, tmp)) = as_nobody(test) else {
+        return;
+    };
+    // The LDA runs as nobody: the SQLite directory (with its WAL files) and the Maildirs
+    // are nobody's.
+    let data = tmp.path().join("data");
+    let base = tmp.path().join("vmail");
+    let cfg = tmp.path().join("vmail.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nsqlite_path = \"{}/v.db\"\n\
+             [mailbox]\nhome = \"{}/%d/%n\"\nmail = \"maildir:~/Maildir\"\n",
+            data.display(),
+            base.display()
+        ),
+    )
+    .unwrap();
+    set_mode(&cfg, 0o644);
+    std::fs::create_dir(&data).unwrap();
+    std::fs::create_dir(&base).unwrap();
+    alice_and_bob(&cfg);
+    for dir in [&data, &base] {
+        for entry in walk(dir) {
+            std::os::unix::fs::chown(&entry, Some(uid), Some(gid)).unwrap();
+        }
+    }
+
+    let service = contrib_vmail_service(env!("CARGO_BIN_EXE_vmail-lda"), &cfg, "nobody");
+    let without_d = service.replace("flags=DRhu", "flags=Rhu");
+    assert_ne!(without_d, service);
+    let Some(pf) = postfix_for(&without_d).start(test) else {
+        return;
+    };
+    let alice = base.join("example.org/alice/Maildir");
+    let bob = base.join("example.org/bob/Maildir");
+
+    // The first time round: delivered, with the LDA's own Delivered-To line.
+    let first = message("alice+lists@example.org", "first");
+    let out = pf.send("sender@outside.test", &["alice+lists@example.org"], &first);
+    assert!(out.accepted(), "{}", out.transcript);
+    assert!(
+        wait_until(Duration::from_secs(20), || new_files(&alice).len() == 1),
+        "not delivered; maillog:\n{}",
+        pf.maillog()
+    );
+    let stored = std::fs::read_to_string(&new_files(&alice)[0]).unwrap();
+    assert!(
+        stored
+            .lines()
+            .any(|l| l == "Delivered-To: alice@example.org"),
+        "{stored}"
+    );
+
+    // Back again, as a forwarder would send it: a loop.
+    let back = format!(
+        "Delivered-To: alice@example.org\n{}",
+        message("alice+lists@example.org", "back")
+    );
+    let out = pf.send("sender@outside.test", &["alice+lists@example.org"], &back);
+    assert!(out.accepted(), "{}", out.transcript);
+    assert!(
+        pf.wait_log("status=bounced", Duration::from_secs(20)),
+        "{}",
+        pf.maillog()
+    );
+    let log = pf.maillog();
+    let bounced = log
+        .lines()
+        .find(|l| l.contains("to=<alice+lists@example.org>") && l.contains("status=bounced"))
+        .unwrap_or_else(|| panic!("no bounce for alice+lists@:\n{log}"));
+    assert!(bounced.contains("5.4.6"), "{bounced}");
+    assert_eq!(new_files(&alice).len(), 1);
+
+    // Delivered to alice before, now for bob: delivered.
+    let forwarded = format!(
+        "Delivered-To: alice@example.org\n{}",
+        message("bob@example.org", "fwd")
+    );
+    let out = pf.send("sender@outside.test", &["bob@example.org"], &forwarded);
+    assert!(out.accepted(), "{}", out.transcript);
+    assert!(
+        wait_until(Duration::from_secs(20), || new_files(&bob).len() == 1),
+        "not delivered to bob; maillog:\n{}",
+        pf.maillog()
+    );
+}
+
+/// `dir` and everything below it.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            all.extend(walk(&e.path()));
+        }
+    }
+    all
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use vmail_maildir::{deliver, Delivery, Error};
+use vmail_test_support::Tmpfs;
 
 const NOBODY: u32 = 65534;
 
@@ -275,45 +276,6 @@ fn peak_memory_does_not_grow_with_the_message() {
         .collect();
     eprintln!("slurping 32 MiB: VmHWM {} -> {} kB", hwm[0], hwm[1]);
     assert!(hwm[1] - hwm[0] >= SIZE / 1024, "{hwm:?}");
-}
-
-/// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "256k") at `dir`, or explains why not.
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        if !is_root() {
-            return Err("not root".into());
-        }
-        fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size},mode=0700"))
-            .arg("tmpfs")
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(Tmpfs(dir.to_path_buf()))
-    }
-
-    fn remount_ro(&self) {
-        let st = Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

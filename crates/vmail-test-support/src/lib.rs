@@ -1,6 +1,6 @@
 //! Test helpers shared by every vmail test: throwaway MariaDB databases on the shared server, a
-//! private MariaDB server a test may stop and start (outage tests), free loopback ports, and
-//! loud skips that turn into failures under CI.
+//! private MariaDB server a test may stop and start (outage tests), free loopback ports, a
+//! tiny tmpfs (a real full disk), and loud skips that turn into failures under CI.
 
 pub mod dovecot;
 pub mod postfix;
@@ -459,4 +459,46 @@ pub fn metric(body: &str, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+/// A tmpfs mounted for one test (a real full or read-only file system), unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "256k") at `dir`, created if missing, or explains why
+    /// it cannot (not root, no permission to mount in this container).
+    pub fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0700"))
+            .arg("tmpfs")
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+
+    /// Remounts it read-only.
+    pub fn remount_ro(&self) {
+        let st = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "remount,ro {} failed", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }
