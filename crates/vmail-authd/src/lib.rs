@@ -135,7 +135,7 @@ impl Authd {
     /// directory settings and flushes the cache and penalties.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let a = &self.config.authd;
-        let mut life = vmail_daemon::Lifecycle::new(a.max_connections, Some(STATS_EVERY))
+        let mut life = vmail_daemon::Lifecycle::new("authd", Some(STATS_EVERY))
             .context("installing signal handlers")?;
         let settings = Arc::new(auth_conn::ConnSettings {
             idle_timeout: Duration::from_millis(a.idle_timeout_ms),
@@ -145,7 +145,9 @@ impl Authd {
         for (listener, proto) in self.listeners {
             let (auth, settings, next_cuid) =
                 (self.auth.clone(), settings.clone(), next_cuid.clone());
-            life.listen(listener, move |stream, shut| {
+            // A budget per listener: Dovecot's dict clients, or whoever reaches an inet:
+            // listener, never hold the slots of Postfix's auth socket.
+            life.listen(listener, a.max_connections, move |stream, shut| {
                 let (auth, settings) = (auth.clone(), settings.clone());
                 let cuid = next_cuid.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::debug_span!("conn", proto = ?proto, cuid);
@@ -170,7 +172,11 @@ impl Authd {
         }
         if let Some(listener) = self.metrics {
             let auth = self.auth.clone();
-            life.serve_metrics(listener, Arc::new(move || auth.stats.render()));
+            life.serve_metrics(
+                listener,
+                a.metrics_max_connections,
+                Arc::new(move || auth.stats.render()),
+            );
         }
         let (auth, path) = (&*self.auth, self.config_path.as_deref());
         life.run(

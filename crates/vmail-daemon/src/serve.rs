@@ -1,10 +1,11 @@
-//! The life cycle every vmail daemon shares: accept loops under one connection limit, a
-//! main loop of signals and statistics ticks, and a graceful shutdown that lets requests
-//! in flight finish.
+//! The life cycle every vmail daemon shares: accept loops, each under its own connection
+//! limit, a main loop of signals and statistics ticks, and a graceful shutdown that lets
+//! requests in flight finish.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
@@ -24,47 +25,93 @@ pub enum Event {
 }
 
 pub struct Lifecycle {
+    /// `lookupd`, `authd`: the middle of the metric names.
+    daemon: &'static str,
     shut_tx: watch::Sender<bool>,
     shut_rx: watch::Receiver<bool>,
-    limit: Arc<Semaphore>,
+    /// One per listener, for the metrics endpoint.
+    gates: Arc<Mutex<Vec<Arc<Gate>>>>,
     acceptors: JoinSet<()>,
     signals: Signals,
     tick: Option<tokio::time::Interval>,
 }
 
+/// The connection budget of one listener. Each listener has its own, so that clients of
+/// one (a local user on a loopback tcp_table port, a flood of scrapes) can never take the
+/// slots Postfix's, Dovecot's or the LDA's sockets need (issue 15).
+struct Gate {
+    endpoint: String,
+    max: usize,
+    slots: Arc<Semaphore>,
+    /// Connections that found every slot taken.
+    full: AtomicU64,
+}
+
+impl Gate {
+    fn open(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+}
+
+/// How often a full listener may say so in the log: a flood must not become a log flood.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 impl Lifecycle {
-    /// `max_connections` is shared by every listener; `stats_every` `None` never ticks.
-    pub fn new(max_connections: usize, stats_every: Option<Duration>) -> std::io::Result<Self> {
+    /// `daemon` names the metrics (`vmail_<daemon>_connections`); `stats_every` `None`
+    /// never ticks.
+    pub fn new(daemon: &'static str, stats_every: Option<Duration>) -> std::io::Result<Self> {
         let (shut_tx, shut_rx) = watch::channel(false);
         Ok(Lifecycle {
+            daemon,
             shut_tx,
             shut_rx,
-            limit: Arc::new(Semaphore::new(max_connections)),
+            gates: Arc::default(),
             acceptors: JoinSet::new(),
             signals: Signals::new()?,
             tick: stats_every.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d)),
         })
     }
 
-    /// Serves `listener`: each accepted connection runs `serve(stream, shutdown)`, where
-    /// `shutdown` flips to true when the daemon stops (finish the request, then return).
-    pub fn listen<F, Fut>(&mut self, listener: Listener, serve: F)
+    /// Serves `listener` with at most `max_connections` connections open at once: each
+    /// accepted connection runs `serve(stream, shutdown)`, where `shutdown` flips to true
+    /// when the daemon stops (finish the request, then return).
+    pub fn listen<F, Fut>(&mut self, listener: Listener, max_connections: usize, serve: F)
     where
         F: Fn(Stream, watch::Receiver<bool>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        tracing::info!(listener = %listener.local_endpoint(), "listening");
-        self.acceptors.spawn(accept_loop(
-            listener,
-            self.limit.clone(),
-            self.shut_rx.clone(),
-            serve,
-        ));
+        let endpoint = listener.local_endpoint();
+        tracing::info!(listener = %endpoint, max_connections, "listening");
+        let gate = Arc::new(Gate {
+            endpoint,
+            max: max_connections,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            full: AtomicU64::new(0),
+        });
+        self.gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(gate.clone());
+        self.acceptors
+            .spawn(accept_loop(listener, gate, self.shut_rx.clone(), serve));
     }
 
-    /// Serves Prometheus scrapes on `listener` with `render`'s text.
-    pub fn serve_metrics(&mut self, listener: Listener, render: crate::metrics::Render) {
-        self.listen(listener, move |stream, _| {
+    /// Serves Prometheus scrapes on `listener` (at most `max_connections` at once) with
+    /// `render`'s text, followed by every listener's open connections and limit hits.
+    pub fn serve_metrics(
+        &mut self,
+        listener: Listener,
+        max_connections: usize,
+        render: crate::metrics::Render,
+    ) {
+        let (gates, daemon) = (self.gates.clone(), self.daemon);
+        let render: crate::metrics::Render = Arc::new(move || {
+            let mut out = render();
+            let gates = gates.lock().unwrap_or_else(|e| e.into_inner());
+            render_gates(daemon, &gates, &mut out);
+            out
+        });
+        self.listen(listener, max_connections, move |stream, _| {
             crate::metrics::serve(stream, render.clone())
         });
     }
@@ -129,9 +176,46 @@ impl Lifecycle {
     }
 }
 
+/// `vmail_<daemon>_connections` and `vmail_<daemon>_connection_limit_reached_total`, by
+/// listener.
+fn render_gates(daemon: &str, gates: &[Arc<Gate>], out: &mut String) {
+    use crate::metrics::{header, sample};
+    let n = format!("vmail_{daemon}_connections");
+    header(out, &n, "gauge", "Connections open, by listener.");
+    for g in gates {
+        sample(out, &n, &label(&g.endpoint), g.open() as u64);
+    }
+    let n = format!("vmail_{daemon}_connection_limit_reached_total");
+    header(
+        out,
+        &n,
+        "counter",
+        "Connections that found their listener's max_connections in use and waited in the backlog.",
+    );
+    for g in gates {
+        sample(out, &n, &label(&g.endpoint), g.full.load(Relaxed));
+    }
+}
+
+/// `listener="..."`, escaped as the text format wants (a socket path may hold anything).
+fn label(endpoint: &str) -> String {
+    let mut v = String::with_capacity(endpoint.len() + 12);
+    v.push_str("listener=\"");
+    for c in endpoint.chars() {
+        match c {
+            '\\' => v.push_str("\\\\"),
+            '"' => v.push_str("\\\""),
+            '\n' => v.push_str("\\n"),
+            c => v.push(c),
+        }
+    }
+    v.push('"');
+    v
+}
+
 async fn accept_loop<F, Fut>(
     listener: Listener,
-    limit: Arc<Semaphore>,
+    gate: Arc<Gate>,
     mut shut: watch::Receiver<bool>,
     serve: F,
 ) where
@@ -139,6 +223,8 @@ async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut tasks = JoinSet::new();
+    let mut warned: Option<tokio::time::Instant> = None;
+    let mut unreported = 0u64;
     loop {
         let stream = tokio::select! {
             s = listener.accept() => s,
@@ -153,12 +239,33 @@ async fn accept_loop<F, Fut>(
                 continue;
             }
         };
-        // The slot is taken after accepting: every listener shares the limit, and an idle
-        // listener must not sit on slots while it waits in accept(). Past the limit this
-        // connection waits here, unread, until another one ends.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shut.changed() => break,
+        // Past the limit this connection waits here, unread, and later ones in the kernel's
+        // backlog, until a connection of this listener ends, as Postfix's master(8) does at
+        // a service's process limit. Closing them instead would turn a short burst into
+        // failed lookups, and a flood into a loop of accept() and close() on our event
+        // loop; waiting costs nothing, and other listeners are not touched either way.
+        // Slow and silent clients give their slots back within request_read_timeout_ms or
+        // idle_timeout_ms.
+        let permit = match gate.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                gate.full.fetch_add(1, Relaxed);
+                unreported += 1;
+                if warned.is_none_or(|t| t.elapsed() >= FULL_WARNING_EVERY) {
+                    tracing::warn!(
+                        listener = %gate.endpoint,
+                        max_connections = gate.max,
+                        waited = unreported,
+                        "listener has reached max_connections: new clients wait until one leaves"
+                    );
+                    warned = Some(tokio::time::Instant::now());
+                    unreported = 0;
+                }
+                tokio::select! {
+                    p = gate.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = shut.changed() => break,
+                }
+            }
         };
         let conn = serve(stream, shut.clone());
         tasks.spawn(async move {
