@@ -11,6 +11,7 @@
 pub mod auth_conn;
 pub mod authenticator;
 pub mod cache;
+pub mod deadline;
 pub mod dict_conn;
 pub mod penalty;
 
@@ -139,6 +140,7 @@ impl Authd {
             .context("installing signal handlers")?;
         let settings = Arc::new(auth_conn::ConnSettings {
             idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+            request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
         });
         // CUID: unique per connection within the process, as Dovecot's.
         let next_cuid = Arc::new(AtomicU32::new(1));

@@ -4,30 +4,27 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{prepare_sqlite, probe, Daemon, Raw};
-use vmail_test_support::slow::{Latencies, SlowClients, Target};
-use vmail_test_support::{free_port, http_get, metric, wait_until};
+use vmail_test_support::slow::{
+    assert_closed_at_deadline, dribble, Latencies, SlowClients, Target,
+};
+use vmail_test_support::{free_port, http_get, metric};
 
 /// A probe that gets no answer this fast is starved: it counts as this long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// New socketmap connections asking a question, one every 50 ms, for `span`.
 fn probe_for(d: &Daemon, span: Duration) -> Latencies {
-    let mut l = Latencies::default();
-    let end = Instant::now() + span;
-    while Instant::now() < end {
-        l.0.push(probe(
+    Latencies::collect(span, || {
+        probe(
             &d.socket,
             b"aliases info@example.com",
             "OK sales@example.com",
             PROBE_TIMEOUT,
-        ));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    l
+        )
+    })
 }
 
 /// 1100 local clients on a loopback tcp_table port, each sending a byte of a request every
@@ -54,11 +51,7 @@ fn slow_tcp_table_clients_do_not_starve_the_socketmap_socket() {
         &request,
         Duration::from_millis(500),
     );
-    assert!(
-        wait_until(Duration::from_secs(20), || attack.open() >= 1100),
-        "only {} slow clients connected",
-        attack.open()
-    );
+    attack.wait_open(1100);
     // Long enough for the slow clients' deadline (5 s) to pass once: lookups go on while
     // they are closed and reconnect.
     let seen = probe_for(&d, Duration::from_secs(7));
@@ -86,11 +79,7 @@ fn idle_metrics_connections_do_not_starve_the_socketmap_socket() {
     );
     // Before the fix all of them got in (a slot each of the shared 1024); now only the
     // listener's 8 and its backlog's 128 can, the rest are refused by the kernel.
-    assert!(
-        wait_until(Duration::from_secs(20), || attack.open() >= 136),
-        "only {} idle clients connected",
-        attack.open()
-    );
+    attack.wait_open(136);
     std::thread::sleep(Duration::from_millis(500));
     let seen = probe_for(&d, Duration::from_secs(3));
     seen.assert_served("socketmap lookups during 1030 idle metrics connections");
@@ -109,27 +98,6 @@ fn idle_metrics_connections_do_not_starve_the_socketmap_socket() {
     assert_eq!(metric(&body, &socketmap), Some(0.0), "{body}");
 }
 
-/// Sends `prefix` and then one byte every 50 ms until the server closes the connection;
-/// returns how long after the first byte that happened (`None`: still open after 4 s).
-fn dribble<S: Read + Write>(mut s: S, prefix: &[u8]) -> Option<Duration> {
-    let start = Instant::now();
-    s.write_all(prefix).ok()?;
-    let mut b = [0u8; 256];
-    while start.elapsed() < Duration::from_secs(4) {
-        match s.read(&mut b) {
-            Ok(0) => return Some(start.elapsed()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return Some(start.elapsed()),
-        }
-        if s.write_all(b"a").is_err() {
-            return Some(start.elapsed());
-        }
-    }
-    None
-}
-
 /// Every byte used to restart the idle timer: one byte a minute held a slot for weeks. A
 /// request now has request_read_timeout_ms from its first byte to its last, on both
 /// protocols, while idle time between requests is still idle_timeout_ms.
@@ -143,20 +111,15 @@ fn a_client_dribbling_a_request_is_closed_at_the_request_deadline() {
 
     let s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
     s.set_read_timeout(read_timeout).unwrap();
-    let closed = dribble(s, b"1000:aliases ");
-    assert!(
-        closed.is_some_and(|t| t >= Duration::from_millis(400) && t < Duration::from_secs(2)),
-        "socketmap: closed after {closed:?}"
+    assert_closed_at_deadline(
+        "socketmap",
+        dribble(s, Instant::now(), b"1000:aliases ", b'a'),
     );
 
     let aliases = &d.tcp.iter().find(|(n, _)| n == "aliases").unwrap().1;
     let s = std::net::TcpStream::connect(aliases).unwrap();
     s.set_read_timeout(read_timeout).unwrap();
-    let closed = dribble(s, b"get ");
-    assert!(
-        closed.is_some_and(|t| t >= Duration::from_millis(400) && t < Duration::from_secs(2)),
-        "tcp_table: closed after {closed:?}"
-    );
+    assert_closed_at_deadline("tcp_table", dribble(s, Instant::now(), b"get ", b'a'));
 
     // Quiet between requests for longer than the request deadline: still served.
     let mut c = Raw::connect(&d.socket);

@@ -127,6 +127,12 @@ impl SlowClients {
         self.open.load(Relaxed)
     }
 
+    /// Waits up to 20 s for `n` connections to be open; panics if they are not.
+    pub fn wait_open(&self, n: u64) {
+        let ok = crate::wait_until(Duration::from_secs(20), || self.open() >= n);
+        assert!(ok, "only {} of {n} slow clients connected", self.open());
+    }
+
     /// Connections the server has closed so far.
     pub fn closed_by_server(&self) -> u64 {
         self.closed.load(Relaxed)
@@ -142,11 +148,56 @@ impl Drop for SlowClients {
     }
 }
 
+/// Sends `prefix` and then one byte of `filler` every 50 ms (the stream's read timeout must
+/// be about that) until the server closes the connection; returns how long after `start`
+/// that happened, `None` if the connection is still open after 4 s.
+pub fn dribble<S: Read + Write>(
+    mut s: S,
+    start: std::time::Instant,
+    prefix: &[u8],
+    filler: u8,
+) -> Option<Duration> {
+    s.write_all(prefix).ok()?;
+    let mut b = [0u8; 1024];
+    while start.elapsed() < Duration::from_secs(4) {
+        match s.read(&mut b) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+        if s.write_all(&[filler]).is_err() {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}
+
+/// Asserts that a dribbling client (see [`dribble`]) was closed about a 500 ms deadline
+/// after it began.
+pub fn assert_closed_at_deadline(what: &str, closed: Option<Duration>) {
+    assert!(
+        closed.is_some_and(|t| t >= Duration::from_millis(400) && t < Duration::from_secs(2)),
+        "{what}: closed after {closed:?}"
+    );
+}
+
 /// Latencies of probes; a probe that got no answer counts as its timeout.
 #[derive(Debug, Default)]
 pub struct Latencies(pub Vec<Duration>);
 
 impl Latencies {
+    /// Runs `probe` every 50 ms for `span`.
+    pub fn collect(span: Duration, mut probe: impl FnMut() -> Duration) -> Latencies {
+        let mut l = Latencies::default();
+        let end = std::time::Instant::now() + span;
+        while std::time::Instant::now() < end {
+            l.0.push(probe());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        l
+    }
+
     pub fn p50(&self) -> Duration {
         self.quantile(0.5)
     }
