@@ -32,6 +32,8 @@ pub struct Lifecycle {
     /// One per listener, for the metrics endpoint.
     gates: Arc<Mutex<Vec<Arc<Gate>>>>,
     acceptors: JoinSet<()>,
+    /// The sum of every listener's max_connections.
+    budget: u64,
     signals: Signals,
     tick: Option<tokio::time::Interval>,
 }
@@ -67,6 +69,7 @@ impl Lifecycle {
             shut_rx,
             gates: Arc::default(),
             acceptors: JoinSet::new(),
+            budget: 0,
             signals: Signals::new()?,
             tick: stats_every.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d)),
         })
@@ -82,6 +85,7 @@ impl Lifecycle {
     {
         let endpoint = listener.local_endpoint();
         tracing::info!(listener = %endpoint, max_connections, "listening");
+        self.budget += max_connections as u64;
         let gate = Arc::new(Gate {
             endpoint,
             max: max_connections,
@@ -125,6 +129,7 @@ impl Lifecycle {
         R: FnMut() -> Fut,
         Fut: Future<Output = ()>,
     {
+        reserve_files(self.budget);
         crate::sd_notify("READY=1");
         tokio::pin!(stop);
         loop {
@@ -173,6 +178,37 @@ impl Lifecycle {
         if drained.is_err() {
             tracing::warn!("connections still busy after {grace:?}; closing them");
         }
+    }
+}
+
+/// Open files beyond the connections: listeners, database connections, the blocking
+/// pool's files, logs.
+const FILES_BESIDES_CONNECTIONS: u64 = 256;
+
+/// Raises the soft limit of open files so that every listener can fill its budget at once:
+/// otherwise a listener full of a local user's connections would make accept() fail with
+/// EMFILE on all the others, starving them as a shared limit did. systemd starts services
+/// with a soft limit of 1024 and a hard one far above, expecting programs that need more
+/// to raise it themselves (systemd.exec(5), LimitNOFILE=).
+fn reserve_files(connections: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = connections + FILES_BESIDES_CONNECTIONS;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= want {
+        return;
+    }
+    let got = match setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard) {
+        Ok(()) => want.min(hard),
+        Err(_) => soft,
+    };
+    if got < want {
+        tracing::warn!(
+            open_files = got,
+            needed = want,
+            "the open-files limit is below the sum of every listener's max_connections: a full listener can keep the others from accepting; raise LimitNOFILE or lower max_connections"
+        );
     }
 }
 
