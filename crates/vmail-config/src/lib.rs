@@ -209,10 +209,11 @@ pub struct LookupdConfig {
     pub user: String,
     /// Connections open at once on each listener: every socketmap, tcp_table and lda
     /// listener has a budget of its own, so clients of one (any local user can reach a
-    /// loopback tcp_table port) never hold the slots of another. Until issue 15 this was one
+    /// loopback tcp_table port) never hold the slots of another. Earlier releases had one
     /// budget shared by all listeners; a value written for that still works, per listener
     /// now. Past it, new clients wait in the socket's backlog (as at a Postfix service's
-    /// process limit) and a warning is logged at most once a minute.
+    /// process limit) and a warning is logged at most once a minute. The daemon raises its
+    /// open-files limit to the sum of all budgets (see LimitNOFILE in systemd.exec(5)).
     pub max_connections: usize,
     /// Close connections idle this long. Postfix closes its own after ~10 s idle. Counts
     /// only between requests: a request being received is under request_read_timeout_ms.
@@ -365,7 +366,7 @@ pub struct AuthdConfig {
     pub user: String,
     /// Connections open at once on each auth and dict listener: each has a budget of its
     /// own, so Dovecot's dict clients (or whoever reaches an `inet:` listener) never hold
-    /// the slots Postfix's smtpd processes need. Until issue 15 this was one budget shared
+    /// the slots Postfix's smtpd processes need. Earlier releases had one budget shared
     /// by all listeners; a value written for that still works, per listener now. Past it,
     /// new clients wait in the socket's backlog and a warning is logged at most once a
     /// minute.

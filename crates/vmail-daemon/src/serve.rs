@@ -314,3 +314,72 @@ async fn accept_loop<F, Fut>(
     drop(listener);
     while tasks.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Endpoint, SocketAccess};
+
+    #[test]
+    fn listener_labels_are_escaped() {
+        assert_eq!(label("unix:/run/a"), "listener=\"unix:/run/a\"");
+        assert_eq!(
+            label("unix:/x\"y\\z\n"),
+            "listener=\"unix:/x\\\"y\\\\z\\n\""
+        );
+    }
+
+    /// A listener at its limit keeps new clients waiting (and counts them); another
+    /// listener of the same daemon still serves at once.
+    #[tokio::test]
+    async fn each_listener_has_its_own_budget() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let d = tempfile::tempdir().unwrap();
+        let access = SocketAccess {
+            mode: 0o600,
+            group: None,
+        };
+        let (full, free) = (d.path().join("full"), d.path().join("free"));
+        let mut life = Lifecycle::new("test", None).unwrap();
+        for p in [&full, &free] {
+            let l = Listener::bind(&Endpoint::Unix(p.clone()), &access)
+                .await
+                .unwrap();
+            // Echoes one byte, then holds the connection until the client leaves.
+            life.listen(l, 2, |stream, _| async move {
+                let Stream::Unix(mut s) = stream else { return };
+                let mut b = [0u8; 1];
+                while let Ok(1) = s.read(&mut b).await {
+                    let _ = s.write_all(&b).await;
+                }
+            });
+        }
+        let echo = |p: std::path::PathBuf| async move {
+            let mut s = tokio::net::UnixStream::connect(p).await.unwrap();
+            s.write_all(b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            let got = tokio::time::timeout(Duration::from_millis(300), s.read(&mut b)).await;
+            (s, matches!(got, Ok(Ok(1))))
+        };
+        let (_a, ok_a) = echo(full.clone()).await;
+        let (_b, ok_b) = echo(full.clone()).await;
+        assert!(ok_a && ok_b);
+        let (_c, ok_c) = echo(full.clone()).await;
+        assert!(!ok_c, "a third connection is served while two are open");
+        let (_d, ok_d) = echo(free.clone()).await;
+        assert!(ok_d, "the other listener is starved");
+        let gates = life.gates.lock().unwrap();
+        let mut out = String::new();
+        render_gates("test", &gates, &mut out);
+        let series = format!(
+            "vmail_test_connection_limit_reached_total{{listener=\"unix:{}\"}} 1\n",
+            full.display()
+        );
+        assert!(out.contains(&series), "{out}");
+        let open = format!(
+            "vmail_test_connections{{listener=\"unix:{}\"}} 1\n",
+            free.display()
+        );
+        assert!(out.contains(&open), "{out}");
+    }
+}
