@@ -81,7 +81,7 @@ fn idle_metrics_connections_do_not_starve_the_socketmap_socket() {
     // listener's 8 and its backlog's 128 can, the rest are refused by the kernel.
     attack.wait_open(136);
     std::thread::sleep(Duration::from_millis(500));
-    let seen = probe_for(&d, Duration::from_secs(3));
+    let seen = probe_for(&d, Duration::from_secs(5));
     seen.assert_served("socketmap lookups during 1030 idle metrics connections");
     drop(attack);
     let (status, body) = http_get(port, "/metrics");
