@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,14 +18,13 @@ use vmail_proto::auth::{
 };
 
 use crate::authenticator::{Authenticator, Verdict};
+use crate::deadline::{self, Clock, Wait};
 
 /// Requests one connection may have in flight; Postfix has one, a client with hundreds is
 /// misbehaving.
 const MAX_IN_FLIGHT: usize = 128;
 
-pub struct ConnSettings {
-    pub idle_timeout: Duration,
-}
+pub use crate::deadline::ConnSettings;
 
 /// Where a request stands between our replies.
 enum Pending {
@@ -56,6 +54,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut clock = Clock::start(tokio::time::Instant::now());
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut cookie = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut cookie);
@@ -93,6 +92,7 @@ pub async fn serve<S>(
                 };
                 let cmd = auth::parse_command(&buf[..n]);
                 buf.drain(..n);
+                clock.line_done();
                 let cmd = match cmd {
                     Ok(c) => c,
                     Err(e) => {
@@ -122,8 +122,19 @@ pub async fn serve<S>(
         if !reading && checks.is_empty() {
             return;
         }
-        let idle = pending.is_empty() && checks.is_empty();
+        let wait = if !handshake_done {
+            Wait::Handshake
+        } else if !buf.is_empty() {
+            Wait::Line
+        } else if !checks.is_empty() || !reading {
+            Wait::Busy
+        } else {
+            Wait::Idle
+        };
+        let deadline = clock.deadline(wait, tokio::time::Instant::now(), &settings);
         tokio::select! {
+            // Bytes that came are read before an expired deadline is looked at.
+            biased;
             r = rd.read(&mut chunk), if reading => match r {
                 Ok(0) => {
                     // The client left: requests still being checked have nobody to answer.
@@ -153,8 +164,13 @@ pub async fn serve<S>(
                     return;
                 }
             },
-            _ = tokio::time::sleep(settings.idle_timeout), if idle && reading => {
-                tracing::debug!("closing idle auth connection");
+            () = deadline::until(deadline) => {
+                if wait == Wait::Idle {
+                    tracing::debug!("closing idle auth connection");
+                } else {
+                    tracing::debug!(?wait, "closing auth connection: line not complete within request_read_timeout_ms");
+                }
+                checks.abort_all();
                 return;
             },
             _ = shutdown.changed(), if reading => {

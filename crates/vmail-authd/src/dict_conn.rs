@@ -24,6 +24,7 @@ use vmail_proto::dict::{self, Reply, Request};
 
 use crate::auth_conn::ConnSettings;
 use crate::authenticator::{AuthStats, Authenticator};
+use crate::deadline::{self, Clock, Wait};
 
 /// Serves a connection until it ends. Errors are logged, never propagated.
 pub async fn serve<S>(
@@ -35,6 +36,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     AuthStats::bump(&auth.stats.dict_connections);
+    let mut clock = Clock::start(tokio::time::Instant::now());
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     let mut chunk = vec![0u8; 4096];
     let mut out: Vec<u8> = Vec::with_capacity(512);
@@ -49,6 +51,7 @@ pub async fn serve<S>(
         } {
             let req = dict::parse_request(&buf[..n]);
             buf.drain(..n);
+            clock.line_done();
             let req = match req {
                 Ok(r) => r,
                 Err(e) => {
@@ -116,7 +119,18 @@ pub async fn serve<S>(
                 return;
             }
         }
+        // Requests are answered before the next is read, so the wait is never our own.
+        let wait = if !hello {
+            Wait::Handshake
+        } else if !buf.is_empty() {
+            Wait::Line
+        } else {
+            Wait::Idle
+        };
+        let deadline = clock.deadline(wait, tokio::time::Instant::now(), &settings);
         tokio::select! {
+            // Bytes that came are read before an expired deadline is looked at.
+            biased;
             r = stream.read(&mut chunk) => match r {
                 Ok(0) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -125,7 +139,12 @@ pub async fn serve<S>(
                     return;
                 }
             },
-            _ = tokio::time::sleep(settings.idle_timeout) => return,
+            () = deadline::until(deadline) => {
+                if wait != Wait::Idle {
+                    tracing::debug!(?wait, "closing dict connection: line not complete within request_read_timeout_ms");
+                }
+                return;
+            }
             _ = shutdown.changed() => return,
         }
     }

@@ -11,6 +11,7 @@
 pub mod auth_conn;
 pub mod authenticator;
 pub mod cache;
+pub mod deadline;
 pub mod dict_conn;
 pub mod penalty;
 pub mod stats;
@@ -136,17 +137,20 @@ impl Authd {
     /// directory settings and flushes the cache (the failure penalties stay).
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let a = &self.config.authd;
-        let mut life = vmail_daemon::Lifecycle::new(a.max_connections, Some(STATS_EVERY))
+        let mut life = vmail_daemon::Lifecycle::new("authd", Some(STATS_EVERY))
             .context("installing signal handlers")?;
         let settings = Arc::new(auth_conn::ConnSettings {
             idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+            request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
         });
         // CUID: unique per connection within the process, as Dovecot's.
         let next_cuid = Arc::new(AtomicU32::new(1));
         for (listener, proto) in self.listeners {
             let (auth, settings, next_cuid) =
                 (self.auth.clone(), settings.clone(), next_cuid.clone());
-            life.listen(listener, move |stream, shut| {
+            // A budget per listener: Dovecot's dict clients, or whoever reaches an inet:
+            // listener, never hold the slots of Postfix's auth socket.
+            life.listen(listener, a.max_connections, move |stream, shut| {
                 let (auth, settings) = (auth.clone(), settings.clone());
                 let cuid = next_cuid.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::debug_span!("conn", proto = ?proto, cuid);
@@ -171,7 +175,11 @@ impl Authd {
         }
         if let Some(listener) = self.metrics {
             let auth = self.auth.clone();
-            life.serve_metrics(listener, Arc::new(move || auth.stats.render()));
+            life.serve_metrics(
+                listener,
+                a.metrics_max_connections,
+                Arc::new(move || auth.stats.render()),
+            );
         }
         let (auth, path) = (&*self.auth, self.config_path.as_deref());
         life.run(

@@ -217,9 +217,21 @@ pub struct LookupdConfig {
     pub lda_socket_group: String,
     /// Drop to this user after binding; empty keeps the starting user.
     pub user: String,
+    /// Connections open at once on each listener: every socketmap, tcp_table and lda
+    /// listener has a budget of its own, so clients of one (any local user can reach a
+    /// loopback tcp_table port) never hold the slots of another. Earlier releases had one
+    /// budget shared by all listeners; a value written for that still works, per listener
+    /// now. Past it, new clients wait in the socket's backlog (as at a Postfix service's
+    /// process limit) and a warning is logged at most once a minute. The daemon raises its
+    /// open-files limit to the sum of all budgets (see LimitNOFILE in systemd.exec(5)).
     pub max_connections: usize,
-    /// Close connections idle this long. Postfix closes its own after ~10 s idle.
+    /// Close connections idle this long. Postfix closes its own after ~10 s idle. Counts
+    /// only between requests: a request being received is under request_read_timeout_ms.
     pub idle_timeout_ms: u64,
+    /// From the first byte of a request to its last: a client that sends a request more
+    /// slowly (a byte now and then, to hold a connection) is closed. Postfix writes each
+    /// request at once.
+    pub request_read_timeout_ms: u64,
     /// Answer TIMEOUT if a lookup takes longer (Postfix waits ~100 s; defer long before).
     pub request_timeout_ms: u64,
     /// Empty: `<state dir>/lookupd.pid`. `vmailctl flush` signals the pid found here, only while
@@ -229,6 +241,8 @@ pub struct LookupdConfig {
     pub stats_interval_s: u64,
     /// Prometheus metrics endpoint, e.g. `inet:127.0.0.1:9161` (`GET /metrics`); empty: off.
     pub metrics: String,
+    /// Scrapes served at once (a budget apart from the lookup listeners'); more wait.
+    pub metrics_max_connections: usize,
     /// Threads answering lookups. 1: one event loop, like Postfix's own daemons: a lookup
     /// is a hash probe or a database round trip, and one thread spends less CPU per lookup
     /// than several handing connections to each other (measured: about 0.1 ms less per RCPT
@@ -277,10 +291,12 @@ impl Default for LookupdConfig {
             max_connections: 1024,
             threads: 1,
             idle_timeout_ms: 60_000,
+            request_read_timeout_ms: 5_000,
             request_timeout_ms: 10_000,
             pid_file: PathBuf::new(),
             stats_interval_s: 3600,
             metrics: String::new(),
+            metrics_max_connections: 8,
         }
     }
 }
@@ -359,12 +375,24 @@ pub struct AuthdConfig {
     pub dict_socket_group: String,
     /// Drop to this user after binding; empty keeps the starting user.
     pub user: String,
+    /// Connections open at once on each auth and dict listener: each has a budget of its
+    /// own, so Dovecot's dict clients (or whoever reaches an `inet:` listener) never hold
+    /// the slots Postfix's smtpd processes need. Earlier releases had one budget shared
+    /// by all listeners; a value written for that still works, per listener now. Past it,
+    /// new clients wait in the socket's backlog and a warning is logged at most once a
+    /// minute.
     pub max_connections: usize,
     /// Close idle connections after this long. Postfix keeps one auth connection per smtpd
     /// process and reconnects when it was closed. Keep it well above Dovecot's dict
     /// `idle_msecs` (contrib: 30 s): a request Dovecot sends just as authd closes the
-    /// connection fails that login (temporarily) instead of being retried.
+    /// connection fails that login (temporarily) instead of being retried. Counts while no
+    /// line is being received and no check runs (an auth request waiting for the client's
+    /// next SASL step is idle: Postfix's smtpd_timeout, 300 s, bounds that wait).
     pub idle_timeout_ms: u64,
+    /// From the first byte of a line (the auth handshake, an auth or dict request) to its
+    /// end, and from connecting to the end of the client's handshake (auth `CPID`, dict
+    /// hello): slower clients are closed. Dovecot and Postfix write each line at once.
+    pub request_read_timeout_ms: u64,
     /// A directory lookup slower than this is a temporary failure (Postfix: 454).
     pub request_timeout_ms: u64,
     /// Every failed authentication is answered after this delay (Dovecot's
@@ -404,6 +432,8 @@ pub struct AuthdConfig {
     pub pid_file: PathBuf,
     /// Prometheus metrics endpoint, e.g. `inet:127.0.0.1:9162` (`GET /metrics`); empty: off.
     pub metrics: String,
+    /// Scrapes served at once (a budget apart from the auth and dict listeners'); more wait.
+    pub metrics_max_connections: usize,
 }
 
 impl Default for AuthdConfig {
@@ -418,6 +448,7 @@ impl Default for AuthdConfig {
             user: "vmail".into(),
             max_connections: 1024,
             idle_timeout_ms: 3_600_000,
+            request_read_timeout_ms: 5_000,
             request_timeout_ms: 5_000,
             failure_delay_ms: 2_000,
             max_delay_ms: 8_000,
@@ -433,6 +464,7 @@ impl Default for AuthdConfig {
             rehash_legacy: false,
             pid_file: PathBuf::new(),
             metrics: String::new(),
+            metrics_max_connections: 8,
         }
     }
 }
@@ -696,10 +728,15 @@ impl Config {
                 }
             }
         }
-        if l.max_connections == 0 || l.idle_timeout_ms == 0 || l.request_timeout_ms == 0 {
+        if l.max_connections == 0
+            || l.metrics_max_connections == 0
+            || l.idle_timeout_ms == 0
+            || l.request_read_timeout_ms == 0
+            || l.request_timeout_ms == 0
+        {
             return Err(invalid(
                 "lookupd.max_connections",
-                "max_connections, idle_timeout_ms and request_timeout_ms must be greater than zero"
+                "max_connections, metrics_max_connections, idle_timeout_ms, request_read_timeout_ms and request_timeout_ms must be greater than zero"
                     .into(),
             ));
         }
@@ -707,10 +744,15 @@ impl Config {
             l.pid_file = state_dir().join("lookupd.pid");
         }
         let a = &mut self.authd;
-        if a.max_connections == 0 || a.idle_timeout_ms == 0 || a.request_timeout_ms == 0 {
+        if a.max_connections == 0
+            || a.metrics_max_connections == 0
+            || a.idle_timeout_ms == 0
+            || a.request_read_timeout_ms == 0
+            || a.request_timeout_ms == 0
+        {
             return Err(invalid(
                 "authd.max_connections",
-                "max_connections, idle_timeout_ms and request_timeout_ms must be greater than zero"
+                "max_connections, metrics_max_connections, idle_timeout_ms, request_read_timeout_ms and request_timeout_ms must be greater than zero"
                     .into(),
             ));
         }
@@ -978,6 +1020,32 @@ mod tests {
             "[lda]\nlookupd = \"inet:127.0.0.1:7010\"\n",
         ] {
             assert!(parse(good, p()).is_ok(), "{good}");
+        }
+    }
+
+    /// Files written before issue 15 load unchanged: `max_connections` now applies to each
+    /// listener, and the new deadlines and metrics budget take their defaults.
+    #[test]
+    fn connection_limits_are_per_listener_and_old_files_load() {
+        let c = parse(
+            "[lookupd]\nmax_connections = 50\nidle_timeout_ms = 2000\n[authd]\nmax_connections = 60\n",
+            p(),
+        )
+        .unwrap();
+        assert_eq!(c.lookupd.max_connections, 50);
+        assert_eq!(c.lookupd.request_read_timeout_ms, 5_000);
+        assert_eq!(c.lookupd.metrics_max_connections, 8);
+        assert_eq!(c.authd.max_connections, 60);
+        assert_eq!(c.authd.request_read_timeout_ms, 5_000);
+        assert_eq!(c.authd.metrics_max_connections, 8);
+        for text in [
+            "[lookupd]\nrequest_read_timeout_ms = 0\n",
+            "[lookupd]\nmetrics_max_connections = 0\n",
+            "[authd]\nrequest_read_timeout_ms = 0\n",
+            "[authd]\nmetrics_max_connections = 0\n",
+        ] {
+            let e = parse(text, p()).unwrap_err().to_string();
+            assert!(e.contains("max_connections"), "{text}: {e}");
         }
     }
 

@@ -104,10 +104,15 @@ pub async fn serve(stream: Stream, render: Render) {
     }
 }
 
+/// From the connection's start to the end of the request header. A scraper sends its
+/// request at once (Prometheus: one short GET); whoever does not gives the slot back, so
+/// idle or dribbling connections hold the listener's small budget for this long at most.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, render: Render) {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
+    let read = tokio::time::timeout(HEADER_TIMEOUT, async {
         while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
             if buf.len() > 8192 {
                 return false;

@@ -1,10 +1,11 @@
-//! The life cycle every vmail daemon shares: accept loops under one connection limit, a
-//! main loop of signals and statistics ticks, and a graceful shutdown that lets requests
-//! in flight finish.
+//! The life cycle every vmail daemon shares: accept loops, each under its own connection
+//! limit, a main loop of signals and statistics ticks, and a graceful shutdown that lets
+//! requests in flight finish.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
@@ -24,47 +25,97 @@ pub enum Event {
 }
 
 pub struct Lifecycle {
+    /// `lookupd`, `authd`: the middle of the metric names.
+    daemon: &'static str,
     shut_tx: watch::Sender<bool>,
     shut_rx: watch::Receiver<bool>,
-    limit: Arc<Semaphore>,
+    /// One per listener, for the metrics endpoint.
+    gates: Arc<Mutex<Vec<Arc<Gate>>>>,
     acceptors: JoinSet<()>,
+    /// The sum of every listener's max_connections.
+    budget: u64,
     signals: Signals,
     tick: Option<tokio::time::Interval>,
 }
 
+/// The connection budget of one listener. Each listener has its own, so that clients of
+/// one (a local user on a loopback tcp_table port, a flood of scrapes) can never take the
+/// slots Postfix's, Dovecot's or the LDA's sockets need (issue 15).
+struct Gate {
+    endpoint: String,
+    max: usize,
+    slots: Arc<Semaphore>,
+    /// Connections that found every slot taken.
+    full: AtomicU64,
+}
+
+impl Gate {
+    fn open(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+}
+
+/// How often a full listener may say so in the log: a flood must not become a log flood.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 impl Lifecycle {
-    /// `max_connections` is shared by every listener; `stats_every` `None` never ticks.
-    pub fn new(max_connections: usize, stats_every: Option<Duration>) -> std::io::Result<Self> {
+    /// `daemon` names the metrics (`vmail_<daemon>_connections`); `stats_every` `None`
+    /// never ticks.
+    pub fn new(daemon: &'static str, stats_every: Option<Duration>) -> std::io::Result<Self> {
         let (shut_tx, shut_rx) = watch::channel(false);
         Ok(Lifecycle {
+            daemon,
             shut_tx,
             shut_rx,
-            limit: Arc::new(Semaphore::new(max_connections)),
+            gates: Arc::default(),
             acceptors: JoinSet::new(),
+            budget: 0,
             signals: Signals::new()?,
             tick: stats_every.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d)),
         })
     }
 
-    /// Serves `listener`: each accepted connection runs `serve(stream, shutdown)`, where
-    /// `shutdown` flips to true when the daemon stops (finish the request, then return).
-    pub fn listen<F, Fut>(&mut self, listener: Listener, serve: F)
+    /// Serves `listener` with at most `max_connections` connections open at once: each
+    /// accepted connection runs `serve(stream, shutdown)`, where `shutdown` flips to true
+    /// when the daemon stops (finish the request, then return).
+    pub fn listen<F, Fut>(&mut self, listener: Listener, max_connections: usize, serve: F)
     where
         F: Fn(Stream, watch::Receiver<bool>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        tracing::info!(listener = %listener.local_endpoint(), "listening");
-        self.acceptors.spawn(accept_loop(
-            listener,
-            self.limit.clone(),
-            self.shut_rx.clone(),
-            serve,
-        ));
+        let endpoint = listener.local_endpoint();
+        tracing::info!(listener = %endpoint, max_connections, "listening");
+        self.budget += max_connections as u64;
+        let gate = Arc::new(Gate {
+            endpoint,
+            max: max_connections,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            full: AtomicU64::new(0),
+        });
+        self.gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(gate.clone());
+        self.acceptors
+            .spawn(accept_loop(listener, gate, self.shut_rx.clone(), serve));
     }
 
-    /// Serves Prometheus scrapes on `listener` with `render`'s text.
-    pub fn serve_metrics(&mut self, listener: Listener, render: crate::metrics::Render) {
-        self.listen(listener, move |stream, _| {
+    /// Serves Prometheus scrapes on `listener` (at most `max_connections` at once) with
+    /// `render`'s text, followed by every listener's open connections and limit hits.
+    pub fn serve_metrics(
+        &mut self,
+        listener: Listener,
+        max_connections: usize,
+        render: crate::metrics::Render,
+    ) {
+        let (gates, daemon) = (self.gates.clone(), self.daemon);
+        let render: crate::metrics::Render = Arc::new(move || {
+            let mut out = render();
+            let gates = gates.lock().unwrap_or_else(|e| e.into_inner());
+            render_gates(daemon, &gates, &mut out);
+            out
+        });
+        self.listen(listener, max_connections, move |stream, _| {
             crate::metrics::serve(stream, render.clone())
         });
     }
@@ -78,6 +129,7 @@ impl Lifecycle {
         R: FnMut() -> Fut,
         Fut: Future<Output = ()>,
     {
+        reserve_files(self.budget);
         crate::sd_notify("READY=1");
         tokio::pin!(stop);
         loop {
@@ -129,9 +181,77 @@ impl Lifecycle {
     }
 }
 
+/// Open files beyond the connections: listeners, database connections, the blocking
+/// pool's files, logs.
+const FILES_BESIDES_CONNECTIONS: u64 = 256;
+
+/// Raises the soft limit of open files so that every listener can fill its budget at once:
+/// otherwise a listener full of a local user's connections would make accept() fail with
+/// EMFILE on all the others, starving them as a shared limit did. systemd starts services
+/// with a soft limit of 1024 and a hard one far above, expecting programs that need more
+/// to raise it themselves (systemd.exec(5), LimitNOFILE=).
+fn reserve_files(connections: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = connections + FILES_BESIDES_CONNECTIONS;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= want {
+        return;
+    }
+    let got = match setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard) {
+        Ok(()) => want.min(hard),
+        Err(_) => soft,
+    };
+    if got < want {
+        tracing::warn!(
+            open_files = got,
+            needed = want,
+            "the open-files limit is below the sum of every listener's max_connections: a full listener can keep the others from accepting; raise LimitNOFILE or lower max_connections"
+        );
+    }
+}
+
+/// `vmail_<daemon>_connections` and `vmail_<daemon>_connection_limit_reached_total`, by
+/// listener.
+fn render_gates(daemon: &str, gates: &[Arc<Gate>], out: &mut String) {
+    use crate::metrics::{header, sample};
+    let n = format!("vmail_{daemon}_connections");
+    header(out, &n, "gauge", "Connections open, by listener.");
+    for g in gates {
+        sample(out, &n, &label(&g.endpoint), g.open() as u64);
+    }
+    let n = format!("vmail_{daemon}_connection_limit_reached_total");
+    header(
+        out,
+        &n,
+        "counter",
+        "Connections that found their listener's max_connections in use and waited in the backlog.",
+    );
+    for g in gates {
+        sample(out, &n, &label(&g.endpoint), g.full.load(Relaxed));
+    }
+}
+
+/// `listener="..."`, escaped as the text format wants (a socket path may hold anything).
+fn label(endpoint: &str) -> String {
+    let mut v = String::with_capacity(endpoint.len() + 12);
+    v.push_str("listener=\"");
+    for c in endpoint.chars() {
+        match c {
+            '\\' => v.push_str("\\\\"),
+            '"' => v.push_str("\\\""),
+            '\n' => v.push_str("\\n"),
+            c => v.push(c),
+        }
+    }
+    v.push('"');
+    v
+}
+
 async fn accept_loop<F, Fut>(
     listener: Listener,
-    limit: Arc<Semaphore>,
+    gate: Arc<Gate>,
     mut shut: watch::Receiver<bool>,
     serve: F,
 ) where
@@ -139,6 +259,8 @@ async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut tasks = JoinSet::new();
+    let mut warned: Option<tokio::time::Instant> = None;
+    let mut unreported = 0u64;
     loop {
         let stream = tokio::select! {
             s = listener.accept() => s,
@@ -153,12 +275,33 @@ async fn accept_loop<F, Fut>(
                 continue;
             }
         };
-        // The slot is taken after accepting: every listener shares the limit, and an idle
-        // listener must not sit on slots while it waits in accept(). Past the limit this
-        // connection waits here, unread, until another one ends.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shut.changed() => break,
+        // Past the limit this connection waits here, unread, and later ones in the kernel's
+        // backlog, until a connection of this listener ends, as Postfix's master(8) does at
+        // a service's process limit. Closing them instead would turn a short burst into
+        // failed lookups, and a flood into a loop of accept() and close() on our event
+        // loop; waiting costs nothing, and other listeners are not touched either way.
+        // Slow and silent clients give their slots back within request_read_timeout_ms or
+        // idle_timeout_ms.
+        let permit = match gate.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                gate.full.fetch_add(1, Relaxed);
+                unreported += 1;
+                if warned.is_none_or(|t| t.elapsed() >= FULL_WARNING_EVERY) {
+                    tracing::warn!(
+                        listener = %gate.endpoint,
+                        max_connections = gate.max,
+                        waited = unreported,
+                        "listener has reached max_connections: new clients wait until one leaves"
+                    );
+                    warned = Some(tokio::time::Instant::now());
+                    unreported = 0;
+                }
+                tokio::select! {
+                    p = gate.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = shut.changed() => break,
+                }
+            }
         };
         let conn = serve(stream, shut.clone());
         tasks.spawn(async move {
@@ -170,4 +313,73 @@ async fn accept_loop<F, Fut>(
     }
     drop(listener);
     while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Endpoint, SocketAccess};
+
+    #[test]
+    fn listener_labels_are_escaped() {
+        assert_eq!(label("unix:/run/a"), "listener=\"unix:/run/a\"");
+        assert_eq!(
+            label("unix:/x\"y\\z\n"),
+            "listener=\"unix:/x\\\"y\\\\z\\n\""
+        );
+    }
+
+    /// A listener at its limit keeps new clients waiting (and counts them); another
+    /// listener of the same daemon still serves at once.
+    #[tokio::test]
+    async fn each_listener_has_its_own_budget() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let d = tempfile::tempdir().unwrap();
+        let access = SocketAccess {
+            mode: 0o600,
+            group: None,
+        };
+        let (full, free) = (d.path().join("full"), d.path().join("free"));
+        let mut life = Lifecycle::new("test", None).unwrap();
+        for p in [&full, &free] {
+            let l = Listener::bind(&Endpoint::Unix(p.clone()), &access)
+                .await
+                .unwrap();
+            // Echoes one byte, then holds the connection until the client leaves.
+            life.listen(l, 2, |stream, _| async move {
+                let Stream::Unix(mut s) = stream else { return };
+                let mut b = [0u8; 1];
+                while let Ok(1) = s.read(&mut b).await {
+                    let _ = s.write_all(&b).await;
+                }
+            });
+        }
+        let echo = |p: std::path::PathBuf| async move {
+            let mut s = tokio::net::UnixStream::connect(p).await.unwrap();
+            s.write_all(b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            let got = tokio::time::timeout(Duration::from_millis(300), s.read(&mut b)).await;
+            (s, matches!(got, Ok(Ok(1))))
+        };
+        let (_a, ok_a) = echo(full.clone()).await;
+        let (_b, ok_b) = echo(full.clone()).await;
+        assert!(ok_a && ok_b);
+        let (_c, ok_c) = echo(full.clone()).await;
+        assert!(!ok_c, "a third connection is served while two are open");
+        let (_d, ok_d) = echo(free.clone()).await;
+        assert!(ok_d, "the other listener is starved");
+        let gates = life.gates.lock().unwrap();
+        let mut out = String::new();
+        render_gates("test", &gates, &mut out);
+        let series = format!(
+            "vmail_test_connection_limit_reached_total{{listener=\"unix:{}\"}} 1\n",
+            full.display()
+        );
+        assert!(out.contains(&series), "{out}");
+        let open = format!(
+            "vmail_test_connections{{listener=\"unix:{}\"}} 1\n",
+            free.display()
+        );
+        assert!(out.contains(&open), "{out}");
+    }
 }

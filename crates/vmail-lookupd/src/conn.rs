@@ -22,7 +22,10 @@ pub enum Protocol {
 }
 
 pub struct ConnSettings {
+    /// Between requests.
     pub idle_timeout: Duration,
+    /// From the first byte of a request to its last.
+    pub request_read_timeout: Duration,
 }
 
 /// Serves a connection until it ends. Errors are logged, never propagated: one broken client
@@ -38,13 +41,16 @@ pub async fn serve<S>(
 {
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     let mut out: Vec<u8> = Vec::with_capacity(512);
-    // One idle timer per connection, moved only when it fires: arming a fresh timer for
-    // every read made tokio wake its own event loop through an eventfd write each time
+    // One timer per connection, moved only when it fires (or, for a request that arrives
+    // in pieces, brought forward to its deadline): arming a fresh timer for every read made
+    // tokio wake its own event loop through an eventfd write each time
     // (tokio-rs/tokio#5207), a system call and an extra loop turn per request.
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
-    // When the current wait for bytes began (the idle time counts from there).
-    let mut waiting_since = None;
+    // The current wait: `false` between requests (idle time), `true` while a request is
+    // being received; and when it began. Bytes of a request never restart its clock, so a
+    // client dribbling a byte at a time is closed after request_read_timeout (issue 15).
+    let mut waiting: Option<(bool, Instant)> = None;
     loop {
         // Answer every complete request already buffered.
         loop {
@@ -56,6 +62,8 @@ pub async fn serve<S>(
             match step {
                 Step::Answered(used) => {
                     buf.drain(..used);
+                    // What follows is idle time or a new request: either starts its clock.
+                    waiting = None;
                     if let Err(e) = stream.write_all(&out).await {
                         tracing::debug!(error = %e, "client went away while we answered");
                         return;
@@ -76,23 +84,52 @@ pub async fn serve<S>(
         if *shutdown.borrow() && buf.is_empty() {
             return;
         }
-        let since = *waiting_since.get_or_insert_with(Instant::now);
+        let in_request = !buf.is_empty();
+        let since = match waiting {
+            Some((r, t)) if r == in_request => t,
+            _ => {
+                let t = Instant::now();
+                waiting = Some((in_request, t));
+                if in_request {
+                    // Only here, on a request split over reads (not the hot path), can the
+                    // deadline be earlier than the timer.
+                    let deadline = t + settings.request_read_timeout;
+                    if deadline < idle.deadline() {
+                        idle.as_mut().reset(deadline);
+                    }
+                }
+                t
+            }
+        };
         tokio::select! {
             // Bytes already waiting are read even when the loop comes late to an expired
             // timer: a request that arrived is answered.
             biased;
             r = stream.read_buf(&mut buf) => match r {
                 Ok(0) => return,
-                Ok(_) => waiting_since = None,
+                // The idle time ends with the first byte; a request's clock runs on.
+                Ok(_) => if !in_request { waiting = None },
                 Err(e) => {
                     tracing::debug!(error = %e, "read error");
                     return;
                 }
             },
             () = &mut idle => {
-                let deadline = since + settings.idle_timeout;
+                let deadline = since + if in_request {
+                    settings.request_read_timeout
+                } else {
+                    settings.idle_timeout
+                };
                 if Instant::now() >= deadline {
-                    tracing::debug!("closing idle connection");
+                    if in_request {
+                        svc.stats.slow_request();
+                        tracing::debug!(
+                            bytes = buf.len(),
+                            "closing connection: request not complete within request_read_timeout_ms"
+                        );
+                    } else {
+                        tracing::debug!("closing idle connection");
+                    }
                     return;
                 }
                 idle.as_mut().reset(deadline);

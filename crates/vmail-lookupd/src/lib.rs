@@ -158,14 +158,17 @@ impl Lookupd {
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let l = &self.config.lookupd;
         let stats_every = (l.stats_interval_s > 0).then(|| Duration::from_secs(l.stats_interval_s));
-        let mut life = vmail_daemon::Lifecycle::new(l.max_connections, stats_every)
+        let mut life = vmail_daemon::Lifecycle::new("lookupd", stats_every)
             .context("installing signal handlers")?;
         let settings = Arc::new(conn::ConnSettings {
             idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+            request_read_timeout: Duration::from_millis(l.request_read_timeout_ms),
         });
         for (listener, proto) in self.listeners {
             let (svc, settings) = (self.service.clone(), settings.clone());
-            life.listen(listener, move |stream, shut| {
+            // A budget per listener: Postfix's socketmap socket and the LDA's keep theirs
+            // whatever the clients of a loopback tcp_table port do.
+            life.listen(listener, l.max_connections, move |stream, shut| {
                 let (svc, settings, proto) = (svc.clone(), settings.clone(), proto.clone());
                 let span = tracing::debug_span!("conn", proto = ?proto);
                 async move {
@@ -179,7 +182,11 @@ impl Lookupd {
         }
         if let Some(listener) = self.metrics {
             let svc = self.service.clone();
-            life.serve_metrics(listener, Arc::new(move || svc.stats.render()));
+            life.serve_metrics(
+                listener,
+                l.metrics_max_connections,
+                Arc::new(move || svc.stats.render()),
+            );
         }
         let (svc, path) = (&*self.service, self.config_path.as_deref());
         life.run(

@@ -20,6 +20,7 @@ pub struct Stats {
     stale: AtomicU64,
     unknown_map: AtomicU64,
     bad_requests: AtomicU64,
+    slow_requests: AtomicU64,
 }
 
 impl Stats {
@@ -49,6 +50,9 @@ impl Stats {
     pub fn bad_request(&self) {
         self.bad_requests.fetch_add(1, Relaxed);
     }
+    pub fn slow_request(&self) {
+        self.slow_requests.fetch_add(1, Relaxed);
+    }
 
     /// One log line per map with traffic, plus the totals.
     pub fn log(&self) {
@@ -70,6 +74,7 @@ impl Stats {
             stale_served = self.stale.load(Relaxed),
             unknown_map = self.unknown_map.load(Relaxed),
             bad_requests = self.bad_requests.load(Relaxed),
+            slow_requests = self.slow_requests.load(Relaxed),
             "lookupd counters"
         );
     }
@@ -115,6 +120,11 @@ impl Stats {
                 "vmail_lookupd_bad_requests_total",
                 "Malformed requests (connection closed).",
                 &self.bad_requests,
+            ),
+            (
+                "vmail_lookupd_slow_requests_total",
+                "Connections closed because a request took longer than request_read_timeout_ms to arrive.",
+                &self.slow_requests,
             ),
         ] {
             metrics::header(&mut out, n, "counter", help);

@@ -4,6 +4,7 @@
 
 pub mod dovecot;
 pub mod postfix;
+pub mod slow;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

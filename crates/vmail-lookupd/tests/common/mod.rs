@@ -21,6 +21,48 @@ INSERT INTO forwardings (source, destination) VALUES ('info@example.com', 'sales
 INSERT INTO transport (domain, transport) VALUES ('example.com', 'vmail:');
 ";
 
+/// Creates the classic tables and rows through the directory's own init plus raw SQL.
+pub fn prepare_sqlite() -> (tempfile::TempDir, Config) {
+    let (g, cfg) = vmail_test_support::sqlite_config();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        vmail_directory::Directory::open(&cfg)
+            .await
+            .unwrap()
+            .init(true)
+            .await
+            .unwrap();
+    });
+    rusqlite::Connection::open(&cfg.database.sqlite_path)
+        .unwrap()
+        .execute_batch(ROWS)
+        .unwrap();
+    (g, cfg)
+}
+
+/// One lookup as a new Postfix process makes it: connect, ask, read the answer. Returns how
+/// long it took, or `timeout` when no answer (or a wrong one) came within it.
+pub fn probe(socket: &Path, payload: &[u8], want: &str, timeout: Duration) -> Duration {
+    let t = std::time::Instant::now();
+    let Ok(stream) = UnixStream::connect(socket) else {
+        return timeout;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let mut c = Raw {
+        stream,
+        pending: Vec::new(),
+    };
+    let mut out = Vec::new();
+    vmail_proto::netstring::encode(payload, &mut out);
+    if c.stream.write_all(&out).is_err() {
+        return timeout;
+    }
+    match c.reply() {
+        Some(r) if r == want => t.elapsed(),
+        _ => timeout,
+    }
+}
+
 pub struct Daemon {
     pub socket: PathBuf,
     /// map name -> 127.0.0.1:port of its tcp_table listener
