@@ -5,35 +5,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Raw, ROWS};
+use common::{have_postmap, init_tables, mysql_tables, Daemon, Raw, ROWS};
 use vmail_config::Config;
 use vmail_directory::{Directory, Map};
 use vmail_test_support::postfix::{postmap_query, PostmapResult};
-use vmail_test_support::{have, skip, sqlite_config, PrivateMariaDb, TestDb};
-
-fn have_postmap(test: &str) -> bool {
-    if have("postmap") {
-        return true;
-    }
-    skip(
-        test,
-        "postmap (Postfix) is not installed; run scripts/test-deps",
-    );
-    false
-}
+use vmail_test_support::{sqlite_config, PrivateMariaDb, TestDb};
 
 /// Creates the classic tables and rows through the directory's own init plus raw SQL.
 fn prepare_sqlite() -> (tempfile::TempDir, Config) {
     let (g, cfg) = sqlite_config();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        Directory::open(&cfg)
-            .await
-            .unwrap()
-            .init(true)
-            .await
-            .unwrap();
-    });
+    init_tables(&cfg, true);
     rusqlite::Connection::open(&cfg.database.sqlite_path)
         .unwrap()
         .execute_batch(ROWS)
@@ -42,17 +23,7 @@ fn prepare_sqlite() -> (tempfile::TempDir, Config) {
 }
 
 fn prepare_mysql(test: &str) -> Option<(TestDb, Config)> {
-    let db = TestDb::create(test)?;
-    let cfg = db.config();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        Directory::open(&cfg)
-            .await
-            .unwrap()
-            .init(true)
-            .await
-            .unwrap();
-    });
+    let (db, cfg) = mysql_tables(test, true)?;
     db.sql(ROWS);
     Some((db, cfg))
 }
@@ -300,15 +271,7 @@ fn outage_server(test: &str) -> Option<(PrivateMariaDb, Config)> {
     let mut cfg = server.config();
     cfg.database.connect_timeout_ms = 500;
     cfg.database.query_timeout_ms = 2_000;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        Directory::open(&cfg)
-            .await
-            .unwrap()
-            .init(true)
-            .await
-            .unwrap()
-    });
+    init_tables(&cfg, true);
     server.sql(&format!("USE mail; {ROWS}"));
     Some((server, cfg))
 }
