@@ -9,6 +9,7 @@
 //! Start reading at [`Directory`]; [`Map`] is what lookupd serves and `vmailctl query` shows.
 
 pub mod address;
+pub mod audit;
 pub mod backend;
 mod batch;
 pub mod cache;
@@ -580,7 +581,7 @@ impl Directory {
             user.active = match row.get(ACTIVE_DOMAIN) {
                 // No active domain row matched, not even a collation-equal one.
                 None => false,
-                Some(d) if d.to_lowercase() == a.domain => true,
+                Some(d) if d.trim_end_matches(' ').to_lowercase() == a.domain => true,
                 // MariaDB matched an accent- or space-variant of the domain: ask exactly.
                 Some(_) => self.domain_exists_folded(&a.domain).await?,
             };
@@ -597,9 +598,10 @@ impl Directory {
                 "0" | "n" | "no" | "false" | ""
             ),
         };
+        // Trailing spaces matched (see `known::norm_key`) but are no part of the address.
         let email = row
             .get("email")
-            .map(str::to_string)
+            .map(|e| e.trim_end_matches(' ').to_string())
             .unwrap_or_else(|| a.to_string());
         User {
             password: row.get("password").map(str::to_string),
@@ -663,7 +665,7 @@ impl Directory {
     async fn domain_disabled(&self, rows: &[Row], domain: &str) -> Result<bool> {
         match rows.iter().find_map(|r| r.get(DISABLED_DOMAIN)) {
             None => Ok(false),
-            Some(d) if d.to_lowercase() == domain => Ok(true),
+            Some(d) if d.trim_end_matches(' ').to_lowercase() == domain => Ok(true),
             // MariaDB matched an accent- or space-variant of the domain: ask exactly.
             Some(_) => Ok(self
                 .backend
@@ -674,7 +676,7 @@ impl Directory {
                 .await?
                 .iter()
                 .filter_map(Row::first)
-                .any(|d| d.to_lowercase() == domain)),
+                .any(|d| d.trim_end_matches(' ').to_lowercase() == domain)),
         }
     }
 
