@@ -1,6 +1,8 @@
 //! The Postfix lookup tables vmail serves, with the virtual(5) search order done here because
 //! Postfix sends socketmap and tcp_table servers only the full key.
 
+use std::collections::{HashSet, VecDeque};
+
 use crate::address::Address;
 use crate::error::Result;
 use crate::Directory;
@@ -262,46 +264,50 @@ async fn aliases(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
         Own::Nothing => {}
     }
     let mut out: Vec<String> = Vec::new();
-    // Domains whose catch-all is still to be read, and every domain seen (a handful: a
-    // vector is faster than a set).
-    let mut pending = std::collections::VecDeque::from([a.domain.clone()]);
+    let mut in_out: HashSet<String> = HashSet::new();
+    // Domains whose catch-all is still to be read, and every domain seen (at most
+    // MAX_ALIAS_DOMAINS + 1: a vector is faster than a set).
+    let mut pending = VecDeque::from([a.domain.clone()]);
     let mut seen = vec![a.domain.clone()];
     let mut exhausted = false;
-    while let Some(domain) = pending.pop_front() {
+    'domains: while let Some(domain) = pending.pop_front() {
         let catch = dir
             .map_forwardings(&format!("@{domain}"), "", &domain)
             .await?;
         for d in catch {
-            let Some(other) = d.strip_prefix('@') else {
-                if out.len() >= MAX_CATCH_ALL_DESTINATIONS {
-                    exhausted = true;
-                } else if !out.contains(&d) {
-                    out.push(d);
-                }
-                continue;
-            };
-            let Some(target) = dir.policy.parse(&format!("{}@{other}", a.local)) else {
-                continue;
-            };
-            if seen.contains(&target.domain) {
-                continue;
-            }
-            if seen.len() > MAX_ALIAS_DOMAINS {
-                exhausted = true;
-                break;
-            }
-            seen.push(target.domain.clone());
-            // Memoized rows answer without a pause: let other lookups run between domains.
-            tokio::task::yield_now().await;
-            match own(dir, &target).await? {
-                Own::Found(_) => {
-                    let t = target.to_string();
-                    if !out.contains(&t) {
-                        out.push(t);
+            let found = match d.strip_prefix('@') {
+                None => d,
+                Some(other) => {
+                    let Some(target) = dir.policy.parse(&format!("{}@{other}", a.local)) else {
+                        continue;
+                    };
+                    if seen.contains(&target.domain) {
+                        continue;
+                    }
+                    if seen.len() > MAX_ALIAS_DOMAINS {
+                        exhausted = true;
+                        break 'domains;
+                    }
+                    seen.push(target.domain.clone());
+                    // Memoized rows answer without a pause: let other lookups run between
+                    // domains.
+                    tokio::task::yield_now().await;
+                    match own(dir, &target).await? {
+                        Own::Found(_) => target.to_string(),
+                        Own::Disabled => continue,
+                        Own::Nothing => {
+                            pending.push_back(target.domain);
+                            continue;
+                        }
                     }
                 }
-                Own::Disabled => {}
-                Own::Nothing => pending.push_back(target.domain),
+            };
+            if out.len() >= MAX_CATCH_ALL_DESTINATIONS {
+                exhausted = true;
+                break 'domains;
+            }
+            if in_out.insert(found.clone()) {
+                out.push(found);
             }
         }
     }
