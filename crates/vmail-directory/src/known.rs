@@ -234,9 +234,12 @@ impl Known {
 }
 
 /// A stored address as lookups compare keys: the domain lowercased, the local part too when
-/// `fold` (the `[address] fold_local_part` rule). Keys equal under this are the same address
-/// for every lookup ([`crate::Directory`]'s row check uses it too).
+/// `fold` (the `[address] fold_local_part` rule), trailing spaces ignored as MariaDB's PAD
+/// SPACE collations (and so the classic maps and pam_mysql) ignore them. Keys equal under
+/// this are the same address for every lookup ([`crate::Directory`]'s row check uses it
+/// too).
 pub(crate) fn norm_key(fold: bool, stored: &str) -> String {
+    let stored = stored.trim_end_matches(' ');
     if fold {
         return stored.to_lowercase();
     }

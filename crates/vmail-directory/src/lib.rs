@@ -9,6 +9,7 @@
 //! Start reading at [`Directory`]; [`Map`] is what lookupd serves and `vmailctl query` shows.
 
 pub mod address;
+pub mod audit;
 pub mod backend;
 mod batch;
 pub mod cache;
@@ -102,6 +103,11 @@ struct Queries {
 
 /// Column of the user query naming the user's active domain (when domains have flags).
 const ACTIVE_DOMAIN: &str = "vmail_active_domain";
+
+/// Column of the alias and transport queries naming the key's domain when it is disabled
+/// (when domains have flags): a disabled domain answers nothing in any map, and the flag
+/// comes back with the rows instead of costing a statement of its own.
+const DISABLED_DOMAIN: &str = "vmail_disabled_domain";
 
 /// Column of the combined address query saying which table a row comes from.
 const KIND: &str = "vmail_kind";
@@ -362,16 +368,26 @@ impl Directory {
         } else {
             String::new()
         };
+        // The key's domain if it is disabled. Only a disabled row counts: forwardings and
+        // transports of domains missing from `domains` (relay domains) keep working.
+        let (disabled_col, disabled_null) = if s.domains_active {
+            (
+                format!(", (SELECT domain FROM domains WHERE domain = %d AND active = 0 LIMIT 1) AS {DISABLED_DOMAIN}"),
+                format!(", NULL AS {DISABLED_DOMAIN}"),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         // The user's row, then the forwardings' two columns; each half fills the other's
         // columns with NULL. vmail_kind tells the rows apart. `extra` ends both select lists.
         let address_sql = |extra: &str| {
             let nulls = ", NULL".repeat(user_cols.split(',').count());
             let domain_null = if s.domains_active { ", NULL" } else { "" };
             format!(
-                "SELECT 'u' AS {KIND}, {user_cols}{domain_col}, NULL AS destination, NULL AS source{extra} \
+                "SELECT 'u' AS {KIND}, {user_cols}{domain_col}, NULL AS destination, NULL AS source{disabled_null}{extra} \
                  FROM users WHERE email = %s \
                  UNION ALL \
-                 SELECT 'f'{nulls}{domain_null}, destination, source{extra} FROM forwardings WHERE source = %s"
+                 SELECT 'f'{nulls}{domain_null}, destination, source{disabled_col}{extra} FROM forwardings WHERE source = %s"
             )
         };
         let user_sql = |extra: &str| {
@@ -428,11 +444,13 @@ impl Directory {
             address,
             alias: pick(
                 &c.alias,
-                "SELECT destination, source FROM forwardings WHERE source = %s".into(),
+                format!(
+                    "SELECT destination, source{disabled_col} FROM forwardings WHERE source = %s"
+                ),
             )?,
             transport: pick(
                 &c.transport,
-                "SELECT transport, domain FROM transport WHERE domain = %s".into(),
+                format!("SELECT transport, domain{disabled_col} FROM transport WHERE domain = %s"),
             )?,
             custom_user: c.user.is_some(),
             verify: [
@@ -563,7 +581,7 @@ impl Directory {
             user.active = match row.get(ACTIVE_DOMAIN) {
                 // No active domain row matched, not even a collation-equal one.
                 None => false,
-                Some(d) if d.to_lowercase() == a.domain => true,
+                Some(d) if d.trim_end_matches(' ').to_lowercase() == a.domain => true,
                 // MariaDB matched an accent- or space-variant of the domain: ask exactly.
                 Some(_) => self.domain_exists_folded(&a.domain).await?,
             };
@@ -580,9 +598,10 @@ impl Directory {
                 "0" | "n" | "no" | "false" | ""
             ),
         };
+        // Trailing spaces matched (see `known::norm_key`) but are no part of the address.
         let email = row
             .get("email")
-            .map(str::to_string)
+            .map(|e| e.trim_end_matches(' ').to_string())
             .unwrap_or_else(|| a.to_string());
         User {
             password: row.get("password").map(str::to_string),
@@ -611,8 +630,16 @@ impl Directory {
         }
     }
 
-    /// Raw alias destinations stored for exactly `key` (an address or `@domain`).
+    /// Alias destinations stored for exactly `key` (an address or `@domain`), whatever the
+    /// domain's flag: for administration.
     async fn forwardings(&self, key: &str, local: &str, domain: &str) -> Result<Vec<String>> {
+        let rows = self.run(Q_ALIAS, key, local, domain).await?;
+        Ok(destinations(rows.iter().filter_map(Row::first)))
+    }
+
+    /// Alias destinations of exactly `key` (an address or `@domain`) for the maps: none in a
+    /// disabled domain.
+    async fn map_forwardings(&self, key: &str, local: &str, domain: &str) -> Result<Vec<String>> {
         let Some(m) = &self.memo else {
             return self.read_forwardings(key, local, domain).await;
         };
@@ -627,7 +654,30 @@ impl Directory {
 
     async fn read_forwardings(&self, key: &str, local: &str, domain: &str) -> Result<Vec<String>> {
         let rows = self.run(Q_ALIAS, key, local, domain).await?;
+        if self.domain_disabled(&rows, domain).await? {
+            return Ok(Vec::new());
+        }
         Ok(destinations(rows.iter().filter_map(Row::first)))
+    }
+
+    /// Whether `rows` (of the alias or transport query, or the forwardings half of the
+    /// address query) say that `domain` is disabled.
+    async fn domain_disabled(&self, rows: &[Row], domain: &str) -> Result<bool> {
+        match rows.iter().find_map(|r| r.get(DISABLED_DOMAIN)) {
+            None => Ok(false),
+            Some(d) if d.trim_end_matches(' ').to_lowercase() == domain => Ok(true),
+            // MariaDB matched an accent- or space-variant of the domain: ask exactly.
+            Some(_) => Ok(self
+                .backend
+                .fetch(
+                    "SELECT domain FROM domains WHERE domain = ? AND active = 0",
+                    vec![domain.into()],
+                )
+                .await?
+                .iter()
+                .filter_map(Row::first)
+                .any(|d| d.trim_end_matches(' ').to_lowercase() == domain)),
+        }
     }
 
     /// With the memo on and our own queries: reads the forwardings and the user row of `a`
@@ -672,12 +722,15 @@ impl Directory {
             .into_iter()
             .filter(|r| r.get("email").is_some_and(|e| self.same_key(e, &key)))
             .collect();
-        let dest = destinations(
-            forwardings
-                .iter()
-                .filter(|r| r.get("source").is_some_and(|s| self.same_key(s, &key)))
-                .filter_map(|r| r.get("destination")),
-        );
+        let forwardings: Vec<Row> = forwardings
+            .into_iter()
+            .filter(|r| r.get("source").is_some_and(|s| self.same_key(s, &key)))
+            .collect();
+        let dest = if self.domain_disabled(&forwardings, &a.domain).await? {
+            Vec::new()
+        } else {
+            destinations(forwardings.iter().filter_map(|r| r.get("destination")))
+        };
         let user = self.user_from_rows(&users, a).await?.map(without_password);
         let now = Instant::now();
         m.users.put(key, user.clone(), now);
@@ -685,8 +738,13 @@ impl Directory {
         Ok(Some((user, dest)))
     }
 
-    async fn transport_for(&self, key: &str) -> Result<Option<String>> {
-        let rows = self.run(Q_TRANSPORT, key, "", key).await?;
+    /// The transport stored for `key` (a domain or an address in `domain`); none when the
+    /// domain is disabled.
+    async fn transport_for(&self, key: &str, domain: &str) -> Result<Option<String>> {
+        let rows = self.run(Q_TRANSPORT, key, "", domain).await?;
+        if self.domain_disabled(&rows, domain).await? {
+            return Ok(None);
+        }
         Ok(rows.first().and_then(|r| r.first()).map(str::to_string))
     }
 

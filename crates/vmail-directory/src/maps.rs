@@ -1,8 +1,7 @@
 //! The Postfix lookup tables vmail serves, with the virtual(5) search order done here because
 //! Postfix sends socketmap and tcp_table servers only the full key.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::{HashSet, VecDeque};
 
 use crate::address::Address;
 use crate::error::Result;
@@ -22,6 +21,10 @@ pub enum Map {
     Senders,
     /// `transport_maps`.
     Transport,
+    /// `check_recipient_access` in `smtpd_recipient_restrictions`: `550 5.2.1` for an
+    /// address whose search ends at a disabled mailbox, so that its mail is refused as
+    /// disabled instead of "user unknown" (the other maps answer nothing for it).
+    RecipientAccess,
     /// Not a Postfix table: the delivery record of a recipient ([`RecipientRecord`]) for
     /// vmail-lda, so one socket round trip to lookupd replaces a database connection per
     /// message.
@@ -29,12 +32,13 @@ pub enum Map {
 }
 
 impl Map {
-    pub const ALL: [Map; 6] = [
+    pub const ALL: [Map; 7] = [
         Map::Domains,
         Map::Mailboxes,
         Map::Aliases,
         Map::Senders,
         Map::Transport,
+        Map::RecipientAccess,
         Map::Recipient,
     ];
 
@@ -45,6 +49,7 @@ impl Map {
             Map::Aliases => "aliases",
             Map::Senders => "senders",
             Map::Transport => "transport",
+            Map::RecipientAccess => "recipient_access",
             Map::Recipient => "recipient",
         }
     }
@@ -71,12 +76,22 @@ impl std::fmt::Display for Map {
     }
 }
 
-/// A boxed future, for the one recursive lookup (alias domains).
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// How many alias domains one `aliases` lookup may visit (each costs a statement or two):
+/// alias domains that point at each other are searched once each, and a lookup never does
+/// more work than this, whatever the table holds.
+const MAX_ALIAS_DOMAINS: usize = 32;
 
-/// How deep alias-domain indirections (`@a -> @b -> @c`) are followed before we give up on a
-/// loop.
+/// How many destinations an `aliases` answer built from catch-alls may hold: Postfix's
+/// `virtual_alias_expansion_limit` (postconf(5), default 1000) would refuse more anyway.
+const MAX_CATCH_ALL_DESTINATIONS: usize = 1000;
+
+/// How deep alias-domain indirections (`@a -> @b -> @c`) are followed for `senders`, which
+/// follows one path only.
 const MAX_DOMAIN_HOPS: usize = 4;
+
+/// The socketmap answer of `recipient_access` for a disabled mailbox: an access(5) action
+/// with its own code, because `REJECT` would answer `access_map_reject_code` (554).
+const DISABLED_ACCESS: &str = "550 5.2.1 Mailbox disabled";
 
 pub(crate) async fn lookup(dir: &Directory, map: Map, key: &str) -> Result<Option<String>> {
     let key = key.trim();
@@ -100,7 +115,7 @@ pub(crate) async fn lookup(dir: &Directory, map: Map, key: &str) -> Result<Optio
             let Some(a) = dir.policy.parse(key) else {
                 return Ok(None);
             };
-            Ok(aliases(dir, &a, 0).await?.map(|v| v.join(",")))
+            Ok(aliases(dir, &a).await?.map(|v| v.join(",")))
         }
         Map::Senders => {
             let Some(a) = dir.policy.parse(key) else {
@@ -109,6 +124,13 @@ pub(crate) async fn lookup(dir: &Directory, map: Map, key: &str) -> Result<Optio
             Ok(senders(dir, &a).await?.map(|v| v.join(",")))
         }
         Map::Transport => transport(dir, key).await,
+        Map::RecipientAccess => {
+            // Postfix also asks access maps about the bare domain and `user@`: never ours.
+            let Some(a) = dir.policy.parse(key) else {
+                return Ok(None);
+            };
+            Ok(matches!(own(dir, &a).await?, Own::Disabled).then(|| DISABLED_ACCESS.to_string()))
+        }
         Map::Recipient => Ok(dir
             .recipient(key)
             .await?
@@ -173,67 +195,152 @@ async fn mailbox(dir: &Directory, a: &Address) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// virtual(5) order: `user+ext@domain`, `user@domain` (the extension propagated to the
-/// result, as Postfix's default `propagate_unmatched_extensions` does), then `@domain`. At each
-/// step forwardings come before the mailbox self-mapping, as with the classic
-/// `virtual_alias_maps = forwardings, email2email`. A catch-all destination `@other` makes
-/// this an alias domain: the result is `user@other` only if that address exists there, so an
-/// unknown user of an alias domain is rejected at RCPT like one of the real domain.
-fn aliases<'a>(
-    dir: &'a Directory,
-    a: &'a Address,
-    hops: usize,
-) -> BoxFuture<'a, Result<Option<Vec<String>>>> {
-    Box::pin(async move {
-        let full = a.to_string();
-        let (f, active) = match dir.prefetch_address(a).await? {
-            Some((user, f)) => (f, Some(user.is_some_and(|u| u.active))),
-            None => (dir.forwardings(&full, &a.local, &a.domain).await?, None),
-        };
+/// What an address holds itself, before any catch-all: virtual(5)'s first two steps.
+enum Own {
+    /// Its forwardings (the extension propagated when found without it), or itself for an
+    /// active mailbox.
+    Found(Vec<String>),
+    /// A mailbox that exists but is disabled (or in a disabled domain): the search ends
+    /// here, so its mail is never handed to a catch-all.
+    Disabled,
+    /// Nothing: the domain's catch-all comes next.
+    Nothing,
+}
+
+/// `user+ext@domain`, then `user@domain`; at each step forwardings before the mailbox, as
+/// with the classic `virtual_alias_maps = forwardings, email2email`.
+async fn own(dir: &Directory, a: &Address) -> Result<Own> {
+    let full = a.to_string();
+    let (f, user) = match dir.prefetch_address(a).await? {
+        Some((user, f)) => (f, Some(user)),
+        None => (dir.map_forwardings(&full, &a.local, &a.domain).await?, None),
+    };
+    if !f.is_empty() {
+        return Ok(Own::Found(f));
+    }
+    let user = match user {
+        Some(known) => known,
+        None => dir.map_user(a).await?,
+    };
+    match user {
+        Some(u) if u.active => return Ok(Own::Found(vec![full])),
+        Some(_) => return Ok(Own::Disabled),
+        None => {}
+    }
+    let (base, ext) = a.base(&dir.policy);
+    if let Some(ext) = &ext {
+        let f = dir
+            .map_forwardings(&base.to_string(), &base.local, &base.domain)
+            .await?;
         if !f.is_empty() {
-            return Ok(Some(f));
+            return Ok(Own::Found(f.iter().map(|d| propagate(d, ext)).collect()));
         }
-        let active = match active {
-            Some(known) => known,
-            None => active_user(dir, a).await?,
-        };
-        if active {
-            return Ok(Some(vec![full]));
+        match dir.map_user(&base).await? {
+            Some(u) if u.active => return Ok(Own::Found(vec![full])),
+            Some(_) => return Ok(Own::Disabled),
+            None => {}
         }
-        let (base, ext) = a.base(&dir.policy);
-        if let Some(ext) = &ext {
-            let f = dir
-                .forwardings(&base.to_string(), &base.local, &base.domain)
-                .await?;
-            if !f.is_empty() {
-                return Ok(Some(f.iter().map(|d| propagate(d, ext)).collect()));
-            }
-            if active_user(dir, &base).await? {
-                return Ok(Some(vec![full]));
-            }
-        }
-        let catch = dir.forwardings(&a.catch_all(), "", &a.domain).await?;
-        let mut out = Vec::new();
+    }
+    Ok(Own::Nothing)
+}
+
+/// virtual(5) order: `user+ext@domain`, `user@domain` (the extension propagated to the
+/// result, as Postfix's default `propagate_unmatched_extensions` does), then `@domain`; a
+/// disabled mailbox ends the search with no answer (see [`Own`]).
+///
+/// A catch-all destination `@other` makes this an alias domain: the answer is `user@other`
+/// only if that address exists there, so an unknown user of an alias domain is rejected at
+/// RCPT like one of the real domain. Alias domains of alias domains are searched here too,
+/// each domain once (alias domains that point at each other form loops), at most
+/// [`MAX_ALIAS_DOMAINS`] of them. The answer names only addresses whose own search ends
+/// without a catch-all (a mailbox or forwarding of the user, or a plain catch-all
+/// destination): Postfix looks every answer up again (cleanup's virtual alias recursion), and
+/// an answer naming the user in another alias domain could send Postfix from one domain of
+/// a loop to the next until its 1000-level nesting limit bounces the message.
+async fn aliases(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
+    match own(dir, a).await? {
+        Own::Found(v) => return Ok(Some(v)),
+        Own::Disabled => return Ok(None),
+        Own::Nothing => {}
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut in_out: HashSet<String> = HashSet::new();
+    // Domains whose catch-all is still to be read, and every domain seen (at most
+    // MAX_ALIAS_DOMAINS + 1: a vector is faster than a set).
+    let mut pending = VecDeque::from([a.domain.clone()]);
+    let mut seen = vec![a.domain.clone()];
+    let mut exhausted = false;
+    'domains: while let Some(domain) = pending.pop_front() {
+        let catch = dir
+            .map_forwardings(&format!("@{domain}"), "", &domain)
+            .await?;
         for d in catch {
-            match d.strip_prefix('@') {
+            let found = match d.strip_prefix('@') {
+                None => d,
                 Some(other) => {
-                    // Alias domain: same user (extension kept) in the other domain.
-                    if hops >= MAX_DOMAIN_HOPS {
-                        tracing::warn!(domain = %a.domain, "alias domain chain too long or looping");
-                        continue;
-                    }
                     let Some(target) = dir.policy.parse(&format!("{}@{other}", a.local)) else {
                         continue;
                     };
-                    if aliases(dir, &target, hops + 1).await?.is_some() {
-                        out.push(target.to_string());
+                    if seen.contains(&target.domain) {
+                        continue;
+                    }
+                    if seen.len() > MAX_ALIAS_DOMAINS {
+                        exhausted = true;
+                        break 'domains;
+                    }
+                    seen.push(target.domain.clone());
+                    // Memoized rows answer without a pause: let other lookups run between
+                    // domains.
+                    tokio::task::yield_now().await;
+                    match own(dir, &target).await? {
+                        Own::Found(_) => target.to_string(),
+                        Own::Disabled => continue,
+                        Own::Nothing => {
+                            pending.push_back(target.domain);
+                            continue;
+                        }
                     }
                 }
-                None => out.push(d),
+            };
+            if out.len() >= MAX_CATCH_ALL_DESTINATIONS {
+                exhausted = true;
+                break 'domains;
+            }
+            if in_out.insert(found.clone()) {
+                out.push(found);
             }
         }
-        Ok((!out.is_empty()).then_some(out))
-    })
+    }
+    if exhausted {
+        warn_limited(&a.domain);
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+/// One warning for a lookup that hit a limit, at most once a minute per process: a table
+/// that makes every lookup hit it must not fill the log (`Relaxed` suffices: an extra
+/// line in a race is harmless).
+fn warn_limited(domain: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if last != 0 && now < last + 60 {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    LAST.store(now, Ordering::Relaxed);
+    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    tracing::warn!(
+        domain,
+        max_domains = MAX_ALIAS_DOMAINS,
+        max_destinations = MAX_CATCH_ALL_DESTINATIONS,
+        suppressed,
+        "alias domains of this domain exceed the search limits; answering what was found"
+    );
 }
 
 /// `user+ext` appended to a destination found through the extension-less key.
@@ -246,16 +353,22 @@ fn propagate(dest: &str, ext: &str) -> String {
 
 /// Logins that own an address: the mailbox itself, and the destinations of an alias pointing
 /// at it (a login is a full address, so a remote destination can never log in). Search order
-/// as for aliases; an alias domain inherits the owners of the same user in the real domain.
+/// as for aliases; an alias domain inherits the owners of the same user in the real domain. A
+/// disabled mailbox ends the search: nobody owns it through a catch-all.
 async fn senders(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
-    if let Some(o) = senders_exact(dir, a).await? {
-        return Ok(Some(o));
+    match senders_exact(dir, a).await? {
+        Owners::Found(o) => return Ok(Some(o)),
+        Owners::Disabled => return Ok(None),
+        Owners::Nothing => {}
     }
     let mut hop = a.clone();
     for _ in 0..MAX_DOMAIN_HOPS {
         let mut owners = Vec::new();
         let mut next = None;
-        for d in dir.forwardings(&hop.catch_all(), "", &hop.domain).await? {
+        for d in dir
+            .map_forwardings(&hop.catch_all(), "", &hop.domain)
+            .await?
+        {
             match d.strip_prefix('@') {
                 Some(other) => next = dir.policy.parse(&format!("{}@{other}", hop.local)),
                 None => owners.push(d),
@@ -265,16 +378,26 @@ async fn senders(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
             return Ok(Some(owners));
         }
         let Some(n) = next else { break };
-        if let Some(o) = senders_exact(dir, &n).await? {
-            return Ok(Some(o));
+        match senders_exact(dir, &n).await? {
+            Owners::Found(o) => return Ok(Some(o)),
+            Owners::Disabled => return Ok(None),
+            Owners::Nothing => {}
         }
         hop = n;
     }
     Ok(None)
 }
 
+/// What [`senders_exact`] found.
+enum Owners {
+    Found(Vec<String>),
+    /// A disabled mailbox without forwardings.
+    Disabled,
+    Nothing,
+}
+
 /// Owners of exactly this address (and its extension-less form), without catch-alls.
-async fn senders_exact(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
+async fn senders_exact(dir: &Directory, a: &Address) -> Result<Owners> {
     let (base, ext) = a.base(&dir.policy);
     let mut candidates = vec![a.clone()];
     if ext.is_some() {
@@ -282,19 +405,26 @@ async fn senders_exact(dir: &Directory, a: &Address) -> Result<Option<Vec<String
     }
     for c in &candidates {
         let mut owners = Vec::new();
-        if active_user(dir, c).await? {
+        let user = dir.map_user(c).await?;
+        if user.as_ref().is_some_and(|u| u.active) {
             owners.push(c.to_string());
         }
-        for d in dir.forwardings(&c.to_string(), &c.local, &c.domain).await? {
+        for d in dir
+            .map_forwardings(&c.to_string(), &c.local, &c.domain)
+            .await?
+        {
             if !owners.contains(&d) {
                 owners.push(d);
             }
         }
         if !owners.is_empty() {
-            return Ok(Some(owners));
+            return Ok(Owners::Found(owners));
+        }
+        if user.is_some() {
+            return Ok(Owners::Disabled);
         }
     }
-    Ok(None)
+    Ok(Owners::Nothing)
 }
 
 /// transport(5) order for the keys Postfix hands a socketmap: the full address, then its
@@ -304,13 +434,13 @@ async fn transport(dir: &Directory, key: &str) -> Result<Option<String>> {
         let Some(a) = dir.policy.parse(key) else {
             return Ok(None);
         };
-        if let Some(t) = dir.transport_for(&a.to_string()).await? {
+        if let Some(t) = dir.transport_for(&a.to_string(), &a.domain).await? {
             return Ok(Some(t));
         }
-        return dir.transport_for(&a.domain).await;
+        return dir.transport_for(&a.domain, &a.domain).await;
     }
     match dir.policy.domain(key) {
-        Some(d) => dir.transport_for(&d).await,
+        Some(d) => dir.transport_for(&d, &d).await,
         None => Ok(None),
     }
 }

@@ -445,6 +445,20 @@ async fn alias_domains_reject_unknown_users(e: &Env) {
     (e.raw)("INSERT INTO domains (domain) VALUES ('loop1.test'), ('loop2.test');
              INSERT INTO forwardings (source, destination) VALUES ('@loop1.test', '@loop2.test'), ('@loop2.test', '@loop1.test');");
     assert_eq!(e.q(Map::Aliases, "x@loop1.test").await, None);
+    // Alias domains of alias domains, and loops of them that lead to a mailbox: the answer
+    // is the mailbox, never the user in another domain of the loop (Postfix would look that
+    // up again, and go round the loop until its nesting limit bounced the message).
+    (e.raw)("INSERT INTO domains (domain) VALUES ('chain.test');
+             INSERT INTO forwardings (source, destination) VALUES ('@chain.test', '@loop1.test');
+             UPDATE forwardings SET destination = '@loop1.test, @example.org' WHERE source = '@loop2.test';");
+    for key in ["alice@loop1.test", "alice@loop2.test", "alice@chain.test"] {
+        assert_eq!(
+            e.q(Map::Aliases, key).await.as_deref(),
+            Some("alice@example.org"),
+            "{key}"
+        );
+    }
+    assert_eq!(e.q(Map::Aliases, "x@chain.test").await, None);
 }
 
 async fn senders_map(e: &Env) {

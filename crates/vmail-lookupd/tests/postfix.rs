@@ -5,35 +5,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{prepare_sqlite, Daemon, Raw, ROWS};
+use common::{have_postmap, init_tables, mysql_tables, prepare_sqlite, Daemon, Raw, ROWS};
 use vmail_config::Config;
 use vmail_directory::{Directory, Map};
 use vmail_test_support::postfix::{postmap_query, PostmapResult};
-use vmail_test_support::{have, skip, PrivateMariaDb, TestDb};
-
-fn have_postmap(test: &str) -> bool {
-    if have("postmap") {
-        return true;
-    }
-    skip(
-        test,
-        "postmap (Postfix) is not installed; run scripts/test-deps",
-    );
-    false
-}
+use vmail_test_support::{PrivateMariaDb, TestDb};
 
 fn prepare_mysql(test: &str) -> Option<(TestDb, Config)> {
-    let db = TestDb::create(test)?;
-    let cfg = db.config();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        Directory::open(&cfg)
-            .await
-            .unwrap()
-            .init(true)
-            .await
-            .unwrap();
-    });
+    let (db, cfg) = mysql_tables(test, true)?;
     db.sql(ROWS);
     Some((db, cfg))
 }
@@ -281,15 +260,7 @@ fn outage_server(test: &str) -> Option<(PrivateMariaDb, Config)> {
     let mut cfg = server.config();
     cfg.database.connect_timeout_ms = 500;
     cfg.database.query_timeout_ms = 2_000;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        Directory::open(&cfg)
-            .await
-            .unwrap()
-            .init(true)
-            .await
-            .unwrap()
-    });
+    init_tables(&cfg, true);
     server.sql(&format!("USE mail; {ROWS}"));
     Some((server, cfg))
 }

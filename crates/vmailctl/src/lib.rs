@@ -17,6 +17,8 @@ use vmail_daemon::Reload;
 use vmail_directory::{Directory, Map};
 use vmail_passwd::Scheme;
 
+mod audit;
+
 /// Exit status for "not found" (as `postmap -q` and `doveadm auth test` use a non-zero one).
 const EXIT_NOT_FOUND: u8 = 1;
 /// sysexits EX_TEMPFAIL: the database is down or slow; try again later.
@@ -69,13 +71,17 @@ pub enum Command {
     /// Answer KEY from MAP exactly as vmail-lookupd would (like `postmap -q`).
     /// Exit 0 found, 1 not found, 75 temporary failure.
     Query {
-        /// domains, mailboxes, aliases, senders or transport
+        /// domains, mailboxes, aliases, senders, transport, recipient_access or recipient
         map: String,
         key: String,
     },
     /// Authentication checks.
     #[command(subcommand)]
     Auth(AuthCmd),
+    /// List the stored addresses and domains vmail matches differently from the classic
+    /// `mysql:` maps (spaces, accents, case, invalid keys); run it before the switch.
+    /// Exit 0 when every row is matched, 1 when some row never is.
+    Audit,
     /// Tell running vmail-lookupd and vmail-authd to reload their configuration and flush
     /// their caches (SIGHUP to the daemons holding lookupd.pid_file and authd.pid_file; the
     /// pid in a stale file is left alone; authd keeps its failure penalties). Commands that
@@ -295,6 +301,7 @@ async fn execute(ctx: &Ctx, command: Command) -> Result<u8> {
             ctx.done(format!("transport of {domain} set to {transport}"));
         }
         Command::Query { map, key } => return query(ctx, &dir, &map, &key).await,
+        Command::Audit => return audit::run(&dir, ctx.json).await,
         Command::Auth(AuthCmd::Test { user, service }) => {
             return auth_test(ctx, &dir, &user, &service).await
         }

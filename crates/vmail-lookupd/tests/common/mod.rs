@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vmail_config::{Config, Loaded, Source};
+use vmail_directory::Directory;
 use vmail_lookupd::{Lookupd, Service};
+use vmail_test_support::{have, skip, TestDb};
 
 /// The classic rows (the how-to's shape) used by the lookupd tests.
 pub const ROWS: &str = "
@@ -61,6 +63,40 @@ pub fn probe(socket: &Path, payload: &[u8], want: &str, timeout: Duration) -> Du
         Some(r) if r == want => t.elapsed(),
         _ => timeout,
     }
+}
+
+/// Whether `postmap` can be run; a loud skip (a failure under CI) when not.
+pub fn have_postmap(test: &str) -> bool {
+    if have("postmap") {
+        return true;
+    }
+    skip(
+        test,
+        "postmap (Postfix) is not installed; run scripts/test-deps",
+    );
+    false
+}
+
+/// A throwaway MariaDB database with the classic tables (and vmail's optional columns
+/// unless `classic_only`), and a configuration pointing at it.
+pub fn mysql_tables(test: &str, classic_only: bool) -> Option<(TestDb, Config)> {
+    let db = TestDb::create(test)?;
+    let cfg = db.config();
+    init_tables(&cfg, classic_only);
+    Some((db, cfg))
+}
+
+/// `vmailctl init` on the database `cfg` names.
+pub fn init_tables(cfg: &Config, classic_only: bool) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        Directory::open(cfg)
+            .await
+            .unwrap()
+            .init(classic_only)
+            .await
+            .unwrap();
+    });
 }
 
 pub struct Daemon {
