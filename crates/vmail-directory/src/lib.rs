@@ -726,6 +726,20 @@ impl Directory {
             .ok_or_else(|| Error::Invalid(format!("{a:?} is not a valid address (user@domain)")))
     }
 
+    /// Refuses a name an administrative write is about to store (normalized: `local@domain`,
+    /// `@domain` or `domain`) when it breaks a rule of [`address::rules`]. Deleting or
+    /// changing a row does not ask, so that a bad row written with plain SQL can be removed.
+    fn check_new(&self, what: &str, key: &str) -> Result<()> {
+        let r = match key.rsplit_once('@') {
+            None => address::rules::check_domain(key),
+            Some(("", d)) => address::rules::check_domain(d),
+            Some((l, d)) => {
+                address::rules::check_local(l).and_then(|()| address::rules::check_domain(d))
+            }
+        };
+        r.map_err(|e| Error::Invalid(format!("{what} {key:?} refused: {e}")))
+    }
+
     async fn require_domain(&self, d: &str) -> Result<()> {
         let rows = self
             .backend
@@ -742,6 +756,7 @@ impl Directory {
 
     pub async fn add_domain(&self, domain: &str) -> Result<()> {
         let d = self.parse_domain(domain)?;
+        self.check_new("domain", &d)?;
         self.backend
             .execute(
                 "INSERT INTO domains (domain) VALUES (?)",
@@ -832,6 +847,7 @@ impl Directory {
     /// Adds a mailbox user with an already hashed password.
     pub async fn add_user(&self, email: &str, hash: &str, quota_bytes: Option<u64>) -> Result<()> {
         let a = self.parse_address(email)?;
+        self.check_new("user", &a.to_string())?;
         self.require_domain(&a.domain).await?;
         self.check_password_fits(hash).await?;
         let s = schema::inspect(&self.backend).await?;
@@ -993,6 +1009,7 @@ impl Directory {
     /// `domain` an alias domain of `otherdomain`.
     pub async fn add_alias(&self, source: &str, destinations: &[String]) -> Result<()> {
         let src = self.alias_source(source)?;
+        self.check_new("alias", &src)?;
         let domain = src
             .rsplit_once('@')
             .map(|(_, d)| d.to_string())
@@ -1007,6 +1024,7 @@ impl Directory {
         let existed = !dests.is_empty();
         for d in destinations {
             let d = self.alias_destination(d)?;
+            self.check_new("destination", &d)?;
             if !dests.contains(&d) {
                 dests.push(d);
             }
@@ -1130,6 +1148,7 @@ impl Directory {
     /// Sets the transport of a domain (classic `transport` table).
     pub async fn set_transport(&self, domain: &str, transport: &str) -> Result<()> {
         let d = self.parse_domain(domain)?;
+        self.check_new("domain", &d)?;
         if transport.is_empty() || transport.contains(char::is_whitespace) {
             return Err(Error::Invalid(format!(
                 "{transport:?} is not a valid transport"
