@@ -14,6 +14,7 @@ mod batch;
 pub mod cache;
 pub mod error;
 mod known;
+pub mod mailbox;
 mod maps;
 pub mod memo;
 pub mod schema;
@@ -127,6 +128,8 @@ pub struct Directory {
     /// Every stored address, for "not found" without a statement
     /// ([`Directory::with_address_set`]); off by default.
     known: Option<Arc<known::Known>>,
+    /// What every row's mailbox paths are checked against before they are handed out.
+    guard: mailbox::PathGuard,
 }
 
 /// The memoized sub-queries: user rows by address, forwardings by (source, local, domain).
@@ -180,6 +183,7 @@ impl Directory {
             memo: None,
             queries: Arc::new(AtomicU64::new(0)),
             known: None,
+            guard: mailbox::PathGuard::new(&config.mailbox),
         })
     }
 
@@ -557,7 +561,7 @@ impl Directory {
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let mut user = self.user_from_row(row, a);
+        let mut user = self.user_from_row(row, a)?;
         // A custom user query is expected to apply its own domain rules.
         if user.active && schema.domains_active && !q.custom_user {
             user.active = match row.get(ACTIVE_DOMAIN) {
@@ -571,7 +575,37 @@ impl Directory {
         Ok(Some(user))
     }
 
-    fn user_from_row(&self, row: &Row, a: &Address) -> User {
+    /// The user of `row`, found as `a`; refused (a temporary error, logged) when its mailbox
+    /// paths are not its own under the base ([`mailbox::PathGuard`]).
+    fn user_from_row(&self, row: &Row, a: &Address) -> Result<User> {
+        let user = self.user_from_row_unchecked(row, a);
+        // The address the templates were expanded with, then the stored one (which Dovecot
+        // gets as the login's `user`).
+        let stored = row.get("email").and_then(|e| e.rsplit_once('@'));
+        let checked = self
+            .guard
+            .check(&a.local, &a.domain, &user.home, &user.mail)
+            .and_then(|()| match stored {
+                Some((l, d)) => address::rules::check_path_safe(l, d).map_err(|e| e.to_string()),
+                None => Ok(()),
+            });
+        match checked {
+            Ok(()) => Ok(user),
+            Err(reason) => {
+                tracing::warn!(
+                    row = ?user.email,
+                    reason = %reason,
+                    "refusing a stored mailbox (temporary failure until the row is fixed)"
+                );
+                Err(Error::UnsafeMailbox {
+                    row: user.email,
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn user_from_row_unchecked(&self, row: &Row, a: &Address) -> User {
         let m = &self.config.mailbox;
         let flag = |v: Option<&str>| match v {
             None => true,

@@ -5,41 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Raw, ROWS};
+use common::{have_postmap, prepare_sqlite, Daemon, Raw, ROWS};
 use vmail_config::Config;
 use vmail_directory::{Directory, Map};
 use vmail_test_support::postfix::{postmap_query, PostmapResult};
-use vmail_test_support::{have, skip, sqlite_config, PrivateMariaDb, TestDb};
-
-fn have_postmap(test: &str) -> bool {
-    if have("postmap") {
-        return true;
-    }
-    skip(
-        test,
-        "postmap (Postfix) is not installed; run scripts/test-deps",
-    );
-    false
-}
-
-/// Creates the classic tables and rows through the directory's own init plus raw SQL.
-fn prepare_sqlite() -> (tempfile::TempDir, Config) {
-    let (g, cfg) = sqlite_config();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        Directory::open(&cfg)
-            .await
-            .unwrap()
-            .init(true)
-            .await
-            .unwrap();
-    });
-    rusqlite::Connection::open(&cfg.database.sqlite_path)
-        .unwrap()
-        .execute_batch(ROWS)
-        .unwrap();
-    (g, cfg)
-}
+use vmail_test_support::{PrivateMariaDb, TestDb};
 
 fn prepare_mysql(test: &str) -> Option<(TestDb, Config)> {
     let db = TestDb::create(test)?;
@@ -115,7 +85,7 @@ fn postmap_answers_every_map_on_sqlite() {
     if !have_postmap("postmap_answers_every_map_on_sqlite") {
         return;
     }
-    let (_g, cfg) = prepare_sqlite();
+    let (_g, cfg) = prepare_sqlite(ROWS);
     let d = Daemon::start(cfg);
     check_all(&d);
 }
@@ -428,7 +398,7 @@ fn database_outage_with_the_shipped_cache_never_denies_what_exists() {
 
 #[test]
 fn hostile_clients_do_not_hurt_others() {
-    let (_g, cfg) = prepare_sqlite();
+    let (_g, cfg) = prepare_sqlite(ROWS);
     let d = Daemon::start(cfg);
     let mut good = Raw::connect(&d.socket);
     assert_eq!(
@@ -492,7 +462,7 @@ fn hostile_clients_do_not_hurt_others() {
 
 #[test]
 fn cache_answers_from_memory_until_flushed() {
-    let (_g, cfg) = prepare_sqlite();
+    let (_g, cfg) = prepare_sqlite(ROWS);
     let path = cfg.database.sqlite_path.clone();
     let d = Daemon::start(cfg);
     let mut c = Raw::connect(&d.socket);
@@ -509,7 +479,7 @@ fn cache_answers_from_memory_until_flushed() {
 
 #[test]
 fn idle_connections_are_closed_and_the_connection_limit_queues() {
-    let (_g, mut cfg) = prepare_sqlite();
+    let (_g, mut cfg) = prepare_sqlite(ROWS);
     cfg.lookupd.idle_timeout_ms = 300;
     cfg.lookupd.max_connections = 2;
     let d = Daemon::start(cfg);
@@ -539,7 +509,7 @@ fn idle_connections_are_closed_and_the_connection_limit_queues() {
 /// (even in the middle of a request) is closed about 300 ms later.
 #[test]
 fn idle_time_counts_from_the_last_request() {
-    let (_g, mut cfg) = prepare_sqlite();
+    let (_g, mut cfg) = prepare_sqlite(ROWS);
     cfg.lookupd.idle_timeout_ms = 300;
     // One event loop: all of lookupd's work on the thread whose CPU time is read below.
     cfg.lookupd.threads = 1;

@@ -165,3 +165,35 @@ impl Raw {
         }
     }
 }
+
+/// Whether `postmap` can be run; a loud skip (a failure under CI) when not.
+pub fn have_postmap(test: &str) -> bool {
+    if vmail_test_support::have("postmap") {
+        return true;
+    }
+    vmail_test_support::skip(
+        test,
+        "postmap (Postfix) is not installed; run scripts/test-deps",
+    );
+    false
+}
+
+/// An SQLite directory with the classic tables (the directory's own init) and `rows` written
+/// with plain SQL.
+pub fn prepare_sqlite(rows: &str) -> (tempfile::TempDir, Config) {
+    let (g, cfg) = vmail_test_support::sqlite_config();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        vmail_directory::Directory::open(&cfg)
+            .await
+            .unwrap()
+            .init(true)
+            .await
+            .unwrap();
+    });
+    rusqlite::Connection::open(&cfg.database.sqlite_path)
+        .unwrap()
+        .execute_batch(rows)
+        .unwrap();
+    (g, cfg)
+}
