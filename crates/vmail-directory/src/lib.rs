@@ -95,6 +95,13 @@ struct Queries {
     /// so we check the match ourselves and both backends answer alike. `None` for custom
     /// queries, whose author decides what matches.
     verify: [Option<&'static str>; 4],
+    /// SQLite, our own queries: each lookup again with both sides folded by `vmail_fold`
+    /// (Unicode lower case, registered on every connection), run only when a key with
+    /// non-ASCII characters found nothing. SQLite's NOCASE folds ASCII alone, so a row
+    /// `Élise@example.org` written with plain SQL would otherwise never match `élise@...`,
+    /// which MariaDB's default collations do match. A full scan, but only then; the
+    /// indexed statement answers everything else.
+    folded: [Option<Lookup>; 4],
     /// MySQL, our own queries, `batch_keys` > 1: concurrent `user` and `address` lookups
     /// share statements ([`batch`]).
     batch_user: Option<batch::Batcher>,
@@ -410,6 +417,17 @@ impl Directory {
                 self.queries.clone(),
             ))
         };
+        let sqlite = self.backend.dialect() == backend::Dialect::Sqlite;
+        let folded = |custom: &Option<String>, sql: String| -> Result<Option<Lookup>> {
+            (sqlite && custom.is_none())
+                .then(|| Lookup::compile(&sql))
+                .transpose()
+        };
+        let folded_domain_col = if s.domains_active {
+            format!(", (SELECT domain FROM domains WHERE vmail_fold(domain) = vmail_fold(%d){active} LIMIT 1) AS {ACTIVE_DOMAIN}")
+        } else {
+            String::new()
+        };
         let user = pick(&c.user, user_sql(""))?;
         let address = (c.user.is_none() && c.alias.is_none())
             .then(|| Lookup::compile(&address_sql("")))
@@ -439,6 +457,24 @@ impl Directory {
                 "SELECT transport, domain FROM transport WHERE domain = %s".into(),
             )?,
             custom_user: c.user.is_some(),
+            folded: [
+                folded(
+                    &c.domain,
+                    format!("SELECT domain FROM domains WHERE vmail_fold(domain) = vmail_fold(%d){active}"),
+                )?,
+                folded(
+                    &c.user,
+                    format!("SELECT {user_cols}{folded_domain_col} FROM users WHERE vmail_fold(email) = vmail_fold(%s)"),
+                )?,
+                folded(
+                    &c.alias,
+                    "SELECT destination, source FROM forwardings WHERE vmail_fold(source) = vmail_fold(%s)".into(),
+                )?,
+                folded(
+                    &c.transport,
+                    "SELECT transport, domain FROM transport WHERE vmail_fold(domain) = vmail_fold(%s)".into(),
+                )?,
+            ],
             verify: [
                 mine(&c.domain, "domain"),
                 mine(&c.user, "email"),
@@ -461,8 +497,15 @@ impl Directory {
         let mut rows = self
             .send(lookup, batcher, lookup.bind(key, local, domain))
             .await?;
-        if let Some(col) = q.verify[which] {
-            rows.retain(|r| r.get(col).is_some_and(|stored| self.same_key(stored, key)));
+        let verify = |rows: &mut Vec<Row>| {
+            if let Some(col) = q.verify[which] {
+                rows.retain(|r| r.get(col).is_some_and(|stored| self.same_key(stored, key)));
+            }
+        };
+        verify(&mut rows);
+        if let (true, false, Some(f)) = (rows.is_empty(), key.is_ascii(), &q.folded[which]) {
+            rows = self.send(f, None, f.bind(key, local, domain)).await?;
+            verify(&mut rows);
         }
         Ok(rows)
     }
@@ -565,6 +608,10 @@ impl Directory {
         // A custom user query is expected to apply its own domain rules.
         if user.active && schema.domains_active && !q.custom_user {
             user.active = match row.get(ACTIVE_DOMAIN) {
+                // SQLite: the domain row may differ in the case of a non-ASCII letter.
+                None if q.folded[Q_DOMAIN].is_some() && !a.domain.is_ascii() => {
+                    self.domain_exists_folded(&a.domain).await?
+                }
                 // No active domain row matched, not even a collation-equal one.
                 None => false,
                 Some(d) if d.to_lowercase() == a.domain => true,
@@ -681,6 +728,10 @@ impl Directory {
             return Ok(None);
         };
         let key = a.to_string();
+        // SQLite: a miss may need the folded statements, which `run` knows.
+        if q.folded[Q_USER].is_some() && !key.is_ascii() {
+            return Ok(None);
+        }
         let fkey = (key.clone(), a.local.clone(), a.domain.clone());
         let now = Instant::now();
         if m.users.get(&key, now).is_some() || m.forwardings.get(&fkey, now).is_some() {

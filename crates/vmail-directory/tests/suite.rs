@@ -134,6 +134,10 @@ macro_rules! both {
 #[path = "suite/names.rs"]
 mod names;
 
+/// Non-ASCII letters in another case (issue 15, 10d).
+#[path = "suite/unicode_case.rs"]
+mod unicode_case;
+
 both! {
     classic_rows_are_read(true),
     search_order_and_extensions(true),
