@@ -833,10 +833,23 @@ impl Directory {
                 vec![d.into()],
             )
             .await?;
-        if rows.is_empty() {
-            return Err(Error::Missing(format!("domain {d}")));
+        if !rows.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        // SQLite's NOCASE folds ASCII only: `ÉXAMPLE.net` is `éxample.net` on MariaDB.
+        if self.backend.dialect() == Dialect::Sqlite && !d.is_ascii() {
+            let rows = self
+                .backend
+                .fetch(
+                    "SELECT domain FROM domains WHERE vmail_fold(domain) = vmail_fold(?)",
+                    vec![d.into()],
+                )
+                .await?;
+            if !rows.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(Error::Missing(format!("domain {d}")))
     }
 
     pub async fn add_domain(&self, domain: &str) -> Result<()> {
@@ -937,6 +950,17 @@ impl Directory {
         self.check_password_fits(hash).await?;
         let s = schema::inspect(&self.backend).await?;
         let key = a.to_string();
+        // SQLite's NOCASE would let `élise@` in beside `Élise@`, which MariaDB's key refuses
+        // (the new row would shadow the old one in every lookup).
+        if self.backend.dialect() == Dialect::Sqlite
+            && !key.is_ascii()
+            && !self
+                .run(Q_USER, &key, &a.local, &a.domain)
+                .await?
+                .is_empty()
+        {
+            return Err(Error::Exists(format!("user {key}")));
+        }
         let r = match (quota_bytes, s.users_quota) {
             (Some(q), true) => {
                 self.backend

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use vmail_directory::{Directory, Map};
+use vmail_directory::{Directory, Error, Map};
 
 use super::Env;
 
@@ -72,4 +72,19 @@ async fn check(e: &Env) {
             None
         );
     }
+    // Administration compares the same way: no second Élise, and ÉXAMPLE.net is éxample.net.
+    let r = e.dir.add_user("élise@example.org", "{PLAIN}x", None).await;
+    assert!(matches!(r, Err(Error::Exists(_))), "{r:?}");
+    e.dir
+        .add_user("bo@éxample.net", "{PLAIN}x", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        e.dir
+            .lookup(Map::Mailboxes, "bo@éxample.net")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("éxample.net/bo/")
+    );
 }
