@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod template;
+pub use template::{expand_template, fixed_base, is_canonical_path, location_fields};
+
 /// Where programs look when neither `--config` nor `VMAIL_CONFIG` names a file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vmail/vmail.toml";
 /// Environment variable naming the config file (like `--config`).
@@ -140,6 +143,44 @@ pub struct MailboxConfig {
     pub mail: String,
     pub uid: u32,
     pub gid: u32,
+}
+
+impl MailboxConfig {
+    /// Every template gives each account a path of its own (see `template::check_separates`);
+    /// `Err` names the key.
+    fn check_paths(&self) -> Result<(), (&'static str, String)> {
+        let path_template =
+            |t: &str| template::check_separates(t).and_then(|()| template::check_fixed_text(t));
+        path_template(&self.map_template).map_err(|m| ("mailbox.map_template", m))?;
+        if !self.home.is_empty() {
+            if !self.home.starts_with('/') {
+                return Err((
+                    "mailbox.home",
+                    format!("{:?}: must be an absolute path (or empty)", self.home),
+                ));
+            }
+            path_template(&self.home).map_err(|m| ("mailbox.home", m))?;
+        }
+        let (path, _) = location_fields(&self.mail);
+        let under_home = if path == "~" {
+            Some("")
+        } else {
+            path.strip_prefix("~/")
+        };
+        let r = match under_home {
+            Some(_) if self.home.is_empty() => {
+                Err(format!("{:?} uses ~ but mailbox.home is empty", self.mail))
+            }
+            Some("") => Ok(()),
+            Some(rest) => template::check_fixed_text(rest),
+            None if !path.starts_with('/') => Err(format!(
+                "{:?}: the path must be absolute or start with ~/",
+                self.mail
+            )),
+            None => path_template(path),
+        };
+        r.map_err(|m| ("mailbox.mail", m))
+    }
 }
 
 /// `[passwords]`.
@@ -834,8 +875,11 @@ impl Config {
             ("mailbox.home", &self.mailbox.home),
             ("mailbox.mail", &self.mailbox.mail),
         ] {
-            check_template(v).map_err(|m| invalid(key, m))?;
+            template::check_variables(v).map_err(|m| invalid(key, m))?;
         }
+        self.mailbox
+            .check_paths()
+            .map_err(|(key, m)| invalid(key, m))?;
         Ok(())
     }
 
@@ -882,52 +926,6 @@ impl Config {
         file.read_to_string(&mut text).map_err(read)?;
         Ok(Some(Secret::new(text.lines().next().unwrap_or(""))))
     }
-}
-
-fn check_template(t: &str) -> Result<(), String> {
-    let mut chars = t.chars();
-    while let Some(c) = chars.next() {
-        if c == '%' {
-            match chars.next() {
-                Some('u' | 'n' | 'd' | '%') => {}
-                other => {
-                    return Err(format!(
-                        "{t:?}: unknown variable %{} (use %u, %n, %d or %%)",
-                        other.map(String::from).unwrap_or_default()
-                    ))
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Expands a mailbox template (`%u` full address, `%n` local part, `%d` domain, `%%`).
-pub fn expand_template(t: &str, local: &str, domain: &str) -> String {
-    let mut out = String::with_capacity(t.len() + local.len() + domain.len());
-    let mut chars = t.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('u') => {
-                out.push_str(local);
-                out.push('@');
-                out.push_str(domain);
-            }
-            Some('n') => out.push_str(local),
-            Some('d') => out.push_str(domain),
-            Some('%') => out.push('%'),
-            Some(o) => {
-                out.push('%');
-                out.push(o);
-            }
-            None => out.push('%'),
-        }
-    }
-    out
 }
 
 /// The state directory of the embedded default: `$VMAIL_STATE_DIR`, else `/var/lib/vmail` for
@@ -1153,11 +1151,36 @@ mod tests {
     }
 
     #[test]
-    fn templates_expand() {
-        assert_eq!(
-            expand_template("/home/vmail/%d/%n/Maildir", "alice", "example.org"),
-            "/home/vmail/example.org/alice/Maildir"
-        );
-        assert_eq!(expand_template("%u 100%%", "a", "b.c"), "a@b.c 100%");
+    fn mailbox_templates_must_separate_accounts() {
+        for (text, key) in [
+            ("[mailbox]\nhome = \"/home/vmail/%d\"\n", "mailbox.home"),
+            ("[mailbox]\nhome = \"/home/vmail/%d%n\"\n", "mailbox.home"),
+            ("[mailbox]\nhome = \"vmail/%d/%n\"\n", "mailbox.home"),
+            ("[mailbox]\nhome = \"/home/../%d/%n\"\n", "mailbox.home"),
+            (
+                "[mailbox]\nmail = \"maildir:/var/mail/%n\"\n",
+                "mailbox.mail",
+            ),
+            ("[mailbox]\nmail = \"maildir:Maildir\"\n", "mailbox.mail"),
+            ("[mailbox]\nmail = \"maildir:~/../x\"\n", "mailbox.mail"),
+            (
+                "[mailbox]\nhome = \"\"\nmail = \"maildir:~/Maildir\"\n",
+                "mailbox.mail",
+            ),
+            (
+                "[mailbox]\nmap_template = \"%d/\"\n",
+                "mailbox.map_template",
+            ),
+        ] {
+            let e = parse(text, p()).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        for ok in [
+            "[mailbox]\nhome = \"/srv/mail/%u\"\nmail = \"maildir:~/Maildir:LAYOUT=fs\"\n",
+            "[mailbox]\nhome = \"\"\nmail = \"maildir:/var/vmail/%d/%n/Maildir\"\n",
+            "[mailbox]\nhome = \"/tmp/.tmpXY/%d/%n\"\n",
+        ] {
+            parse(ok, p()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
     }
 }

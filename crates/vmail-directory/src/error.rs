@@ -19,6 +19,11 @@ pub enum Error {
     /// mail having bounced meanwhile.
     #[error("directory query failed: {0}")]
     Query(String),
+    /// A stored row whose mailbox paths would leave the configured base or be another
+    /// account's (see the `mailbox` module). Temporary: mail waits in Postfix's queue while a
+    /// postmaster fixes the row, and no account is ever handed someone else's Maildir.
+    #[error("stored mailbox {row:?} refused: {reason}")]
+    UnsafeMailbox { row: String, reason: String },
     /// Configuration that cannot work (unparseable custom query, unknown column).
     #[error("directory configuration: {0}")]
     Config(String),
@@ -47,7 +52,11 @@ impl Error {
     pub fn is_temporary(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable(_) | Error::Timeout(_) | Error::Query(_) | Error::Config(_)
+            Error::Unavailable(_)
+                | Error::Timeout(_)
+                | Error::Query(_)
+                | Error::Config(_)
+                | Error::UnsafeMailbox { .. }
         )
     }
 }

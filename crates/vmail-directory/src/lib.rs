@@ -15,6 +15,7 @@ mod batch;
 pub mod cache;
 pub mod error;
 mod known;
+pub mod mailbox;
 mod maps;
 pub mod memo;
 pub mod schema;
@@ -95,6 +96,13 @@ struct Queries {
     /// so we check the match ourselves and both backends answer alike. `None` for custom
     /// queries, whose author decides what matches.
     verify: [Option<&'static str>; 4],
+    /// SQLite, our own queries: each lookup again with both sides folded by `vmail_fold`
+    /// (Unicode lower case, registered on every connection), run only when a key with
+    /// non-ASCII characters found nothing. SQLite's NOCASE folds ASCII alone, so a row
+    /// `Élise@example.org` written with plain SQL would otherwise never match `élise@...`,
+    /// which MariaDB's default collations do match. A full scan, but only then; the
+    /// indexed statement answers everything else.
+    folded: [Option<Lookup>; 4],
     /// MySQL, our own queries, `batch_keys` > 1: concurrent `user` and `address` lookups
     /// share statements ([`batch`]).
     batch_user: Option<batch::Batcher>,
@@ -133,6 +141,8 @@ pub struct Directory {
     /// Every stored address, for "not found" without a statement
     /// ([`Directory::with_address_set`]); off by default.
     known: Option<Arc<known::Known>>,
+    /// What every row's mailbox paths are checked against before they are handed out.
+    guard: mailbox::PathGuard,
 }
 
 /// The memoized sub-queries: user rows by address, forwardings by (source, local, domain).
@@ -186,6 +196,7 @@ impl Directory {
             memo: None,
             queries: Arc::new(AtomicU64::new(0)),
             known: None,
+            guard: mailbox::PathGuard::new(&config.mailbox),
         })
     }
 
@@ -422,6 +433,17 @@ impl Directory {
                 self.queries.clone(),
             ))
         };
+        let sqlite = self.backend.dialect() == backend::Dialect::Sqlite;
+        let folded = |custom: &Option<String>, sql: String| -> Result<Option<Lookup>> {
+            (sqlite && custom.is_none())
+                .then(|| Lookup::compile(&sql))
+                .transpose()
+        };
+        let folded_domain_col = if s.domains_active {
+            format!(", (SELECT domain FROM domains WHERE vmail_fold(domain) = vmail_fold(%d){active} LIMIT 1) AS {ACTIVE_DOMAIN}")
+        } else {
+            String::new()
+        };
         let user = pick(&c.user, user_sql(""))?;
         let address = (c.user.is_none() && c.alias.is_none())
             .then(|| Lookup::compile(&address_sql("")))
@@ -453,6 +475,24 @@ impl Directory {
                 format!("SELECT transport, domain{disabled_col} FROM transport WHERE domain = %s"),
             )?,
             custom_user: c.user.is_some(),
+            folded: [
+                folded(
+                    &c.domain,
+                    format!("SELECT domain FROM domains WHERE vmail_fold(domain) = vmail_fold(%d){active}"),
+                )?,
+                folded(
+                    &c.user,
+                    format!("SELECT {user_cols}{folded_domain_col} FROM users WHERE vmail_fold(email) = vmail_fold(%s)"),
+                )?,
+                folded(
+                    &c.alias,
+                    "SELECT destination, source FROM forwardings WHERE vmail_fold(source) = vmail_fold(%s)".into(),
+                )?,
+                folded(
+                    &c.transport,
+                    "SELECT transport, domain FROM transport WHERE vmail_fold(domain) = vmail_fold(%s)".into(),
+                )?,
+            ],
             verify: [
                 mine(&c.domain, "domain"),
                 mine(&c.user, "email"),
@@ -475,8 +515,15 @@ impl Directory {
         let mut rows = self
             .send(lookup, batcher, lookup.bind(key, local, domain))
             .await?;
-        if let Some(col) = q.verify[which] {
-            rows.retain(|r| r.get(col).is_some_and(|stored| self.same_key(stored, key)));
+        let verify = |rows: &mut Vec<Row>| {
+            if let Some(col) = q.verify[which] {
+                rows.retain(|r| r.get(col).is_some_and(|stored| self.same_key(stored, key)));
+            }
+        };
+        verify(&mut rows);
+        if let (true, false, Some(f)) = (rows.is_empty(), key.is_ascii(), &q.folded[which]) {
+            rows = self.send(f, None, f.bind(key, local, domain)).await?;
+            verify(&mut rows);
         }
         Ok(rows)
     }
@@ -575,10 +622,14 @@ impl Directory {
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let mut user = self.user_from_row(row, a);
+        let mut user = self.user_from_row(row, a)?;
         // A custom user query is expected to apply its own domain rules.
         if user.active && schema.domains_active && !q.custom_user {
             user.active = match row.get(ACTIVE_DOMAIN) {
+                // SQLite: the domain row may differ in the case of a non-ASCII letter.
+                None if q.folded[Q_DOMAIN].is_some() && !a.domain.is_ascii() => {
+                    self.domain_exists_folded(&a.domain).await?
+                }
                 // No active domain row matched, not even a collation-equal one.
                 None => false,
                 Some(d) if d.trim_end_matches(' ').to_lowercase() == a.domain => true,
@@ -589,7 +640,37 @@ impl Directory {
         Ok(Some(user))
     }
 
-    fn user_from_row(&self, row: &Row, a: &Address) -> User {
+    /// The user of `row`, found as `a`; refused (a temporary error, logged) when its mailbox
+    /// paths are not its own under the base ([`mailbox::PathGuard`]).
+    fn user_from_row(&self, row: &Row, a: &Address) -> Result<User> {
+        let user = self.user_from_row_unchecked(row, a);
+        // The address the templates were expanded with, then the stored one (which Dovecot
+        // gets as the login's `user`).
+        let stored = row.get("email").and_then(|e| e.rsplit_once('@'));
+        let checked = self
+            .guard
+            .check(&a.local, &a.domain, &user.home, &user.mail)
+            .and_then(|()| match stored {
+                Some((l, d)) => address::rules::check_path_safe(l, d).map_err(|e| e.to_string()),
+                None => Ok(()),
+            });
+        match checked {
+            Ok(()) => Ok(user),
+            Err(reason) => {
+                tracing::warn!(
+                    row = ?user.email,
+                    reason = %reason,
+                    "refusing a stored mailbox (temporary failure until the row is fixed)"
+                );
+                Err(Error::UnsafeMailbox {
+                    row: user.email,
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn user_from_row_unchecked(&self, row: &Row, a: &Address) -> User {
         let m = &self.config.mailbox;
         let flag = |v: Option<&str>| match v {
             None => true,
@@ -697,6 +778,10 @@ impl Directory {
             return Ok(None);
         };
         let key = a.to_string();
+        // SQLite: a miss may need the folded statements, which `run` knows.
+        if q.folded[Q_USER].is_some() && !key.is_ascii() {
+            return Ok(None);
+        }
         let fkey = (key.clone(), a.local.clone(), a.domain.clone());
         let now = Instant::now();
         if m.users.get(&key, now).is_some() || m.forwardings.get(&fkey, now).is_some() {
@@ -784,6 +869,20 @@ impl Directory {
             .ok_or_else(|| Error::Invalid(format!("{a:?} is not a valid address (user@domain)")))
     }
 
+    /// Refuses a name an administrative write is about to store (normalized: `local@domain`,
+    /// `@domain` or `domain`) when it breaks a rule of [`address::rules`]. Deleting or
+    /// changing a row does not ask, so that a bad row written with plain SQL can be removed.
+    fn check_new(&self, what: &str, key: &str) -> Result<()> {
+        let r = match key.rsplit_once('@') {
+            None => address::rules::check_domain(key),
+            Some(("", d)) => address::rules::check_domain(d),
+            Some((l, d)) => {
+                address::rules::check_local(l).and_then(|()| address::rules::check_domain(d))
+            }
+        };
+        r.map_err(|e| Error::Invalid(format!("{what} {key:?} refused: {e}")))
+    }
+
     async fn require_domain(&self, d: &str) -> Result<()> {
         let rows = self
             .backend
@@ -792,14 +891,28 @@ impl Directory {
                 vec![d.into()],
             )
             .await?;
-        if rows.is_empty() {
-            return Err(Error::Missing(format!("domain {d}")));
+        if !rows.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        // SQLite's NOCASE folds ASCII only: `ÉXAMPLE.net` is `éxample.net` on MariaDB.
+        if self.backend.dialect() == Dialect::Sqlite && !d.is_ascii() {
+            let rows = self
+                .backend
+                .fetch(
+                    "SELECT domain FROM domains WHERE vmail_fold(domain) = vmail_fold(?)",
+                    vec![d.into()],
+                )
+                .await?;
+            if !rows.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(Error::Missing(format!("domain {d}")))
     }
 
     pub async fn add_domain(&self, domain: &str) -> Result<()> {
         let d = self.parse_domain(domain)?;
+        self.check_new("domain", &d)?;
         self.backend
             .execute(
                 "INSERT INTO domains (domain) VALUES (?)",
@@ -890,10 +1003,22 @@ impl Directory {
     /// Adds a mailbox user with an already hashed password.
     pub async fn add_user(&self, email: &str, hash: &str, quota_bytes: Option<u64>) -> Result<()> {
         let a = self.parse_address(email)?;
+        self.check_new("user", &a.to_string())?;
         self.require_domain(&a.domain).await?;
         self.check_password_fits(hash).await?;
         let s = schema::inspect(&self.backend).await?;
         let key = a.to_string();
+        // SQLite's NOCASE would let `élise@` in beside `Élise@`, which MariaDB's key refuses
+        // (the new row would shadow the old one in every lookup).
+        if self.backend.dialect() == Dialect::Sqlite
+            && !key.is_ascii()
+            && !self
+                .run(Q_USER, &key, &a.local, &a.domain)
+                .await?
+                .is_empty()
+        {
+            return Err(Error::Exists(format!("user {key}")));
+        }
         let r = match (quota_bytes, s.users_quota) {
             (Some(q), true) => {
                 self.backend
@@ -1051,6 +1176,7 @@ impl Directory {
     /// `domain` an alias domain of `otherdomain`.
     pub async fn add_alias(&self, source: &str, destinations: &[String]) -> Result<()> {
         let src = self.alias_source(source)?;
+        self.check_new("alias", &src)?;
         let domain = src
             .rsplit_once('@')
             .map(|(_, d)| d.to_string())
@@ -1065,6 +1191,7 @@ impl Directory {
         let existed = !dests.is_empty();
         for d in destinations {
             let d = self.alias_destination(d)?;
+            self.check_new("destination", &d)?;
             if !dests.contains(&d) {
                 dests.push(d);
             }
@@ -1188,6 +1315,7 @@ impl Directory {
     /// Sets the transport of a domain (classic `transport` table).
     pub async fn set_transport(&self, domain: &str, transport: &str) -> Result<()> {
         let d = self.parse_domain(domain)?;
+        self.check_new("domain", &d)?;
         if transport.is_empty() || transport.contains(char::is_whitespace) {
             return Err(Error::Invalid(format!(
                 "{transport:?} is not a valid transport"

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use vmail_config::Config;
+use vmail_directory::mailbox::PathGuard;
 use vmail_directory::{Address, AddressPolicy, Directory, RecipientRecord};
 
 pub use outcome::Outcome;
@@ -291,6 +292,17 @@ fn deliver(
     if !user.active {
         return Outcome::Disabled(recipient.to_string());
     }
+    // lookupd (or the directory in this process) has checked the row against the base
+    // already; its shape is checked again here, because a wrong answer would put the message
+    // into someone else's Maildir. Not the base: lookupd's answer decides where mail goes,
+    // whatever this program's own `[mailbox]` says.
+    if let Err(why) = check_record(&user) {
+        eprintln!(
+            "vmail-lda: refusing the stored mailbox {:?}: {why}",
+            user.email
+        );
+        return Outcome::Misconfigured(format!("stored mailbox {:?} refused: {why}", user.email));
+    }
     let maildir = match location::maildir_path(&user.mail, &user.home) {
         Ok(p) => p,
         Err(e) => return Outcome::Misconfigured(format!("user {}: {e}", user.email)),
@@ -481,8 +493,22 @@ fn staging_dir(config: &Config, args: &Args, recipient: &str) -> Option<PathBuf>
     let m = &config.mailbox;
     let home = vmail_config::expand_template(&m.home, &user.local, &user.domain);
     let mail = vmail_config::expand_template(&m.mail, &user.local, &user.domain);
+    // `alice/.@example.org` would stage in alice's Maildir.
+    PathGuard::new(m)
+        .check(&user.local, &user.domain, &home, &mail)
+        .ok()?;
     let maildir = location::maildir_path(&mail, &home).ok()?;
     maildir.join("tmp").is_dir().then_some(maildir)
+}
+
+/// The directory's reader check ([`PathGuard`]) on a delivery record, below any base.
+fn check_record(rec: &RecipientRecord) -> Result<(), String> {
+    let guard = PathGuard::any_base();
+    match rec.email.rsplit_once('@') {
+        Some((local, domain)) => guard.check(local, domain, &rec.home, &rec.mail),
+        // A custom query's login name: the paths are what matters.
+        None => guard.check_paths(&rec.home, &rec.mail),
+    }
 }
 
 /// lookupd's answer as the delivery's recipient, or the outcome that ends the delivery.

@@ -417,3 +417,37 @@ fn process_setup_without_std_start_up() {
         String::from_utf8_lossy(&body)
     );
 }
+
+/// Rows written with plain SQL whose mailbox would be alice's (`alice/.`) or outside the base
+/// (issue 15): deferred (75), nothing written anywhere.
+#[test]
+fn rows_that_escape_or_share_a_maildir_defer_and_write_nothing() {
+    let e = Env::new("");
+    let o = e.lda(&["-d", "alice@example.org"], MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+    let db = rusqlite::Connection::open(e.dir.path().join("v.db")).unwrap();
+    db.execute_batch(
+        "INSERT INTO domains (domain) VALUES ('../../etc');
+         INSERT INTO users (email, password) VALUES ('alice/.@example.org', 'x');
+         INSERT INTO users (email, password) VALUES ('../x@example.org', 'x');
+         INSERT INTO users (email, password) VALUES ('x@../../etc', 'x');",
+    )
+    .unwrap();
+    let before = files(&e.dir.path().join("vmail"));
+    for rcpt in [
+        "alice/.@example.org",
+        "alice/.+tag@example.org",
+        "../x@example.org",
+        "x@../../etc",
+    ] {
+        let o = e.lda(&["-d", rcpt], MSG);
+        assert_eq!(o.status.code(), Some(75), "{rcpt}: {}", line(&o));
+        assert!(line(&o).starts_with("4."), "{rcpt}: {}", line(&o));
+    }
+    assert_eq!(files(&e.maildir("alice").join("new")).len(), 1);
+    assert!(files(&e.maildir("alice").join("tmp")).is_empty());
+    assert_eq!(files(&e.dir.path().join("vmail")), before);
+    // `{dir}/vmail/../../etc/x` is `{dir}/../etc/x`.
+    let parent = e.dir.path().parent().unwrap();
+    assert!(!parent.join("etc/x").exists());
+}

@@ -545,3 +545,24 @@ fn a_failed_early_write_reports_what_the_usual_delivery_would() {
         assert!(all_files(&full.join(sub)).is_empty(), "{sub}");
     }
 }
+
+/// A row `alice/.@example.org` written with plain SQL (issue 15): lookupd answers TEMP, and
+/// the LDA neither stages in nor delivers to alice's Maildir, whose templates it would share.
+#[test]
+fn a_row_sharing_alice_s_maildir_is_neither_staged_nor_delivered() {
+    let d = Directory::new();
+    rusqlite::Connection::open(d.path().join("v.db"))
+        .unwrap()
+        .execute_batch("INSERT INTO users (email, password) VALUES ('alice/.@example.org', 'x');")
+        .unwrap();
+    let alice = d.path().join("vmail/example.org/alice/Maildir");
+    make_maildir(&alice);
+    let lookupd = Lookupd::start(&d);
+    let cfg = d.lda_config("lda.toml", &lookupd.socket, &d.db_config);
+    for r in ["alice/.@example.org", "alice/.+x@example.org"] {
+        let (o, staged) = lda_timed(&cfg, r, &with_delivered_to(r));
+        assert_eq!(o.status.code(), Some(75), "{r}: {}", line(&o));
+        assert!(!staged, "{r}: staged in alice's Maildir");
+        assert!(all_files(&alice).is_empty(), "{r}: {:?}", all_files(&alice));
+    }
+}

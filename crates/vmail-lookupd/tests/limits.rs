@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{prepare_sqlite, probe, Daemon, Raw};
+use common::{prepare_sqlite, probe, Daemon, Raw, ROWS};
 use vmail_test_support::slow::{
     assert_closed_at_deadline, dribble, Latencies, SlowClients, Target,
 };
@@ -34,7 +34,7 @@ fn probe_for(d: &Daemon, span: Duration) -> Latencies {
 /// (default 5 s) closes them, again and again.
 #[test]
 fn slow_tcp_table_clients_do_not_starve_the_socketmap_socket() {
-    let (_g, cfg) = prepare_sqlite();
+    let (_g, cfg) = prepare_sqlite(ROWS);
     let d = Daemon::start(cfg);
     let aliases = d
         .tcp
@@ -67,7 +67,7 @@ fn slow_tcp_table_clients_do_not_starve_the_socketmap_socket() {
 /// take only the metrics listener's own small budget; the saturation is counted.
 #[test]
 fn idle_metrics_connections_do_not_starve_the_socketmap_socket() {
-    let (_g, mut cfg) = prepare_sqlite();
+    let (_g, mut cfg) = prepare_sqlite(ROWS);
     let port = free_port();
     cfg.lookupd.metrics = format!("inet:127.0.0.1:{port}");
     let d = Daemon::start(cfg);
@@ -103,7 +103,7 @@ fn idle_metrics_connections_do_not_starve_the_socketmap_socket() {
 /// protocols, while idle time between requests is still idle_timeout_ms.
 #[test]
 fn a_client_dribbling_a_request_is_closed_at_the_request_deadline() {
-    let (_g, mut cfg) = prepare_sqlite();
+    let (_g, mut cfg) = prepare_sqlite(ROWS);
     cfg.lookupd.idle_timeout_ms = 60_000;
     cfg.lookupd.request_read_timeout_ms = 500;
     let d = Daemon::start(cfg);

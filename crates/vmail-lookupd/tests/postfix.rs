@@ -75,7 +75,7 @@ fn postmap_answers_every_map_on_sqlite() {
     if !have_postmap("postmap_answers_every_map_on_sqlite") {
         return;
     }
-    let (_g, cfg) = prepare_sqlite();
+    let (_g, cfg) = prepare_sqlite(ROWS);
     let d = Daemon::start(cfg);
     check_all(&d);
 }
@@ -380,7 +380,7 @@ fn database_outage_with_the_shipped_cache_never_denies_what_exists() {
 
 #[test]
 fn hostile_clients_do_not_hurt_others() {
-    let (_g, cfg) = prepare_sqlite();
+    let (_g, cfg) = prepare_sqlite(ROWS);
     let d = Daemon::start(cfg);
     let mut good = Raw::connect(&d.socket);
     assert_eq!(
@@ -444,7 +444,7 @@ fn hostile_clients_do_not_hurt_others() {
 
 #[test]
 fn cache_answers_from_memory_until_flushed() {
-    let (_g, cfg) = prepare_sqlite();
+    let (_g, cfg) = prepare_sqlite(ROWS);
     let path = cfg.database.sqlite_path.clone();
     let d = Daemon::start(cfg);
     let mut c = Raw::connect(&d.socket);
@@ -461,7 +461,7 @@ fn cache_answers_from_memory_until_flushed() {
 
 #[test]
 fn idle_connections_are_closed_and_the_connection_limit_queues() {
-    let (_g, mut cfg) = prepare_sqlite();
+    let (_g, mut cfg) = prepare_sqlite(ROWS);
     cfg.lookupd.idle_timeout_ms = 300;
     cfg.lookupd.max_connections = 2;
     let d = Daemon::start(cfg);
@@ -491,7 +491,7 @@ fn idle_connections_are_closed_and_the_connection_limit_queues() {
 /// (even in the middle of a request) is closed about 300 ms later.
 #[test]
 fn idle_time_counts_from_the_last_request() {
-    let (_g, mut cfg) = prepare_sqlite();
+    let (_g, mut cfg) = prepare_sqlite(ROWS);
     cfg.lookupd.idle_timeout_ms = 300;
     cfg.lookupd.request_read_timeout_ms = 300;
     // One event loop: all of lookupd's work on the thread whose CPU time is read below.

@@ -178,17 +178,21 @@ fn exercise(cfg: &Path) {
     assert_eq!(ok(cfg, &["domain", "list"], ""), "");
 }
 
+/// A configuration on an SQLite file `v.db` in `dir`.
+fn sqlite_config(dir: &Path) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[database]\nsqlite_path = \"{}\"\n",
+            dir.join("v.db").display()
+        ),
+    )
+}
+
 #[test]
 fn sqlite_workflow() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[database]\nsqlite_path = \"{}\"\n",
-            dir.path().join("v.db").display()
-        ),
-    );
-    exercise(&cfg);
+    exercise(&sqlite_config(dir.path()));
 }
 
 #[test]
@@ -422,4 +426,93 @@ fn ok_or_unmatched(config: &Path, args: &[&str]) -> String {
     let o = vmailctl(config, args, "");
     assert!(matches!(code(&o), 0 | 1), "{args:?}: {o:?}");
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Names that would share another account's Maildir or leave the base directory (issue 15):
+/// each refused with the rule it breaks, nothing written, good names still accepted.
+#[test]
+fn names_that_escape_or_share_a_maildir_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sqlite_config(dir.path());
+    ok(&cfg, &["init"], "");
+    ok(&cfg, &["domain", "add", "example.org"], "");
+    ok(&cfg, &["user", "add", "alice@example.org"], "pw\n");
+    ok(
+        &cfg,
+        &["alias", "add", "info@example.org", "alice@example.org"],
+        "",
+    );
+    let long = format!("{}@example.org", "a".repeat(300));
+    let slash = "contains '/'";
+    let dot = "starts with '.'";
+    let idna = "not a valid IDNA host name";
+    for (args, needle) in [
+        (&["domain", "add", "../../etc"][..], slash),
+        (&["domain", "add", "a/b.org"][..], slash),
+        (&["domain", "add", "example.org/"][..], slash),
+        (&["domain", "add", "..org"][..], dot),
+        (&["domain", "add", "xn--bad-.org"][..], idna),
+        (&["domain", "add", "a_b.org"][..], idna),
+        (&["user", "add", "alice/.@example.org"][..], slash),
+        (&["user", "add", "alice@example.org/"][..], slash),
+        (&["user", "add", "../x@example.org"][..], slash),
+        (&["user", "add", "a/../../b@example.org"][..], slash),
+        (&["user", "add", ".alice@example.org"][..], dot),
+        (&["user", "add", "bob:LAYOUT=fs@example.org"][..], "':'"),
+        (&["user", "add", &long][..], "300 octets long; at most 64"),
+        (
+            &["alias", "add", "x/.@example.org", "alice@example.org"][..],
+            slash,
+        ),
+        (&["alias", "add", "@..org", "alice@example.org"][..], dot),
+        (
+            &["alias", "add", "info@example.org", "../x@example.org"][..],
+            slash,
+        ),
+        (
+            &["alias", "add", "info@example.org", "x@a/b.org"][..],
+            slash,
+        ),
+        (&["alias", "add", "@example.org", "@../../etc"][..], slash),
+        (&["transport", "set", "../../etc", "vmail:"][..], slash),
+    ] {
+        let o = vmailctl(&cfg, args, "pw\n");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(code(&o), 2, "{args:?} accepted: {err}");
+        assert!(
+            err.contains("refused") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing half-written.
+    assert_eq!(ok(&cfg, &["domain", "list"], ""), "example.org\n");
+    assert_eq!(ok(&cfg, &["user", "list"], ""), "alice@example.org\n");
+    assert_eq!(
+        ok(&cfg, &["alias", "list"], ""),
+        "info@example.org\talice@example.org\n"
+    );
+    // Good names, external destinations and alias domains keep working.
+    ok(&cfg, &["domain", "add", "exämple.com"], "");
+    ok(&cfg, &["domain", "add", "xn--bcher-kva.example"], "");
+    ok(&cfg, &["user", "add", "o'neil.x+y@exämple.com"], "pw\n");
+    ok(
+        &cfg,
+        &["alias", "add", "info@example.org", "User@Gmail.com"],
+        "",
+    );
+    ok(&cfg, &["alias", "add", "@exämple.com", "@example.org"], "");
+    ok(&cfg, &["transport", "set", "exämple.com", "vmail:"], "");
+    assert_eq!(
+        ok(&cfg, &["query", "aliases", "info@example.org"], ""),
+        "alice@example.org,User@gmail.com\n"
+    );
+    // A bad row written before this rule can still be removed.
+    let db = rusqlite::Connection::open(dir.path().join("v.db")).unwrap();
+    db.execute_batch("INSERT INTO users (email, password) VALUES ('alice/.@example.org', 'x');")
+        .unwrap();
+    ok(&cfg, &["user", "del", "alice/.@example.org"], "");
+    assert_eq!(
+        ok(&cfg, &["user", "list", "example.org"], ""),
+        "alice@example.org\n"
+    );
 }

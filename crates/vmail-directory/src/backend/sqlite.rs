@@ -84,6 +84,7 @@ impl Inner {
             .map_err(|e| map_err(&self.path, e))?;
         c.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| map_err(&self.path, e))?;
+        register_fold(&c).map_err(|e| map_err(&self.path, e))?;
         Ok(c)
     }
 
@@ -109,6 +110,26 @@ impl Inner {
         self.put(c);
         r
     }
+}
+
+/// `vmail_fold(x)`: Unicode lower case, as the directory folds keys (`str::to_lowercase`).
+/// SQLite's NOCASE and lower() know ASCII only; the directory's folded statements use this
+/// where a non-ASCII key found nothing. Registered per connection, so the database file
+/// stays usable by any SQLite client.
+fn register_fold(c: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
+    c.create_scalar_function(
+        "vmail_fold",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Text(t) => Some(String::from_utf8_lossy(t).to_lowercase()),
+                _ => None,
+            })
+        },
+    )
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

@@ -23,25 +23,6 @@ INSERT INTO forwardings (source, destination) VALUES ('info@example.com', 'sales
 INSERT INTO transport (domain, transport) VALUES ('example.com', 'vmail:');
 ";
 
-/// Creates the classic tables and rows through the directory's own init plus raw SQL.
-pub fn prepare_sqlite() -> (tempfile::TempDir, Config) {
-    let (g, cfg) = vmail_test_support::sqlite_config();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        vmail_directory::Directory::open(&cfg)
-            .await
-            .unwrap()
-            .init(true)
-            .await
-            .unwrap();
-    });
-    rusqlite::Connection::open(&cfg.database.sqlite_path)
-        .unwrap()
-        .execute_batch(ROWS)
-        .unwrap();
-    (g, cfg)
-}
-
 /// One lookup as a new Postfix process makes it: connect, ask, read the answer. Returns how
 /// long it took, or `timeout` when no answer (or a wrong one) came within it.
 pub fn probe(socket: &Path, payload: &[u8], want: &str, timeout: Duration) -> Duration {
@@ -242,4 +223,24 @@ impl Raw {
             }
         }
     }
+}
+
+/// An SQLite directory with the classic tables (the directory's own init) and `rows` written
+/// with plain SQL.
+pub fn prepare_sqlite(rows: &str) -> (tempfile::TempDir, Config) {
+    let (g, cfg) = vmail_test_support::sqlite_config();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        vmail_directory::Directory::open(&cfg)
+            .await
+            .unwrap()
+            .init(true)
+            .await
+            .unwrap();
+    });
+    rusqlite::Connection::open(&cfg.database.sqlite_path)
+        .unwrap()
+        .execute_batch(rows)
+        .unwrap();
+    (g, cfg)
 }

@@ -7,6 +7,8 @@
 
 use vmail_config::AddressConfig;
 
+pub mod rules;
+
 /// Longest address we will consider; RFC 5321 allows 64 + 1 + 255. Longer keys cannot match
 /// any stored address and are answered "not found" without a query.
 pub const MAX_ADDRESS_LEN: usize = 1024;
