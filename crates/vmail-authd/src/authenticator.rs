@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -57,6 +57,45 @@ fn dummy_code(s: Scheme) -> u64 {
     u64::from(s.cost_rank()) << 6 | i
 }
 
+/// CPU time of the calling thread: a check's cost without the time it waited for a core,
+/// which load (a client's own, too) would add to a wall-clock measurement.
+fn thread_cpu_time() -> Option<Duration> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::from(t))
+}
+
+/// At most this many kinds of stored hash are told apart for the dummy check.
+const MAX_KINDS: usize = 32;
+
+/// One kind of stored hash: what a check of it costs depends on its scheme and cost
+/// parameters only, not on the salt or the password.
+struct HashKind {
+    /// The scheme and parameters (see [`kind_of`]).
+    key: String,
+    /// A stored value of this kind, to check unknown users against.
+    stored: String,
+    /// The least CPU time a check of this kind took.
+    fastest: Duration,
+}
+
+/// The kind of `stored`: its scheme, and for the modular crypt formats the fields before
+/// the salt (`$2y$05`, `$6$rounds=10000`, `$argon2id$v=19$m=65536,t=3,p=1`).
+fn kind_of(stored: &str, default: Scheme) -> Option<String> {
+    let scheme = vmail_passwd::scheme_of(stored, default).ok()?;
+    let value = match stored.strip_prefix('{').and_then(|s| s.split_once('}')) {
+        Some((_, rest)) => rest,
+        None => stored,
+    };
+    if !value.starts_with('$') {
+        return Some(scheme.name().to_string());
+    }
+    let fields: Vec<&str> = value.split('$').collect();
+    // bcrypt keeps salt and hash in one field; the others have a salt field, then the hash.
+    let params = if scheme == Scheme::BlfCrypt { 1 } else { 2 };
+    let keep = fields.len().checked_sub(params)?;
+    Some(format!("{} {}", scheme.name(), fields[..keep].join("$")))
+}
+
 pub struct Authenticator {
     dir: RwLock<Arc<Directory>>,
     penalty: Penalty,
@@ -66,6 +105,9 @@ pub struct Authenticator {
     /// of the configured schemes and of every stored hash checked since start-up, never
     /// lowered (see `dummy_check`).
     dummy: AtomicU64,
+    /// The kinds of stored hash checked since start-up, with their measured cost: once
+    /// there is one, unknown users are checked against the costliest (see `dummy_check`).
+    kinds: Mutex<Vec<HashKind>>,
     /// For hashes without a `{SCHEME}` prefix (`passwords.default_scheme`).
     default_scheme: Scheme,
     /// The scheme new hashes get (re-hash).
@@ -124,6 +166,7 @@ impl Authenticator {
             // From the start: what unprefixed hashes and what vmailctl and re-hashing write
             // cost, whichever is more.
             dummy: AtomicU64::new(dummy_code(default_scheme).max(dummy_code(hash_scheme))),
+            kinds: Mutex::new(Vec::new()),
             default_scheme,
             hash_scheme,
             failure_delay: Duration::from_millis(a.failure_delay_ms),
@@ -375,37 +418,85 @@ impl Authenticator {
         if let Ok(s) = vmail_passwd::scheme_of(stored, self.default_scheme) {
             self.dummy.fetch_max(dummy_code(s), Ordering::Relaxed);
         }
-        let (stored, password, scheme) =
+        let (owned, password, scheme) =
             (stored.to_string(), password.to_vec(), self.default_scheme);
         match tokio::task::spawn_blocking(move || {
-            let r = vmail_passwd::verify(&stored, &password, scheme);
+            let started = thread_cpu_time();
+            let r = vmail_passwd::verify(&owned, &password, scheme);
+            let took = thread_cpu_time()
+                .zip(started)
+                .map(|(end, start)| end.saturating_sub(start));
             drop(slot);
-            r
+            (r, took)
         })
         .await
         {
-            Ok(r) => r.map_err(|e| e.to_string()),
+            Ok((r, took)) => {
+                if let (Ok(_), Some(took)) = (&r, took) {
+                    self.observe(stored, took);
+                }
+                r.map_err(|e| e.to_string())
+            }
             Err(e) => Err(format!("verification task failed: {e}")),
         }
     }
 
-    /// What an unknown user costs: a check in the costliest scheme in use, so the time of
-    /// a failure does not tell whether the login exists (issue 15.5). Not the scheme of
-    /// the last check: the client picks that, by first failing a login with a cheap hash.
-    /// "In use" is learned: `passwords.default_scheme` and `hash_scheme` from the start,
-    /// then every stored hash checked, and the choice is never lowered, so it stays at
-    /// least as costly as any check the client can provoke. On a database where nothing
-    /// is stored in `hash_scheme` yet (DES only) an unknown login costs more than a known
-    /// one; set `hash_scheme` to the scheme in use there until it is upgraded. Cost
-    /// parameters other than `hash()`'s (SHA-crypt `rounds=`, bcrypt cost) are not
-    /// followed.
+    /// Notes what a check of `stored` took, under its kind (see [`HashKind`]).
+    fn observe(&self, stored: &str, took: Duration) {
+        let Some(key) = kind_of(stored, self.default_scheme) else {
+            return;
+        };
+        let Ok(mut kinds) = self.kinds.lock() else {
+            return;
+        };
+        if let Some(k) = kinds.iter_mut().find(|k| k.key == key) {
+            k.fastest = k.fastest.min(took);
+        } else if kinds.len() < MAX_KINDS {
+            // Bounded: a database has a handful of kinds; more are not worth following.
+            kinds.push(HashKind {
+                key,
+                stored: stored.to_string(),
+                fastest: took,
+            });
+        }
+    }
+
+    /// What an unknown user costs: a check as costly as the costliest one in use, so the
+    /// time of a failure does not tell whether the login exists (issue 15.5). Not the
+    /// scheme of the last check: the client picks that, by first failing a login with a
+    /// cheap hash.
+    ///
+    /// "In use" is learned, and cost parameters are followed by measuring: once a stored
+    /// hash has been checked, the dummy check is a check against a stored hash of the kind
+    /// (scheme and parameters: `$2y$05`, `$6$rounds=N`, Argon2's `m,t,p`) whose checks cost
+    /// the most CPU time, counting for each kind the least a check of it took. A scheme's
+    /// rank alone checked bcrypt at `hash()`'s cost 10 for unknown logins while every
+    /// stored hash was `doveadm pw`'s bcrypt at cost 5: 40 times what an existing login
+    /// cost. CPU time, not wall-clock time, so that load cannot make a cheap kind look
+    /// costly; the least seen, so that no client can make a kind look cheaper. Before any
+    /// check, the costlier of `passwords.default_scheme` and `hash_scheme` at `hash()`'s
+    /// parameters. The dummy result is thrown away (the password may even be that user's:
+    /// that is no login as the user).
     async fn dummy_check(&self, password: &[u8]) {
         let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
             return;
         };
-        let (password, scheme) = (password.to_vec(), self.dummy_scheme());
+        let costliest = self.kinds.lock().ok().and_then(|kinds| {
+            kinds
+                .iter()
+                .max_by_key(|k| k.fastest)
+                .map(|k| k.stored.clone())
+        });
+        let (password, scheme, default) =
+            (password.to_vec(), self.dummy_scheme(), self.default_scheme);
         let _ = tokio::task::spawn_blocking(move || {
-            vmail_passwd::dummy_verify(scheme, &password);
+            match costliest {
+                Some(stored) => {
+                    let r = vmail_passwd::verify(&stored, std::hint::black_box(&password), default);
+                    let _ = std::hint::black_box(r);
+                }
+                None => vmail_passwd::dummy_verify(scheme, &password),
+            }
             drop(slot);
         })
         .await;
@@ -458,6 +549,35 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_kinds_are_scheme_and_parameters_never_the_salt() {
+        let k = |s: &str| kind_of(s, Scheme::Crypt).unwrap_or_else(|| panic!("{s}"));
+        let a = vmail_passwd::hash(Scheme::Sha512Crypt, b"a").unwrap();
+        let b = vmail_passwd::hash(Scheme::Sha512Crypt, b"b").unwrap();
+        assert_eq!(k(&a), k(&b));
+        assert_eq!(k(&a), "SHA512-CRYPT $6");
+        assert_eq!(
+            k("$6$rounds=10000$saltsalt$BlEC2vxHYlhrhUhfBHpvxx2lBHwNhJYtpcY7g2BtmgXPJpcFuRAtNBYnQkhLjexkrGu2o.yzQgw/8.eBHd63.1"),
+            "SHA512-CRYPT $6$rounds=10000"
+        );
+        assert_eq!(
+            k("{BLF-CRYPT}$2y$05$IKNXv1goiDCrvjUQMD36g.F7GLnAb7FT0ja7v8Uxhtd5yUw5K1UPa"),
+            "BLF-CRYPT $2y$05"
+        );
+        assert_ne!(
+            k(&vmail_passwd::hash(Scheme::BlfCrypt, b"a").unwrap()),
+            "BLF-CRYPT $2y$05"
+        );
+        let argon = k(&vmail_passwd::hash(Scheme::Argon2id, b"a").unwrap());
+        assert!(argon.starts_with("ARGON2ID $argon2id$v=19$m="), "{argon}");
+        assert_eq!(argon.matches('$').count(), 3, "{argon}");
+        assert_eq!(k("abNANd1rDfiNc"), "DES-CRYPT");
+        assert_eq!(
+            k(&vmail_passwd::hash(Scheme::Ssha512, b"a").unwrap()),
+            "SSHA512"
+        );
+    }
 
     /// The dummy check of an unknown user costs what the costliest scheme in use costs,
     /// whatever the client made us check last.
