@@ -289,7 +289,8 @@ impl Authenticator {
         service: &str,
         rip: Option<IpAddr>,
     ) -> Verdict {
-        let assessed = self.penalty.assess(rip, login, Instant::now());
+        let key = self.penalty_key(login);
+        let assessed = self.penalty.assess(rip, &key, Instant::now());
         if !assessed.delay.is_zero() {
             tokio::time::sleep(assessed.delay).await;
         }
@@ -302,7 +303,7 @@ impl Authenticator {
         if let (true, Some(c)) = (utf8_login, &self.cache) {
             if let Some(r) = c.recent(login, password, Instant::now()) {
                 AuthStats::bump(&self.stats.cache_hits);
-                return self.conclude(admit(r.user, service), rip, login, password);
+                return self.conclude(admit(r.user, service), rip, &key, password);
             }
         }
         let Some(dir) = self.directory() else {
@@ -334,7 +335,7 @@ impl Authenticator {
             // timing does not tell which logins exist.
             self.dummy_check(password).await;
             self.penalty
-                .record_failure(rip, login, password, Instant::now());
+                .record_failure(rip, &key, password, Instant::now());
             return Verdict::Fail;
         };
         let cached = self
@@ -357,7 +358,7 @@ impl Authenticator {
         };
         if !ok {
             self.penalty
-                .record_failure(rip, login, password, Instant::now());
+                .record_failure(rip, &key, password, Instant::now());
             return Verdict::Fail;
         }
         let verdict = admit(user.clone(), service);
@@ -368,7 +369,7 @@ impl Authenticator {
             if cached {
                 let _ = self.check(&stored, password).await;
             }
-            return self.conclude(verdict, rip, login, password);
+            return self.conclude(verdict, rip, &key, password);
         }
         if let Some(c) = &self.cache {
             if !cached {
@@ -385,7 +386,18 @@ impl Authenticator {
                 tracing::info!(user = %user.email, "not upgrading the legacy hash: the scheme did not check the whole password");
             }
         }
-        self.conclude(verdict, rip, login, password)
+        self.conclude(verdict, rip, &key, password)
+    }
+
+    /// The login as the directory reads it (case folded per `[address]`, a domain's
+    /// trailing dot dropped): the penalty's key, so that every spelling of a login that
+    /// names the same user counts against the same counter. Told apart, they gave a
+    /// distributed guesser a fresh delay per spelling (`mi\u{212a}e@` is `mike@`: the
+    /// Kelvin sign folds to `k`).
+    fn penalty_key(&self, login: &str) -> String {
+        self.directory()
+            .and_then(|d| d.policy().parse(login))
+            .map_or_else(|| login.to_string(), |a| a.to_string())
     }
 
     /// The penalty's side of a verdict on a matching password: a success forgives this
@@ -549,6 +561,49 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Spellings of one login share its penalty counter.
+    #[tokio::test]
+    async fn spellings_of_a_login_share_its_penalty() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.database.backend = vmail_config::Backend::Sqlite;
+        config.database.sqlite_path = dir.path().join("vmail.db");
+        config.authd.failure_delay_ms = 0;
+        config.authd.max_delay_ms = 0;
+        let d = Directory::open(&config).await.unwrap();
+        d.init(true).await.unwrap();
+        d.add_domain("example.org").await.unwrap();
+        d.add_user("mike@example.org", "abNANd1rDfiNc", None)
+            .await
+            .unwrap();
+        let a = Authenticator::new(d, &config).unwrap();
+        for (i, login) in [
+            "mike@example.org",
+            "mike@example.org.",
+            "mi\u{212a}e@Example.ORG",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let rip = Some(IpAddr::from([192, 0, 2, i as u8 + 1]));
+            // Different passwords: a repeat for the same login would count once anyway.
+            let v = a
+                .authenticate(login.as_bytes(), &[b'w', i as u8], "smtp", rip)
+                .await;
+            assert_eq!(v, Verdict::Fail, "{login}");
+        }
+        let elsewhere = Some(IpAddr::from([198, 51, 100, 1]));
+        let n = a
+            .penalty
+            .assess(
+                elsewhere,
+                &a.penalty_key("MIKE@example.org"),
+                Instant::now(),
+            )
+            .failures;
+        assert_eq!(n, 3);
+    }
 
     #[test]
     fn hash_kinds_are_scheme_and_parameters_never_the_salt() {
