@@ -5,7 +5,6 @@
 //! failure the client would take as "wrong password".
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -50,13 +49,6 @@ fn admit(user: vmail_directory::User, service: &str) -> Verdict {
     Verdict::Ok { user: user.email }
 }
 
-/// A scheme as a number that orders by cost first (`fetch_max` keeps the costliest),
-/// with its index in `Scheme::ALL` in the low 6 bits.
-fn dummy_code(s: Scheme) -> u64 {
-    let i = Scheme::ALL.iter().position(|x| *x == s).unwrap_or(0) as u64;
-    u64::from(s.cost_rank()) << 6 | i
-}
-
 /// CPU time of the calling thread: a check's cost without the time it waited for a core,
 /// which load (a client's own, too) would add to a wall-clock measurement.
 fn thread_cpu_time() -> Option<Duration> {
@@ -72,10 +64,43 @@ const MAX_KINDS: usize = 32;
 struct HashKind {
     /// The scheme and parameters (see [`kind_of`]).
     key: String,
-    /// A stored value of this kind, to check unknown users against.
-    stored: String,
+    scheme: Scheme,
+    /// What a dummy check of this kind checks against.
+    against: Against,
     /// The least CPU time a check of this kind took.
-    fastest: Duration,
+    cpu: Duration,
+}
+
+enum Against {
+    /// A stored value of this kind.
+    Stored(String),
+    /// `vmail_passwd::dummy_verify` in a configured scheme at `hash()`'s parameters, until
+    /// a stored hash of that scheme shows the parameters really in use.
+    Seed,
+}
+
+/// A configured scheme as a kind to start with, measured once.
+fn seed(scheme: Scheme) -> HashKind {
+    // Unprefixed CRYPT is checked, and stored, as DES.
+    let scheme = if scheme == Scheme::Crypt {
+        Scheme::DesCrypt
+    } else {
+        scheme
+    };
+    let cpu = (0..2)
+        .filter_map(|_| {
+            let start = thread_cpu_time()?;
+            vmail_passwd::dummy_verify(scheme, b"seed");
+            Some(thread_cpu_time()?.saturating_sub(start))
+        })
+        .min()
+        .unwrap_or_default();
+    HashKind {
+        key: format!("seed {}", scheme.name()),
+        scheme,
+        against: Against::Seed,
+        cpu,
+    }
 }
 
 /// The kind of `stored`: its scheme, and for the modular crypt formats the fields before
@@ -101,12 +126,9 @@ pub struct Authenticator {
     penalty: Penalty,
     cache: Option<VerifiedCache>,
     verify_slots: Arc<Semaphore>,
-    /// The scheme of unknown users' dummy checks, encoded by [`dummy_code`]: the costliest
-    /// of the configured schemes and of every stored hash checked since start-up, never
-    /// lowered (see `dummy_check`).
-    dummy: AtomicU64,
-    /// The kinds of stored hash checked since start-up, with their measured cost: once
-    /// there is one, unknown users are checked against the costliest (see `dummy_check`).
+    /// The kinds of hash an unknown user's dummy check chooses from (see `dummy_check`):
+    /// `passwords.default_scheme` and `hash_scheme` to start with, then every kind of
+    /// stored hash checked since start-up, with their measured cost.
     kinds: Mutex<Vec<HashKind>>,
     /// For hashes without a `{SCHEME}` prefix (`passwords.default_scheme`).
     default_scheme: Scheme,
@@ -165,8 +187,11 @@ impl Authenticator {
             verify_slots: Arc::new(Semaphore::new(verify_concurrency)),
             // From the start: what unprefixed hashes and what vmailctl and re-hashing write
             // cost, whichever is more.
-            dummy: AtomicU64::new(dummy_code(default_scheme).max(dummy_code(hash_scheme))),
-            kinds: Mutex::new(Vec::new()),
+            kinds: Mutex::new(if default_scheme == hash_scheme {
+                vec![seed(hash_scheme)]
+            } else {
+                vec![seed(default_scheme), seed(hash_scheme)]
+            }),
             default_scheme,
             hash_scheme,
             failure_delay: Duration::from_millis(a.failure_delay_ms),
@@ -427,9 +452,6 @@ impl Authenticator {
         let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
             return Err("verification pool closed".into());
         };
-        if let Ok(s) = vmail_passwd::scheme_of(stored, self.default_scheme) {
-            self.dummy.fetch_max(dummy_code(s), Ordering::Relaxed);
-        }
         let (owned, password, scheme) =
             (stored.to_string(), password.to_vec(), self.default_scheme);
         match tokio::task::spawn_blocking(move || {
@@ -453,23 +475,45 @@ impl Authenticator {
         }
     }
 
-    /// Notes what a check of `stored` took, under its kind (see [`HashKind`]).
+    /// Notes what a check of `stored` took, under its kind (see [`HashKind`]). The first
+    /// stored hash of a configured scheme replaces its seed: the parameters really in use
+    /// are known from then on.
     fn observe(&self, stored: &str, took: Duration) {
-        let Some(key) = kind_of(stored, self.default_scheme) else {
+        let (Some(key), Ok(scheme)) = (
+            kind_of(stored, self.default_scheme),
+            vmail_passwd::scheme_of(stored, self.default_scheme),
+        ) else {
             return;
         };
         let Ok(mut kinds) = self.kinds.lock() else {
             return;
         };
         if let Some(k) = kinds.iter_mut().find(|k| k.key == key) {
-            k.fastest = k.fastest.min(took);
+            k.cpu = k.cpu.min(took);
         } else if kinds.len() < MAX_KINDS {
             // Bounded: a database has a handful of kinds; more are not worth following.
+            kinds.retain(|k| !(matches!(k.against, Against::Seed) && k.scheme == scheme));
             kinds.push(HashKind {
                 key,
-                stored: stored.to_string(),
-                fastest: took,
+                scheme,
+                against: Against::Stored(stored.to_string()),
+                cpu: took,
             });
+        }
+    }
+
+    /// The costliest kind: its scheme, and the stored value to check against (`None`: the
+    /// built-in dummy hash of the scheme).
+    fn dummy_choice(&self) -> (Scheme, Option<String>) {
+        let Ok(kinds) = self.kinds.lock() else {
+            return (self.hash_scheme, None);
+        };
+        match kinds.iter().max_by_key(|k| k.cpu) {
+            Some(k) => match &k.against {
+                Against::Stored(v) => (k.scheme, Some(v.clone())),
+                Against::Seed => (k.scheme, None),
+            },
+            None => (self.hash_scheme, None),
         }
     }
 
@@ -478,31 +522,27 @@ impl Authenticator {
     /// scheme of the last check: the client picks that, by first failing a login with a
     /// cheap hash.
     ///
-    /// "In use" is learned, and cost parameters are followed by measuring: once a stored
-    /// hash has been checked, the dummy check is a check against a stored hash of the kind
-    /// (scheme and parameters: `$2y$05`, `$6$rounds=N`, Argon2's `m,t,p`) whose checks cost
-    /// the most CPU time, counting for each kind the least a check of it took. A scheme's
-    /// rank alone checked bcrypt at `hash()`'s cost 10 for unknown logins while every
-    /// stored hash was `doveadm pw`'s bcrypt at cost 5: 40 times what an existing login
-    /// cost. CPU time, not wall-clock time, so that load cannot make a cheap kind look
-    /// costly; the least seen, so that no client can make a kind look cheaper. Before any
-    /// check, the costlier of `passwords.default_scheme` and `hash_scheme` at `hash()`'s
-    /// parameters. The dummy result is thrown away (the password may even be that user's:
-    /// that is no login as the user).
+    /// The choice is among kinds of hash (scheme and cost parameters: `$2y$05`,
+    /// `$6$rounds=N`, Argon2's `m,t,p`), by measured CPU time, counting for each kind the
+    /// least a check of it took: `passwords.default_scheme` and `hash_scheme` at `hash()`'s
+    /// parameters from the start, then every kind of stored hash checked, the first of a
+    /// configured scheme replacing that scheme's start value. A scheme's rank alone
+    /// checked bcrypt at `hash()`'s cost 10 for unknown logins while every stored hash was
+    /// `doveadm pw`'s bcrypt at cost 5: 40 times what an existing login cost. CPU time, not
+    /// wall-clock time, so that load cannot make a cheap kind look costly; the least seen,
+    /// so that no client can make a kind look cheaper. On a database whose hashes are all
+    /// in a scheme other than `hash_scheme` (DES only, say) an unknown login costs more
+    /// than a known one; set `hash_scheme` to the scheme in use there until it is upgraded.
+    /// The dummy result is thrown away (the password may even be that user's: that is no
+    /// login as the user).
     async fn dummy_check(&self, password: &[u8]) {
         let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
             return;
         };
-        let costliest = self.kinds.lock().ok().and_then(|kinds| {
-            kinds
-                .iter()
-                .max_by_key(|k| k.fastest)
-                .map(|k| k.stored.clone())
-        });
-        let (password, scheme, default) =
-            (password.to_vec(), self.dummy_scheme(), self.default_scheme);
+        let (scheme, stored) = self.dummy_choice();
+        let (password, default) = (password.to_vec(), self.default_scheme);
         let _ = tokio::task::spawn_blocking(move || {
-            match costliest {
+            match stored {
                 Some(stored) => {
                     let r = vmail_passwd::verify(&stored, std::hint::black_box(&password), default);
                     let _ = std::hint::black_box(r);
@@ -512,11 +552,6 @@ impl Authenticator {
             drop(slot);
         })
         .await;
-    }
-
-    fn dummy_scheme(&self) -> Scheme {
-        let i = (self.dummy.load(Ordering::Relaxed) % 64) as usize;
-        Scheme::ALL.get(i).copied().unwrap_or(self.hash_scheme)
     }
 
     /// Stores a strong hash of a password that just matched a legacy one, in the background
@@ -654,7 +689,7 @@ mod tests {
         d.add_user("carol@example.org", &blf, None).await.unwrap();
         let a = Authenticator::new(d, &config).unwrap();
         assert_eq!(
-            a.dummy_scheme(),
+            a.dummy_choice().0,
             Scheme::Sha512Crypt,
             "before any check: hash_scheme"
         );
@@ -662,17 +697,17 @@ mod tests {
             .authenticate(b"bob@example.org", b"wrong", "smtp", None)
             .await;
         assert_eq!(v, Verdict::Fail);
-        assert_eq!(a.dummy_scheme(), Scheme::Sha512Crypt, "never lowered");
+        assert_eq!(a.dummy_choice().0, Scheme::Sha512Crypt, "never lowered");
         let v = a
             .authenticate(b"carol@example.org", b"wrong", "smtp", None)
             .await;
         assert_eq!(v, Verdict::Fail);
-        assert_eq!(a.dummy_scheme(), Scheme::BlfCrypt, "raised");
+        assert_eq!(a.dummy_choice().0, Scheme::BlfCrypt, "raised");
         let v = a
             .authenticate(b"bob@example.org", b"wrong", "smtp", None)
             .await;
         assert_eq!(v, Verdict::Fail);
-        assert_eq!(a.dummy_scheme(), Scheme::BlfCrypt);
+        assert_eq!(a.dummy_choice().0, Scheme::BlfCrypt);
         let v = a
             .authenticate(b"nobody@example.org", b"x", "smtp", None)
             .await;
