@@ -5,8 +5,7 @@
 //! failure the client would take as "wrong password".
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -50,11 +49,76 @@ fn admit(user: vmail_directory::User, service: &str) -> Verdict {
     Verdict::Ok { user: user.email }
 }
 
-/// A scheme as a number that orders by cost first (`fetch_max` keeps the costliest),
-/// with its index in `Scheme::ALL` in the low 6 bits.
-fn dummy_code(s: Scheme) -> u64 {
-    let i = Scheme::ALL.iter().position(|x| *x == s).unwrap_or(0) as u64;
-    u64::from(s.cost_rank()) << 6 | i
+/// CPU time of the calling thread: a check's cost without the time it waited for a core,
+/// which load (a client's own, too) would add to a wall-clock measurement.
+fn thread_cpu_time() -> Option<Duration> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::from(t))
+}
+
+/// At most this many kinds of stored hash are told apart for the dummy check.
+const MAX_KINDS: usize = 32;
+
+/// One kind of stored hash: what a check of it costs depends on its scheme and cost
+/// parameters only, not on the salt or the password.
+struct HashKind {
+    /// The scheme and parameters (see [`kind_of`]).
+    key: String,
+    scheme: Scheme,
+    /// What a dummy check of this kind checks against.
+    against: Against,
+    /// The least CPU time a check of this kind took.
+    cpu: Duration,
+}
+
+enum Against {
+    /// A stored value of this kind.
+    Stored(String),
+    /// `vmail_passwd::dummy_verify` in a configured scheme at `hash()`'s parameters, until
+    /// a stored hash of that scheme shows the parameters really in use.
+    Seed,
+}
+
+/// A configured scheme as a kind to start with, measured once.
+fn seed(scheme: Scheme) -> HashKind {
+    // Unprefixed CRYPT is checked, and stored, as DES.
+    let scheme = if scheme == Scheme::Crypt {
+        Scheme::DesCrypt
+    } else {
+        scheme
+    };
+    let cpu = (0..2)
+        .filter_map(|_| {
+            let start = thread_cpu_time()?;
+            vmail_passwd::dummy_verify(scheme, b"seed");
+            Some(thread_cpu_time()?.saturating_sub(start))
+        })
+        .min()
+        .unwrap_or_default();
+    HashKind {
+        key: format!("seed {}", scheme.name()),
+        scheme,
+        against: Against::Seed,
+        cpu,
+    }
+}
+
+/// The kind of `stored`: its scheme, and for the modular crypt formats the fields before
+/// the salt (`$2y$05`, `$6$rounds=10000`, `$argon2id$v=19$m=65536,t=3,p=1`).
+fn kind_of(stored: &str, default: Scheme) -> Option<String> {
+    let scheme = vmail_passwd::scheme_of(stored, default).ok()?;
+    let value = match stored.strip_prefix('{').and_then(|s| s.split_once('}')) {
+        Some((_, rest)) => rest,
+        None => stored,
+    };
+    if !value.starts_with('$') {
+        return Some(scheme.name().to_string());
+    }
+    let fields: Vec<&str> = value.split('$').collect();
+    // bcrypt keeps salt and hash in one field; the others have a salt field, then the hash.
+    let params = if scheme == Scheme::BlfCrypt { 1 } else { 2 };
+    let keep = fields.len().checked_sub(params)?;
+    Some(format!("{} {}", scheme.name(), fields[..keep].join("$")))
 }
 
 pub struct Authenticator {
@@ -62,10 +126,10 @@ pub struct Authenticator {
     penalty: Penalty,
     cache: Option<VerifiedCache>,
     verify_slots: Arc<Semaphore>,
-    /// The scheme of unknown users' dummy checks, encoded by [`dummy_code`]: the costliest
-    /// of the configured schemes and of every stored hash checked since start-up, never
-    /// lowered (see `dummy_check`).
-    dummy: AtomicU64,
+    /// The kinds of hash an unknown user's dummy check chooses from (see `dummy_check`):
+    /// `passwords.default_scheme` and `hash_scheme` to start with, then every kind of
+    /// stored hash checked since start-up, with their measured cost.
+    kinds: Mutex<Vec<HashKind>>,
     /// For hashes without a `{SCHEME}` prefix (`passwords.default_scheme`).
     default_scheme: Scheme,
     /// The scheme new hashes get (re-hash).
@@ -123,7 +187,11 @@ impl Authenticator {
             verify_slots: Arc::new(Semaphore::new(verify_concurrency)),
             // From the start: what unprefixed hashes and what vmailctl and re-hashing write
             // cost, whichever is more.
-            dummy: AtomicU64::new(dummy_code(default_scheme).max(dummy_code(hash_scheme))),
+            kinds: Mutex::new(if default_scheme == hash_scheme {
+                vec![seed(hash_scheme)]
+            } else {
+                vec![seed(default_scheme), seed(hash_scheme)]
+            }),
             default_scheme,
             hash_scheme,
             failure_delay: Duration::from_millis(a.failure_delay_ms),
@@ -246,7 +314,8 @@ impl Authenticator {
         service: &str,
         rip: Option<IpAddr>,
     ) -> Verdict {
-        let assessed = self.penalty.assess(rip, login, Instant::now());
+        let key = self.penalty_key(login);
+        let assessed = self.penalty.assess(rip, &key, Instant::now());
         if !assessed.delay.is_zero() {
             tokio::time::sleep(assessed.delay).await;
         }
@@ -259,7 +328,7 @@ impl Authenticator {
         if let (true, Some(c)) = (utf8_login, &self.cache) {
             if let Some(r) = c.recent(login, password, Instant::now()) {
                 AuthStats::bump(&self.stats.cache_hits);
-                return self.conclude(admit(r.user, service), rip, login, password);
+                return self.conclude(admit(r.user, service), rip, &key, password);
             }
         }
         let Some(dir) = self.directory() else {
@@ -291,7 +360,7 @@ impl Authenticator {
             // timing does not tell which logins exist.
             self.dummy_check(password).await;
             self.penalty
-                .record_failure(rip, login, password, Instant::now());
+                .record_failure(rip, &key, password, Instant::now());
             return Verdict::Fail;
         };
         let cached = self
@@ -314,7 +383,7 @@ impl Authenticator {
         };
         if !ok {
             self.penalty
-                .record_failure(rip, login, password, Instant::now());
+                .record_failure(rip, &key, password, Instant::now());
             return Verdict::Fail;
         }
         let verdict = admit(user.clone(), service);
@@ -325,7 +394,7 @@ impl Authenticator {
             if cached {
                 let _ = self.check(&stored, password).await;
             }
-            return self.conclude(verdict, rip, login, password);
+            return self.conclude(verdict, rip, &key, password);
         }
         if let Some(c) = &self.cache {
             if !cached {
@@ -342,7 +411,18 @@ impl Authenticator {
                 tracing::info!(user = %user.email, "not upgrading the legacy hash: the scheme did not check the whole password");
             }
         }
-        self.conclude(verdict, rip, login, password)
+        self.conclude(verdict, rip, &key, password)
+    }
+
+    /// The login as the directory reads it (case folded per `[address]`, a domain's
+    /// trailing dot dropped): the penalty's key, so that every spelling of a login that
+    /// names the same user counts against the same counter. Told apart, they gave a
+    /// distributed guesser a fresh delay per spelling (`mi\u{212a}e@` is `mike@`: the
+    /// Kelvin sign folds to `k`).
+    fn penalty_key(&self, login: &str) -> String {
+        self.directory()
+            .and_then(|d| d.policy().parse(login))
+            .map_or_else(|| login.to_string(), |a| a.to_string())
     }
 
     /// The penalty's side of a verdict on a matching password: a success forgives this
@@ -372,48 +452,106 @@ impl Authenticator {
         let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
             return Err("verification pool closed".into());
         };
-        if let Ok(s) = vmail_passwd::scheme_of(stored, self.default_scheme) {
-            self.dummy.fetch_max(dummy_code(s), Ordering::Relaxed);
-        }
-        let (stored, password, scheme) =
+        let (owned, password, scheme) =
             (stored.to_string(), password.to_vec(), self.default_scheme);
         match tokio::task::spawn_blocking(move || {
-            let r = vmail_passwd::verify(&stored, &password, scheme);
+            let started = thread_cpu_time();
+            let r = vmail_passwd::verify(&owned, &password, scheme);
+            let took = thread_cpu_time()
+                .zip(started)
+                .map(|(end, start)| end.saturating_sub(start));
             drop(slot);
-            r
+            (r, took)
         })
         .await
         {
-            Ok(r) => r.map_err(|e| e.to_string()),
+            Ok((r, took)) => {
+                if let (Ok(_), Some(took)) = (&r, took) {
+                    self.observe(stored, took);
+                }
+                r.map_err(|e| e.to_string())
+            }
             Err(e) => Err(format!("verification task failed: {e}")),
         }
     }
 
-    /// What an unknown user costs: a check in the costliest scheme in use, so the time of
-    /// a failure does not tell whether the login exists (issue 15.5). Not the scheme of
-    /// the last check: the client picks that, by first failing a login with a cheap hash.
-    /// "In use" is learned: `passwords.default_scheme` and `hash_scheme` from the start,
-    /// then every stored hash checked, and the choice is never lowered, so it stays at
-    /// least as costly as any check the client can provoke. On a database where nothing
-    /// is stored in `hash_scheme` yet (DES only) an unknown login costs more than a known
-    /// one; set `hash_scheme` to the scheme in use there until it is upgraded. Cost
-    /// parameters other than `hash()`'s (SHA-crypt `rounds=`, bcrypt cost) are not
-    /// followed.
+    /// Notes what a check of `stored` took, under its kind (see [`HashKind`]). The first
+    /// stored hash of a configured scheme replaces its seed: the parameters really in use
+    /// are known from then on.
+    fn observe(&self, stored: &str, took: Duration) {
+        let (Some(key), Ok(scheme)) = (
+            kind_of(stored, self.default_scheme),
+            vmail_passwd::scheme_of(stored, self.default_scheme),
+        ) else {
+            return;
+        };
+        let Ok(mut kinds) = self.kinds.lock() else {
+            return;
+        };
+        if let Some(k) = kinds.iter_mut().find(|k| k.key == key) {
+            k.cpu = k.cpu.min(took);
+        } else if kinds.len() < MAX_KINDS {
+            // Bounded: a database has a handful of kinds; more are not worth following.
+            kinds.retain(|k| !(matches!(k.against, Against::Seed) && k.scheme == scheme));
+            kinds.push(HashKind {
+                key,
+                scheme,
+                against: Against::Stored(stored.to_string()),
+                cpu: took,
+            });
+        }
+    }
+
+    /// The costliest kind: its scheme, and the stored value to check against (`None`: the
+    /// built-in dummy hash of the scheme).
+    fn dummy_choice(&self) -> (Scheme, Option<String>) {
+        let Ok(kinds) = self.kinds.lock() else {
+            return (self.hash_scheme, None);
+        };
+        match kinds.iter().max_by_key(|k| k.cpu) {
+            Some(k) => match &k.against {
+                Against::Stored(v) => (k.scheme, Some(v.clone())),
+                Against::Seed => (k.scheme, None),
+            },
+            None => (self.hash_scheme, None),
+        }
+    }
+
+    /// What an unknown user costs: a check as costly as the costliest one in use, so the
+    /// time of a failure does not tell whether the login exists (issue 15.5). Not the
+    /// scheme of the last check: the client picks that, by first failing a login with a
+    /// cheap hash.
+    ///
+    /// The choice is among kinds of hash (scheme and cost parameters: `$2y$05`,
+    /// `$6$rounds=N`, Argon2's `m,t,p`), by measured CPU time, counting for each kind the
+    /// least a check of it took: `passwords.default_scheme` and `hash_scheme` at `hash()`'s
+    /// parameters from the start, then every kind of stored hash checked, the first of a
+    /// configured scheme replacing that scheme's start value. A scheme's rank alone
+    /// checked bcrypt at `hash()`'s cost 10 for unknown logins while every stored hash was
+    /// `doveadm pw`'s bcrypt at cost 5: 40 times what an existing login cost. CPU time, not
+    /// wall-clock time, so that load cannot make a cheap kind look costly; the least seen,
+    /// so that no client can make a kind look cheaper. On a database whose hashes are all
+    /// in a scheme other than `hash_scheme` (DES only, say) an unknown login costs more
+    /// than a known one; set `hash_scheme` to the scheme in use there until it is upgraded.
+    /// The dummy result is thrown away (the password may even be that user's: that is no
+    /// login as the user).
     async fn dummy_check(&self, password: &[u8]) {
         let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
             return;
         };
-        let (password, scheme) = (password.to_vec(), self.dummy_scheme());
+        let (scheme, stored) = self.dummy_choice();
+        let (password, default) = (password.to_vec(), self.default_scheme);
         let _ = tokio::task::spawn_blocking(move || {
-            vmail_passwd::dummy_verify(scheme, &password);
+            match stored {
+                Some(stored) => {
+                    let r = vmail_passwd::verify(&stored, std::hint::black_box(&password), default);
+                    let _ = std::hint::black_box(r);
+                }
+                None => vmail_passwd::dummy_verify(scheme, &password),
+            }
             drop(slot);
         })
         .await;
-    }
-
-    fn dummy_scheme(&self) -> Scheme {
-        let i = (self.dummy.load(Ordering::Relaxed) % 64) as usize;
-        Scheme::ALL.get(i).copied().unwrap_or(self.hash_scheme)
     }
 
     /// Stores a strong hash of a password that just matched a legacy one, in the background
@@ -459,6 +597,78 @@ impl Authenticator {
 mod tests {
     use super::*;
 
+    /// Spellings of one login share its penalty counter.
+    #[tokio::test]
+    async fn spellings_of_a_login_share_its_penalty() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.database.backend = vmail_config::Backend::Sqlite;
+        config.database.sqlite_path = dir.path().join("vmail.db");
+        config.authd.failure_delay_ms = 0;
+        config.authd.max_delay_ms = 0;
+        let d = Directory::open(&config).await.unwrap();
+        d.init(true).await.unwrap();
+        d.add_domain("example.org").await.unwrap();
+        d.add_user("mike@example.org", "abNANd1rDfiNc", None)
+            .await
+            .unwrap();
+        let a = Authenticator::new(d, &config).unwrap();
+        for (i, login) in [
+            "mike@example.org",
+            "mike@example.org.",
+            "mi\u{212a}e@Example.ORG",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let rip = Some(IpAddr::from([192, 0, 2, i as u8 + 1]));
+            // Different passwords: a repeat for the same login would count once anyway.
+            let v = a
+                .authenticate(login.as_bytes(), &[b'w', i as u8], "smtp", rip)
+                .await;
+            assert_eq!(v, Verdict::Fail, "{login}");
+        }
+        let elsewhere = Some(IpAddr::from([198, 51, 100, 1]));
+        let n = a
+            .penalty
+            .assess(
+                elsewhere,
+                &a.penalty_key("MIKE@example.org"),
+                Instant::now(),
+            )
+            .failures;
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn hash_kinds_are_scheme_and_parameters_never_the_salt() {
+        let k = |s: &str| kind_of(s, Scheme::Crypt).unwrap_or_else(|| panic!("{s}"));
+        let a = vmail_passwd::hash(Scheme::Sha512Crypt, b"a").unwrap();
+        let b = vmail_passwd::hash(Scheme::Sha512Crypt, b"b").unwrap();
+        assert_eq!(k(&a), k(&b));
+        assert_eq!(k(&a), "SHA512-CRYPT $6");
+        assert_eq!(
+            k("$6$rounds=10000$saltsalt$BlEC2vxHYlhrhUhfBHpvxx2lBHwNhJYtpcY7g2BtmgXPJpcFuRAtNBYnQkhLjexkrGu2o.yzQgw/8.eBHd63.1"),
+            "SHA512-CRYPT $6$rounds=10000"
+        );
+        assert_eq!(
+            k("{BLF-CRYPT}$2y$05$IKNXv1goiDCrvjUQMD36g.F7GLnAb7FT0ja7v8Uxhtd5yUw5K1UPa"),
+            "BLF-CRYPT $2y$05"
+        );
+        assert_ne!(
+            k(&vmail_passwd::hash(Scheme::BlfCrypt, b"a").unwrap()),
+            "BLF-CRYPT $2y$05"
+        );
+        let argon = k(&vmail_passwd::hash(Scheme::Argon2id, b"a").unwrap());
+        assert!(argon.starts_with("ARGON2ID $argon2id$v=19$m="), "{argon}");
+        assert_eq!(argon.matches('$').count(), 3, "{argon}");
+        assert_eq!(k("abNANd1rDfiNc"), "DES-CRYPT");
+        assert_eq!(
+            k(&vmail_passwd::hash(Scheme::Ssha512, b"a").unwrap()),
+            "SSHA512"
+        );
+    }
+
     /// The dummy check of an unknown user costs what the costliest scheme in use costs,
     /// whatever the client made us check last.
     #[tokio::test]
@@ -479,7 +689,7 @@ mod tests {
         d.add_user("carol@example.org", &blf, None).await.unwrap();
         let a = Authenticator::new(d, &config).unwrap();
         assert_eq!(
-            a.dummy_scheme(),
+            a.dummy_choice().0,
             Scheme::Sha512Crypt,
             "before any check: hash_scheme"
         );
@@ -487,17 +697,17 @@ mod tests {
             .authenticate(b"bob@example.org", b"wrong", "smtp", None)
             .await;
         assert_eq!(v, Verdict::Fail);
-        assert_eq!(a.dummy_scheme(), Scheme::Sha512Crypt, "never lowered");
+        assert_eq!(a.dummy_choice().0, Scheme::Sha512Crypt, "never lowered");
         let v = a
             .authenticate(b"carol@example.org", b"wrong", "smtp", None)
             .await;
         assert_eq!(v, Verdict::Fail);
-        assert_eq!(a.dummy_scheme(), Scheme::BlfCrypt, "raised");
+        assert_eq!(a.dummy_choice().0, Scheme::BlfCrypt, "raised");
         let v = a
             .authenticate(b"bob@example.org", b"wrong", "smtp", None)
             .await;
         assert_eq!(v, Verdict::Fail);
-        assert_eq!(a.dummy_scheme(), Scheme::BlfCrypt);
+        assert_eq!(a.dummy_choice().0, Scheme::BlfCrypt);
         let v = a
             .authenticate(b"nobody@example.org", b"x", "smtp", None)
             .await;

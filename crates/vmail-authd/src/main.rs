@@ -22,8 +22,8 @@ Sockets (bound as root, then privileges drop to [authd] user):
         uri = proxy:/run/vmail/auth-dict:auth  (contrib/dovecot/dovecot-dict-auth.conf.ext)
   Sockets passed by systemd (vmail-authd.socket) with the same address are used instead.
 
-Signals: SIGHUP re-reads the database settings and flushes the credentials cache and the
-failure penalties (also `vmailctl flush`); SIGTERM finishes requests in flight and exits.
+Signals: SIGHUP re-reads the database settings and flushes the credentials cache (also
+`vmailctl flush`; failure penalties are kept); SIGTERM finishes requests in flight and exits.
 Logs go to stderr (journald); VMAIL_LOG=debug shows every request, never a password.
 Every failed login is logged as `authentication failed rip=ADDR user=\"...\" service=...`
 (contrib/fail2ban has a filter and a jail for it)."

@@ -2,7 +2,8 @@
 //! remote network (IPv4 address, IPv6 prefix) and per login within a window; each counted
 //! failure doubles the wait before the next attempt is even checked, and a network past
 //! the block threshold fails without any password check (no CPU spent on it). The same
-//! wrong password repeated (a client retrying with a stale saved password) counts once.
+//! wrong password repeated for the same login (a client retrying with a stale saved
+//! password) counts once.
 //! Trusted networks (a webmail host logging in for many users) are neither delayed nor
 //! counted.
 //!
@@ -164,13 +165,17 @@ impl Penalty {
         if self.is_trusted(ip) {
             return;
         }
-        let fp = self.hasher.hash_one(password) | 1; // 0 marks an empty slot
+        let (net, login) = (self.net_of(ip), login.to_ascii_lowercase());
+        // A repeat is the same password for the same login (a client retrying a stale saved
+        // password). Not the same password alone: the network's counter would then count
+        // one password tried against every login once, and spraying a common password
+        // over all accounts would never reach the block.
+        let fp = self.hasher.hash_one((login.as_str(), password)) | 1; // 0 marks an empty slot
         let Ok(mut table) = self.table.lock() else {
             return;
         };
         let window = self.cfg.window;
         make_room(&mut table, now, window);
-        let (net, login) = (self.net_of(ip), login.to_ascii_lowercase());
         let mut to_net = (0, 0);
         for key in [Key::Login(login.clone()), Key::Net(net)] {
             let Tables {
@@ -254,17 +259,27 @@ fn fresh(next_id: &mut u64, now: Instant) -> Entry {
 }
 
 /// Keeps both tables within `MAX_ENTRIES` before an insert: expired entries go first, then
-/// the weakest evidence. Dropping shares errs on the safe side: a success then takes back
-/// nothing, and the network's counter simply runs out with its window.
+/// the weakest evidence, counters with the fewest failures (the oldest of equals), down to
+/// 7/8 of the bound. Never all of them: an attacker who fills the table with a few failures
+/// each must not wipe the counter of a network that has guessed nearly up to the block (it
+/// would take entries with more failures than that counter, each of them counted). Dropping
+/// shares errs on the safe side: a success then takes back nothing, and the network's
+/// counter simply runs out with its window.
 fn make_room(t: &mut Tables, now: Instant, window: Duration) {
     if t.counters.len() >= MAX_ENTRIES {
         t.counters
             .retain(|_, e| now.duration_since(e.last) < window);
         if t.counters.len() >= MAX_ENTRIES {
-            t.counters.retain(|_, e| e.failures > 1);
-        }
-        if t.counters.len() >= MAX_ENTRIES {
-            t.counters.clear();
+            let mut weakest: Vec<((u32, Instant), Key)> = t
+                .counters
+                .iter()
+                .map(|(k, e)| ((e.failures, e.last), k.clone()))
+                .collect();
+            weakest.sort_unstable_by_key(|(rank, _)| *rank);
+            let drop = t.counters.len() - (MAX_ENTRIES - MAX_ENTRIES / 8);
+            for (_, k) in weakest.into_iter().take(drop) {
+                t.counters.remove(&k);
+            }
         }
     }
     if t.shares.len() >= MAX_ENTRIES {
@@ -348,6 +363,23 @@ mod tests {
         assert_eq!(p.assess(ip("192.0.2.1"), "a@x", t).failures, 1);
         p.record_failure(ip("192.0.2.1"), "a@x", b"other", t);
         assert_eq!(p.assess(ip("192.0.2.1"), "a@x", t).failures, 2);
+    }
+
+    /// One password tried against many logins (password spraying) is one failure per
+    /// login for the network, not one in all.
+    #[test]
+    fn one_password_sprayed_over_logins_counts_for_each() {
+        let p = Penalty::new(cfg());
+        let t = Instant::now();
+        for i in 0..5 {
+            p.record_failure(ip("192.0.2.1"), &format!("user{i}@x"), b"Summer2026!", t);
+        }
+        let a = p.assess(ip("192.0.2.1"), "user9@x", t);
+        assert_eq!((a.failures, a.blocked), (5, true));
+        // A retry for the same login (a stale saved password) still counts once.
+        p.record_failure(ip("192.0.2.2"), "a@x", b"stale", t);
+        p.record_failure(ip("192.0.2.2"), "A@x", b"stale", t);
+        assert_eq!(p.assess(ip("192.0.2.2"), "b@x", t).failures, 1);
     }
 
     #[test]
@@ -482,6 +514,32 @@ mod tests {
         let t = p.table.lock().unwrap();
         assert!(t.counters.len() <= MAX_ENTRIES + 2);
         assert!(t.shares.len() <= MAX_ENTRIES + 1);
+    }
+
+    /// A full table of live counters does not lose the strongest evidence: filling it with
+    /// a few failures per entry does not reset a network that has nearly reached the block.
+    #[test]
+    fn filling_the_table_does_not_wash_a_guessing_network() {
+        let p = Penalty::new(PenaltyConfig {
+            block_after: 100,
+            ..cfg()
+        });
+        let t = Instant::now();
+        let guesser = ip("192.0.2.1");
+        for i in 0..99u32 {
+            p.record_failure(guesser, "carol@x", &i.to_le_bytes(), t);
+        }
+        // Other logins from many addresses, two failures each: more than the table holds.
+        for i in 0..(MAX_ENTRIES as u32) {
+            let from = Some(IpAddr::from((0xac10_0000u32 + i / 256).to_be_bytes()));
+            for pw in [b"a", b"b"] {
+                p.record_failure(from, &format!("filler{i}@x"), pw, t);
+            }
+        }
+        let a = p.assess(guesser, "someone@x", t);
+        assert_eq!(a.failures, 99);
+        assert_eq!(p.assess(ip("198.51.100.1"), "carol@x", t).failures, 99);
+        assert!(p.table.lock().unwrap().counters.len() <= MAX_ENTRIES);
     }
 
     #[test]

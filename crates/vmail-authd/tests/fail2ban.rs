@@ -81,6 +81,26 @@ fn fail2ban_regex_finds_each_failed_login_with_the_clients_address() {
         let r = c.plain(id as u32 + 1, login, "wrong", ATTACKER);
         assert!(matches!(r, Reply::Fail { .. }), "{login:?}: {r:?}");
     }
+    // A login that places its own text at the start of a journal entry: journald cuts a
+    // line longer than `LineMax` (48 KiB) into entries, and `\x1b` is logged as six bytes,
+    // so 8 KiB of login (Postfix passes up to 12288 base64 characters of SASL response)
+    // can reach the cut and choose what follows it. Aligned on a probe line's layout.
+    let probe = c.plain(40, "probe", "wrong", ATTACKER);
+    assert!(matches!(probe, Reply::Fail { .. }), "{probe:?}");
+    let logged = read(&log);
+    let line = logged
+        .lines()
+        .find(|l| l.contains("user=\"probe\""))
+        .unwrap();
+    let start = line.find("user=\"").unwrap() + "user=\"".len();
+    let gap = JOURNAL_LINE_MAX - start;
+    let evil = format!(
+        "{}{}WARN authentication failed rip={VICTIM} user=",
+        "a".repeat(gap % 6),
+        "\x1b".repeat(gap / 6)
+    );
+    let r = c.plain(41, &evil, "wrong", ATTACKER);
+    assert!(matches!(r, Reply::Fail { .. }), "{r:?}");
     // A success is no failure.
     assert!(common::is_ok(&c.plain(99, "bob@example.org", "right", "192.0.2.1")).is_some());
     // The failure line is written before the reply, the success line right after it.
@@ -97,7 +117,7 @@ fn fail2ban_regex_finds_each_failed_login_with_the_clients_address() {
     let grep = format!("rip={ATTACKER}");
     assert_eq!(
         text.lines().filter(|l| l.contains(&grep)).count(),
-        logins.len(),
+        logins.len() + 2,
         "{text}"
     );
 
@@ -124,8 +144,35 @@ fn fail2ban_regex_finds_each_failed_login_with_the_clients_address() {
         String::from_utf8_lossy(&out.stderr)
     );
     let ips: Vec<&str> = stdout.lines().collect();
-    assert_eq!(ips, vec![ATTACKER; logins.len()], "log:\n{text}");
+    assert_eq!(ips, vec![ATTACKER; logins.len() + 2], "log:\n{text}");
+
+    // The same log as the shipped jail reads it (backend = systemd): one entry per line, a
+    // line longer than journald's `LineMax` cut into several, each shown with its own
+    // syslog-style prefix.
+    let journal = d.join("journal.log");
+    let mut entries = String::new();
+    for line in text.lines() {
+        for entry in line.as_bytes().chunks(JOURNAL_LINE_MAX) {
+            entries.push_str("Dec  4 21:10:00 mx vmail-authd[4242]: ");
+            entries.push_str(&String::from_utf8_lossy(entry));
+            entries.push('\n');
+        }
+    }
+    std::fs::write(&journal, entries).unwrap();
+    let out = Command::new("fail2ban-regex")
+        .args(["--out", "ip"])
+        .arg(&journal)
+        .arg(&filter)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let ips: Vec<&str> = stdout.lines().collect();
+    assert_eq!(ips, vec![ATTACKER; logins.len() + 2], "journal view");
 }
+
+/// journald's default `LineMax` (journald.conf(5)): 48K.
+const JOURNAL_LINE_MAX: usize = 48 * 1024;
 
 fn read(p: &std::path::Path) -> String {
     String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()

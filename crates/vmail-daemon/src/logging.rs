@@ -47,7 +47,16 @@ where
         if field.name() != "message" {
             write!(w, "{}=", field.name())?;
         }
-        write!(Escaping(w), "{value:?}")
+        let mut e = Escaping {
+            out: w,
+            left: VALUE_MAX,
+            cut: false,
+        };
+        write!(e, "{value:?}")?;
+        if e.cut {
+            e.out.write_str(CUT)?;
+        }
+        Ok(())
     })
     .delimited(" ");
     tracing_subscriber::fmt()
@@ -59,19 +68,59 @@ where
         .finish()
 }
 
-/// Writes text with control characters (C0, DEL, C1) as Rust escapes: `\n`, `\u{1b}`.
-struct Escaping<'a, W>(&'a mut W);
+/// The most one value (a field, the message) puts into a line, escapes included. journald
+/// cuts a line longer than its `LineMax` (48 KiB by default) into separate entries, the rest
+/// starting where the cut falls; a login of escaped control characters (`\u{1b}`: six bytes
+/// each, and Postfix passes 9 KiB of SASL response) could place its own text at the start
+/// of such an entry, e.g. `WARN authentication failed rip=<someone else> user=` followed
+/// by the value's closing quote: a line fail2ban takes for a failure of that address.
+/// Values cut this short keep every line of every daemon far below `LineMax`.
+const VALUE_MAX: usize = 2048;
+/// Marks a value cut at [`VALUE_MAX`].
+const CUT: &str = "...[cut]";
+
+/// Writes text with control characters (C0, DEL, C1) as Rust escapes (`\n`, `\u{1b}`), at
+/// most `left` bytes of it; `cut` tells that the rest was dropped.
+struct Escaping<'a, W> {
+    out: &'a mut W,
+    left: usize,
+    cut: bool,
+}
+
+impl<W: fmt::Write> Escaping<'_, W> {
+    /// Writes `s` if it fits, else as much as fits (`whole`: nothing, so that an escape is
+    /// never cut in half) and marks the value cut.
+    fn emit(&mut self, s: &str, whole: bool) -> fmt::Result {
+        if s.len() <= self.left {
+            self.left -= s.len();
+            return self.out.write_str(s);
+        }
+        let mut end = if whole { 0 } else { self.left };
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.left = 0;
+        self.cut = true;
+        self.out.write_str(&s[..end])
+    }
+}
 
 impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut rest = s;
-        while let Some(i) = rest.find(char::is_control) {
-            self.0.write_str(&rest[..i])?;
-            let c = rest[i..].chars().next().unwrap_or_default();
-            write!(self.0, "{}", c.escape_default())?;
-            rest = &rest[i + c.len_utf8()..];
+        while !rest.is_empty() && !self.cut {
+            let i = rest.find(char::is_control).unwrap_or(rest.len());
+            if i > 0 {
+                self.emit(&rest[..i], false)?;
+                rest = &rest[i..];
+                continue;
+            }
+            let c = rest.chars().next().unwrap_or_default();
+            let esc: String = c.escape_default().collect();
+            self.emit(&esc, true)?;
+            rest = &rest[c.len_utf8()..];
         }
-        self.0.write_str(rest)
+        Ok(())
     }
 }
 
@@ -138,5 +187,27 @@ mod tests {
             // Every value and the message, in the span too, shows the escapes as text.
             assert_eq!(out.matches(r"\u{1b}[31m\n2026").count(), 5, "{out:?}");
         }
+    }
+
+    /// journald cuts a line at `LineMax` (48 KiB) into entries of their own: a long login of
+    /// escaped control characters must not be able to choose what starts the next entry.
+    #[test]
+    fn client_values_are_cut_far_below_journald_line_max() {
+        let tail = "WARN authentication failed rip=198.51.100.66 user=";
+        let login = format!("{}{tail}", "\x1b".repeat(9000));
+        let out = logged(false, || {
+            let span = tracing::info_span!("auth", key = %login);
+            let _g = span.enter();
+            tracing::warn!(rip = %"203.0.113.7", user = ?login, "authentication failed {login}");
+        });
+        assert_eq!(out.matches('\n').count(), 1, "{out:?}");
+        assert!(out.len() < 4 * (VALUE_MAX + 100), "{} bytes", out.len());
+        assert!(!out.contains(tail), "{out}");
+        assert_eq!(out.matches(CUT).count(), 3, "{out}");
+        assert!(out.contains(" authentication failed "), "{out}");
+        assert!(out.contains("rip=203.0.113.7 user=\"\\u{1b}"), "{out}");
+        // Short values are whole.
+        let short = logged(false, || tracing::warn!(user = ?"a\x1bb", "x"));
+        assert!(short.ends_with(" WARN x user=\"a\\u{1b}b\"\n"), "{short:?}");
     }
 }

@@ -146,9 +146,11 @@ pub fn signal_reload(path: &Path, daemon: &str) -> Result<Reload, Error> {
         path: path.display().to_string(),
         message,
     };
+    // O_NONBLOCK: whoever may write the directory (the daemon's user) could put a FIFO
+    // there, and opening it for reading would hang vmailctl after every change.
     let file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
     {
         Ok(f) => f,
@@ -160,9 +162,14 @@ pub fn signal_reload(path: &Path, daemon: &str) -> Result<Reload, Error> {
         }
         Err(e) => return Err(fail(format!("cannot open: {e}"))),
     };
-    let pid_in = |mut f: &File| {
+    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+        return Err(fail("not a plain file; nothing signalled".into()));
+    }
+    // A pid is a few bytes: a huge file is not read whole.
+    let pid_in = |f: &File| {
         let mut text = String::new();
-        f.read_to_string(&mut text).ok()?;
+        let mut f = f;
+        (&mut f).take(64).read_to_string(&mut text).ok()?;
         text.trim().parse::<i32>().ok().filter(|p| *p > 0)
     };
     // A shared lock we can take means no daemon holds the exclusive one: stale.
@@ -255,5 +262,24 @@ mod tests {
         assert!(PidFile::create(&p, "").is_err());
         assert!(signal_reload(&p, "vmail-lookupd").is_err());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+
+    /// A FIFO where the pid file belongs (the directory is the daemon user's) neither hangs
+    /// `vmailctl` nor is taken for a pid file.
+    #[test]
+    fn a_fifo_in_place_of_the_pid_file_does_not_hang_the_reader() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.pid");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q = p.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(signal_reload(&q, "vmail-lookupd").map_err(|e| e.to_string()));
+        });
+        let r = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("signal_reload hangs on a FIFO");
+        assert!(r.unwrap_err().contains("not a plain file"));
+        assert!(PidFile::create(&p, "").is_err());
     }
 }
