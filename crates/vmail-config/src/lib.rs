@@ -261,6 +261,9 @@ pub struct TcpTableListeners {
     pub aliases: Option<String>,
     pub senders: Option<String>,
     pub transport: Option<String>,
+    /// `check_recipient_access tcp:...`: refuses a disabled mailbox with 5.2.1, as the
+    /// socketmap `recipient_access` map does.
+    pub recipient_access: Option<String>,
 }
 
 impl TcpTableListeners {
@@ -272,6 +275,7 @@ impl TcpTableListeners {
             ("aliases", &self.aliases),
             ("senders", &self.senders),
             ("transport", &self.transport),
+            ("recipient_access", &self.recipient_access),
         ]
         .into_iter()
         .filter_map(|(n, e)| e.as_deref().map(|e| (n, e)))
