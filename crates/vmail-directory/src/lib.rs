@@ -519,6 +519,27 @@ impl Directory {
         Ok(!self.run(Q_DOMAIN, d, "", d).await?.is_empty())
     }
 
+    /// Whether `d` (folded) has a row in `domains`, enabled or not (with a custom domain
+    /// query: whether that query answers it). For the alias-domain search: a catch-all
+    /// `@d` to a domain that is not ours forwards a whole domain to another server.
+    pub(crate) async fn domain_listed(&self, d: &str) -> Result<bool> {
+        if self.config.database.queries.domain.is_some() {
+            return self.domain_exists_folded(d).await;
+        }
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let rows = self
+            .backend
+            .fetch(
+                "SELECT domain FROM domains WHERE domain = ?",
+                vec![d.into()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(Row::first)
+            .any(|stored| self.same_key(stored, d)))
+    }
+
     /// The user with exactly this login (case folded, no extension stripping): for
     /// authentication.
     pub async fn user(&self, login: &str) -> Result<Option<User>> {
