@@ -1,7 +1,8 @@
 //! How long an auth or dict connection may take over what it is waiting for (issue 15):
 //! the client's handshake and each line must arrive whole within request_read_timeout_ms
 //! (from connecting, from the line's first byte), a connection with nothing in progress
-//! may stay idle_timeout_ms, and one waiting for our own checks has no deadline.
+//! may stay idle_timeout_ms, and one waiting for our own checks has no deadline. Each reply
+//! must be taken within request_read_timeout_ms too (`vmail_daemon::write_all_within`).
 
 use std::time::Duration;
 

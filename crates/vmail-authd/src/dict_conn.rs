@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 use tracing::Instrument;
 use vmail_directory::{Directory, User};
@@ -115,7 +115,13 @@ pub async fn serve<S>(
                     return;
                 }
             }
-            if stream.write_all(&out).await.is_err() {
+            // Under the request deadline: a client that stops reading its replies would
+            // otherwise hold its connection (and its listener's slot) for ever.
+            let limit = settings.request_read_timeout;
+            if vmail_daemon::write_all_within(&mut stream, &out, limit)
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -139,3 +139,32 @@ fn clients_dribbling_a_handshake_or_a_line_are_closed_at_the_deadline() {
         .lookup("userdb/alice@example.org", "alice@example.org")
         .starts_with('O'));
 }
+
+/// A dict client that sends lookups and never reads the replies: once the socket's buffer
+/// is full, writing the next reply blocks. Without a deadline on writes it held its slot
+/// for ever (the line deadlines cover only reading). With one slot on the dict socket,
+/// Dovecot's next connection must be served once request_read_timeout_ms has passed.
+#[test]
+fn a_dict_client_that_never_reads_its_replies_gives_its_slot_back() {
+    let (_t, mut config) = setup();
+    config.authd.max_connections = 1;
+    config.authd.request_read_timeout_ms = 500;
+    let d = Daemon::start(config);
+    let mut stuck = UnixStream::connect(&d.dict_socket).unwrap();
+    let mut requests = String::from("H3\t2\t0\t\tauth\n");
+    for _ in 0..2000 {
+        requests.push_str("Lshared/passdb/alice@example.org\talice@example.org\n");
+    }
+    stuck.write_all(requests.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let mut c = DictClient::connect(&d);
+    let reply = c.lookup("passdb/alice@example.org", "alice@example.org");
+    assert!(reply.starts_with('O'), "{reply}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "a dict lookup waited {:?} behind a client that does not read its replies",
+        t.elapsed()
+    );
+    drop(stuck);
+}

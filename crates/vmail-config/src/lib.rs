@@ -271,7 +271,8 @@ pub struct LookupdConfig {
     pub idle_timeout_ms: u64,
     /// From the first byte of a request to its last: a client that sends a request more
     /// slowly (a byte now and then, to hold a connection) is closed. Postfix writes each
-    /// request at once.
+    /// request at once. A reply must be taken within the same time: a client that sends
+    /// requests but does not read the answers is closed too.
     pub request_read_timeout_ms: u64,
     /// Answer TIMEOUT if a lookup takes longer (Postfix waits ~100 s; defer long before).
     pub request_timeout_ms: u64,
@@ -301,6 +302,9 @@ pub struct TcpTableListeners {
     pub aliases: Option<String>,
     pub senders: Option<String>,
     pub transport: Option<String>,
+    /// `check_recipient_access tcp:...`: refuses a disabled mailbox with 5.2.1, as the
+    /// socketmap `recipient_access` map does.
+    pub recipient_access: Option<String>,
 }
 
 impl TcpTableListeners {
@@ -312,6 +316,7 @@ impl TcpTableListeners {
             ("aliases", &self.aliases),
             ("senders", &self.senders),
             ("transport", &self.transport),
+            ("recipient_access", &self.recipient_access),
         ]
         .into_iter()
         .filter_map(|(n, e)| e.as_deref().map(|e| (n, e)))
@@ -433,6 +438,7 @@ pub struct AuthdConfig {
     /// From the first byte of a line (the auth handshake, an auth or dict request) to its
     /// end, and from connecting to the end of the client's handshake (auth `CPID`, dict
     /// hello): slower clients are closed. Dovecot and Postfix write each line at once.
+    /// Each reply must be taken within the same time, or the connection is closed.
     pub request_read_timeout_ms: u64,
     /// A directory lookup slower than this is a temporary failure (Postfix: 454).
     pub request_timeout_ms: u64,

@@ -12,10 +12,12 @@ mod logging;
 pub mod metrics;
 mod pidfile;
 mod serve;
+mod write;
 pub use activation::unused_inherited;
 pub use logging::init_logging;
 pub use pidfile::{signal_reload, PidFile, Reload};
 pub use serve::{Event, Lifecycle};
+pub use write::write_all_within;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -104,9 +104,10 @@ pub async fn serve(stream: Stream, render: Render) {
     }
 }
 
-/// From the connection's start to the end of the request header. A scraper sends its
-/// request at once (Prometheus: one short GET); whoever does not gives the slot back, so
-/// idle or dribbling connections hold the listener's small budget for this long at most.
+/// From the connection's start to the end of the request header, and again for the reply
+/// to be taken. A scraper sends its request at once (Prometheus: one short GET) and reads
+/// the answer; whoever does not gives the slot back, so idle, dribbling or non-reading
+/// connections hold the listener's small budget for this long at most.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, render: Render) {
@@ -151,9 +152,15 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, render: Render) {
         "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let _ = s.write_all(head.as_bytes()).await;
-    let _ = s.write_all(body.as_bytes()).await;
-    let _ = s.shutdown().await;
+    // A scraper that does not read the body would otherwise hold the slot for ever.
+    let mut reply = head.into_bytes();
+    reply.extend_from_slice(body.as_bytes());
+    if crate::write_all_within(&mut s, &reply, HEADER_TIMEOUT)
+        .await
+        .is_ok()
+    {
+        let _ = s.shutdown().await;
+    }
 }
 
 #[cfg(test)]

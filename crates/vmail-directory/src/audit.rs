@@ -19,7 +19,8 @@ use crate::Directory;
 pub enum Problem {
     /// Not an address (or domain) vmail's address rules accept: never matched.
     Invalid,
-    /// Whitespace or control characters other than trailing spaces, or a form no lookup key
+    /// Whitespace or control characters other than trailing spaces (and those too where the
+    /// column's collation does not ignore them: SQLite, NO PAD), or a form no lookup key
     /// takes (a domain ending in a dot): never matched.
     Unmatchable,
     /// An upper-case local part with `[address] fold_local_part = false`: the classic maps
@@ -28,8 +29,8 @@ pub enum Problem {
     /// Non-ASCII under an accent-insensitive collation: the classic maps also answer it for
     /// accent variants (`alice@` for `alicé@`), vmail only for this spelling.
     AccentVariant,
-    /// Trailing spaces: matched as if they were not there, as by MariaDB's PAD SPACE
-    /// collations; other tools may disagree, so trimming the row is better.
+    /// Trailing spaces under a PAD SPACE collation (MariaDB's defaults): matched as if they
+    /// were not there; other tools may disagree, so trimming the row is better.
     TrailingSpaces,
 }
 
@@ -110,9 +111,9 @@ impl Directory {
         let fold = self.config.address.fold_local_part;
         let mut out = Vec::new();
         for (table, column, sql, kind) in COLUMNS {
-            let accents = self.accent_insensitive(table, column).await?;
+            let c = self.collation(table, column).await?;
             for value in self.backend.fetch_column(sql).await?.into_iter().flatten() {
-                if let Some(problem) = problem(&self.policy, fold, accents, kind, &value) {
+                if let Some(problem) = problem(&self.policy, fold, c, kind, &value) {
                     out.push(Finding {
                         table,
                         column,
@@ -125,10 +126,11 @@ impl Directory {
         Ok(out)
     }
 
-    /// Whether the column's collation ignores accents (MySQL; SQLite compares exactly).
-    async fn accent_insensitive(&self, table: &str, column: &str) -> Result<bool> {
+    /// What the column's collation ignores (MySQL; SQLite's NOCASE ignores neither accents
+    /// nor trailing spaces).
+    async fn collation(&self, table: &str, column: &str) -> Result<Collation> {
         if self.backend.dialect() != Dialect::Mysql {
-            return Ok(false);
+            return Ok(Collation::default());
         }
         let rows = self
             .backend
@@ -138,19 +140,34 @@ impl Directory {
                 vec![table.into(), column.into()],
             )
             .await?;
-        // `_bin` compares bytes; `_as_` names an accent-sensitive collation (MySQL 8).
-        Ok(rows
-            .first()
-            .and_then(|r| r.first())
-            .is_some_and(|c| !c.ends_with("_bin") && !c.contains("_as_")))
+        // No collation: a binary column, compared byte for byte.
+        let Some(c) = rows.first().and_then(|r| r.first()) else {
+            return Ok(Collation::default());
+        };
+        Ok(Collation {
+            // `_bin` compares bytes; `_as_` names an accent-sensitive collation (MySQL 8).
+            accents: !c.ends_with("_bin") && !c.contains("_as_"),
+            // NO PAD: MariaDB's `_nopad_` collations and all of MySQL 8's `_0900_` ones.
+            pads: !c.contains("nopad") && !c.contains("_0900_"),
+        })
     }
+}
+
+/// What a key column's comparison ignores.
+#[derive(Debug, Clone, Copy, Default)]
+struct Collation {
+    /// Accents (`alicé` = `alice`).
+    accents: bool,
+    /// Trailing spaces (PAD SPACE). Where they count (SQLite, NO PAD, binary columns) the
+    /// database never returns a padded row for a lookup, so vmail never matches it.
+    pads: bool,
 }
 
 /// Why `stored` is listed, if it is.
 fn problem(
     policy: &AddressPolicy,
     fold: bool,
-    accents: bool,
+    collation: Collation,
     kind: Kind,
     stored: &str,
 ) -> Option<Problem> {
@@ -174,10 +191,14 @@ fn problem(
     if !fold && local.chars().any(char::is_uppercase) {
         return Some(Problem::CaseVariant);
     }
-    if accents && !key.is_ascii() {
+    let padded = key.len() != stored.len();
+    if padded && !collation.pads {
+        return Some(Problem::Unmatchable);
+    }
+    if collation.accents && !key.is_ascii() {
         return Some(Problem::AccentVariant);
     }
-    (key.len() != stored.len()).then_some(Problem::TrailingSpaces)
+    padded.then_some(Problem::TrailingSpaces)
 }
 
 #[cfg(test)]
@@ -189,7 +210,11 @@ mod tests {
             fold_local_part: fold,
             ..Default::default()
         });
-        problem(&policy, fold, true, kind, stored)
+        let mariadb = Collation {
+            accents: true,
+            pads: true,
+        };
+        problem(&policy, fold, mariadb, kind, stored)
     }
 
     #[test]
@@ -240,5 +265,17 @@ mod tests {
             Some(Problem::Invalid)
         );
         assert!(!Problem::Invalid.matched() && Problem::TrailingSpaces.matched());
+        // Where trailing spaces count, the database never returns the padded row.
+        let policy = AddressPolicy::default();
+        assert_eq!(
+            problem(
+                &policy,
+                true,
+                Collation::default(),
+                Kind::Address,
+                "alice@example.org "
+            ),
+            Some(Problem::Unmatchable)
+        );
     }
 }

@@ -250,7 +250,8 @@ async fn own(dir: &Directory, a: &Address) -> Result<Own> {
 ///
 /// A catch-all destination `@other` makes this an alias domain: the answer is `user@other`
 /// only if that address exists there, so an unknown user of an alias domain is rejected at
-/// RCPT like one of the real domain. Alias domains of alias domains are searched here too,
+/// RCPT like one of the real domain. When `other` is not in `domains` at all (a domain
+/// forwarded to another server), the answer is `user@other` as with virtual(5). Alias domains of alias domains are searched here too,
 /// each domain once (alias domains that point at each other form loops), at most
 /// [`MAX_ALIAS_DOMAINS`] of them. The answer names only addresses whose own search ends
 /// without a catch-all (a mailbox or forwarding of the user, or a plain catch-all
@@ -295,6 +296,13 @@ async fn aliases(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
                     match own(dir, &target).await? {
                         Own::Found(_) => target.to_string(),
                         Own::Disabled => continue,
+                        // Not a domain of ours: a whole domain forwarded to another server
+                        // (`@old.example -> @new-provider.example`). virtual(5) rewrites the
+                        // address and Postfix routes it there; no row here can say whether
+                        // the user exists, so answering nothing would bounce all its mail.
+                        Own::Nothing if !dir.domain_listed(&target.domain).await? => {
+                            target.to_string()
+                        }
                         Own::Nothing => {
                             pending.push_back(target.domain);
                             continue;

@@ -142,6 +142,7 @@ both! {
     classic_rows_are_read(true),
     search_order_and_extensions(true),
     alias_domains_reject_unknown_users(true),
+    a_domain_forwarded_to_another_server(true),
     senders_map(true),
     transport_map(true),
     hostile_keys_are_inert(true),
@@ -467,6 +468,34 @@ async fn alias_domains_reject_unknown_users(e: &Env) {
         );
     }
     assert_eq!(e.q(Map::Aliases, "x@chain.test").await, None);
+}
+
+/// `@old.example -> @new-provider.example`, the classic way to hand a whole domain to
+/// another provider: new-provider.example is not in `domains`, so nothing here can say which
+/// users exist there, and virtual(5) rewrites every address. The search used to answer only
+/// for users found in the target domain, so every message for the old domain was refused as
+/// "User unknown".
+async fn a_domain_forwarded_to_another_server(e: &Env) {
+    (e.raw)(CLASSIC_ROWS);
+    (e.raw)("INSERT INTO domains (domain) VALUES ('old.example');
+             INSERT INTO forwardings (source, destination) VALUES ('@old.example', '@new-provider.example');");
+    assert_eq!(
+        e.q(Map::Aliases, "someone@old.example").await.as_deref(),
+        Some("someone@new-provider.example")
+    );
+    assert_eq!(
+        e.q(Map::Aliases, "someone+tag@old.example")
+            .await
+            .as_deref(),
+        Some("someone+tag@new-provider.example")
+    );
+    // The target address itself is not ours: Postfix routes it by transport and DNS.
+    assert_eq!(
+        e.q(Map::Aliases, "someone@new-provider.example").await,
+        None
+    );
+    // An alias domain of one of our domains still rejects unknown users.
+    assert_eq!(e.q(Map::Aliases, "nobody@alias.test").await, None);
 }
 
 async fn senders_map(e: &Env) {

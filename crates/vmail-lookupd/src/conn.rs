@@ -24,7 +24,8 @@ pub enum Protocol {
 pub struct ConnSettings {
     /// Between requests.
     pub idle_timeout: Duration,
-    /// From the first byte of a request to its last.
+    /// From the first byte of a request to its last; also how long a reply may take to be
+    /// written (a client that does not read its replies is closed).
     pub request_read_timeout: Duration,
 }
 
@@ -64,7 +65,10 @@ pub async fn serve<S>(
                     buf.drain(..used);
                     // What follows is idle time or a new request: either starts its clock.
                     waiting = None;
-                    if let Err(e) = stream.write_all(&out).await {
+                    // Under the request deadline too: a client that never reads its replies
+                    // would otherwise hold its slot for ever once the socket is full.
+                    let limit = settings.request_read_timeout;
+                    if let Err(e) = vmail_daemon::write_all_within(&mut stream, &out, limit).await {
                         tracing::debug!(error = %e, "client went away while we answered");
                         return;
                     }
@@ -74,7 +78,8 @@ pub async fn serve<S>(
                     svc.stats.bad_request();
                     tracing::warn!(reason, "closing connection after malformed input");
                     if !out.is_empty() {
-                        let _ = stream.write_all(&out).await;
+                        let limit = settings.request_read_timeout;
+                        let _ = vmail_daemon::write_all_within(&mut stream, &out, limit).await;
                     }
                     let _ = stream.shutdown().await;
                     return;

@@ -204,3 +204,26 @@ fn smtpd_refuses_a_disabled_mailbox_with_5_2_1() {
     );
     assert!(out.accepted(), "{}", out.transcript);
 }
+
+/// Postfix wired with tcp_table instead of socketmap (main.cf.vmail's alternative) has the
+/// same `recipient_access` map on a listener of its own: without one, a disabled mailbox
+/// could only be refused as "5.1.1 User unknown" there.
+#[test]
+fn recipient_access_is_served_over_tcp_table_too() {
+    let Some((_db, mut cfg)) = prepare("recipient_access_is_served_over_tcp_table_too") else {
+        return;
+    };
+    let port = vmail_test_support::free_port();
+    cfg.lookupd.tcp_table.recipient_access = Some(format!("inet:127.0.0.1:{port}"));
+    let d = Daemon::start(cfg);
+    let table = format!("tcp:127.0.0.1:{port}");
+    assert_eq!(
+        postmap_query("x@example.org", &table),
+        PostmapResult::Found(DISABLED.to_string())
+    );
+    assert_eq!(
+        postmap_query("carol@example.org", &table),
+        PostmapResult::NotFound
+    );
+    drop(d);
+}

@@ -132,3 +132,48 @@ fn a_client_dribbling_a_request_is_closed_at_the_request_deadline() {
     c.send(b"mple.com,");
     assert_eq!(c.reply().as_deref(), Some("OK virtual"));
 }
+
+/// A client that sends requests but never reads the replies: once the socket's buffer is
+/// full, writing the next reply blocks. Without a deadline on writes that connection held
+/// its slot for ever (the request deadline covers only reading), a way around the fix
+/// above for any local user of a tcp_table port. Here the socketmap socket has one slot:
+/// a Postfix lookup behind the stuck client must still be answered once the reply deadline
+/// (request_read_timeout_ms) has passed.
+#[test]
+fn a_client_that_never_reads_its_replies_gives_its_slot_back() {
+    let (_g, mut cfg) = prepare_sqlite(ROWS);
+    cfg.lookupd.max_connections = 1;
+    cfg.lookupd.idle_timeout_ms = 60_000;
+    cfg.lookupd.request_read_timeout_ms = 500;
+    // An alias with 1000 destinations: a reply of about 25 kB.
+    let dests: Vec<String> = (0..1000)
+        .map(|i| format!("user{i:04}@remote.test"))
+        .collect();
+    rusqlite::Connection::open(&cfg.database.sqlite_path)
+        .unwrap()
+        .execute(
+            "INSERT INTO forwardings (source, destination) VALUES ('big@example.com', ?1)",
+            [dests.join(",")],
+        )
+        .unwrap();
+    let d = Daemon::start(cfg);
+    // 40 requests (1 MB of replies, far more than a socket buffer), never a read.
+    let mut stuck = Raw::connect(&d.socket);
+    let mut requests = Vec::new();
+    for _ in 0..40 {
+        vmail_proto::netstring::encode(b"aliases big@example.com", &mut requests);
+    }
+    stuck.send(&requests);
+    std::thread::sleep(Duration::from_millis(300));
+    let took = probe(
+        &d.socket,
+        b"aliases info@example.com",
+        "OK sales@example.com",
+        Duration::from_secs(6),
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "a lookup waited {took:?} behind a client that does not read its replies"
+    );
+    drop(stuck);
+}

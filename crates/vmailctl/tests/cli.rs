@@ -516,3 +516,38 @@ fn names_that_escape_or_share_a_maildir_are_refused() {
         "alice@example.org\n"
     );
 }
+
+/// SQLite compares `'pad@example.org '` and `'pad@example.org'` as different (NOCASE does not
+/// pad), so vmail never reaches a padded row there: `audit` must list it as never matched
+/// (exit 1), not as "matched as if the spaces were absent" (exit 0), which left the
+/// postmaster believing mail for it still arrives.
+#[test]
+fn audit_on_sqlite_lists_padded_rows_as_never_matched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("vmail.sqlite");
+    let cfg = write_config(
+        dir.path(),
+        &format!("[database]\nsqlite_path = \"{}\"\n", db.display()),
+    );
+    ok(&cfg, &["init"], "");
+    ok(&cfg, &["domain", "add", "example.org"], "");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO users (email, password) VALUES ('pad@example.org ', 'x');
+             INSERT INTO forwardings (source, destination) VALUES ('padfw@example.org ', 'x@example.org');",
+        )
+        .unwrap();
+    // What vmail answers for them: nothing.
+    let o = vmailctl(&cfg, &["query", "mailboxes", "pad@example.org"], "");
+    assert_eq!(code(&o), 1, "{o:?}");
+    let o = vmailctl(&cfg, &["query", "aliases", "padfw@example.org"], "");
+    assert_eq!(code(&o), 1, "{o:?}");
+    let o = vmailctl(&cfg, &["audit"], "");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(code(&o), 1, "{out}");
+    assert!(
+        out.contains("2 row(s) vmail never matches, 0 matched differently"),
+        "{out}"
+    );
+}
