@@ -318,6 +318,7 @@ fn deliver(
         _ => None,
     };
 
+    let policy = AddressPolicy::from_config(&config.address);
     // Read the start of the message to see what Postfix prepended and to detect loops,
     // without holding more than the header section (capped) in memory.
     let (prepend, head, staged, facts) =
@@ -330,13 +331,12 @@ fn deliver(
                 }
                 let mut prepend = return_path(args, lda, &facts);
                 if lda.add_delivered_to && !facts.prepended_delivered_to {
-                    prepend.push(("Delivered-To".to_string(), user.email.clone()));
+                    prepend.push(("Delivered-To".to_string(), full_recipient(&policy, &user)));
                 }
                 (prepend, head, None, facts)
             }
         };
     // Been here before (a staged file is dropped, leaving nothing behind).
-    let policy = AddressPolicy::from_config(&config.address);
     if facts.delivered_before(&policy, &mailbox_addresses(&policy, recipient, Some(&user))) {
         return Outcome::Loop(recipient.to_string());
     }
@@ -370,30 +370,34 @@ fn deliver(
     }
 }
 
-/// The addresses a `Delivered-To:` for this mailbox can carry, folded as the directory folds
+/// The addresses a `Delivered-To:` for this delivery can carry, folded as the directory folds
 /// them: a message that has one already came back (a loop). `-d`, which is what pipe(8)'s `D`
-/// flag writes (extension included); once the directory has answered (`user`), also the
-/// stored address, which is what the LDA writes itself, with the extension and without it.
-/// Without the extension only when the directory stripped it to find the mailbox: `a+b@`
-/// can be a mailbox of its own, and `a@` someone else's.
+/// flag writes (extension included); once the directory has answered (`user`), also what the
+/// LDA writes itself ([`full_recipient`]). Only the full recipient, as Postfix's virtual(8)
+/// and local(8) compare: a message delivered to `alice@` that alice redirects to her own
+/// `alice+archive@` is no loop, while one back at `alice+lists@` after a delivery there is.
 fn mailbox_addresses(
     policy: &AddressPolicy,
     recipient: &str,
     user: Option<&RecipientRecord>,
 ) -> Vec<Address> {
-    let rcpt = policy.parse(recipient);
-    let mut all: Vec<Address> = rcpt.iter().cloned().collect();
-    let Some(user) = user else {
-        return all;
-    };
-    if let Some(ext) = &user.ext {
-        all.extend(rcpt.map(|r| r.base(policy).0));
-        if let Some(stored) = policy.parse(&user.email) {
-            all.extend(policy.parse(&stored.with_extension(ext)));
-        }
+    let mut all: Vec<Address> = policy.parse(recipient).into_iter().collect();
+    if let Some(user) = user {
+        all.extend(policy.parse(&full_recipient(policy, user)));
     }
-    all.extend(policy.parse(&user.email));
     all
+}
+
+/// The recipient this delivery is for, as the LDA writes it into `Delivered-To:` when
+/// pipe(8)'s `D` flag did not: the stored address with the extension it was reached
+/// through, so that the line is what the loop check compares (issue 15 item 8: writing the
+/// bare stored address and comparing `-d` let a loop through `alice+lists@` run until
+/// Postfix's hop limit).
+fn full_recipient(policy: &AddressPolicy, user: &RecipientRecord) -> String {
+    match (&user.ext, policy.parse(&user.email)) {
+        (Some(ext), Some(stored)) => stored.with_extension(ext),
+        _ => user.email.clone(),
+    }
 }
 
 /// `Return-Path:` from `-f`, unless the message has one (pipe(8)'s `R` flag).

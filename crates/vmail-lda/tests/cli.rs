@@ -181,8 +181,7 @@ fn a_message_back_at_an_extension_address_is_a_loop() {
     let e = Env::new("");
     let body = b"Subject: back again\n\nloop\n";
     for (rcpt, seen) in [
-        ("alice+lists@example.org", "alice@example.org"),
-        ("alice+lists@example.org", "<Alice@EXAMPLE.org>"),
+        ("alice+lists@example.org", "<Alice+lists@EXAMPLE.org>"),
         ("alice+lists@example.org", "alice+lists@example.org"),
         ("Alice+Lists@Example.org", "alice+lists@example.org"),
         ("alice@example.org", "ALICE@example.org"),
@@ -208,6 +207,16 @@ fn a_message_back_at_an_extension_address_is_a_loop() {
     assert!(files(&e.maildir("alice").join("new")).is_empty());
     assert!(files(&e.maildir("alice").join("tmp")).is_empty());
 
+    // Delivered to alice, redirected by her to her own +tag address: no loop (Postfix's
+    // virtual(8) compares the full recipient too).
+    let m = [&b"Delivered-To: alice@example.org\n"[..], body].concat();
+    let o = e.lda(&["-d", "alice+archive@example.org"], &m);
+    assert_eq!(o.status.code(), Some(0), "{}", line(&o));
+    assert_eq!(files(&e.maildir("alice").join("new")).len(), 1);
+    for f in files(&e.maildir("alice").join("new")) {
+        std::fs::remove_file(f).unwrap();
+    }
+
     // Delivered to alice, forwarded to another user: delivered there.
     let m = [&b"Delivered-To: alice@example.org\n"[..], body].concat();
     let o = e.lda(&["-d", "small+x@example.org"], &m);
@@ -220,8 +229,10 @@ fn a_message_back_at_an_extension_address_is_a_loop() {
     let new = files(&e.maildir("alice").join("new"));
     assert_eq!(new.len(), 1);
     let stored = std::fs::read(&new[0]).unwrap();
-    assert!(stored.starts_with(b"Delivered-To: alice@example.org\n"));
-    let o = e.lda(&["-d", "alice+lists@example.org"], &stored);
+    assert!(stored.starts_with(b"Delivered-To: alice+lists@example.org\n"));
+    // Back through Postfix (whose cleanup puts its Received: line on top).
+    let back = [&b"Received: from lists.example by mx\n"[..], &stored].concat();
+    let o = e.lda(&["-d", "alice+lists@example.org"], &back);
     assert_eq!(o.status.code(), Some(69), "{}", line(&o));
     assert_eq!(files(&e.maildir("alice").join("new")).len(), 1);
 }

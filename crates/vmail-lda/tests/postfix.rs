@@ -270,9 +270,9 @@ fn smtp_to_maildir_defers_on_outage_and_reads_back_over_imap_and_pop3() {
 
 /// Issue 15 item 8, through real Postfix with a pipe(8) transport *without* the `D` flag
 /// (so Postfix's own loop check is off and the LDA writes `Delivered-To:` itself, with the
-/// stored address): a message for `alice+lists@` that already carries
-/// `Delivered-To: alice@example.org` has been here before and bounces as a loop (5.4.6);
-/// the same message for another user is delivered.
+/// full recipient): a message for `alice+lists@` that already carries the
+/// `Delivered-To: alice+lists@example.org` the LDA wrote has been here before and bounces as
+/// a loop (5.4.6); the same message for another user is delivered.
 #[test]
 fn without_the_d_flag_a_message_back_at_an_extension_address_bounces_as_a_loop() {
     let test = "without_the_d_flag_a_message_back_at_an_extension_address_bounces_as_a_loop";
@@ -326,13 +326,13 @@ fn without_the_d_flag_a_message_back_at_an_extension_address_bounces_as_a_loop()
     assert!(
         stored
             .lines()
-            .any(|l| l == "Delivered-To: alice@example.org"),
+            .any(|l| l == "Delivered-To: alice+lists@example.org"),
         "{stored}"
     );
 
     // Back again, as a forwarder would send it: a loop.
     let back = format!(
-        "Delivered-To: alice@example.org\n{}",
+        "Delivered-To: alice+lists@example.org\n{}",
         message("alice+lists@example.org", "back")
     );
     let out = pf.send("sender@outside.test", &["alice+lists@example.org"], &back);
