@@ -24,6 +24,13 @@ pub enum Error {
     /// postmaster fixes the row, and no account is ever handed someone else's Maildir.
     #[error("stored mailbox {row:?} refused: {reason}")]
     UnsafeMailbox { row: String, reason: String },
+    /// A lookup whose answer would pass a search limit (alias domains visited, catch-all
+    /// destinations). Temporary, as Postfix's cleanup defers a message whose virtual alias
+    /// expansion is "unreasonable": a cut answer would silently drop recipients, and "not
+    /// found" would bounce mail for a user who may exist past the limit. Logged (rate
+    /// limited) where the limit is hit, not per lookup.
+    #[error("{0}")]
+    Limit(String),
     /// Configuration that cannot work (unparseable custom query, unknown column).
     #[error("directory configuration: {0}")]
     Config(String),
@@ -57,6 +64,7 @@ impl Error {
                 | Error::Query(_)
                 | Error::Config(_)
                 | Error::UnsafeMailbox { .. }
+                | Error::Limit(_)
         )
     }
 }

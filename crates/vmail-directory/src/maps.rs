@@ -253,7 +253,8 @@ async fn own(dir: &Directory, a: &Address) -> Result<Own> {
 /// RCPT like one of the real domain. When `other` is not in `domains` at all (a domain
 /// forwarded to another server), the answer is `user@other` as with virtual(5). Alias domains of alias domains are searched here too,
 /// each domain once (alias domains that point at each other form loops), at most
-/// [`MAX_ALIAS_DOMAINS`] of them. The answer names only addresses whose own search ends
+/// [`MAX_ALIAS_DOMAINS`] of them (past a limit the answer is a temporary failure, as Postfix
+/// defers an "unreasonable" expansion, never a cut list or "not found"). The answer names only addresses whose own search ends
 /// without a catch-all (a mailbox or forwarding of the user, or a plain catch-all
 /// destination): Postfix looks every answer up again (cleanup's virtual alias recursion), and
 /// an answer naming the user in another alias domain could send Postfix from one domain of
@@ -321,6 +322,11 @@ async fn aliases(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
     }
     if exhausted {
         warn_limited(&a.domain);
+        return Err(crate::Error::Limit(format!(
+            "alias domains of {} exceed the search limits ({MAX_ALIAS_DOMAINS} domains, \
+             {MAX_CATCH_ALL_DESTINATIONS} destinations)",
+            a.domain
+        )));
     }
     Ok((!out.is_empty()).then_some(out))
 }
@@ -347,7 +353,7 @@ fn warn_limited(domain: &str) {
         max_domains = MAX_ALIAS_DOMAINS,
         max_destinations = MAX_CATCH_ALL_DESTINATIONS,
         suppressed,
-        "alias domains of this domain exceed the search limits; answering what was found"
+        "alias domains of this domain exceed the search limits; answering temporary failure"
     );
 }
 

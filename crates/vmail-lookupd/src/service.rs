@@ -128,6 +128,12 @@ impl Service {
             }
             // Every directory error defers: a bad custom query or a missing table must not
             // reject mail while an operator fixes it.
+            // A search limit is logged where it is hit, at most once a minute: a table that
+            // makes every lookup hit it must not fill the log.
+            Ok(Err(e @ vmail_directory::Error::Limit(_))) => {
+                tracing::debug!(map = map.name(), error = %e, "lookup over a search limit; answering temporary failure");
+                Outcome::Temp(e.to_string())
+            }
             Ok(Err(e)) => {
                 tracing::warn!(map = map.name(), error = %e, "lookup failed; answering temporary failure");
                 Outcome::Temp(e.to_string())
