@@ -199,6 +199,9 @@ pub fn signal_reload(path: &Path, daemon: &str) -> Result<Reload, Error> {
             path.display()
         )));
     };
+    // Pin the process before checking what it runs: the pidfd names this process, not the
+    // number, so a pid recycled between the check and the signal gets nothing.
+    let pidfd = PidFd::open(pid);
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map_err(|e| fail(format!("cannot tell what pid {pid} runs: {e}")))?;
     let exe = exe.to_string_lossy();
@@ -209,19 +212,80 @@ pub fn signal_reload(path: &Path, daemon: &str) -> Result<Reload, Error> {
             "pid {pid} runs {exe}, not {daemon}; not signalled"
         )));
     }
-    match nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGHUP,
-    ) {
+    let sent = match &pidfd {
+        Some(fd) => fd.sighup(),
+        None => nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        ),
+    };
+    match sent {
         Ok(()) => Ok(Reload::Sent(pid)),
         Err(Errno::ESRCH) => Ok(Reload::NotRunning(format!("pid {pid} just exited"))),
         Err(e) => Err(fail(format!("signalling pid {pid}: {e}"))),
     }
 }
 
+/// A process file descriptor (pidfd_open(2), Linux 5.3): signals sent through it reach the
+/// process it was opened for or none, never a later process given the same number.
+struct PidFd(std::os::fd::OwnedFd);
+
+impl PidFd {
+    /// `None` where the kernel has no pidfds (then `kill(2)` is the fallback) or the process
+    /// is gone already (the signal then reports it).
+    fn open(pid: i32) -> Option<PidFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+        Some(PidFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn sighup(&self) -> Result<(), Errno> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal(pidfd, sig, info = NULL, flags = 0) on a descriptor we own.
+        let r = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                nix::libc::SIGHUP,
+                std::ptr::null::<nix::libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Errno::last())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The signal goes to the process the pidfd was opened for: once that one has exited and
+    /// been reaped, its number may belong to anyone, and the pidfd reaches no one (`kill(2)`
+    /// on the number would hit whoever has it now).
+    #[test]
+    fn a_pidfd_signals_only_the_process_it_was_opened_for() {
+        let mut live = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let fd = PidFd::open(live.id() as i32).expect("pidfd_open (Linux 5.3)");
+        fd.sighup().unwrap();
+        let status = live.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(nix::libc::SIGHUP));
+
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let fd = PidFd::open(gone.id() as i32).expect("pidfd_open");
+        gone.wait().unwrap();
+        assert_eq!(fd.sighup(), Err(Errno::ESRCH));
+    }
 
     #[test]
     fn pid_file_is_locked_while_held_and_removed_on_drop() {
