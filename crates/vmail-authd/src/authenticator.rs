@@ -103,22 +103,26 @@ fn seed(scheme: Scheme) -> HashKind {
     }
 }
 
-/// The kind of `stored`: its scheme, and for the modular crypt formats the fields before
-/// the salt (`$2y$05`, `$6$rounds=10000`, `$argon2id$v=19$m=65536,t=3,p=1`).
-fn kind_of(stored: &str, default: Scheme) -> Option<String> {
+/// The scheme of `stored` and its kind: the scheme's name, and for the modular crypt
+/// formats the fields before the salt (`$2y$05`, `$6$rounds=10000`,
+/// `$argon2id$v=19$m=65536,t=3,p=1`).
+fn kind_of(stored: &str, default: Scheme) -> Option<(Scheme, String)> {
     let scheme = vmail_passwd::scheme_of(stored, default).ok()?;
     let value = match stored.strip_prefix('{').and_then(|s| s.split_once('}')) {
         Some((_, rest)) => rest,
         None => stored,
     };
     if !value.starts_with('$') {
-        return Some(scheme.name().to_string());
+        return Some((scheme, scheme.name().to_string()));
     }
     let fields: Vec<&str> = value.split('$').collect();
     // bcrypt keeps salt and hash in one field; the others have a salt field, then the hash.
     let params = if scheme == Scheme::BlfCrypt { 1 } else { 2 };
     let keep = fields.len().checked_sub(params)?;
-    Some(format!("{} {}", scheme.name(), fields[..keep].join("$")))
+    Some((
+        scheme,
+        format!("{} {}", scheme.name(), fields[..keep].join("$")),
+    ))
 }
 
 pub struct Authenticator {
@@ -479,10 +483,7 @@ impl Authenticator {
     /// stored hash of a configured scheme replaces its seed: the parameters really in use
     /// are known from then on.
     fn observe(&self, stored: &str, took: Duration) {
-        let (Some(key), Ok(scheme)) = (
-            kind_of(stored, self.default_scheme),
-            vmail_passwd::scheme_of(stored, self.default_scheme),
-        ) else {
+        let Some((scheme, key)) = kind_of(stored, self.default_scheme) else {
             return;
         };
         let Ok(mut kinds) = self.kinds.lock() else {
@@ -597,22 +598,28 @@ impl Authenticator {
 mod tests {
     use super::*;
 
-    /// Spellings of one login share its penalty counter.
-    #[tokio::test]
-    async fn spellings_of_a_login_share_its_penalty() {
-        let dir = tempfile::tempdir().unwrap();
+    /// An authenticator without delays on an SQLite directory in `dir` holding
+    /// `example.org` and `users` (address, stored hash).
+    async fn on_sqlite(dir: &std::path::Path, users: &[(&str, &str)]) -> Authenticator {
         let mut config = Config::default();
         config.database.backend = vmail_config::Backend::Sqlite;
-        config.database.sqlite_path = dir.path().join("vmail.db");
+        config.database.sqlite_path = dir.join("vmail.db");
         config.authd.failure_delay_ms = 0;
         config.authd.max_delay_ms = 0;
         let d = Directory::open(&config).await.unwrap();
         d.init(true).await.unwrap();
         d.add_domain("example.org").await.unwrap();
-        d.add_user("mike@example.org", "abNANd1rDfiNc", None)
-            .await
-            .unwrap();
-        let a = Authenticator::new(d, &config).unwrap();
+        for (email, stored) in users {
+            d.add_user(email, stored, None).await.unwrap();
+        }
+        Authenticator::new(d, &config).unwrap()
+    }
+
+    /// Spellings of one login share its penalty counter.
+    #[tokio::test]
+    async fn spellings_of_a_login_share_its_penalty() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = on_sqlite(dir.path(), &[("mike@example.org", "abNANd1rDfiNc")]).await;
         for (i, login) in [
             "mike@example.org",
             "mike@example.org.",
@@ -642,7 +649,7 @@ mod tests {
 
     #[test]
     fn hash_kinds_are_scheme_and_parameters_never_the_salt() {
-        let k = |s: &str| kind_of(s, Scheme::Crypt).unwrap_or_else(|| panic!("{s}"));
+        let k = |s: &str| kind_of(s, Scheme::Crypt).unwrap_or_else(|| panic!("{s}")).1;
         let a = vmail_passwd::hash(Scheme::Sha512Crypt, b"a").unwrap();
         let b = vmail_passwd::hash(Scheme::Sha512Crypt, b"b").unwrap();
         assert_eq!(k(&a), k(&b));
@@ -674,20 +681,15 @@ mod tests {
     #[tokio::test]
     async fn dummy_check_follows_the_costliest_scheme_in_use() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.database.backend = vmail_config::Backend::Sqlite;
-        config.database.sqlite_path = dir.path().join("vmail.db");
-        config.authd.failure_delay_ms = 0;
-        config.authd.max_delay_ms = 0;
-        let d = Directory::open(&config).await.unwrap();
-        d.init(true).await.unwrap();
-        d.add_domain("example.org").await.unwrap();
-        d.add_user("bob@example.org", "abNANd1rDfiNc", None)
-            .await
-            .unwrap();
         let blf = vmail_passwd::hash(Scheme::BlfCrypt, b"x").unwrap();
-        d.add_user("carol@example.org", &blf, None).await.unwrap();
-        let a = Authenticator::new(d, &config).unwrap();
+        let a = on_sqlite(
+            dir.path(),
+            &[
+                ("bob@example.org", "abNANd1rDfiNc"),
+                ("carol@example.org", &blf),
+            ],
+        )
+        .await;
         assert_eq!(
             a.dummy_choice().0,
             Scheme::Sha512Crypt,
