@@ -68,7 +68,7 @@ pub async fn serve<S>(
         },
         &mut out,
     );
-    if write_within(&mut wr, &out, &settings).await.is_err() {
+    if deadline::write(&mut wr, &out, &settings).await.is_err() {
         return;
     }
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
@@ -110,7 +110,7 @@ pub async fn serve<S>(
                     &mut handshake_done,
                     &mut out,
                 );
-                if !out.is_empty() && write_within(&mut wr, &out, &settings).await.is_err() {
+                if !out.is_empty() && deadline::write(&mut wr, &out, &settings).await.is_err() {
                     return;
                 }
                 if let Err(why) = step {
@@ -160,7 +160,7 @@ pub async fn serve<S>(
                 };
                 out.clear();
                 auth::encode_reply(&reply, &mut out);
-                if write_within(&mut wr, &out, &settings).await.is_err() {
+                if deadline::write(&mut wr, &out, &settings).await.is_err() {
                     return;
                 }
             },
@@ -179,16 +179,6 @@ pub async fn serve<S>(
             },
         }
     }
-}
-
-/// Writes a reply under the request deadline: a client that stops reading its replies
-/// would otherwise hold its connection (and its listener's slot) for ever.
-async fn write_within<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    out: &[u8],
-    settings: &ConnSettings,
-) -> std::io::Result<()> {
-    vmail_daemon::write_all_within(wr, out, settings.request_read_timeout).await
 }
 
 /// Acts on one client line. `Err` closes the connection (after `out` is written).

@@ -73,6 +73,16 @@ impl Clock {
     }
 }
 
+/// Writes a reply under the request deadline: a client that stops reading its replies
+/// would otherwise hold its connection (and its listener's slot) for ever.
+pub async fn write<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    out: &[u8],
+    limits: &ConnSettings,
+) -> std::io::Result<()> {
+    vmail_daemon::write_all_within(w, out, limits.request_read_timeout).await
+}
+
 /// Sleeps until `deadline`, for ever without one.
 pub async fn until(deadline: Option<Instant>) {
     match deadline {

@@ -115,13 +115,7 @@ pub async fn serve<S>(
                     return;
                 }
             }
-            // Under the request deadline: a client that stops reading its replies would
-            // otherwise hold its connection (and its listener's slot) for ever.
-            let limit = settings.request_read_timeout;
-            if vmail_daemon::write_all_within(&mut stream, &out, limit)
-                .await
-                .is_err()
-            {
+            if deadline::write(&mut stream, &out, &settings).await.is_err() {
                 return;
             }
         }
