@@ -13,6 +13,7 @@ pub mod authenticator;
 pub mod cache;
 pub mod deadline;
 pub mod dict_conn;
+pub mod hash_costs;
 pub mod penalty;
 pub mod stats;
 
