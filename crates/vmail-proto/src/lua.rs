@@ -345,7 +345,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn pass(line: &[u8]) -> (Vec<u8>, Vec<u8>, Option<IpAddr>, Vec<u8>, Vec<u8>) {
+    /// A PASS request's id, service, rip, login and password.
+    type Pass = (Vec<u8>, Vec<u8>, Option<IpAddr>, Vec<u8>, Vec<u8>);
+
+    fn pass(line: &[u8]) -> Pass {
         match parse_request(line) {
             Ok(Request::Pass {
                 id,
