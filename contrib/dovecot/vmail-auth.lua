@@ -63,10 +63,14 @@ local function split(line)
   return fields
 end
 
+local DOVECOT_24 = false
+
 -- 2.3 calls script_init() without arguments and wants 0 back; 2.4 passes lua_settings as
--- a table and ignores the result. A bad value stops Dovecot at start, not at a login.
+-- a table (empty without them) and ignores the result. A bad value stops Dovecot at start,
+-- not at a login.
 function script_init(args)
   if type(args) == "table" then
+    DOVECOT_24 = true
     if args.socket ~= nil and args.socket ~= "" then
       SOCKET = args.socket
     end
@@ -204,14 +208,68 @@ local function service(req)
   return req.protocol or req.service or ""
 end
 
--- `user=...` and the `userdb_*` fields of an OK reply, from its fourth field on.
-local function fields(f, from)
-  local t = {}
+-- Dovecot 2.4 has no `mail` (mail_location) and no `quota_rule`: a userdb field is a
+-- setting there, and those two were split into settings of their own (2.4's upgrade notes,
+-- "mail_location" and "quota"). authd answers in 2.3's terms; these are the 2.4 names of
+-- what it sends. A location option without a 2.4 name is a temporary failure rather than a
+-- mailbox opened in the wrong place.
+local LOCATION_24 = {
+  INDEX = "mail_index_path",
+  INDEXPVT = "mail_index_private_path",
+  CONTROL = "mail_control_path",
+  INBOX = "mail_inbox_path",
+  ALT = "mail_alt_path",
+  VOLATILEDIR = "mail_volatile_path",
+  LAYOUT = "mailbox_list_layout",
+  DIRNAME = "mailbox_directory_name",
+  SUBSCRIPTIONS = "mailbox_subscriptions_filename",
+}
+
+local function to_24(t, prefix)
+  local mail = t[prefix .. "mail"]
+  if mail ~= nil then
+    t[prefix .. "mail"] = nil
+    local parts = {}
+    for p in (mail .. ":"):gmatch("([^:]*):") do
+      parts[#parts + 1] = p
+    end
+    t[prefix .. "mail_driver"] = parts[1]
+    if parts[2] ~= nil and parts[2] ~= "" then
+      t[prefix .. "mail_path"] = parts[2]
+    end
+    for i = 3, #parts do
+      local k, v = parts[i]:match("^([^=]+)=(.*)$")
+      local name = LOCATION_24[k or parts[i]]
+      if name == nil then
+        return nil, "mail location option " .. parts[i] .. " has no Dovecot 2.4 setting"
+      end
+      t[prefix .. name] = v or "yes"
+    end
+  end
+  local rule = t[prefix .. "quota_rule"]
+  if rule ~= nil then
+    t[prefix .. "quota_rule"] = nil
+    local bytes = rule:match("^%*:bytes=(%d+)$")
+    if bytes == nil then
+      return nil, "quota rule " .. rule .. " has no Dovecot 2.4 setting"
+    end
+    t[prefix .. "quota_storage_size"] = bytes
+  end
+  return t
+end
+
+-- `user=...` and the record fields of an OK reply, from `from` on (`prefix`: "userdb_" in a
+-- passdb answer, for the prefetch userdb).
+local function fields(f, from, prefix)
+  local t = { user = f[3] }
   for i = from, #f do
     local k, v = f[i]:match("^([^=]+)=(.*)$")
     if k ~= nil then
       t[k] = v
     end
+  end
+  if DOVECOT_24 then
+    return to_24(t, prefix)
   end
   return t
 end
@@ -240,8 +298,11 @@ function auth_password_verify(req, pass)
   if f == nil then
     return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("PASS", err)
   elseif f[1] == "OK" and f[3] ~= nil then
-    local t = fields(f, 4)
-    t.user = f[3]
+    local t
+    t, err = fields(f, 4, "userdb_")
+    if t == nil then
+      return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("PASS", err)
+    end
     return dovecot.auth.PASSDB_RESULT_OK, t
   elseif f[1] == "FAIL" then
     return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, ""
@@ -270,8 +331,11 @@ function auth_passdb_lookup(req)
   if f == nil then
     return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("LOOKUP", err)
   elseif f[1] == "OK" and f[3] ~= nil then
-    local t = fields(f, 4)
-    t.user = f[3]
+    local t
+    t, err = fields(f, 4, "userdb_")
+    if t == nil then
+      return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("LOOKUP", err)
+    end
     if (req.mechanism or "") == "" then
       t.nopassword = "y"
     end
@@ -298,8 +362,11 @@ function auth_userdb_lookup(req)
   if f == nil then
     return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, temp("USER", err)
   elseif f[1] == "OK" and f[3] ~= nil then
-    local t = fields(f, 4)
-    t.user = f[3]
+    local t
+    t, err = fields(f, 4, "")
+    if t == nil then
+      return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, temp("USER", err)
+    end
     return dovecot.auth.USERDB_RESULT_OK, t
   elseif f[1] == "NOTFOUND" then
     return dovecot.auth.USERDB_RESULT_USER_UNKNOWN, ""
