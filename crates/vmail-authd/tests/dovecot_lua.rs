@@ -98,6 +98,8 @@ struct Setup {
     _db: tempfile::TempDir,
 }
 
+/// Held only for its `Drop`, which removes the homes.
+#[allow(dead_code)]
 enum Homes {
     Host(tempfile::TempDir),
     Root(RootDir),
@@ -116,14 +118,21 @@ fn authd_config(home_base: &str, uid: u32, gid: u32) -> (tempfile::TempDir, vmai
     populate(
         &config,
         &["example.org"],
-        &[(ALICE.0, &alice), (ERIN.0, DES_SECRET), (DISABLED.0, &frank)],
+        &[
+            (ALICE.0, &alice),
+            (ERIN.0, DES_SECRET),
+            (DISABLED.0, &frank),
+        ],
     );
     with_dir(&config, async |d| {
         d.set_active(DISABLED.0, false).await.unwrap()
     });
     sqlite_exec(
         &config,
-        &format!("UPDATE users SET quota = {ALICE_QUOTA} WHERE email = '{}';", ALICE.0),
+        &format!(
+            "UPDATE users SET quota = {ALICE_QUOTA} WHERE email = '{}';",
+            ALICE.0
+        ),
     );
     (db, config)
 }
@@ -147,11 +156,17 @@ fn make_home_base(dir: &Path, uid: u32, gid: u32) -> PathBuf {
 /// Dovecot 2.3 on this host, on the shipped script and 2.3 snippet.
 fn setup_23(test: &str) -> Option<Setup> {
     if !have("doveadm") {
-        skip(test, "doveadm (Dovecot) is not installed; run scripts/test-deps");
+        skip(
+            test,
+            "doveadm (Dovecot) is not installed; run scripts/test-deps",
+        );
         return None;
     }
     if !Path::new("/usr/lib/dovecot/modules/auth/libauthdb_lua.so").exists() {
-        skip(test, "dovecot-auth-lua is not installed; run scripts/test-deps");
+        skip(
+            test,
+            "dovecot-auth-lua is not installed; run scripts/test-deps",
+        );
         return None;
     }
     let (uid, gid) = mail_owner();
@@ -295,7 +310,12 @@ fn logins_lookups_and_listing(s: &Setup) {
     let log = || dc.log();
     for (user, pw) in [ALICE, ERIN] {
         let ok = dc.doveadm(&["auth", "test", user, pw]);
-        assert!(accepted(&ok, user), "{user}: {}\n--- log:\n{}", text(&ok), log());
+        assert!(
+            accepted(&ok, user),
+            "{user}: {}\n--- log:\n{}",
+            text(&ok),
+            log()
+        );
     }
     // The login is canonicalised by the `user` field the script sets.
     let mixed = dc.doveadm(&["auth", "test", "Alice@Example.ORG", ALICE.1]);
@@ -314,7 +334,12 @@ fn logins_lookups_and_listing(s: &Setup) {
     {
         let rip = format!("rip=198.51.100.{}", i + 1);
         let o = dc.doveadm(&["auth", "test", "-x", &rip, user, pw]);
-        assert!(refused(&o), "{user} {pw}: {}\n--- log:\n{}", text(&o), log());
+        assert!(
+            refused(&o),
+            "{user} {pw}: {}\n--- log:\n{}",
+            text(&o),
+            log()
+        );
     }
 
     // A lookup carries the record, never a password.
@@ -370,7 +395,11 @@ fn logins_lookups_and_listing(s: &Setup) {
         assert!(accepted(&ok, ALICE.0), "{}", text(&ok));
     }
     let opened = lua_connections(s) - before;
-    assert!(opened <= 2, "6 logins opened {opened} connections to authd\n{}", log());
+    assert!(
+        opened <= 2,
+        "6 logins opened {opened} connections to authd\n{}",
+        log()
+    );
 
     // authd's penalty counts by the remote IP Dovecot saw (`-x rip=`): past
     // penalty_block_after failures that network is refused even the right password, over
@@ -397,20 +426,36 @@ fn logins_lookups_and_listing(s: &Setup) {
 /// each within the script's timeout.
 fn outage_and_stall(s: &mut Setup) {
     let ok = s.dovecot.doveadm(&["auth", "test", ALICE.0, ALICE.1]);
-    assert!(accepted(&ok, ALICE.0), "{}\n--- log:\n{}", text(&ok), s.dovecot.log());
+    assert!(
+        accepted(&ok, ALICE.0),
+        "{}\n--- log:\n{}",
+        text(&ok),
+        s.dovecot.log()
+    );
     drop(s.authd.take());
     let dc = &s.dovecot;
     let down = |what: &str| {
         for (args, name) in [
-            (vec!["auth", "test", ALICE.0, ALICE.1], "auth test, right password"),
-            (vec!["auth", "test", ALICE.0, "wrong"], "auth test, wrong password"),
+            (
+                vec!["auth", "test", ALICE.0, ALICE.1],
+                "auth test, right password",
+            ),
+            (
+                vec!["auth", "test", ALICE.0, "wrong"],
+                "auth test, wrong password",
+            ),
             (vec!["auth", "lookup", ALICE.0], "auth lookup"),
             (vec!["user", ALICE.0], "user"),
         ] {
             let t = Instant::now();
             let o = dc.doveadm(&args);
             let took = t.elapsed();
-            assert!(temporary(&o), "{what}, {name}: {}\n--- log:\n{}", text(&o), dc.log());
+            assert!(
+                temporary(&o),
+                "{what}, {name}: {}\n--- log:\n{}",
+                text(&o),
+                dc.log()
+            );
             // The timeout, plus the master's and doveadm's own work.
             assert!(
                 took < Duration::from_millis(TIMEOUT_MS + 3000),
@@ -425,7 +470,11 @@ fn outage_and_stall(s: &mut Setup) {
         );
     };
     down("authd stopped");
-    assert!(dc.log().contains("vmail-authd"), "no reason logged:\n{}", dc.log());
+    assert!(
+        dc.log().contains("vmail-authd"),
+        "no reason logged:\n{}",
+        dc.log()
+    );
 
     // A listener that accepts and never answers, where authd's socket was.
     std::fs::create_dir_all(s.socket.parent().unwrap()).unwrap();
@@ -442,7 +491,11 @@ fn outage_and_stall(s: &mut Setup) {
         }
     });
     down("authd stalled");
-    assert!(dc.log().contains("timeout"), "no timeout logged:\n{}", dc.log());
+    assert!(
+        dc.log().contains("timeout"),
+        "no timeout logged:\n{}",
+        dc.log()
+    );
 }
 
 #[test]
@@ -492,7 +545,12 @@ fn dovecot24_lua_imap_login_opens_the_maildir() {
         imap.logout().ok();
         let local = user.split('@').next().unwrap();
         let maildir = s.home_host.join("example.org").join(local).join("Maildir");
-        assert!(maildir.join("cur").is_dir(), "{} missing\n{}", maildir.display(), dc.log());
+        assert!(
+            maildir.join("cur").is_dir(),
+            "{} missing\n{}",
+            maildir.display(),
+            dc.log()
+        );
         use std::os::unix::fs::MetadataExt;
         assert_eq!(std::fs::metadata(&maildir).unwrap().uid(), s.uid);
     }

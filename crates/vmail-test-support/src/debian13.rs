@@ -49,7 +49,11 @@ pub fn root(test: &str) -> Option<PathBuf> {
                 .is_ok_and(|s| s.success());
             // Another test may have mounted it in the meantime.
             assert!(
-                ok || Command::new("mountpoint").arg("-q").arg(&at).status().is_ok_and(|s| s.success()),
+                ok || Command::new("mountpoint")
+                    .arg("-q")
+                    .arg(&at)
+                    .status()
+                    .is_ok_and(|s| s.success()),
                 "mount {} failed",
                 at.display()
             );
@@ -74,19 +78,25 @@ impl RootDir {
         crate::set_mode(host.path(), 0o755);
         let inside = format!(
             "/tmp/{}",
-            host.path().file_name().unwrap().to_str().expect("utf-8 name")
+            host.path()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .expect("utf-8 name")
         );
         RootDir { host, inside }
     }
 
-    /// Writes `contents` at `relative` (mode 0644, parents 0755).
+    /// Writes `contents` at `relative` (mode 0644, parents 0755), with `@DIR@` replaced by the
+    /// inside path.
     pub fn write(&self, relative: &str, contents: &str) {
+        let contents = contents.replace(crate::postfix::DIR_PLACEHOLDER, &self.inside);
         let p = self.host.path().join(relative);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).expect("mkdir in root dir");
             crate::set_mode(parent, 0o755);
         }
-        std::fs::write(&p, contents).expect("write in root dir");
+        std::fs::write(&p, &contents).expect("write in root dir");
         crate::set_mode(&p, 0o644);
     }
 }
@@ -123,8 +133,7 @@ impl ChrootDovecot {
              auth_internal_failure_delay = 0\n\
              service imap-login {{\n  inet_listener imap {{\n    port = {imap_port}\n  }}\n  \
              inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
-             {}\n",
-            extra.replace("@DIR@", &d)
+             {extra}\n"
         );
         dir.write("dovecot.conf", &conf);
         let mut me = ChrootDovecot {
@@ -141,11 +150,10 @@ impl ChrootDovecot {
                 .arg(me.conf()),
             &me.dir.host.path().join("dovecot.out"),
         );
-        let started = ok
-            && wait_until(Duration::from_secs(10), || {
+        let started =
+            ok && wait_until(Duration::from_secs(10), || {
                 me.master_pid().is_some_and(process_alive)
-            })
-            && wait_until(Duration::from_secs(30), || greets(imap_port, "* OK"));
+            }) && wait_until(Duration::from_secs(30), || greets(imap_port, "* OK"));
         if !started {
             let log = me.log();
             me.stop();
