@@ -237,6 +237,11 @@ local function to_24(t, prefix)
     if parts[2] ~= nil and parts[2] ~= "" then
       t[prefix .. "mail_path"] = parts[2]
     end
+    -- 2.3's location decided INBOX too (a Maildir's root); 2.4 would take Debian's stock
+    -- `mail_inbox_path = /var/mail/%{user}` (conf.d/10-mail.conf) instead.
+    if parts[1] == "maildir" then
+      t[prefix .. "mail_inbox_path"] = "."
+    end
     for i = 3, #parts do
       local k, v = parts[i]:match("^([^=]+)=(.*)$")
       local name = LOCATION_24[k or parts[i]]

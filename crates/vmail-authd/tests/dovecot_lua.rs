@@ -259,7 +259,17 @@ fn setup_24(test: &str) -> Option<Setup> {
     );
     dir.write("vmail-auth.lua", SCRIPT);
     dir.write("auth-vmail-lua.conf.ext", &conf);
-    let dovecot = ChrootDovecot::start(&root, dir, "!include @DIR@/auth-vmail-lua.conf.ext");
+    // Debian 13's stock conf.d/10-mail.conf (an mbox in /var/mail): the userdb fields the
+    // script sends must override every line of it, as 2.3's `mail` field did.
+    let dovecot = ChrootDovecot::start(
+        &root,
+        dir,
+        "mail_driver = mbox\n\
+         mail_home = /home/%{user | username}\n\
+         mail_path = %{home}/mail\n\
+         mail_inbox_path = /var/mail/%{user}\n\
+         !include @DIR@/auth-vmail-lua.conf.ext",
+    );
     Some(Setup {
         dovecot: Dovecot::V24(dovecot),
         authd: Some(authd),
@@ -369,6 +379,7 @@ fn logins_lookups_and_listing(s: &Setup) {
     if dc.is_24() {
         assert_eq!(field("mail_driver"), "maildir");
         assert_eq!(field("mail_path"), format!("{home}/Maildir"));
+        assert_eq!(field("mail_inbox_path"), ".");
         assert_eq!(field("quota_storage_size"), ALICE_QUOTA.to_string());
     } else {
         assert_eq!(field("mail"), "maildir:~/Maildir");
