@@ -34,6 +34,10 @@ const ERIN: (&str, &str) = ("erin@example.org", "secret");
 const DES_SECRET: &str = "abNANd1rDfiNc";
 const DISABLED: (&str, &str) = ("frank@example.org", "frank-pw");
 const ALICE_QUOTA: u64 = 1_048_576;
+/// authd closes a Lua connection idle this long (default 1 h).
+const IDLE_MS: u64 = 1000;
+/// grace may use SMTP only (`users.services`).
+const SMTP_ONLY: (&str, &str) = ("grace@example.org", "grace-pw");
 /// The script's timeout in these tests (the shipped 10 s would make the stall slow).
 const TIMEOUT_MS: u64 = 1500;
 
@@ -113,8 +117,10 @@ fn authd_config(home_base: &str, uid: u32, gid: u32) -> (tempfile::TempDir, vmai
     config.mailbox.home = format!("{home_base}/%d/%n");
     config.mailbox.mail = "maildir:~/Maildir".into();
     config.authd.penalty_block_after = 3;
+    config.authd.idle_timeout_ms = IDLE_MS;
     let alice = sha512(ALICE.1);
     let frank = sha512(DISABLED.1);
+    let grace = sha512(SMTP_ONLY.1);
     populate(
         &config,
         &["example.org"],
@@ -122,11 +128,19 @@ fn authd_config(home_base: &str, uid: u32, gid: u32) -> (tempfile::TempDir, vmai
             (ALICE.0, &alice),
             (ERIN.0, DES_SECRET),
             (DISABLED.0, &frank),
+            (SMTP_ONLY.0, &grace),
         ],
     );
     with_dir(&config, async |d| {
         d.set_active(DISABLED.0, false).await.unwrap()
     });
+    sqlite_exec(
+        &config,
+        &format!(
+            "UPDATE users SET services = 'smtp' WHERE email = '{}';",
+            SMTP_ONLY.0
+        ),
+    );
     sqlite_exec(
         &config,
         &format!(
@@ -327,6 +341,25 @@ fn logins_lookups_and_listing(s: &Setup) {
             log()
         );
     }
+    // The service reaches authd (2.3's `service`, 2.4's `protocol`): grace may use smtp only.
+    let o = dc.doveadm(&[
+        "auth",
+        "test",
+        "-x",
+        "service=smtp",
+        SMTP_ONLY.0,
+        SMTP_ONLY.1,
+    ]);
+    assert!(accepted(&o, SMTP_ONLY.0), "grace over smtp: {}", text(&o));
+    let o = dc.doveadm(&[
+        "auth",
+        "test",
+        "-x",
+        "service=imap",
+        SMTP_ONLY.0,
+        SMTP_ONLY.1,
+    ]);
+    assert!(refused(&o), "grace over imap: {}", text(&o));
     // The login is canonicalised by the `user` field the script sets.
     let mixed = dc.doveadm(&["auth", "test", "Alice@Example.ORG", ALICE.1]);
     assert!(mixed.status.success(), "{}", text(&mixed));
@@ -397,7 +430,7 @@ fn logins_lookups_and_listing(s: &Setup) {
         .filter(|l| !l.is_empty())
         .collect();
     listed.sort();
-    assert_eq!(listed, [ALICE.0, ERIN.0], "{}", text(&o));
+    assert_eq!(listed, [ALICE.0, ERIN.0, SMTP_ONLY.0], "{}", text(&o));
 
     // An auth worker keeps its connection: logins in a row open hardly any.
     let before = lua_connections(s);
@@ -442,6 +475,21 @@ fn outage_and_stall(s: &mut Setup) {
         "{}\n--- log:\n{}",
         text(&ok),
         s.dovecot.log()
+    );
+    // authd closes the idle connection: the next login finds it closed and opens another,
+    // without a failure.
+    let before = lua_connections(s);
+    std::thread::sleep(Duration::from_millis(IDLE_MS + 500));
+    let ok = s.dovecot.doveadm(&["auth", "test", ALICE.0, ALICE.1]);
+    assert!(
+        accepted(&ok, ALICE.0),
+        "after idle close: {}\n--- log:\n{}",
+        text(&ok),
+        s.dovecot.log()
+    );
+    assert!(
+        lua_connections(s) > before,
+        "the idle connection was not closed"
     );
     drop(s.authd.take());
     let dc = &s.dovecot;
