@@ -165,7 +165,7 @@ end
 -- fields, or nil and why. Nothing is reused after a failure: the connection is closed.
 local function call(args, rows)
   local deadline = socket.gettime() + TIMEOUT_MS / 1000
-  for attempt = 1, 2 do
+  for _ = 1, 2 do
     local fresh = false
     if conn ~= nil and not still_open(conn) then
       close()
