@@ -244,3 +244,250 @@ fn database_down_is_temp_for_every_request() {
     });
     assert!(back, "not recovered after the database came back");
 }
+
+/// What a client running as `uid` in a child process gets: the bytes the server wrote
+/// before the connection ended, and how it ended (`Ok(())`: closed, `Err("reset")`,
+/// `Err("no end")` when it stayed open 10 s). Panics when it cannot connect.
+fn exchange_as(
+    uid: u32,
+    socket: &std::path::Path,
+    request: &[u8],
+) -> (Vec<u8>, Result<(), &'static str>) {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    // Everything the child needs is prepared here: after fork() in a process with
+    // threads, the child may only make async-signal-safe calls (no allocation).
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = socket.as_os_str().as_bytes();
+    assert!(path.len() < addr.sun_path.len());
+    for (d, s) in addr.sun_path.iter_mut().zip(path) {
+        *d = *s as libc::c_char;
+    }
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only calls async-signal-safe functions and _exit()s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: plain system calls on descriptors and buffers owned by the child.
+        unsafe {
+            libc::close(fds[0]);
+            if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                libc::_exit(100);
+            }
+            let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if s < 0 || libc::connect(s, &addr as *const _ as *const libc::sockaddr, len) != 0 {
+                libc::_exit(101);
+            }
+            let tv = libc::timeval {
+                tv_sec: 10,
+                tv_usec: 0,
+            };
+            let tv_len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+            libc::setsockopt(
+                s,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                tv_len,
+            );
+            libc::write(s, request.as_ptr() as *const libc::c_void, request.len());
+            // Done sending: an allowed peer's connection ends after its answers.
+            libc::shutdown(s, libc::SHUT_WR);
+            let mut buf = [0u8; 512];
+            loop {
+                let n = libc::read(s, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+                if n == 0 {
+                    libc::_exit(0);
+                }
+                if n < 0 {
+                    let reset = *libc::__errno_location() == libc::ECONNRESET;
+                    libc::_exit(if reset { 1 } else { 2 });
+                }
+                libc::write(fds[1], buf.as_ptr() as *const libc::c_void, n as usize);
+            }
+        }
+    }
+    // SAFETY: fds[1] is ours and closed once; fds[0] is ours and owned by the File.
+    unsafe { libc::close(fds[1]) };
+    let mut got = Vec::new();
+    let mut f = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    f.read_to_end(&mut got).unwrap();
+    let mut status = 0;
+    // SAFETY: pid is our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "child died: {status}");
+    let code = libc::WEXITSTATUS(status);
+    assert!(
+        code < 100,
+        "child could not run as {uid} or connect: {code}"
+    );
+    let end = match code {
+        0 => Ok(()),
+        1 => Err("reset"),
+        _ => Err("no end"),
+    };
+    (got, end)
+}
+
+const NOBODY: u32 = 65534;
+
+#[test]
+fn peers_outside_lua_peers_are_closed_without_an_answer() {
+    let (_t, config) = setup();
+    let port = vmail_test_support::free_port();
+    let mut root_only = config.clone();
+    root_only.authd.metrics = format!("inet:127.0.0.1:{port}");
+    let d = Daemon::start(root_only);
+    d.open_sockets();
+    let request = b"VERSION\t1\nUSER\t1\talice@example.org\n";
+    for _ in 0..2 {
+        let (got, end) = exchange_as(NOBODY, &d.lua_socket, request);
+        assert_eq!(got, b"", "a refused peer gets no answer");
+        assert!(
+            matches!(end, Ok(()) | Err("reset")),
+            "closed at once, not left waiting: {end:?}"
+        );
+    }
+    // The test's own uid is allowed.
+    let mut c = LuaClient::connect(&d);
+    assert!(c.ask("USER\t2\talice@example.org").starts_with("OK\t2\t"));
+    let (status, body) = vmail_test_support::http_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    let get = |s: &str| {
+        vmail_test_support::metric(&body, s).unwrap_or_else(|| panic!("{s} missing:\n{body}"))
+    };
+    assert_eq!(get("vmail_authd_lua_refused_peers_total"), 2.0);
+    assert_eq!(get("vmail_authd_lua_connections_total"), 1.0);
+    assert_eq!(
+        get("vmail_authd_lua_requests_total{kind=\"user\",result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("vmail_authd_lua_requests_total{kind=\"pass\",result=\"fail\"}"),
+        0.0
+    );
+
+    // Names are resolved when binding: nobody (by name) is served, root is not, and a
+    // name that does not exist only warns.
+    let mut by_name = config;
+    by_name.authd.lua_peers = vec!["nobody".into(), "no-such-user-vmail-test".into()];
+    let d = Daemon::start(by_name);
+    d.open_sockets();
+    let (got, end) = exchange_as(NOBODY, &d.lua_socket, request);
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("OK\t1\talice@example.org\tuid="),
+        "{got:?} {end:?}"
+    );
+    assert_eq!(end, Ok(()));
+    let mut c = LuaClient::connect_raw(&d.lua_socket);
+    let _ = c.send_bytes(b"VERSION\t1\nUSER\t2\talice@example.org\n");
+    assert_eq!(c.line(), None, "root is not in lua_peers here");
+}
+
+#[test]
+fn socket_mode_and_group_are_set() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (_t, mut config) = setup();
+    config.authd.lua_socket_mode = "0640".into();
+    config.authd.lua_socket_group = NOBODY.to_string();
+    let d = Daemon::start(config);
+    let m = std::fs::metadata(&d.lua_socket).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!(m.mode() & 0o777, 0o640);
+    assert_eq!(m.gid(), NOBODY);
+}
+
+#[test]
+fn inet_endpoints_are_refused_at_config_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vmail.toml");
+    std::fs::write(&cfg, "[authd]\nlua = [\"inet:127.0.0.1:9163\"]\n").unwrap();
+    let Err(e) = vmail_config::load(Some(&cfg)) else {
+        panic!("inet: must be refused");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("authd.lua") && e.contains("inet:127.0.0.1:9163"),
+        "{e}"
+    );
+    std::fs::write(&cfg, "[authd]\nlua = [\"unix:/run/x/auth-lua\"]\n").unwrap();
+    assert!(vmail_config::load(Some(&cfg)).is_ok());
+}
+
+#[test]
+fn slow_clients_are_closed_after_request_read_timeout() {
+    let (_t, mut config) = setup();
+    config.authd.request_read_timeout_ms = 300;
+    let d = Daemon::start(config);
+    for (what, sent) in [
+        ("no VERSION", ""),
+        (
+            "VERSION, then half a line",
+            "VERSION\t1\nUSER\t1\talice@exa",
+        ),
+    ] {
+        let mut c = LuaClient::connect_raw(&d.lua_socket);
+        let t = Instant::now();
+        c.send(sent);
+        assert_eq!(c.line(), None, "{what}");
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "{what}: closed after {took:?}, request_read_timeout_ms is 300"
+        );
+    }
+}
+
+#[test]
+fn lines_over_16_kib_close_the_connection() {
+    let (_t, config) = setup();
+    let d = Daemon::start(config);
+    // Just under the bound: an answer.
+    let head = "PASS\t1\tsmtp\t\talice@example.org\t";
+    let pw = "x".repeat(16 * 1024 - head.len() - 1);
+    let mut c = LuaClient::connect(&d);
+    assert_eq!(c.ask(&format!("{head}{pw}")), "FAIL\t1");
+    // One byte more: closed unanswered (what was sent may not all be taken).
+    let mut c = LuaClient::connect(&d);
+    let _ = c.send_bytes(format!("{head}{pw}x\n").as_bytes());
+    assert_eq!(c.line(), None);
+}
+
+#[test]
+fn protocol_violations_close_the_connection() {
+    let (_t, config) = setup();
+    let d = Daemon::start(config);
+    for (what, lines) in [
+        ("request before VERSION", "USER\t1\talice@example.org\n"),
+        (
+            "another major version",
+            "VERSION\t2\nUSER\t1\talice@example.org\n",
+        ),
+        (
+            "second VERSION",
+            "VERSION\t1\nVERSION\t1\nUSER\t1\talice@example.org\n",
+        ),
+        (
+            "unknown command",
+            "VERSION\t1\nAUTH\t1\nUSER\t2\talice@example.org\n",
+        ),
+        (
+            "missing field",
+            "VERSION\t1\nLOOKUP\t1\talice@example.org\n",
+        ),
+        ("NUL", "VERSION\t1\nUSER\t1\talice\0@example.org\n"),
+    ] {
+        let mut c = LuaClient::connect_raw(&d.lua_socket);
+        let _ = c.send_bytes(lines.as_bytes());
+        assert_eq!(c.line(), None, "{what}");
+    }
+    // A good client on the same daemon is unaffected.
+    let mut c = LuaClient::connect(&d);
+    assert!(c.ask("USER\t1\talice@example.org").starts_with("OK\t1\t"));
+}

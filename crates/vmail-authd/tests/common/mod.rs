@@ -56,7 +56,10 @@ impl Daemon {
         if a.lua_peers == vmail_config::AuthdConfig::default().lua_peers {
             a.lua_peers = vec![nix_uid().to_string()];
         }
-        a.lua_socket_group = String::new();
+        // The packaged group may not exist here; a test may set another one.
+        if a.lua_socket_group == vmail_config::AuthdConfig::default().lua_socket_group {
+            a.lua_socket_group = String::new();
+        }
         a.auth_socket_mode = "0660".into();
         a.dict_socket_mode = "0660".into();
         a.user = String::new();
