@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use common::*;
+use vmail_authd::stats::{LuaKind, LuaResult};
 use vmail_test_support::debian13::{self, ChrootDovecot, RootDir};
 use vmail_test_support::dovecot::{imap_login, DovecotBuilder, PrivateDovecot};
 use vmail_test_support::postfix::{lookup_group, lookup_user};
@@ -99,6 +100,8 @@ struct Setup {
     uid: u32,
     gid: u32,
     _homes: Homes,
+    /// authd's configuration (its SQLite file, for the database outage).
+    config: vmail_config::Config,
     _db: tempfile::TempDir,
 }
 
@@ -189,6 +192,7 @@ fn setup_23(test: &str) -> Option<Setup> {
     let home_host = make_home_base(homes.path(), uid, gid);
     let home_base = home_host.display().to_string();
     let (db, config) = authd_config(&home_base, uid, gid);
+    let config_copy = config.clone();
     let authd = Daemon::start(config);
     authd.open_sockets();
     let socket = authd.lua_socket.clone();
@@ -229,6 +233,7 @@ fn setup_23(test: &str) -> Option<Setup> {
         uid,
         gid,
         _homes: Homes::Host(homes),
+        config: config_copy,
         _db: db,
     })
 }
@@ -243,6 +248,7 @@ fn setup_24(test: &str) -> Option<Setup> {
     let home_host = make_home_base(homes.host.path(), uid, gid);
     let home_base = format!("{}/vmail", homes.inside);
     let (db, config) = authd_config(&home_base, uid, gid);
+    let config_copy = config.clone();
     let sockets = RootDir::new(&root, "vmail-authd");
     let inside_socket = format!("{}/lua.sock", sockets.inside);
     let authd = Daemon::start_in(config, sockets.host);
@@ -293,6 +299,7 @@ fn setup_24(test: &str) -> Option<Setup> {
         uid,
         gid,
         _homes: Homes::Root(homes),
+        config: config_copy,
         _db: db,
     })
 }
@@ -432,6 +439,40 @@ fn logins_lookups_and_listing(s: &Setup) {
     listed.sort();
     assert_eq!(listed, [ALICE.0, ERIN.0, SMTP_ONLY.0], "{}", text(&o));
 
+    // A login is one PASS: the prefetch userdb takes the userdb_* fields of its answer.
+    let stats = &s.authd.as_ref().unwrap().authenticator.stats.lua;
+    let asked = || {
+        [LuaKind::Pass, LuaKind::Lookup, LuaKind::User, LuaKind::List]
+            .into_iter()
+            .flat_map(|k| {
+                [
+                    LuaResult::Ok,
+                    LuaResult::Fail,
+                    LuaResult::Disabled,
+                    LuaResult::NotFound,
+                    LuaResult::Temp,
+                ]
+                .map(|r| stats.requests(k, r))
+            })
+            .sum::<u64>()
+    };
+    let (before, passed) = (asked(), stats.requests(LuaKind::Pass, LuaResult::Ok));
+    let o = dc.doveadm(&["auth", "login", ALICE.0, ALICE.1]);
+    assert!(o.status.success(), "{}\n--- log:\n{}", text(&o), log());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("home={home}")),
+        "no userdb home in doveadm auth login: {}",
+        text(&o)
+    );
+    assert_eq!(
+        asked() - before,
+        1,
+        "doveadm auth login: {}\n{}",
+        text(&o),
+        log()
+    );
+    assert_eq!(stats.requests(LuaKind::Pass, LuaResult::Ok) - passed, 1);
+
     // An auth worker keeps its connection: logins in a row open hardly any.
     let before = lua_connections(s);
     for _ in 0..6 {
@@ -476,6 +517,51 @@ fn outage_and_stall(s: &mut Setup) {
         text(&ok),
         s.dovecot.log()
     );
+    // The directory broken (its users table gone): authd answers TEMP, Dovecot says
+    // "temporary failure". erin, not alice: authd may check a password it verified a
+    // moment ago from memory.
+    let lua = &s.authd.as_ref().unwrap().authenticator.stats.lua;
+    let temps = || {
+        [LuaKind::Pass, LuaKind::Lookup, LuaKind::User, LuaKind::List]
+            .map(|k| lua.requests(k, LuaResult::Temp))
+    };
+    let before = temps();
+    sqlite_exec(&s.config, "ALTER TABLE users RENAME TO users_away;");
+    for args in [
+        vec!["auth", "test", ERIN.0, ERIN.1],
+        vec!["auth", "test", ERIN.0, "wrong"],
+        vec!["auth", "lookup", ERIN.0],
+        vec!["user", ERIN.0],
+    ] {
+        let o = s.dovecot.doveadm(&args);
+        assert!(
+            temporary(&o),
+            "database down, {args:?}: {}\n--- log:\n{}",
+            text(&o),
+            s.dovecot.log()
+        );
+    }
+    let o = s.dovecot.doveadm(&["user", "*"]);
+    assert!(
+        !o.status.success() && o.status.code() != Some(67),
+        "user '*': {}",
+        text(&o)
+    );
+    // Each kind answered TEMP by authd itself (not a broken connection).
+    let after = temps();
+    assert!(
+        (0..4).all(|i| after[i] > before[i]),
+        "TEMP replies before {before:?}, after {after:?}"
+    );
+    sqlite_exec(&s.config, "ALTER TABLE users_away RENAME TO users;");
+    let ok = s.dovecot.doveadm(&["auth", "test", ERIN.0, ERIN.1]);
+    assert!(
+        accepted(&ok, ERIN.0),
+        "database back: {}\n--- log:\n{}",
+        text(&ok),
+        s.dovecot.log()
+    );
+
     // authd closes the idle connection: the next login finds it closed and opens another,
     // without a failure.
     let before = lua_connections(s);
