@@ -195,6 +195,15 @@ fn logins_lookups_and_listing(s: &Setup) {
     assert!(is_ok(&smtp.plain(2, ALICE.0, ALICE.1, "192.0.2.9")).is_some());
 }
 
+/// Removes a directory when dropped.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// authd stopped, then a listener at its socket that never answers: temporary failures,
 /// each within the script's timeout.
 fn outage_and_stall(s: &mut Setup) {
@@ -310,7 +319,10 @@ fn outage_and_stall(s: &mut Setup) {
     );
 
     // A listener that accepts and never answers, where authd's socket was.
-    std::fs::create_dir_all(s.socket.parent().unwrap()).unwrap();
+    // authd's temp dir went with it: made again, and removed at the end.
+    let dir = s.socket.parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&dir).unwrap();
+    let _remove = RemoveDir(dir);
     let _ = std::fs::remove_file(&s.socket);
     let listener = UnixListener::bind(&s.socket).unwrap();
     set_mode(&s.socket, 0o666);
