@@ -15,8 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vmail_test_support::postfix::PostfixBuilder;
-use vmail_test_support::{set_mode, wait_until, PrivateMariaDb};
+use vmail_test_support::{wait_until, PrivateMariaDb};
 
 const ALICE: &str = "alice@example.org";
 /// Never looked up before the outage, so not in lookupd's cache.
@@ -73,6 +72,9 @@ fn parse_mailq(listing: &str) -> Vec<Queued> {
 fn a_database_outage_during_a_burst_bounces_nothing_and_delivers_everything_exactly_once() {
     let test = "a_database_outage_during_a_burst_defers_and_then_delivers_everything_exactly_once";
     let began = Instant::now();
+    let Some(lane) = Lane::from_env(test) else {
+        return;
+    };
     let Some(mut db) = PrivateMariaDb::start(test) else {
         return;
     };
@@ -81,87 +83,36 @@ fn a_database_outage_during_a_burst_bounces_nothing_and_delivers_everything_exac
         "CREATE USER 'mail_admin'@'localhost' IDENTIFIED BY 'e2e-db-pw';\n\
          GRANT ALL ON mail.* TO 'mail_admin'@'localhost';",
     );
-    let user = mail_user();
-    let work = tempfile::Builder::new()
-        .prefix("vmail-e2e")
-        .tempdir()
-        .unwrap();
-    set_mode(work.path(), 0o755);
-    let state = work.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    let mail_base = work.path().join("mail");
-    std::fs::create_dir(&mail_base).unwrap();
-    std::os::unix::fs::chown(&mail_base, Some(user.uid), Some(user.gid)).unwrap();
-    let spool = spool_dir(work.path());
-    let password_file = work.path().join("db-password");
-    write_password_file(&password_file, "e2e-db-pw", &user);
-    let dict_socket = state.join("auth-dict");
-    let config = work.path().join("vmail.toml");
-    std::fs::write(
-        &config,
-        contrib_vmail_toml(&VmailPaths {
-            spool: &spool,
-            dict_socket: &dict_socket,
-            db_socket: &db.socket(),
-            db_user: "mail_admin",
-            db_password_file: &password_file,
-            db_name: "mail",
-            mail_base: &mail_base,
-            user: &user,
-        }),
-    )
-    .unwrap();
-    set_mode(&config, 0o644);
-    with_directory(&config, async |d| {
-        d.init(false).await.unwrap();
-        d.migrate().await.unwrap();
-        d.add_domain("example.org").await.unwrap();
-        for u in [ALICE, BOB, CAROL, SENDER] {
-            d.add_user(u, "{PLAIN}unused", None).await.unwrap();
-        }
-    });
-    let lookupd = DaemonProcess::start(
-        "vmail-lookupd",
-        LOOKUPD,
-        &config,
-        &state,
-        &[&spool.join("private/vmail-lookupd"), &state.join("lookupd")],
-    );
-    let authd = DaemonProcess::start(
-        "vmail-authd",
-        AUTHD,
-        &config,
-        &state,
-        &[&spool.join("private/vmail-auth")],
-    );
-    let mut builder = PostfixBuilder::new();
-    for (name, value) in contrib_main_cf(&spool) {
-        builder = builder.main(&format!("{name} = {value}"));
-    }
-    let Some(pf) = builder
-        .main("mynetworks =")
-        .main(
-            "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, \
-             reject_unauth_destination",
-        )
-        .master(&contrib_vmail_service(LDA, &config, &user))
-        .start(test)
-    else {
+    let db_socket = db.socket();
+    let access = DbAccess {
+        socket: &db_socket,
+        user: "mail_admin",
+        password: "e2e-db-pw",
+        name: "mail",
+    };
+    let Some(stack) = Stack::start(test, lane, &access, |config| {
+        with_directory(config, async |d| {
+            d.init(false).await.unwrap();
+            d.migrate().await.unwrap();
+            d.add_domain("example.org").await.unwrap();
+            for u in [ALICE, BOB, CAROL, SENDER] {
+                d.add_user(u, "{PLAIN}unused", None).await.unwrap();
+            }
+        });
+    }) else {
         return;
     };
+    let pf = &stack.postfix;
     let logs = || {
         format!(
             "--- postqueue -p:\n{}\n--- maillog:\n{}\n--- vmail-lookupd:\n{}\n--- vmail-authd:\n{}",
             pf.mailq(),
             pf.maillog(),
-            lookupd.log(),
-            authd.log()
+            stack.lookupd.log(),
+            stack.authd.log()
         )
     };
-    let maildir = |email: &str| {
-        let (l, d) = email.split_once('@').unwrap();
-        mail_base.join(d).join(l).join("Maildir")
-    };
+    let maildir = |email: &str| stack.maildir(email);
     let send = |to: &str, token: &str| pf.send(SENDER, &[to], &message(SENDER, to, token));
     eprintln!("outage setup ready in {:?}", began.elapsed());
 

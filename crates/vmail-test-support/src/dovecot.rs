@@ -21,18 +21,15 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
 use crate::postfix::DIR_PLACEHOLDER;
-use crate::postfix::{
-    greets, kill, lookup_group, lookup_user, process_alive, processes_under, run_daemonizing,
-};
-use crate::{free_port, have, set_mode, skip, wait_until};
+use crate::postfix::{greets, kill, process_alive, processes_under, run_daemonizing};
+use crate::root::{SharedDir, SystemRoot};
+use crate::{free_port, set_mode, skip, wait_until};
 
 /// Builds a [`PrivateDovecot`]. In every line, block and file given, `@DIR@` is replaced by
 /// the instance's temp dir.
@@ -43,6 +40,7 @@ pub struct DovecotBuilder {
     userdb: Vec<String>,
     owner: Option<(u32, u32)>,
     files: Vec<(PathBuf, String)>,
+    root: SystemRoot,
 }
 
 impl DovecotBuilder {
@@ -85,6 +83,14 @@ impl DovecotBuilder {
         self
     }
 
+    /// Runs the Dovecot of `root` (default: the host's). The temp dir is then a
+    /// [`SharedDir`] of that root, and `@DIR@` its path as both sides see it. A Dovecot 2.4
+    /// gets the 2.4 names of the default settings (see [`base_conf`]).
+    pub fn root(mut self, root: &SystemRoot) -> Self {
+        self.root = root.clone();
+        self
+    }
+
     /// A file written (as root, mode 0644) at `relative` under the temp dir before Dovecot
     /// starts, e.g. the `dict-auth.conf` a `driver = dict` passdb names.
     pub fn file(mut self, relative: &str, contents: &str) -> Self {
@@ -97,8 +103,9 @@ impl DovecotBuilder {
     /// after a loud [`skip`] when Dovecot (or its `dovecot`/`dovenull` users) is missing;
     /// panics with Dovecot's own messages when it refuses to start.
     pub fn start(self, test: &str) -> Option<PrivateDovecot> {
+        let root = self.root.clone();
         for p in ["dovecot", "doveadm"] {
-            if !have(p) && !have(&format!("/usr/sbin/{p}")) {
+            if !root.have(p) {
                 skip(
                     test,
                     &format!("{p} is not installed (run scripts/test-deps)"),
@@ -107,7 +114,7 @@ impl DovecotBuilder {
             }
         }
         for u in ["dovecot", "dovenull"] {
-            if lookup_user(u).is_none() {
+            if root.lookup_user(u).is_none() {
                 skip(
                     test,
                     &format!("there is no `{u}` user (run scripts/test-deps)"),
@@ -118,15 +125,11 @@ impl DovecotBuilder {
         let began = Instant::now();
         let (uid, gid) = self.owner.unwrap_or_else(|| {
             (
-                lookup_user("nobody").map_or(65534, |(u, _)| u),
-                lookup_group("nogroup").unwrap_or(65534),
+                root.lookup_user("nobody").map_or(65534, |(u, _)| u),
+                root.lookup_group("nogroup").unwrap_or(65534),
             )
         });
-        let dir = tempfile::Builder::new()
-            .prefix("vmail-dovecot")
-            .tempdir()
-            .expect("tempdir");
-        set_mode(dir.path(), 0o755);
+        let dir = root.shared_tempdir("vmail-dovecot");
         let d = dir.path().to_str().expect("utf-8 temp dir").to_string();
         let subst = |s: &str| {
             s.replace(DIR_PLACEHOLDER, &d)
@@ -142,27 +145,8 @@ impl DovecotBuilder {
 
         let imap_port = free_port();
         let pop3_port = free_port();
-        let mut conf = format!(
-            "# written by vmail-test-support\n\
-             base_dir = {d}/run\n\
-             state_dir = {d}/state\n\
-             log_path = {d}/dovecot.log\n\
-             listen = 127.0.0.1\n\
-             protocols = imap pop3\n\
-             ssl = no\n\
-             disable_plaintext_auth = no\n\
-             mail_location = maildir:~/Maildir\n\
-             first_valid_uid = 1\n\
-             first_valid_gid = 1\n\
-             default_internal_user = dovecot\n\
-             default_login_user = dovenull\n\
-             auth_failure_delay = 0\n\
-             service imap-login {{\n  inet_listener imap {{\n    port = {imap_port}\n  }}\n  \
-             inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
-             service pop3-login {{\n  inet_listener pop3 {{\n    port = {pop3_port}\n  }}\n  \
-             inet_listener pop3s {{\n    port = 0\n  }}\n}}\n\
-             service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n"
-        );
+        let version = dovecot_version(&root);
+        let mut conf = base_conf(&version, &d, imap_port, pop3_port);
         for line in &self.conf {
             conf.push_str(&subst(line));
             conf.push('\n');
@@ -191,6 +175,8 @@ impl DovecotBuilder {
 
         let mut me = PrivateDovecot {
             dir,
+            root,
+            version,
             imap_port,
             pop3_port,
             mail_uid: uid,
@@ -198,7 +184,7 @@ impl DovecotBuilder {
             running: true,
         };
         let (ok, out) = run_daemonizing(
-            Command::new("dovecot").arg("-c").arg(&conf_path),
+            me.root.command("dovecot").arg("-c").arg(&conf_path),
             &me.dir.path().join("dovecot.out"),
         );
         let pid_file = me.dir.path().join("run/master.pid");
@@ -236,7 +222,11 @@ impl DovecotBuilder {
 /// Layout: `DIR/dovecot.conf`, `DIR/run` (base_dir), `DIR/state`, `DIR/dovecot.log`,
 /// `DIR/home` (owned by the mail owner).
 pub struct PrivateDovecot {
-    pub dir: TempDir,
+    pub dir: SharedDir,
+    /// Where its programs run.
+    pub root: SystemRoot,
+    /// What `dovecot --version` printed, e.g. `2.3.19.1 (9b53102964)`.
+    pub version: String,
     pub imap_port: u16,
     pub pop3_port: u16,
     /// The uid and gid of `DIR/home` (and of `static_users`).
@@ -258,7 +248,8 @@ impl PrivateDovecot {
 
     /// Runs `doveadm -c DIR/dovecot.conf ARGS...`, e.g. `["user", "alice@example.test"]`.
     pub fn doveadm(&self, args: &[&str]) -> Output {
-        Command::new("doveadm")
+        self.root
+            .command("doveadm")
             .arg("-c")
             .arg(self.conf_path())
             .args(args)
@@ -295,7 +286,7 @@ impl PrivateDovecot {
         };
         let began = Instant::now();
         kill(pid, "TERM");
-        let dir = self.dir.path().to_path_buf();
+        let dir = self.dir.real().to_path_buf();
         let gone = || !process_alive(pid) && processes_under(&dir).is_empty();
         if !wait_until(Duration::from_secs(10), gone) {
             kill(pid, "KILL");
@@ -326,12 +317,99 @@ impl Drop for PrivateDovecot {
     }
 }
 
-fn connect(port: u16) -> Result<(BufReader<TcpStream>, TcpStream), String> {
-    let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect {port}: {e}"))?;
+/// `dovecot --version` of `root` (empty if it cannot be run; the start then fails loudly).
+pub fn dovecot_version(root: &SystemRoot) -> String {
+    root.command("dovecot")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The settings every private instance starts with (`d` its temp dir), in the names of the
+/// Dovecot `version` (2.4 renamed many: `auth_allow_cleartext`, `mail_driver`/`mail_path`,
+/// and wants `dovecot_config_version` first; checked with 2.4.1's `doveconf -n`).
+fn base_conf(version: &str, d: &str, imap_port: u16, pop3_port: u16) -> String {
+    let v24 = version.starts_with("2.4");
+    let (head, auth, mail) = if v24 {
+        (
+            "dovecot_config_version = 2.4.1\ndovecot_storage_version = 2.4.1\n",
+            "auth_allow_cleartext = yes\n",
+            "mail_driver = maildir\nmail_path = ~/Maildir\n",
+        )
+    } else {
+        (
+            "",
+            "disable_plaintext_auth = no\n",
+            "mail_location = maildir:~/Maildir\n",
+        )
+    };
+    format!(
+        "{head}# written by vmail-test-support\n\
+         base_dir = {d}/run\n\
+         state_dir = {d}/state\n\
+         log_path = {d}/dovecot.log\n\
+         listen = 127.0.0.1\n\
+         protocols = imap pop3\n\
+         ssl = no\n\
+         {auth}{mail}\
+         first_valid_uid = 1\n\
+         first_valid_gid = 1\n\
+         default_internal_user = dovecot\n\
+         default_login_user = dovenull\n\
+         auth_failure_delay = 0\n\
+         service imap-login {{\n  inet_listener imap {{\n    port = {imap_port}\n  }}\n  \
+         inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
+         service pop3-login {{\n  inet_listener pop3 {{\n    port = {pop3_port}\n  }}\n  \
+         inet_listener pop3s {{\n    port = 0\n  }}\n}}\n\
+         service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n"
+    )
+}
+
+fn connect(from: Option<Ipv4Addr>, port: u16) -> Result<(BufReader<TcpStream>, TcpStream), String> {
+    let s = match from {
+        None => TcpStream::connect(("127.0.0.1", port)),
+        Some(src) => connect_from(src, port),
+    }
+    .map_err(|e| format!("connect {port}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
     let r = s.try_clone().map_err(|e| e.to_string())?;
     Ok((BufReader::new(r), s))
+}
+
+/// A TCP connection to `127.0.0.1:port` from the local address `src` (e.g. 127.0.0.2: all of
+/// 127/8 is loopback), so a server sees another client address (Dovecot's and vmail-authd's
+/// penalties count per address). std cannot bind before connecting; libc can.
+fn connect_from(src: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns; it is closed on every
+    // error path, or handed to the TcpStream that then owns it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let local = sockaddr(src, 0);
+        let remote = sockaddr(Ipv4Addr::LOCALHOST, port);
+        if libc::bind(fd, (&raw const local).cast(), len) != 0
+            || libc::connect(fd, (&raw const remote).cast(), len) != 0
+        {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(TcpStream::from_raw_fd(fd))
+    }
 }
 
 fn read_crlf_line(r: &mut impl BufRead) -> Result<Vec<u8>, String> {
@@ -487,7 +565,17 @@ impl ImapSession {
 /// password quoted with [`imap_quote`]). `Err` carries the tagged reply of a refused login
 /// (Dovecot: `NO [AUTHENTICATIONFAILED] Authentication failed.`) or an I/O error.
 pub fn imap_login(port: u16, user: &str, pass: &str) -> Result<ImapSession, String> {
-    let (mut reader, writer) = connect(port)?;
+    imap_login_from(None, port, user, pass)
+}
+
+/// [`imap_login`] from the local address `from` (see [`connect_from`]).
+pub fn imap_login_from(
+    from: Option<Ipv4Addr>,
+    port: u16,
+    user: &str,
+    pass: &str,
+) -> Result<ImapSession, String> {
+    let (mut reader, writer) = connect(from, port)?;
     let greeting = String::from_utf8_lossy(&read_crlf_line(&mut reader)?).into_owned();
     if !greeting.starts_with("* OK") {
         return Err(format!("IMAP greeting: {greeting}"));
@@ -568,7 +656,7 @@ impl Pop3Session {
 /// Connects to POP3 on `127.0.0.1:port`, reads the greeting and logs in with `USER`/`PASS`.
 /// `Err` carries the server's `-ERR` line (Dovecot: `-ERR [AUTH] Authentication failed.`).
 pub fn pop3_login(port: u16, user: &str, pass: &str) -> Result<Pop3Session, String> {
-    let (mut reader, writer) = connect(port)?;
+    let (mut reader, writer) = connect(None, port)?;
     let greeting = String::from_utf8_lossy(&read_crlf_line(&mut reader)?).into_owned();
     if !greeting.starts_with("+OK") {
         return Err(format!("POP3 greeting: {greeting}"));

@@ -4,6 +4,7 @@
 
 pub mod dovecot;
 pub mod postfix;
+pub mod root;
 pub mod slow;
 
 use std::net::TcpListener;

@@ -26,8 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
+use crate::root::{SharedDir, SystemRoot};
 use crate::{free_port, have, set_mode, skip, wait_until};
 
 /// The placeholder replaced by the instance's temp dir in builder lines and files.
@@ -44,6 +43,7 @@ pub struct PostfixBuilder {
     master: Vec<String>,
     submission: Option<Vec<String>>,
     files: Vec<(PathBuf, String)>,
+    root: SystemRoot,
 }
 
 /// `main.cf` of every instance (`DIR` is the temp dir). A builder line setting one of these
@@ -114,6 +114,13 @@ impl PostfixBuilder {
         self
     }
 
+    /// Runs the Postfix of `root` (default: the host's). The temp dir is then a
+    /// [`SharedDir`] of that root, and `@DIR@` its path as both sides see it.
+    pub fn root(mut self, root: &SystemRoot) -> Self {
+        self.root = root.clone();
+        self
+    }
+
     /// A file written (as root, mode 0644) at `relative` under the temp dir before Postfix
     /// starts, e.g. a `mysql:` table's `.cf` file or a TLS key.
     pub fn file(mut self, relative: &str, contents: &str) -> Self {
@@ -127,8 +134,9 @@ impl PostfixBuilder {
     /// not run as root (a failure under CI). Panics, with Postfix's own messages, when Postfix
     /// refuses to start.
     pub fn start(self, test: &str) -> Option<PrivatePostfix> {
+        let root = self.root.clone();
         for p in ["postfix", "postconf", "postqueue", "postmap"] {
-            if !have(p) && !have(&format!("/usr/sbin/{p}")) {
+            if !root.have(p) {
                 skip(
                     test,
                     &format!("{p} is not installed (run scripts/test-deps)"),
@@ -143,17 +151,13 @@ impl PostfixBuilder {
             );
             return None;
         }
-        let Some((postfix_uid, _)) = lookup_user("postfix") else {
+        let Some((postfix_uid, _)) = root.lookup_user("postfix") else {
             skip(test, "there is no `postfix` user (run scripts/test-deps)");
             return None;
         };
         let began = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix("vmail-postfix")
-            .tempdir()
-            .expect("tempdir");
-        // Postfix daemons run as `postfix` and must traverse it.
-        set_mode(dir.path(), 0o755);
+        // Postfix daemons run as `postfix` and must traverse it (the mode is 0755).
+        let dir = root.shared_tempdir("vmail-postfix");
         let d = dir.path().to_str().expect("utf-8 temp dir").to_string();
         let subst = |s: &str| s.replace(DIR_PLACEHOLDER, &d);
         for sub in ["etc", "data", "queue"] {
@@ -186,8 +190,9 @@ impl PostfixBuilder {
         set_mode(&dir.path().join("etc/main.cf"), 0o644);
         backdate(&dir.path().join("etc/main.cf"));
 
-        let system =
-            std::fs::read_to_string("/etc/postfix/master.cf").expect("read /etc/postfix/master.cf");
+        let system_path = root.host_path(Path::new("/etc/postfix/master.cf"));
+        let system = std::fs::read_to_string(&system_path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", system_path.display()));
         let mut extra: Vec<String> = self.master.iter().map(|s| subst(s)).collect();
         let mut listener = format!("127.0.0.1:{smtp_port} inet n - n - - smtpd");
         if let (Some(port), Some(opts)) = (submission_port, &self.submission) {
@@ -218,6 +223,7 @@ impl PostfixBuilder {
 
         let mut me = PrivatePostfix {
             dir,
+            root,
             smtp_port,
             submission_port,
             running: true,
@@ -305,7 +311,9 @@ fn private_master_cf(system: &str, extra: &[String]) -> String {
 ///
 /// Layout: `DIR/etc` (main.cf, master.cf), `DIR/queue`, `DIR/data`, `DIR/maillog`.
 pub struct PrivatePostfix {
-    pub dir: TempDir,
+    pub dir: SharedDir,
+    /// Where its programs run.
+    pub root: SystemRoot,
     /// The public smtpd (`127.0.0.1:PORT inet ... smtpd`).
     pub smtp_port: u16,
     /// The second smtpd, when built with [`PostfixBuilder::submission`].
@@ -322,7 +330,9 @@ impl PrivatePostfix {
     /// Runs `postconf -c DIR/etc ARGS...` and returns its stdout; panics with stderr on failure.
     /// `postconf(&["-e", "name = value"])` edits main.cf (then [`PrivatePostfix::reload`]).
     pub fn postconf(&self, args: &[&str]) -> String {
-        let out = Command::new("postconf")
+        let out = self
+            .root
+            .command("postconf")
             .arg("-c")
             .arg(self.config_dir())
             .args(args)
@@ -352,7 +362,9 @@ impl PrivatePostfix {
 
     /// `postqueue -c DIR/etc -p`: the queue listing ("Mail queue is empty" when empty).
     pub fn mailq(&self) -> String {
-        let out = Command::new("postqueue")
+        let out = self
+            .root
+            .command("postqueue")
             .arg("-c")
             .arg(self.config_dir())
             .arg("-p")
@@ -369,7 +381,9 @@ impl PrivatePostfix {
 
     /// `postqueue -c DIR/etc -f`: retry every deferred message now.
     pub fn flush(&self) {
-        let out = Command::new("postqueue")
+        let out = self
+            .root
+            .command("postqueue")
             .arg("-c")
             .arg(self.config_dir())
             .arg("-f")
@@ -402,7 +416,7 @@ impl PrivatePostfix {
         let began = Instant::now();
         let pid = self.read_master_pid();
         let _ = self.postfix_cmd("stop");
-        let dir = self.dir.path().to_path_buf();
+        let dir = self.dir.real().to_path_buf();
         let gone = || !pid.is_some_and(process_alive) && processes_under(&dir).is_empty();
         if !wait_until(Duration::from_secs(10), gone) {
             pid.into_iter().for_each(|p| kill(p, "KILL"));
@@ -433,11 +447,15 @@ impl PrivatePostfix {
         let mut c = if have("script") {
             let mut c = Command::new("script");
             c.arg("-qec")
-                .arg(format!("postfix -c '{}' {cmd}", etc.display()))
+                .arg(format!(
+                    "{}postfix -c '{}' {cmd}",
+                    self.root.shell_prefix(),
+                    etc.display()
+                ))
                 .arg("/dev/null");
             c
         } else {
-            let mut c = Command::new("postfix");
+            let mut c = self.root.command("postfix");
             c.arg("-c").arg(&etc).arg(cmd);
             c
         };
