@@ -67,12 +67,35 @@ impl Submitter<'_> {
         self.run(self.user, "postmaster@example.org", "unused", Some("AUTH"))
     }
 
+    /// [`Submitter::auth_only`] from the local address `local` (e.g. `127.0.0.2`: all of
+    /// 127/8 is loopback), so smtpd and vmail-authd see another client address.
+    pub fn auth_only_from(&self, local: &str) -> Swaks {
+        self.run_with(
+            self.user,
+            "postmaster@example.org",
+            "unused",
+            Some("AUTH"),
+            &["--local-interface", local],
+        )
+    }
+
     /// STARTTLS, AUTH, and a message from `from` to `to` with `token` in its subject and body.
     pub fn send(&self, from: &str, to: &str, token: &str) -> Swaks {
         self.run(from, to, token, None)
     }
 
     fn run(&self, from: &str, to: &str, token: &str, quit_after: Option<&str>) -> Swaks {
+        self.run_with(from, to, token, quit_after, &[])
+    }
+
+    fn run_with(
+        &self,
+        from: &str,
+        to: &str,
+        token: &str,
+        quit_after: Option<&str>,
+        extra: &[&str],
+    ) -> Swaks {
         let port = self.port.to_string();
         let subject = format!("Subject: {token}");
         let body = format!("Body of {token}.");
@@ -104,6 +127,7 @@ impl Submitter<'_> {
         if let Some(q) = quit_after {
             args.extend(["--quit-after", q]);
         }
+        args.extend(extra);
         Swaks::run(&args)
     }
 }
