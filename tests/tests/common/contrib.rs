@@ -327,10 +327,6 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
         ),
     ];
     for (from, to, n) in &sides {
-        // PRE-MERGE: contrib's vmail.toml gets its lua lines with issue 16's authd side.
-        if from.starts_with("lua") && !t.contains("lua") {
-            continue;
-        }
         t = replace_exact(file, &t, from, to, *n);
     }
     assert!(
