@@ -40,9 +40,8 @@ pub enum Pacing {
     /// authd sleeps the failure and penalty delays before answering (SMTP AUTH: Postfix
     /// has no delay of its own).
     Server,
-    /// The caller delays (Dovecot's `auth_failure_delay` on the Lua channel): a sleep here
-    /// would hold one of Dovecot's auth workers per failing login. Penalties still count
-    /// and block.
+    /// The caller delays (Dovecot's `auth_failure_delay`, Lua channel): a sleep here would
+    /// hold a Dovecot auth worker per failing login. Penalties still count and block.
     Caller,
 }
 
@@ -205,8 +204,7 @@ impl Authenticator {
             .await
     }
 
-    /// [`Authenticator::authenticate`], with the delays left to the caller when `pacing`
-    /// is [`Pacing::Caller`].
+    /// [`Authenticator::authenticate`]; with [`Pacing::Caller`], without sleeping.
     pub async fn authenticate_paced(
         &self,
         login: &[u8],

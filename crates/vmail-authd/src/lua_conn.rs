@@ -48,6 +48,11 @@ impl Peers {
                 Err(e) => tracing::warn!(error = %e, "authd.lua_peers: ignored"),
             }
         }
+        if uids.is_empty() && !names.is_empty() {
+            tracing::warn!(
+                "authd.lua_peers names no existing user: every lua connection will be refused"
+            );
+        }
         Peers {
             uids,
             warned: Mutex::new((None, 0)),
@@ -149,7 +154,9 @@ pub async fn serve<S>(
                 }
                 req => {
                     out.clear();
-                    let span = tracing::debug_span!("lua", kind = req.kind());
+                    let id = String::from_utf8_lossy(req.id().unwrap_or_default());
+                    let span =
+                        tracing::debug_span!("lua", kind = req.kind(), id = %id.escape_debug());
                     answer(&auth, req, &mut out).instrument(span).await;
                 }
             }
@@ -212,7 +219,7 @@ async fn answer(auth: &Authenticator, req: Request, out: &mut Vec<u8>) {
                 }
                 Row::Found(u) => match records::refusal(&u, service) {
                     Some(reason) => {
-                        tracing::info!(user = %u.email, reason, "lua lookup: login refused");
+                        tracing::debug!(user = %u.email, reason, "lua lookup: login refused");
                         Reply::Disabled { id }
                     }
                     None => prefetch(id, &u),

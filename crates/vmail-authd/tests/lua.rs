@@ -408,10 +408,10 @@ fn inet_endpoints_are_refused_at_config_load() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("vmail.toml");
     std::fs::write(&cfg, "[authd]\nlua = [\"inet:127.0.0.1:9163\"]\n").unwrap();
-    let e = vmail_config::load(Some(&cfg))
-        .err()
-        .expect("inet: must be refused")
-        .to_string();
+    let Err(e) = vmail_config::load(Some(&cfg)) else {
+        panic!("inet: must be refused");
+    };
+    let e = e.to_string();
     assert!(
         e.contains("authd.lua") && e.contains("inet:127.0.0.1:9163"),
         "{e}"

@@ -74,6 +74,17 @@ pub enum Request {
 }
 
 impl Request {
+    /// The request's id (`None` for `VERSION` and unsupported commands).
+    pub fn id(&self) -> Option<&[u8]> {
+        match self {
+            Request::Pass { id, .. }
+            | Request::Lookup { id, .. }
+            | Request::User { id, .. }
+            | Request::List { id } => Some(id),
+            Request::Version { .. } | Request::Unsupported(_) => None,
+        }
+    }
+
     /// The command word, for spans and statistics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -345,7 +356,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn pass(line: &[u8]) -> (Vec<u8>, Vec<u8>, Option<IpAddr>, Vec<u8>, Vec<u8>) {
+    /// A PASS request's id, service, rip, login and password.
+    type Pass = (Vec<u8>, Vec<u8>, Option<IpAddr>, Vec<u8>, Vec<u8>);
+
+    fn pass(line: &[u8]) -> Pass {
         match parse_request(line) {
             Ok(Request::Pass {
                 id,

@@ -35,8 +35,13 @@ pub fn test_config(mut config: Config) -> Config {
 impl Daemon {
     /// Starts authd with `config`; sockets and pid file go to a temp dir (mode 0755 so a
     /// Dovecot or Postfix running as another user can reach them).
-    pub fn start(mut config: Config) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+    pub fn start(config: Config) -> Daemon {
+        Daemon::start_in(config, tempfile::tempdir().unwrap())
+    }
+
+    /// [`Daemon::start`] with the sockets in `dir`, e.g. a temp dir inside the Debian 13
+    /// root, where a chrooted Dovecot finds them.
+    pub fn start_in(mut config: Config, dir: tempfile::TempDir) -> Daemon {
         vmail_test_support::set_mode(dir.path(), 0o755);
         let auth_socket = dir.path().join("auth.sock");
         let dict_socket = dir.path().join("dict.sock");
