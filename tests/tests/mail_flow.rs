@@ -179,7 +179,7 @@ fn mail_lands_in_the_maildir_and_is_read_over_imap_and_pop3() {
         .collect();
     let size = crlf.len() as u64;
 
-    // IMAP, logging in through Dovecot's dict passdb (vmail-authd) with the contrib files.
+    // IMAP, logging in through Dovecot's Lua passdb (vmail-authd) with the contrib files.
     let wrong = imap_login(w.dovecot.imap_port, CAROL.0, "not-the-password");
     assert!(
         wrong
@@ -458,6 +458,7 @@ fn the_daemons_run_unprivileged_behind_the_documented_socket_permissions() {
         assert_eq!(ids("Groups:"), [user.gid], "{}: {status}", d.name);
     }
     // contrib: every socket 0660; groups postfix, dovecot, and the LDA's (vmail, here nogroup).
+    // authd's Lua socket is Dovecot's too.
     let spool = w.work.path().join("spool/private");
     // Postfix's and Dovecot's groups of the lane's side (the root's ids on debian13).
     let postfix = w.lane.root.lookup_group("postfix").unwrap();

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
+use vmail_test_support::dovecot::{imap_login, pop3_login};
 use vmail_test_support::{wait_until, PrivateMariaDb};
 
 const ALICE: &str = "alice@example.org";
@@ -271,4 +272,115 @@ fn a_database_outage_during_a_burst_bounces_nothing_and_delivers_everything_exac
     assert!(!log.contains("sender non-delivery notification"), "{log}");
     assert!(pf.queue_ids().is_empty(), "{}", pf.mailq());
     eprintln!("outage test done in {:?}", began.elapsed());
+}
+
+/// Logs in before the outage: proves the path works (and is then in authd's cache).
+const ERIN: (&str, &str) = ("erin@example.org", "erin-pw");
+/// Never logs in before the outage, so authd must ask the database for her.
+const FRANK: (&str, &str) = ("frank@example.org", "frank-pw");
+
+/// With the database down, a login authd has not verified recently cannot be checked: IMAP
+/// says `[UNAVAILABLE]`, POP3 `[SYS/TEMP]`, SMTP AUTH 454 and `doveadm user` exits 75
+/// (EX_TEMPFAIL), never "wrong password" or "unknown user"; within seconds of the
+/// database's return the same logins work (a failed connection pool is thrown away at once).
+#[test]
+fn logins_fail_temporarily_while_the_database_is_down_and_work_again_within_seconds() {
+    let test = "logins_fail_temporarily_while_the_database_is_down_and_work_again_within_seconds";
+    let Some(lane) = Lane::from_env(test) else {
+        return;
+    };
+    let Some(mut db) = PrivateMariaDb::start(test) else {
+        return;
+    };
+    db.sql(
+        "CREATE USER 'mail_admin'@'localhost' IDENTIFIED BY 'e2e-db-pw';\n\
+         GRANT ALL ON mail.* TO 'mail_admin'@'localhost';",
+    );
+    let db_socket = db.socket();
+    let access = DbAccess {
+        socket: &db_socket,
+        user: "mail_admin",
+        password: "e2e-db-pw",
+        name: "mail",
+    };
+    let Some(stack) = Stack::start(test, lane, &access, |config| {
+        with_directory(config, async |d| {
+            d.init(false).await.unwrap();
+            d.migrate().await.unwrap();
+            d.add_domain("example.org").await.unwrap();
+            for (u, p) in [ERIN, FRANK] {
+                d.add_user(u, &format!("{{PLAIN}}{p}"), None).await.unwrap();
+            }
+        });
+    }) else {
+        return;
+    };
+    let imap = |(u, p): (&str, &str)| imap_login(stack.dovecot.imap_port, u, p);
+    let pop3 = |(u, p): (&str, &str)| pop3_login(stack.dovecot.pop3_port, u, p);
+    let smtp = |(user, password): (&str, &str)| {
+        Submitter {
+            port: stack.submission_port(),
+            mech: "PLAIN",
+            user,
+            password,
+        }
+        .auth_only()
+    };
+    imap(ERIN).unwrap_or_else(|e| panic!("IMAP before the outage: {e}\n{}", stack.logs()));
+
+    db.kill();
+    let e = imap(FRANK).err().unwrap_or_default();
+    assert!(
+        e.contains("[UNAVAILABLE]"),
+        "IMAP login during the outage: {e:?}\n{}",
+        stack.logs()
+    );
+    let e = pop3(FRANK).err().unwrap_or_default();
+    assert!(
+        e.starts_with("-ERR [SYS/TEMP]"),
+        "POP3 login during the outage: {e:?}\n{}",
+        stack.logs()
+    );
+    let r = smtp(FRANK);
+    let reply = r.reply_after("AUTH");
+    assert_eq!(
+        reply.as_ref().map(|(c, _)| *c),
+        Some(454),
+        "SMTP AUTH during the outage: {reply:?}\n{}\n{}",
+        r.transcript,
+        stack.logs()
+    );
+    let out = stack.dovecot.doveadm(&["user", FRANK.0]);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "doveadm user during the outage: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    db.resume();
+    let back = Instant::now();
+    let again = wait_until(Duration::from_secs(10), || imap(FRANK).is_ok());
+    assert!(
+        again,
+        "IMAP login still failing 10 s after the database came back: {:?}\n{}",
+        imap(FRANK).err(),
+        stack.logs()
+    );
+    eprintln!(
+        "IMAP login works {:?} after the database came back",
+        back.elapsed()
+    );
+    pop3(FRANK).unwrap_or_else(|e| panic!("POP3 after the outage: {e}\n{}", stack.logs()));
+    let r = smtp(FRANK);
+    assert_eq!(
+        r.code_after("AUTH"),
+        235,
+        "{}\n{}",
+        r.transcript,
+        stack.logs()
+    );
+    let out = stack.dovecot.doveadm(&["user", FRANK.0]);
+    assert!(out.status.success(), "doveadm user after the outage");
 }

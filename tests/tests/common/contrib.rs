@@ -11,8 +11,6 @@ use super::MailUser;
 pub const CONTRIB_MAIN_CF: &str = include_str!("../../../contrib/postfix/main.cf.vmail");
 pub const CONTRIB_MASTER_CF: &str = include_str!("../../../contrib/postfix/master.cf.vmail");
 pub const CONTRIB_VMAIL_TOML: &str = include_str!("../../../contrib/vmail/vmail.toml");
-pub const CONTRIB_DICT: &str = include_str!("../../../contrib/dovecot/dovecot-dict-auth.conf.ext");
-pub const CONTRIB_AUTH: &str = include_str!("../../../contrib/dovecot/conf.d/auth-vmail.conf.ext");
 
 /// Replaces `from` by `to` in `text`, insisting that `from` occurs exactly `count` times: a
 /// contrib file that no longer contains what the test substitutes must fail the test, not
@@ -344,56 +342,51 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
     t
 }
 
-/// `contrib/dovecot/dovecot-dict-auth.conf.ext` with its `uri` at `dict_socket`, and
-/// `contrib/dovecot/conf.d/auth-vmail.conf.ext` pointing at that file in Dovecot's temp dir
-/// (`@DIR@`, see `DovecotBuilder`).
-pub fn contrib_dovecot(dict_socket: &Path) -> (String, String) {
-    let dict = replace_exact(
-        "contrib/dovecot/dovecot-dict-auth.conf.ext",
-        CONTRIB_DICT,
-        "uri = proxy:idle_msecs=30000:/run/vmail/auth-dict:auth",
-        &format!(
-            "uri = proxy:idle_msecs=30000:{}:auth",
-            dict_socket.display()
-        ),
-        1,
-    );
-    let auth = replace_exact(
-        "contrib/dovecot/conf.d/auth-vmail.conf.ext",
-        CONTRIB_AUTH,
-        "args = /etc/dovecot/dovecot-dict-auth.conf.ext",
-        "args = @DIR@/dovecot-dict-auth.conf.ext",
-        2,
-    );
-    (dict, auth)
-}
+/// The Lua passdb/userdb script both Dovecots run.
+pub const CONTRIB_LUA: &str = include_str!("../../../contrib/dovecot/vmail-auth.lua");
+/// Its Dovecot 2.3 configuration (Debian 12).
+pub const CONTRIB_LUA_23: &str =
+    include_str!("../../../contrib/dovecot/conf.d/auth-vmail-lua.conf.ext");
+/// Its Dovecot 2.4 configuration (Debian 13).
+pub const CONTRIB_LUA_24: &str =
+    include_str!("../../../contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext");
 
-/// Whether contrib's vmail.toml has authd's Lua socket (issue 16). PRE-MERGE.
-pub fn lua_configured() -> bool {
-    CONTRIB_VMAIL_TOML.contains("lua =")
-}
-
-/// The Dovecot files of contrib the lane's Dovecot runs with, as (path under Dovecot's temp
-/// dir, text), the sockets replaced. PRE-MERGE: the dict route.
-pub fn contrib_dovecot_files(
-    lane: &super::Lane,
-    dict_socket: &Path,
-    _lua_socket: &Path,
-) -> Vec<(String, String)> {
-    if lane.is_debian13() {
-        return vec![];
-    }
-    let (dict, auth) = contrib_dovecot(dict_socket);
+/// contrib's Dovecot files for the lane's Dovecot, as (path under Dovecot's temp dir
+/// `@DIR@`, text): `vmail-auth.lua` and `conf.d/auth-vmail-lua.conf.ext`, the 2.3 one on
+/// debian12 and the 2.4 one on debian13, pointing at the script in `@DIR@` and at authd's
+/// Lua socket `lua_socket`. 2.3 cannot hand the script settings, so there the script's own
+/// `SOCKET` line is replaced; 2.4 passes `lua_settings { socket }`, and the script is used
+/// as shipped.
+pub fn contrib_dovecot_files(lane: &super::Lane, lua_socket: &Path) -> Vec<(String, String)> {
+    let script_path = "/etc/dovecot/vmail-auth.lua";
+    let sock = lua_socket.display().to_string();
+    let (conf_file, conf, script) = if lane.is_debian13() {
+        let file = "contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext";
+        let conf = replace_exact(
+            file,
+            CONTRIB_LUA_24,
+            "socket = /run/vmail/auth-lua",
+            &format!("socket = {sock}"),
+            2,
+        );
+        (file, conf, CONTRIB_LUA.to_string())
+    } else {
+        let script = replace_exact(
+            "contrib/dovecot/vmail-auth.lua",
+            CONTRIB_LUA,
+            "local SOCKET = \"/run/vmail/auth-lua\"",
+            &format!("local SOCKET = \"{sock}\""),
+            1,
+        );
+        let file = "contrib/dovecot/conf.d/auth-vmail-lua.conf.ext";
+        (file, CONTRIB_LUA_23.to_string(), script)
+    };
+    let conf = replace_exact(conf_file, &conf, script_path, "@DIR@/vmail-auth.lua", 2);
     vec![
-        ("dovecot-dict-auth.conf.ext".into(), dict),
-        ("conf.d/auth-vmail.conf.ext".into(), auth),
+        ("vmail-auth.lua".into(), script),
+        ("conf.d/auth-vmail-lua.conf.ext".into(), conf),
     ]
 }
 
 /// The line of the private dovecot.conf that pulls contrib's auth configuration in.
-pub fn contrib_dovecot_include(lane: &super::Lane) -> String {
-    if lane.is_debian13() {
-        return "passdb static {\n  password = x\n}\nuserdb static {\n  fields {\n    uid = 65534\n    gid = 65534\n    home = /tmp\n  }\n}\n".into();
-    }
-    "!include @DIR@/conf.d/auth-vmail.conf.ext".into()
-}
+pub const CONTRIB_DOVECOT_INCLUDE: &str = "!include @DIR@/conf.d/auth-vmail-lua.conf.ext";

@@ -118,19 +118,12 @@ impl Stack {
             &state,
             &[&spool.join("private/vmail-lookupd"), &run.join("lookupd")],
         );
-        let mut authd_sockets = vec![spool.join("private/vmail-auth"), dict_socket.clone()];
-        if lua_configured() {
-            authd_sockets.push(lua_socket.clone());
-        }
         let authd = DaemonProcess::start(
             "vmail-authd",
             AUTHD,
             &config,
             &state,
-            &authd_sockets
-                .iter()
-                .map(PathBuf::as_path)
-                .collect::<Vec<_>>(),
+            &[&spool.join("private/vmail-auth"), &dict_socket, &lua_socket],
         );
 
         let mut builder = PostfixBuilder::new().root(&lane.root);
@@ -159,10 +152,10 @@ impl Stack {
         let mut dovecot = DovecotBuilder::new()
             .root(&lane.root)
             .mail_owner(user.uid, user.gid);
-        for (rel, text) in contrib_dovecot_files(&lane, &dict_socket, &lua_socket) {
+        for (rel, text) in contrib_dovecot_files(&lane, &lua_socket) {
             dovecot = dovecot.file(&rel, &text);
         }
-        let dovecot = dovecot.conf(&contrib_dovecot_include(&lane)).start(test)?;
+        let dovecot = dovecot.conf(CONTRIB_DOVECOT_INCLUDE).start(test)?;
         eprintln!(
             "{test}: stack on lane {} ready in {:?}",
             lane.name,
