@@ -1,13 +1,18 @@
-//! MariaDB killed in the middle of a burst of mail, with everything wired exactly as
-//! `contrib/` documents (see mail_flow.rs; here on a private `mariadbd` the test may kill):
-//! nothing is bounced, `postqueue -p` holds the undelivered messages as deferred, and once the
-//! database is back and the queue flushed, every message is delivered exactly once.
+//! MariaDB killed, with everything wired exactly as `contrib/` documents (`common/stack.rs`;
+//! here on a private `mariadbd` each test may kill), on both lanes (`VMAIL_TEST_LANE`).
+//!
+//! In the middle of a burst of mail: nothing is bounced, `postqueue -p` holds the undelivered
+//! messages as deferred, and once the database is back and the queue flushed, every message
+//! is delivered exactly once.
 //!
 //! smtpd keeps accepting mail for addresses lookupd has answered recently (contrib's
 //! `[cache] positive_ttl_s = 60`). vmail-lda asks lookupd too (contrib's `[lda] lookupd`), so
 //! a recipient whose delivery record lookupd has cached is still delivered during the
 //! outage; one whose record it must fetch is deferred by vmail-lda (exit 75); an address not
 //! in the cache at all gets a temporary 451 at RCPT.
+//!
+//! Logins: IMAP, POP3, SMTP AUTH and `doveadm user` fail temporarily while the database is
+//! down, and work again within seconds of its return.
 
 mod common;
 
