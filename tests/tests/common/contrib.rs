@@ -20,7 +20,7 @@ pub fn replace_exact(file: &str, text: &str, from: &str, to: &str, count: usize)
     assert_eq!(
         found, count,
         "{file}: expected `{from}` {count} time(s), found it {found} time(s); the end-to-end \
-         tests substitute it (update tests/tests/common/mod.rs together with contrib)"
+         tests substitute it (update tests/tests/common/contrib.rs together with contrib)"
     );
     text.replace(from, to)
 }
