@@ -4,8 +4,12 @@
 
 pub mod debian13;
 pub mod dovecot;
+mod imap_pop3;
 pub mod postfix;
+mod postmap;
+pub mod root;
 pub mod slow;
+mod smtp;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
