@@ -37,8 +37,15 @@ local unix = require("socket.unix")
 -- Settings. Dovecot 2.3 cannot pass its own to the script (its lua passdb/userdb `args`
 -- accept only file=, blocking=, cache_key=, scheme=): edit these two lines there. Dovecot
 -- 2.4 passes `lua_settings { socket = ...  timeout_ms = ... }` to script_init().
+--
+-- TIMEOUT_MS bounds one request (connect, send, reply) before the login gets "temporary
+-- failure". While authd hangs, every request holds an auth worker that long and Dovecot
+-- queues the rest behind `service auth-worker { process_limit }`, so it is short; but it
+-- stays above authd's own request_timeout_ms (default 5 s, a directory lookup) plus a
+-- password check, so that authd's TEMP, with its reason in authd's log, arrives first.
+-- Raise both together.
 local SOCKET = "/run/vmail/auth-lua"
-local TIMEOUT_MS = 10000
+local TIMEOUT_MS = 6000
 
 local conn = nil -- the kept connection, nil when closed
 local last_id = 0

@@ -27,7 +27,7 @@ pub const ALICE_QUOTA: u64 = 1_048_576;
 pub const IDLE_MS: u64 = 1000;
 /// grace may use SMTP only (`users.services`).
 pub const SMTP_ONLY: (&str, &str) = ("grace@example.org", "grace-pw");
-/// The script's timeout in these tests (the shipped 10 s would make the stall slow).
+/// The script's timeout in these tests (the shipped 6 s would make the stall slow).
 pub const TIMEOUT_MS: u64 = 1500;
 
 /// `text` with `from` replaced by `to`, which must occur exactly `count` times: a change of
@@ -235,7 +235,7 @@ pub fn setup_23_with(test: &str, extra: &str) -> Option<Setup> {
     );
     let script = subst(
         &script,
-        "local TIMEOUT_MS = 10000",
+        "local TIMEOUT_MS = 6000",
         &format!("local TIMEOUT_MS = {TIMEOUT_MS}"),
         1,
         "vmail-auth.lua",
@@ -308,7 +308,7 @@ pub fn setup_24_with(test: &str, extra: &str) -> Option<Setup> {
     );
     let conf = subst(
         &conf,
-        "timeout_ms = 10000",
+        "timeout_ms = 6000",
         &format!("timeout_ms = {TIMEOUT_MS}"),
         2,
         "2.4/conf.d/auth-vmail-lua.conf.ext",
