@@ -8,7 +8,9 @@
 //! unprefixed DES crypt work, on 2.4 without auth_allow_weak_schemes; a disabled account fails
 //! like a wrong password; lookups carry no password; authd down or stalled is a temporary
 //! failure within the script's timeout, never "unknown user" or "wrong password"; authd's
-//! penalty sees the remote IP Dovecot saw; an auth worker keeps its connection to authd.
+//! penalty sees the remote IP Dovecot saw; an auth worker keeps its connection to authd;
+//! with Dovecot's auth cache on, a lookup never lets a wrong password in and no login is
+//! answered from the cache; a master user (`pass = yes`) logs in without a failure counted.
 
 #[path = "../common/mod.rs"]
 mod common;
