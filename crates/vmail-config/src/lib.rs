@@ -451,7 +451,9 @@ pub struct AuthdConfig {
     /// hello): slower clients are closed. Dovecot and Postfix write each line at once.
     /// Each reply must be taken within the same time, or the connection is closed.
     pub request_read_timeout_ms: u64,
-    /// A directory lookup slower than this is a temporary failure (Postfix: 454).
+    /// A directory lookup slower than this is a temporary failure (Postfix: 454). Keep it
+    /// below the Dovecot Lua script's timeout_ms (contrib: 6 s), so that Dovecot gets authd's
+    /// temporary failure rather than its own timeout.
     pub request_timeout_ms: u64,
     /// Every failed authentication is answered after this delay (Dovecot's
     /// auth_failure_delay), so guessing is slow and failures all look alike.

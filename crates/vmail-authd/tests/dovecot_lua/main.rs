@@ -8,7 +8,9 @@
 //! unprefixed DES crypt work, on 2.4 without auth_allow_weak_schemes; a disabled account fails
 //! like a wrong password; lookups carry no password; authd down or stalled is a temporary
 //! failure within the script's timeout, never "unknown user" or "wrong password"; authd's
-//! penalty sees the remote IP Dovecot saw; an auth worker keeps its connection to authd.
+//! penalty sees the remote IP Dovecot saw; an auth worker keeps its connection to authd;
+//! with Dovecot's auth cache on, a lookup never lets a wrong password in and no login is
+//! answered from the cache; a master user (`pass = yes`) logs in without a failure counted.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -407,4 +409,121 @@ fn dovecot24_lua_imap_login_opens_the_maildir() {
         .err()
         .expect("disabled account must be refused");
     assert!(disabled.contains("AUTHENTICATIONFAILED"), "{disabled}");
+}
+
+/// Dovecot's auth cache on (which the shipped files must survive) and a master user whose
+/// target must pass the lua passdb too.
+///
+/// - A `doveadm auth lookup` (its record carries `nopassword`) must not arm a cache entry
+///   that lets the next login in with any password; nor may a verified login's entry
+///   answer the next login (authd's penalty must see every attempt).
+/// - A master login (`pass = yes` / `result_success = continue`) reaches the script's
+///   auth_password_verify with the master's password and `skip_password_check`: it must
+///   log in, a disabled target must not, and authd must count no failed password.
+fn cache_and_master_users(s: &Setup) {
+    let dc = &s.dovecot;
+    let log = || dc.log();
+    let stats = &s.authd.as_ref().unwrap().authenticator.stats.lua;
+
+    // Only doveadm's own lookups get `nopassword`: another service's lookup without a
+    // mechanism (an LMTP proxy's) is a failed lookup (doveadm: exit 75), not a record.
+    // First, before 2.3's cache holds doveadm's record under the same key.
+    let o = dc.doveadm(&["auth", "lookup", "-x", "service=lmtp", ALICE.0]);
+    assert_eq!(
+        o.status.code(),
+        Some(75),
+        "lookup for lmtp: {}\n--- log:\n{}",
+        text(&o),
+        log()
+    );
+    let o = dc.doveadm(&["auth", "lookup", ALICE.0]);
+    assert!(o.status.success(), "{}\n--- log:\n{}", text(&o), log());
+    for wrong in ["wrong-1", "wrong-2"] {
+        let o = dc.doveadm(&["auth", "test", ALICE.0, wrong]);
+        assert!(
+            refused(&o),
+            "after a lookup, a wrong password: {}\n--- log:\n{}",
+            text(&o),
+            log()
+        );
+    }
+    // IMAP logins (each its own session): every one is answered by authd.
+    let passes = || {
+        stats.requests(LuaKind::Pass, LuaResult::Ok)
+            + stats.requests(LuaKind::Pass, LuaResult::Fail)
+    };
+    let before = passes();
+    for (pw, ok) in [(ALICE.1, true), ("wrong-3", false), (ALICE.1, true)] {
+        let r = imap_login(dc.imap_port(), ALICE.0, pw);
+        match r {
+            Ok(imap) => {
+                assert!(ok, "IMAP LOGIN with {pw} succeeded\n--- log:\n{}", log());
+                imap.logout().ok();
+            }
+            Err(e) => assert!(!ok, "IMAP LOGIN with {pw}: {e}\n--- log:\n{}", log()),
+        }
+    }
+    assert_eq!(
+        passes() - before,
+        3,
+        "an IMAP login was answered from Dovecot's cache, not by authd\n{}",
+        log()
+    );
+    // doveadm's requests have no session id: a verified password may be checked against
+    // Dovecot's cache there, but a wrong one still fails.
+    let o = dc.doveadm(&["auth", "test", ALICE.0, ALICE.1]);
+    assert!(accepted(&o, ALICE.0), "{}\n--- log:\n{}", text(&o), log());
+    let o = dc.doveadm(&["auth", "test", ALICE.0, "wrong-4"]);
+    assert!(
+        refused(&o),
+        "after a login, a wrong password: {}\n--- log:\n{}",
+        text(&o),
+        log()
+    );
+
+    let failed = || stats.requests(LuaKind::Pass, LuaResult::Fail);
+    let before = failed();
+    let as_master = |user: &str| format!("{user}*{}", MASTER.0);
+    let o = dc.doveadm(&["auth", "test", &as_master(ALICE.0), MASTER.1]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("auth succeeded"),
+        "master login: {}\n--- log:\n{}",
+        text(&o),
+        log()
+    );
+    for user in [DISABLED.0, "nobody@example.org"] {
+        let o = dc.doveadm(&["auth", "test", &as_master(user), MASTER.1]);
+        assert!(
+            !o.status.success(),
+            "master login as {user}: {}\n--- log:\n{}",
+            text(&o),
+            log()
+        );
+    }
+    let o = dc.doveadm(&["auth", "test", &as_master(ALICE.0), "not-the-master-pw"]);
+    assert!(refused(&o), "wrong master password: {}", text(&o));
+    assert_eq!(
+        failed() - before,
+        0,
+        "authd counted master logins as failed passwords\n{}",
+        log()
+    );
+}
+
+#[test]
+fn dovecot23_lua_auth_cache_and_master_users() {
+    let test = "dovecot23_lua_auth_cache_and_master_users";
+    let Some(s) = setup_23_with(test, &cache_and_master_23()) else {
+        return;
+    };
+    cache_and_master_users(&s);
+}
+
+#[test]
+fn dovecot24_lua_auth_cache_and_master_users() {
+    let test = "dovecot24_lua_auth_cache_and_master_users";
+    let Some(s) = setup_24_with(test, &cache_and_master_24()) else {
+        return;
+    };
+    cache_and_master_users(&s);
 }

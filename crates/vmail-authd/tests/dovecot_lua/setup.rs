@@ -27,7 +27,7 @@ pub const ALICE_QUOTA: u64 = 1_048_576;
 pub const IDLE_MS: u64 = 1000;
 /// grace may use SMTP only (`users.services`).
 pub const SMTP_ONLY: (&str, &str) = ("grace@example.org", "grace-pw");
-/// The script's timeout in these tests (the shipped 10 s would make the stall slow).
+/// The script's timeout in these tests (the shipped 6 s would make the stall slow).
 pub const TIMEOUT_MS: u64 = 1500;
 
 /// `text` with `from` replaced by `to`, which must occur exactly `count` times: a change of
@@ -67,6 +67,13 @@ impl Dovecot {
         match self {
             Dovecot::V23(d) => d.log(),
             Dovecot::V24(d) => d.log(),
+        }
+    }
+
+    pub fn imap_port(&self) -> u16 {
+        match self {
+            Dovecot::V23(d) => d.imap_port,
+            Dovecot::V24(d) => d.imap_port,
         }
     }
 
@@ -164,6 +171,36 @@ pub fn make_home_base(dir: &Path, uid: u32, gid: u32) -> PathBuf {
 
 /// Dovecot 2.3 on this host, on the shipped script and 2.3 snippet.
 pub fn setup_23(test: &str) -> Option<Setup> {
+    setup_23_with(test, "")
+}
+
+/// A master user for `doveadm auth test 'user*admin' MASTER_PW` (both releases).
+pub const MASTER: (&str, &str) = ("admin", "master-pw");
+
+/// What the master-user tests add to the configuration: the auth cache on (which the
+/// shipped files must survive) and a master passdb whose target must pass the lua passdb
+/// too (2.3 `pass = yes`, 2.4 `result_success = continue`). `@DIR@` is the config dir.
+pub fn cache_and_master_23() -> String {
+    "auth_cache_size = 1M\n\
+     auth_master_user_separator = *\n\
+     passdb {\n  driver = passwd-file\n  args = @DIR@/master-users\n  master = yes\n  pass = yes\n}"
+        .to_string()
+}
+
+pub fn cache_and_master_24() -> String {
+    "auth_cache_size = 1M\n\
+     auth_master_user_separator = *\n\
+     passdb master {\n  driver = passwd-file\n  passwd_file_path = @DIR@/master-users\n  \
+     master = yes\n  result_success = continue\n}"
+        .to_string()
+}
+
+pub fn master_users() -> String {
+    format!("{}:{{PLAIN}}{}\n", MASTER.0, MASTER.1)
+}
+
+/// [`setup_23`] with `extra` added to dovecot.conf (and `master-users` in its dir).
+pub fn setup_23_with(test: &str, extra: &str) -> Option<Setup> {
     if !have("doveadm") {
         skip(
             test,
@@ -198,7 +235,7 @@ pub fn setup_23(test: &str) -> Option<Setup> {
     );
     let script = subst(
         &script,
-        "local TIMEOUT_MS = 10000",
+        "local TIMEOUT_MS = 6000",
         &format!("local TIMEOUT_MS = {TIMEOUT_MS}"),
         1,
         "vmail-auth.lua",
@@ -213,7 +250,9 @@ pub fn setup_23(test: &str) -> Option<Setup> {
     let dovecot = DovecotBuilder::new()
         .file("vmail-auth.lua", &script)
         .file("conf.d/auth-vmail-lua.conf.ext", &conf)
+        .file("master-users", &master_users())
         .conf("!include @DIR@/conf.d/auth-vmail-lua.conf.ext")
+        .conf(extra)
         .mail_owner(uid, gid)
         .start(test)?;
     Some(Setup {
@@ -233,6 +272,11 @@ pub fn setup_23(test: &str) -> Option<Setup> {
 /// Dovecot 2.4 in the Debian 13 root, on the shipped script and 2.4 snippet; authd runs here
 /// with its socket in a temp dir inside the root.
 pub fn setup_24(test: &str) -> Option<Setup> {
+    setup_24_with(test, "")
+}
+
+/// [`setup_24`] with `extra` added to dovecot.conf (and `master-users` in its dir).
+pub fn setup_24_with(test: &str, extra: &str) -> Option<Setup> {
     let root = debian13::root(test)?;
     // Inside the root, nobody/nogroup are 65534 too (Debian's fixed ids).
     let (uid, gid) = (65534, 65534);
@@ -264,23 +308,26 @@ pub fn setup_24(test: &str) -> Option<Setup> {
     );
     let conf = subst(
         &conf,
-        "timeout_ms = 10000",
+        "timeout_ms = 6000",
         &format!("timeout_ms = {TIMEOUT_MS}"),
         2,
         "2.4/conf.d/auth-vmail-lua.conf.ext",
     );
     dir.write("vmail-auth.lua", SCRIPT);
     dir.write("auth-vmail-lua.conf.ext", &conf);
+    dir.write("master-users", &master_users());
     // Debian 13's stock conf.d/10-mail.conf (an mbox in /var/mail): the userdb fields the
     // script sends must override every line of it, as 2.3's `mail` field did.
     let dovecot = ChrootDovecot::start(
         &root,
         dir,
-        "mail_driver = mbox\n\
-         mail_home = /home/%{user | username}\n\
-         mail_path = %{home}/mail\n\
-         mail_inbox_path = /var/mail/%{user}\n\
-         !include @DIR@/auth-vmail-lua.conf.ext",
+        &format!(
+            "mail_driver = mbox\n\
+         mail_home = /home/%{{user | username}}\n\
+         mail_path = %{{home}}/mail\n\
+         mail_inbox_path = /var/mail/%{{user}}\n\
+         !include @DIR@/auth-vmail-lua.conf.ext\n{extra}",
+        ),
     );
     Some(Setup {
         dovecot: Dovecot::V24(dovecot),
