@@ -282,8 +282,15 @@ impl Authenticator {
         let utf8_login = std::str::from_utf8(raw_login).is_ok() && !login.is_empty();
         if let (true, Some(c)) = (utf8_login, &self.cache) {
             if let Some(r) = c.recent(login, password, Instant::now()) {
-                AuthStats::bump(&self.stats.cache_hits);
-                return self.conclude(admit(r.user, service), rip, &key, password);
+                let verdict = admit(r.user, service);
+                if matches!(verdict, Verdict::Ok { .. }) {
+                    AuthStats::bump(&self.stats.cache_hits);
+                    return self.conclude(verdict, rip, &key, password);
+                }
+                // Refused (a service the account may not use, a disabled account): answered
+                // by the full path below, row and check included, at a wrong password's
+                // cost. Refused at once here, it told a guesser the password was right
+                // (0.16 ms against a hash's 7.49 ms).
             }
         }
         let Some(dir) = self.directory() else {

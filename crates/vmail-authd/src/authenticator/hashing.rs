@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use vmail_directory::Directory;
 
-use super::Authenticator;
+use super::{AuthStats, Authenticator};
 use crate::hash_costs::thread_cpu_time;
 
 impl Authenticator {
@@ -16,6 +16,7 @@ impl Authenticator {
         let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
             return Err("verification pool closed".into());
         };
+        AuthStats::bump(&self.stats.checks);
         let (owned, password, scheme) =
             (stored.to_string(), password.to_vec(), self.default_scheme);
         match tokio::task::spawn_blocking(move || {
@@ -61,6 +62,7 @@ impl Authenticator {
         let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
             return;
         };
+        AuthStats::bump(&self.stats.checks);
         let (scheme, stored) = self.costs.choice();
         let (password, default) = (password.to_vec(), self.default_scheme);
         let _ = tokio::task::spawn_blocking(move || {
@@ -79,7 +81,13 @@ impl Authenticator {
     /// Stores a strong hash of a password that just matched a legacy one, in the background
     /// (the client has its answer already). Compare-and-set: a password changed meanwhile
     /// wins.
-    pub(super) fn rehash(&self, dir: Arc<Directory>, email: String, old: String, password: Vec<u8>) {
+    pub(super) fn rehash(
+        &self,
+        dir: Arc<Directory>,
+        email: String,
+        old: String,
+        password: Vec<u8>,
+    ) {
         let scheme = self.hash_scheme;
         let slots = self.verify_slots.clone();
         tokio::spawn(async move {
