@@ -1,8 +1,10 @@
 //! What an authentication attempt becomes, whatever protocol carried it: penalty first
-//! (before any hashing), then the user's row under a deadline, then the password check on
-//! a bounded blocking pool (never on the reactor), then the account's flags. A backend
-//! failure is always [`Verdict::Temp`] (the auth connection is closed: Postfix answers 454 and the client retries), never a
-//! failure the client would take as "wrong password".
+//! (before any hashing: the penalty sleep, or on the Lua channel a throttled login's
+//! refusal, then the block with the checks in flight counted; see `penalty/admission.rs`),
+//! then the user's row under a deadline, then the password check on a bounded blocking
+//! pool (never on the reactor), then the account's flags. A backend failure is always
+//! [`Verdict::Temp`] (the auth connection is closed: Postfix answers 454 and the client
+//! retries), never a failure the client would take as "wrong password".
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -15,7 +17,8 @@ use vmail_passwd::Scheme;
 
 use crate::cache::VerifiedCache;
 use crate::hash_costs::HashCosts;
-use crate::penalty::{Penalty, PenaltyConfig};
+pub use crate::penalty::Pacing;
+use crate::penalty::{Admission, Penalty, PenaltyConfig};
 pub use crate::stats::AuthStats;
 
 mod hashing;
@@ -34,17 +37,6 @@ pub enum Verdict {
     Disabled { reason: &'static str },
     /// The directory is unreachable or too slow: try again later.
     Temp(String),
-}
-
-/// Who makes a failing client wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pacing {
-    /// authd sleeps the failure and penalty delays before answering (SMTP AUTH: Postfix
-    /// has no delay of its own).
-    Server,
-    /// The caller delays (Dovecot's `auth_failure_delay`, Lua channel): a sleep here would
-    /// hold a Dovecot auth worker per failing login. Penalties still count and block.
-    Caller,
 }
 
 /// The verdict for a user whose password matched: disabled accounts and services the
@@ -270,15 +262,29 @@ impl Authenticator {
         pacing: Pacing,
     ) -> Verdict {
         let key = self.penalty_key(login);
-        let assessed = self.penalty.assess(rip, &key, Instant::now());
-        if pacing == Pacing::Server && !assessed.delay.is_zero() {
-            tokio::time::sleep(assessed.delay).await;
+        if pacing == Pacing::Server {
+            let delay = self.penalty.assess(rip, &key, Instant::now()).delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
         }
-        if assessed.blocked {
-            AuthStats::bump(&self.stats.blocked);
-            tracing::warn!(rip = %rip.map_or_else(|| "-".into(), |i| i.to_string()), failures = assessed.failures, "remote address blocked by the failure penalty; not checking");
-            return Verdict::Fail;
-        }
+        // Decided after the sleep, and counted in flight until this attempt ends.
+        let _in_flight = match self.penalty.admit(rip, &key, Instant::now(), pacing) {
+            Admission::Check(guard) => guard,
+            Admission::Blocked {
+                failures,
+                in_flight,
+            } => {
+                AuthStats::bump(&self.stats.blocked);
+                tracing::warn!(rip = %rip.map_or_else(|| "-".into(), |i| i.to_string()), failures, in_flight, "remote address blocked by the failure penalty; not checking");
+                return Verdict::Fail;
+            }
+            Admission::Throttled { failures, wait } => {
+                AuthStats::bump(&self.stats.throttled);
+                tracing::debug!(user = ?login, failures, wait_ms = wait.as_millis() as u64, "login throttled by the failure penalty; not checking");
+                return Verdict::Fail;
+            }
+        };
         let utf8_login = std::str::from_utf8(raw_login).is_ok() && !login.is_empty();
         if let (true, Some(c)) = (utf8_login, &self.cache) {
             if let Some(r) = c.recent(login, password, Instant::now()) {

@@ -27,6 +27,9 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod admission;
+pub use admission::{Admission, InFlight, Pacing};
+
 /// Table size bound: an attacker cycling through addresses or logins must not grow memory
 /// without limit.
 const MAX_ENTRIES: usize = 65_536;
@@ -56,6 +59,9 @@ struct Entry {
     last: Instant,
     recent: [u64; RECENT],
     next: usize,
+    /// When the counter last had its turn ([`Pacing::Caller`]): its last counted failure,
+    /// or the last check let through while it had failures.
+    turn: Instant,
     /// Which instance of the counter this is (a new one after a reset): a pair's share
     /// applies only to the instance it was added to.
     id: u64,
@@ -75,6 +81,8 @@ struct Tables {
     counters: HashMap<Key, Entry>,
     shares: HashMap<(IpAddr, String), Share>,
     next_id: u64,
+    /// Checks running, per network (see [`admission`]).
+    in_flight: HashMap<IpAddr, u32>,
 }
 
 /// What to do with an attempt, decided before any password check.
@@ -142,21 +150,25 @@ impl Penalty {
         let net = live(&Key::Net(self.net_of(ip)));
         let user = live(&Key::Login(login.to_ascii_lowercase()));
         let n = net.max(user);
-        let delay = if n == 0 {
-            Duration::ZERO
-        } else {
-            let doubled = self
-                .cfg
-                .failure_delay
-                .saturating_mul(1u32 << (n - 1).min(16));
-            // The failure delay still follows a failed check: keep the sum under the cap.
-            doubled.min(self.cfg.max_delay.saturating_sub(self.cfg.failure_delay))
-        };
         Assessment {
-            delay,
+            delay: self.delay_for(n),
             blocked: net >= self.cfg.block_after,
             failures: n,
         }
+    }
+
+    /// The penalty delay after `n` counted failures: the failure delay, doubled with each
+    /// failure after the first.
+    fn delay_for(&self, n: u32) -> Duration {
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        let doubled = self
+            .cfg
+            .failure_delay
+            .saturating_mul(1u32 << (n - 1).min(16));
+        // The failure delay still follows a failed check: keep the sum under the cap.
+        doubled.min(self.cfg.max_delay.saturating_sub(self.cfg.failure_delay))
     }
 
     /// Counts a failed attempt (unless from a trusted network or a repeat of a recent wrong
@@ -188,6 +200,7 @@ impl Penalty {
             e.last = now;
             let counted = !e.recent.contains(&fp);
             if counted {
+                e.turn = now;
                 e.failures = e.failures.saturating_add(1);
                 e.recent[e.next] = fp;
                 e.next = (e.next + 1) % RECENT;
@@ -254,6 +267,7 @@ fn fresh(next_id: &mut u64, now: Instant) -> Entry {
         last: now,
         recent: [0; RECENT],
         next: 0,
+        turn: now,
         id: *next_id,
     }
 }

@@ -231,3 +231,101 @@ fn networks() {
     assert!(in_net(n("1.2.3.4"), n("0.0.0.0"), 0));
     assert!(!in_net(n("1.2.3.4"), n("::"), 0));
 }
+
+fn checked(a: &Admission<'_>) -> bool {
+    matches!(a, Admission::Check(_))
+}
+
+/// Review 3: checks in flight count against the block threshold until they end.
+#[test]
+fn checks_in_flight_count_towards_the_block() {
+    let p = Penalty::new(cfg());
+    let t = Instant::now();
+    let me = ip("192.0.2.1");
+    p.record_failure(me, "a@x", b"1", t);
+    p.record_failure(me, "b@x", b"1", t);
+    let running: Vec<_> = (0..3)
+        .map(|i| p.admit(me, &format!("u{i}@x"), t, Pacing::Server))
+        .collect();
+    assert!(running.iter().all(checked));
+    // 2 failures + 3 in flight = block_after.
+    assert!(matches!(
+        p.admit(me, "z@x", t, Pacing::Server),
+        Admission::Blocked {
+            failures: 2,
+            in_flight: 3
+        }
+    ));
+    assert!(checked(&p.admit(ip("192.0.2.2"), "z@x", t, Pacing::Server)));
+    drop(running);
+    assert!(p.table.lock().unwrap().in_flight.is_empty());
+    assert!(checked(&p.admit(me, "z@x", t, Pacing::Server)));
+    // Trusted networks are neither blocked nor tracked.
+    let trusted: Vec<_> = (0..10)
+        .map(|_| p.admit(ip("10.0.0.1"), "a@x", t, Pacing::Server))
+        .collect();
+    assert!(trusted.iter().all(checked));
+    assert!(p.table.lock().unwrap().in_flight.is_empty());
+}
+
+/// Review 1: with `Pacing::Caller` a login's penalty delay is a refusal until it has
+/// passed since the last counted failure; a check let through takes the turn; a success
+/// clears it; the network's counter does not throttle; `Pacing::Server` never throttles.
+#[test]
+fn caller_pacing_throttles_a_login_until_its_delay_has_passed() {
+    let p = Penalty::new(PenaltyConfig {
+        block_after: 100,
+        ..cfg()
+    });
+    let t = Instant::now();
+    let ms = |n: u64| t + Duration::from_millis(n);
+    p.record_failure(ip("192.0.2.1"), "a@x", b"1", t);
+    p.record_failure(ip("192.0.2.2"), "a@x", b"2", t);
+    // Two failures: 200 ms, from any address.
+    let a = p.admit(ip("198.51.100.1"), "A@x", ms(150), Pacing::Caller);
+    assert!(
+        matches!(a, Admission::Throttled { failures: 2, wait } if wait == Duration::from_millis(50))
+    );
+    assert!(checked(&p.admit(
+        ip("198.51.100.1"),
+        "a@x",
+        ms(150),
+        Pacing::Server
+    )));
+    // Other logins from the failing addresses are not throttled.
+    assert!(checked(&p.admit(
+        ip("192.0.2.1"),
+        "b@x",
+        ms(1),
+        Pacing::Caller
+    )));
+    let turn = p.admit(ip("198.51.100.2"), "a@x", ms(200), Pacing::Caller);
+    assert!(checked(&turn));
+    assert!(!checked(&p.admit(
+        ip("198.51.100.3"),
+        "a@x",
+        ms(201),
+        Pacing::Caller
+    )));
+    assert!(checked(&p.admit(
+        ip("198.51.100.3"),
+        "a@x",
+        ms(400),
+        Pacing::Caller
+    )));
+    // A counted failure restarts it, with the longer delay of three failures.
+    p.record_failure(ip("198.51.100.3"), "a@x", b"3", ms(400));
+    assert!(!checked(&p.admit(
+        ip("198.51.100.4"),
+        "a@x",
+        ms(799),
+        Pacing::Caller
+    )));
+    p.record_success(ip("198.51.100.4"), "a@x", ms(799));
+    assert!(checked(&p.admit(
+        ip("198.51.100.4"),
+        "a@x",
+        ms(799),
+        Pacing::Caller
+    )));
+}
