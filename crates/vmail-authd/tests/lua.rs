@@ -500,14 +500,6 @@ fn protocol_violations_close_the_connection() {
     assert!(c.ask("USER\t1\talice@example.org").starts_with("OK\t1\t"));
 }
 
-/// Password checks run so far (`vmail_authd_password_checks_total`).
-fn checks(d: &Daemon) -> u64 {
-    d.authenticator
-        .stats
-        .checks
-        .load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Review 3: concurrent wrong attempts from one address are checked at most
 /// `penalty_block_after` times: an attempt is counted in flight from its admission to its
 /// end, so that concurrent checks cannot pass the threshold (30 connections × 10 wrong
@@ -534,14 +526,10 @@ fn concurrent_guesses_from_one_address_stop_at_the_block() {
             });
         }
     });
-    let blocked = d
-        .authenticator
-        .stats
-        .blocked
-        .load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("{} checks, {blocked} blocked", checks(&d));
-    assert!(checks(&d) <= 20, "{} checks, block after 20", checks(&d));
-    assert_eq!(checks(&d) + blocked, 300);
+    let blocked = d.unchecked().0;
+    eprintln!("{} checks, {blocked} blocked", d.checks());
+    assert!(d.checks() <= 20, "{} checks, block after 20", d.checks());
+    assert_eq!(d.checks() + blocked, 300);
 }
 
 /// Review 1: authd does not sleep on the Lua channel, so a login's penalty delay becomes
@@ -555,12 +543,7 @@ fn one_login_guessed_from_many_addresses_is_throttled() {
     config.authd.failure_delay_ms = 100;
     config.authd.max_delay_ms = 1000;
     let d = Daemon::start(config);
-    let throttled = || {
-        d.authenticator
-            .stats
-            .throttled
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let throttled = || d.unchecked().1;
     let t = Instant::now();
     std::thread::scope(|s| {
         for conn in 0..10 {
@@ -584,30 +567,30 @@ fn one_login_guessed_from_many_addresses_is_throttled() {
     let bound = 10 + (took.as_millis() / 100) as u64;
     eprintln!(
         "300 guesses in {took:?}: {} checks, {} throttled",
-        checks(&d),
+        d.checks(),
         throttled()
     );
     assert!(
-        checks(&d) <= bound,
+        d.checks() <= bound,
         "{} checks in {took:?}: 10 first guesses and one per delay allow {bound}",
-        checks(&d)
+        d.checks()
     );
-    assert_eq!(checks(&d) + throttled(), 300);
+    assert_eq!(d.checks() + throttled(), 300);
     // The right password from a fresh address: refused unchecked while throttled...
     let mut c = LuaClient::connect(&d);
-    let before = checks(&d);
+    let before = d.checks();
     let l = c.ask("PASS\t1\timap\t203.0.113.1\talice@example.org\twonderland");
     assert_eq!(l, "FAIL\t1");
-    assert_eq!(checks(&d), before, "a throttled attempt is not checked");
+    assert_eq!(d.checks(), before, "a throttled attempt is not checked");
     // ... accepted once the current delay (at most 900 ms) has passed.
     std::thread::sleep(Duration::from_millis(1000));
     let l = c.ask("PASS\t2\timap\t203.0.113.2\talice@example.org\twonderland");
     assert!(l.starts_with("OK\t2\talice@example.org\t"), "{l:?}");
     // The success cleared the login's counter: the next attempt is checked at once.
-    let before = checks(&d);
+    let before = d.checks();
     assert_eq!(
         c.ask("PASS\t3\timap\t203.0.113.3\talice@example.org\ttypo"),
         "FAIL\t3"
     );
-    assert_eq!(checks(&d), before + 1);
+    assert_eq!(d.checks(), before + 1);
 }
