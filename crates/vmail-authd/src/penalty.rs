@@ -5,7 +5,9 @@
 //! wrong password repeated for the same login (a client retrying with a stale saved
 //! password) counts once.
 //! Trusted networks (a webmail host logging in for many users) are neither delayed nor
-//! counted.
+//! counted. Right before a check, [`Penalty::admit`] blocks, counting the network's checks
+//! in flight, and on the Lua channel throttles a login whose delay has not passed
+//! (`penalty/admission.rs`).
 //!
 //! What a success forgives, and why (issue 15.4): a network's counter is evidence against
 //! everybody behind it, so one account's success must not clear it, or an attacker who owns
