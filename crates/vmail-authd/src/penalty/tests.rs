@@ -329,3 +329,27 @@ fn caller_pacing_throttles_a_login_until_its_delay_has_passed() {
         Pacing::Caller
     )));
 }
+
+/// The table of checks in flight stays bounded: past `MAX_ENTRIES` networks at once, a new
+/// one is checked untracked; everything is released on drop.
+#[test]
+fn checks_in_flight_stay_bounded() {
+    let p = Penalty::new(cfg());
+    let t = Instant::now();
+    let running: Vec<_> = (0..MAX_ENTRIES as u32)
+        .map(|i| {
+            p.admit(
+                Some(IpAddr::from(i.to_be_bytes())),
+                "a@x",
+                t,
+                Pacing::Server,
+            )
+        })
+        .collect();
+    assert!(running.iter().all(checked));
+    let extra = p.admit(ip("2001:db8::1"), "a@x", t, Pacing::Server);
+    assert!(checked(&extra));
+    assert_eq!(p.table.lock().unwrap().in_flight.len(), MAX_ENTRIES);
+    drop((running, extra));
+    assert!(p.table.lock().unwrap().in_flight.is_empty());
+}
