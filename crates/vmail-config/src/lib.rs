@@ -428,7 +428,11 @@ pub struct AuthdConfig {
     pub lua_socket_group: String,
     /// Users (names, resolved when binding, or numeric uids) whose processes may use the
     /// Lua sockets; anyone else is closed at once. File modes alone cannot keep out
-    /// Dovecot's mail processes and vmail-lda, which run as authd's own user.
+    /// Dovecot's mail processes and vmail-lda, which run as authd's own user. Default
+    /// `root` only: Dovecot's auth workers run as root on 2.3 and 2.4 (`service
+    /// auth-worker` has no `user`), while many other Dovecot processes run as `dovecot`
+    /// (imap-urlauth, indexer, stats...). Add `dovecot` only with `service auth-worker {
+    /// user = dovecot }`.
     pub lua_peers: Vec<String>,
     /// Drop to this user after binding; empty keeps the starting user.
     pub user: String,
@@ -508,7 +512,7 @@ impl Default for AuthdConfig {
             lua: vec!["unix:/run/vmail/auth-lua".into()],
             lua_socket_mode: "0660".into(),
             lua_socket_group: "dovecot".into(),
-            lua_peers: vec!["root".into(), "dovecot".into()],
+            lua_peers: vec!["root".into()],
             user: "vmail".into(),
             max_connections: 1024,
             idle_timeout_ms: 3_600_000,

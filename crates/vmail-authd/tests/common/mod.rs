@@ -114,6 +114,20 @@ impl Daemon {
         s.dict_found.load(Relaxed) + s.dict_not_found.load(Relaxed) + s.dict_failed.load(Relaxed)
     }
 
+    /// Password checks run so far (`vmail_authd_password_checks_total`).
+    pub fn checks(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.authenticator.stats.checks.load(Relaxed)
+    }
+
+    /// Attempts failed unchecked so far: blocked by the network's penalty, and throttled
+    /// (the login's, Lua channel only).
+    pub fn unchecked(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.authenticator.stats;
+        (s.blocked.load(Relaxed), s.throttled.load(Relaxed))
+    }
+
     /// Dict connections accepted so far (`vmail_authd_dict_connections_total`).
     pub fn dict_connections(&self) -> u64 {
         let s = &self.authenticator.stats;

@@ -178,11 +178,12 @@ fn logins_lookups_and_listing(s: &Setup) {
 
     // authd's penalty counts by the remote IP Dovecot saw (`-x rip=`): past
     // penalty_block_after failures that network is refused even the right password, over
-    // this channel and SMTP AUTH alike, while another network gets in.
+    // this channel and SMTP AUTH alike, while another network gets in. Three logins:
+    // with auth_failure_delay = 0 here, guesses at one login come faster than its penalty
+    // delay and are throttled, not counted.
     let authd = s.authd.as_ref().unwrap();
-    for i in 0..3 {
-        let guess = format!("guess-{i}");
-        let o = dc.doveadm(&["auth", "test", "-x", "rip=192.0.2.7", ALICE.0, &guess]);
+    for login in [ALICE.0, "guess1@example.org", "guess2@example.org"] {
+        let o = dc.doveadm(&["auth", "test", "-x", "rip=192.0.2.7", login, "guess"]);
         assert!(refused(&o), "{}", text(&o));
     }
     let blocked = || authd.authenticator.stats.blocked.load(Relaxed);
