@@ -199,11 +199,11 @@ pub struct VmailPaths<'a> {
     pub dict_socket: &'a Path,
     /// Replaces `/run/vmail/auth-lua` (Dovecot's Lua passdb/userdb talks to authd there).
     pub lua_socket: &'a Path,
-    /// The socket groups `postfix` and `dovecot`, and `lua_peers`, as the daemons must name
-    /// Postfix's and Dovecot's side (see `Lane::group`, `Lane::lua_peers`).
+    /// The socket groups `postfix` and `dovecot`, as the daemons must name Postfix's and
+    /// Dovecot's side (see `Lane::group`). contrib's `lua_peers = ["root"]` stays: Dovecot's
+    /// auth workers run as root on both lanes, and uid 0 is the same inside the root.
     pub postfix_group: &'a str,
     pub dovecot_group: &'a str,
-    pub lua_peers: &'a str,
     /// `[authd] penalty_block_after` and `penalty_window_s` instead of contrib's 100 and 900
     /// (which a test cannot wait for).
     pub penalty: (u32, u32),
@@ -306,11 +306,6 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
         (
             "lua_socket_group = \"dovecot\"".into(),
             format!("lua_socket_group = \"{}\"", p.dovecot_group),
-            1,
-        ),
-        (
-            "lua_peers = [\"root\", \"dovecot\"]".into(),
-            format!("lua_peers = {}", p.lua_peers),
             1,
         ),
         (

@@ -87,20 +87,6 @@ impl Lane {
             .to_string()
     }
 
-    /// `[authd] lua_peers` for contrib's `["root", "dovecot"]`: names on the host; on debian13
-    /// the root's uids (Dovecot's auth workers run as the root's `dovecot`; numbers are
-    /// uids, docs of lua_peers).
-    pub fn lua_peers(&self) -> String {
-        if !self.is_debian13() {
-            return "[\"root\", \"dovecot\"]".into();
-        }
-        let (uid, _) = self
-            .root
-            .lookup_user("dovecot")
-            .expect("the user dovecot in the Debian 13 root");
-        format!("[\"0\", \"{uid}\"]")
-    }
-
     /// A temp dir both sides see at the same path.
     pub fn tempdir(&self, prefix: &str) -> SharedDir {
         self.root.shared_tempdir(prefix)

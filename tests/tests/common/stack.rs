@@ -97,7 +97,6 @@ impl Stack {
             lua_socket: &lua_socket,
             postfix_group: &lane.group("postfix"),
             dovecot_group: &lane.group("dovecot"),
-            lua_peers: &lane.lua_peers(),
             penalty: (PENALTY_BLOCK_AFTER, PENALTY_WINDOW_S),
             db_socket: db.socket,
             db_user: db.user,
