@@ -29,15 +29,19 @@ pub const SMTP_ONLY: (&str, &str) = ("grace@example.org", "grace-pw");
 /// The script's timeout in these tests (the shipped 6 s would make the stall slow).
 pub const TIMEOUT_MS: u64 = 1500;
 
-/// `text` with `from` replaced by `to`, which must occur exactly `count` times: a change of
-/// the shipped files cannot slip past the test.
-pub fn subst(text: &str, from: &str, to: &str, count: usize, file: &str) -> String {
-    assert_eq!(
-        text.matches(from).count(),
-        count,
-        "{file} no longer contains `{from}` {count} time(s)"
-    );
-    text.replace(from, to)
+/// `text` (the shipped `file`) with each `from` replaced by its `to`; each must occur exactly
+/// `count` times: a change of the shipped files cannot slip past the test.
+pub fn subst(text: &str, file: &str, changes: &[(&str, &str, usize)]) -> String {
+    changes
+        .iter()
+        .fold(text.to_string(), |text, (from, to, count)| {
+            assert_eq!(
+                text.matches(from).count(),
+                *count,
+                "{file} no longer contains `{from}` {count} time(s)"
+            );
+            text.replace(from, to)
+        })
 }
 
 pub fn text(o: &Output) -> String {
@@ -165,24 +169,28 @@ pub fn setup_23_with(test: &str, extra: &str) -> Option<Setup> {
     setup(test, SystemRoot::host(), |socket| {
         let script = subst(
             SCRIPT,
-            "local SOCKET = \"/run/vmail/auth-lua\"",
-            &format!("local SOCKET = \"{}\"", socket.display()),
-            1,
             "vmail-auth.lua",
-        );
-        let script = subst(
-            &script,
-            "local TIMEOUT_MS = 6000",
-            &format!("local TIMEOUT_MS = {TIMEOUT_MS}"),
-            1,
-            "vmail-auth.lua",
+            &[
+                (
+                    "local SOCKET = \"/run/vmail/auth-lua\"",
+                    &format!("local SOCKET = \"{}\"", socket.display()),
+                    1,
+                ),
+                (
+                    "local TIMEOUT_MS = 6000",
+                    &format!("local TIMEOUT_MS = {TIMEOUT_MS}"),
+                    1,
+                ),
+            ],
         );
         let conf = subst(
             CONF_23,
-            "file=/etc/dovecot/vmail-auth.lua",
-            "file=@DIR@/vmail-auth.lua",
-            2,
             "conf.d/auth-vmail-lua.conf.ext",
+            &[(
+                "file=/etc/dovecot/vmail-auth.lua",
+                "file=@DIR@/vmail-auth.lua",
+                2,
+            )],
         );
         DovecotBuilder::new()
             .file("vmail-auth.lua", &script)
@@ -203,24 +211,24 @@ pub fn setup_24_with(test: &str, extra: &str) -> Option<Setup> {
     setup(test, SystemRoot::debian13(test)?, |socket| {
         let conf = subst(
             CONF_24,
-            "lua_file = /etc/dovecot/vmail-auth.lua",
-            "lua_file = @DIR@/vmail-auth.lua",
-            2,
             "2.4/conf.d/auth-vmail-lua.conf.ext",
-        );
-        let conf = subst(
-            &conf,
-            "socket = /run/vmail/auth-lua",
-            &format!("socket = {}", socket.display()),
-            2,
-            "2.4/conf.d/auth-vmail-lua.conf.ext",
-        );
-        let conf = subst(
-            &conf,
-            "timeout_ms = 6000",
-            &format!("timeout_ms = {TIMEOUT_MS}"),
-            2,
-            "2.4/conf.d/auth-vmail-lua.conf.ext",
+            &[
+                (
+                    "lua_file = /etc/dovecot/vmail-auth.lua",
+                    "lua_file = @DIR@/vmail-auth.lua",
+                    2,
+                ),
+                (
+                    "socket = /run/vmail/auth-lua",
+                    &format!("socket = {}", socket.display()),
+                    2,
+                ),
+                (
+                    "timeout_ms = 6000",
+                    &format!("timeout_ms = {TIMEOUT_MS}"),
+                    2,
+                ),
+            ],
         );
         // Debian 13's stock conf.d/10-mail.conf (an mbox in /var/mail): the userdb fields the
         // script sends must override every line of it, as 2.3's `mail` field did.
