@@ -121,12 +121,7 @@ impl DovecotBuilder {
             }
         }
         let began = Instant::now();
-        let (uid, gid) = self.owner.unwrap_or_else(|| {
-            (
-                root.lookup_user("nobody").map_or(65534, |(u, _)| u),
-                root.lookup_group("nogroup").unwrap_or(65534),
-            )
-        });
+        let (uid, gid) = self.owner.unwrap_or_else(|| root.nobody());
         let dir = root.shared_tempdir("vmail-dovecot");
         let d = dir.path().to_str().expect("utf-8 temp dir").to_string();
         let subst = |s: &str| {

@@ -1,6 +1,7 @@
 //! Where the private Postfix and Dovecot run: this host's own programs, or another Debian
 //! release's, installed in a directory tree and entered with chroot(8) (docs/testing.md,
-//! "Debian 13"; `scripts/test-deps` builds that tree).
+//! "Debian 13"): the Debian 13 root `scripts/test-deps` builds ([`SystemRoot::debian13`]),
+//! with Postfix 3.10 and Dovecot 2.4.
 //!
 //! Files both sides use (configuration, sockets, Maildirs) live in a [`SharedDir`]: inside the
 //! tree, and reached from the host through a symbolic link of the same name in the host's
@@ -10,11 +11,18 @@
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use tempfile::TempDir;
 
-use crate::{have, set_mode};
+use crate::{have, set_mode, skip};
+
+/// Where `scripts/test-deps` builds the Debian 13 root (`VMAIL_TEST_DEBIAN13_ROOT` overrides
+/// it, for trying out a rebuilt root beside the one in use).
+pub const DEBIAN13_ROOT: &str = "/var/lib/vmail-test/debian13";
+/// The file `scripts/test-deps` writes last into a root it built completely.
+const MARKER: &str = ".vmail-test-root";
 
 /// This host, or a directory tree entered with chroot(8).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +41,28 @@ impl SystemRoot {
         SystemRoot {
             tree: Some(dir.to_path_buf()),
         }
+    }
+
+    /// The Debian 13 root (`VMAIL_TEST_DEBIAN13_ROOT`, default [`DEBIAN13_ROOT`]), or `None`
+    /// after a loud [`skip`] (a failure under CI: a half that silently skips is a half
+    /// nobody runs) when it is not usable. Its `/proc` and `/dev` are mounted by
+    /// `scripts/test-deps` and left mounted: the tests share the root and never mount or
+    /// unmount anything in it.
+    pub fn debian13(test: &str) -> Option<SystemRoot> {
+        let dir = std::env::var_os("VMAIL_TEST_DEBIAN13_ROOT")
+            .map_or_else(|| DEBIAN13_ROOT.into(), PathBuf::from);
+        if let Some(problem) = root_problem(&dir) {
+            skip(
+                test,
+                &format!(
+                    "the Debian 13 root {} is not usable: {problem} (run scripts/test-deps as \
+                     root to build it)",
+                    dir.display()
+                ),
+            );
+            return None;
+        }
+        Some(SystemRoot::chroot(&dir))
     }
 
     /// The tree's directory on the host; `None` for the host itself.
@@ -98,6 +128,15 @@ impl SystemRoot {
         }
     }
 
+    /// The uid and gid of `nobody`/`nogroup` of this side (65534, Debian's fixed ids, where
+    /// missing): the default mail owner.
+    pub fn nobody(&self) -> (u32, u32) {
+        (
+            self.lookup_user("nobody").map_or(65534, |(u, _)| u),
+            self.lookup_group("nogroup").unwrap_or(65534),
+        )
+    }
+
     /// The fields of `name`'s line in the tree's passwd or group file.
     fn entry(&self, file: &str, name: &str) -> Option<Vec<String>> {
         let text = std::fs::read_to_string(self.tree.as_ref()?.join(file)).ok()?;
@@ -149,6 +188,38 @@ impl SystemRoot {
         });
         SharedDir { dir, link }
     }
+}
+
+/// What is wrong with the root, if anything: the checks `scripts/test-deps` makes, plus its
+/// mounts. Asked once per test binary.
+fn root_problem(root: &Path) -> Option<String> {
+    static PROBLEM: OnceLock<Option<String>> = OnceLock::new();
+    PROBLEM
+        .get_or_init(|| {
+            if !root.join(MARKER).is_file() {
+                return Some(format!("no {MARKER}: missing or not built to the end"));
+            }
+            if !root.join("proc/self").exists() {
+                return Some("its /proc is not mounted".into());
+            }
+            if !root.join("dev/null").exists() {
+                return Some("its /dev is not mounted".into());
+            }
+            for argv in [["dovecot", "--version"], ["postconf", "mail_version"]] {
+                let ok = Command::new("chroot")
+                    .arg(root)
+                    .args(argv)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Some(format!("`chroot ROOT {}` fails", argv.join(" ")));
+                }
+            }
+            None
+        })
+        .clone()
 }
 
 fn append(file: &Path, line: &str) {

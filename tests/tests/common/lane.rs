@@ -1,27 +1,15 @@
 //! The lane the end-to-end tests run in, from `VMAIL_TEST_LANE`:
 //! - `debian12` (the default): this host's Postfix 3.7 and Dovecot 2.3;
 //! - `debian13`: Postfix 3.10 and Dovecot 2.4 of the Debian 13 root `scripts/test-deps`
-//!   builds at [`DEBIAN13_ROOT`], run with chroot(8). vmail's daemons, MariaDB and the test's
+//!   builds (`SystemRoot::debian13`), run with chroot(8). vmail's daemons, MariaDB and the test's
 //!   clients stay on the host (TCP on loopback; unix sockets in directories both sides see,
 //!   `SystemRoot::shared_tempdir`), so the same tests check vmail against both releases.
-//!
-//! Under CI a missing or broken root fails the test (a lane that silently skips is a lane
-//! nobody runs); elsewhere it is a loud skip.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use vmail_test_support::root::{SharedDir, SystemRoot};
-use vmail_test_support::{in_ci, skip};
 
 use super::{MailUser, LDA, LDA_DIRECT};
-
-/// Where `scripts/test-deps` builds the Debian 13 root (`VMAIL_TEST_DEBIAN13_ROOT` overrides
-/// it, for trying out a rebuilt root beside the one in use).
-pub const DEBIAN13_ROOT: &str = "/var/lib/vmail-test/debian13";
-/// The file `scripts/test-deps` writes last into a root it built completely.
-const MARKER: &str = ".vmail-test-root";
 
 /// One lane: a name for messages, and where Postfix and Dovecot run.
 #[derive(Debug, Clone)]
@@ -32,7 +20,7 @@ pub struct Lane {
 
 impl Lane {
     /// The lane `VMAIL_TEST_LANE` names; `None` after a loud skip when its root is not
-    /// usable (a panic under CI, or for a lane name nobody knows).
+    /// usable (a failure under CI; a panic for a lane name nobody knows).
     pub fn from_env(test: &str) -> Option<Lane> {
         let name = std::env::var("VMAIL_TEST_LANE").unwrap_or_default();
         match name.as_str() {
@@ -40,23 +28,10 @@ impl Lane {
                 name: "debian12",
                 root: SystemRoot::host(),
             }),
-            "debian13" => {
-                let root = debian13_root();
-                if let Some(problem) = root_problem(&root) {
-                    let msg = format!(
-                        "the Debian 13 root {} is not usable: {problem} (run scripts/test-deps as \
-                         root to build it)",
-                        root.display()
-                    );
-                    assert!(!in_ci(), "{test} on lane debian13: {msg}");
-                    skip(test, &msg);
-                    return None;
-                }
-                Some(Lane {
-                    name: "debian13",
-                    root: SystemRoot::chroot(&root),
-                })
-            }
+            "debian13" => Some(Lane {
+                name: "debian13",
+                root: SystemRoot::debian13(test)?,
+            }),
             other => panic!("VMAIL_TEST_LANE={other}: the lanes are debian12 and debian13"),
         }
     }
@@ -111,40 +86,4 @@ impl Lane {
             .display()
             .to_string()
     }
-}
-
-fn debian13_root() -> PathBuf {
-    std::env::var_os("VMAIL_TEST_DEBIAN13_ROOT").map_or_else(|| DEBIAN13_ROOT.into(), Into::into)
-}
-
-/// What is wrong with the root, if anything: the checks `scripts/test-deps` makes, plus its
-/// mounts. Asked once per test binary.
-fn root_problem(root: &Path) -> Option<String> {
-    static PROBLEM: OnceLock<Option<String>> = OnceLock::new();
-    PROBLEM
-        .get_or_init(|| {
-            if !root.join(MARKER).is_file() {
-                return Some(format!("no {MARKER}: missing or not built to the end"));
-            }
-            if !root.join("proc/self").exists() {
-                return Some("its /proc is not mounted".into());
-            }
-            if !root.join("dev/null").exists() {
-                return Some("its /dev is not mounted".into());
-            }
-            for argv in [["dovecot", "--version"], ["postconf", "mail_version"]] {
-                let ok = Command::new("chroot")
-                    .arg(root)
-                    .args(argv)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if !ok {
-                    return Some(format!("`chroot ROOT {}` fails", argv.join(" ")));
-                }
-            }
-            None
-        })
-        .clone()
 }
