@@ -16,8 +16,10 @@
 //! could be guessed from many addresses as fast as hashes are computed (600 guesses in
 //! 1.19 s). Instead, while the login's penalty delay (the delay its own failures give, as
 //! [`Penalty::assess`] computes it) has not passed since its last counted failure, an
-//! attempt fails at once, unchecked and uncounted: a login gets about one real check per
-//! current delay. The check let through takes the login's turn, so concurrent attempts
+//! attempt fails at once, unchecked but counted as a failure of its network and login
+//! (without a hash: a repeat of a recent wrong password still counts once), so an address
+//! hammering a throttled login still reaches the block: a login gets about one real check
+//! per current delay. The check let through takes the login's turn, so concurrent attempts
 //! do not all pass at the moment the delay runs out. Only a login's first guesses, those
 //! arriving at once before its first failure is counted, are all checked (as many as the
 //! client runs at once: Dovecot's auth workers); a login without failures is not
@@ -56,8 +58,9 @@ pub enum Admission<'a> {
     /// Fail unchecked: the network's failures and its checks in flight reach
     /// `block_after`.
     Blocked { failures: u32, in_flight: u32 },
-    /// Fail unchecked and uncounted ([`Pacing::Caller`]): the login's penalty delay has
-    /// not passed since its turn (its last counted failure or the last check let through).
+    /// Fail unchecked, counted as a failure ([`Pacing::Caller`]): the login's penalty delay,
+    /// beyond the caller's own failure delay, has not passed since its turn (the last check
+    /// let through).
     Throttled { failures: u32, wait: Duration },
     /// Check; the guard counts the check in flight until dropped.
     Check(InFlight<'a>),
@@ -128,7 +131,13 @@ impl Penalty {
                 .get_mut(&Key::Login(login.to_ascii_lowercase()))
                 .filter(|e| e.failures > 0 && now.saturating_duration_since(e.last) < window);
             if let Some(e) = user {
-                let delay = self.delay_for(e.failures);
+                // The caller's own failure delay (Dovecot's `auth_failure_delay`, equal to
+                // `failure_delay_ms`) has already passed before its client could try again:
+                // only what the penalty asks beyond it throttles, so one typo never does and
+                // a retry after two waits no longer than SMTP AUTH would make it wait.
+                let delay = self
+                    .delay_for(e.failures)
+                    .saturating_sub(self.cfg.failure_delay);
                 let since = now.saturating_duration_since(e.turn);
                 if since < delay {
                     return Admission::Throttled {

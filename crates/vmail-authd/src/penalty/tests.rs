@@ -280,16 +280,24 @@ fn caller_pacing_throttles_a_login_until_its_delay_has_passed() {
     let t = Instant::now();
     let ms = |n: u64| t + Duration::from_millis(n);
     p.record_failure(ip("192.0.2.1"), "a@x", b"1", t);
+    // One failure: its delay (100 ms) is the caller's own failure delay, which has passed
+    // before its client can try again: no throttle.
+    assert!(checked(&p.admit(
+        ip("198.51.100.1"),
+        "a@x",
+        ms(1),
+        Pacing::Caller
+    )));
     p.record_failure(ip("192.0.2.2"), "a@x", b"2", t);
-    // Two failures: 200 ms, from any address.
-    let a = p.admit(ip("198.51.100.1"), "A@x", ms(150), Pacing::Caller);
+    // Two failures: 200 ms, of which 100 ms beyond the caller's delay, from any address.
+    let a = p.admit(ip("198.51.100.1"), "A@x", ms(50), Pacing::Caller);
     assert!(
         matches!(a, Admission::Throttled { failures: 2, wait } if wait == Duration::from_millis(50))
     );
     assert!(checked(&p.admit(
         ip("198.51.100.1"),
         "a@x",
-        ms(150),
+        ms(50),
         Pacing::Server
     )));
     // Other logins from the failing addresses are not throttled.
@@ -299,33 +307,34 @@ fn caller_pacing_throttles_a_login_until_its_delay_has_passed() {
         ms(1),
         Pacing::Caller
     )));
-    let turn = p.admit(ip("198.51.100.2"), "a@x", ms(200), Pacing::Caller);
+    let turn = p.admit(ip("198.51.100.2"), "a@x", ms(100), Pacing::Caller);
     assert!(checked(&turn));
     assert!(!checked(&p.admit(
         ip("198.51.100.3"),
         "a@x",
-        ms(201),
+        ms(101),
         Pacing::Caller
     )));
     assert!(checked(&p.admit(
         ip("198.51.100.3"),
         "a@x",
-        ms(400),
+        ms(200),
         Pacing::Caller
     )));
-    // A counted failure restarts it, with the longer delay of three failures.
-    p.record_failure(ip("198.51.100.3"), "a@x", b"3", ms(400));
+    // A counted failure restarts it, with the longer delay of three failures (400 ms, 300
+    // beyond the caller's).
+    p.record_failure(ip("198.51.100.3"), "a@x", b"3", ms(200));
     assert!(!checked(&p.admit(
         ip("198.51.100.4"),
         "a@x",
-        ms(799),
+        ms(499),
         Pacing::Caller
     )));
-    p.record_success(ip("198.51.100.4"), "a@x", ms(799));
+    p.record_success(ip("198.51.100.4"), "a@x", ms(499));
     assert!(checked(&p.admit(
         ip("198.51.100.4"),
         "a@x",
-        ms(799),
+        ms(499),
         Pacing::Caller
     )));
 }

@@ -441,6 +441,10 @@ fn cache_and_master_users(s: &Setup) {
     };
     let before = passes();
     for (pw, ok) in [(ALICE.1, true), ("wrong-3", false), (ALICE.1, true)] {
+        // alice has failed two or three times: authd refuses her login, unchecked, until
+        // the penalty delay beyond Dovecot's auth_failure_delay (0 here) has passed: at
+        // most 4 × failure_delay_ms (150) - 150 = 450 ms. This test is about the cache.
+        std::thread::sleep(std::time::Duration::from_millis(600));
         let r = imap_login(dc.imap_port, ALICE.0, pw);
         match r {
             Ok(imap) => {
