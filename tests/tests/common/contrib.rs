@@ -205,7 +205,10 @@ pub struct VmailPaths<'a> {
     pub postfix_group: &'a str,
     pub dovecot_group: &'a str,
     /// `[authd] penalty_block_after` and `penalty_window_s` instead of contrib's 100 and 900
-    /// (which a test cannot wait for).
+    /// (which a test cannot wait for); `max_delay_ms` then becomes 3000 instead of 8000, so
+    /// that a penalty sleep (up to max_delay_ms - failure_delay_ms) stays well inside the
+    /// short window: the block is decided after the sleep, and a window that ran out during
+    /// it would let the attempt through.
     pub penalty: (u32, u32),
     /// Replaces `/run/mysqld/mysqld.sock`.
     pub db_socket: &'a Path,
@@ -316,6 +319,11 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
         (
             "penalty_block_after = 100".into(),
             format!("penalty_block_after = {block}"),
+            1,
+        ),
+        (
+            "max_delay_ms = 8000".into(),
+            "max_delay_ms = 3000".into(),
             1,
         ),
     ];

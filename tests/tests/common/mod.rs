@@ -3,7 +3,7 @@
 //! processes and the setup shared by a file's tests (`daemon.rs`), the whole wired stack
 //! (`stack.rs`), swaks (`smtp.rs`), and Maildir helpers.
 
-#![allow(dead_code)] // each test file uses a part
+#![allow(dead_code, unused_imports)] // each test file uses a part
 
 pub mod contrib;
 pub mod daemon;
