@@ -13,8 +13,8 @@
 //! Postfix with `texthash:` tables (in smtpd, no IPC) is shown for reference. See
 //! `stack/setup.rs` for what each system is, and docs/BENCHMARKS.md for how to read the table.
 
-mod load;
-mod setup;
+pub(crate) mod load;
+pub(crate) mod setup;
 mod trivial_map;
 
 use std::path::PathBuf;
@@ -86,7 +86,7 @@ pub struct StackArgs {
 }
 
 /// One cell of the table: a rate, or why there is none.
-type Cell = Result<f64, String>;
+pub(crate) type Cell = Result<f64, String>;
 
 #[derive(Clone, Copy)]
 enum Target {
@@ -140,7 +140,7 @@ impl Row {
     }
 }
 
-fn fmt_rate(c: &Cell) -> String {
+pub(crate) fn fmt_rate(c: &Cell) -> String {
     match c {
         Ok(v) if *v >= 100.0 => format!("{v:.0}"),
         Ok(v) => format!("{v:.1}"),
@@ -148,19 +148,19 @@ fn fmt_rate(c: &Cell) -> String {
     }
 }
 
-fn fmt_ratio(a: &Cell, b: &Cell) -> String {
+pub(crate) fn fmt_ratio(a: &Cell, b: &Cell) -> String {
     match (a, b) {
         (Ok(a), Ok(b)) if *b > 0.0 => format!("{:.2}", a / b),
         _ => "-".into(),
     }
 }
 
-fn cell(r: &Result<f64>) -> Cell {
+pub(crate) fn cell(r: &Result<f64>) -> Cell {
     r.as_ref().map(|v| *v).map_err(|e| format!("{e:#}"))
 }
 
 /// The last few warnings and errors in a log, to say why a figure failed.
-fn log_hint(path: &std::path::Path) -> String {
+pub(crate) fn log_hint(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let bad: Vec<&str> = text
         .lines()
@@ -228,7 +228,7 @@ impl CpuTimes {
 /// so that no system always runs right after a phase change or always last while the
 /// machine's speed drifts. Per system: the mean of its rounds' rates and latencies (printed
 /// round by round under `names`), or its first failure.
-fn in_rounds<S>(
+pub(crate) fn in_rounds<S>(
     names: &[&str],
     systems: &[S],
     rounds: usize,
@@ -275,7 +275,7 @@ fn in_rounds<S>(
 
 /// Prints one measurement as it finishes, so a long run shows progress; on failure with the
 /// last problems `log` reported.
-fn report(what: &str, r: &Result<crate::Figure>, log: &std::path::Path) -> Result<f64> {
+pub(crate) fn report(what: &str, r: &Result<crate::Figure>, log: &std::path::Path) -> Result<f64> {
     match r {
         Ok(f) => {
             println!(
@@ -293,7 +293,7 @@ fn report(what: &str, r: &Result<crate::Figure>, log: &std::path::Path) -> Resul
     }
 }
 
-fn run_cmd(cmd: &str, args: &[&str]) -> String {
+pub(crate) fn run_cmd(cmd: &str, args: &[&str]) -> String {
     std::process::Command::new(cmd)
         .args(args)
         .output()
@@ -307,7 +307,7 @@ fn run_cmd(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-fn machine(db: &TestDb) -> Vec<String> {
+pub(crate) fn machine(db: &TestDb) -> Vec<String> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -361,7 +361,7 @@ fn machine(db: &TestDb) -> Vec<String> {
 
 /// Fills the database with the classic tables: `users` user0.. with the how-to's
 /// `ENCRYPT()` (DES) hashes, `forwardings` alias0.. -> user0.., one domain, no transport rows.
-fn populate(db: &TestDb, users: usize, aliases: usize) -> Result<()> {
+pub(crate) fn populate(db: &TestDb, users: usize, aliases: usize) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -408,7 +408,7 @@ fn populate(db: &TestDb, users: usize, aliases: usize) -> Result<()> {
 /// Replaces every hash by a SHA512-CRYPT one (`$6$`, 5000 rounds, no `{SCHEME}` prefix, as
 /// `mkpasswd -m sha-512` or `doveadm pw -s SHA512-CRYPT` without the prefix; pam_mysql's
 /// crypt(3) and Dovecot's `CRYPT` read it as such).
-fn rehash_sha512(db: &TestDb, users: usize) -> Result<()> {
+pub(crate) fn rehash_sha512(db: &TestDb, users: usize) -> Result<()> {
     // Bare `$6$`: vmail-passwd writes the `{SHA512-CRYPT}` prefix, pam_mysql would not
     // understand it.
     let hashes: Vec<(usize, String)> = crate::sha512_hashes(users, password)?
