@@ -93,11 +93,12 @@ const TARGETS: [(&str, usize, usize); 3] = [
     ("Lua/dict, Dovecot 2.3", 2, 1),
 ];
 
-fn root_uid(root: &std::path::Path, user: &str) -> Option<String> {
-    let passwd = std::fs::read_to_string(root.join("etc/passwd")).ok()?;
-    passwd.lines().find_map(|l| {
+/// The id of `name` in the root's `etc/passwd` or `etc/group` (third field).
+fn root_id(root: &std::path::Path, file: &str, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("etc").join(file)).ok()?;
+    text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&user)).then(|| f.get(2).map(|s| s.to_string()))?
+        (f.first() == Some(&name)).then(|| f.get(2).map(|s| s.to_string()))?
     })
 }
 
@@ -206,6 +207,7 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
                 let l = LuaListener {
                     socket: &sock,
                     extra_peers: &[],
+                    group: None,
                 };
                 let authd =
                     Authd::start(&env, "authd-lua23", &mail_base, Some(&l), a.authd_cache_off)?;
@@ -231,10 +233,13 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
             _ => {
                 let w = root_work.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
                 let sock = w.dir.path().join("authd-lua24.sock");
-                let peers: Vec<String> = root_uid(&a.root, "dovecot").into_iter().collect();
+                // The root's Dovecot has its own uids and gids.
+                let peers: Vec<String> =
+                    root_id(&a.root, "passwd", "dovecot").into_iter().collect();
                 let l = LuaListener {
                     socket: &sock,
                     extra_peers: &peers,
+                    group: root_id(&a.root, "group", "dovecot"),
                 };
                 // Homes as the root's Dovecot sees them (RootDovecot makes NAME/mail).
                 let base = PathBuf::from(w.inside(&w.dir.path().join("lua/mail"))?);

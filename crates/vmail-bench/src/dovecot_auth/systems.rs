@@ -26,16 +26,17 @@ pub struct Authd {
     pub cache: String,
 }
 
-/// The Lua listener of an authd: its socket on the host, and the peers it lets in besides
-/// contrib's (`root`, `dovecot`), e.g. the root's `dovecot` uid.
+/// The Lua listener of an authd: its socket on the host, the peers it lets in besides
+/// contrib's (`root`, `dovecot`), e.g. the root's `dovecot` uid, and the socket's group when
+/// not contrib's (the root's `dovecot` gid, which the host does not know by name).
 pub struct LuaListener<'a> {
     pub socket: &'a Path,
     pub extra_peers: &'a [String],
+    pub group: Option<String>,
 }
 
-/// `[authd]` with our Lua listener in place of any `lua*` line contrib has. The socket is
-/// 0666 (the uid check is what guards it): the root's Dovecot has other uids and gids than
-/// the host's.
+/// `[authd]` with our Lua listener in place of contrib's `lua` and `lua_peers` lines (and
+/// `lua_socket_group`, when the listener names one); the socket's mode as contrib has it.
 fn with_lua(toml: &str, lua: &LuaListener) -> String {
     let mut out = String::new();
     let mut section = String::new();
@@ -44,7 +45,11 @@ fn with_lua(toml: &str, lua: &LuaListener) -> String {
         if t.starts_with('[') {
             section = t.to_string();
         }
-        if section == "[authd]" && t.starts_with("lua") {
+        let key = t.split('=').next().unwrap_or("").trim();
+        let ours = key == "lua"
+            || key == "lua_peers"
+            || (key == "lua_socket_group" && lua.group.is_some());
+        if section == "[authd]" && ours {
             continue;
         }
         out.push_str(line);
@@ -54,10 +59,13 @@ fn with_lua(toml: &str, lua: &LuaListener) -> String {
             peers.extend(lua.extra_peers.iter().map(|p| format!("\"{p}\"")));
             out.push_str(&format!(
                 "# vmail-bench dovecot-auth: the Lua listener of this run\n\
-                 lua = [\"unix:{}\"]\nlua_socket_mode = \"0666\"\nlua_peers = [{}]\n",
+                 lua = [\"unix:{}\"]\nlua_peers = [{}]\n",
                 lua.socket.display(),
                 peers.join(", ")
             ));
+            if let Some(g) = &lua.group {
+                out.push_str(&format!("lua_socket_group = \"{g}\"\n"));
+            }
         }
     }
     out
@@ -251,10 +259,12 @@ mod tests {
 
     #[test]
     fn the_lua_listener_replaces_contribs() {
-        let t = "[authd]\nauth = []\nlua = [\"unix:/x\"]\nlua_peers = [\"a\"]\n[lda]\nlua = 1\n";
-        let l = LuaListener {
+        let t = "[authd]\nauth = []\nlua = [\"unix:/x\"]\nlua_socket_mode = \"0660\"\n\
+                 lua_socket_group = \"dovecot\"\nlua_peers = [\"a\"]\n[lda]\nlua = 1\n";
+        let mut l = LuaListener {
             socket: Path::new("/s/auth-lua"),
             extra_peers: &["101".to_string()],
+            group: None,
         };
         let out = with_lua(t, &l);
         assert!(out.contains("lua = [\"unix:/s/auth-lua\"]\n"), "{out}");
@@ -262,9 +272,16 @@ mod tests {
             out.contains("lua_peers = [\"root\", \"dovecot\", \"101\"]\n"),
             "{out}"
         );
+        assert!(out.contains("lua_socket_mode = \"0660\"\n"), "{out}");
+        assert!(out.contains("lua_socket_group = \"dovecot\"\n"), "{out}");
         assert!(!out.contains("unix:/x"), "{out}");
         assert!(!out.contains("\"a\""), "{out}");
         // Other sections keep their lines.
         assert!(out.ends_with("[lda]\nlua = 1\n"), "{out}");
+        l.group = Some("104".into());
+        let out = with_lua(t, &l);
+        assert!(out.contains("lua_socket_group = \"104\"\n"), "{out}");
+        assert!(!out.contains("\"dovecot\"\nlua_peers = [\"a"), "{out}");
+        assert_eq!(out.matches("lua_socket_group").count(), 1, "{out}");
     }
 }
