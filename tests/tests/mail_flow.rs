@@ -588,6 +588,7 @@ fn the_daemons_run_unprivileged_behind_the_documented_socket_permissions() {
         (spool.join("vmail-lookupd"), postfix),
         (spool.join("vmail-auth"), postfix),
         (w.work.path().join("run/auth-dict"), dovecot),
+        (w.work.path().join("run/auth-lua"), dovecot),
         (w.work.path().join("run/lookupd"), user.gid),
     ] {
         let m = std::fs::metadata(&sock).unwrap();

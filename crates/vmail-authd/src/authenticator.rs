@@ -34,6 +34,17 @@ pub enum Verdict {
     Temp(String),
 }
 
+/// Who makes a failing client wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// authd sleeps the failure and penalty delays before answering (SMTP AUTH: Postfix
+    /// has no delay of its own).
+    Server,
+    /// The caller delays (Dovecot's `auth_failure_delay`, Lua channel): a sleep here would
+    /// hold a Dovecot auth worker per failing login. Penalties still count and block.
+    Caller,
+}
+
 /// The verdict for a user whose password matched: disabled accounts and services the
 /// account may not use are refused.
 fn admit(user: vmail_directory::User, service: &str) -> Verdict {
@@ -189,11 +200,31 @@ impl Authenticator {
         service: &str,
         rip: Option<IpAddr>,
     ) -> Verdict {
+        self.authenticate_paced(login, password, service, rip, Pacing::Server)
+            .await
+    }
+
+    /// [`Authenticator::authenticate`]; with [`Pacing::Caller`], without sleeping.
+    pub async fn authenticate_paced(
+        &self,
+        login: &[u8],
+        password: &[u8],
+        service: &str,
+        rip: Option<IpAddr>,
+        pacing: Pacing,
+    ) -> Verdict {
         let started = Instant::now();
         // A login that is not UTF-8 cannot name a user; it still costs a check.
         let login_str = String::from_utf8_lossy(login);
         let login_str = login_str.trim();
-        let verdict = self.decide(login_str, login, password, service, rip).await;
+        let verdict = self
+            .decide(login_str, login, password, service, rip, pacing)
+            .await;
+        // tokio rounds even a zero sleep up to its 1 ms tick.
+        let delay = match pacing {
+            Pacing::Server if !self.failure_delay.is_zero() => Some(self.failure_delay),
+            _ => None,
+        };
         self.stats.latency.observe(started.elapsed());
         let rip_s = rip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
         match &verdict {
@@ -205,8 +236,8 @@ impl Authenticator {
                 AuthStats::bump(&self.stats.disabled);
                 tracing::warn!(rip = %rip_s, user = ?login_str, service, reason, "authentication refused");
                 // The delay of a wrong password: an earlier answer would tell the right one.
-                if !self.failure_delay.is_zero() {
-                    tokio::time::sleep(self.failure_delay).await;
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
                 }
             }
             Verdict::Temp(why) => {
@@ -219,9 +250,8 @@ impl Authenticator {
                 // fixed text, before the login the client chose, and the login is quoted, so
                 // no login can put another address where the filter looks.
                 tracing::warn!(rip = %rip_s, user = ?login_str, service, "authentication failed");
-                // tokio rounds even a zero sleep up to its 1 ms tick.
-                if !self.failure_delay.is_zero() {
-                    tokio::time::sleep(self.failure_delay).await;
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
                 }
             }
         }
@@ -235,10 +265,11 @@ impl Authenticator {
         password: &[u8],
         service: &str,
         rip: Option<IpAddr>,
+        pacing: Pacing,
     ) -> Verdict {
         let key = self.penalty_key(login);
         let assessed = self.penalty.assess(rip, &key, Instant::now());
-        if !assessed.delay.is_zero() {
+        if pacing == Pacing::Server && !assessed.delay.is_zero() {
             tokio::time::sleep(assessed.delay).await;
         }
         if assessed.blocked {

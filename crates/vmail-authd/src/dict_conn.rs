@@ -12,19 +12,18 @@
 //!   passdb step (LDA/LMTP, `doveadm user`); not found for a disabled account;
 //! - iterating `userdb/` lists every active user (`doveadm user '*'`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 use tracing::Instrument;
-use vmail_directory::{Directory, User};
+use vmail_directory::User;
 use vmail_proto::dict::{self, Reply, Request};
 
 use crate::auth_conn::ConnSettings;
 use crate::authenticator::{AuthStats, Authenticator};
 use crate::deadline::{self, Clock, Wait};
+use crate::records::{self, bounded};
 
 /// Serves a connection until it ends. Errors are logged, never propagated.
 pub async fn serve<S>(
@@ -150,19 +149,6 @@ pub async fn serve<S>(
     }
 }
 
-/// Runs a directory call under the request deadline; `Err` is the `F` reason.
-async fn bounded<T>(
-    auth: &Authenticator,
-    f: impl std::future::Future<Output = vmail_directory::Result<T>>,
-) -> Result<T, String> {
-    let t: Duration = auth.request_timeout();
-    match tokio::time::timeout(t, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("directory lookup slower than {} ms", t.as_millis())),
-    }
-}
-
 /// Splits a key (without `shared/`) into its kind, the service and the login. Only a
 /// `passdb/` key carries a service (`passdb/%s/%u`); a `userdb/` key is `userdb/%u` and
 /// its whole rest is the login, so `userdb/evil/alice@example.org` names the (unknown)
@@ -227,14 +213,7 @@ pub fn passdb_record(
     let mut rec = serde_json::Map::new();
     rec.insert("user".into(), user.email.clone().into());
     rec.insert("password".into(), password.into());
-    let refusal = if !user.active {
-        Some("Account disabled")
-    } else if service.is_some_and(|s| !user.allows(s)) {
-        Some("Service not allowed for this account")
-    } else {
-        None
-    };
-    if let Some(reason) = refusal {
+    if let Some(reason) = records::refusal(user, service) {
         // `fail` makes Dovecot's auth server itself refuse (every client of it, not only
         // the login processes that honour `nologin`); the reason reaches Dovecot's log.
         // No userdb fields: a refused login never gets to a userdb lookup.
@@ -259,15 +238,10 @@ pub fn userdb_record(user: &User) -> serde_json::Value {
 }
 
 fn userdb_fields(user: &User) -> serde_json::Map<String, serde_json::Value> {
-    let mut rec = serde_json::Map::new();
-    rec.insert("uid".into(), user.uid.to_string().into());
-    rec.insert("gid".into(), user.gid.to_string().into());
-    rec.insert("home".into(), user.home.clone().into());
-    rec.insert("mail".into(), user.mail.clone().into());
-    if let Some(q) = user.quota_bytes {
-        rec.insert("quota_rule".into(), format!("*:bytes={q}").into());
-    }
-    rec
+    records::userdb_fields(user)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect()
 }
 
 async fn iterate(auth: &Authenticator, path: &[u8], flags: u32, max_rows: u64, out: &mut Vec<u8>) {
@@ -276,7 +250,7 @@ async fn iterate(auth: &Authenticator, path: &[u8], flags: u32, max_rows: u64, o
         return;
     };
     let users = if path == b"shared/userdb/" {
-        list(&dir, auth).await
+        records::active_users(&dir, auth).await
     } else {
         Ok(Vec::new())
     };
@@ -304,32 +278,6 @@ async fn iterate(auth: &Authenticator, path: &[u8], flags: u32, max_rows: u64, o
             dict::encode_reply(&Reply::Failed(format!("vmail directory: {e}")), out);
         }
     }
-}
-
-async fn list(dir: &Directory, auth: &Authenticator) -> Result<Vec<String>, String> {
-    let users = bounded(auth, dir.list_users(None)).await?;
-    // Disabled accounts and those of disabled domains are skipped, as their userdb lookup
-    // answers not found. One question per domain, not per user.
-    let mut domains: HashMap<String, bool> = HashMap::new();
-    let mut listed = Vec::with_capacity(users.len());
-    for (email, active) in users {
-        if !active {
-            continue;
-        }
-        let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
-        let on = match domains.get(domain) {
-            Some(&on) => on,
-            None => {
-                let on = bounded(auth, dir.domain_exists(domain)).await?;
-                domains.insert(domain.to_string(), on);
-                on
-            }
-        };
-        if on {
-            listed.push(email);
-        }
-    }
-    Ok(listed)
 }
 
 #[cfg(test)]

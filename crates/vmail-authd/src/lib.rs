@@ -4,6 +4,8 @@
 //!   verified-credentials cache and optional re-hashing of legacy hashes.
 //! - A Dovecot dict-proxy server for Dovecot's `passdb`/`userdb { driver = dict }`,
 //!   replacing the classic `dovecot-sql.conf` and static userdb.
+//! - A line protocol for Dovecot's Lua passdb/userdb script (Dovecot 2.4 has no dict
+//!   passdb), on unix sockets whose peers' uids are checked.
 //!
 //! [`Authd::bind`] opens the listeners (so privileges can be dropped right after) and
 //! [`Authd::run`] serves until SIGTERM, reloading on SIGHUP. Tests drive the same steps.
@@ -14,7 +16,9 @@ pub mod cache;
 pub mod deadline;
 pub mod dict_conn;
 pub mod hash_costs;
+pub mod lua_conn;
 pub mod penalty;
+pub mod records;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -41,6 +45,8 @@ pub enum Protocol {
     Auth,
     /// Dovecot dict proxy protocol (Dovecot passdb/userdb).
     Dict,
+    /// The Lua channel (Dovecot's Lua passdb/userdb script); unix sockets only.
+    Lua,
 }
 
 /// A bound, not yet serving, authd.
@@ -49,6 +55,8 @@ pub struct Authd {
     /// Prometheus endpoint, when configured.
     metrics: Option<Listener>,
     auth: Arc<Authenticator>,
+    /// Who may use the Lua sockets.
+    lua_peers: Arc<lua_conn::Peers>,
     config: Config,
     config_path: Option<PathBuf>,
     pid: Option<vmail_daemon::PidFile>,
@@ -64,6 +72,7 @@ impl Authd {
         let sets = [
             (&a.auth, a.auth_mode(), &a.auth_socket_group, Protocol::Auth),
             (&a.dict, a.dict_mode(), &a.dict_socket_group, Protocol::Dict),
+            (&a.lua, a.lua_mode(), &a.lua_socket_group, Protocol::Lua),
         ];
         for (specs, mode, group, proto) in sets {
             let access = SocketAccess {
@@ -93,7 +102,7 @@ impl Authd {
         }
         if listeners.is_empty() {
             anyhow::bail!(
-                "{}: authd has no listener (authd.auth and authd.dict are empty)",
+                "{}: authd has no listener (authd.auth, authd.dict and authd.lua are empty)",
                 loaded.source
             );
         }
@@ -104,10 +113,17 @@ impl Authd {
         let pid = vmail_daemon::PidFile::create(&a.pid_file, &a.user)
             .map_err(|e| tracing::warn!(error = %e, "no pid file; `vmailctl flush` cannot reach this daemon"))
             .ok();
+        // Resolved now, before privileges are dropped; unknown names only warn.
+        let lua_peers = Arc::new(if a.lua.is_empty() {
+            lua_conn::Peers::resolve(&[])
+        } else {
+            lua_conn::Peers::resolve(&a.lua_peers)
+        });
         Ok(Authd {
             listeners,
             metrics,
             auth,
+            lua_peers,
             config_path: match &loaded.source {
                 vmail_config::Source::File(p) => Some(p.clone()),
                 vmail_config::Source::Builtin => None,
@@ -147,12 +163,16 @@ impl Authd {
         // CUID: unique per connection within the process, as Dovecot's.
         let next_cuid = Arc::new(AtomicU32::new(1));
         for (listener, proto) in self.listeners {
-            let (auth, settings, next_cuid) =
-                (self.auth.clone(), settings.clone(), next_cuid.clone());
+            let (auth, settings, next_cuid, peers) = (
+                self.auth.clone(),
+                settings.clone(),
+                next_cuid.clone(),
+                self.lua_peers.clone(),
+            );
             // A budget per listener: Dovecot's dict clients, or whoever reaches an inet:
             // listener, never hold the slots of Postfix's auth socket.
             life.listen(listener, a.max_connections, move |stream, shut| {
-                let (auth, settings) = (auth.clone(), settings.clone());
+                let (auth, settings, peers) = (auth.clone(), settings.clone(), peers.clone());
                 let cuid = next_cuid.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::debug_span!("conn", proto = ?proto, cuid);
                 async move {
@@ -169,6 +189,15 @@ impl Authd {
                         (Stream::Tcp(s), Protocol::Dict) => {
                             dict_conn::serve(s, auth, settings, shut).await
                         }
+                        // The peer is checked before a byte is read: a refused client
+                        // gets no answer at all.
+                        (Stream::Unix(s), Protocol::Lua) => {
+                            if peers.admit(&s, &auth.stats) {
+                                lua_conn::serve(s, auth, settings, shut).await
+                            }
+                        }
+                        // The configuration refuses inet: for lua; nothing to check here.
+                        (Stream::Tcp(_), Protocol::Lua) => {}
                     }
                 }
                 .instrument(span)

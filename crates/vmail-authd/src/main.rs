@@ -20,6 +20,8 @@ Sockets (bound as root, then privileges drop to [authd] user):
         smtpd_sasl_path = private/vmail-auth   (default unix:/var/spool/postfix/private/vmail-auth)
   dict  Dovecot dict proxy for passdb/userdb { driver = dict }:
         uri = proxy:/run/vmail/auth-dict:auth  (contrib/dovecot/dovecot-dict-auth.conf.ext)
+  lua   line protocol for passdb/userdb { driver = lua } (contrib/dovecot/vmail-auth.lua),
+        default unix:/run/vmail/auth-lua; only uids in [authd] lua_peers are served
   Sockets passed by systemd (vmail-authd.socket) with the same address are used instead.
 
 Signals: SIGHUP re-reads the database settings and flushes the credentials cache (also

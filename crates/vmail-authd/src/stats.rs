@@ -21,6 +21,93 @@ pub struct AuthStats {
     /// Dict connections accepted: Dovecot reconnecting for every lookup (its dict client's
     /// default) shows up as this growing with every login.
     pub dict_connections: AtomicU64,
+    pub lua: LuaStats,
+}
+
+/// A Lua channel request's kind (`PASS`, `LOOKUP`, `USER`, `LIST`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LuaKind {
+    Pass,
+    Lookup,
+    User,
+    List,
+}
+
+/// What a Lua channel request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LuaResult {
+    Ok,
+    Fail,
+    Disabled,
+    NotFound,
+    Temp,
+}
+
+/// The replies each kind can get: the labels served, zero or not.
+const LUA_SERIES: [(LuaKind, &[LuaResult]); 4] = {
+    use LuaResult::*;
+    [
+        (LuaKind::Pass, &[Ok, Fail, Temp]),
+        (LuaKind::Lookup, &[Ok, Disabled, NotFound, Temp]),
+        (LuaKind::User, &[Ok, NotFound, Temp]),
+        (LuaKind::List, &[Ok, Temp]),
+    ]
+};
+
+/// The Lua channel's counters.
+#[derive(Default)]
+pub struct LuaStats {
+    pub connections: AtomicU64,
+    /// Connections closed at once because the peer's uid is not in `lua_peers`.
+    pub refused_peers: AtomicU64,
+    /// By kind and result: `kind as usize * 5 + result as usize`.
+    requests: [AtomicU64; 20],
+}
+
+impl LuaStats {
+    pub fn answered(&self, kind: LuaKind, result: LuaResult) {
+        AuthStats::bump(&self.requests[kind as usize * 5 + result as usize]);
+    }
+
+    pub fn requests(&self, kind: LuaKind, result: LuaResult) -> u64 {
+        self.requests[kind as usize * 5 + result as usize].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        use vmail_daemon::metrics::{header, sample};
+        let n = "vmail_authd_lua_requests_total";
+        header(
+            out,
+            n,
+            "counter",
+            "Lua channel requests, by kind and result.",
+        );
+        for (kind, results) in LUA_SERIES {
+            for &r in results {
+                let labels = format!(
+                    "kind=\"{}\",result=\"{}\"",
+                    format!("{kind:?}").to_lowercase(),
+                    format!("{r:?}").to_lowercase()
+                );
+                sample(out, n, &labels, self.requests(kind, r));
+            }
+        }
+        for (n, help, c) in [
+            (
+                "vmail_authd_lua_connections_total",
+                "Lua channel connections accepted from allowed peers.",
+                &self.connections,
+            ),
+            (
+                "vmail_authd_lua_refused_peers_total",
+                "Lua channel connections closed at once: the peer's uid is not in lua_peers.",
+                &self.refused_peers,
+            ),
+        ] {
+            header(out, n, "counter", help);
+            sample(out, n, "", c.load(Ordering::Relaxed));
+        }
+    }
 }
 
 impl AuthStats {
@@ -34,7 +121,7 @@ impl AuthStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(2048);
         let n = "vmail_authd_authentications_total";
-        header(&mut out, n, "counter", "Authentication attempts over the auth protocol, by result (blocked attempts are also failed).");
+        header(&mut out, n, "counter", "Authentication attempts over the auth protocol and the Lua channel, by result (blocked attempts are also failed).");
         for (r, c) in [
             ("ok", &self.ok),
             ("failed", &self.failed),
@@ -98,6 +185,7 @@ impl AuthStats {
             "Dict connections accepted (Dovecot's dict client keeps one open with idle_msecs).",
         );
         sample(&mut out, n, "", g(&self.dict_connections));
+        self.lua.render(&mut out);
         out
     }
 
@@ -111,6 +199,8 @@ impl AuthStats {
             blocked = g(&self.blocked),
             cache_hits = g(&self.cache_hits),
             dict_cache_hits = g(&self.dict_cache_hits),
+            lua_connections = g(&self.lua.connections),
+            lua_refused_peers = g(&self.lua.refused_peers),
             "auth statistics"
         );
     }

@@ -1,4 +1,4 @@
-//! systemd socket activation: vmail-authd serves the auth and dict sockets it inherits.
+//! systemd socket activation: vmail-authd serves the auth, dict and Lua sockets it inherits.
 
 mod common;
 
@@ -12,16 +12,21 @@ fn serves_inherited_sockets_from_systemd() {
     let dir = tempfile::tempdir().unwrap();
     let auth = dir.path().join("auth.sock");
     let dict = dir.path().join("dict.sock");
+    let lua = dir.path().join("lua.sock");
     let auth_l = UnixListener::bind(&auth).unwrap();
     let dict_l = UnixListener::bind(&dict).unwrap();
+    let lua_l = UnixListener::bind(&lua).unwrap();
     let cfg = dir.path().join("vmail.toml");
     std::fs::write(
         &cfg,
         format!(
             "[database]\nbackend = \"sqlite\"\nsqlite_path = \"{d}/vmail.db\"\n\
-             [authd]\nauth = [\"unix:{}\"]\ndict = [\"unix:{}\"]\nauth_socket_group = \"\"\ndict_socket_group = \"\"\nuser = \"\"\npid_file = \"{d}/authd.pid\"\n",
+             [authd]\nauth = [\"unix:{}\"]\ndict = [\"unix:{}\"]\nlua = [\"unix:{}\"]\nlua_peers = [\"{uid}\"]\n\
+             auth_socket_group = \"\"\ndict_socket_group = \"\"\nlua_socket_group = \"\"\nuser = \"\"\npid_file = \"{d}/authd.pid\"\n",
             auth.display(),
             dict.display(),
+            lua.display(),
+            uid = common::nix_uid(),
             d = dir.path().display()
         ),
     )
@@ -32,7 +37,7 @@ fn serves_inherited_sockets_from_systemd() {
     let mut child = vmail_test_support::spawn_socket_activated(
         std::path::Path::new(env!("CARGO_BIN_EXE_vmail-authd")),
         &["--config", cfg.to_str().unwrap()],
-        &[auth_l.as_raw_fd(), dict_l.as_raw_fd()],
+        &[auth_l.as_raw_fd(), dict_l.as_raw_fd(), lua_l.as_raw_fd()],
     )
     .unwrap();
     let result = std::panic::catch_unwind(|| {
@@ -68,6 +73,11 @@ fn serves_inherited_sockets_from_systemd() {
         line.clear();
         r.read_line(&mut line).unwrap();
         assert!(line.starts_with("O{"), "{line:?}");
+        // The Lua channel on the third, matched by its path.
+        let mut c = common::LuaClient::connect_raw(&lua);
+        c.send("VERSION\t1\n");
+        let l = c.ask("USER\t1\talice@example.org");
+        assert!(l.starts_with("OK\t1\talice@example.org\tuid="), "{l:?}");
     });
     let _ = child.kill();
     let _ = child.wait();

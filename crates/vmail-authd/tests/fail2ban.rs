@@ -33,7 +33,7 @@ fn fail2ban_regex_finds_each_failed_login_with_the_clients_address() {
         &cfg,
         format!(
             "[database]\nbackend = \"sqlite\"\nsqlite_path = \"{d}/vmail.db\"\n\
-             [authd]\nauth = [\"unix:{d}/auth.sock\"]\ndict = []\nauth_socket_group = \"\"\n\
+             [authd]\nauth = [\"unix:{d}/auth.sock\"]\ndict = []\nlua = []\nauth_socket_group = \"\"\n\
              user = \"\"\npid_file = \"{d}/authd.pid\"\nfailure_delay_ms = 1\nmax_delay_ms = 5\n",
             d = d.display()
         ),

@@ -399,6 +399,7 @@ fn spawn_authd(
     let a = &mut config.authd;
     a.auth = vec![format!("unix:{}", socket.display())];
     a.dict = Vec::new();
+    a.lua = Vec::new();
     a.auth_socket_group = String::new();
     a.dict_socket_group = String::new();
     a.user = String::new();

@@ -419,6 +419,17 @@ pub struct AuthdConfig {
     pub dict_socket_mode: String,
     /// Dovecot's auth process runs as `dovecot` (`default_internal_user`).
     pub dict_socket_group: String,
+    /// Lua channel listeners, for `contrib/dovecot/vmail-auth.lua` (Dovecot 2.4 has no
+    /// dict passdb). `unix:` only: every connection's peer uid is checked against
+    /// `lua_peers`, which a TCP socket cannot tell. Empty: off.
+    pub lua: Vec<String>,
+    pub lua_socket_mode: String,
+    /// Dovecot's auth worker processes run as `dovecot` (or root).
+    pub lua_socket_group: String,
+    /// Users (names, resolved when binding, or numeric uids) whose processes may use the
+    /// Lua sockets; anyone else is closed at once. File modes alone cannot keep out
+    /// Dovecot's mail processes and vmail-lda, which run as authd's own user.
+    pub lua_peers: Vec<String>,
     /// Drop to this user after binding; empty keeps the starting user.
     pub user: String,
     /// Connections open at once on each auth and dict listener: each has a budget of its
@@ -492,6 +503,10 @@ impl Default for AuthdConfig {
             dict: vec!["unix:/run/vmail/auth-dict".into()],
             dict_socket_mode: "0660".into(),
             dict_socket_group: "dovecot".into(),
+            lua: vec!["unix:/run/vmail/auth-lua".into()],
+            lua_socket_mode: "0660".into(),
+            lua_socket_group: "dovecot".into(),
+            lua_peers: vec!["root".into(), "dovecot".into()],
             user: "vmail".into(),
             max_connections: 1024,
             idle_timeout_ms: 3_600_000,
@@ -524,6 +539,10 @@ impl AuthdConfig {
     /// Permission bits of the dict sockets (validated at load).
     pub fn dict_mode(&self) -> u32 {
         u32::from_str_radix(&self.dict_socket_mode, 8).unwrap_or(0o660)
+    }
+    /// Permission bits of the Lua channel sockets (validated at load).
+    pub fn lua_mode(&self) -> u32 {
+        u32::from_str_radix(&self.lua_socket_mode, 8).unwrap_or(0o660)
     }
 }
 
@@ -762,6 +781,7 @@ impl Config {
             ("lookupd.lda_socket_mode", &l.lda_socket_mode),
             ("authd.auth_socket_mode", &a.auth_socket_mode),
             ("authd.dict_socket_mode", &a.dict_socket_mode),
+            ("authd.lua_socket_mode", &a.lua_socket_mode),
         ] {
             match u32::from_str_radix(mode, 8) {
                 Ok(m) if m <= 0o777 && m & 0o002 == 0 => {}
@@ -820,6 +840,20 @@ impl Config {
         }
         for net in &a.trusted_networks {
             check_cidr(net).map_err(|m| invalid("authd.trusted_networks", m))?;
+        }
+        for e in &a.lua {
+            if !e.strip_prefix("unix:").is_some_and(|p| p.starts_with('/')) {
+                return Err(invalid(
+                    "authd.lua",
+                    format!("{e:?}: expected unix:/path; the Lua channel checks each client's uid (SO_PEERCRED, authd.lua_peers), which an inet: socket cannot tell"),
+                ));
+            }
+        }
+        if !a.lua.is_empty() && a.lua_peers.iter().all(|p| p.trim().is_empty()) {
+            return Err(invalid(
+                "authd.lua_peers",
+                "empty: nobody could use authd.lua (list Dovecot's auth worker user, e.g. [\"root\", \"dovecot\"], or set lua = [])".into(),
+            ));
         }
         if a.cache_enabled && a.cache_max_entries == 0 {
             return Err(invalid(
@@ -1074,6 +1108,13 @@ mod tests {
                 "authd.auth_socket_mode",
             ),
             ("[authd]\nipv6_prefix = 0\n", "authd.ipv6_prefix"),
+            ("[authd]\nlua = [\"inet:127.0.0.1:9000\"]\n", "authd.lua"),
+            ("[authd]\nlua = [\"auth-lua\"]\n", "authd.lua"),
+            ("[authd]\nlua_peers = []\n", "authd.lua_peers"),
+            (
+                "[authd]\nlua_socket_mode = \"0662\"\n",
+                "authd.lua_socket_mode",
+            ),
             ("[authd]\nrehash = true\n", "rehash"),
         ] {
             let e = parse(text, p()).unwrap_err().to_string();

@@ -340,6 +340,18 @@ fn group_id(name: &str) -> Result<nix::unistd::Gid, Error> {
     }
 }
 
+/// The uid of `name` (a user name, or a number taken as it is); `Ok(None)` when no such
+/// user exists. For checking a peer's SO_PEERCRED uid against configured users.
+pub fn user_id(name: &str) -> Result<Option<u32>, Error> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(Some(n));
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(u) => Ok(u.map(|u| u.uid.as_raw())),
+        Err(e) => Err(Error::Privileges(format!("looking up user {name:?}: {e}"))),
+    }
+}
+
 /// The user a root daemon drops to: `None` when `user` is empty or we are not root (nothing
 /// to drop).
 fn drop_target(user: &str) -> Result<Option<nix::unistd::User>, Error> {

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod dict;
+pub mod lua;
 pub mod netstring;
 pub mod socketmap;
 pub mod tcp_table;

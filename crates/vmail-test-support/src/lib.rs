@@ -2,6 +2,7 @@
 //! private MariaDB server a test may stop and start (outage tests), free loopback ports, a
 //! tiny tmpfs (a real full disk), and loud skips that turn into failures under CI.
 
+pub mod debian13;
 pub mod dovecot;
 pub mod postfix;
 pub mod slow;

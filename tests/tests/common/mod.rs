@@ -287,6 +287,14 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
             1,
         ),
         (
+            "lua = [\"unix:/run/vmail/auth-lua\"]".into(),
+            format!(
+                "lua = [\"unix:{}\"]",
+                p.dict_socket.with_file_name("auth-lua").display()
+            ),
+            1,
+        ),
+        (
             "user = \"vmail\"".into(),
             format!("user = \"{}\"", p.user.name),
             2,

@@ -17,6 +17,8 @@ use vmail_proto::auth::{self, Reply};
 pub struct Daemon {
     pub auth_socket: PathBuf,
     pub dict_socket: PathBuf,
+    /// The Lua channel's socket; the test's own uid (root) is the allowed peer.
+    pub lua_socket: PathBuf,
     pub authenticator: Arc<Authenticator>,
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -33,16 +35,31 @@ pub fn test_config(mut config: Config) -> Config {
 impl Daemon {
     /// Starts authd with `config`; sockets and pid file go to a temp dir (mode 0755 so a
     /// Dovecot or Postfix running as another user can reach them).
-    pub fn start(mut config: Config) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+    pub fn start(config: Config) -> Daemon {
+        Daemon::start_in(config, tempfile::tempdir().unwrap())
+    }
+
+    /// [`Daemon::start`] with the sockets in `dir`, e.g. a temp dir inside the Debian 13
+    /// root, where a chrooted Dovecot finds them.
+    pub fn start_in(mut config: Config, dir: tempfile::TempDir) -> Daemon {
         vmail_test_support::set_mode(dir.path(), 0o755);
         let auth_socket = dir.path().join("auth.sock");
         let dict_socket = dir.path().join("dict.sock");
+        let lua_socket = dir.path().join("lua.sock");
         let a = &mut config.authd;
         a.auth = vec![format!("unix:{}", auth_socket.display())];
         a.dict = vec![format!("unix:{}", dict_socket.display())];
         a.auth_socket_group = String::new();
         a.dict_socket_group = String::new();
+        a.lua = vec![format!("unix:{}", lua_socket.display())];
+        // Tests may set their own peers; by default, whoever runs them.
+        if a.lua_peers == vmail_config::AuthdConfig::default().lua_peers {
+            a.lua_peers = vec![nix_uid().to_string()];
+        }
+        // The packaged group may not exist here; a test may set another one.
+        if a.lua_socket_group == vmail_config::AuthdConfig::default().lua_socket_group {
+            a.lua_socket_group = String::new();
+        }
         a.auth_socket_mode = "0660".into();
         a.dict_socket_mode = "0660".into();
         a.user = String::new();
@@ -73,6 +90,7 @@ impl Daemon {
         Daemon {
             auth_socket,
             dict_socket,
+            lua_socket,
             authenticator,
             dir,
             stop: Some(stop_tx),
@@ -85,6 +103,7 @@ impl Daemon {
     pub fn open_sockets(&self) {
         vmail_test_support::set_mode(&self.auth_socket, 0o666);
         vmail_test_support::set_mode(&self.dict_socket, 0o666);
+        vmail_test_support::set_mode(&self.lua_socket, 0o666);
     }
 
     /// Dict lookups answered so far, whatever the outcome (authd's
@@ -116,6 +135,12 @@ impl Drop for Daemon {
             let _ = t.join();
         }
     }
+}
+
+/// The uid the tests run as.
+pub fn nix_uid() -> u32 {
+    // SAFETY: getuid() has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
 }
 
 /// Runs `f` on a fresh directory built from `config` (in its own runtime).
@@ -296,4 +321,68 @@ impl DictClient {
 pub fn sqlite_exec(config: &Config, sql: &str) {
     let c = rusqlite::Connection::open(&config.database.sqlite_path).unwrap();
     c.execute_batch(sql).unwrap();
+}
+
+/// A raw client of the Lua channel, as `contrib/dovecot/vmail-auth.lua` speaks it.
+pub struct LuaClient {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl LuaClient {
+    /// Connects and sends `VERSION\t1`.
+    pub fn connect(daemon: &Daemon) -> LuaClient {
+        let mut c = LuaClient::connect_raw(&daemon.lua_socket);
+        c.send("VERSION\t1\n");
+        c
+    }
+
+    /// Connects without sending anything.
+    pub fn connect_raw(socket: &std::path::Path) -> LuaClient {
+        let s = UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        LuaClient {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    pub fn send(&mut self, s: &str) {
+        self.w.write_all(s.as_bytes()).unwrap();
+    }
+
+    /// Sends raw bytes; `false` once the server closed the connection.
+    pub fn send_bytes(&mut self, b: &[u8]) -> bool {
+        self.w.write_all(b).is_ok()
+    }
+
+    /// The next line without its LF; `None` once the server closed the connection.
+    pub fn line(&mut self) -> Option<String> {
+        let mut l = String::new();
+        match self.r.read_line(&mut l) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
+        }
+    }
+
+    /// Sends one request line (LF added) and returns the reply line.
+    pub fn ask(&mut self, request: &str) -> String {
+        self.send(&format!("{request}\n"));
+        self.line()
+            .unwrap_or_else(|| panic!("no reply to {request:?}"))
+    }
+
+    /// Sends `LIST` and returns the lines up to and including `END` (or `TEMP`).
+    pub fn list(&mut self, id: &str) -> Vec<String> {
+        self.send(&format!("LIST\t{id}\n"));
+        let mut rows = Vec::new();
+        loop {
+            let l = self.line().expect("a LIST line");
+            let last = !l.starts_with("ROW\t");
+            rows.push(l);
+            if last {
+                return rows;
+            }
+        }
+    }
 }

@@ -773,6 +773,7 @@ impl Vmail {
             "private/vmail-auth-nocache\"",
         )?;
         nc = replace_some(file, &nc, "auth-dict\"", "auth-dict-nocache\"")?;
+        nc = replace_some(file, &nc, "auth-lua\"", "auth-lua-nocache\"")?;
         let cfg_nc = env.work.join("vmail-nocache.toml");
         std::fs::write(&cfg_nc, &nc)?;
         set_mode(&cfg_nc, 0o644);
