@@ -23,7 +23,7 @@ use vmail_test_support::{set_mode, TestDb};
 
 use crate::stack::setup::{dict_dovecot, sql_dovecot, Env, MailUser};
 use crate::stack::{cell, fmt_rate, fmt_ratio, in_rounds, load, report, Cell};
-use root24::RootWork;
+use root24::RootDovecot;
 use systems::{Authd, Contrib, LuaListener};
 
 #[derive(clap::Args)]
@@ -167,10 +167,7 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
     }
 
     // Everything that runs, stopped in reverse order at the end (Dovecots before the
-    // authds they use, the root's temp dir last).
-    let root_work = root_ok
-        .clone()
-        .and_then(|_| RootWork::create(&a.root).map_err(|e| format!("{e:#}")));
+    // authds they use).
     let mut authds: Vec<Authd> = Vec::new();
     let mut host_dovecots = Vec::new();
     let mut root_dovecots = Vec::new();
@@ -221,19 +218,22 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
                 Ok(u)
             }
             "sql24" => {
-                let w = root_work.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let d = systems::sql24_dovecot(&env, w)?;
+                root_ok.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let d = systems::sql24_dovecot(&env, &a.root)?;
                 let u = Up {
-                    port: d.imap_port,
+                    port: d.imap_port(),
                     log: d.log_path(),
                 };
                 root_dovecots.push(d);
                 Ok(u)
             }
             _ => {
-                let w = root_work.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let sock = w.dir.path().join("authd-lua24.sock");
-                // The root's Dovecot has its own uids and gids.
+                root_ok.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                // authd's socket and the homes in the instance's dir; the root's Dovecot has
+                // its own uids and gids.
+                let dir = RootDovecot::dir(&a.root, "lua24");
+                let sock = dir.host.path().join("authd-lua24.sock");
+                let inside_sock = format!("{}/authd-lua24.sock", dir.inside);
                 let peers: Vec<String> =
                     root_id(&a.root, "passwd", "dovecot").into_iter().collect();
                 let l = LuaListener {
@@ -241,13 +241,12 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
                     extra_peers: &peers,
                     group: root_id(&a.root, "group", "dovecot"),
                 };
-                // Homes as the root's Dovecot sees them (RootDovecot makes NAME/mail).
-                let base = PathBuf::from(w.inside(&w.dir.path().join("lua/mail"))?);
+                let base = PathBuf::from(format!("{}/mail", dir.inside));
                 let authd = Authd::start(&env, "authd-lua24", &base, Some(&l), a.authd_cache_off)?;
                 authds.push(authd);
-                let d = systems::lua24_dovecot(&env, w, &contrib, &sock)?;
+                let d = systems::lua24_dovecot(&env, &a.root, dir, &contrib, &inside_sock)?;
                 let u = Up {
-                    port: d.imap_port,
+                    port: d.imap_port(),
                     log: d.log_path(),
                 };
                 root_dovecots.push(d);
@@ -260,13 +259,11 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
         up.push(r.map_err(|e| format!("{e:#}")));
     }
     println!(
-        "setup: {users} users in MariaDB database {}; mail user {}; work dirs {} and {}; systems up in {:.1} s",
+        "setup: {users} users in MariaDB database {}; mail user {}; work dir {} (2.4: {}/tmp/vmail-bench-*); systems up in {:.1} s",
         env.db.name,
         env.user.name,
         env.work.display(),
-        root_work
-            .as_ref()
-            .map_or("(no root)".into(), |w| w.dir.path().display().to_string()),
+        a.root.display(),
         began.elapsed().as_secs_f64()
     );
     for n in &notes {
@@ -381,7 +378,6 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
     drop(root_dovecots);
     drop(host_dovecots);
     drop(authds);
-    drop(root_work);
     drop(env);
     drop(work);
     Ok(())

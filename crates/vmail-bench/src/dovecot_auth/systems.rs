@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 use vmail_test_support::dovecot::PrivateDovecot;
 use vmail_test_support::set_mode;
 
-use super::root24::{RootDovecot, RootWork};
+use vmail_test_support::debian13::RootDir;
+
+use super::root24::RootDovecot;
 use crate::stack::setup::{
     common_dovecot, replace_some, start_dovecot, unix_paths, vmail_toml, Daemon, Env,
 };
@@ -221,8 +223,8 @@ pub fn lua23_dovecot(env: &Env, contrib: &Contrib, socket: &Path) -> Result<Priv
 }
 
 /// Dovecot 2.4 in the root with the classic SQL passdb in 2.4 syntax (the same query and
-/// `CRYPT` default scheme as the 2.3 one) and a static userdb, homes under `NAME/mail`.
-pub fn sql24_dovecot(env: &Env, work: &RootWork) -> Result<RootDovecot> {
+/// `CRYPT` default scheme as the 2.3 one) and a static userdb, homes under `@DIR@/mail`.
+pub fn sql24_dovecot(env: &Env, root: &Path) -> Result<RootDovecot> {
     let u = &env.user;
     let extra = format!(
         "sql_driver = mysql\n\
@@ -238,19 +240,20 @@ pub fn sql24_dovecot(env: &Env, work: &RootWork) -> Result<RootDovecot> {
         u.uid,
         u.gid
     );
-    RootDovecot::start(work, "sql", u, &extra, &[])
+    RootDovecot::start(root, RootDovecot::dir(root, "sql24"), u, &extra, &[])
 }
 
-/// Dovecot 2.4 in the root with contrib's 2.4 Lua configuration against `socket` (a host
-/// path under the root).
+/// Dovecot 2.4 in the root with contrib's 2.4 Lua configuration against `socket` (a path in
+/// `dir`, as the root sees it).
 pub fn lua24_dovecot(
     env: &Env,
-    work: &RootWork,
+    root: &Path,
+    dir: RootDir,
     contrib: &Contrib,
-    socket: &Path,
+    socket: &str,
 ) -> Result<RootDovecot> {
-    let (lua, conf) = contrib.lua24(&work.inside(socket)?, "@DIR@/vmail-auth.lua")?;
-    RootDovecot::start(work, "lua", &env.user, &conf, &[("vmail-auth.lua", lua)])
+    let (lua, conf) = contrib.lua24(socket, "@DIR@/vmail-auth.lua")?;
+    RootDovecot::start(root, dir, &env.user, &conf, &[("vmail-auth.lua", lua)])
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ pub(crate) fn start_dovecot(b: DovecotBuilder) -> Result<PrivateDovecot> {
     .context("no Dovecot (run scripts/test-deps)")
 }
 
-fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
     e.downcast_ref::<String>()
         .cloned()
         .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
