@@ -10,324 +10,19 @@
 //! failure within the script's timeout, never "unknown user" or "wrong password"; authd's
 //! penalty sees the remote IP Dovecot saw; an auth worker keeps its connection to authd.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod setup;
 
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vmail_test_support::debian13::{self, ChrootDovecot, RootDir};
-use vmail_test_support::dovecot::{imap_login, DovecotBuilder, PrivateDovecot};
-use vmail_test_support::postfix::{lookup_group, lookup_user};
-use vmail_test_support::{have, set_mode, skip};
-
-const SCRIPT: &str = include_str!("../../../contrib/dovecot/vmail-auth.lua");
-const CONF_23: &str = include_str!("../../../contrib/dovecot/conf.d/auth-vmail-lua.conf.ext");
-const CONF_24: &str = include_str!("../../../contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext");
-
-const ALICE: (&str, &str) = ("alice@example.org", "alice-sha512");
-/// The how-to's MySQL ENCRYPT('secret'): DES crypt, stored without a prefix.
-const ERIN: (&str, &str) = ("erin@example.org", "secret");
-const DES_SECRET: &str = "abNANd1rDfiNc";
-const DISABLED: (&str, &str) = ("frank@example.org", "frank-pw");
-const ALICE_QUOTA: u64 = 1_048_576;
-/// authd closes a Lua connection idle this long (default 1 h).
-const IDLE_MS: u64 = 1000;
-/// grace may use SMTP only (`users.services`).
-const SMTP_ONLY: (&str, &str) = ("grace@example.org", "grace-pw");
-/// The script's timeout in these tests (the shipped 10 s would make the stall slow).
-const TIMEOUT_MS: u64 = 1500;
-
-/// `text` with `from` replaced by `to`, which must occur exactly `count` times: a change of
-/// the shipped files cannot slip past the test.
-fn subst(text: &str, from: &str, to: &str, count: usize, file: &str) -> String {
-    assert_eq!(
-        text.matches(from).count(),
-        count,
-        "{file} no longer contains `{from}` {count} time(s)"
-    );
-    text.replace(from, to)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}stderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-enum Dovecot {
-    V23(PrivateDovecot),
-    V24(ChrootDovecot),
-}
-
-impl Dovecot {
-    fn doveadm(&self, args: &[&str]) -> Output {
-        match self {
-            Dovecot::V23(d) => d.doveadm(args),
-            Dovecot::V24(d) => d.doveadm(args),
-        }
-    }
-
-    fn log(&self) -> String {
-        match self {
-            Dovecot::V23(d) => d.log(),
-            Dovecot::V24(d) => d.log(),
-        }
-    }
-
-    fn is_24(&self) -> bool {
-        matches!(self, Dovecot::V24(_))
-    }
-}
-
-/// Dropped in field order: Dovecot first, then authd, then the homes and the database.
-struct Setup {
-    dovecot: Dovecot,
-    authd: Option<Daemon>,
-    /// authd's Lua socket, as this host sees it.
-    socket: PathBuf,
-    /// Where authd's `[mailbox] home` puts `example.org/alice`, as Dovecot sees it.
-    home_base: String,
-    /// The same, as this host sees it.
-    home_host: PathBuf,
-    uid: u32,
-    gid: u32,
-    _homes: Homes,
-    _db: tempfile::TempDir,
-}
-
-/// Held only for its `Drop`, which removes the homes.
-#[allow(dead_code)]
-enum Homes {
-    Host(tempfile::TempDir),
-    Root(RootDir),
-}
-
-fn authd_config(home_base: &str, uid: u32, gid: u32) -> (tempfile::TempDir, vmail_config::Config) {
-    let (db, config) = vmail_test_support::sqlite_config();
-    let mut config = test_config(config);
-    config.mailbox.uid = uid;
-    config.mailbox.gid = gid;
-    config.mailbox.home = format!("{home_base}/%d/%n");
-    config.mailbox.mail = "maildir:~/Maildir".into();
-    config.authd.penalty_block_after = 3;
-    config.authd.idle_timeout_ms = IDLE_MS;
-    let alice = sha512(ALICE.1);
-    let frank = sha512(DISABLED.1);
-    let grace = sha512(SMTP_ONLY.1);
-    populate(
-        &config,
-        &["example.org"],
-        &[
-            (ALICE.0, &alice),
-            (ERIN.0, DES_SECRET),
-            (DISABLED.0, &frank),
-            (SMTP_ONLY.0, &grace),
-        ],
-    );
-    with_dir(&config, async |d| {
-        d.set_active(DISABLED.0, false).await.unwrap()
-    });
-    sqlite_exec(
-        &config,
-        &format!(
-            "UPDATE users SET services = 'smtp' WHERE email = '{}';",
-            SMTP_ONLY.0
-        ),
-    );
-    sqlite_exec(
-        &config,
-        &format!(
-            "UPDATE users SET quota = {ALICE_QUOTA} WHERE email = '{}';",
-            ALICE.0
-        ),
-    );
-    (db, config)
-}
-
-fn mail_owner() -> (u32, u32) {
-    (
-        lookup_user("nobody").map_or(65534, |(u, _)| u),
-        lookup_group("nogroup").unwrap_or(65534),
-    )
-}
-
-/// A home base owned by the mail owner, entered by Dovecot's mail processes.
-fn make_home_base(dir: &Path, uid: u32, gid: u32) -> PathBuf {
-    let base = dir.join("vmail");
-    std::fs::create_dir(&base).unwrap();
-    set_mode(&base, 0o755);
-    std::os::unix::fs::chown(&base, Some(uid), Some(gid)).unwrap();
-    base
-}
-
-/// Dovecot 2.3 on this host, on the shipped script and 2.3 snippet.
-fn setup_23(test: &str) -> Option<Setup> {
-    if !have("doveadm") {
-        skip(
-            test,
-            "doveadm (Dovecot) is not installed; run scripts/test-deps",
-        );
-        return None;
-    }
-    if !Path::new("/usr/lib/dovecot/modules/auth/libauthdb_lua.so").exists() {
-        skip(
-            test,
-            "dovecot-auth-lua is not installed; run scripts/test-deps",
-        );
-        return None;
-    }
-    let (uid, gid) = mail_owner();
-    let homes = tempfile::tempdir().unwrap();
-    set_mode(homes.path(), 0o755);
-    let home_host = make_home_base(homes.path(), uid, gid);
-    let home_base = home_host.display().to_string();
-    let (db, config) = authd_config(&home_base, uid, gid);
-    let authd = Daemon::start(config);
-    authd.open_sockets();
-    let socket = authd.lua_socket.clone();
-
-    let script = subst(
-        SCRIPT,
-        "local SOCKET = \"/run/vmail/auth-lua\"",
-        &format!("local SOCKET = \"{}\"", socket.display()),
-        1,
-        "vmail-auth.lua",
-    );
-    let script = subst(
-        &script,
-        "local TIMEOUT_MS = 10000",
-        &format!("local TIMEOUT_MS = {TIMEOUT_MS}"),
-        1,
-        "vmail-auth.lua",
-    );
-    let conf = subst(
-        CONF_23,
-        "file=/etc/dovecot/vmail-auth.lua",
-        "file=@DIR@/vmail-auth.lua",
-        2,
-        "conf.d/auth-vmail-lua.conf.ext",
-    );
-    let dovecot = DovecotBuilder::new()
-        .file("vmail-auth.lua", &script)
-        .file("conf.d/auth-vmail-lua.conf.ext", &conf)
-        .conf("!include @DIR@/conf.d/auth-vmail-lua.conf.ext")
-        .mail_owner(uid, gid)
-        .start(test)?;
-    Some(Setup {
-        dovecot: Dovecot::V23(dovecot),
-        authd: Some(authd),
-        socket,
-        home_base,
-        home_host,
-        uid,
-        gid,
-        _homes: Homes::Host(homes),
-        _db: db,
-    })
-}
-
-/// Dovecot 2.4 in the Debian 13 root, on the shipped script and 2.4 snippet; authd runs here
-/// with its socket in a temp dir inside the root.
-fn setup_24(test: &str) -> Option<Setup> {
-    let root = debian13::root(test)?;
-    // Inside the root, nobody/nogroup are 65534 too (Debian's fixed ids).
-    let (uid, gid) = (65534, 65534);
-    let homes = RootDir::new(&root, "vmail-homes");
-    let home_host = make_home_base(homes.host.path(), uid, gid);
-    let home_base = format!("{}/vmail", homes.inside);
-    let (db, config) = authd_config(&home_base, uid, gid);
-    let sockets = RootDir::new(&root, "vmail-authd");
-    let inside_socket = format!("{}/lua.sock", sockets.inside);
-    let authd = Daemon::start_in(config, sockets.host);
-    authd.open_sockets();
-    let socket = authd.lua_socket.clone();
-
-    let dir = RootDir::new(&root, "vmail-dovecot24");
-    let conf = subst(
-        CONF_24,
-        "lua_file = /etc/dovecot/vmail-auth.lua",
-        "lua_file = @DIR@/vmail-auth.lua",
-        2,
-        "2.4/conf.d/auth-vmail-lua.conf.ext",
-    );
-    let conf = subst(
-        &conf,
-        "socket = /run/vmail/auth-lua",
-        &format!("socket = {inside_socket}"),
-        2,
-        "2.4/conf.d/auth-vmail-lua.conf.ext",
-    );
-    let conf = subst(
-        &conf,
-        "timeout_ms = 10000",
-        &format!("timeout_ms = {TIMEOUT_MS}"),
-        2,
-        "2.4/conf.d/auth-vmail-lua.conf.ext",
-    );
-    dir.write("vmail-auth.lua", SCRIPT);
-    dir.write("auth-vmail-lua.conf.ext", &conf);
-    // Debian 13's stock conf.d/10-mail.conf (an mbox in /var/mail): the userdb fields the
-    // script sends must override every line of it, as 2.3's `mail` field did.
-    let dovecot = ChrootDovecot::start(
-        &root,
-        dir,
-        "mail_driver = mbox\n\
-         mail_home = /home/%{user | username}\n\
-         mail_path = %{home}/mail\n\
-         mail_inbox_path = /var/mail/%{user}\n\
-         !include @DIR@/auth-vmail-lua.conf.ext",
-    );
-    Some(Setup {
-        dovecot: Dovecot::V24(dovecot),
-        authd: Some(authd),
-        socket,
-        home_base,
-        home_host,
-        uid,
-        gid,
-        _homes: Homes::Root(homes),
-        _db: db,
-    })
-}
-
-/// `doveadm auth test` succeeded for `user`.
-fn accepted(o: &Output, user: &str) -> bool {
-    o.status.success()
-        && String::from_utf8_lossy(&o.stdout).contains(&format!("passdb: {user} auth succeeded"))
-}
-
-/// `doveadm auth test` refused the password as wrong (2.3 and 2.4: exit 77), not as a
-/// temporary failure.
-fn refused(o: &Output) -> bool {
-    o.status.code() == Some(77) && !temporary(o)
-}
-
-/// A temporary failure: 2.3's `doveadm auth test` exits 77 with `code=temp_fail` in the
-/// fields, 2.4's exits 75 ("internal auth failure"); lookups exit 75 on both.
-fn temporary(o: &Output) -> bool {
-    o.status.code() == Some(75) || String::from_utf8_lossy(&o.stdout).contains("temp_fail")
-}
-
-/// The `key\tvalue` lines of `doveadm user`.
-fn user_fields(o: &Output) -> Vec<(String, String)> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn lua_connections(s: &Setup) -> u64 {
-    let a = s.authd.as_ref().expect("authd running");
-    a.authenticator.stats.lua.connections.load(Relaxed)
-}
+use setup::*;
+use vmail_authd::stats::{LuaKind, LuaResult};
+use vmail_test_support::dovecot::imap_login;
+use vmail_test_support::set_mode;
 
 fn logins_lookups_and_listing(s: &Setup) {
     let dc = &s.dovecot;
@@ -432,6 +127,40 @@ fn logins_lookups_and_listing(s: &Setup) {
     listed.sort();
     assert_eq!(listed, [ALICE.0, ERIN.0, SMTP_ONLY.0], "{}", text(&o));
 
+    // A login is one PASS: the prefetch userdb takes the userdb_* fields of its answer.
+    let stats = &s.authd.as_ref().unwrap().authenticator.stats.lua;
+    let asked = || {
+        [LuaKind::Pass, LuaKind::Lookup, LuaKind::User, LuaKind::List]
+            .into_iter()
+            .flat_map(|k| {
+                [
+                    LuaResult::Ok,
+                    LuaResult::Fail,
+                    LuaResult::Disabled,
+                    LuaResult::NotFound,
+                    LuaResult::Temp,
+                ]
+                .map(|r| stats.requests(k, r))
+            })
+            .sum::<u64>()
+    };
+    let (before, passed) = (asked(), stats.requests(LuaKind::Pass, LuaResult::Ok));
+    let o = dc.doveadm(&["auth", "login", ALICE.0, ALICE.1]);
+    assert!(o.status.success(), "{}\n--- log:\n{}", text(&o), log());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("home={home}")),
+        "no userdb home in doveadm auth login: {}",
+        text(&o)
+    );
+    assert_eq!(
+        asked() - before,
+        1,
+        "doveadm auth login: {}\n{}",
+        text(&o),
+        log()
+    );
+    assert_eq!(stats.requests(LuaKind::Pass, LuaResult::Ok) - passed, 1);
+
     // An auth worker keeps its connection: logins in a row open hardly any.
     let before = lua_connections(s);
     for _ in 0..6 {
@@ -466,6 +195,15 @@ fn logins_lookups_and_listing(s: &Setup) {
     assert!(is_ok(&smtp.plain(2, ALICE.0, ALICE.1, "192.0.2.9")).is_some());
 }
 
+/// Removes a directory when dropped.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// authd stopped, then a listener at its socket that never answers: temporary failures,
 /// each within the script's timeout.
 fn outage_and_stall(s: &mut Setup) {
@@ -476,6 +214,51 @@ fn outage_and_stall(s: &mut Setup) {
         text(&ok),
         s.dovecot.log()
     );
+    // The directory broken (its users table gone): authd answers TEMP, Dovecot says
+    // "temporary failure". erin, not alice: authd may check a password it verified a
+    // moment ago from memory.
+    let lua = &s.authd.as_ref().unwrap().authenticator.stats.lua;
+    let temps = || {
+        [LuaKind::Pass, LuaKind::Lookup, LuaKind::User, LuaKind::List]
+            .map(|k| lua.requests(k, LuaResult::Temp))
+    };
+    let before = temps();
+    sqlite_exec(&s.config, "ALTER TABLE users RENAME TO users_away;");
+    for args in [
+        vec!["auth", "test", ERIN.0, ERIN.1],
+        vec!["auth", "test", ERIN.0, "wrong"],
+        vec!["auth", "lookup", ERIN.0],
+        vec!["user", ERIN.0],
+    ] {
+        let o = s.dovecot.doveadm(&args);
+        assert!(
+            temporary(&o),
+            "database down, {args:?}: {}\n--- log:\n{}",
+            text(&o),
+            s.dovecot.log()
+        );
+    }
+    let o = s.dovecot.doveadm(&["user", "*"]);
+    assert!(
+        !o.status.success() && o.status.code() != Some(67),
+        "user '*': {}",
+        text(&o)
+    );
+    // Each kind answered TEMP by authd itself (not a broken connection).
+    let after = temps();
+    assert!(
+        (0..4).all(|i| after[i] > before[i]),
+        "TEMP replies before {before:?}, after {after:?}"
+    );
+    sqlite_exec(&s.config, "ALTER TABLE users_away RENAME TO users;");
+    let ok = s.dovecot.doveadm(&["auth", "test", ERIN.0, ERIN.1]);
+    assert!(
+        accepted(&ok, ERIN.0),
+        "database back: {}\n--- log:\n{}",
+        text(&ok),
+        s.dovecot.log()
+    );
+
     // authd closes the idle connection: the next login finds it closed and opens another,
     // without a failure.
     let before = lua_connections(s);
@@ -536,7 +319,10 @@ fn outage_and_stall(s: &mut Setup) {
     );
 
     // A listener that accepts and never answers, where authd's socket was.
-    std::fs::create_dir_all(s.socket.parent().unwrap()).unwrap();
+    // authd's temp dir went with it: made again, and removed at the end.
+    let dir = s.socket.parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&dir).unwrap();
+    let _remove = RemoveDir(dir);
     let _ = std::fs::remove_file(&s.socket);
     let listener = UnixListener::bind(&s.socket).unwrap();
     set_mode(&s.socket, 0o666);
