@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use vmail_test_support::{set_mode, TestDb};
 
 use crate::stack::setup::{dict_dovecot, sql_dovecot, Env, MailUser};
-use crate::stack::{cell, fmt_rate, fmt_ratio, in_rounds, load, report, Cell};
+use crate::stack::{cell, fmt_rate, fmt_ratio, in_rounds_each, load, mean_figure, report, Cell};
 use root24::RootDovecot;
 use systems::{Authd, Contrib, LuaListener};
 
@@ -279,8 +279,9 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
         .thread_name("bench-client")
         .enable_all()
         .build()?;
-    // cells[scheme][system]
+    // cells[scheme][system]: the mean rate; per_round[scheme][system]: each round's.
     let mut cells: Vec<Vec<Cell>> = Vec::new();
+    let mut per_round: Vec<Vec<Vec<f64>>> = Vec::new();
     for (si, scheme) in a.schemes.iter().enumerate() {
         match scheme.as_str() {
             "DES" if si == 0 => {}
@@ -332,17 +333,22 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
         let live: Vec<usize> = (0..SYSTEMS.len()).filter(|i| row[*i].is_ok()).collect();
         let names: Vec<String> = live.iter().map(|i| name(*i)).collect();
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let figures = in_rounds(&name_refs, &live, a.rounds, |&i| {
+        let figures = in_rounds_each(&name_refs, &live, a.rounds, |&i| {
             let port = up[i].as_ref().map(|u| u.port).unwrap_or(0);
             rt.block_on(load::timed(conc, warm, dur, users, move |_c, n| {
                 load::imap_login(port, n)
             }))
         });
-        for (&i, f) in live.iter().zip(&figures) {
+        let mut each: Vec<Vec<f64>> = vec![Vec::new(); SYSTEMS.len()];
+        for (&i, f) in live.iter().zip(figures) {
             let log = up[i].as_ref().map(|u| u.log.clone()).unwrap_or_default();
-            row[i] = cell(&report(&name(i), f, &log));
+            if let Ok(v) = &f {
+                each[i] = v.iter().map(|f| f.per_sec).collect();
+            }
+            row[i] = cell(&report(&name(i), &f.map(|v| mean_figure(&v)), &log));
         }
         cells.push(row);
+        per_round.push(each);
     }
 
     println!();
@@ -350,7 +356,7 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
         println!("{l}");
     }
     println!();
-    print_table(&a.schemes, &cells);
+    print_table(&a.schemes, &cells, &per_round);
     println!(
         "\n{conc} parallel clients; {} s measured per figure after a 1 s warm-up; {} rounds (the mean shown), order rotating; {users} users.\n\
          Dovecot: the same settings on every instance (vmail_test_support::dovecot's on 2.3, the same in 2.4 syntax plus auth_allow_weak_schemes = yes for DES), auth_cache_size = 0 (Dovecot's cache off), each release's defaults otherwise.\n\
@@ -390,12 +396,34 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
     Ok(())
 }
 
+/// The ratio of two systems' rates round by round (measured within the same round, so the
+/// machine's drift between rounds cancels): `median (min-max)`.
+fn round_ratios(num: &[f64], den: &[f64]) -> String {
+    let mut r: Vec<f64> = num
+        .iter()
+        .zip(den)
+        .filter(|(_, d)| **d > 0.0)
+        .map(|(n, d)| n / d)
+        .collect();
+    if r.is_empty() {
+        return "-".into();
+    }
+    r.sort_by(f64::total_cmp);
+    let k = r.len();
+    let median = if k % 2 == 1 {
+        r[k / 2]
+    } else {
+        (r[k / 2 - 1] + r[k / 2]) / 2.0
+    };
+    format!("{median:.2} ({:.2}-{:.2})", r[0], r[k - 1])
+}
+
 fn name(i: usize) -> String {
     let (_, rel, what) = SYSTEMS[i];
     format!("Dovecot {rel} {what}")
 }
 
-fn print_table(schemes: &[String], cells: &[Vec<Cell>]) {
+fn print_table(schemes: &[String], cells: &[Vec<Cell>], per_round: &[Vec<Vec<f64>>]) {
     let mut h = String::from("| Dovecot | users and passwords |");
     let mut sep = String::from("|---|---|");
     for s in schemes {
@@ -418,19 +446,25 @@ fn print_table(schemes: &[String], cells: &[Vec<Cell>]) {
     let mut h = String::from("| ratio (target >= 1.00) |");
     let mut sep = String::from("|---|");
     for s in schemes {
-        h.push_str(&format!(" {s} |"));
-        sep.push_str("---:|");
+        h.push_str(&format!(
+            " {s}: of the means | {s}: per round, median (min-max) |"
+        ));
+        sep.push_str("---:|---:|");
     }
     println!("{h}\n{sep}");
     for (label, num, den) in TARGETS {
         let mut l = format!("| {label} |");
-        for row in cells {
+        for (row, rounds) in cells.iter().zip(per_round) {
             let verdict = match (&row[num], &row[den]) {
                 (Ok(n), Ok(d)) if *d > 0.0 && n / d >= 1.0 => "met",
                 (Ok(_), Ok(d)) if *d > 0.0 => "missed",
                 _ => "n/a",
             };
-            l.push_str(&format!(" {} {verdict} |", fmt_ratio(&row[num], &row[den])));
+            l.push_str(&format!(
+                " {} {verdict} | {} |",
+                fmt_ratio(&row[num], &row[den]),
+                round_ratios(&rounds[num], &rounds[den])
+            ));
         }
         println!("{l}");
     }
@@ -443,5 +477,20 @@ fn print_table(schemes: &[String], cells: &[Vec<Cell>]) {
                 println!("{}: {}: {e}", schemes[si], name(i));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_ratios;
+
+    #[test]
+    fn ratios_per_round() {
+        assert_eq!(round_ratios(&[], &[]), "-");
+        assert_eq!(
+            round_ratios(&[110.0, 90.0, 100.0], &[100.0, 100.0, 100.0]),
+            "1.00 (0.90-1.10)"
+        );
+        assert_eq!(round_ratios(&[1.0, 3.0], &[1.0, 1.0]), "2.00 (1.00-3.00)");
     }
 }

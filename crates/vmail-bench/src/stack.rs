@@ -226,14 +226,14 @@ impl CpuTimes {
 
 /// Measures each of `systems` once per round for `rounds` rounds, rotating which goes first,
 /// so that no system always runs right after a phase change or always last while the
-/// machine's speed drifts. Per system: the mean of its rounds' rates and latencies (printed
-/// round by round under `names`), or its first failure.
-pub(crate) fn in_rounds<S>(
+/// machine's speed drifts. Per system: its rounds' figures (printed round by round under
+/// `names`), or its first failure.
+pub(crate) fn in_rounds_each<S>(
     names: &[&str],
     systems: &[S],
     rounds: usize,
     mut measure: impl FnMut(&S) -> Result<crate::Figure>,
-) -> Vec<Result<crate::Figure>> {
+) -> Vec<Result<Vec<crate::Figure>>> {
     let n = systems.len();
     let mut acc: Vec<Result<Vec<crate::Figure>>> = (0..n).map(|_| Ok(Vec::new())).collect();
     for r in 0..rounds.max(1) {
@@ -259,18 +259,30 @@ pub(crate) fn in_rounds<S>(
             }
         }
     }
-    acc.into_iter()
-        .map(|a| {
-            a.map(|v| {
-                let k = v.len().max(1) as f64;
-                crate::Figure {
-                    per_sec: v.iter().map(|f| f.per_sec).sum::<f64>() / k,
-                    p50_us: v.iter().map(|f| f.p50_us).sum::<f64>() / k,
-                    p99_us: v.iter().map(|f| f.p99_us).sum::<f64>() / k,
-                }
-            })
-        })
+    acc
+}
+
+/// [`in_rounds_each`], and per system the mean of its rounds' rates and latencies.
+pub(crate) fn in_rounds<S>(
+    names: &[&str],
+    systems: &[S],
+    rounds: usize,
+    measure: impl FnMut(&S) -> Result<crate::Figure>,
+) -> Vec<Result<crate::Figure>> {
+    in_rounds_each(names, systems, rounds, measure)
+        .into_iter()
+        .map(|a| a.map(|v| mean_figure(&v)))
         .collect()
+}
+
+/// The mean of figures' rates and latencies.
+pub(crate) fn mean_figure(v: &[crate::Figure]) -> crate::Figure {
+    let k = v.len().max(1) as f64;
+    crate::Figure {
+        per_sec: v.iter().map(|f| f.per_sec).sum::<f64>() / k,
+        p50_us: v.iter().map(|f| f.p50_us).sum::<f64>() / k,
+        p99_us: v.iter().map(|f| f.p99_us).sum::<f64>() / k,
+    }
 }
 
 /// Prints one measurement as it finishes, so a long run shows progress; on failure with the
