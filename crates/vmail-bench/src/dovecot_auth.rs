@@ -361,7 +361,7 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
         "\n{conc} parallel clients; {} s measured per figure after a 1 s warm-up; {} rounds (the mean shown), order rotating; {users} users.\n\
          Dovecot: the same settings on every instance (vmail_test_support::dovecot's on 2.3, the same in 2.4 syntax plus auth_allow_weak_schemes = yes for DES), auth_cache_size = 0 (Dovecot's cache off), each release's defaults otherwise.\n\
          vmail-authd (one per route): {}\n\
-         Before each scheme's rounds every user logged in once on every system (Maildirs made, authd caches filled).\n\
+         Before each scheme's rounds every user logged in once on every system (Maildirs made; authd's caches, when on, filled).\n\
          load average at the end: {}",
         dur.as_secs(),
         a.rounds,
