@@ -37,8 +37,15 @@ local unix = require("socket.unix")
 -- Settings. Dovecot 2.3 cannot pass its own to the script (its lua passdb/userdb `args`
 -- accept only file=, blocking=, cache_key=, scheme=): edit these two lines there. Dovecot
 -- 2.4 passes `lua_settings { socket = ...  timeout_ms = ... }` to script_init().
+--
+-- TIMEOUT_MS bounds one request (connect, send, reply) before the login gets "temporary
+-- failure". While authd hangs, every request holds an auth worker that long and Dovecot
+-- queues the rest behind `service auth-worker { process_limit }`, so it is short; but it
+-- stays above authd's own request_timeout_ms (default 5 s, a directory lookup) plus a
+-- password check, so that authd's TEMP, with its reason in authd's log, arrives first.
+-- Raise both together.
 local SOCKET = "/run/vmail/auth-lua"
-local TIMEOUT_MS = 10000
+local TIMEOUT_MS = 6000
 
 local conn = nil -- the kept connection, nil when closed
 local last_id = 0
@@ -293,9 +300,50 @@ local function temp(what, err)
   return "vmail-authd " .. what .. ": " .. tostring(err)
 end
 
+-- LOOKUP: the record without any hash, or why there is none. `nopassword` adds the flag
+-- that lets Dovecot accept a record without a password.
+local function lookup(req, nopassword)
+  local login = req.user or ""
+  if has_nul(login) then
+    return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, ""
+  end
+  local f, err = call({ "LOOKUP", service(req), login })
+  if f == nil then
+    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("LOOKUP", err)
+  elseif f[1] == "OK" and f[3] ~= nil then
+    local t
+    t, err = fields(f, 4, "userdb_")
+    if t == nil then
+      return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("LOOKUP", err)
+    end
+    if nopassword then
+      t.nopassword = "y"
+    end
+    return dovecot.auth.PASSDB_RESULT_OK, t
+  elseif f[1] == "DISABLED" then
+    return dovecot.auth.PASSDB_RESULT_USER_DISABLED, ""
+  elseif f[1] == "NOTFOUND" then
+    return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, ""
+  elseif f[1] == "TEMP" then
+    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("LOOKUP", f[3])
+  end
+  close()
+  return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("LOOKUP", "unexpected " .. f[1])
+end
+
 -- Plaintext logins: authd checks the password. The password is sent, never logged.
+--
+-- A master user's login with `pass = yes` (2.4: `result_success = continue`) reaches here
+-- for the target user with the MASTER's password and req.skip_password_check set: Dovecot
+-- has checked that password already and only asks whether the target may log in. Sending
+-- it as PASS would compare it with the target's hash, fail the login and count a penalty
+-- failure against the webmail/admin host; it is a LOOKUP instead (no `nopassword`: Dovecot
+-- skips the password check of this request).
 function auth_password_verify(req, pass)
   local login = req.user or ""
+  if req.skip_password_check then
+    return lookup(req, false)
+  end
   if has_nul(login, pass) then
     return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, ""
   end
@@ -318,42 +366,26 @@ function auth_password_verify(req, pass)
   return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("PASS", "unexpected " .. f[1])
 end
 
--- A passdb lookup without a password check (`doveadm auth lookup`, master-user logins):
--- the fields without any hash. A lookup that is not part of an authentication (no
--- mechanism: `doveadm auth lookup`, a proxy's lookup) gets `nopassword`, without which
--- Dovecot refuses a record that has no password ("No password returned"); a master-user
--- login needs none (Dovecot skips the password check there). A mechanism that needs the
--- stored credentials (CRAM-MD5, SCRAM) is refused: there are none. Dovecot's auth cache
--- must stay off for this passdb (2.3: auth_cache_size = 0, the default; 2.4 caches no lua
--- passdb that defines no auth_passdb_get_cache_key): a cached `nopassword` would let any
--- password in.
+-- A passdb lookup without a password check (`doveadm auth lookup`, master-user logins
+-- without `pass = yes`): the fields without any hash. A mechanism that needs the stored
+-- credentials (CRAM-MD5, SCRAM) is refused: there are none.
+--
+-- `nopassword` (without which Dovecot refuses a record that has no password: "No password
+-- returned") goes only to doveadm's own lookups (`doveadm auth lookup`: no mechanism,
+-- service/protocol "doveadm" on 2.3 and 2.4). A record carrying it, once in Dovecot's auth
+-- cache, lets ANY password in for that user (2.3: "Cached NULL password access"), so no
+-- other request gets it: a master-user login needs none (Dovecot skips the password check
+-- there), and other lookups without a mechanism (an LMTP or doveadm proxy's passdb lookup,
+-- `doveadm auth lookup -x service=lmtp`) then fail: Dovecot answers the lookup with a
+-- failure ("Auth PASS lookup failed", doveadm exit 75, on 2.3 and 2.4). That is harmless:
+-- vmail's records carry no proxy fields, so no proxy can use them; but keep LMTP's
+-- `lmtp_proxy` off (the default), as LMTP would then most likely defer every recipient
+-- (not tried). Dovecot's auth cache
+-- must stay off for this passdb all the same (2.3: auth_cache_size = 0, the default, and
+-- the conf's cache_key never serves a login; 2.4: use_cache = no).
 function auth_passdb_lookup(req)
-  local login = req.user or ""
-  if has_nul(login) then
-    return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, ""
-  end
-  local f, err = call({ "LOOKUP", service(req), login })
-  if f == nil then
-    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("LOOKUP", err)
-  elseif f[1] == "OK" and f[3] ~= nil then
-    local t
-    t, err = fields(f, 4, "userdb_")
-    if t == nil then
-      return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("LOOKUP", err)
-    end
-    if (req.mechanism or "") == "" then
-      t.nopassword = "y"
-    end
-    return dovecot.auth.PASSDB_RESULT_OK, t
-  elseif f[1] == "DISABLED" then
-    return dovecot.auth.PASSDB_RESULT_USER_DISABLED, ""
-  elseif f[1] == "NOTFOUND" then
-    return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, ""
-  elseif f[1] == "TEMP" then
-    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("LOOKUP", f[3])
-  end
-  close()
-  return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, temp("LOOKUP", "unexpected " .. f[1])
+  local doveadm = (req.protocol or req.service) == "doveadm"
+  return lookup(req, doveadm and (req.mechanism or "") == "")
 end
 
 -- userdb: LMTP, dovecot-lda, `doveadm user`; a login takes its fields from the passdb

@@ -1,32 +1,25 @@
-//! The whole path of a mail server built from vmail, wired exactly as `contrib/` documents:
-//! a private Postfix with the `contrib/postfix/main.cf.vmail` settings and the `vmail`
-//! pipe(8) service of `contrib/postfix/master.cf.vmail`; vmail-lookupd and vmail-authd as
-//! real processes on `contrib/vmail/vmail.toml`, creating their sockets in a stand-in for
-//! `/var/spool/postfix/private` (so Postfix's `private/vmail-lookupd` and
-//! `private/vmail-auth` become absolute paths) and dropping privileges; vmail-lda run by
-//! pipe(8); a private Dovecot with `contrib/dovecot/` reading the Maildirs over IMAP and
-//! POP3; a MariaDB database of its own. Only socket paths, ports, binary paths, the system
-//! user (`nobody` for `vmail`) and the database are replaced.
-//!
-//! Site settings a real server has and contrib leaves to the administrator: the submission
-//! service (STARTTLS with a self-signed certificate, `smtpd_tls_security_level=encrypt`,
-//! `smtpd_sasl_auth_enable=yes`), `mynetworks` empty (every test client is "the Internet"),
-//! and the how-to's `smtpd_relay_restrictions` ending in `reject_unauth_destination` (Postfix's
-//! default ends in `defer_unauth_destination`, a 454 instead of 554).
+//! The whole path of a mail server built from vmail, wired exactly as `contrib/` documents
+//! (`common/stack.rs`): mail in over SMTP through Postfix and vmail-lookupd, delivered by
+//! vmail-lda run by pipe(8), read back over IMAP and POP3 from a Dovecot whose Lua
+//! passdb/userdb asks vmail-authd; SMTP AUTH on the submission port through vmail-authd; a
+//! MariaDB database of its own. Only socket paths, ports, binary paths, the system user
+//! (`nobody` for `vmail`), Postfix's and Dovecot's groups and the database are replaced.
+//! Runs on both lanes (`VMAIL_TEST_LANE`, `common/lane.rs`).
 //!
 //! One setup serves every test of this file (about 3 s to build); the tests run in parallel
 //! and tell their messages apart by a token in the subject.
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use vmail_test_support::dovecot::{imap_login, pop3_login, DovecotBuilder, PrivateDovecot};
-use vmail_test_support::postfix::{smtp_send, PostfixBuilder, PrivatePostfix};
-use vmail_test_support::{have, set_mode, skip, TestDb};
+use vmail_test_support::dovecot::{imap_login, pop3_login};
+use vmail_test_support::postfix::smtp_send;
+use vmail_test_support::root::SystemRoot;
+use vmail_test_support::TestDb;
 
 const ALICE: (&str, &str) = ("alice@example.org", "alice-pw");
 /// Stored as the how-to's `ENCRYPT('secret')` (DES crypt, no scheme prefix).
@@ -40,38 +33,16 @@ const SALES: (&str, &str) = ("sales@example.com", "sales-pw");
 const TEAM: &str = "team@example.org";
 const OUTSIDER: &str = "someone@outside.test";
 
-/// Dropped in field order: Postfix and Dovecot first (nothing asks the daemons any more),
-/// then the daemons, then the database and the files.
+/// The stack first (Postfix, Dovecot, the daemons, the files), then the database.
 struct World {
-    postfix: PrivatePostfix,
-    dovecot: PrivateDovecot,
-    authd: DaemonProcess,
-    lookupd: DaemonProcess,
+    stack: Stack,
     _db: TestDb,
-    work: tempfile::TempDir,
-    mail_base: PathBuf,
 }
 
-impl World {
-    /// The Maildir vmail-lda delivers `email` into (`[mailbox] mail` of the test's config).
-    fn maildir(&self, email: &str) -> PathBuf {
-        let (local, domain) = email.split_once('@').unwrap();
-        self.mail_base.join(domain).join(local).join("Maildir")
-    }
-
-    fn submission_port(&self) -> u16 {
-        self.postfix.submission_port.expect("a submission port")
-    }
-
-    /// Everything that logged, for assertion messages.
-    fn logs(&self) -> String {
-        format!(
-            "--- postfix maillog:\n{}\n--- vmail-lookupd:\n{}\n--- vmail-authd:\n{}\n--- dovecot:\n{}",
-            self.postfix.maillog(),
-            self.lookupd.log(),
-            self.authd.log(),
-            self.dovecot.log()
-        )
+impl std::ops::Deref for World {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
     }
 }
 
@@ -87,65 +58,27 @@ fn world() -> Option<Arc<World>> {
 
 fn setup() -> Option<World> {
     let test = "vmail-e2e mail_flow (shared setup)";
-    for p in ["swaks", "openssl", "doveadm", "perl"] {
-        if !have(p) {
-            skip(
-                test,
-                &format!("{p} is not installed; run scripts/test-deps"),
-            );
-            return None;
-        }
-    }
-    if !swaks_has_tls() {
-        skip(
-            test,
-            "swaks cannot do STARTTLS: Perl's Net::SSLeay is missing (libnet-ssleay-perl; run scripts/test-deps)",
-        );
-        return None;
-    }
-    let began = std::time::Instant::now();
-    let user = mail_user();
+    let lane = Lane::from_env(test)?;
     let db = TestDb::create(test)?;
+    let root = lane.root.clone();
+    let stack = Stack::start(
+        test,
+        lane,
+        &DbAccess {
+            socket: Path::new(&db.socket),
+            user: &db.user,
+            password: &db.password,
+            name: &db.name,
+        },
+        |config| fill(&db, config, &root),
+    )?;
+    Some(World { stack, _db: db })
+}
 
-    let work = tempfile::Builder::new()
-        .prefix("vmail-e2e")
-        .tempdir()
-        .unwrap();
-    set_mode(work.path(), 0o755);
-    let dir = |name: &str, mode: u32| {
-        let p = work.path().join(name);
-        std::fs::create_dir(&p).unwrap();
-        set_mode(&p, mode);
-        p
-    };
-    // /run/vmail (the dict socket), the daemons' state dir, /home/vmail, the TLS files.
-    let run = dir("run", 0o755);
-    let state = dir("state", 0o755);
-    let mail_base = dir("mail", 0o755);
-    std::os::unix::fs::chown(&mail_base, Some(user.uid), Some(user.gid)).unwrap();
-    let tls = dir("tls", 0o700);
-    let (cert, key) = self_signed_cert(&tls);
-    let config = work.path().join("vmail.toml");
-    let spool = spool_dir(work.path());
-    let password_file = work.path().join("db-password");
-    write_password_file(&password_file, &db.password, &user);
-    let dict_socket = run.join("auth-dict");
-    let toml = contrib_vmail_toml(&VmailPaths {
-        spool: &spool,
-        dict_socket: &dict_socket,
-        db_socket: std::path::Path::new(&db.socket),
-        db_user: &db.user,
-        db_password_file: &password_file,
-        db_name: &db.name,
-        mail_base: &mail_base,
-        user: &user,
-    });
-    std::fs::write(&config, toml).unwrap();
-    set_mode(&config, 0o644);
-
-    // The schema, then the rows: one user the how-to's way (MariaDB's ENCRYPT()), the rest
-    // with hashes from `doveadm pw`.
-    with_directory(&config, async |d| {
+/// The schema, then the rows: one user the how-to's way (MariaDB's ENCRYPT()), the rest
+/// with hashes from `doveadm pw`.
+fn fill(db: &TestDb, config: &Path, root: &SystemRoot) {
+    with_directory(config, async |d| {
         d.init(false).await.unwrap();
         d.migrate().await.unwrap();
     });
@@ -156,9 +89,9 @@ fn setup() -> Option<World> {
     ));
     let users: Vec<(&str, String)> = [ALICE, CAROL, DAVE, SALES]
         .iter()
-        .map(|(u, p)| (*u, doveadm_pw("SHA512-CRYPT", p)))
+        .map(|(u, p)| (*u, doveadm_pw(root, "SHA512-CRYPT", p)))
         .collect();
-    with_directory(&config, async |d| {
+    with_directory(config, async |d| {
         for (u, h) in &users {
             d.add_user(u, h, None).await.unwrap();
         }
@@ -167,62 +100,6 @@ fn setup() -> Option<World> {
             .unwrap();
         d.add_alias("@example.com", &[DAVE.0.into()]).await.unwrap();
     });
-
-    // The daemons first: smtpd needs the auth socket from its first connection on.
-    let lookupd = DaemonProcess::start(
-        "vmail-lookupd",
-        LOOKUPD,
-        &config,
-        &state,
-        &[&spool.join("private/vmail-lookupd"), &run.join("lookupd")],
-    );
-    let authd = DaemonProcess::start(
-        "vmail-authd",
-        AUTHD,
-        &config,
-        &state,
-        &[&spool.join("private/vmail-auth"), &dict_socket],
-    );
-
-    let mut builder = PostfixBuilder::new();
-    for (name, value) in contrib_main_cf(&spool) {
-        builder = builder.main(&format!("{name} = {value}"));
-    }
-    let cert_opt = format!("smtpd_tls_cert_file={}", cert.display());
-    let key_opt = format!("smtpd_tls_key_file={}", key.display());
-    let postfix = builder
-        .main("mynetworks =")
-        .main(
-            "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, \
-             reject_unauth_destination",
-        )
-        .master(&contrib_vmail_service(LDA, &config, &user))
-        .submission_with(
-            &contrib_submission_options()
-                .iter()
-                .map(String::as_str)
-                .chain([cert_opt.as_str(), key_opt.as_str()])
-                .collect::<Vec<_>>(),
-        )
-        .start(test)?;
-
-    let (dict, auth) = contrib_dovecot(&dict_socket);
-    let dovecot = DovecotBuilder::new()
-        .file("dovecot-dict-auth.conf.ext", &dict)
-        .file("conf.d/auth-vmail.conf.ext", &auth)
-        .conf("!include @DIR@/conf.d/auth-vmail.conf.ext")
-        .mail_owner(user.uid, user.gid)
-        .start(test)?;
-    eprintln!("mail_flow setup ready in {:?}", began.elapsed());
-    Some(World {
-        postfix,
-        dovecot,
-        authd,
-        lookupd,
-        _db: db,
-        work,
-        mail_base,
-    })
 }
 
 /// Sends over port 25 from outside and insists the message was queued.
@@ -302,7 +179,7 @@ fn mail_lands_in_the_maildir_and_is_read_over_imap_and_pop3() {
         .collect();
     let size = crlf.len() as u64;
 
-    // IMAP, logging in through Dovecot's dict passdb (vmail-authd) with the contrib files.
+    // IMAP, logging in through Dovecot's Lua passdb (vmail-authd) with the contrib files.
     let wrong = imap_login(w.dovecot.imap_port, CAROL.0, "not-the-password");
     assert!(
         wrong
@@ -581,9 +458,11 @@ fn the_daemons_run_unprivileged_behind_the_documented_socket_permissions() {
         assert_eq!(ids("Groups:"), [user.gid], "{}: {status}", d.name);
     }
     // contrib: every socket 0660; groups postfix, dovecot, and the LDA's (vmail, here nogroup).
+    // authd's Lua socket is Dovecot's too.
     let spool = w.work.path().join("spool/private");
-    let postfix = vmail_test_support::postfix::lookup_group("postfix").unwrap();
-    let dovecot = vmail_test_support::postfix::lookup_group("dovecot").unwrap();
+    // Postfix's and Dovecot's groups of the lane's side (the root's ids on debian13).
+    let postfix = w.lane.root.lookup_group("postfix").unwrap();
+    let dovecot = w.lane.root.lookup_group("dovecot").unwrap();
     for (sock, gid) in [
         (spool.join("vmail-lookupd"), postfix),
         (spool.join("vmail-auth"), postfix),

@@ -1,13 +1,18 @@
-//! MariaDB killed in the middle of a burst of mail, with everything wired exactly as
-//! `contrib/` documents (see mail_flow.rs; here on a private `mariadbd` the test may kill):
-//! nothing is bounced, `postqueue -p` holds the undelivered messages as deferred, and once the
-//! database is back and the queue flushed, every message is delivered exactly once.
+//! MariaDB killed, with everything wired exactly as `contrib/` documents (`common/stack.rs`;
+//! here on a private `mariadbd` each test may kill), on both lanes (`VMAIL_TEST_LANE`).
+//!
+//! In the middle of a burst of mail: nothing is bounced, `postqueue -p` holds the undelivered
+//! messages as deferred, and once the database is back and the queue flushed, every message
+//! is delivered exactly once.
 //!
 //! smtpd keeps accepting mail for addresses lookupd has answered recently (contrib's
 //! `[cache] positive_ttl_s = 60`). vmail-lda asks lookupd too (contrib's `[lda] lookupd`), so
 //! a recipient whose delivery record lookupd has cached is still delivered during the
 //! outage; one whose record it must fetch is deferred by vmail-lda (exit 75); an address not
 //! in the cache at all gets a temporary 451 at RCPT.
+//!
+//! Logins: IMAP, POP3, SMTP AUTH and `doveadm user` fail temporarily while the database is
+//! down, and work again within seconds of its return.
 
 mod common;
 
@@ -15,8 +20,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vmail_test_support::postfix::PostfixBuilder;
-use vmail_test_support::{set_mode, wait_until, PrivateMariaDb};
+use vmail_test_support::dovecot::{imap_login, pop3_login};
+use vmail_test_support::{wait_until, PrivateMariaDb};
 
 const ALICE: &str = "alice@example.org";
 /// Never looked up before the outage, so not in lookupd's cache.
@@ -73,6 +78,9 @@ fn parse_mailq(listing: &str) -> Vec<Queued> {
 fn a_database_outage_during_a_burst_bounces_nothing_and_delivers_everything_exactly_once() {
     let test = "a_database_outage_during_a_burst_defers_and_then_delivers_everything_exactly_once";
     let began = Instant::now();
+    let Some(lane) = Lane::from_env(test) else {
+        return;
+    };
     let Some(mut db) = PrivateMariaDb::start(test) else {
         return;
     };
@@ -81,87 +89,36 @@ fn a_database_outage_during_a_burst_bounces_nothing_and_delivers_everything_exac
         "CREATE USER 'mail_admin'@'localhost' IDENTIFIED BY 'e2e-db-pw';\n\
          GRANT ALL ON mail.* TO 'mail_admin'@'localhost';",
     );
-    let user = mail_user();
-    let work = tempfile::Builder::new()
-        .prefix("vmail-e2e")
-        .tempdir()
-        .unwrap();
-    set_mode(work.path(), 0o755);
-    let state = work.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    let mail_base = work.path().join("mail");
-    std::fs::create_dir(&mail_base).unwrap();
-    std::os::unix::fs::chown(&mail_base, Some(user.uid), Some(user.gid)).unwrap();
-    let spool = spool_dir(work.path());
-    let password_file = work.path().join("db-password");
-    write_password_file(&password_file, "e2e-db-pw", &user);
-    let dict_socket = state.join("auth-dict");
-    let config = work.path().join("vmail.toml");
-    std::fs::write(
-        &config,
-        contrib_vmail_toml(&VmailPaths {
-            spool: &spool,
-            dict_socket: &dict_socket,
-            db_socket: &db.socket(),
-            db_user: "mail_admin",
-            db_password_file: &password_file,
-            db_name: "mail",
-            mail_base: &mail_base,
-            user: &user,
-        }),
-    )
-    .unwrap();
-    set_mode(&config, 0o644);
-    with_directory(&config, async |d| {
-        d.init(false).await.unwrap();
-        d.migrate().await.unwrap();
-        d.add_domain("example.org").await.unwrap();
-        for u in [ALICE, BOB, CAROL, SENDER] {
-            d.add_user(u, "{PLAIN}unused", None).await.unwrap();
-        }
-    });
-    let lookupd = DaemonProcess::start(
-        "vmail-lookupd",
-        LOOKUPD,
-        &config,
-        &state,
-        &[&spool.join("private/vmail-lookupd"), &state.join("lookupd")],
-    );
-    let authd = DaemonProcess::start(
-        "vmail-authd",
-        AUTHD,
-        &config,
-        &state,
-        &[&spool.join("private/vmail-auth")],
-    );
-    let mut builder = PostfixBuilder::new();
-    for (name, value) in contrib_main_cf(&spool) {
-        builder = builder.main(&format!("{name} = {value}"));
-    }
-    let Some(pf) = builder
-        .main("mynetworks =")
-        .main(
-            "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, \
-             reject_unauth_destination",
-        )
-        .master(&contrib_vmail_service(LDA, &config, &user))
-        .start(test)
-    else {
+    let db_socket = db.socket();
+    let access = DbAccess {
+        socket: &db_socket,
+        user: "mail_admin",
+        password: "e2e-db-pw",
+        name: "mail",
+    };
+    let Some(stack) = Stack::start(test, lane, &access, |config| {
+        with_directory(config, async |d| {
+            d.init(false).await.unwrap();
+            d.migrate().await.unwrap();
+            d.add_domain("example.org").await.unwrap();
+            for u in [ALICE, BOB, CAROL, SENDER] {
+                d.add_user(u, "{PLAIN}unused", None).await.unwrap();
+            }
+        });
+    }) else {
         return;
     };
+    let pf = &stack.postfix;
     let logs = || {
         format!(
             "--- postqueue -p:\n{}\n--- maillog:\n{}\n--- vmail-lookupd:\n{}\n--- vmail-authd:\n{}",
             pf.mailq(),
             pf.maillog(),
-            lookupd.log(),
-            authd.log()
+            stack.lookupd.log(),
+            stack.authd.log()
         )
     };
-    let maildir = |email: &str| {
-        let (l, d) = email.split_once('@').unwrap();
-        mail_base.join(d).join(l).join("Maildir")
-    };
+    let maildir = |email: &str| stack.maildir(email);
     let send = |to: &str, token: &str| pf.send(SENDER, &[to], &message(SENDER, to, token));
     eprintln!("outage setup ready in {:?}", began.elapsed());
 
@@ -320,4 +277,115 @@ fn a_database_outage_during_a_burst_bounces_nothing_and_delivers_everything_exac
     assert!(!log.contains("sender non-delivery notification"), "{log}");
     assert!(pf.queue_ids().is_empty(), "{}", pf.mailq());
     eprintln!("outage test done in {:?}", began.elapsed());
+}
+
+/// Logs in before the outage: proves the path works (and is then in authd's cache).
+const ERIN: (&str, &str) = ("erin@example.org", "erin-pw");
+/// Never logs in before the outage, so authd must ask the database for her.
+const FRANK: (&str, &str) = ("frank@example.org", "frank-pw");
+
+/// With the database down, a login authd has not verified recently cannot be checked: IMAP
+/// says `[UNAVAILABLE]`, POP3 `[SYS/TEMP]`, SMTP AUTH 454 and `doveadm user` exits 75
+/// (EX_TEMPFAIL), never "wrong password" or "unknown user"; within seconds of the
+/// database's return the same logins work (a failed connection pool is thrown away at once).
+#[test]
+fn logins_fail_temporarily_while_the_database_is_down_and_work_again_within_seconds() {
+    let test = "logins_fail_temporarily_while_the_database_is_down_and_work_again_within_seconds";
+    let Some(lane) = Lane::from_env(test) else {
+        return;
+    };
+    let Some(mut db) = PrivateMariaDb::start(test) else {
+        return;
+    };
+    db.sql(
+        "CREATE USER 'mail_admin'@'localhost' IDENTIFIED BY 'e2e-db-pw';\n\
+         GRANT ALL ON mail.* TO 'mail_admin'@'localhost';",
+    );
+    let db_socket = db.socket();
+    let access = DbAccess {
+        socket: &db_socket,
+        user: "mail_admin",
+        password: "e2e-db-pw",
+        name: "mail",
+    };
+    let Some(stack) = Stack::start(test, lane, &access, |config| {
+        with_directory(config, async |d| {
+            d.init(false).await.unwrap();
+            d.migrate().await.unwrap();
+            d.add_domain("example.org").await.unwrap();
+            for (u, p) in [ERIN, FRANK] {
+                d.add_user(u, &format!("{{PLAIN}}{p}"), None).await.unwrap();
+            }
+        });
+    }) else {
+        return;
+    };
+    let imap = |(u, p): (&str, &str)| imap_login(stack.dovecot.imap_port, u, p);
+    let pop3 = |(u, p): (&str, &str)| pop3_login(stack.dovecot.pop3_port, u, p);
+    let smtp = |(user, password): (&str, &str)| {
+        Submitter {
+            port: stack.submission_port(),
+            mech: "PLAIN",
+            user,
+            password,
+        }
+        .auth_only()
+    };
+    imap(ERIN).unwrap_or_else(|e| panic!("IMAP before the outage: {e}\n{}", stack.logs()));
+
+    db.kill();
+    let e = imap(FRANK).err().unwrap_or_default();
+    assert!(
+        e.contains("[UNAVAILABLE]"),
+        "IMAP login during the outage: {e:?}\n{}",
+        stack.logs()
+    );
+    let e = pop3(FRANK).err().unwrap_or_default();
+    assert!(
+        e.starts_with("-ERR [SYS/TEMP]"),
+        "POP3 login during the outage: {e:?}\n{}",
+        stack.logs()
+    );
+    let r = smtp(FRANK);
+    let reply = r.reply_after("AUTH");
+    assert_eq!(
+        reply.as_ref().map(|(c, _)| *c),
+        Some(454),
+        "SMTP AUTH during the outage: {reply:?}\n{}\n{}",
+        r.transcript,
+        stack.logs()
+    );
+    let out = stack.dovecot.doveadm(&["user", FRANK.0]);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "doveadm user during the outage: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    db.resume();
+    let back = Instant::now();
+    let again = wait_until(Duration::from_secs(10), || imap(FRANK).is_ok());
+    assert!(
+        again,
+        "IMAP login still failing 10 s after the database came back: {:?}\n{}",
+        imap(FRANK).err(),
+        stack.logs()
+    );
+    eprintln!(
+        "IMAP login works {:?} after the database came back",
+        back.elapsed()
+    );
+    pop3(FRANK).unwrap_or_else(|e| panic!("POP3 after the outage: {e}\n{}", stack.logs()));
+    let r = smtp(FRANK);
+    assert_eq!(
+        r.code_after("AUTH"),
+        235,
+        "{}\n{}",
+        r.transcript,
+        stack.logs()
+    );
+    let out = stack.dovecot.doveadm(&["user", FRANK.0]);
+    assert!(out.status.success(), "doveadm user after the outage");
 }

@@ -224,3 +224,33 @@ fn rehash_never_stores_a_password_des_only_partly_checked() {
         "the real password stopped working"
     );
 }
+
+/// Review 3 over SMTP AUTH (authd sleeps the penalty delay): concurrent wrong attempts
+/// from one address are checked at most `penalty_block_after` times. The block is decided
+/// after the penalty sleep, with the checks in flight counted.
+#[test]
+fn concurrent_guesses_stop_at_the_block_over_smtp_auth() {
+    let (_t, mut config) = setup();
+    config.authd.penalty_block_after = 20;
+    config.authd.failure_delay_ms = 1;
+    config.authd.max_delay_ms = 4;
+    let d = Daemon::start(config);
+    let barrier = std::sync::Barrier::new(30);
+    std::thread::scope(|s| {
+        for conn in 0..30 {
+            let (d, barrier) = (&d, &barrier);
+            s.spawn(move || {
+                let mut c = AuthClient::connect(d);
+                barrier.wait();
+                for i in 0..10 {
+                    let login = format!("guess{conn}-{i}@example.org");
+                    assert!(is_ok(&c.plain(i + 1, &login, "pw", "198.51.100.9")).is_none());
+                }
+            });
+        }
+    });
+    let (checks, (blocked, _)) = (d.checks(), d.unchecked());
+    eprintln!("{checks} checks, {blocked} blocked");
+    assert!(checks <= 20, "{checks} checks, block after 20");
+    assert_eq!(checks + blocked, 300);
+}

@@ -81,6 +81,10 @@ fn failures_are_answered_without_the_failure_delay() {
     config.authd.max_delay_ms = 6000;
     let d = Daemon::start(config);
     let mut c = LuaClient::connect(&d);
+    // dave may use imap.
+    assert!(c
+        .ask("PASS\t0\timap\t192.0.2.9\tdave@example.org\tdavepw")
+        .starts_with("OK\t0\tdave@example.org\t"));
     for (id, service, login, pw) in [
         (1, "imap", "alice@example.org", "wrong"),
         (2, "imap", "nobody@example.org", "x"),
@@ -98,10 +102,13 @@ fn failures_are_answered_without_the_failure_delay() {
             "{login}: answered after {took:?}; failure_delay_ms is 3000"
         );
     }
-    // dave may use imap; the same check on the auth protocol still waits.
-    assert!(c
-        .ask("PASS\t7\timap\t192.0.2.9\tdave@example.org\tdavepw")
-        .starts_with("OK\t7\tdave@example.org\t"));
+    // The refused SMTP attempt counted as dave's failure: until its delay has passed (here
+    // Dovecot's auth_failure_delay has not delayed the answer), his login is throttled.
+    assert_eq!(
+        c.ask("PASS\t7\timap\t192.0.2.9\tdave@example.org\tdavepw"),
+        "FAIL\t7"
+    );
+    // The same check on the auth protocol still waits.
     let mut a = AuthClient::connect(&d);
     let t = Instant::now();
     assert!(is_ok(&a.plain(1, "alice@example.org", "wrong", "192.0.2.10")).is_none());
@@ -120,9 +127,10 @@ fn lua_failures_block_smtp_auth_from_the_same_address() {
     config.authd.max_delay_ms = 100;
     let d = Daemon::start(config);
     let mut c = LuaClient::connect(&d);
-    for (i, pw) in ["a", "b", "c"].iter().enumerate() {
+    // Three logins: guesses at one login would be throttled, not counted.
+    for (i, login) in ["alice", "bob", "nobody"].iter().enumerate() {
         let l = c.ask(&format!(
-            "PASS\t{i}\timap\t198.51.100.7\talice@example.org\t{pw}"
+            "PASS\t{i}\timap\t198.51.100.7\t{login}@example.org\twrong"
         ));
         assert_eq!(l, format!("FAIL\t{i}"));
     }
@@ -490,4 +498,99 @@ fn protocol_violations_close_the_connection() {
     // A good client on the same daemon is unaffected.
     let mut c = LuaClient::connect(&d);
     assert!(c.ask("USER\t1\talice@example.org").starts_with("OK\t1\t"));
+}
+
+/// Review 3: concurrent wrong attempts from one address are checked at most
+/// `penalty_block_after` times: an attempt is counted in flight from its admission to its
+/// end, so that concurrent checks cannot pass the threshold (30 connections × 10 wrong
+/// passwords gave 128 checks with a threshold of 100). Every login differs, so that only
+/// the network's counter matters.
+#[test]
+fn concurrent_guesses_from_one_address_stop_at_the_block() {
+    let (_t, mut config) = setup();
+    config.authd.penalty_block_after = 20;
+    let d = Daemon::start(config);
+    let barrier = std::sync::Barrier::new(30);
+    std::thread::scope(|s| {
+        for conn in 0..30 {
+            let (d, barrier) = (&d, &barrier);
+            s.spawn(move || {
+                let mut c = LuaClient::connect(d);
+                barrier.wait();
+                for i in 0..10 {
+                    let l = c.ask(&format!(
+                        "PASS\t{i}\timap\t198.51.100.9\tguess{conn}-{i}@example.org\tpw{i}"
+                    ));
+                    assert_eq!(l, format!("FAIL\t{i}"));
+                }
+            });
+        }
+    });
+    let blocked = d.unchecked().0;
+    eprintln!("{} checks, {blocked} blocked", d.checks());
+    assert!(d.checks() <= 20, "{} checks, block after 20", d.checks());
+    assert_eq!(d.checks() + blocked, 300);
+}
+
+/// Review 1: authd does not sleep on the Lua channel, so a login's penalty delay becomes
+/// a refusal: one login guessed from many addresses (600 guesses in 1.19 s before) gets
+/// about one real check per current delay, concurrent guesses included; its right
+/// password is refused while it is throttled, and accepted once the delay has passed.
+#[test]
+fn one_login_guessed_from_many_addresses_is_throttled() {
+    let (_t, mut config) = setup();
+    // Delays 100, 200, 400, 800 ms, then max_delay_ms - failure_delay_ms = 900 ms.
+    config.authd.failure_delay_ms = 100;
+    config.authd.max_delay_ms = 1000;
+    let d = Daemon::start(config);
+    let throttled = || d.unchecked().1;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for conn in 0..10 {
+            let d = &d;
+            s.spawn(move || {
+                let mut c = LuaClient::connect(d);
+                for i in 0..30 {
+                    let rip = format!("198.51.{conn}.{i}");
+                    let l = c.ask(&format!(
+                        "PASS\t{i}\timap\t{rip}\talice@example.org\tguess-{conn}-{i}"
+                    ));
+                    assert_eq!(l, format!("FAIL\t{i}"));
+                }
+            });
+        }
+    });
+    let took = t.elapsed();
+    // The first guesses of the 10 connections arrive before any failure is counted and
+    // are all checked; after that each check waits at least failure_delay_ms after the
+    // previous one.
+    let bound = 10 + (took.as_millis() / 100) as u64;
+    eprintln!(
+        "300 guesses in {took:?}: {} checks, {} throttled",
+        d.checks(),
+        throttled()
+    );
+    assert!(
+        d.checks() <= bound,
+        "{} checks in {took:?}: 10 first guesses and one per delay allow {bound}",
+        d.checks()
+    );
+    assert_eq!(d.checks() + throttled(), 300);
+    // The right password from a fresh address: refused unchecked while throttled...
+    let mut c = LuaClient::connect(&d);
+    let before = d.checks();
+    let l = c.ask("PASS\t1\timap\t203.0.113.1\talice@example.org\twonderland");
+    assert_eq!(l, "FAIL\t1");
+    assert_eq!(d.checks(), before, "a throttled attempt is not checked");
+    // ... accepted once the current delay (at most 900 ms) has passed.
+    std::thread::sleep(Duration::from_millis(1000));
+    let l = c.ask("PASS\t2\timap\t203.0.113.2\talice@example.org\twonderland");
+    assert!(l.starts_with("OK\t2\talice@example.org\t"), "{l:?}");
+    // The success cleared the login's counter: the next attempt is checked at once.
+    let before = d.checks();
+    assert_eq!(
+        c.ask("PASS\t3\timap\t203.0.113.3\talice@example.org\ttypo"),
+        "FAIL\t3"
+    );
+    assert_eq!(d.checks(), before + 1);
 }

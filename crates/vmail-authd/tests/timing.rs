@@ -110,3 +110,71 @@ fn unknown_costs_what_alice_costs(sha: &str, hash_scheme: &str) {
         panic!("unknown and existing logins differ by more than 10 % in median: {report:?}");
     });
 }
+
+/// Review 2: dave may use SMTP only. After his own SMTP login, his right password over
+/// IMAP hit the recently-verified cache and was refused at once (0.16 ms), while a wrong
+/// password costs a hash (7.49 ms median): the refusal told the password was right. Both
+/// are measured with `Pacing::Caller` (the Lua channel: no sleep hides anything),
+/// interleaved, and compared by median; a loaded machine gets three tries.
+#[test]
+fn a_refused_recent_login_costs_what_a_wrong_password_costs() {
+    use vmail_authd::authenticator::Pacing;
+    let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let (_t, config) = vmail_test_support::sqlite_config();
+    let mut config = test_config(config);
+    config.authd.failure_delay_ms = 0;
+    config.authd.max_delay_ms = 0;
+    // No penalty: only what the answer costs is measured.
+    config.authd.trusted_networks = vec!["10.0.0.0/8".into()];
+    populate(
+        &config,
+        &["example.org"],
+        &[("dave@example.org", &sha512("davepw"))],
+    );
+    sqlite_exec(
+        &config,
+        "UPDATE users SET services = 'smtp' WHERE email = 'dave@example.org';",
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = Directory::open(&config).await.unwrap();
+        let a = Authenticator::new(dir, &config).unwrap();
+        let rip = Some("10.0.0.1".parse().unwrap());
+        let attempt = |pw: &'static str, service: &'static str| {
+            let a = &a;
+            async move {
+                let t = Instant::now();
+                let v = a
+                    .authenticate_paced(b"dave@example.org", pw.as_bytes(), service, rip, Pacing::Caller)
+                    .await;
+                (v, t.elapsed())
+            }
+        };
+        let (v, _) = attempt("davepw", "smtp").await;
+        assert!(matches!(v, Verdict::Ok { .. }), "{v:?}");
+        let mut report = Vec::new();
+        for _try in 0..3 {
+            let (mut refused, mut wrong) = (Vec::new(), Vec::new());
+            for i in 0..100 {
+                let order = if i % 2 == 0 { [true, false] } else { [false, true] };
+                for right in order {
+                    let (v, took) = attempt(if right { "davepw" } else { "wrong" }, "imap").await;
+                    assert!(!matches!(v, Verdict::Ok { .. }), "{v:?}");
+                    if right { refused.push(took) } else { wrong.push(took) }
+                }
+            }
+            let (r, w) = (median(refused.split_off(10)), median(wrong.split_off(10)));
+            let ratio = w.as_secs_f64() / r.as_secs_f64();
+            eprintln!("median refused right password {r:?}, wrong password {w:?}: ratio {ratio:.2}");
+            report.push((r, w));
+            if (0.67..=1.5).contains(&ratio) {
+                return;
+            }
+        }
+        panic!("a refused right password and a wrong one differ by more than 1.5 times in median: {report:?}");
+    });
+}

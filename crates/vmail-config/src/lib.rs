@@ -428,7 +428,11 @@ pub struct AuthdConfig {
     pub lua_socket_group: String,
     /// Users (names, resolved when binding, or numeric uids) whose processes may use the
     /// Lua sockets; anyone else is closed at once. File modes alone cannot keep out
-    /// Dovecot's mail processes and vmail-lda, which run as authd's own user.
+    /// Dovecot's mail processes and vmail-lda, which run as authd's own user. Default
+    /// `root` only: Dovecot's auth workers run as root on 2.3 and 2.4 (`service
+    /// auth-worker` has no `user`), while many other Dovecot processes run as `dovecot`
+    /// (imap-urlauth, indexer, stats...). Add `dovecot` only with `service auth-worker {
+    /// user = dovecot }`.
     pub lua_peers: Vec<String>,
     /// Drop to this user after binding; empty keeps the starting user.
     pub user: String,
@@ -451,7 +455,9 @@ pub struct AuthdConfig {
     /// hello): slower clients are closed. Dovecot and Postfix write each line at once.
     /// Each reply must be taken within the same time, or the connection is closed.
     pub request_read_timeout_ms: u64,
-    /// A directory lookup slower than this is a temporary failure (Postfix: 454).
+    /// A directory lookup slower than this is a temporary failure (Postfix: 454). Keep it
+    /// below the Dovecot Lua script's timeout_ms (contrib: 6 s), so that Dovecot gets authd's
+    /// temporary failure rather than its own timeout.
     pub request_timeout_ms: u64,
     /// Every failed authentication is answered after this delay (Dovecot's
     /// auth_failure_delay), so guessing is slow and failures all look alike.
@@ -506,7 +512,7 @@ impl Default for AuthdConfig {
             lua: vec!["unix:/run/vmail/auth-lua".into()],
             lua_socket_mode: "0660".into(),
             lua_socket_group: "dovecot".into(),
-            lua_peers: vec!["root".into(), "dovecot".into()],
+            lua_peers: vec!["root".into()],
             user: "vmail".into(),
             max_connections: 1024,
             idle_timeout_ms: 3_600_000,

@@ -2,10 +2,13 @@
 //! private MariaDB server a test may stop and start (outage tests), free loopback ports, a
 //! tiny tmpfs (a real full disk), and loud skips that turn into failures under CI.
 
-pub mod debian13;
 pub mod dovecot;
+mod imap_pop3;
 pub mod postfix;
+mod postmap;
+pub mod root;
 pub mod slow;
+mod smtp;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -23,11 +23,10 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
+use crate::root::{SharedDir, SystemRoot};
 use crate::{free_port, have, set_mode, skip, wait_until};
 
 /// The placeholder replaced by the instance's temp dir in builder lines and files.
@@ -44,6 +43,7 @@ pub struct PostfixBuilder {
     master: Vec<String>,
     submission: Option<Vec<String>>,
     files: Vec<(PathBuf, String)>,
+    root: SystemRoot,
 }
 
 /// `main.cf` of every instance (`DIR` is the temp dir). A builder line setting one of these
@@ -114,6 +114,13 @@ impl PostfixBuilder {
         self
     }
 
+    /// Runs the Postfix of `root` (default: the host's). The temp dir is then a
+    /// [`SharedDir`] of that root, and `@DIR@` its path as both sides see it.
+    pub fn root(mut self, root: &SystemRoot) -> Self {
+        self.root = root.clone();
+        self
+    }
+
     /// A file written (as root, mode 0644) at `relative` under the temp dir before Postfix
     /// starts, e.g. a `mysql:` table's `.cf` file or a TLS key.
     pub fn file(mut self, relative: &str, contents: &str) -> Self {
@@ -127,8 +134,9 @@ impl PostfixBuilder {
     /// not run as root (a failure under CI). Panics, with Postfix's own messages, when Postfix
     /// refuses to start.
     pub fn start(self, test: &str) -> Option<PrivatePostfix> {
+        let root = self.root.clone();
         for p in ["postfix", "postconf", "postqueue", "postmap"] {
-            if !have(p) && !have(&format!("/usr/sbin/{p}")) {
+            if !root.have(p) {
                 skip(
                     test,
                     &format!("{p} is not installed (run scripts/test-deps)"),
@@ -143,17 +151,13 @@ impl PostfixBuilder {
             );
             return None;
         }
-        let Some((postfix_uid, _)) = lookup_user("postfix") else {
+        let Some((postfix_uid, _)) = root.lookup_user("postfix") else {
             skip(test, "there is no `postfix` user (run scripts/test-deps)");
             return None;
         };
         let began = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix("vmail-postfix")
-            .tempdir()
-            .expect("tempdir");
-        // Postfix daemons run as `postfix` and must traverse it.
-        set_mode(dir.path(), 0o755);
+        // Postfix daemons run as `postfix` and must traverse it (the mode is 0755).
+        let dir = root.shared_tempdir("vmail-postfix");
         let d = dir.path().to_str().expect("utf-8 temp dir").to_string();
         let subst = |s: &str| s.replace(DIR_PLACEHOLDER, &d);
         for sub in ["etc", "data", "queue"] {
@@ -186,8 +190,9 @@ impl PostfixBuilder {
         set_mode(&dir.path().join("etc/main.cf"), 0o644);
         backdate(&dir.path().join("etc/main.cf"));
 
-        let system =
-            std::fs::read_to_string("/etc/postfix/master.cf").expect("read /etc/postfix/master.cf");
+        let system_path = root.host_path(Path::new("/etc/postfix/master.cf"));
+        let system = std::fs::read_to_string(&system_path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", system_path.display()));
         let mut extra: Vec<String> = self.master.iter().map(|s| subst(s)).collect();
         let mut listener = format!("127.0.0.1:{smtp_port} inet n - n - - smtpd");
         if let (Some(port), Some(opts)) = (submission_port, &self.submission) {
@@ -218,6 +223,7 @@ impl PostfixBuilder {
 
         let mut me = PrivatePostfix {
             dir,
+            root,
             smtp_port,
             submission_port,
             running: true,
@@ -305,7 +311,9 @@ fn private_master_cf(system: &str, extra: &[String]) -> String {
 ///
 /// Layout: `DIR/etc` (main.cf, master.cf), `DIR/queue`, `DIR/data`, `DIR/maillog`.
 pub struct PrivatePostfix {
-    pub dir: TempDir,
+    pub dir: SharedDir,
+    /// Where its programs run.
+    pub root: SystemRoot,
     /// The public smtpd (`127.0.0.1:PORT inet ... smtpd`).
     pub smtp_port: u16,
     /// The second smtpd, when built with [`PostfixBuilder::submission`].
@@ -322,7 +330,9 @@ impl PrivatePostfix {
     /// Runs `postconf -c DIR/etc ARGS...` and returns its stdout; panics with stderr on failure.
     /// `postconf(&["-e", "name = value"])` edits main.cf (then [`PrivatePostfix::reload`]).
     pub fn postconf(&self, args: &[&str]) -> String {
-        let out = Command::new("postconf")
+        let out = self
+            .root
+            .command("postconf")
             .arg("-c")
             .arg(self.config_dir())
             .args(args)
@@ -352,7 +362,9 @@ impl PrivatePostfix {
 
     /// `postqueue -c DIR/etc -p`: the queue listing ("Mail queue is empty" when empty).
     pub fn mailq(&self) -> String {
-        let out = Command::new("postqueue")
+        let out = self
+            .root
+            .command("postqueue")
             .arg("-c")
             .arg(self.config_dir())
             .arg("-p")
@@ -369,7 +381,9 @@ impl PrivatePostfix {
 
     /// `postqueue -c DIR/etc -f`: retry every deferred message now.
     pub fn flush(&self) {
-        let out = Command::new("postqueue")
+        let out = self
+            .root
+            .command("postqueue")
             .arg("-c")
             .arg(self.config_dir())
             .arg("-f")
@@ -402,7 +416,7 @@ impl PrivatePostfix {
         let began = Instant::now();
         let pid = self.read_master_pid();
         let _ = self.postfix_cmd("stop");
-        let dir = self.dir.path().to_path_buf();
+        let dir = self.dir.real().to_path_buf();
         let gone = || !pid.is_some_and(process_alive) && processes_under(&dir).is_empty();
         if !wait_until(Duration::from_secs(10), gone) {
             pid.into_iter().for_each(|p| kill(p, "KILL"));
@@ -433,11 +447,15 @@ impl PrivatePostfix {
         let mut c = if have("script") {
             let mut c = Command::new("script");
             c.arg("-qec")
-                .arg(format!("postfix -c '{}' {cmd}", etc.display()))
+                .arg(format!(
+                    "{}postfix -c '{}' {cmd}",
+                    self.root.shell_prefix(),
+                    etc.display()
+                ))
                 .arg("/dev/null");
             c
         } else {
-            let mut c = Command::new("postfix");
+            let mut c = self.root.command("postfix");
             c.arg("-c").arg(&etc).arg(cmd);
             c
         };
@@ -560,278 +578,8 @@ pub(crate) fn greets(port: u16, prefix: &str) -> bool {
     ok
 }
 
-/// What `postmap -q` said about one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PostmapResult {
-    /// Exit 0; the value printed on stdout, without the trailing newline.
-    Found(String),
-    /// Exit 1 with no `fatal:` message.
-    NotFound,
-    /// Anything else: the table could not be queried.
-    Failed { status: Option<i32>, stderr: String },
-}
-
-/// Runs `postmap -c CONF -q KEY TABLE` with a throwaway minimal config dir (no Postfix instance
-/// needed; `mysql:` etc. still load via `/etc/postfix/dynamicmaps.cf`) and returns its output.
-pub fn postmap_query_output(key: &str, table: &str) -> Output {
-    let conf = tempfile::Builder::new()
-        .prefix("vmail-postmap")
-        .tempdir()
-        .expect("tempdir");
-    // postmap insists on CONF/main.cf (`fatal: open CONF/main.cf`); an explicit level keeps it
-    // from running in backwards-compatibility mode. Backdated, or postmap would wait up to 2 s
-    // for the fresh file to "cool down" (see `backdate`).
-    let main_cf = conf.path().join("main.cf");
-    std::fs::write(&main_cf, "compatibility_level = 3.6\n").expect("write main.cf");
-    backdate(&main_cf);
-    Command::new("postmap")
-        .arg("-c")
-        .arg(conf.path())
-        .arg("-q")
-        .arg(key)
-        .arg(table)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run postmap")
-}
-
-/// `postmap -q KEY TABLE`, classified. What Postfix 3.7 does, checked against a socketmap
-/// server (`socketmap:unix:/path:NAME`; `tcp:` and `mysql:` below):
-///
-/// - `OK value`: exit 0, stdout `value\n`, stderr empty.
-/// - `NOTFOUND `: exit 1, stdout and stderr empty.
-/// - `TEMP reason`: exit 1, stderr
-///   `postmap: warning: socketmap:unix:/p:NAME socketmap server temporary error: reason` and
-///   `postmap: fatal: table socketmap:unix:/p:NAME: query error: Application error`.
-/// - `TIMEOUT reason`: exit 1, `... socketmap server timeout error: reason` and the same
-///   `fatal:` line.
-/// - `PERM reason`: exit 1, `... socketmap server permanent error: reason` and
-///   `postmap: fatal: table socketmap:unix:/p:NAME: query error` (without `: Application error`).
-/// - `OK ` (empty data): exit 0, stdout `\n` (so `Found("")`), stderr `warning: table ...: key
-///   KEY: empty string result is not allowed` and `warning: table ... should return NO RESULT
-///   in case of NOT FOUND`.
-/// - a reply that is not a netstring: exit 1, `warning: table ... lookup error: input format
-///   error` and `fatal: table ...: query error: Application error`.
-/// - no server at the path: exit 1, `warning: connect to /p: No such file or directory`,
-///   `warning: table ... lookup error: No such file or directory` and `fatal: table ...: query
-///   error: No such file or directory`.
-///
-/// So `Found`/`NotFound` are told apart by the exit status, and `NotFound` from an error by the
-/// `fatal:` line. Every `fatal:` exit costs 1 s (Postfix sleeps before exiting on a fatal
-/// error), so each `Failed` query takes a second.
-///
-/// `tcp:host:port` (tcp_table(5)): `200 value` is found (value %XX-decoded), `500 text` is
-/// not found (exit 1, nothing on stderr), `400 text` is exit 1 with only `postmap: fatal: table
-/// tcp:HOST:PORT: query error: ...` (the text after `query error:` is a stale errno message such
-/// as `Operation now in progress`; the server's text is not shown). A refused connection is
-/// retried 10 times one second apart (10 s) before `fatal: ... query error: Connection refused`.
-/// `mysql:FILE` with a failing login: `warning: connect to mysql server HOST: Access denied
-/// ...` and `fatal: table mysql:FILE: query error: Resource temporarily unavailable`.
-pub fn postmap_query(key: &str, table: &str) -> PostmapResult {
-    classify_postmap(&postmap_query_output(key, table))
-}
-
-fn classify_postmap(out: &Output) -> PostmapResult {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    match out.status.code() {
-        Some(0) => {
-            let v = String::from_utf8_lossy(&out.stdout).into_owned();
-            PostmapResult::Found(v.strip_suffix('\n').unwrap_or(&v).to_string())
-        }
-        Some(1) if !stderr.contains("fatal:") => PostmapResult::NotFound,
-        status => PostmapResult::Failed { status, stderr },
-    }
-}
-
-/// One SMTP reply: the code and the text of all its lines (joined with `\n`, codes removed).
-/// Code 0 means the connection closed or failed instead (the text says how).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SmtpReply {
-    pub code: u16,
-    pub text: String,
-}
-
-impl SmtpReply {
-    pub fn is_positive(&self) -> bool {
-        (200..400).contains(&self.code)
-    }
-}
-
-/// What happened to one message sent with [`smtp_send`].
-#[derive(Debug, Clone, Default)]
-pub struct SmtpOutcome {
-    pub greeting: SmtpReply,
-    pub ehlo: SmtpReply,
-    pub mail: SmtpReply,
-    /// One `(recipient, RCPT reply)` per recipient tried (none when MAIL was refused).
-    pub rcpt: Vec<(String, SmtpReply)>,
-    /// The reply ending the message (after the final `.`), or the refusal of `DATA` itself;
-    /// `None` when no recipient was accepted and `DATA` was not sent.
-    pub data: Option<SmtpReply>,
-    /// The queue id from a `250 ... queued as ID` reply.
-    pub queue_id: Option<String>,
-    /// Every line sent (`C: `) and received (`S: `), message body elided.
-    pub transcript: String,
-}
-
-impl SmtpOutcome {
-    /// The RCPT reply code for `recipient` (0 if it was not tried).
-    pub fn rcpt_code(&self, recipient: &str) -> u16 {
-        self.rcpt
-            .iter()
-            .find(|(r, _)| r == recipient)
-            .map_or(0, |(_, reply)| reply.code)
-    }
-
-    /// Whether the message was accepted (`250` after the final dot).
-    pub fn accepted(&self) -> bool {
-        self.data.as_ref().is_some_and(|d| d.code == 250)
-    }
-}
-
-struct SmtpConn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    transcript: String,
-}
-
-impl SmtpConn {
-    fn reply(&mut self) -> SmtpReply {
-        let mut text = Vec::new();
-        loop {
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) => {
-                    self.transcript.push_str("S: <connection closed>\n");
-                    return SmtpReply {
-                        code: 0,
-                        text: "connection closed".into(),
-                    };
-                }
-                Err(e) => {
-                    let _ = writeln!(self.transcript, "S: <error {e}>");
-                    return SmtpReply {
-                        code: 0,
-                        text: e.to_string(),
-                    };
-                }
-                Ok(_) => {}
-            }
-            let line = line.trim_end_matches(['\r', '\n']).to_string();
-            let _ = writeln!(self.transcript, "S: {line}");
-            let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-            text.push(line.get(4..).unwrap_or("").to_string());
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return SmtpReply {
-                    code,
-                    text: text.join("\n"),
-                };
-            }
-        }
-    }
-
-    fn command(&mut self, cmd: &str) -> SmtpReply {
-        let _ = writeln!(self.transcript, "C: {cmd}");
-        if let Err(e) = self.writer.write_all(format!("{cmd}\r\n").as_bytes()) {
-            let _ = writeln!(self.transcript, "C: <error {e}>");
-            return SmtpReply {
-                code: 0,
-                text: e.to_string(),
-            };
-        }
-        self.reply()
-    }
-}
-
-/// Sends one message over plain SMTP to `127.0.0.1:port`: reads the 220 greeting first (smtpd
-/// rejects commands sent before it), then EHLO, MAIL FROM, one RCPT TO per recipient (every
-/// reply recorded), DATA if any recipient was accepted, QUIT. `message` is the whole message
-/// (headers, blank line, body); bare LFs become CRLF and lines starting with `.` are
-/// dot-stuffed. Never panics on an SMTP refusal or a dropped connection (see the codes, 0 for
-/// a closed connection); panics only if it cannot connect.
-pub fn smtp_send(port: u16, from: &str, to: &[&str], message: &str) -> SmtpOutcome {
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("connect to smtp 127.0.0.1:{port}: {e}"));
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let mut c = SmtpConn {
-        reader: BufReader::new(stream.try_clone().expect("clone stream")),
-        writer: stream,
-        transcript: String::new(),
-    };
-    let mut out = SmtpOutcome {
-        greeting: c.reply(),
-        ..SmtpOutcome::default()
-    };
-    let finish = |mut c: SmtpConn, mut out: SmtpOutcome| {
-        if out.greeting.code != 0 {
-            c.command("QUIT");
-        }
-        out.transcript = c.transcript;
-        out
-    };
-    if out.greeting.code != 220 {
-        return finish(c, out);
-    }
-    out.ehlo = c.command("EHLO client.test.invalid");
-    if out.ehlo.code != 250 {
-        return finish(c, out);
-    }
-    out.mail = c.command(&format!("MAIL FROM:<{from}>"));
-    if out.mail.code != 250 {
-        return finish(c, out);
-    }
-    for rcpt in to {
-        let reply = c.command(&format!("RCPT TO:<{rcpt}>"));
-        let closed = reply.code == 0;
-        out.rcpt.push((rcpt.to_string(), reply));
-        if closed {
-            return finish(c, out);
-        }
-    }
-    if !out.rcpt.iter().any(|(_, r)| r.is_positive()) {
-        return finish(c, out);
-    }
-    let data = c.command("DATA");
-    if data.code != 354 {
-        out.data = Some(data);
-        return finish(c, out);
-    }
-    let mut wire = String::with_capacity(message.len() + 64);
-    for line in message.lines() {
-        if line.starts_with('.') {
-            wire.push('.');
-        }
-        wire.push_str(line.strip_suffix('\r').unwrap_or(line));
-        wire.push_str("\r\n");
-    }
-    wire.push_str(".\r\n");
-    let _ = writeln!(c.transcript, "C: <message, {} bytes>\nC: .", wire.len());
-    if let Err(e) = c.writer.write_all(wire.as_bytes()) {
-        out.data = Some(SmtpReply {
-            code: 0,
-            text: e.to_string(),
-        });
-        return finish(c, out);
-    }
-    let end = c.reply();
-    out.queue_id = end
-        .text
-        .split_once("queued as ")
-        .map(|(_, id)| id.trim().to_string());
-    out.data = Some(end);
-    finish(c, out)
-}
-
-/// Runs `swaks ARGS...` (for AUTH and STARTTLS tests) and returns its output; panics if swaks
-/// cannot be run (check `have("swaks")` first to skip). Exit 0 means the transaction
-/// succeeded; swaks prints the transcript on stdout.
-pub fn swaks(args: &[&str]) -> Output {
-    Command::new("swaks")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run swaks (is it installed?)")
-}
+pub use crate::postmap::*;
+pub use crate::smtp::*;
 
 #[cfg(test)]
 mod tests {

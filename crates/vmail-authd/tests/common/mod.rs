@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,10 @@ pub struct Daemon {
     /// The Lua channel's socket; the test's own uid (root) is the allowed peer.
     pub lua_socket: PathBuf,
     pub authenticator: Arc<Authenticator>,
-    pub dir: tempfile::TempDir,
+    /// Where the sockets and the pid file are.
+    pub dir: PathBuf,
+    /// The temp dir of [`Daemon::start`], removed with the daemon.
+    tmp: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -36,16 +39,19 @@ impl Daemon {
     /// Starts authd with `config`; sockets and pid file go to a temp dir (mode 0755 so a
     /// Dovecot or Postfix running as another user can reach them).
     pub fn start(config: Config) -> Daemon {
-        Daemon::start_in(config, tempfile::tempdir().unwrap())
+        let tmp = tempfile::tempdir().unwrap();
+        let mut d = Daemon::start_in(config, tmp.path());
+        d.tmp = Some(tmp);
+        d
     }
 
-    /// [`Daemon::start`] with the sockets in `dir`, e.g. a temp dir inside the Debian 13
-    /// root, where a chrooted Dovecot finds them.
-    pub fn start_in(mut config: Config, dir: tempfile::TempDir) -> Daemon {
-        vmail_test_support::set_mode(dir.path(), 0o755);
-        let auth_socket = dir.path().join("auth.sock");
-        let dict_socket = dir.path().join("dict.sock");
-        let lua_socket = dir.path().join("lua.sock");
+    /// [`Daemon::start`] with the sockets in `dir`, which the caller keeps (and removes), e.g.
+    /// a `SharedDir` of the Debian 13 root, where a chrooted Dovecot finds them.
+    pub fn start_in(mut config: Config, dir: &Path) -> Daemon {
+        vmail_test_support::set_mode(dir, 0o755);
+        let auth_socket = dir.join("auth.sock");
+        let dict_socket = dir.join("dict.sock");
+        let lua_socket = dir.join("lua.sock");
         let a = &mut config.authd;
         a.auth = vec![format!("unix:{}", auth_socket.display())];
         a.dict = vec![format!("unix:{}", dict_socket.display())];
@@ -63,7 +69,7 @@ impl Daemon {
         a.auth_socket_mode = "0660".into();
         a.dict_socket_mode = "0660".into();
         a.user = String::new();
-        a.pid_file = dir.path().join("authd.pid");
+        a.pid_file = dir.join("authd.pid");
         let loaded = Loaded {
             config,
             source: Source::Builtin,
@@ -92,7 +98,8 @@ impl Daemon {
             dict_socket,
             lua_socket,
             authenticator,
-            dir,
+            dir: dir.to_path_buf(),
+            tmp: None,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -114,6 +121,20 @@ impl Daemon {
         s.dict_found.load(Relaxed) + s.dict_not_found.load(Relaxed) + s.dict_failed.load(Relaxed)
     }
 
+    /// Password checks run so far (`vmail_authd_password_checks_total`).
+    pub fn checks(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.authenticator.stats.checks.load(Relaxed)
+    }
+
+    /// Attempts failed unchecked so far: blocked by the network's penalty, and throttled
+    /// (the login's, Lua channel only).
+    pub fn unchecked(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.authenticator.stats;
+        (s.blocked.load(Relaxed), s.throttled.load(Relaxed))
+    }
+
     /// Dict connections accepted so far (`vmail_authd_dict_connections_total`).
     pub fn dict_connections(&self) -> u64 {
         let s = &self.authenticator.stats;
@@ -122,7 +143,7 @@ impl Daemon {
     }
 
     pub fn pid_file(&self) -> PathBuf {
-        self.dir.path().join("authd.pid")
+        self.dir.join("authd.pid")
     }
 }
 

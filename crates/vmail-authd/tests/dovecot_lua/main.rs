@@ -8,7 +8,9 @@
 //! unprefixed DES crypt work, on 2.4 without auth_allow_weak_schemes; a disabled account fails
 //! like a wrong password; lookups carry no password; authd down or stalled is a temporary
 //! failure within the script's timeout, never "unknown user" or "wrong password"; authd's
-//! penalty sees the remote IP Dovecot saw; an auth worker keeps its connection to authd.
+//! penalty sees the remote IP Dovecot saw; an auth worker keeps its connection to authd;
+//! with Dovecot's auth cache on, a lookup never lets a wrong password in and no login is
+//! answered from the cache; a master user (`pass = yes`) logs in without a failure counted.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -102,9 +104,9 @@ fn logins_lookups_and_listing(s: &Setup) {
     };
     assert_eq!(field("uid"), s.uid.to_string());
     assert_eq!(field("gid"), s.gid.to_string());
-    let home = format!("{}/example.org/alice", s.home_base);
+    let home = format!("{}/example.org/alice", s.home_base.display());
     assert_eq!(field("home"), home);
-    if dc.is_24() {
+    if dc.version.starts_with("2.4") {
         assert_eq!(field("mail_driver"), "maildir");
         assert_eq!(field("mail_path"), format!("{home}/Maildir"));
         assert_eq!(field("mail_inbox_path"), ".");
@@ -176,11 +178,12 @@ fn logins_lookups_and_listing(s: &Setup) {
 
     // authd's penalty counts by the remote IP Dovecot saw (`-x rip=`): past
     // penalty_block_after failures that network is refused even the right password, over
-    // this channel and SMTP AUTH alike, while another network gets in.
+    // this channel and SMTP AUTH alike, while another network gets in. Three logins:
+    // with auth_failure_delay = 0 here, guesses at one login come faster than its penalty
+    // delay and are throttled, not counted.
     let authd = s.authd.as_ref().unwrap();
-    for i in 0..3 {
-        let guess = format!("guess-{i}");
-        let o = dc.doveadm(&["auth", "test", "-x", "rip=192.0.2.7", ALICE.0, &guess]);
+    for login in [ALICE.0, "guess1@example.org", "guess2@example.org"] {
+        let o = dc.doveadm(&["auth", "test", "-x", "rip=192.0.2.7", login, "guess"]);
         assert!(refused(&o), "{}", text(&o));
     }
     let blocked = || authd.authenticator.stats.blocked.load(Relaxed);
@@ -193,15 +196,6 @@ fn logins_lookups_and_listing(s: &Setup) {
     let mut smtp = AuthClient::connect(authd);
     assert!(is_ok(&smtp.plain(1, ALICE.0, ALICE.1, "192.0.2.7")).is_none());
     assert!(is_ok(&smtp.plain(2, ALICE.0, ALICE.1, "192.0.2.9")).is_some());
-}
-
-/// Removes a directory when dropped.
-struct RemoveDir(std::path::PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// authd stopped, then a listener at its socket that never answers: temporary failures,
@@ -318,11 +312,8 @@ fn outage_and_stall(s: &mut Setup) {
         dc.log()
     );
 
-    // A listener that accepts and never answers, where authd's socket was.
-    // authd's temp dir went with it: made again, and removed at the end.
-    let dir = s.socket.parent().unwrap().to_path_buf();
-    std::fs::create_dir_all(&dir).unwrap();
-    let _remove = RemoveDir(dir);
+    // A listener that accepts and never answers, where authd's socket was (its temp dir is
+    // the Setup's).
     let _ = std::fs::remove_file(&s.socket);
     let listener = UnixListener::bind(&s.socket).unwrap();
     set_mode(&s.socket, 0o666);
@@ -377,9 +368,7 @@ fn dovecot24_lua_outage_and_stall_are_temporary() {
 fn dovecot24_lua_imap_login_opens_the_maildir() {
     let test = "dovecot24_lua_imap_login_opens_the_maildir";
     let Some(s) = setup_24(test) else { return };
-    let Dovecot::V24(dc) = &s.dovecot else {
-        unreachable!()
-    };
+    let dc = &s.dovecot;
     for (user, pw) in [ALICE, ERIN] {
         let mut imap = imap_login(dc.imap_port, user, pw)
             .unwrap_or_else(|e| panic!("IMAP LOGIN {user}: {e}\n--- log:\n{}", dc.log()));
@@ -389,7 +378,7 @@ fn dovecot24_lua_imap_login_opens_the_maildir() {
         assert_eq!(n, 0);
         imap.logout().ok();
         let local = user.split('@').next().unwrap();
-        let maildir = s.home_host.join("example.org").join(local).join("Maildir");
+        let maildir = s.home_base.join("example.org").join(local).join("Maildir");
         assert!(
             maildir.join("cur").is_dir(),
             "{} missing\n{}",
@@ -407,4 +396,125 @@ fn dovecot24_lua_imap_login_opens_the_maildir() {
         .err()
         .expect("disabled account must be refused");
     assert!(disabled.contains("AUTHENTICATIONFAILED"), "{disabled}");
+}
+
+/// Dovecot's auth cache on (which the shipped files must survive) and a master user whose
+/// target must pass the lua passdb too.
+///
+/// - A `doveadm auth lookup` (its record carries `nopassword`) must not arm a cache entry
+///   that lets the next login in with any password; nor may a verified login's entry
+///   answer the next login (authd's penalty must see every attempt).
+/// - A master login (`pass = yes` / `result_success = continue`) reaches the script's
+///   auth_password_verify with the master's password and `skip_password_check`: it must
+///   log in, a disabled target must not, and authd must count no failed password.
+fn cache_and_master_users(s: &Setup) {
+    let dc = &s.dovecot;
+    let log = || dc.log();
+    let stats = &s.authd.as_ref().unwrap().authenticator.stats.lua;
+
+    // Only doveadm's own lookups get `nopassword`: another service's lookup without a
+    // mechanism (an LMTP proxy's) is a failed lookup (doveadm: exit 75), not a record.
+    // First, before 2.3's cache holds doveadm's record under the same key.
+    let o = dc.doveadm(&["auth", "lookup", "-x", "service=lmtp", ALICE.0]);
+    assert_eq!(
+        o.status.code(),
+        Some(75),
+        "lookup for lmtp: {}\n--- log:\n{}",
+        text(&o),
+        log()
+    );
+    let o = dc.doveadm(&["auth", "lookup", ALICE.0]);
+    assert!(o.status.success(), "{}\n--- log:\n{}", text(&o), log());
+    for wrong in ["wrong-1", "wrong-2"] {
+        let o = dc.doveadm(&["auth", "test", ALICE.0, wrong]);
+        assert!(
+            refused(&o),
+            "after a lookup, a wrong password: {}\n--- log:\n{}",
+            text(&o),
+            log()
+        );
+    }
+    // IMAP logins (each its own session): every one is answered by authd.
+    let passes = || {
+        stats.requests(LuaKind::Pass, LuaResult::Ok)
+            + stats.requests(LuaKind::Pass, LuaResult::Fail)
+    };
+    let before = passes();
+    for (pw, ok) in [(ALICE.1, true), ("wrong-3", false), (ALICE.1, true)] {
+        // alice has failed two or three times: authd refuses her login, unchecked, until
+        // the penalty delay beyond Dovecot's auth_failure_delay (0 here) has passed: at
+        // most 4 × failure_delay_ms (150) - 150 = 450 ms. This test is about the cache.
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let r = imap_login(dc.imap_port, ALICE.0, pw);
+        match r {
+            Ok(imap) => {
+                assert!(ok, "IMAP LOGIN with {pw} succeeded\n--- log:\n{}", log());
+                imap.logout().ok();
+            }
+            Err(e) => assert!(!ok, "IMAP LOGIN with {pw}: {e}\n--- log:\n{}", log()),
+        }
+    }
+    assert_eq!(
+        passes() - before,
+        3,
+        "an IMAP login was answered from Dovecot's cache, not by authd\n{}",
+        log()
+    );
+    // doveadm's requests have no session id: a verified password may be checked against
+    // Dovecot's cache there, but a wrong one still fails.
+    let o = dc.doveadm(&["auth", "test", ALICE.0, ALICE.1]);
+    assert!(accepted(&o, ALICE.0), "{}\n--- log:\n{}", text(&o), log());
+    let o = dc.doveadm(&["auth", "test", ALICE.0, "wrong-4"]);
+    assert!(
+        refused(&o),
+        "after a login, a wrong password: {}\n--- log:\n{}",
+        text(&o),
+        log()
+    );
+
+    let failed = || stats.requests(LuaKind::Pass, LuaResult::Fail);
+    let before = failed();
+    let as_master = |user: &str| format!("{user}*{}", MASTER.0);
+    let o = dc.doveadm(&["auth", "test", &as_master(ALICE.0), MASTER.1]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("auth succeeded"),
+        "master login: {}\n--- log:\n{}",
+        text(&o),
+        log()
+    );
+    for user in [DISABLED.0, "nobody@example.org"] {
+        let o = dc.doveadm(&["auth", "test", &as_master(user), MASTER.1]);
+        assert!(
+            !o.status.success(),
+            "master login as {user}: {}\n--- log:\n{}",
+            text(&o),
+            log()
+        );
+    }
+    let o = dc.doveadm(&["auth", "test", &as_master(ALICE.0), "not-the-master-pw"]);
+    assert!(refused(&o), "wrong master password: {}", text(&o));
+    assert_eq!(
+        failed() - before,
+        0,
+        "authd counted master logins as failed passwords\n{}",
+        log()
+    );
+}
+
+#[test]
+fn dovecot23_lua_auth_cache_and_master_users() {
+    let test = "dovecot23_lua_auth_cache_and_master_users";
+    let Some(s) = setup_23_with(test, &cache_and_master_23()) else {
+        return;
+    };
+    cache_and_master_users(&s);
+}
+
+#[test]
+fn dovecot24_lua_auth_cache_and_master_users() {
+    let test = "dovecot24_lua_auth_cache_and_master_users";
+    let Some(s) = setup_24_with(test, &cache_and_master_24()) else {
+        return;
+    };
+    cache_and_master_users(&s);
 }

@@ -6,10 +6,9 @@ use std::process::Output;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::common::*;
-use vmail_test_support::debian13::{self, ChrootDovecot, RootDir};
 use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
-use vmail_test_support::postfix::{lookup_group, lookup_user};
-use vmail_test_support::{have, set_mode, skip};
+use vmail_test_support::root::{SharedDir, SystemRoot};
+use vmail_test_support::{set_mode, skip};
 
 pub const SCRIPT: &str = include_str!("../../../../contrib/dovecot/vmail-auth.lua");
 pub const CONF_23: &str =
@@ -27,18 +26,22 @@ pub const ALICE_QUOTA: u64 = 1_048_576;
 pub const IDLE_MS: u64 = 1000;
 /// grace may use SMTP only (`users.services`).
 pub const SMTP_ONLY: (&str, &str) = ("grace@example.org", "grace-pw");
-/// The script's timeout in these tests (the shipped 10 s would make the stall slow).
+/// The script's timeout in these tests (the shipped 6 s would make the stall slow).
 pub const TIMEOUT_MS: u64 = 1500;
 
-/// `text` with `from` replaced by `to`, which must occur exactly `count` times: a change of
-/// the shipped files cannot slip past the test.
-pub fn subst(text: &str, from: &str, to: &str, count: usize, file: &str) -> String {
-    assert_eq!(
-        text.matches(from).count(),
-        count,
-        "{file} no longer contains `{from}` {count} time(s)"
-    );
-    text.replace(from, to)
+/// `text` (the shipped `file`) with each `from` replaced by its `to`; each must occur exactly
+/// `count` times: a change of the shipped files cannot slip past the test.
+pub fn subst(text: &str, file: &str, changes: &[(&str, &str, usize)]) -> String {
+    changes
+        .iter()
+        .fold(text.to_string(), |text, (from, to, count)| {
+            assert_eq!(
+                text.matches(from).count(),
+                *count,
+                "{file} no longer contains `{from}` {count} time(s)"
+            );
+            text.replace(from, to)
+        })
 }
 
 pub fn text(o: &Output) -> String {
@@ -50,54 +53,23 @@ pub fn text(o: &Output) -> String {
     )
 }
 
-pub enum Dovecot {
-    V23(PrivateDovecot),
-    V24(ChrootDovecot),
-}
-
-impl Dovecot {
-    pub fn doveadm(&self, args: &[&str]) -> Output {
-        match self {
-            Dovecot::V23(d) => d.doveadm(args),
-            Dovecot::V24(d) => d.doveadm(args),
-        }
-    }
-
-    pub fn log(&self) -> String {
-        match self {
-            Dovecot::V23(d) => d.log(),
-            Dovecot::V24(d) => d.log(),
-        }
-    }
-
-    pub fn is_24(&self) -> bool {
-        matches!(self, Dovecot::V24(_))
-    }
-}
-
-/// Dropped in field order: Dovecot first, then authd, then the homes and the database.
+/// Dropped in field order: Dovecot first, then authd, then its sockets, the homes and the
+/// database.
 pub struct Setup {
-    pub dovecot: Dovecot,
+    /// Dovecot 2.3 of this host or 2.4 of the Debian 13 root.
+    pub dovecot: PrivateDovecot,
     pub authd: Option<Daemon>,
-    /// authd's Lua socket, as this host sees it.
+    /// authd's Lua socket (the same path on both sides).
     pub socket: PathBuf,
-    /// Where authd's `[mailbox] home` puts `example.org/alice`, as Dovecot sees it.
-    pub home_base: String,
-    /// The same, as this host sees it.
-    pub home_host: PathBuf,
+    /// Where authd's `[mailbox] home` puts `example.org/alice` (the same path on both sides).
+    pub home_base: PathBuf,
     pub uid: u32,
     pub gid: u32,
-    pub _homes: Homes,
+    pub _sockets: SharedDir,
+    pub _homes: SharedDir,
     /// authd's configuration (its SQLite file, for the database outage).
     pub config: vmail_config::Config,
     pub _db: tempfile::TempDir,
-}
-
-/// Held only for its `Drop`, which removes the homes.
-#[allow(dead_code)]
-pub enum Homes {
-    Host(tempfile::TempDir),
-    Root(RootDir),
 }
 
 pub fn authd_config(
@@ -146,13 +118,6 @@ pub fn authd_config(
     (db, config)
 }
 
-pub fn mail_owner() -> (u32, u32) {
-    (
-        lookup_user("nobody").map_or(65534, |(u, _)| u),
-        lookup_group("nogroup").unwrap_or(65534),
-    )
-}
-
 /// A home base owned by the mail owner, entered by Dovecot's mail processes.
 pub fn make_home_base(dir: &Path, uid: u32, gid: u32) -> PathBuf {
     let base = dir.join("vmail");
@@ -164,13 +129,36 @@ pub fn make_home_base(dir: &Path, uid: u32, gid: u32) -> PathBuf {
 
 /// Dovecot 2.3 on this host, on the shipped script and 2.3 snippet.
 pub fn setup_23(test: &str) -> Option<Setup> {
-    if !have("doveadm") {
-        skip(
-            test,
-            "doveadm (Dovecot) is not installed; run scripts/test-deps",
-        );
-        return None;
-    }
+    setup_23_with(test, "")
+}
+
+/// A master user for `doveadm auth test 'user*admin' MASTER_PW` (both releases).
+pub const MASTER: (&str, &str) = ("admin", "master-pw");
+
+/// What the master-user tests add to the configuration: the auth cache on (which the
+/// shipped files must survive) and a master passdb whose target must pass the lua passdb
+/// too (2.3 `pass = yes`, 2.4 `result_success = continue`). `@DIR@` is the config dir.
+pub fn cache_and_master_23() -> String {
+    "auth_cache_size = 1M\n\
+     auth_master_user_separator = *\n\
+     passdb {\n  driver = passwd-file\n  args = @DIR@/master-users\n  master = yes\n  pass = yes\n}"
+        .to_string()
+}
+
+pub fn cache_and_master_24() -> String {
+    "auth_cache_size = 1M\n\
+     auth_master_user_separator = *\n\
+     passdb master {\n  driver = passwd-file\n  passwd_file_path = @DIR@/master-users\n  \
+     master = yes\n  result_success = continue\n}"
+        .to_string()
+}
+
+pub fn master_users() -> String {
+    format!("{}:{{PLAIN}}{}\n", MASTER.0, MASTER.1)
+}
+
+/// [`setup_23`] with `extra` added to dovecot.conf (and `master-users` in its dir).
+pub fn setup_23_with(test: &str, extra: &str) -> Option<Setup> {
     if !Path::new("/usr/lib/dovecot/modules/auth/libauthdb_lua.so").exists() {
         skip(
             test,
@@ -178,120 +166,118 @@ pub fn setup_23(test: &str) -> Option<Setup> {
         );
         return None;
     }
-    let (uid, gid) = mail_owner();
-    let homes = tempfile::tempdir().unwrap();
-    set_mode(homes.path(), 0o755);
-    let home_host = make_home_base(homes.path(), uid, gid);
-    let home_base = home_host.display().to_string();
-    let (db, config) = authd_config(&home_base, uid, gid);
-    let config_copy = config.clone();
-    let authd = Daemon::start(config);
-    authd.open_sockets();
-    let socket = authd.lua_socket.clone();
-
-    let script = subst(
-        SCRIPT,
-        "local SOCKET = \"/run/vmail/auth-lua\"",
-        &format!("local SOCKET = \"{}\"", socket.display()),
-        1,
-        "vmail-auth.lua",
-    );
-    let script = subst(
-        &script,
-        "local TIMEOUT_MS = 10000",
-        &format!("local TIMEOUT_MS = {TIMEOUT_MS}"),
-        1,
-        "vmail-auth.lua",
-    );
-    let conf = subst(
-        CONF_23,
-        "file=/etc/dovecot/vmail-auth.lua",
-        "file=@DIR@/vmail-auth.lua",
-        2,
-        "conf.d/auth-vmail-lua.conf.ext",
-    );
-    let dovecot = DovecotBuilder::new()
-        .file("vmail-auth.lua", &script)
-        .file("conf.d/auth-vmail-lua.conf.ext", &conf)
-        .conf("!include @DIR@/conf.d/auth-vmail-lua.conf.ext")
-        .mail_owner(uid, gid)
-        .start(test)?;
-    Some(Setup {
-        dovecot: Dovecot::V23(dovecot),
-        authd: Some(authd),
-        socket,
-        home_base,
-        home_host,
-        uid,
-        gid,
-        _homes: Homes::Host(homes),
-        config: config_copy,
-        _db: db,
+    setup(test, SystemRoot::host(), |socket| {
+        let script = subst(
+            SCRIPT,
+            "vmail-auth.lua",
+            &[
+                (
+                    "local SOCKET = \"/run/vmail/auth-lua\"",
+                    &format!("local SOCKET = \"{}\"", socket.display()),
+                    1,
+                ),
+                (
+                    "local TIMEOUT_MS = 6000",
+                    &format!("local TIMEOUT_MS = {TIMEOUT_MS}"),
+                    1,
+                ),
+            ],
+        );
+        let conf = subst(
+            CONF_23,
+            "conf.d/auth-vmail-lua.conf.ext",
+            &[(
+                "file=/etc/dovecot/vmail-auth.lua",
+                "file=@DIR@/vmail-auth.lua",
+                2,
+            )],
+        );
+        DovecotBuilder::new()
+            .file("vmail-auth.lua", &script)
+            .file("conf.d/auth-vmail-lua.conf.ext", &conf)
+            .conf("!include @DIR@/conf.d/auth-vmail-lua.conf.ext")
+            .conf(extra)
     })
 }
 
 /// Dovecot 2.4 in the Debian 13 root, on the shipped script and 2.4 snippet; authd runs here
-/// with its socket in a temp dir inside the root.
+/// with its socket in a temp dir both sides see.
 pub fn setup_24(test: &str) -> Option<Setup> {
-    let root = debian13::root(test)?;
-    // Inside the root, nobody/nogroup are 65534 too (Debian's fixed ids).
-    let (uid, gid) = (65534, 65534);
-    let homes = RootDir::new(&root, "vmail-homes");
-    let home_host = make_home_base(homes.host.path(), uid, gid);
-    let home_base = format!("{}/vmail", homes.inside);
-    let (db, config) = authd_config(&home_base, uid, gid);
-    let config_copy = config.clone();
-    let sockets = RootDir::new(&root, "vmail-authd");
-    let inside_socket = format!("{}/lua.sock", sockets.inside);
-    let authd = Daemon::start_in(config, sockets.host);
+    setup_24_with(test, "")
+}
+
+/// [`setup_24`] with `extra` added to dovecot.conf (and `master-users` in its dir).
+pub fn setup_24_with(test: &str, extra: &str) -> Option<Setup> {
+    setup(test, SystemRoot::debian13(test)?, |socket| {
+        let conf = subst(
+            CONF_24,
+            "2.4/conf.d/auth-vmail-lua.conf.ext",
+            &[
+                (
+                    "lua_file = /etc/dovecot/vmail-auth.lua",
+                    "lua_file = @DIR@/vmail-auth.lua",
+                    2,
+                ),
+                (
+                    "socket = /run/vmail/auth-lua",
+                    &format!("socket = {}", socket.display()),
+                    2,
+                ),
+                (
+                    "timeout_ms = 6000",
+                    &format!("timeout_ms = {TIMEOUT_MS}"),
+                    2,
+                ),
+            ],
+        );
+        // Debian 13's stock conf.d/10-mail.conf (an mbox in /var/mail): the userdb fields the
+        // script sends must override every line of it, as 2.3's `mail` field did.
+        DovecotBuilder::new()
+            .file("vmail-auth.lua", SCRIPT)
+            .file("auth-vmail-lua.conf.ext", &conf)
+            .conf("auth_internal_failure_delay = 0")
+            .conf(
+                "mail_driver = mbox\n\
+                 mail_home = /home/%{user | username}\n\
+                 mail_path = %{home}/mail\n\
+                 mail_inbox_path = /var/mail/%{user}",
+            )
+            .conf("!include @DIR@/auth-vmail-lua.conf.ext")
+            .conf(extra)
+    })
+}
+
+/// authd on a fresh database with its sockets and the homes in temp dirs of `root`, and the
+/// Dovecot of `root` that `dovecot` builds (given authd's Lua socket), mail owner
+/// `nobody`/`nogroup` of `root` and `master-users` added.
+fn setup(
+    test: &str,
+    root: SystemRoot,
+    dovecot: impl FnOnce(&Path) -> DovecotBuilder,
+) -> Option<Setup> {
+    let (uid, gid) = root.nobody();
+    let homes = root.shared_tempdir("vmail-homes");
+    let home_base = make_home_base(homes.path(), uid, gid);
+    let (db, config) = authd_config(&home_base.display().to_string(), uid, gid);
+    let sockets = root.shared_tempdir("vmail-authd");
+    let authd = Daemon::start_in(config.clone(), sockets.path());
     authd.open_sockets();
     let socket = authd.lua_socket.clone();
-
-    let dir = RootDir::new(&root, "vmail-dovecot24");
-    let conf = subst(
-        CONF_24,
-        "lua_file = /etc/dovecot/vmail-auth.lua",
-        "lua_file = @DIR@/vmail-auth.lua",
-        2,
-        "2.4/conf.d/auth-vmail-lua.conf.ext",
-    );
-    let conf = subst(
-        &conf,
-        "socket = /run/vmail/auth-lua",
-        &format!("socket = {inside_socket}"),
-        2,
-        "2.4/conf.d/auth-vmail-lua.conf.ext",
-    );
-    let conf = subst(
-        &conf,
-        "timeout_ms = 10000",
-        &format!("timeout_ms = {TIMEOUT_MS}"),
-        2,
-        "2.4/conf.d/auth-vmail-lua.conf.ext",
-    );
-    dir.write("vmail-auth.lua", SCRIPT);
-    dir.write("auth-vmail-lua.conf.ext", &conf);
-    // Debian 13's stock conf.d/10-mail.conf (an mbox in /var/mail): the userdb fields the
-    // script sends must override every line of it, as 2.3's `mail` field did.
-    let dovecot = ChrootDovecot::start(
-        &root,
-        dir,
-        "mail_driver = mbox\n\
-         mail_home = /home/%{user | username}\n\
-         mail_path = %{home}/mail\n\
-         mail_inbox_path = /var/mail/%{user}\n\
-         !include @DIR@/auth-vmail-lua.conf.ext",
-    );
+    let dovecot = dovecot(&socket)
+        .file("master-users", &master_users())
+        .mail_owner(uid, gid)
+        .root(&root)
+        .start(test)?;
     Some(Setup {
-        dovecot: Dovecot::V24(dovecot),
+        dovecot,
         authd: Some(authd),
         socket,
         home_base,
-        home_host,
         uid,
         gid,
-        _homes: Homes::Root(homes),
-        config: config_copy,
+        _sockets: sockets,
+        _homes: homes,
+        config,
         _db: db,
     })
 }

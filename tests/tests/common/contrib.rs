@@ -1,0 +1,395 @@
+//! The shipped `contrib/` files turned into the test's own configuration: only socket paths,
+//! ports, binary paths, system users and groups, and the database replaced; a replaced line
+//! that is missing from contrib fails the test loudly.
+
+use std::path::{Path, PathBuf};
+
+use vmail_test_support::root::SystemRoot;
+
+use super::MailUser;
+
+pub const CONTRIB_MAIN_CF: &str = include_str!("../../../contrib/postfix/main.cf.vmail");
+pub const CONTRIB_MASTER_CF: &str = include_str!("../../../contrib/postfix/master.cf.vmail");
+pub const CONTRIB_VMAIL_TOML: &str = include_str!("../../../contrib/vmail/vmail.toml");
+
+/// Replaces `from` by `to` in `text`, insisting that `from` occurs exactly `count` times: a
+/// contrib file that no longer contains what the test substitutes must fail the test, not
+/// silently test something else.
+pub fn replace_exact(file: &str, text: &str, from: &str, to: &str, count: usize) -> String {
+    let found = text.matches(from).count();
+    assert_eq!(
+        found, count,
+        "{file}: expected `{from}` {count} time(s), found it {found} time(s); the end-to-end \
+         tests substitute it (update tests/tests/common/contrib.rs together with contrib)"
+    );
+    text.replace(from, to)
+}
+
+/// Every parameter setting of `contrib/postfix/main.cf.vmail` as (name, value), continuation
+/// lines joined, in file order, with `private/vmail-lookupd` and `private/vmail-auth` (paths
+/// relative to `/var/spool/postfix`) made absolute under `spool`. Panics unless the settings
+/// the tests rely on are there exactly as documented.
+///
+/// (The sockets cannot live in the private instance's own `queue_directory/private/`: that
+/// exists only once Postfix has started, and with `smtpd_sasl_auth_enable = yes` smtpd
+/// exits at its first connection — "fatal: no SASL authentication mechanisms" — when the
+/// auth socket is not there yet.)
+pub fn contrib_main_cf(spool: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in CONTRIB_MAIN_CF.lines() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            let last = out
+                .last_mut()
+                .expect("contrib/postfix/main.cf.vmail starts with a continuation line");
+            last.1.push(' ');
+            last.1.push_str(line.trim());
+            continue;
+        }
+        let (name, value) = line.split_once('=').unwrap_or_else(|| {
+            panic!("contrib/postfix/main.cf.vmail: not `name = value`: {line:?}")
+        });
+        out.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let want = [
+        (
+            "virtual_mailbox_domains",
+            "socketmap:unix:private/vmail-lookupd:domains",
+        ),
+        (
+            "virtual_mailbox_maps",
+            "socketmap:unix:private/vmail-lookupd:mailboxes",
+        ),
+        (
+            "virtual_alias_maps",
+            "socketmap:unix:private/vmail-lookupd:aliases",
+        ),
+        (
+            "transport_maps",
+            "socketmap:unix:private/vmail-lookupd:transport",
+        ),
+        (
+            "smtpd_sender_login_maps",
+            "socketmap:unix:private/vmail-lookupd:senders",
+        ),
+        (
+            "smtpd_sender_restrictions",
+            "reject_authenticated_sender_login_mismatch",
+        ),
+        ("recipient_delimiter", "+"),
+        ("virtual_transport", "vmail"),
+        ("vmail_destination_recipient_limit", "1"),
+        ("smtpd_sasl_type", "dovecot"),
+        ("smtpd_sasl_path", "private/vmail-auth"),
+    ];
+    for (name, value) in want {
+        assert!(
+            out.iter().any(|(n, v)| n == name && v == value),
+            "contrib/postfix/main.cf.vmail lacks `{name} = {value}`: {out:?}"
+        );
+    }
+    let spool = spool.display().to_string();
+    for (name, value) in &mut out {
+        let lookupd = "socketmap:unix:private/vmail-lookupd:";
+        if value.contains(lookupd) {
+            *value = value.replace(
+                lookupd,
+                &format!("socketmap:unix:{spool}/private/vmail-lookupd:"),
+            );
+        }
+        if name == "smtpd_sasl_path" {
+            *value = format!("{spool}/{value}");
+        }
+    }
+    out
+}
+
+/// The `-o name=value` options of the `submission` service of
+/// `contrib/postfix/master.cf.vmail` (SMTP AUTH is switched on there, not in main.cf),
+/// without `syslog_name` (the harness names its submission smtpd itself). Panics unless
+/// the options the tests rely on are there.
+pub fn contrib_submission_options() -> Vec<String> {
+    let opts: Vec<String> = CONTRIB_MASTER_CF
+        .lines()
+        .skip_while(|l| !l.starts_with("submission "))
+        .skip(1)
+        .take_while(|l| l.starts_with([' ', '\t']))
+        .filter_map(|l| l.trim().strip_prefix("-o "))
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.starts_with("syslog_name="))
+        .collect();
+    for want in [
+        "smtpd_sasl_auth_enable=yes",
+        "smtpd_tls_security_level=encrypt",
+        "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+    ] {
+        assert!(
+            opts.iter().any(|o| o == want),
+            "contrib/postfix/master.cf.vmail: the submission service lacks `-o {want}`: {opts:?}"
+        );
+    }
+    opts
+}
+
+/// A stand-in for `/var/spool/postfix` holding only `private/` as Debian makes it (owner
+/// postfix of `root`'s side, mode 0700), where the daemons create their sockets (group
+/// postfix, mode 0660, as contrib's vmail.toml says). `parent` must be traversable by
+/// everyone.
+pub fn spool_dir(parent: &Path, root: &SystemRoot) -> PathBuf {
+    let spool = parent.join("spool");
+    let private = spool.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    vmail_test_support::set_mode(&spool, 0o755);
+    let (postfix_uid, _) = root
+        .lookup_user("postfix")
+        .expect("the system user `postfix`");
+    std::os::unix::fs::chown(&private, Some(postfix_uid), Some(0)).unwrap();
+    vmail_test_support::set_mode(&private, 0o700);
+    spool
+}
+
+/// The `vmail` service of `contrib/postfix/master.cf.vmail` (its line and continuation
+/// lines), running `lda --config CFG` as `user:group` instead of `/usr/bin/vmail-lda` as
+/// `vmail:vmail`. Everything else (columns, flags, argv options) as shipped.
+pub fn contrib_vmail_service(lda: &str, cfg: &Path, user: &MailUser) -> String {
+    let lines: Vec<&str> = CONTRIB_MASTER_CF
+        .lines()
+        .skip_while(|l| !l.starts_with("vmail "))
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with([' ', '\t']))
+        .map(|(_, l)| l)
+        .collect();
+    let service = lines.join("\n");
+    let file = "contrib/postfix/master.cf.vmail";
+    let first: Vec<&str> = service.split_whitespace().take(8).collect();
+    assert_eq!(
+        first,
+        ["vmail", "unix", "-", "n", "n", "-", "-", "pipe"],
+        "{file}: the vmail service line changed: {service:?}"
+    );
+    for want in [
+        "flags=DRhu ",
+        " -f ${sender} -a ${original_recipient} -d ${recipient}",
+    ] {
+        assert!(service.contains(want), "{file}: no `{want}` in {service:?}");
+    }
+    let service = replace_exact(
+        file,
+        &service,
+        "user=vmail:vmail",
+        &format!("user={}:{}", user.name, user.group),
+        1,
+    );
+    replace_exact(
+        file,
+        &service,
+        "argv=/usr/bin/vmail-lda ",
+        &format!("argv={lda} --config {} ", cfg.display()),
+        1,
+    )
+}
+
+/// Where the test's vmail.toml points instead of the paths and database in contrib's.
+pub struct VmailPaths<'a> {
+    /// Replaces `/var/spool/postfix` (see [`spool_dir`]).
+    pub spool: &'a Path,
+    /// Replaces `/run/vmail/auth-dict`.
+    pub dict_socket: &'a Path,
+    /// Replaces `/run/vmail/auth-lua` (Dovecot's Lua passdb/userdb talks to authd there).
+    pub lua_socket: &'a Path,
+    /// The socket groups `postfix` and `dovecot`, as the daemons must name Postfix's and
+    /// Dovecot's side (see `Lane::group`). contrib's `lua_peers = ["root"]` stays: Dovecot's
+    /// auth workers run as root on both lanes, and uid 0 is the same inside the root.
+    pub postfix_group: &'a str,
+    pub dovecot_group: &'a str,
+    /// `[authd] penalty_block_after` and `penalty_window_s` instead of contrib's 100 and 900
+    /// (which a test cannot wait for); `max_delay_ms` then becomes 3000 instead of 8000, so
+    /// that a penalty sleep (up to max_delay_ms - failure_delay_ms) stays well inside the
+    /// short window: the block is decided after the sleep, and a window that ran out during
+    /// it would let the attempt through.
+    pub penalty: (u32, u32),
+    /// Replaces `/run/mysqld/mysqld.sock`.
+    pub db_socket: &'a Path,
+    /// Replace `mail_admin`, `/etc/vmail/db-password` and `mail`.
+    pub db_user: &'a str,
+    pub db_password_file: &'a Path,
+    pub db_name: &'a str,
+    /// Replaces `/home/vmail` in the built-in `[mailbox]` defaults (contrib keeps them).
+    pub mail_base: &'a Path,
+    pub user: &'a MailUser,
+}
+
+/// `contrib/vmail/vmail.toml` with paths, database and system user replaced, and the
+/// built-in `[mailbox]` defaults written out with `/home/vmail` replaced.
+pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
+    let file = "contrib/vmail/vmail.toml";
+    let mut t = CONTRIB_VMAIL_TOML.to_string();
+    let subst = [
+        (
+            "hosts = [\"/run/mysqld/mysqld.sock\"]".to_string(),
+            format!("hosts = [\"{}\"]", p.db_socket.display()),
+            1,
+        ),
+        (
+            "user = \"mail_admin\"".into(),
+            format!("user = \"{}\"", p.db_user),
+            1,
+        ),
+        (
+            "password_file = \"/etc/vmail/db-password\"".into(),
+            format!("password_file = \"{}\"", p.db_password_file.display()),
+            1,
+        ),
+        (
+            "dbname = \"mail\"".into(),
+            format!("dbname = \"{}\"", p.db_name),
+            1,
+        ),
+        (
+            "socketmap = [\"unix:/var/spool/postfix/private/vmail-lookupd\"]".into(),
+            format!(
+                "socketmap = [\"unix:{}/private/vmail-lookupd\"]",
+                p.spool.display()
+            ),
+            1,
+        ),
+        (
+            "auth = [\"unix:/var/spool/postfix/private/vmail-auth\"]".into(),
+            format!("auth = [\"unix:{}/private/vmail-auth\"]", p.spool.display()),
+            1,
+        ),
+        (
+            "dict = [\"unix:/run/vmail/auth-dict\"]".into(),
+            format!("dict = [\"unix:{}\"]", p.dict_socket.display()),
+            1,
+        ),
+        (
+            "user = \"vmail\"".into(),
+            format!("user = \"{}\"", p.user.name),
+            2,
+        ),
+        // lookupd's socket for the LDA ([lookupd] lda and [lda] lookupd), beside the dict's.
+        (
+            "\"unix:/run/vmail/lookupd\"".into(),
+            format!(
+                "\"unix:{}\"",
+                p.dict_socket.with_file_name("lookupd").display()
+            ),
+            2,
+        ),
+        (
+            "lda_socket_group = \"vmail\"".into(),
+            format!("lda_socket_group = \"{}\"", p.user.group),
+            1,
+        ),
+    ];
+    for (from, to, n) in &subst {
+        t = replace_exact(file, &t, from, to, *n);
+    }
+    // Postfix's and Dovecot's groups (and Dovecot's user), as the daemons see them.
+    let (block, window) = p.penalty;
+    let sides = [
+        (
+            "socket_group = \"postfix\"".to_string(),
+            format!("socket_group = \"{}\"", p.postfix_group),
+            2, // [lookupd] socket_group and [authd] auth_socket_group
+        ),
+        (
+            "dict_socket_group = \"dovecot\"".into(),
+            format!("dict_socket_group = \"{}\"", p.dovecot_group),
+            1,
+        ),
+        (
+            "lua = [\"unix:/run/vmail/auth-lua\"]".into(),
+            format!("lua = [\"unix:{}\"]", p.lua_socket.display()),
+            1,
+        ),
+        (
+            "lua_socket_group = \"dovecot\"".into(),
+            format!("lua_socket_group = \"{}\"", p.dovecot_group),
+            1,
+        ),
+        (
+            "penalty_window_s = 900".into(),
+            format!("penalty_window_s = {window}"),
+            1,
+        ),
+        (
+            "penalty_block_after = 100".into(),
+            format!("penalty_block_after = {block}"),
+            1,
+        ),
+        (
+            "max_delay_ms = 8000".into(),
+            "max_delay_ms = 3000".into(),
+            1,
+        ),
+    ];
+    for (from, to, n) in &sides {
+        t = replace_exact(file, &t, from, to, *n);
+    }
+    assert!(
+        !t.contains("[mailbox]"),
+        "{file} now has a [mailbox] section: substitute its paths instead of appending one"
+    );
+    let base = p.mail_base.display();
+    t.push_str(&format!(
+        "\n# Added by the end-to-end tests: the built-in defaults with /home/vmail replaced,\n\
+         # owned by the user standing in for vmail.\n\
+         [mailbox]\nhome = \"{base}/%d/%n\"\nmail = \"maildir:{base}/%d/%n/Maildir\"\n\
+         uid = {}\ngid = {}\n",
+        p.user.uid, p.user.gid
+    ));
+    t
+}
+
+/// The Lua passdb/userdb script both Dovecots run.
+pub const CONTRIB_LUA: &str = include_str!("../../../contrib/dovecot/vmail-auth.lua");
+/// Its Dovecot 2.3 configuration (Debian 12).
+pub const CONTRIB_LUA_23: &str =
+    include_str!("../../../contrib/dovecot/conf.d/auth-vmail-lua.conf.ext");
+/// Its Dovecot 2.4 configuration (Debian 13).
+pub const CONTRIB_LUA_24: &str =
+    include_str!("../../../contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext");
+
+/// contrib's Dovecot files for the lane's Dovecot, as (path under Dovecot's temp dir
+/// `@DIR@`, text): `vmail-auth.lua` and `conf.d/auth-vmail-lua.conf.ext`, the 2.3 one on
+/// debian12 and the 2.4 one on debian13, pointing at the script in `@DIR@` and at authd's
+/// Lua socket `lua_socket`. 2.3 cannot hand the script settings, so there the script's own
+/// `SOCKET` line is replaced; 2.4 passes `lua_settings { socket }`, and the script is used
+/// as shipped.
+pub fn contrib_dovecot_files(lane: &super::Lane, lua_socket: &Path) -> Vec<(String, String)> {
+    let script_path = "/etc/dovecot/vmail-auth.lua";
+    let sock = lua_socket.display().to_string();
+    let (conf_file, conf, script) = if lane.is_debian13() {
+        let file = "contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext";
+        let conf = replace_exact(
+            file,
+            CONTRIB_LUA_24,
+            "socket = /run/vmail/auth-lua",
+            &format!("socket = {sock}"),
+            2,
+        );
+        (file, conf, CONTRIB_LUA.to_string())
+    } else {
+        let script = replace_exact(
+            "contrib/dovecot/vmail-auth.lua",
+            CONTRIB_LUA,
+            "local SOCKET = \"/run/vmail/auth-lua\"",
+            &format!("local SOCKET = \"{sock}\""),
+            1,
+        );
+        let file = "contrib/dovecot/conf.d/auth-vmail-lua.conf.ext";
+        (file, CONTRIB_LUA_23.to_string(), script)
+    };
+    let conf = replace_exact(conf_file, &conf, script_path, "@DIR@/vmail-auth.lua", 2);
+    vec![
+        ("vmail-auth.lua".into(), script),
+        ("conf.d/auth-vmail-lua.conf.ext".into(), conf),
+    ]
+}
+
+/// The line of the private dovecot.conf that pulls contrib's auth configuration in.
+pub const CONTRIB_DOVECOT_INCLUDE: &str = "!include @DIR@/conf.d/auth-vmail-lua.conf.ext";

@@ -1,0 +1,197 @@
+//! The whole mail server the end-to-end tests talk to, wired exactly as `contrib/` documents,
+//! on one lane: a private Postfix with `contrib/postfix/main.cf.vmail` and the `vmail` pipe(8)
+//! service, a submission smtpd (STARTTLS with a self-signed certificate, SMTP AUTH through
+//! vmail-authd), vmail-lookupd and vmail-authd as real processes on
+//! `contrib/vmail/vmail.toml`, vmail-lda run by pipe(8), and a private Dovecot reading the
+//! Maildirs over IMAP and POP3 with contrib's Lua passdb/userdb (vmail-authd again).
+//!
+//! Site settings a real server has and contrib leaves to the administrator: `mynetworks`
+//! empty (every test client is "the Internet"), and the how-to's `smtpd_relay_restrictions`
+//! ending in `reject_unauth_destination` (Postfix's default ends in
+//! `defer_unauth_destination`, a 454 instead of 554).
+
+use std::path::{Path, PathBuf};
+
+use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
+use vmail_test_support::postfix::{PostfixBuilder, PrivatePostfix};
+use vmail_test_support::root::SharedDir;
+use vmail_test_support::{have, set_mode, skip};
+
+use super::*;
+
+/// `[authd] penalty_block_after` in the tests: small enough to reach in a test.
+pub const PENALTY_BLOCK_AFTER: u32 = 8;
+/// `[authd] penalty_window_s` in the tests: short enough to wait for.
+pub const PENALTY_WINDOW_S: u32 = 5;
+
+/// How the daemons reach the test's database (contrib's `hosts`, `user`, `password_file`,
+/// `dbname`).
+pub struct DbAccess<'a> {
+    /// The server's unix socket on the host.
+    pub socket: &'a Path,
+    pub user: &'a str,
+    pub password: &'a str,
+    pub name: &'a str,
+}
+
+/// Dropped in field order: Postfix and Dovecot first (nothing asks the daemons any more),
+/// then the daemons, then the files. The database belongs to the caller.
+pub struct Stack {
+    pub postfix: PrivatePostfix,
+    pub dovecot: PrivateDovecot,
+    pub authd: DaemonProcess,
+    pub lookupd: DaemonProcess,
+    pub work: SharedDir,
+    pub mail_base: PathBuf,
+    pub config: PathBuf,
+    pub lane: Lane,
+}
+
+impl Stack {
+    /// Builds the server on `lane` for the database `db`; `fill` creates the schema and rows
+    /// (given the vmail.toml path) before the daemons start. `None` after a loud skip when a
+    /// client program is missing (a failure under CI).
+    pub fn start(test: &str, lane: Lane, db: &DbAccess, fill: impl FnOnce(&Path)) -> Option<Stack> {
+        for p in ["swaks", "openssl", "perl"] {
+            if !have(p) {
+                skip(
+                    test,
+                    &format!("{p} is not installed; run scripts/test-deps"),
+                );
+                return None;
+            }
+        }
+        if !swaks_has_tls() {
+            skip(
+                test,
+                "swaks cannot do STARTTLS: Perl's Net::SSLeay is missing (libnet-ssleay-perl; run scripts/test-deps)",
+            );
+            return None;
+        }
+        let began = std::time::Instant::now();
+        let user = lane.mail_user();
+        let work = lane.tempdir("vmail-e2e");
+        let dir = |name: &str, mode: u32| {
+            let p = work.path().join(name);
+            std::fs::create_dir(&p).unwrap();
+            set_mode(&p, mode);
+            p
+        };
+        // /run/vmail (authd's Dovecot sockets, lookupd's for the LDA), the daemons' state
+        // dir, /home/vmail, the TLS files.
+        let run = dir("run", 0o755);
+        let state = dir("state", 0o755);
+        let mail_base = dir("mail", 0o755);
+        std::os::unix::fs::chown(&mail_base, Some(user.uid), Some(user.gid)).unwrap();
+        let tls = dir("tls", 0o700);
+        let (cert, key) = self_signed_cert(&tls);
+        let config = work.path().join("vmail.toml");
+        let spool = spool_dir(work.path(), &lane.root);
+        let password_file = work.path().join("db-password");
+        write_password_file(&password_file, db.password, &user);
+        let dict_socket = run.join("auth-dict");
+        let lua_socket = run.join("auth-lua");
+        let toml = contrib_vmail_toml(&VmailPaths {
+            spool: &spool,
+            dict_socket: &dict_socket,
+            lua_socket: &lua_socket,
+            postfix_group: &lane.group("postfix"),
+            dovecot_group: &lane.group("dovecot"),
+            penalty: (PENALTY_BLOCK_AFTER, PENALTY_WINDOW_S),
+            db_socket: db.socket,
+            db_user: db.user,
+            db_password_file: &password_file,
+            db_name: db.name,
+            mail_base: &mail_base,
+            user: &user,
+        });
+        std::fs::write(&config, toml).unwrap();
+        set_mode(&config, 0o644);
+        fill(&config);
+
+        // The daemons first: smtpd needs the auth socket from its first connection on.
+        let lookupd = DaemonProcess::start(
+            "vmail-lookupd",
+            LOOKUPD,
+            &config,
+            &state,
+            &[&spool.join("private/vmail-lookupd"), &run.join("lookupd")],
+        );
+        let authd = DaemonProcess::start(
+            "vmail-authd",
+            AUTHD,
+            &config,
+            &state,
+            &[&spool.join("private/vmail-auth"), &dict_socket, &lua_socket],
+        );
+
+        let mut builder = PostfixBuilder::new().root(&lane.root);
+        for (name, value) in contrib_main_cf(&spool) {
+            builder = builder.main(&format!("{name} = {value}"));
+        }
+        let cert_opt = format!("smtpd_tls_cert_file={}", cert.display());
+        let key_opt = format!("smtpd_tls_key_file={}", key.display());
+        let lda = lane.lda(work.path());
+        let postfix = builder
+            .main("mynetworks =")
+            .main(
+                "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, \
+                 reject_unauth_destination",
+            )
+            .master(&contrib_vmail_service(&lda, &config, &user))
+            .submission_with(
+                &contrib_submission_options()
+                    .iter()
+                    .map(String::as_str)
+                    .chain([cert_opt.as_str(), key_opt.as_str()])
+                    .collect::<Vec<_>>(),
+            )
+            .start(test)?;
+
+        let mut dovecot = DovecotBuilder::new()
+            .root(&lane.root)
+            .mail_owner(user.uid, user.gid);
+        for (rel, text) in contrib_dovecot_files(&lane, &lua_socket) {
+            dovecot = dovecot.file(&rel, &text);
+        }
+        let dovecot = dovecot.conf(CONTRIB_DOVECOT_INCLUDE).start(test)?;
+        eprintln!(
+            "{test}: stack on lane {} ready in {:?}",
+            lane.name,
+            began.elapsed()
+        );
+        Some(Stack {
+            postfix,
+            dovecot,
+            authd,
+            lookupd,
+            work,
+            mail_base,
+            config,
+            lane,
+        })
+    }
+
+    /// The Maildir vmail-lda delivers `email` into (`[mailbox] mail` of the test's config).
+    pub fn maildir(&self, email: &str) -> PathBuf {
+        let (local, domain) = email.split_once('@').unwrap();
+        self.mail_base.join(domain).join(local).join("Maildir")
+    }
+
+    pub fn submission_port(&self) -> u16 {
+        self.postfix.submission_port.expect("a submission port")
+    }
+
+    /// Everything that logged, for assertion messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- lane {}\n--- postfix maillog:\n{}\n--- vmail-lookupd:\n{}\n--- vmail-authd:\n{}\n\
+             --- dovecot:\n{}",
+            self.lane.name,
+            self.postfix.maillog(),
+            self.lookupd.log(),
+            self.authd.log(),
+            self.dovecot.log()
+        )
+    }
+}
