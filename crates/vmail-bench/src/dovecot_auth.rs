@@ -19,11 +19,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use vmail_test_support::root::{SystemRoot, DEBIAN13_ROOT};
 use vmail_test_support::{set_mode, TestDb};
 
 use crate::stack::setup::{dict_dovecot, sql_dovecot, Env, MailUser};
 use crate::stack::{cell, fmt_rate, fmt_ratio, in_rounds_each, load, mean_figure, report, Cell};
-use root24::RootDovecot;
 use systems::{Authd, Contrib, LuaListener};
 
 #[derive(clap::Args)]
@@ -55,7 +55,7 @@ pub struct DovecotAuthArgs {
     /// Its SQL passdb needs `dovecot-mysql` there: the bench installs it when missing
     /// (`chroot ROOT apt-get install -y dovecot-mysql`, with a policy-rc.d exiting 101 in
     /// the root while it installs).
-    #[arg(long, default_value = "/var/lib/vmail-test/debian13")]
+    #[arg(long, default_value = DEBIAN13_ROOT)]
     root: PathBuf,
     /// contrib/ to take the Dovecot and Lua files from (read at run time).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib"))]
@@ -93,15 +93,6 @@ const TARGETS: [(&str, usize, usize); 3] = [
     ("Lua/dict, Dovecot 2.3", 2, 1),
 ];
 
-/// The id of `name` in the root's `etc/passwd` or `etc/group` (third field).
-fn root_id(root: &std::path::Path, file: &str, name: &str) -> Option<String> {
-    let text = std::fs::read_to_string(root.join("etc").join(file)).ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name)).then(|| f.get(2).map(|s| s.to_string()))?
-    })
-}
-
 pub fn run(a: DovecotAuthArgs) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -131,10 +122,11 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
     };
 
     // Dovecot 2.4: the root, and dovecot-mysql in it for the SQL passdb.
-    let root_ok = root24::check_root(&a.root).map_err(|e| format!("{e:#}"));
+    let root = SystemRoot::chroot(&a.root);
+    let root_ok = root24::check_root(&root).map_err(|e| format!("{e:#}"));
     let mut notes = Vec::new();
     if let (Ok(_), true) = (&root_ok, want("sql24")) {
-        if let Some(n) = root24::ensure_dovecot_mysql(&a.root)? {
+        if let Some(n) = root24::ensure_dovecot_mysql(&root)? {
             notes.push(n);
         }
     }
@@ -167,7 +159,8 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
     }
 
     // Everything that runs, stopped in reverse order at the end (Dovecots before the
-    // authds they use).
+    // authds they use, their shared dirs last).
+    let mut shared = Vec::new();
     let mut authds: Vec<Authd> = Vec::new();
     let mut host_dovecots = Vec::new();
     let mut root_dovecots = Vec::new();
@@ -219,35 +212,41 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
             }
             "sql24" => {
                 root_ok.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let d = systems::sql24_dovecot(&env, &a.root)?;
+                let d = systems::sql24_dovecot(&env, &root)?;
                 let u = Up {
-                    port: d.imap_port(),
-                    log: d.log_path(),
+                    port: d.imap_port,
+                    log: d.dir.path().join("dovecot.log"),
                 };
                 root_dovecots.push(d);
                 Ok(u)
             }
             _ => {
                 root_ok.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                // authd's socket and the homes in the instance's dir; the root's Dovecot has
-                // its own uids and gids.
-                let dir = RootDovecot::dir(&a.root, "lua24");
-                let sock = dir.host.path().join("authd-lua24.sock");
-                let inside_sock = format!("{}/authd-lua24.sock", dir.inside);
-                let peers: Vec<String> =
-                    root_id(&a.root, "passwd", "dovecot").into_iter().collect();
+                // authd's socket and the homes in a dir both sides see at one path; the
+                // root's Dovecot has its own uids and gids.
+                let dir = root.shared_tempdir("vmail-bench-lua24");
+                let sock = dir.path().join("authd-lua24.sock");
+                let base = dir.path().join("mail");
+                std::fs::create_dir(&base)?;
+                std::os::unix::fs::chown(&base, Some(env.user.uid), Some(env.user.gid))?;
+                set_mode(&base, 0o755);
+                shared.push(dir);
+                let peers: Vec<String> = root
+                    .lookup_user("dovecot")
+                    .map(|(uid, _)| uid.to_string())
+                    .into_iter()
+                    .collect();
                 let l = LuaListener {
                     socket: &sock,
                     extra_peers: &peers,
-                    group: root_id(&a.root, "group", "dovecot"),
+                    group: root.lookup_group("dovecot").map(|g| g.to_string()),
                 };
-                let base = PathBuf::from(format!("{}/mail", dir.inside));
                 let authd = Authd::start(&env, "authd-lua24", &base, Some(&l), a.authd_cache_off)?;
                 authds.push(authd);
-                let d = systems::lua24_dovecot(&env, &a.root, dir, &contrib, &inside_sock)?;
+                let d = systems::lua24_dovecot(&env, &root, &contrib, &sock)?;
                 let u = Up {
-                    port: d.imap_port(),
-                    log: d.log_path(),
+                    port: d.imap_port,
+                    log: d.dir.path().join("dovecot.log"),
                 };
                 root_dovecots.push(d);
                 Ok(u)
@@ -259,7 +258,7 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
         up.push(r.map_err(|e| format!("{e:#}")));
     }
     println!(
-        "setup: {users} users in MariaDB database {}; mail user {}; work dir {} (2.4: {}/tmp/vmail-bench-*); systems up in {:.1} s",
+        "setup: {users} users in MariaDB database {}; mail user {}; work dir {} (2.4: {}/tmp/vmail-dovecot*, vmail-bench-lua24*); systems up in {:.1} s",
         env.db.name,
         env.user.name,
         env.work.display(),
@@ -391,6 +390,7 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
     drop(root_dovecots);
     drop(host_dovecots);
     drop(authds);
+    drop(shared);
     drop(env);
     drop(work);
     Ok(())

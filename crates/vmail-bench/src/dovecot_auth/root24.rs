@@ -1,31 +1,38 @@
 //! Dovecot 2.4 in a Debian 13 root on this Debian 12 host (`docs/testing.md`, "Debian 13"):
-//! `vmail_test_support::debian13`'s private instances (`chroot ROOT dovecot -c
-//! /tmp/NAME/dovecot.conf`, files in a temp dir under `ROOT/tmp`, removed at the end) with
-//! the settings the bench's 2.3 instances have, and `dovecot-mysql` installed into the root
-//! when the SQL passdb needs it.
+//! `vmail_test_support::dovecot`'s private instances run in the root
+//! ([`DovecotBuilder::root`]: `chroot ROOT dovecot -c /tmp/vmail-dovecotXXX/dovecot.conf`, a
+//! `vmail_test_support::root::SharedDir` seen at that path from both sides, removed at the
+//! end) with the settings the bench's 2.3 instances have, and `dovecot-mysql` installed into
+//! the root when the SQL passdb needs it.
 //!
 //! The root is shared: nothing here mounts, unmounts, deletes or rebuilds it. The only
 //! changes outside our own temp dirs are the `dovecot-mysql` package and, while it installs,
 //! a `ROOT/usr/sbin/policy-rc.d` that exits 101 (removed after; left alone when it was
 //! there).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
-use vmail_test_support::debian13::{ChrootDovecot, RootDir};
+use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
+use vmail_test_support::root::SystemRoot;
 use vmail_test_support::set_mode;
 
-use crate::stack::setup::{panic_text, MailUser};
+use crate::stack::setup::{start_dovecot, MailUser};
 
-/// `chroot ROOT ARGS...`, its output (stdout, else stderr), trimmed.
-pub fn in_root(root: &Path, args: &[&str]) -> Result<(bool, String)> {
-    let o = Command::new("chroot")
-        .arg(root)
+/// The root's directory on the host, for messages.
+fn shown(root: &SystemRoot) -> String {
+    root.tree().unwrap_or(Path::new("/")).display().to_string()
+}
+
+/// `PROGRAM ARGS...` in the root, its output (stdout, else stderr), trimmed.
+pub fn in_root(root: &SystemRoot, program: &str, args: &[&str]) -> Result<(bool, String)> {
+    let o = root
+        .command(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("chroot {} {}", root.display(), args.join(" ")))?;
+        .with_context(|| format!("chroot {} {program} {}", shown(root), args.join(" ")))?;
     let mut s = String::from_utf8_lossy(&o.stdout).trim().to_string();
     if s.is_empty() || !o.status.success() {
         let e = String::from_utf8_lossy(&o.stderr);
@@ -35,39 +42,33 @@ pub fn in_root(root: &Path, args: &[&str]) -> Result<(bool, String)> {
 }
 
 /// Checks that `root` is a Debian root with Dovecot and `proc` mounted; its Dovecot version.
-pub fn check_root(root: &Path) -> Result<String> {
-    if !root.join("usr/sbin/dovecot").exists() {
-        bail!(
-            "{} has no usr/sbin/dovecot (docs/testing.md, \"Debian 13\", makes one)",
-            root.display()
-        );
+pub fn check_root(root: &SystemRoot) -> Result<String> {
+    let r = shown(root);
+    if !root.have("dovecot") {
+        bail!("{r} has no usr/sbin/dovecot (docs/testing.md, \"Debian 13\", makes one)");
     }
-    if !root.join("proc/self").exists() {
-        bail!(
-            "{}/proc is not mounted (mount -t proc proc {}/proc)",
-            root.display(),
-            root.display()
-        );
+    if !root.host_path(Path::new("/proc/self")).exists() {
+        bail!("{r}/proc is not mounted (mount -t proc proc {r}/proc)");
     }
-    let (ok, v) = in_root(root, &["dovecot", "--version"])?;
+    let (ok, v) = in_root(root, "dovecot", &["--version"])?;
     if !ok {
-        bail!("chroot {} dovecot --version: {v}", root.display());
+        bail!("chroot {r} dovecot --version: {v}");
     }
     Ok(v)
 }
 
 /// Installs `dovecot-mysql` into the root unless it is there (2.4's `sql_driver = mysql`
 /// needs it). Returns what it did, for the report.
-pub fn ensure_dovecot_mysql(root: &Path) -> Result<Option<String>> {
-    let installed = |root: &Path| {
-        in_root(root, &["dpkg-query", "-W", "-f=${Status}", "dovecot-mysql"])
+pub fn ensure_dovecot_mysql(root: &SystemRoot) -> Result<Option<String>> {
+    let installed = |root: &SystemRoot| {
+        in_root(root, "dpkg-query", &["-W", "-f=${Status}", "dovecot-mysql"])
             .is_ok_and(|(ok, s)| ok && s.contains("install ok installed"))
     };
     if installed(root) {
         return Ok(None);
     }
     // Keep the package scripts from (re)starting the root's system Dovecot.
-    let policy = root.join("usr/sbin/policy-rc.d");
+    let policy = root.host_path(Path::new("/usr/sbin/policy-rc.d"));
     let ours = !policy.exists();
     if ours {
         std::fs::write(&policy, "#!/bin/sh\nexit 101\n")
@@ -77,13 +78,12 @@ pub fn ensure_dovecot_mysql(root: &Path) -> Result<Option<String>> {
     let install = |update: bool| -> Result<(bool, String)> {
         let mut out = String::new();
         if update {
-            let (_, s) = in_root(root, &["apt-get", "update", "-q"])?;
+            let (_, s) = in_root(root, "apt-get", &["update", "-q"])?;
             out.push_str(&s);
         }
-        let o = Command::new("chroot")
-            .arg(root)
+        let o = root
+            .command("apt-get")
             .args([
-                "apt-get",
                 "install",
                 "-y",
                 "-q",
@@ -101,72 +101,43 @@ pub fn ensure_dovecot_mysql(root: &Path) -> Result<Option<String>> {
         let _ = std::fs::remove_file(&policy);
     }
     let (ok, out) = r?;
+    let r = shown(root);
     if !ok || !installed(root) {
-        bail!(
-            "chroot {} apt-get install -y dovecot-mysql failed:\n{out}",
-            root.display()
-        );
+        bail!("chroot {r} apt-get install -y dovecot-mysql failed:\n{out}");
     }
     Ok(Some(format!(
-        "installed dovecot-mysql into {} (chroot apt-get install, policy-rc.d 101 while installing)",
-        root.display()
+        "installed dovecot-mysql into {r} (chroot apt-get install, policy-rc.d 101 while installing)"
     )))
 }
 
-/// What the bench's 2.3 instances have beyond `ChrootDovecot`'s basics (which match
-/// `vmail_test_support::dovecot`'s: loopback IMAP, no TLS, plaintext logins, failures
-/// answered at once): the anvil auth penalty off, the auth cache off (stated; the default),
-/// Maildir in the home. `auth_allow_weak_schemes = yes`: 2.4 refuses the how-to's DES
-/// hashes otherwise ("Weak password scheme 'DES-CRYPT' used and refused"), 2.3 does not.
-const COMMON: &str = "auth_cache_size = 0\n\
-    auth_allow_weak_schemes = yes\n\
-    mail_driver = maildir\n\
-    mail_path = ~/Maildir\n\
-    service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n";
+/// What the bench's 2.4 instances have beyond `vmail_test_support::dovecot`'s 2.4 basics
+/// (loopback IMAP, no TLS, cleartext logins, Maildir in the home, failures answered at once:
+/// `auth_failure_delay = 0`, the anvil auth penalty off), as they had when they ran on the
+/// bench's own chroot starter: IMAP only ([`DovecotBuilder::imap_only`]), the `LOGIN`
+/// mechanism besides `PLAIN`, no delay on internal failures, the auth cache off (stated; the
+/// default). `auth_allow_weak_schemes = yes`: 2.4 refuses the how-to's DES hashes otherwise
+/// ("Weak password scheme 'DES-CRYPT' used and refused"), 2.3 does not.
+const COMMON: &str = "auth_mechanisms = plain login\n\
+    auth_internal_failure_delay = 0\n\
+    auth_cache_size = 0\n\
+    auth_allow_weak_schemes = yes";
 
-/// A private Dovecot 2.4 in the root (stopped when dropped), in a temp dir of its own.
-pub struct RootDovecot {
-    pub dovecot: ChrootDovecot,
-}
-
-impl RootDovecot {
-    /// A temp dir `ROOT/tmp/vmail-bench-NAME*` for an instance (and whatever it needs
-    /// there before it starts, such as authd's socket).
-    pub fn dir(root: &Path, name: &str) -> RootDir {
-        RootDir::new(root, &format!("vmail-bench-{name}"))
+/// Starts Dovecot 2.4 in `root` with [`COMMON`], then `extra` and `files` (in which `@DIR@`
+/// is its temp dir as both sides see it), mail owner `user` (owning `@DIR@/home`, for homes).
+pub fn start(
+    root: &SystemRoot,
+    user: &MailUser,
+    extra: &str,
+    files: &[(&str, String)],
+) -> Result<PrivateDovecot> {
+    let mut b = DovecotBuilder::new()
+        .root(root)
+        .imap_only()
+        .mail_owner(user.uid, user.gid)
+        .conf(COMMON)
+        .conf(extra);
+    for (rel, text) in files {
+        b = b.file(rel, text);
     }
-
-    /// Writes `files` and a `mail` directory for the mail user (`@DIR@/mail`, for homes) into
-    /// `dir`, then starts Dovecot there with [`COMMON`] and `extra` (in both, and in the
-    /// files, `@DIR@` is the temp dir as the root sees it).
-    pub fn start(
-        root: &Path,
-        dir: RootDir,
-        user: &MailUser,
-        extra: &str,
-        files: &[(&str, String)],
-    ) -> Result<RootDovecot> {
-        let mail = dir.host.path().join("mail");
-        std::fs::create_dir_all(&mail)?;
-        std::os::unix::fs::chown(&mail, Some(user.uid), Some(user.gid))?;
-        set_mode(&mail, 0o755);
-        for (rel, text) in files {
-            dir.write(rel, text);
-        }
-        let conf = format!("{COMMON}{extra}");
-        // ChrootDovecot panics with Dovecot's own messages when it refuses to start.
-        let dovecot = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            ChrootDovecot::start(root, dir, &conf)
-        }))
-        .map_err(|e| anyhow::anyhow!("dovecot 2.4 did not start: {}", panic_text(&e)))?;
-        Ok(RootDovecot { dovecot })
-    }
-
-    pub fn imap_port(&self) -> u16 {
-        self.dovecot.imap_port
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dovecot.dir.host.path().join("dovecot.log")
-    }
+    start_dovecot(b)
 }

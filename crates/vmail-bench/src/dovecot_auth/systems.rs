@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use vmail_test_support::dovecot::PrivateDovecot;
+use vmail_test_support::root::SystemRoot;
 use vmail_test_support::set_mode;
 
-use vmail_test_support::debian13::RootDir;
-
-use super::root24::RootDovecot;
+use super::root24;
 use crate::stack::setup::{
     common_dovecot, replace_some, start_dovecot, unix_paths, vmail_toml, Daemon, Env,
 };
@@ -223,8 +222,8 @@ pub fn lua23_dovecot(env: &Env, contrib: &Contrib, socket: &Path) -> Result<Priv
 }
 
 /// Dovecot 2.4 in the root with the classic SQL passdb in 2.4 syntax (the same query and
-/// `CRYPT` default scheme as the 2.3 one) and a static userdb, homes under `@DIR@/mail`.
-pub fn sql24_dovecot(env: &Env, root: &Path) -> Result<RootDovecot> {
+/// `CRYPT` default scheme as the 2.3 one) and a static userdb, homes under `@DIR@/home`.
+pub fn sql24_dovecot(env: &Env, root: &SystemRoot) -> Result<PrivateDovecot> {
     let u = &env.user;
     let extra = format!(
         "sql_driver = mysql\n\
@@ -232,7 +231,7 @@ pub fn sql24_dovecot(env: &Env, root: &Path) -> Result<RootDovecot> {
          passdb sql {{\n  default_password_scheme = CRYPT\n  \
          query = SELECT email AS user, password FROM users WHERE email = '%{{user}}'\n}}\n\
          userdb static {{\n  fields {{\n    uid = {}\n    gid = {}\n    \
-         home = @DIR@/mail/%{{user|domain}}/%{{user|username}}\n  }}\n}}\n",
+         home = @DIR@/home/%{{user|domain}}/%{{user|username}}\n  }}\n}}\n",
         env.db_port(),
         env.db.name,
         env.db.user,
@@ -240,20 +239,19 @@ pub fn sql24_dovecot(env: &Env, root: &Path) -> Result<RootDovecot> {
         u.uid,
         u.gid
     );
-    RootDovecot::start(root, RootDovecot::dir(root, "sql24"), u, &extra, &[])
+    root24::start(root, u, &extra, &[])
 }
 
-/// Dovecot 2.4 in the root with contrib's 2.4 Lua configuration against `socket` (a path in
-/// `dir`, as the root sees it).
+/// Dovecot 2.4 in the root with contrib's 2.4 Lua configuration against `socket` (a path
+/// both sides see, in a `SharedDir` of the root).
 pub fn lua24_dovecot(
     env: &Env,
-    root: &Path,
-    dir: RootDir,
+    root: &SystemRoot,
     contrib: &Contrib,
-    socket: &str,
-) -> Result<RootDovecot> {
-    let (lua, conf) = contrib.lua24(socket, "@DIR@/vmail-auth.lua")?;
-    RootDovecot::start(root, dir, &env.user, &conf, &[("vmail-auth.lua", lua)])
+    socket: &Path,
+) -> Result<PrivateDovecot> {
+    let (lua, conf) = contrib.lua24(&socket.display().to_string(), "@DIR@/vmail-auth.lua")?;
+    root24::start(root, &env.user, &conf, &[("vmail-auth.lua", lua)])
 }
 
 #[cfg(test)]
