@@ -13,9 +13,14 @@
 //! `vmail-bench stack`: the whole stack (Postfix + Dovecot + vmail) against the classic
 //! "Postfix + Dovecot + MySQL" how-to setup and a ceiling for each figure (see `stack.rs`;
 //! `bench/stack` installs what it needs and runs it).
+//!
+//! `vmail-bench dovecot-auth`: IMAP logins/s on Dovecot 2.3 and 2.4 with the SQL passdb,
+//! the dict route and the Lua route to vmail-authd (see `dovecot_auth.rs`;
+//! `bench/dovecot-auth` runs it).
 
 mod authd;
 mod cpu;
+mod dovecot_auth;
 mod lda;
 mod stack;
 
@@ -73,6 +78,10 @@ enum What {
     /// The whole stack against the classic setup: delivery, RCPT verification, SMTP AUTH and
     /// IMAP login rates with ratios and ceilings (run as root through bench/stack).
     Stack(stack::StackArgs),
+    /// IMAP logins/s on Dovecot 2.3 (host) and 2.4 (a Debian 13 root): SQL passdb, dict and
+    /// Lua routes to vmail-authd side by side (run as root through bench/dovecot-auth; it
+    /// installs dovecot-mysql into the root when missing).
+    DovecotAuth(dovecot_auth::DovecotAuthArgs),
 }
 
 fn main() -> Result<()> {
@@ -94,6 +103,7 @@ fn main() -> Result<()> {
         What::Lda(a) => lda::run(&a),
         What::Authd(o) => authd::run(o),
         What::Stack(a) => stack::run(a),
+        What::DovecotAuth(a) => dovecot_auth::run(a),
     }
 }
 

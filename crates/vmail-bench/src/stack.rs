@@ -13,8 +13,8 @@
 //! Postfix with `texthash:` tables (in smtpd, no IPC) is shown for reference. See
 //! `stack/setup.rs` for what each system is, and docs/BENCHMARKS.md for how to read the table.
 
-mod load;
-mod setup;
+pub(crate) mod load;
+pub(crate) mod setup;
 mod trivial_map;
 
 use std::path::PathBuf;
@@ -86,7 +86,7 @@ pub struct StackArgs {
 }
 
 /// One cell of the table: a rate, or why there is none.
-type Cell = Result<f64, String>;
+pub(crate) type Cell = Result<f64, String>;
 
 #[derive(Clone, Copy)]
 enum Target {
@@ -140,7 +140,7 @@ impl Row {
     }
 }
 
-fn fmt_rate(c: &Cell) -> String {
+pub(crate) fn fmt_rate(c: &Cell) -> String {
     match c {
         Ok(v) if *v >= 100.0 => format!("{v:.0}"),
         Ok(v) => format!("{v:.1}"),
@@ -148,19 +148,19 @@ fn fmt_rate(c: &Cell) -> String {
     }
 }
 
-fn fmt_ratio(a: &Cell, b: &Cell) -> String {
+pub(crate) fn fmt_ratio(a: &Cell, b: &Cell) -> String {
     match (a, b) {
         (Ok(a), Ok(b)) if *b > 0.0 => format!("{:.2}", a / b),
         _ => "-".into(),
     }
 }
 
-fn cell(r: &Result<f64>) -> Cell {
+pub(crate) fn cell(r: &Result<f64>) -> Cell {
     r.as_ref().map(|v| *v).map_err(|e| format!("{e:#}"))
 }
 
 /// The last few warnings and errors in a log, to say why a figure failed.
-fn log_hint(path: &std::path::Path) -> String {
+pub(crate) fn log_hint(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let bad: Vec<&str> = text
         .lines()
@@ -226,14 +226,14 @@ impl CpuTimes {
 
 /// Measures each of `systems` once per round for `rounds` rounds, rotating which goes first,
 /// so that no system always runs right after a phase change or always last while the
-/// machine's speed drifts. Per system: the mean of its rounds' rates and latencies (printed
-/// round by round under `names`), or its first failure.
-fn in_rounds<S>(
+/// machine's speed drifts. Per system: its rounds' figures (printed round by round under
+/// `names`), or its first failure.
+pub(crate) fn in_rounds_each<S>(
     names: &[&str],
     systems: &[S],
     rounds: usize,
     mut measure: impl FnMut(&S) -> Result<crate::Figure>,
-) -> Vec<Result<crate::Figure>> {
+) -> Vec<Result<Vec<crate::Figure>>> {
     let n = systems.len();
     let mut acc: Vec<Result<Vec<crate::Figure>>> = (0..n).map(|_| Ok(Vec::new())).collect();
     for r in 0..rounds.max(1) {
@@ -259,23 +259,35 @@ fn in_rounds<S>(
             }
         }
     }
-    acc.into_iter()
-        .map(|a| {
-            a.map(|v| {
-                let k = v.len().max(1) as f64;
-                crate::Figure {
-                    per_sec: v.iter().map(|f| f.per_sec).sum::<f64>() / k,
-                    p50_us: v.iter().map(|f| f.p50_us).sum::<f64>() / k,
-                    p99_us: v.iter().map(|f| f.p99_us).sum::<f64>() / k,
-                }
-            })
-        })
+    acc
+}
+
+/// [`in_rounds_each`], and per system the mean of its rounds' rates and latencies.
+pub(crate) fn in_rounds<S>(
+    names: &[&str],
+    systems: &[S],
+    rounds: usize,
+    measure: impl FnMut(&S) -> Result<crate::Figure>,
+) -> Vec<Result<crate::Figure>> {
+    in_rounds_each(names, systems, rounds, measure)
+        .into_iter()
+        .map(|a| a.map(|v| mean_figure(&v)))
         .collect()
+}
+
+/// The mean of figures' rates and latencies.
+pub(crate) fn mean_figure(v: &[crate::Figure]) -> crate::Figure {
+    let k = v.len().max(1) as f64;
+    crate::Figure {
+        per_sec: v.iter().map(|f| f.per_sec).sum::<f64>() / k,
+        p50_us: v.iter().map(|f| f.p50_us).sum::<f64>() / k,
+        p99_us: v.iter().map(|f| f.p99_us).sum::<f64>() / k,
+    }
 }
 
 /// Prints one measurement as it finishes, so a long run shows progress; on failure with the
 /// last problems `log` reported.
-fn report(what: &str, r: &Result<crate::Figure>, log: &std::path::Path) -> Result<f64> {
+pub(crate) fn report(what: &str, r: &Result<crate::Figure>, log: &std::path::Path) -> Result<f64> {
     match r {
         Ok(f) => {
             println!(
@@ -293,7 +305,7 @@ fn report(what: &str, r: &Result<crate::Figure>, log: &std::path::Path) -> Resul
     }
 }
 
-fn run_cmd(cmd: &str, args: &[&str]) -> String {
+pub(crate) fn run_cmd(cmd: &str, args: &[&str]) -> String {
     std::process::Command::new(cmd)
         .args(args)
         .output()
@@ -307,7 +319,7 @@ fn run_cmd(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-fn machine(db: &TestDb) -> Vec<String> {
+pub(crate) fn machine(db: &TestDb) -> Vec<String> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -361,7 +373,7 @@ fn machine(db: &TestDb) -> Vec<String> {
 
 /// Fills the database with the classic tables: `users` user0.. with the how-to's
 /// `ENCRYPT()` (DES) hashes, `forwardings` alias0.. -> user0.., one domain, no transport rows.
-fn populate(db: &TestDb, users: usize, aliases: usize) -> Result<()> {
+pub(crate) fn populate(db: &TestDb, users: usize, aliases: usize) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -408,7 +420,7 @@ fn populate(db: &TestDb, users: usize, aliases: usize) -> Result<()> {
 /// Replaces every hash by a SHA512-CRYPT one (`$6$`, 5000 rounds, no `{SCHEME}` prefix, as
 /// `mkpasswd -m sha-512` or `doveadm pw -s SHA512-CRYPT` without the prefix; pam_mysql's
 /// crypt(3) and Dovecot's `CRYPT` read it as such).
-fn rehash_sha512(db: &TestDb, users: usize) -> Result<()> {
+pub(crate) fn rehash_sha512(db: &TestDb, users: usize) -> Result<()> {
     // Bare `$6$`: vmail-passwd writes the `{SHA512-CRYPT}` prefix, pam_mysql would not
     // understand it.
     let hashes: Vec<(usize, String)> = crate::sha512_hashes(users, password)?

@@ -39,6 +39,7 @@ pub struct DovecotBuilder {
     owner: Option<(u32, u32)>,
     files: Vec<(PathBuf, String)>,
     root: SystemRoot,
+    imap_only: bool,
 }
 
 impl DovecotBuilder {
@@ -86,6 +87,13 @@ impl DovecotBuilder {
     /// gets the 2.4 names of the default settings (see [`base_conf`]).
     pub fn root(mut self, root: &SystemRoot) -> Self {
         self.root = root.clone();
+        self
+    }
+
+    /// IMAP only: `protocols = imap` and no POP3 listener (`pop3_port` is then 0), for a
+    /// benchmark that wants no process it does not use.
+    pub fn imap_only(mut self) -> Self {
+        self.imap_only = true;
         self
     }
 
@@ -137,7 +145,7 @@ impl DovecotBuilder {
         std::os::unix::fs::chown(&home, Some(uid), Some(gid)).expect("chown home");
 
         let imap_port = free_port();
-        let pop3_port = free_port();
+        let pop3_port = if self.imap_only { 0 } else { free_port() };
         let version = dovecot_version(&root);
         let mut conf = base_conf(&version, &d, imap_port, pop3_port);
         for line in &self.conf {
@@ -194,7 +202,8 @@ impl DovecotBuilder {
                 pid_file.display()
             );
         }
-        for (port, greeting) in [(imap_port, "* OK"), (pop3_port, "+OK")] {
+        let listeners = [(imap_port, "* OK"), (pop3_port, "+OK")];
+        for (port, greeting) in listeners.into_iter().filter(|(p, _)| *p != 0) {
             if !wait_until(Duration::from_secs(30), || greets(port, greeting)) {
                 let log = me.log();
                 me.stop();
@@ -221,6 +230,7 @@ pub struct PrivateDovecot {
     /// What `dovecot --version` printed, e.g. `2.3.19.1 (9b53102964)`.
     pub version: String,
     pub imap_port: u16,
+    /// 0 when started [`DovecotBuilder::imap_only`].
     pub pop3_port: u16,
     /// The uid and gid of `DIR/home` (and of `static_users`).
     pub mail_uid: u32,
@@ -321,7 +331,8 @@ pub fn dovecot_version(root: &SystemRoot) -> String {
 
 /// The settings every private instance starts with (`d` its temp dir), in the names of the
 /// Dovecot `version` (2.4 renamed many: `auth_allow_cleartext`, `mail_driver`/`mail_path`,
-/// and wants `dovecot_config_version` first; checked with 2.4.1's `doveconf -n`).
+/// and wants `dovecot_config_version` first; checked with 2.4.1's `doveconf -n`). IMAP only
+/// when `pop3_port` is 0.
 fn base_conf(version: &str, d: &str, imap_port: u16, pop3_port: u16) -> String {
     let v24 = version.starts_with("2.4");
     let (head, auth, mail) = if v24 {
@@ -337,13 +348,24 @@ fn base_conf(version: &str, d: &str, imap_port: u16, pop3_port: u16) -> String {
             "mail_location = maildir:~/Maildir\n",
         )
     };
+    let (protocols, pop3) = if pop3_port == 0 {
+        ("imap", String::new())
+    } else {
+        (
+            "imap pop3",
+            format!(
+                "service pop3-login {{\n  inet_listener pop3 {{\n    port = {pop3_port}\n  }}\n  \
+                 inet_listener pop3s {{\n    port = 0\n  }}\n}}\n"
+            ),
+        )
+    };
     format!(
         "{head}# written by vmail-test-support\n\
          base_dir = {d}/run\n\
          state_dir = {d}/state\n\
          log_path = {d}/dovecot.log\n\
          listen = 127.0.0.1\n\
-         protocols = imap pop3\n\
+         protocols = {protocols}\n\
          ssl = no\n\
          {auth}{mail}\
          first_valid_uid = 1\n\
@@ -353,8 +375,7 @@ fn base_conf(version: &str, d: &str, imap_port: u16, pop3_port: u16) -> String {
          auth_failure_delay = 0\n\
          service imap-login {{\n  inet_listener imap {{\n    port = {imap_port}\n  }}\n  \
          inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
-         service pop3-login {{\n  inet_listener pop3 {{\n    port = {pop3_port}\n  }}\n  \
-         inet_listener pop3s {{\n    port = 0\n  }}\n}}\n\
+         {pop3}\
          service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n"
     )
 }

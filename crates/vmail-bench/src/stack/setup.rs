@@ -86,7 +86,7 @@ impl Env {
         Ok(d)
     }
 
-    fn db_port(&self) -> &str {
+    pub(crate) fn db_port(&self) -> &str {
         self.db.host.rsplit(':').next().unwrap_or("3306")
     }
 }
@@ -137,7 +137,7 @@ fn start_postfix(b: PostfixBuilder) -> Result<PrivatePostfix> {
     .context("no Postfix (run scripts/test-deps)")
 }
 
-fn start_dovecot(b: DovecotBuilder) -> Result<PrivateDovecot> {
+pub(crate) fn start_dovecot(b: DovecotBuilder) -> Result<PrivateDovecot> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         b.start("vmail-bench stack")
     }))
@@ -145,7 +145,7 @@ fn start_dovecot(b: DovecotBuilder) -> Result<PrivateDovecot> {
     .context("no Dovecot (run scripts/test-deps)")
 }
 
-fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
     e.downcast_ref::<String>()
         .cloned()
         .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
@@ -155,7 +155,7 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
 /// Dovecot settings every instance gets: the auth cache off (Dovecot's default, stated), and
 /// what dovecot-lda needs when it runs as the mail user (a log file it may write, the stats
 /// socket open to it).
-fn common_dovecot(user: &MailUser) -> DovecotBuilder {
+pub(crate) fn common_dovecot(user: &MailUser) -> DovecotBuilder {
     DovecotBuilder::new()
         .mail_owner(user.uid, user.gid)
         .conf("auth_cache_size = 0")
@@ -166,7 +166,7 @@ fn common_dovecot(user: &MailUser) -> DovecotBuilder {
 
 /// The how-to's static userdb (every user the mail user, home under `mail_base`), shared by
 /// the classic Dovecot and the ceiling's.
-fn static_userdb(user: &MailUser, mail_base: &Path) -> String {
+pub(crate) fn static_userdb(user: &MailUser, mail_base: &Path) -> String {
     format!(
         "driver = static\nargs = uid={} gid={} home={}/%d/%n allow_all_users=yes",
         user.uid,
@@ -178,6 +178,59 @@ fn static_userdb(user: &MailUser, mail_base: &Path) -> String {
 fn chown_lda_log(d: &PrivateDovecot, user: &MailUser) -> Result<()> {
     std::os::unix::fs::chown(d.dir.path().join("lda.log"), Some(user.uid), Some(user.gid))?;
     Ok(())
+}
+
+/// The classic Dovecot: the how-to's dovecot-sql.conf (`driver = mysql`, `password_query`
+/// against `users`, `default_pass_scheme = CRYPT`) and its static userdb, Maildirs under
+/// `mail_base`. Also `vmail-bench dovecot-auth`'s 2.3 SQL system.
+pub(crate) fn sql_dovecot(env: &Env, mail_base: &Path) -> Result<PrivateDovecot> {
+    let u = &env.user;
+    let sql = format!(
+        "driver = mysql\n\
+         connect = host=127.0.0.1 port={} dbname={} user={} password={}\n\
+         default_pass_scheme = CRYPT\n\
+         password_query = SELECT email as user, password FROM users WHERE email='%u';\n",
+        env.db_port(),
+        env.db.name,
+        env.db.user,
+        env.db.password
+    );
+    let dovecot = start_dovecot(
+        common_dovecot(u)
+            .file("dovecot-sql.conf.ext", &sql)
+            .conf(&format!(
+                "mail_location = maildir:{}/%d/%n/Maildir",
+                mail_base.display()
+            ))
+            .passdb("driver = sql\nargs = @DIR@/dovecot-sql.conf.ext")
+            .userdb(&static_userdb(u, mail_base)),
+    )?;
+    chown_lda_log(&dovecot, u)?;
+    Ok(dovecot)
+}
+
+/// The vmail Dovecot: contrib's auth-vmail.conf.ext and dovecot-dict-auth.conf.ext against
+/// vmail-authd's dict socket `dict_sock`. Also `vmail-bench dovecot-auth`'s dict system.
+pub(crate) fn dict_dovecot(u: &MailUser, dict_sock: &Path) -> Result<PrivateDovecot> {
+    let dict = replace_some(
+        "contrib/dovecot/dovecot-dict-auth.conf.ext",
+        CONTRIB_DICT,
+        "uri = proxy:idle_msecs=30000:/run/vmail/auth-dict:auth",
+        &format!("uri = proxy:idle_msecs=30000:{}:auth", dict_sock.display()),
+    )?;
+    let auth = replace_some(
+        "contrib/dovecot/conf.d/auth-vmail.conf.ext",
+        CONTRIB_AUTH,
+        "args = /etc/dovecot/dovecot-dict-auth.conf.ext",
+        "args = @DIR@/dovecot-dict-auth.conf.ext",
+    )?;
+    let dovecot = start_dovecot(
+        common_dovecot(u)
+            .file("dovecot-dict-auth.conf.ext", &dict)
+            .conf(&auth),
+    )?;
+    chown_lda_log(&dovecot, u)?;
+    Ok(dovecot)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -323,7 +376,7 @@ impl Drop for Saslauthd {
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
+pub(crate) fn signal(pid: u32, sig: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill(2) on a pid we found running our own command line.
         unsafe {
@@ -356,28 +409,7 @@ impl Classic {
         let sasl_uncached = Saslauthd::start(&env.work.join("saslauthd-nocache"), false)?;
         let u = &env.user;
 
-        // Dovecot: the how-to's dovecot-sql.conf and static userdb.
-        let sql = format!(
-            "driver = mysql\n\
-             connect = host=127.0.0.1 port={} dbname={} user={} password={}\n\
-             default_pass_scheme = CRYPT\n\
-             password_query = SELECT email as user, password FROM users WHERE email='%u';\n",
-            env.db_port(),
-            env.db.name,
-            env.db.user,
-            env.db.password
-        );
-        let dovecot = start_dovecot(
-            common_dovecot(u)
-                .file("dovecot-sql.conf.ext", &sql)
-                .conf(&format!(
-                    "mail_location = maildir:{}/%d/%n/Maildir",
-                    mail_base.display()
-                ))
-                .passdb("driver = sql\nargs = @DIR@/dovecot-sql.conf.ext")
-                .userdb(&static_userdb(u, &mail_base)),
-        )?;
-        chown_lda_log(&dovecot, u)?;
+        let dovecot = sql_dovecot(env, &mail_base)?;
 
         // Postfix: the how-to's main.cf map and transport lines, its mysql-virtual_*.cf files
         // (the same queries as crates/vmail-lookupd/tests/postfix.rs), its dovecot transport.
@@ -552,7 +584,7 @@ impl Drop for Daemon {
 }
 
 /// Replaces `from` by `to`, insisting it is there: contrib changed under us otherwise.
-fn replace_some(file: &str, text: &str, from: &str, to: &str) -> Result<String> {
+pub(crate) fn replace_some(file: &str, text: &str, from: &str, to: &str) -> Result<String> {
     if !text.contains(from) {
         bail!("{file} no longer contains `{from}` (update crates/vmail-bench/src/stack/setup.rs)");
     }
@@ -563,7 +595,7 @@ fn replace_some(file: &str, text: &str, from: &str, to: &str) -> Result<String> 
 /// `/run/vmail` and `/home/vmail` moved into the work dir, the database and the system user
 /// replaced, everything else (cache TTLs, delays, listeners' modes) as shipped. Whatever
 /// listeners contrib adds later (e.g. a socket for the LDA) move along with the prefixes.
-fn vmail_toml(
+pub(crate) fn vmail_toml(
     env: &Env,
     spool: &Path,
     run: &Path,
@@ -616,7 +648,7 @@ fn vmail_toml(
 }
 
 /// The UNIX socket paths of a configuration's listeners (`unix:PATH` entries).
-fn unix_paths(listeners: &[String]) -> Vec<PathBuf> {
+pub(crate) fn unix_paths(listeners: &[String]) -> Vec<PathBuf> {
     listeners
         .iter()
         .filter_map(|l| l.strip_prefix("unix:"))
@@ -791,29 +823,11 @@ impl Vmail {
             &nc_socks,
         )?;
 
-        // Dovecot: contrib's auth-vmail.conf.ext and dovecot-dict-auth.conf.ext.
         let dict_sock = unix_paths(&c.authd.dict)
             .into_iter()
             .next()
             .context("vmail.toml has no [authd] dict listener")?;
-        let dict = replace_some(
-            "contrib/dovecot/dovecot-dict-auth.conf.ext",
-            CONTRIB_DICT,
-            "uri = proxy:idle_msecs=30000:/run/vmail/auth-dict:auth",
-            &format!("uri = proxy:idle_msecs=30000:{}:auth", dict_sock.display()),
-        )?;
-        let auth = replace_some(
-            "contrib/dovecot/conf.d/auth-vmail.conf.ext",
-            CONTRIB_AUTH,
-            "args = /etc/dovecot/dovecot-dict-auth.conf.ext",
-            "args = @DIR@/dovecot-dict-auth.conf.ext",
-        )?;
-        let dovecot = start_dovecot(
-            common_dovecot(u)
-                .file("dovecot-dict-auth.conf.ext", &dict)
-                .conf(&auth),
-        )?;
-        chown_lda_log(&dovecot, u)?;
+        let dovecot = dict_dovecot(u, &dict_sock)?;
 
         let auth_port = free_port();
         let auth_port_nocache = free_port();
