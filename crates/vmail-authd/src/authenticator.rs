@@ -282,10 +282,10 @@ impl Authenticator {
             Admission::Throttled { failures, wait } => {
                 AuthStats::bump(&self.stats.throttled);
                 tracing::debug!(user = ?login, failures, wait_ms = wait.as_millis() as u64, "login throttled by the failure penalty; not checking");
-                // Counted (no hash needed for that): an address that keeps trying a
-                // throttled login is guessing, and must reach the block.
+                // Counted against the network (no hash needed for that): an address that
+                // keeps trying a throttled login is guessing, and must reach the block.
                 self.penalty
-                    .record_failure(rip, &key, password, Instant::now());
+                    .record_throttled(rip, &key, password, Instant::now());
                 return Verdict::Fail;
             }
         };

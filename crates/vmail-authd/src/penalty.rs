@@ -176,6 +176,26 @@ impl Penalty {
     /// Counts a failed attempt (unless from a trusted network or a repeat of a recent wrong
     /// password), and books it to its (network, login) pair.
     pub fn record_failure(&self, ip: Option<IpAddr>, login: &str, password: &[u8], now: Instant) {
+        self.count(ip, login, password, now, true);
+    }
+
+    /// Counts an attempt refused by the login's throttle ([`Pacing::Caller`]) against its
+    /// network only: an address that keeps trying a throttled login reaches the block, but
+    /// the login's counter (and so its throttle, which a counted failure restarts) is left
+    /// as it is, or a stream of refusals from many addresses would keep the login's real
+    /// user out for as long as it lasts instead of leaving a check per delay.
+    pub fn record_throttled(&self, ip: Option<IpAddr>, login: &str, password: &[u8], now: Instant) {
+        self.count(ip, login, password, now, false);
+    }
+
+    fn count(
+        &self,
+        ip: Option<IpAddr>,
+        login: &str,
+        password: &[u8],
+        now: Instant,
+        to_login: bool,
+    ) {
         if self.is_trusted(ip) {
             return;
         }
@@ -191,7 +211,8 @@ impl Penalty {
         let window = self.cfg.window;
         make_room(&mut table, now, window);
         let mut to_net = (0, 0);
-        for key in [Key::Login(login.clone()), Key::Net(net)] {
+        let keys = [Key::Login(login.clone()), Key::Net(net)];
+        for key in keys.into_iter().skip(usize::from(!to_login)) {
             let Tables {
                 counters, next_id, ..
             } = &mut *table;

@@ -16,10 +16,11 @@
 //! could be guessed from many addresses as fast as hashes are computed (600 guesses in
 //! 1.19 s). Instead, while the login's penalty delay (the delay its own failures give, as
 //! [`Penalty::assess`] computes it) has not passed since its last counted failure, an
-//! attempt fails at once, unchecked but counted as a failure of its network and login
-//! (without a hash: a repeat of a recent wrong password still counts once), so an address
-//! hammering a throttled login still reaches the block: a login gets about one real check
-//! per current delay. The check let through takes the login's turn, so concurrent attempts
+//! attempt fails at once, unchecked but counted as a failure of its network (without a
+//! hash: a repeat of a recent wrong password still counts once), so an address hammering a
+//! throttled login still reaches the block; not of its login, whose throttle a counted
+//! failure would restart, so that refusals from many addresses cannot keep its real user
+//! out for as long as they come: a login gets about one real check per current delay. The check let through takes the login's turn, so concurrent attempts
 //! do not all pass at the moment the delay runs out. Only a login's first guesses, those
 //! arriving at once before its first failure is counted, are all checked (as many as the
 //! client runs at once: Dovecot's auth workers); a login without failures is not

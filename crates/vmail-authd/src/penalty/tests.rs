@@ -362,3 +362,41 @@ fn checks_in_flight_stay_bounded() {
     drop((running, extra));
     assert!(p.table.lock().unwrap().in_flight.is_empty());
 }
+
+/// A throttled refusal counts against its network, so an address hammering a throttled login
+/// reaches the block, but not against the login: it does not restart the login's throttle,
+/// which would otherwise keep the real user out for as long as refusals keep coming.
+#[test]
+fn throttled_refusals_count_for_the_network_not_the_login() {
+    let p = Penalty::new(PenaltyConfig {
+        block_after: 5,
+        ..cfg()
+    });
+    let t = Instant::now();
+    let ms = |n: u64| t + Duration::from_millis(n);
+    p.record_failure(ip("192.0.2.1"), "a@x", b"1", t);
+    p.record_failure(ip("192.0.2.2"), "a@x", b"2", t);
+    // Two failures: throttled for 100 ms beyond the caller's own delay.
+    for (i, at) in [10u64, 20, 30].into_iter().enumerate() {
+        let a = p.admit(ip("198.51.100.9"), "a@x", ms(at), Pacing::Caller);
+        assert!(matches!(a, Admission::Throttled { .. }), "at {at} ms");
+        p.record_throttled(
+            ip("198.51.100.9"),
+            "a@x",
+            format!("g{i}").as_bytes(),
+            ms(at),
+        );
+    }
+    // The login's turn comes back 100 ms after its last counted failure, refusals or not.
+    assert!(checked(&p.admit(
+        ip("203.0.113.1"),
+        "a@x",
+        ms(100),
+        Pacing::Caller
+    )));
+    // The refusing address has three failures counted: two more reach the block.
+    p.record_throttled(ip("198.51.100.9"), "b@x", b"x", ms(101));
+    p.record_throttled(ip("198.51.100.9"), "c@x", b"y", ms(102));
+    let a = p.admit(ip("198.51.100.9"), "d@x", ms(103), Pacing::Caller);
+    assert!(matches!(a, Admission::Blocked { failures: 5, .. }));
+}
