@@ -1,6 +1,6 @@
 //! What an authentication attempt becomes, whatever protocol carried it: penalty first
-//! (before any hashing: the penalty sleep, or on the Lua channel a throttled login's
-//! refusal, then the block with the checks in flight counted; see `penalty/admission.rs`),
+//! (before any hashing: the penalty sleep, except on the Lua channel, then the block with
+//! the checks in flight counted; see `penalty/admission.rs`),
 //! then the user's row under a deadline, then the password check on a bounded blocking
 //! pool (never on the reactor), then the account's flags. A backend failure is always
 //! [`Verdict::Temp`] (the auth connection is closed: Postfix answers 454 and the client
@@ -269,7 +269,7 @@ impl Authenticator {
             }
         }
         // Decided after the sleep, and counted in flight until this attempt ends.
-        let _in_flight = match self.penalty.admit(rip, &key, Instant::now(), pacing) {
+        let _in_flight = match self.penalty.admit(rip, Instant::now()) {
             Admission::Check(guard) => guard,
             Admission::Blocked {
                 failures,
@@ -277,15 +277,6 @@ impl Authenticator {
             } => {
                 AuthStats::bump(&self.stats.blocked);
                 tracing::warn!(rip = %rip.map_or_else(|| "-".into(), |i| i.to_string()), failures, in_flight, "remote address blocked by the failure penalty; not checking");
-                return Verdict::Fail;
-            }
-            Admission::Throttled { failures, wait } => {
-                AuthStats::bump(&self.stats.throttled);
-                tracing::debug!(user = ?login, failures, wait_ms = wait.as_millis() as u64, "login throttled by the failure penalty; not checking");
-                // Counted against the network (no hash needed for that): an address that
-                // keeps trying a throttled login is guessing, and must reach the block.
-                self.penalty
-                    .record_throttled(rip, &key, password, Instant::now());
                 return Verdict::Fail;
             }
         };

@@ -6,8 +6,8 @@
 //! password) counts once.
 //! Trusted networks (a webmail host logging in for many users) are neither delayed nor
 //! counted. Right before a check, [`Penalty::admit`] blocks, counting the network's checks
-//! in flight, and on the Lua channel throttles a login whose delay has not passed
-//! (`penalty/admission.rs`).
+//! in flight (`penalty/admission.rs`, which also says why the Lua channel has no per-login
+//! throttle).
 //!
 //! What a success forgives, and why (issue 15.4): a network's counter is evidence against
 //! everybody behind it, so one account's success must not clear it, or an attacker who owns
@@ -61,9 +61,6 @@ struct Entry {
     last: Instant,
     recent: [u64; RECENT],
     next: usize,
-    /// When the counter last had its turn ([`Pacing::Caller`]): its last counted failure,
-    /// or the last check let through while it had failures.
-    turn: Instant,
     /// Which instance of the counter this is (a new one after a reset): a pair's share
     /// applies only to the instance it was added to.
     id: u64,
@@ -176,26 +173,6 @@ impl Penalty {
     /// Counts a failed attempt (unless from a trusted network or a repeat of a recent wrong
     /// password), and books it to its (network, login) pair.
     pub fn record_failure(&self, ip: Option<IpAddr>, login: &str, password: &[u8], now: Instant) {
-        self.count(ip, login, password, now, true);
-    }
-
-    /// Counts an attempt refused by the login's throttle ([`Pacing::Caller`]) against its
-    /// network only: an address that keeps trying a throttled login reaches the block, but
-    /// the login's counter (and so its throttle, which a counted failure restarts) is left
-    /// as it is, or a stream of refusals from many addresses would keep the login's real
-    /// user out for as long as it lasts instead of leaving a check per delay.
-    pub fn record_throttled(&self, ip: Option<IpAddr>, login: &str, password: &[u8], now: Instant) {
-        self.count(ip, login, password, now, false);
-    }
-
-    fn count(
-        &self,
-        ip: Option<IpAddr>,
-        login: &str,
-        password: &[u8],
-        now: Instant,
-        to_login: bool,
-    ) {
         if self.is_trusted(ip) {
             return;
         }
@@ -211,8 +188,7 @@ impl Penalty {
         let window = self.cfg.window;
         make_room(&mut table, now, window);
         let mut to_net = (0, 0);
-        let keys = [Key::Login(login.clone()), Key::Net(net)];
-        for key in keys.into_iter().skip(usize::from(!to_login)) {
+        for key in [Key::Login(login.clone()), Key::Net(net)] {
             let Tables {
                 counters, next_id, ..
             } = &mut *table;
@@ -223,7 +199,6 @@ impl Penalty {
             e.last = now;
             let counted = !e.recent.contains(&fp);
             if counted {
-                e.turn = now;
                 e.failures = e.failures.saturating_add(1);
                 e.recent[e.next] = fp;
                 e.next = (e.next + 1) % RECENT;
@@ -290,7 +265,6 @@ fn fresh(next_id: &mut u64, now: Instant) -> Entry {
         last: now,
         recent: [0; RECENT],
         next: 0,
-        turn: now,
         id: *next_id,
     }
 }

@@ -10,9 +10,6 @@ pub struct AuthStats {
     pub disabled: AtomicU64,
     pub temp: AtomicU64,
     pub blocked: AtomicU64,
-    /// Attempts refused unchecked on the Lua channel: the login's penalty delay had not
-    /// passed since its last counted failure (see `penalty::Admission::Throttled`).
-    pub throttled: AtomicU64,
     /// Password hashes computed for attempts: real checks and unknown users' dummy checks.
     pub checks: AtomicU64,
     pub cache_hits: AtomicU64,
@@ -142,11 +139,6 @@ impl AuthStats {
                 &self.blocked,
             ),
             (
-                "vmail_authd_penalty_throttled_total",
-                "Lua channel attempts failed unchecked because the login's penalty delay has not passed since its last counted failure.",
-                &self.throttled,
-            ),
-            (
                 "vmail_authd_password_checks_total",
                 "Password hashes computed for attempts (unknown users' dummy checks included).",
                 &self.checks,
@@ -212,7 +204,6 @@ impl AuthStats {
             disabled = g(&self.disabled),
             temp = g(&self.temp),
             blocked = g(&self.blocked),
-            throttled = g(&self.throttled),
             checks = g(&self.checks),
             cache_hits = g(&self.cache_hits),
             dict_cache_hits = g(&self.dict_cache_hits),

@@ -249,7 +249,7 @@ fn concurrent_guesses_stop_at_the_block_over_smtp_auth() {
             });
         }
     });
-    let (checks, (blocked, _)) = (d.checks(), d.unchecked());
+    let (checks, blocked) = (d.checks(), d.blocked());
     eprintln!("{checks} checks, {blocked} blocked");
     assert!(checks <= 20, "{checks} checks, block after 20");
     assert_eq!(checks + blocked, 300);

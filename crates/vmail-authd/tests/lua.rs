@@ -102,8 +102,8 @@ fn failures_are_answered_without_the_failure_delay() {
             "{login}: answered after {took:?}; failure_delay_ms is 3000"
         );
     }
-    // The refused SMTP attempt counted as dave's failure, but one failure never throttles:
-    // its whole delay is Dovecot's own auth_failure_delay, which a real client has waited.
+    // The refused SMTP attempt counted as dave's failure; his right password still gets in
+    // at once on this channel (no sleep, no throttle: see penalty/admission.rs).
     assert!(c
         .ask("PASS\t7\timap\t192.0.2.9\tdave@example.org\tdavepw")
         .starts_with("OK\t7\tdave@example.org\t"));
@@ -126,7 +126,7 @@ fn lua_failures_block_smtp_auth_from_the_same_address() {
     config.authd.max_delay_ms = 100;
     let d = Daemon::start(config);
     let mut c = LuaClient::connect(&d);
-    // Three logins: guesses at one login would be throttled after the first few (unchecked).
+    // Three logins, each guessed once: the block counts the network's failures.
     for (i, login) in ["alice", "bob", "nobody"].iter().enumerate() {
         let l = c.ask(&format!(
             "PASS\t{i}\timap\t198.51.100.7\t{login}@example.org\twrong"
@@ -525,72 +525,31 @@ fn concurrent_guesses_from_one_address_stop_at_the_block() {
             });
         }
     });
-    let blocked = d.unchecked().0;
+    let blocked = d.blocked();
     eprintln!("{} checks, {blocked} blocked", d.checks());
     assert!(d.checks() <= 20, "{} checks, block after 20", d.checks());
     assert_eq!(d.checks() + blocked, 300);
 }
 
-/// Review 1: authd does not sleep on the Lua channel, so a login's penalty delay becomes
-/// a refusal: one login guessed from many addresses (600 guesses in 1.19 s before) gets
-/// about one real check per current delay, concurrent guesses included; its right
-/// password is refused while it is throttled, and accepted once the delay has passed.
+/// Review of the throttle this channel had for a while: refusing a guessed login's
+/// attempts unchecked let one outside address keep the real user out of IMAP for as long as
+/// it polled. Guesses at alice from many addresses must not stop alice herself: her right
+/// password from her own address is checked and accepted at once.
 #[test]
-fn one_login_guessed_from_many_addresses_is_throttled() {
+fn guesses_at_a_login_from_many_addresses_do_not_lock_its_owner_out() {
     let (_t, mut config) = setup();
-    // Delays 100, 200, 400, 800 ms, then max_delay_ms - failure_delay_ms = 900 ms.
     config.authd.failure_delay_ms = 100;
     config.authd.max_delay_ms = 1000;
     let d = Daemon::start(config);
-    let throttled = || d.unchecked().1;
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for conn in 0..10 {
-            let d = &d;
-            s.spawn(move || {
-                let mut c = LuaClient::connect(d);
-                for i in 0..30 {
-                    let rip = format!("198.51.{conn}.{i}");
-                    let l = c.ask(&format!(
-                        "PASS\t{i}\timap\t{rip}\talice@example.org\tguess-{conn}-{i}"
-                    ));
-                    assert_eq!(l, format!("FAIL\t{i}"));
-                }
-            });
-        }
-    });
-    let took = t.elapsed();
-    // The first guesses of the 10 connections arrive before any failure is counted and
-    // are all checked, and one more: after one failure the whole delay is Dovecot's own
-    // (auth_failure_delay = failure_delay_ms), so it does not throttle. After that each
-    // check waits at least failure_delay_ms after the previous one.
-    let bound = 11 + (took.as_millis() / 100) as u64;
-    eprintln!(
-        "300 guesses in {took:?}: {} checks, {} throttled",
-        d.checks(),
-        throttled()
-    );
-    assert!(
-        d.checks() <= bound,
-        "{} checks in {took:?}: 11 first guesses and one per delay allow {bound}",
-        d.checks()
-    );
-    assert_eq!(d.checks() + throttled(), 300);
-    // The right password from a fresh address: refused unchecked while throttled...
     let mut c = LuaClient::connect(&d);
+    for i in 0..30 {
+        let l = c.ask(&format!(
+            "PASS\t{i}\timap\t198.51.100.{i}\talice@example.org\tguess-{i}"
+        ));
+        assert_eq!(l, format!("FAIL\t{i}"));
+    }
     let before = d.checks();
-    let l = c.ask("PASS\t1\timap\t203.0.113.1\talice@example.org\twonderland");
-    assert_eq!(l, "FAIL\t1");
-    assert_eq!(d.checks(), before, "a throttled attempt is not checked");
-    // ... accepted once the current delay (at most 900 ms) has passed.
-    std::thread::sleep(Duration::from_millis(1000));
-    let l = c.ask("PASS\t2\timap\t203.0.113.2\talice@example.org\twonderland");
-    assert!(l.starts_with("OK\t2\talice@example.org\t"), "{l:?}");
-    // The success cleared the login's counter: the next attempt is checked at once.
-    let before = d.checks();
-    assert_eq!(
-        c.ask("PASS\t3\timap\t203.0.113.3\talice@example.org\ttypo"),
-        "FAIL\t3"
-    );
-    assert_eq!(d.checks(), before + 1);
+    let l = c.ask("PASS\tme\timap\t203.0.113.1\talice@example.org\twonderland");
+    assert!(l.starts_with("OK\tme\talice@example.org\t"), "{l:?}");
+    assert_eq!(d.checks(), before + 1, "alice's own attempt is checked");
 }

@@ -1,5 +1,5 @@
-//! The decision taken right before a password check: block, throttle, or check, with the
-//! check counted in flight until it ends.
+//! The decision taken right before a password check: block, or check, with the check
+//! counted in flight until it ends.
 //!
 //! In flight (review 3): a check counts against its network's block threshold from its
 //! admission until it ends ([`InFlight`], released on drop: success, failure, temporary
@@ -11,34 +11,23 @@
 //! per network with a check running, so it is as big as the checks running; past
 //! `MAX_ENTRIES` networks at once a new one is checked untracked (the behaviour before).
 //!
-//! Throttle (review 1, [`Pacing::Caller`] only): authd does not sleep there, so the
-//! doubling delay, the only thing a login's counter did, would never apply, and one login
-//! could be guessed from many addresses as fast as hashes are computed (600 guesses in
-//! 1.19 s). Instead, while the login's penalty delay (the delay its own failures give, as
-//! [`Penalty::assess`] computes it) has not passed since its last counted failure, an
-//! attempt fails at once, unchecked but counted as a failure of its network (without a
-//! hash: a repeat of a recent wrong password still counts once), so an address hammering a
-//! throttled login still reaches the block; not of its login, whose throttle a counted
-//! failure would restart, so that refusals from many addresses cannot keep its real user
-//! out for as long as they come: a login gets about one real check per current delay. The check let through takes the login's turn, so concurrent attempts
-//! do not all pass at the moment the delay runs out. Only a login's first guesses, those
-//! arriving at once before its first failure is counted, are all checked (as many as the
-//! client runs at once: Dovecot's auth workers); a login without failures is not
-//! throttled, so that a mail client opening several connections at once logs in on all. The price: during an attack the real
-//! user is refused too (as with the block, which costs the real user behind the address).
-//! A refusal is answered before the directory is asked, so its timing tells only "you are
-//! being throttled", not whether the login exists or the password was right. A success
-//! still clears the login's counter, and so its throttle. One typo does not throttle the
-//! next try: Dovecot's `auth_failure_delay` (keep it equal to `failure_delay_ms`, the first
-//! delay) has passed before the client gets its answer.
-//!
-//! The network's counter does not throttle: the block caps a network's checks per window
-//! already (strictly, with the checks in flight), Dovecot delays each client address
-//! itself (its auth penalty), and a throttled network would refuse the right passwords of
-//! everybody behind it (a NAT) where SMTP AUTH only delays them.
+//! No throttle on the Lua channel ([`Pacing::Caller`]), deliberately. authd does not sleep
+//! there (a sleep would hold a Dovecot auth worker per failing login), so a login's
+//! doubling delay does not apply, and one login can be guessed from many addresses as fast
+//! as Dovecot hands the guesses over. A throttle that refuses a login's attempts unchecked
+//! until its delay has passed was tried (this session) and reviewed: whoever asks first
+//! when the delay runs out gets the check, so one outside address polling with one wrong
+//! password kept the real user out of IMAP for as long as it polled (19 of 19 logins
+//! refused in 20 minutes, while SMTP AUTH let each in after its delay), and counting its
+//! refusals blocked whole NATs through their own users' right passwords. Refusing a
+//! stranger cannot be told from refusing the owner without a check, so the Lua channel
+//! keeps what does not lock anybody out: the network's block (checks in flight included),
+//! shared with SMTP AUTH, and Dovecot's own per-address delays (`auth_failure_delay`, its
+//! auth penalty). Guessing one login from very many addresses stays as fast as the
+//! addresses can go; that is the gap this leaves (docs/ARCHITECTURE.md).
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Key, Penalty, MAX_ENTRIES};
 
@@ -49,8 +38,8 @@ pub enum Pacing {
     /// has no delay of its own).
     Server,
     /// The caller delays (Dovecot's `auth_failure_delay`, Lua channel): a sleep here would
-    /// hold a Dovecot auth worker per failing login. Penalties still count and block, and
-    /// a login's penalty delay becomes a refusal (see the module comment).
+    /// hold a Dovecot auth worker per failing login. Penalties still count and block (see
+    /// the module comment for why a login's delay does not become a refusal here).
     Caller,
 }
 
@@ -59,10 +48,6 @@ pub enum Admission<'a> {
     /// Fail unchecked: the network's failures and its checks in flight reach
     /// `block_after`.
     Blocked { failures: u32, in_flight: u32 },
-    /// Fail unchecked, counted as a failure ([`Pacing::Caller`]): the login's penalty delay,
-    /// beyond the caller's own failure delay, has not passed since its turn (the last check
-    /// let through).
-    Throttled { failures: u32, wait: Duration },
     /// Check; the guard counts the check in flight until dropped.
     Check(InFlight<'a>),
 }
@@ -91,15 +76,8 @@ impl Drop for InFlight<'_> {
 }
 
 impl Penalty {
-    /// Blocks, throttles or admits an attempt from `ip` for `login`, decided at `now`
-    /// (after any penalty sleep).
-    pub fn admit(
-        &self,
-        ip: Option<IpAddr>,
-        login: &str,
-        now: Instant,
-        pacing: Pacing,
-    ) -> Admission<'_> {
+    /// Blocks or admits an attempt from `ip`, decided at `now` (after any penalty sleep).
+    pub fn admit(&self, ip: Option<IpAddr>, now: Instant) -> Admission<'_> {
         let untracked = || {
             Admission::Check(InFlight {
                 penalty: self,
@@ -125,30 +103,6 @@ impl Penalty {
                 failures,
                 in_flight,
             };
-        }
-        if pacing == Pacing::Caller {
-            let user = table
-                .counters
-                .get_mut(&Key::Login(login.to_ascii_lowercase()))
-                .filter(|e| e.failures > 0 && now.saturating_duration_since(e.last) < window);
-            if let Some(e) = user {
-                // The caller's own failure delay (Dovecot's `auth_failure_delay`, equal to
-                // `failure_delay_ms`) has already passed before its client could try again:
-                // only what the penalty asks beyond it throttles, so one typo never does and
-                // a retry after two waits no longer than SMTP AUTH would make it wait.
-                let delay = self
-                    .delay_for(e.failures)
-                    .saturating_sub(self.cfg.failure_delay);
-                let since = now.saturating_duration_since(e.turn);
-                if since < delay {
-                    return Admission::Throttled {
-                        failures: e.failures,
-                        wait: delay - since,
-                    };
-                }
-                // This check takes the login's turn.
-                e.turn = now;
-            }
         }
         if table.in_flight.len() >= MAX_ENTRIES && !table.in_flight.contains_key(&net) {
             return untracked();

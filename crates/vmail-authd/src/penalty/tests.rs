@@ -244,99 +244,24 @@ fn checks_in_flight_count_towards_the_block() {
     let me = ip("192.0.2.1");
     p.record_failure(me, "a@x", b"1", t);
     p.record_failure(me, "b@x", b"1", t);
-    let running: Vec<_> = (0..3)
-        .map(|i| p.admit(me, &format!("u{i}@x"), t, Pacing::Server))
-        .collect();
+    let running: Vec<_> = (0..3).map(|_| p.admit(me, t)).collect();
     assert!(running.iter().all(checked));
     // 2 failures + 3 in flight = block_after.
     assert!(matches!(
-        p.admit(me, "z@x", t, Pacing::Server),
+        p.admit(me, t),
         Admission::Blocked {
             failures: 2,
             in_flight: 3
         }
     ));
-    assert!(checked(&p.admit(ip("192.0.2.2"), "z@x", t, Pacing::Server)));
+    assert!(checked(&p.admit(ip("192.0.2.2"), t)));
     drop(running);
     assert!(p.table.lock().unwrap().in_flight.is_empty());
-    assert!(checked(&p.admit(me, "z@x", t, Pacing::Server)));
+    assert!(checked(&p.admit(me, t)));
     // Trusted networks are neither blocked nor tracked.
-    let trusted: Vec<_> = (0..10)
-        .map(|_| p.admit(ip("10.0.0.1"), "a@x", t, Pacing::Server))
-        .collect();
+    let trusted: Vec<_> = (0..10).map(|_| p.admit(ip("10.0.0.1"), t)).collect();
     assert!(trusted.iter().all(checked));
     assert!(p.table.lock().unwrap().in_flight.is_empty());
-}
-
-/// Review 1: with `Pacing::Caller` a login's penalty delay is a refusal until it has
-/// passed since the last counted failure; a check let through takes the turn; a success
-/// clears it; the network's counter does not throttle; `Pacing::Server` never throttles.
-#[test]
-fn caller_pacing_throttles_a_login_until_its_delay_has_passed() {
-    let p = Penalty::new(PenaltyConfig {
-        block_after: 100,
-        ..cfg()
-    });
-    let t = Instant::now();
-    let ms = |n: u64| t + Duration::from_millis(n);
-    p.record_failure(ip("192.0.2.1"), "a@x", b"1", t);
-    // One failure: its delay (100 ms) is the caller's own failure delay, which has passed
-    // before its client can try again: no throttle.
-    assert!(checked(&p.admit(
-        ip("198.51.100.1"),
-        "a@x",
-        ms(1),
-        Pacing::Caller
-    )));
-    p.record_failure(ip("192.0.2.2"), "a@x", b"2", t);
-    // Two failures: 200 ms, of which 100 ms beyond the caller's delay, from any address.
-    let a = p.admit(ip("198.51.100.1"), "A@x", ms(50), Pacing::Caller);
-    assert!(
-        matches!(a, Admission::Throttled { failures: 2, wait } if wait == Duration::from_millis(50))
-    );
-    assert!(checked(&p.admit(
-        ip("198.51.100.1"),
-        "a@x",
-        ms(50),
-        Pacing::Server
-    )));
-    // Other logins from the failing addresses are not throttled.
-    assert!(checked(&p.admit(
-        ip("192.0.2.1"),
-        "b@x",
-        ms(1),
-        Pacing::Caller
-    )));
-    let turn = p.admit(ip("198.51.100.2"), "a@x", ms(100), Pacing::Caller);
-    assert!(checked(&turn));
-    assert!(!checked(&p.admit(
-        ip("198.51.100.3"),
-        "a@x",
-        ms(101),
-        Pacing::Caller
-    )));
-    assert!(checked(&p.admit(
-        ip("198.51.100.3"),
-        "a@x",
-        ms(200),
-        Pacing::Caller
-    )));
-    // A counted failure restarts it, with the longer delay of three failures (400 ms, 300
-    // beyond the caller's).
-    p.record_failure(ip("198.51.100.3"), "a@x", b"3", ms(200));
-    assert!(!checked(&p.admit(
-        ip("198.51.100.4"),
-        "a@x",
-        ms(499),
-        Pacing::Caller
-    )));
-    p.record_success(ip("198.51.100.4"), "a@x", ms(499));
-    assert!(checked(&p.admit(
-        ip("198.51.100.4"),
-        "a@x",
-        ms(499),
-        Pacing::Caller
-    )));
 }
 
 /// The table of checks in flight stays bounded: past `MAX_ENTRIES` networks at once, a new
@@ -346,57 +271,12 @@ fn checks_in_flight_stay_bounded() {
     let p = Penalty::new(cfg());
     let t = Instant::now();
     let running: Vec<_> = (0..MAX_ENTRIES as u32)
-        .map(|i| {
-            p.admit(
-                Some(IpAddr::from(i.to_be_bytes())),
-                "a@x",
-                t,
-                Pacing::Server,
-            )
-        })
+        .map(|i| p.admit(Some(IpAddr::from(i.to_be_bytes())), t))
         .collect();
     assert!(running.iter().all(checked));
-    let extra = p.admit(ip("2001:db8::1"), "a@x", t, Pacing::Server);
+    let extra = p.admit(ip("2001:db8::1"), t);
     assert!(checked(&extra));
     assert_eq!(p.table.lock().unwrap().in_flight.len(), MAX_ENTRIES);
     drop((running, extra));
     assert!(p.table.lock().unwrap().in_flight.is_empty());
-}
-
-/// A throttled refusal counts against its network, so an address hammering a throttled login
-/// reaches the block, but not against the login: it does not restart the login's throttle,
-/// which would otherwise keep the real user out for as long as refusals keep coming.
-#[test]
-fn throttled_refusals_count_for_the_network_not_the_login() {
-    let p = Penalty::new(PenaltyConfig {
-        block_after: 5,
-        ..cfg()
-    });
-    let t = Instant::now();
-    let ms = |n: u64| t + Duration::from_millis(n);
-    p.record_failure(ip("192.0.2.1"), "a@x", b"1", t);
-    p.record_failure(ip("192.0.2.2"), "a@x", b"2", t);
-    // Two failures: throttled for 100 ms beyond the caller's own delay.
-    for (i, at) in [10u64, 20, 30].into_iter().enumerate() {
-        let a = p.admit(ip("198.51.100.9"), "a@x", ms(at), Pacing::Caller);
-        assert!(matches!(a, Admission::Throttled { .. }), "at {at} ms");
-        p.record_throttled(
-            ip("198.51.100.9"),
-            "a@x",
-            format!("g{i}").as_bytes(),
-            ms(at),
-        );
-    }
-    // The login's turn comes back 100 ms after its last counted failure, refusals or not.
-    assert!(checked(&p.admit(
-        ip("203.0.113.1"),
-        "a@x",
-        ms(100),
-        Pacing::Caller
-    )));
-    // The refusing address has three failures counted: two more reach the block.
-    p.record_throttled(ip("198.51.100.9"), "b@x", b"x", ms(101));
-    p.record_throttled(ip("198.51.100.9"), "c@x", b"y", ms(102));
-    let a = p.admit(ip("198.51.100.9"), "d@x", ms(103), Pacing::Caller);
-    assert!(matches!(a, Admission::Blocked { failures: 5, .. }));
 }

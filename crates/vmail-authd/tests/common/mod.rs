@@ -127,12 +127,10 @@ impl Daemon {
         self.authenticator.stats.checks.load(Relaxed)
     }
 
-    /// Attempts failed unchecked so far: blocked by the network's penalty, and throttled
-    /// (the login's, Lua channel only).
-    pub fn unchecked(&self) -> (u64, u64) {
+    /// Attempts failed unchecked so far: blocked by the network's penalty.
+    pub fn blocked(&self) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
-        let s = &self.authenticator.stats;
-        (s.blocked.load(Relaxed), s.throttled.load(Relaxed))
+        self.authenticator.stats.blocked.load(Relaxed)
     }
 
     /// Dict connections accepted so far (`vmail_authd_dict_connections_total`).
