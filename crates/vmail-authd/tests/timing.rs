@@ -27,7 +27,7 @@ fn unknown_and_existing_logins_cost_the_same_with_mixed_schemes() {
 }
 
 /// The same with alice's hash as `doveadm pw -s BLF-CRYPT` writes it: bcrypt at cost 5,
-/// and `hash_scheme = "BLF-CRYPT"` as the README advises for such a database. A dummy
+/// and `hash_scheme = "BLF-CRYPT"` as docs/GUIDE.md advises for such a database. A dummy
 /// check in the scheme alone (bcrypt, at `hash()`'s cost 10) took 40 times what alice's
 /// check takes.
 #[test]
