@@ -1,4 +1,4 @@
-//! How long an auth or dict connection may take over what it is waiting for (issue 15):
+//! How long an auth, dict or Lua connection may take over what it is waiting for (issue 15):
 //! the client's handshake and each line must arrive whole within request_read_timeout_ms
 //! (from connecting, from the line's first byte), a connection with nothing in progress
 //! may stay idle_timeout_ms, and one waiting for our own checks has no deadline. Each reply
@@ -81,6 +81,82 @@ pub async fn write<W: tokio::io::AsyncWrite + Unpin>(
     limits: &ConnSettings,
 ) -> std::io::Result<()> {
     vmail_daemon::write_all_within(w, out, limits.request_read_timeout).await
+}
+
+/// The incoming side of a connection whose requests are answered, one by one, before the
+/// next is read (dict, Lua): received bytes, and the clock their deadlines run on.
+pub struct Inbox {
+    /// Bytes received and not yet taken as a line.
+    pub buf: Vec<u8>,
+    chunk: Vec<u8>,
+    clock: Clock,
+}
+
+impl Inbox {
+    pub fn new() -> Inbox {
+        Inbox {
+            buf: Vec::with_capacity(512),
+            chunk: vec![0u8; 4096],
+            clock: Clock::start(Instant::now()),
+        }
+    }
+
+    /// Takes the first `n` bytes (a whole line) out of the buffer.
+    pub fn take(&mut self, n: usize) {
+        self.buf.drain(..n);
+        self.clock.line_done();
+    }
+
+    /// Reads what the client sends next, under the deadline of what the connection waits
+    /// for (the handshake until `handshake_done`, then the rest of a line or idle time; our
+    /// own answers are never waited for here). `false`: the connection is over (closed,
+    /// failed, too slow, idle too long, or shutting down); `what` names it in the log.
+    pub async fn fill<S: tokio::io::AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        handshake_done: bool,
+        limits: &ConnSettings,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+        what: &str,
+    ) -> bool {
+        use tokio::io::AsyncReadExt;
+        let wait = if !handshake_done {
+            Wait::Handshake
+        } else if !self.buf.is_empty() {
+            Wait::Line
+        } else {
+            Wait::Idle
+        };
+        let deadline = self.clock.deadline(wait, Instant::now(), limits);
+        tokio::select! {
+            // Bytes that came are read before an expired deadline is looked at.
+            biased;
+            r = stream.read(&mut self.chunk) => match r {
+                Ok(0) => false,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&self.chunk[..n]);
+                    true
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "{what} client read failed");
+                    false
+                }
+            },
+            () = until(deadline) => {
+                if wait != Wait::Idle {
+                    tracing::debug!(?wait, "closing {what} connection: line not complete within request_read_timeout_ms");
+                }
+                false
+            }
+            _ = shutdown.changed() => false,
+        }
+    }
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Sleeps until `deadline`, for ever without one.

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::Instrument;
 use vmail_directory::User;
@@ -22,7 +22,7 @@ use vmail_proto::dict::{self, Reply, Request};
 
 use crate::auth_conn::ConnSettings;
 use crate::authenticator::{AuthStats, Authenticator};
-use crate::deadline::{self, Clock, Wait};
+use crate::deadline::{self, Inbox};
 use crate::records::{self, bounded};
 
 /// Serves a connection until it ends. Errors are logged, never propagated.
@@ -35,22 +35,19 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     AuthStats::bump(&auth.stats.dict_connections);
-    let mut clock = Clock::start(tokio::time::Instant::now());
-    let mut buf: Vec<u8> = Vec::with_capacity(512);
-    let mut chunk = vec![0u8; 4096];
+    let mut inbox = Inbox::new();
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut hello = false;
     loop {
-        while let Some(n) = match dict::find_line(&buf) {
+        while let Some(n) = match dict::find_line(&inbox.buf) {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "closing dict connection");
                 return;
             }
         } {
-            let req = dict::parse_request(&buf[..n]);
-            buf.drain(..n);
-            clock.line_done();
+            let req = dict::parse_request(&inbox.buf[..n]);
+            inbox.take(n);
             let req = match req {
                 Ok(r) => r,
                 Err(e) => {
@@ -119,32 +116,11 @@ pub async fn serve<S>(
             }
         }
         // Requests are answered before the next is read, so the wait is never our own.
-        let wait = if !hello {
-            Wait::Handshake
-        } else if !buf.is_empty() {
-            Wait::Line
-        } else {
-            Wait::Idle
-        };
-        let deadline = clock.deadline(wait, tokio::time::Instant::now(), &settings);
-        tokio::select! {
-            // Bytes that came are read before an expired deadline is looked at.
-            biased;
-            r = stream.read(&mut chunk) => match r {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) => {
-                    tracing::debug!(error = %e, "dict client read failed");
-                    return;
-                }
-            },
-            () = deadline::until(deadline) => {
-                if wait != Wait::Idle {
-                    tracing::debug!(?wait, "closing dict connection: line not complete within request_read_timeout_ms");
-                }
-                return;
-            }
-            _ = shutdown.changed() => return,
+        if !inbox
+            .fill(&mut stream, hello, &settings, &mut shutdown, "dict")
+            .await
+        {
+            return;
         }
     }
 }

@@ -12,14 +12,14 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::Instrument;
 use vmail_directory::User;
 use vmail_proto::lua::{self, Reply, Request};
 
 use crate::authenticator::{AuthStats, Authenticator, Pacing, Verdict};
-use crate::deadline::{self, Clock, ConnSettings, Wait};
+use crate::deadline::{self, ConnSettings, Inbox};
 use crate::records;
 use crate::stats::{LuaKind, LuaResult};
 
@@ -106,22 +106,19 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     AuthStats::bump(&auth.stats.lua.connections);
-    let mut clock = Clock::start(tokio::time::Instant::now());
-    let mut buf: Vec<u8> = Vec::with_capacity(512);
-    let mut chunk = vec![0u8; 4096];
+    let mut inbox = Inbox::new();
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut hello = false;
     loop {
-        while let Some(n) = match lua::find_line(&buf) {
+        while let Some(n) = match lua::find_line(&inbox.buf) {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "closing lua connection");
                 return;
             }
         } {
-            let req = lua::parse_request(&buf[..n]);
-            buf.drain(..n);
-            clock.line_done();
+            let req = lua::parse_request(&inbox.buf[..n]);
+            inbox.take(n);
             let req = match req {
                 Ok(r) => r,
                 Err(e) => {
@@ -165,32 +162,11 @@ pub async fn serve<S>(
             }
         }
         // Requests are answered before the next is read, so the wait is never our own.
-        let wait = if !hello {
-            Wait::Handshake
-        } else if !buf.is_empty() {
-            Wait::Line
-        } else {
-            Wait::Idle
-        };
-        let deadline = clock.deadline(wait, tokio::time::Instant::now(), &settings);
-        tokio::select! {
-            // Bytes that came are read before an expired deadline is looked at.
-            biased;
-            r = stream.read(&mut chunk) => match r {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) => {
-                    tracing::debug!(error = %e, "lua client read failed");
-                    return;
-                }
-            },
-            () = deadline::until(deadline) => {
-                if wait != Wait::Idle {
-                    tracing::debug!(?wait, "closing lua connection: line not complete within request_read_timeout_ms");
-                }
-                return;
-            }
-            _ = shutdown.changed() => return,
+        if !inbox
+            .fill(&mut stream, hello, &settings, &mut shutdown, "lua")
+            .await
+        {
+            return;
         }
     }
 }
