@@ -28,18 +28,6 @@ const PENALIZED_FROM: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// Disabled in the database: refused like a wrong password, and without a userdb record.
 const DISABLED: (&str, &str) = ("off@example.org", "off-pw");
 
-struct World {
-    stack: Stack,
-    _db: TestDb,
-}
-
-impl std::ops::Deref for World {
-    type Target = Stack;
-    fn deref(&self) -> &Stack {
-        &self.stack
-    }
-}
-
 static WORLD: Shared<World> = Shared::new();
 
 extern "C" fn teardown() {
@@ -51,22 +39,7 @@ fn world() -> Option<Arc<World>> {
 }
 
 fn setup() -> Option<World> {
-    let test = "vmail-e2e logins (shared setup)";
-    let lane = Lane::from_env(test)?;
-    let db = TestDb::create(test)?;
-    let root = lane.root.clone();
-    let stack = Stack::start(
-        test,
-        lane,
-        &DbAccess {
-            socket: Path::new(&db.socket),
-            user: &db.user,
-            password: &db.password,
-            name: &db.name,
-        },
-        |config| fill(&db, config, &root),
-    )?;
-    Some(World { stack, _db: db })
+    World::start("vmail-e2e logins (shared setup)", fill)
 }
 
 fn fill(db: &TestDb, config: &Path, root: &SystemRoot) {

@@ -33,19 +33,6 @@ const SALES: (&str, &str) = ("sales@example.com", "sales-pw");
 const TEAM: &str = "team@example.org";
 const OUTSIDER: &str = "someone@outside.test";
 
-/// The stack first (Postfix, Dovecot, the daemons, the files), then the database.
-struct World {
-    stack: Stack,
-    _db: TestDb,
-}
-
-impl std::ops::Deref for World {
-    type Target = Stack;
-    fn deref(&self) -> &Stack {
-        &self.stack
-    }
-}
-
 static WORLD: Shared<World> = Shared::new();
 
 extern "C" fn teardown() {
@@ -57,22 +44,7 @@ fn world() -> Option<Arc<World>> {
 }
 
 fn setup() -> Option<World> {
-    let test = "vmail-e2e mail_flow (shared setup)";
-    let lane = Lane::from_env(test)?;
-    let db = TestDb::create(test)?;
-    let root = lane.root.clone();
-    let stack = Stack::start(
-        test,
-        lane,
-        &DbAccess {
-            socket: Path::new(&db.socket),
-            user: &db.user,
-            password: &db.password,
-            name: &db.name,
-        },
-        |config| fill(&db, config, &root),
-    )?;
-    Some(World { stack, _db: db })
+    World::start("vmail-e2e mail_flow (shared setup)", fill)
 }
 
 /// The schema, then the rows: one user the how-to's way (MariaDB's ENCRYPT()), the rest

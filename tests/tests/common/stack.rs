@@ -195,3 +195,43 @@ impl Stack {
         )
     }
 }
+
+/// A stack on a database of its own, as the shared setups of `mail_flow.rs` and
+/// `logins.rs` use it: the stack is dropped first (Postfix, Dovecot, the daemons, the
+/// files), then the database.
+pub struct World {
+    stack: Stack,
+    _db: vmail_test_support::TestDb,
+}
+
+impl std::ops::Deref for World {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+impl World {
+    /// Starts the stack of `VMAIL_TEST_LANE` on a fresh database, which `fill` fills (with
+    /// the stack's configuration file, in the lane's root) before the daemons start.
+    pub fn start(
+        test: &str,
+        fill: impl FnOnce(&vmail_test_support::TestDb, &Path, &vmail_test_support::root::SystemRoot),
+    ) -> Option<World> {
+        let lane = Lane::from_env(test)?;
+        let db = vmail_test_support::TestDb::create(test)?;
+        let root = lane.root.clone();
+        let stack = Stack::start(
+            test,
+            lane,
+            &DbAccess {
+                socket: Path::new(&db.socket),
+                user: &db.user,
+                password: &db.password,
+                name: &db.name,
+            },
+            |config| fill(&db, config, &root),
+        )?;
+        Some(World { stack, _db: db })
+    }
+}
