@@ -1,6 +1,12 @@
-//! Pure codecs for the Postfix lookup protocols that vmail's lookupd serves: netstring
-//! framing, the socketmap protocol and the tcp_table protocol. Bytes in, typed values or
-//! errors out; no I/O, no async, so the connection code can feed any partial buffer.
+//! Pure codecs for the protocols vmail's daemons speak. Bytes in, typed values or errors
+//! out; no I/O, no async, so the connection code can feed any partial buffer.
+//!
+//! - Postfix's lookup protocols, which vmail-lookupd serves (and vmail-lda speaks as a
+//!   client): [`netstring`] framing, [`socketmap`] and [`tcp_table`].
+//! - The protocols vmail-authd serves to Dovecot and Postfix: Dovecot's auth client
+//!   protocol with its PLAIN and LOGIN payloads ([`auth`], Postfix SASL), Dovecot's dict
+//!   proxy protocol ([`dict`]), and our own line protocol for Dovecot's Lua
+//!   passdb/userdb script ([`lua`]).
 //!
 //! Every parser takes the bytes received so far and answers `Ok(None)` ("incomplete")
 //! until a whole frame or line is present, and then reports how many bytes it consumed,
