@@ -1,22 +1,32 @@
-//! The cache of verified credentials. Checking a SHA512-CRYPT hash costs about a millisecond
-//! of CPU, bcrypt and Argon2 tens; a mail client that logs in every few minutes should not
-//! pay that each time. An entry is a keyed digest of (login, the stored hash it was checked
-//! against, the password): the user's row is still read on every attempt, so a password
-//! change (a new stored hash) or a disabled account takes effect at once, and nothing in
-//! the cache can be turned back into a password without the per-process key (the dict rows
-//! below do hold hashes, as read from the database, and are never logged).
+//! What authd remembers between authentications (`[authd] cache_enabled`), so that a mail
+//! client that logs in every few minutes does not pay a hash check each time (about a
+//! millisecond of CPU for SHA512-CRYPT, tens for bcrypt and Argon2) nor, within a short
+//! window, a database round trip. Three maps, each bounded by `cache_max_entries` and all
+//! emptied by the flush that `vmailctl` sends with every change:
 //!
-//! On top of that, for `cache_recheck_s` after a check that read the row, the same login
-//! with the same password is answered from memory with the row as read then ([`Recent`]):
-//! no database round trip for a client opening several connections or sending a burst, and
-//! known logins keep working through a short database outage (as with Dovecot's auth cache
-//! or saslauthd -c). vmailctl flushes it with every change; a change made in SQL directly
-//! applies after at most `cache_recheck_s`.
+//! - Verified passwords, for `cache_ttl_s` ([`VerifiedCache::contains`]): a keyed digest of
+//!   (the user's address, the stored hash it was checked against, the password). The row
+//!   is read before this map is asked, so it saves only the hash check, and a password
+//!   change (a new stored hash) or a disabled account takes effect at once.
+//! - Recent logins, for `cache_recheck_s` after a check that read the row ([`Recent`]):
+//!   the same login with the same password is answered from memory with the row as read
+//!   then, without reading it again: no database round trip for a client opening several
+//!   connections or sending a burst, and known logins keep working through a short
+//!   database outage (as with Dovecot's auth cache or saslauthd -c). A hit that the row
+//!   as read then refuses (disabled, service not allowed) takes the full path again. So a
+//!   change made in SQL directly, past `vmailctl`, applies after at most
+//!   `cache_recheck_s`; 0 reads the row at every attempt.
+//! - Dict rows, for the same `cache_recheck_s` ([`rows`]): Dovecot's dict passdb/userdb
+//!   lookups carry no password (Dovecot checks the hash itself), so the row a lookup found
+//!   is kept, by the login as Dovecot sent it, and a user's next logins within the window
+//!   cost Dovecot no database round trip either. Only rows that exist are kept: a user
+//!   created a moment ago can log in at once.
 //!
-//! Dovecot's dict passdb/userdb lookups carry no password: Dovecot checks the hash itself.
-//! For them the row a lookup found is kept for the same `cache_recheck_s` ([`rows`]), with
-//! the same flushes, so a user's next logins within it cost Dovecot no database round trip
-//! either. Only rows that exist are kept: a user created a moment ago can log in at once.
+//! The first two maps are keyed by digests under a per-process random key, so nothing in
+//! them can be turned back into a password, and recent logins keep the row without its
+//! hash; the dict rows do hold hashes, as read from the database, and are never logged. A
+//! result is stored only if no flush came in between reading the row and storing it (see
+//! `generation`).
 //!
 //! [`rows`]: VerifiedCache::row
 
