@@ -426,7 +426,7 @@ fn start_check(
             let reply = match verdict {
                 Verdict::Ok { user } => Some(Reply::Ok {
                     id,
-                    user: user.into_bytes(),
+                    user: user.email.into_bytes(),
                     extra: Vec::new(),
                 }),
                 // A refused account gets exactly a wrong password's reply: Postfix puts a

@@ -237,7 +237,7 @@ fn emit(r: &Reply, out: &mut Vec<u8>) -> LuaResult {
     }
 }
 
-/// PASS: the password check, then the user's row for the `userdb_*` fields.
+/// PASS: the password check; the `userdb_*` fields come from the row the check read.
 async fn pass(
     auth: &Authenticator,
     id: Vec<u8>,
@@ -250,20 +250,10 @@ async fn pass(
         .authenticate_paced(login, password, service, rip, Pacing::Caller)
         .await;
     match verdict {
-        // The row again, for its userdb fields: the verdict carries only the canonical
-        // name. Within cache_recheck_s it comes from memory (`dict_user`).
-        Verdict::Ok { user } => match row(auth, user.as_bytes()).await {
-            Row::Found(u)
-                if records::refusal(&u, Some(service).filter(|s| !s.is_empty())).is_none() =>
-            {
-                prefetch(id, &u)
-            }
-            Row::Found(_) | Row::NotFound => {
-                tracing::warn!(user, "lua pass: account changed during the check; refused");
-                Reply::Fail { id }
-            }
-            Row::Temp(reason) => Reply::Temp { id, reason },
-        },
+        // The verdict carries the row the check read (within cache_recheck_s, the one the
+        // cache remembered), so a PASS costs one user read, not two. Disabled accounts and
+        // services were refused by the check (`admit`, the rule of `records::refusal`).
+        Verdict::Ok { user } => prefetch(id, &user),
         // The reason is in the log (the lines SMTP AUTH writes, which fail2ban reads);
         // the client sees one answer for all of them.
         Verdict::Fail | Verdict::Disabled { .. } => Reply::Fail { id },
