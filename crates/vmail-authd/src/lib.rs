@@ -21,7 +21,6 @@ pub mod penalty;
 pub mod records;
 pub mod stats;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tracing::Instrument;
 use vmail_config::{Config, Loaded};
-use vmail_daemon::{Endpoint, Listener, SocketAccess, Stream};
+use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess, Stream};
 use vmail_directory::Directory;
 
 pub use authenticator::{Authenticator, Verdict};
@@ -52,14 +51,12 @@ pub enum Protocol {
 /// A bound, not yet serving, authd.
 pub struct Authd {
     listeners: Vec<(Listener, Protocol)>,
-    /// Prometheus endpoint, when configured.
-    metrics: Option<Listener>,
+    /// The metrics endpoint, the configuration's path and the pid file.
+    base: Base,
     auth: Arc<Authenticator>,
     /// Who may use the Lua sockets.
     lua_peers: Arc<lua_conn::Peers>,
     config: Config,
-    config_path: Option<PathBuf>,
-    pid: Option<vmail_daemon::PidFile>,
 }
 
 impl Authd {
@@ -94,12 +91,13 @@ impl Authd {
                     mode: 0o600,
                     group: None,
                 };
-                Some(Listener::bind(&spec.parse()?, &access).await?)
+                Some((
+                    Listener::bind(&spec.parse()?, &access).await?,
+                    a.metrics_max_connections,
+                ))
             }
         };
-        for fd in vmail_daemon::unused_inherited() {
-            tracing::warn!(socket = %fd, "systemd passed a socket no configured listener uses; check the .socket unit against the configuration");
-        }
+        let mut base = Base::new(loaded, metrics);
         if listeners.is_empty() {
             anyhow::bail!(
                 "{}: authd has no listener (authd.auth, authd.dict and authd.lua are empty)",
@@ -110,9 +108,7 @@ impl Authd {
             .await
             .context("opening the directory")?;
         let auth = Arc::new(Authenticator::new(dir, &config)?);
-        let pid = vmail_daemon::PidFile::create(&a.pid_file, &a.user)
-            .map_err(|e| tracing::warn!(error = %e, "no pid file; `vmailctl flush` cannot reach this daemon"))
-            .ok();
+        base.write_pid_file(&a.pid_file, &a.user);
         // Resolved now, before privileges are dropped; unknown names only warn.
         let lua_peers = Arc::new(if a.lua.is_empty() {
             lua_conn::Peers::resolve(&[])
@@ -121,15 +117,10 @@ impl Authd {
         });
         Ok(Authd {
             listeners,
-            metrics,
+            base,
             auth,
             lua_peers,
-            config_path: match &loaded.source {
-                vmail_config::Source::File(p) => Some(p.clone()),
-                vmail_config::Source::Builtin => None,
-            },
             config,
-            pid,
         })
     }
 
@@ -143,7 +134,7 @@ impl Authd {
 
     /// Where the metrics endpoint is bound, if configured.
     pub fn metrics_endpoint(&self) -> Option<String> {
-        self.metrics.as_ref().map(|l| l.local_endpoint())
+        self.base.metrics_endpoint()
     }
 
     pub fn authenticator(&self) -> Arc<Authenticator> {
@@ -154,8 +145,8 @@ impl Authd {
     /// directory settings and flushes the cache (the failure penalties stay).
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let a = &self.config.authd;
-        let mut life = vmail_daemon::Lifecycle::new("authd", Some(STATS_EVERY))
-            .context("installing signal handlers")?;
+        let mut life =
+            Lifecycle::new("authd", Some(STATS_EVERY)).context("installing signal handlers")?;
         let settings = Arc::new(auth_conn::ConnSettings {
             idle_timeout: Duration::from_millis(a.idle_timeout_ms),
             request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
@@ -203,25 +194,42 @@ impl Authd {
                 .instrument(span)
             });
         }
-        if let Some(listener) = self.metrics {
-            let auth = self.auth.clone();
-            life.serve_metrics(
-                listener,
-                a.metrics_max_connections,
-                Arc::new(move || auth.stats.render()),
-            );
-        }
-        let (auth, path) = (&*self.auth, self.config_path.as_deref());
-        life.run(
-            stop,
-            SHUTDOWN_GRACE,
-            || reload(auth, path),
-            || auth.stats.log(),
-        )
-        .await;
-        auth.stats.log();
-        drop(self.pid);
+        self.base.run(life, self.auth, stop, SHUTDOWN_GRACE).await;
         Ok(())
+    }
+}
+
+/// The skeleton's view of authd (`vmail_daemon::main`).
+impl vmail_daemon::Daemon for Authd {
+    /// authd has no `threads` setting: one worker per CPU, tokio's default.
+    fn threads(_: &Config) -> usize {
+        0
+    }
+
+    fn user(config: &Config) -> &str {
+        &config.authd.user
+    }
+
+    async fn bind(loaded: &Loaded) -> Result<Authd> {
+        Authd::bind(loaded).await
+    }
+
+    async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        Authd::run(self, stop).await
+    }
+}
+
+impl vmail_daemon::Service for Authenticator {
+    fn render_metrics(&self) -> String {
+        self.stats.render()
+    }
+
+    fn log_stats(&self) {
+        self.stats.log()
+    }
+
+    async fn reload(&self, path: Option<&std::path::Path>) {
+        reload(self, path).await
     }
 }
 

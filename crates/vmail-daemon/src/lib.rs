@@ -1,5 +1,6 @@
-//! Plumbing every vmail daemon needs, written once: listeners on UNIX sockets (with the mode
-//! and group Postfix's processes need) or loopback TCP, privilege drop after binding, signals,
+//! What every vmail daemon needs, written once: the skeleton of its `main` (command line,
+//! `--check`, run and reload: `skeleton.rs`), listeners on UNIX sockets (with the mode and
+//! group Postfix's processes need) or loopback TCP, privilege drop after binding, signals,
 //! pid files, logging, and systemd's readiness notification.
 
 use std::path::Path;
@@ -10,12 +11,14 @@ mod logging;
 pub mod metrics;
 mod pidfile;
 mod serve;
+mod skeleton;
 mod write;
 pub use activation::unused_inherited;
 pub use listener::{Endpoint, Listener, SocketAccess, Stream};
 pub use logging::init_logging;
 pub use pidfile::{signal_reload, PidFile, Reload};
 pub use serve::{Event, Lifecycle};
+pub use skeleton::{main, About, Base, Daemon, Service};
 pub use write::write_all_within;
 
 #[derive(Debug, thiserror::Error)]
