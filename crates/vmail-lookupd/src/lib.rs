@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tracing::Instrument;
 use vmail_config::{Config, Loaded};
-use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess, Stream};
+use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess};
 use vmail_directory::cache::MapCache;
 use vmail_directory::Directory;
 
@@ -150,24 +149,19 @@ impl Lookupd {
         let stats_every = (l.stats_interval_s > 0).then(|| Duration::from_secs(l.stats_interval_s));
         let mut life =
             Lifecycle::new("lookupd", stats_every).context("installing signal handlers")?;
-        let settings = Arc::new(conn::ConnSettings {
-            idle_timeout: Duration::from_millis(l.idle_timeout_ms),
-            request_read_timeout: Duration::from_millis(l.request_read_timeout_ms),
-        });
         for (listener, proto) in self.listeners {
-            let (svc, settings) = (self.service.clone(), settings.clone());
+            let handler = Arc::new(conn::Handler {
+                svc: self.service.clone(),
+                settings: conn::ConnSettings {
+                    idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+                    request_read_timeout: Duration::from_millis(l.request_read_timeout_ms),
+                },
+                proto,
+            });
             // A budget per listener: Postfix's socketmap socket and the LDA's keep theirs
             // whatever the clients of a loopback tcp_table port do.
             life.listen(listener, l.max_connections, move |stream, shut| {
-                let (svc, settings, proto) = (svc.clone(), settings.clone(), proto.clone());
-                let span = tracing::debug_span!("conn", proto = ?proto);
-                async move {
-                    match stream {
-                        Stream::Unix(s) => conn::serve(s, proto, svc, settings, shut).await,
-                        Stream::Tcp(s) => conn::serve(s, proto, svc, settings, shut).await,
-                    }
-                }
-                .instrument(span)
+                handler.clone().connection(stream, shut)
             });
         }
         self.base
