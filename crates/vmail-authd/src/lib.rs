@@ -15,23 +15,24 @@ pub mod authenticator;
 pub mod cache;
 pub mod deadline;
 pub mod dict_conn;
+pub mod handler;
 pub mod hash_costs;
 pub mod lua_conn;
 pub mod penalty;
 pub mod records;
 pub mod stats;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tracing::Instrument;
 use vmail_config::{Config, Loaded};
-use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess, Stream};
+use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess};
 use vmail_directory::Directory;
 
 pub use authenticator::{Authenticator, Verdict};
+use deadline::ConnSettings;
+pub use handler::Handler;
 
 /// How long in-flight requests get to finish after SIGTERM (the failure delay is at most
 /// 10 s).
@@ -53,9 +54,8 @@ pub struct Authd {
     listeners: Vec<(Listener, Protocol)>,
     /// The metrics endpoint, the configuration's path and the pid file.
     base: Base,
-    auth: Arc<Authenticator>,
-    /// Who may use the Lua sockets.
-    lua_peers: Arc<lua_conn::Peers>,
+    /// The authenticator and what each connection is served with.
+    handler: Arc<Handler>,
     config: Config,
 }
 
@@ -110,16 +110,19 @@ impl Authd {
         let auth = Arc::new(Authenticator::new(dir, &config)?);
         base.write_pid_file(&a.pid_file, &a.user);
         // Resolved now, before privileges are dropped; unknown names only warn.
-        let lua_peers = Arc::new(if a.lua.is_empty() {
+        let lua_peers = if a.lua.is_empty() {
             lua_conn::Peers::resolve(&[])
         } else {
             lua_conn::Peers::resolve(&a.lua_peers)
-        });
+        };
+        let limits = ConnSettings {
+            idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+            request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
+        };
         Ok(Authd {
             listeners,
             base,
-            auth,
-            lua_peers,
+            handler: Arc::new(Handler::new(auth, limits, lua_peers)),
             config,
         })
     }
@@ -138,7 +141,7 @@ impl Authd {
     }
 
     pub fn authenticator(&self) -> Arc<Authenticator> {
-        self.auth.clone()
+        self.handler.authenticator().clone()
     }
 
     /// Serves until `stop` resolves or SIGTERM; SIGHUP re-reads the configuration's
@@ -147,54 +150,16 @@ impl Authd {
         let a = &self.config.authd;
         let mut life =
             Lifecycle::new("authd", Some(STATS_EVERY)).context("installing signal handlers")?;
-        let settings = Arc::new(auth_conn::ConnSettings {
-            idle_timeout: Duration::from_millis(a.idle_timeout_ms),
-            request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
-        });
-        // CUID: unique per connection within the process, as Dovecot's.
-        let next_cuid = Arc::new(AtomicU32::new(1));
         for (listener, proto) in self.listeners {
-            let (auth, settings, next_cuid, peers) = (
-                self.auth.clone(),
-                settings.clone(),
-                next_cuid.clone(),
-                self.lua_peers.clone(),
-            );
+            let handler = self.handler.clone();
             // A budget per listener: Dovecot's dict clients, or whoever reaches an inet:
             // listener, never hold the slots of Postfix's auth socket.
             life.listen(listener, a.max_connections, move |stream, shut| {
-                let (auth, settings, peers) = (auth.clone(), settings.clone(), peers.clone());
-                let cuid = next_cuid.fetch_add(1, Ordering::Relaxed);
-                let span = tracing::debug_span!("conn", proto = ?proto, cuid);
-                async move {
-                    match (stream, proto) {
-                        (Stream::Unix(s), Protocol::Auth) => {
-                            auth_conn::serve(s, auth, settings, cuid, shut).await
-                        }
-                        (Stream::Tcp(s), Protocol::Auth) => {
-                            auth_conn::serve(s, auth, settings, cuid, shut).await
-                        }
-                        (Stream::Unix(s), Protocol::Dict) => {
-                            dict_conn::serve(s, auth, settings, shut).await
-                        }
-                        (Stream::Tcp(s), Protocol::Dict) => {
-                            dict_conn::serve(s, auth, settings, shut).await
-                        }
-                        // The peer is checked before a byte is read: a refused client
-                        // gets no answer at all.
-                        (Stream::Unix(s), Protocol::Lua) => {
-                            if peers.admit(&s, &auth.stats) {
-                                lua_conn::serve(s, auth, settings, shut).await
-                            }
-                        }
-                        // The configuration refuses inet: for lua; nothing to check here.
-                        (Stream::Tcp(_), Protocol::Lua) => {}
-                    }
-                }
-                .instrument(span)
+                handler.clone().connection(stream, proto, shut)
             });
         }
-        self.base.run(life, self.auth, stop, SHUTDOWN_GRACE).await;
+        let auth = self.handler.authenticator().clone();
+        self.base.run(life, auth, stop, SHUTDOWN_GRACE).await;
         Ok(())
     }
 }
