@@ -101,7 +101,9 @@ pub struct Base {
 }
 
 impl Base {
-    /// Where the configuration came from; the metrics endpoint `metrics`, if any.
+    /// Keeps the metrics endpoint (if any) and where the configuration came from. Called
+    /// once every listener is bound: a socket systemd passed that none of them took is
+    /// then a mismatch between the .socket unit and the configuration, and is logged.
     pub fn new(loaded: &Loaded, metrics: Option<(Listener, usize)>) -> Base {
         for fd in crate::unused_inherited() {
             tracing::warn!(socket = %fd, "systemd passed a socket no configured listener uses; check the .socket unit against the configuration");
