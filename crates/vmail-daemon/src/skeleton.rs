@@ -156,3 +156,19 @@ impl Base {
         drop(self.pid);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// clap's own consistency checks (flag names, value names), which otherwise run only
+    /// when a daemon starts in a debug build.
+    #[test]
+    fn command_line_is_well_formed() {
+        Args::command().debug_assert();
+        let a = Args::try_parse_from(["vmail-x", "-c", "/etc/v.toml", "--check"]).unwrap();
+        assert_eq!(a.config.as_deref(), Some(Path::new("/etc/v.toml")));
+        assert!(a.check);
+    }
+}
