@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use vmail_config::Config;
-use vmail_directory::Directory;
+use vmail_directory::{Directory, User};
 use vmail_passwd::Scheme;
 
 use crate::cache::VerifiedCache;
@@ -26,8 +26,10 @@ mod hashing;
 /// The result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Authenticated; the canonical login (the address as stored).
-    Ok { user: String },
+    /// Authenticated: the user's row as the check read it (or, within `cache_recheck_s`,
+    /// as the cache remembered it), so that a caller needing its fields (the Lua channel's
+    /// `userdb_*`) does not read it again. `user.email` is the canonical login.
+    Ok { user: User },
     /// Wrong password, unknown user, blocked: all look the same to the client.
     Fail,
     /// Right password, but the account, its domain or this service is disabled. For the
@@ -41,7 +43,7 @@ pub enum Verdict {
 
 /// The verdict for a user whose password matched: disabled accounts and services the
 /// account may not use are refused.
-fn admit(user: vmail_directory::User, service: &str) -> Verdict {
+fn admit(user: User, service: &str) -> Verdict {
     if !user.active {
         return Verdict::Disabled {
             reason: "account disabled",
@@ -52,7 +54,7 @@ fn admit(user: vmail_directory::User, service: &str) -> Verdict {
             reason: "service not allowed for this account",
         };
     }
-    Verdict::Ok { user: user.email }
+    Verdict::Ok { user }
 }
 
 pub struct Authenticator {
@@ -224,7 +226,7 @@ impl Authenticator {
         match &verdict {
             Verdict::Ok { user } => {
                 AuthStats::bump(&self.stats.ok);
-                tracing::info!(user = %user, rip = %rip_s, service, elapsed_ms = started.elapsed().as_millis() as u64, "authenticated");
+                tracing::info!(user = %user.email, rip = %rip_s, service, elapsed_ms = started.elapsed().as_millis() as u64, "authenticated");
             }
             Verdict::Disabled { reason } => {
                 AuthStats::bump(&self.stats.disabled);

@@ -12,115 +12,112 @@
 //!   passdb step (LDA/LMTP, `doveadm user`); not found for a disabled account;
 //! - iterating `userdb/` lists every active user (`doveadm user '*'`).
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::Instrument;
 use vmail_directory::User;
 use vmail_proto::dict::{self, Reply, Request};
 
-use crate::auth_conn::ConnSettings;
 use crate::authenticator::{AuthStats, Authenticator};
 use crate::deadline::{self, Inbox};
+use crate::handler::Handler;
 use crate::records::{self, bounded};
 
-/// Serves a connection until it ends. Errors are logged, never propagated.
-pub async fn serve<S>(
-    mut stream: S,
-    auth: Arc<Authenticator>,
-    settings: Arc<ConnSettings>,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    AuthStats::bump(&auth.stats.dict_connections);
-    let mut inbox = Inbox::new();
-    let mut out: Vec<u8> = Vec::with_capacity(512);
-    let mut hello = false;
-    loop {
-        while let Some(n) = match dict::find_line(&inbox.buf) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "closing dict connection");
-                return;
-            }
-        } {
-            let req = dict::parse_request(&inbox.buf[..n]);
-            inbox.take(n);
-            let req = match req {
-                Ok(r) => r,
+impl Handler {
+    /// Serves a dict-proxy connection until it ends. Errors are logged, never propagated.
+    pub(crate) async fn serve_dict<S>(&self, mut stream: S, mut shutdown: watch::Receiver<bool>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (auth, settings): (&Authenticator, _) = (&self.auth, &self.limits);
+        AuthStats::bump(&auth.stats.dict_connections);
+        let mut inbox = Inbox::new();
+        let mut out: Vec<u8> = Vec::with_capacity(512);
+        let mut hello = false;
+        loop {
+            while let Some(n) = match dict::find_line(&inbox.buf) {
+                Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "closing dict connection after a broken line");
+                    tracing::warn!(error = %e, "closing dict connection");
                     return;
                 }
-            };
-            out.clear();
-            match req {
-                Request::Hello(h) if !hello => {
-                    // 2 up to Dovecot 2.3.16, 3 from 2.3.17 (the lookup then carries the user).
-                    if !(2..=3).contains(&h.major) {
-                        tracing::warn!(
-                            major = h.major,
-                            "dict client speaks an unknown protocol version"
-                        );
+            } {
+                let req = dict::parse_request(&inbox.buf[..n]);
+                inbox.take(n);
+                let req = match req {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "closing dict connection after a broken line");
                         return;
                     }
-                    hello = true;
-                    continue;
-                }
-                _ if !hello => {
-                    tracing::warn!("dict request before hello; closing");
-                    return;
-                }
-                Request::Hello(_) => {
-                    tracing::warn!("second dict hello; closing");
-                    return;
-                }
-                Request::Lookup { ref key, .. } => {
-                    let reply = match req.shared_key() {
-                        Some(k) => {
-                            let k = String::from_utf8_lossy(k);
-                            let span = tracing::debug_span!("dict_lookup", key = %k);
-                            let r = lookup(&auth, &k).instrument(span).await;
-                            let s = &auth.stats;
-                            AuthStats::bump(match r {
-                                Reply::Found(_) => &s.dict_found,
-                                Reply::NotFound => &s.dict_not_found,
-                                _ => &s.dict_failed,
-                            });
-                            r
+                };
+                out.clear();
+                match req {
+                    Request::Hello(h) if !hello => {
+                        // 2 up to Dovecot 2.3.16, 3 from 2.3.17 (the lookup then carries the user).
+                        if !(2..=3).contains(&h.major) {
+                            tracing::warn!(
+                                major = h.major,
+                                "dict client speaks an unknown protocol version"
+                            );
+                            return;
                         }
-                        None => {
-                            tracing::debug!(key = %String::from_utf8_lossy(key), "not a shared/ key");
-                            Reply::NotFound
-                        }
-                    };
-                    dict::encode_reply(&reply, &mut out);
+                        hello = true;
+                        continue;
+                    }
+                    _ if !hello => {
+                        tracing::warn!("dict request before hello; closing");
+                        return;
+                    }
+                    Request::Hello(_) => {
+                        tracing::warn!("second dict hello; closing");
+                        return;
+                    }
+                    Request::Lookup { ref key, .. } => {
+                        let reply = match req.shared_key() {
+                            Some(k) => {
+                                let k = String::from_utf8_lossy(k);
+                                let span = tracing::debug_span!("dict_lookup", key = %k);
+                                let r = lookup(auth, &k).instrument(span).await;
+                                let s = &auth.stats;
+                                AuthStats::bump(match r {
+                                    Reply::Found(_) => &s.dict_found,
+                                    Reply::NotFound => &s.dict_not_found,
+                                    _ => &s.dict_failed,
+                                });
+                                r
+                            }
+                            None => {
+                                tracing::debug!(key = %String::from_utf8_lossy(key), "not a shared/ key");
+                                Reply::NotFound
+                            }
+                        };
+                        dict::encode_reply(&reply, &mut out);
+                    }
+                    Request::Iterate {
+                        flags,
+                        max_rows,
+                        ref path,
+                        ..
+                    } => iterate(auth, path, flags, max_rows, &mut out).await,
+                    Request::Unsupported(c) => {
+                        // Transactions and unknown commands: answering would desynchronise the
+                        // client, so close as Dovecot's own server does.
+                        tracing::warn!(command = %c.escape_debug(), "unsupported dict command; closing");
+                        return;
+                    }
                 }
-                Request::Iterate {
-                    flags,
-                    max_rows,
-                    ref path,
-                    ..
-                } => iterate(&auth, path, flags, max_rows, &mut out).await,
-                Request::Unsupported(c) => {
-                    // Transactions and unknown commands: answering would desynchronise the
-                    // client, so close as Dovecot's own server does.
-                    tracing::warn!(command = %c.escape_debug(), "unsupported dict command; closing");
+                if deadline::write(&mut stream, &out, settings).await.is_err() {
                     return;
                 }
             }
-            if deadline::write(&mut stream, &out, &settings).await.is_err() {
+            // Requests are answered before the next is read, so the wait is never our own.
+            if !inbox
+                .fill(&mut stream, hello, settings, &mut shutdown, "dict")
+                .await
+            {
                 return;
             }
-        }
-        // Requests are answered before the next is read, so the wait is never our own.
-        if !inbox
-            .fill(&mut stream, hello, &settings, &mut shutdown, "dict")
-            .await
-        {
-            return;
         }
     }
 }

@@ -15,24 +15,24 @@ pub mod authenticator;
 pub mod cache;
 pub mod deadline;
 pub mod dict_conn;
+pub mod handler;
 pub mod hash_costs;
 pub mod lua_conn;
 pub mod penalty;
 pub mod records;
 pub mod stats;
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tracing::Instrument;
 use vmail_config::{Config, Loaded};
-use vmail_daemon::{Endpoint, Listener, SocketAccess, Stream};
+use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess};
 use vmail_directory::Directory;
 
 pub use authenticator::{Authenticator, Verdict};
+use deadline::ConnSettings;
+pub use handler::Handler;
 
 /// How long in-flight requests get to finish after SIGTERM (the failure delay is at most
 /// 10 s).
@@ -52,14 +52,11 @@ pub enum Protocol {
 /// A bound, not yet serving, authd.
 pub struct Authd {
     listeners: Vec<(Listener, Protocol)>,
-    /// Prometheus endpoint, when configured.
-    metrics: Option<Listener>,
-    auth: Arc<Authenticator>,
-    /// Who may use the Lua sockets.
-    lua_peers: Arc<lua_conn::Peers>,
+    /// The metrics endpoint, the configuration's path and the pid file.
+    base: Base,
+    /// The authenticator and what each connection is served with.
+    handler: Arc<Handler>,
     config: Config,
-    config_path: Option<PathBuf>,
-    pid: Option<vmail_daemon::PidFile>,
 }
 
 impl Authd {
@@ -94,12 +91,13 @@ impl Authd {
                     mode: 0o600,
                     group: None,
                 };
-                Some(Listener::bind(&spec.parse()?, &access).await?)
+                Some((
+                    Listener::bind(&spec.parse()?, &access).await?,
+                    a.metrics_max_connections,
+                ))
             }
         };
-        for fd in vmail_daemon::unused_inherited() {
-            tracing::warn!(socket = %fd, "systemd passed a socket no configured listener uses; check the .socket unit against the configuration");
-        }
+        let mut base = Base::new(loaded, metrics);
         if listeners.is_empty() {
             anyhow::bail!(
                 "{}: authd has no listener (authd.auth, authd.dict and authd.lua are empty)",
@@ -110,26 +108,22 @@ impl Authd {
             .await
             .context("opening the directory")?;
         let auth = Arc::new(Authenticator::new(dir, &config)?);
-        let pid = vmail_daemon::PidFile::create(&a.pid_file, &a.user)
-            .map_err(|e| tracing::warn!(error = %e, "no pid file; `vmailctl flush` cannot reach this daemon"))
-            .ok();
+        base.write_pid_file(&a.pid_file, &a.user);
         // Resolved now, before privileges are dropped; unknown names only warn.
-        let lua_peers = Arc::new(if a.lua.is_empty() {
+        let lua_peers = if a.lua.is_empty() {
             lua_conn::Peers::resolve(&[])
         } else {
             lua_conn::Peers::resolve(&a.lua_peers)
-        });
+        };
+        let limits = ConnSettings {
+            idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+            request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
+        };
         Ok(Authd {
             listeners,
-            metrics,
-            auth,
-            lua_peers,
-            config_path: match &loaded.source {
-                vmail_config::Source::File(p) => Some(p.clone()),
-                vmail_config::Source::Builtin => None,
-            },
+            base,
+            handler: Arc::new(Handler::new(auth, limits, lua_peers)),
             config,
-            pid,
         })
     }
 
@@ -143,85 +137,64 @@ impl Authd {
 
     /// Where the metrics endpoint is bound, if configured.
     pub fn metrics_endpoint(&self) -> Option<String> {
-        self.metrics.as_ref().map(|l| l.local_endpoint())
+        self.base.metrics_endpoint()
     }
 
     pub fn authenticator(&self) -> Arc<Authenticator> {
-        self.auth.clone()
+        self.handler.authenticator().clone()
     }
 
     /// Serves until `stop` resolves or SIGTERM; SIGHUP re-reads the configuration's
     /// directory settings and flushes the cache (the failure penalties stay).
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let a = &self.config.authd;
-        let mut life = vmail_daemon::Lifecycle::new("authd", Some(STATS_EVERY))
-            .context("installing signal handlers")?;
-        let settings = Arc::new(auth_conn::ConnSettings {
-            idle_timeout: Duration::from_millis(a.idle_timeout_ms),
-            request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
-        });
-        // CUID: unique per connection within the process, as Dovecot's.
-        let next_cuid = Arc::new(AtomicU32::new(1));
+        let mut life =
+            Lifecycle::new("authd", Some(STATS_EVERY)).context("installing signal handlers")?;
         for (listener, proto) in self.listeners {
-            let (auth, settings, next_cuid, peers) = (
-                self.auth.clone(),
-                settings.clone(),
-                next_cuid.clone(),
-                self.lua_peers.clone(),
-            );
+            let handler = self.handler.clone();
             // A budget per listener: Dovecot's dict clients, or whoever reaches an inet:
             // listener, never hold the slots of Postfix's auth socket.
             life.listen(listener, a.max_connections, move |stream, shut| {
-                let (auth, settings, peers) = (auth.clone(), settings.clone(), peers.clone());
-                let cuid = next_cuid.fetch_add(1, Ordering::Relaxed);
-                let span = tracing::debug_span!("conn", proto = ?proto, cuid);
-                async move {
-                    match (stream, proto) {
-                        (Stream::Unix(s), Protocol::Auth) => {
-                            auth_conn::serve(s, auth, settings, cuid, shut).await
-                        }
-                        (Stream::Tcp(s), Protocol::Auth) => {
-                            auth_conn::serve(s, auth, settings, cuid, shut).await
-                        }
-                        (Stream::Unix(s), Protocol::Dict) => {
-                            dict_conn::serve(s, auth, settings, shut).await
-                        }
-                        (Stream::Tcp(s), Protocol::Dict) => {
-                            dict_conn::serve(s, auth, settings, shut).await
-                        }
-                        // The peer is checked before a byte is read: a refused client
-                        // gets no answer at all.
-                        (Stream::Unix(s), Protocol::Lua) => {
-                            if peers.admit(&s, &auth.stats) {
-                                lua_conn::serve(s, auth, settings, shut).await
-                            }
-                        }
-                        // The configuration refuses inet: for lua; nothing to check here.
-                        (Stream::Tcp(_), Protocol::Lua) => {}
-                    }
-                }
-                .instrument(span)
+                handler.clone().connection(stream, proto, shut)
             });
         }
-        if let Some(listener) = self.metrics {
-            let auth = self.auth.clone();
-            life.serve_metrics(
-                listener,
-                a.metrics_max_connections,
-                Arc::new(move || auth.stats.render()),
-            );
-        }
-        let (auth, path) = (&*self.auth, self.config_path.as_deref());
-        life.run(
-            stop,
-            SHUTDOWN_GRACE,
-            || reload(auth, path),
-            || auth.stats.log(),
-        )
-        .await;
-        auth.stats.log();
-        drop(self.pid);
+        let auth = self.handler.authenticator().clone();
+        self.base.run(life, auth, stop, SHUTDOWN_GRACE).await;
         Ok(())
+    }
+}
+
+/// The skeleton's view of authd (`vmail_daemon::main`).
+impl vmail_daemon::Daemon for Authd {
+    /// authd has no `threads` setting: one worker per CPU, tokio's default.
+    fn threads(_: &Config) -> usize {
+        0
+    }
+
+    fn user(config: &Config) -> &str {
+        &config.authd.user
+    }
+
+    async fn bind(loaded: &Loaded) -> Result<Authd> {
+        Authd::bind(loaded).await
+    }
+
+    async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        Authd::run(self, stop).await
+    }
+}
+
+impl vmail_daemon::Service for Authenticator {
+    fn render_metrics(&self) -> String {
+        self.stats.render()
+    }
+
+    fn log_stats(&self) {
+        self.stats.log()
+    }
+
+    async fn reload(&self, path: Option<&std::path::Path>) {
+        reload(self, path).await
     }
 }
 

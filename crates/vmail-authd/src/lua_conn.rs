@@ -9,7 +9,7 @@
 //! out, and this channel answers password checks without a delay.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,7 +19,8 @@ use vmail_directory::User;
 use vmail_proto::lua::{self, Reply, Request};
 
 use crate::authenticator::{AuthStats, Authenticator, Pacing, Verdict};
-use crate::deadline::{self, ConnSettings, Inbox};
+use crate::deadline::{self, Inbox};
+use crate::handler::Handler;
 use crate::records;
 use crate::stats::{LuaKind, LuaResult};
 
@@ -96,77 +97,77 @@ impl Peers {
     }
 }
 
-/// Serves a connection until it ends. Errors are logged, never propagated.
-pub async fn serve<S>(
-    mut stream: S,
-    auth: Arc<Authenticator>,
-    settings: Arc<ConnSettings>,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    AuthStats::bump(&auth.stats.lua.connections);
-    let mut inbox = Inbox::new();
-    let mut out: Vec<u8> = Vec::with_capacity(512);
-    let mut hello = false;
-    loop {
-        while let Some(n) = match lua::find_line(&inbox.buf) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "closing lua connection");
-                return;
-            }
-        } {
-            let req = lua::parse_request(&inbox.buf[..n]);
-            inbox.take(n);
-            let req = match req {
-                Ok(r) => r,
+impl Handler {
+    /// Serves a Lua-channel connection (its peer admitted) until it ends. Errors are
+    /// logged, never propagated.
+    pub(crate) async fn serve_lua<S>(&self, mut stream: S, mut shutdown: watch::Receiver<bool>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (auth, settings): (&Authenticator, _) = (&self.auth, &self.limits);
+        AuthStats::bump(&auth.stats.lua.connections);
+        let mut inbox = Inbox::new();
+        let mut out: Vec<u8> = Vec::with_capacity(512);
+        let mut hello = false;
+        loop {
+            while let Some(n) = match lua::find_line(&inbox.buf) {
+                Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "closing lua connection after a broken line");
+                    tracing::warn!(error = %e, "closing lua connection");
                     return;
                 }
-            };
-            match req {
-                Request::Version { major } if !hello => {
-                    if major != lua::MAJOR_VERSION {
-                        tracing::warn!(major, "lua client speaks another protocol version");
+            } {
+                let req = lua::parse_request(&inbox.buf[..n]);
+                inbox.take(n);
+                let req = match req {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "closing lua connection after a broken line");
                         return;
                     }
-                    hello = true;
-                    continue;
+                };
+                match req {
+                    Request::Version { major } if !hello => {
+                        if major != lua::MAJOR_VERSION {
+                            tracing::warn!(major, "lua client speaks another protocol version");
+                            return;
+                        }
+                        hello = true;
+                        continue;
+                    }
+                    _ if !hello => {
+                        tracing::warn!("lua request before VERSION; closing");
+                        return;
+                    }
+                    Request::Version { .. } => {
+                        tracing::warn!("second lua VERSION; closing");
+                        return;
+                    }
+                    Request::Unsupported(c) => {
+                        // Answering would leave the client waiting for a reply it cannot tell
+                        // apart; closing makes it fail the request at once.
+                        tracing::warn!(command = %c, "unsupported lua command; closing");
+                        return;
+                    }
+                    req => {
+                        out.clear();
+                        let id = String::from_utf8_lossy(req.id().unwrap_or_default());
+                        let span =
+                            tracing::debug_span!("lua", kind = req.kind(), id = %id.escape_debug());
+                        answer(auth, req, &mut out).instrument(span).await;
+                    }
                 }
-                _ if !hello => {
-                    tracing::warn!("lua request before VERSION; closing");
+                if deadline::write(&mut stream, &out, settings).await.is_err() {
                     return;
-                }
-                Request::Version { .. } => {
-                    tracing::warn!("second lua VERSION; closing");
-                    return;
-                }
-                Request::Unsupported(c) => {
-                    // Answering would leave the client waiting for a reply it cannot tell
-                    // apart; closing makes it fail the request at once.
-                    tracing::warn!(command = %c, "unsupported lua command; closing");
-                    return;
-                }
-                req => {
-                    out.clear();
-                    let id = String::from_utf8_lossy(req.id().unwrap_or_default());
-                    let span =
-                        tracing::debug_span!("lua", kind = req.kind(), id = %id.escape_debug());
-                    answer(&auth, req, &mut out).instrument(span).await;
                 }
             }
-            if deadline::write(&mut stream, &out, &settings).await.is_err() {
+            // Requests are answered before the next is read, so the wait is never our own.
+            if !inbox
+                .fill(&mut stream, hello, settings, &mut shutdown, "lua")
+                .await
+            {
                 return;
             }
-        }
-        // Requests are answered before the next is read, so the wait is never our own.
-        if !inbox
-            .fill(&mut stream, hello, &settings, &mut shutdown, "lua")
-            .await
-        {
-            return;
         }
     }
 }
@@ -237,7 +238,7 @@ fn emit(r: &Reply, out: &mut Vec<u8>) -> LuaResult {
     }
 }
 
-/// PASS: the password check, then the user's row for the `userdb_*` fields.
+/// PASS: the password check; the `userdb_*` fields come from the row the check read.
 async fn pass(
     auth: &Authenticator,
     id: Vec<u8>,
@@ -250,20 +251,10 @@ async fn pass(
         .authenticate_paced(login, password, service, rip, Pacing::Caller)
         .await;
     match verdict {
-        // The row again, for its userdb fields: the verdict carries only the canonical
-        // name. Within cache_recheck_s it comes from memory (`dict_user`).
-        Verdict::Ok { user } => match row(auth, user.as_bytes()).await {
-            Row::Found(u)
-                if records::refusal(&u, Some(service).filter(|s| !s.is_empty())).is_none() =>
-            {
-                prefetch(id, &u)
-            }
-            Row::Found(_) | Row::NotFound => {
-                tracing::warn!(user, "lua pass: account changed during the check; refused");
-                Reply::Fail { id }
-            }
-            Row::Temp(reason) => Reply::Temp { id, reason },
-        },
+        // The verdict carries the row the check read (within cache_recheck_s, the one the
+        // cache remembered), so a PASS costs one user read, not two. Disabled accounts and
+        // services were refused by the check (`admit`, the rule of `records::refusal`).
+        Verdict::Ok { user } => prefetch(id, &user),
         // The reason is in the log (the lines SMTP AUTH writes, which fail2ban reads);
         // the client sees one answer for all of them.
         Verdict::Fail | Verdict::Disabled { .. } => Reply::Fail { id },

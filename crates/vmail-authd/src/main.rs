@@ -1,17 +1,10 @@
-//! `vmail-authd`: see the library.
+//! `vmail-authd`: see the library; the skeleton of `main` is `vmail_daemon::main`.
 
-use std::path::PathBuf;
-
-use anyhow::Result;
-use clap::Parser;
-
-/// Dovecot auth-protocol server (Postfix SMTP AUTH) and dict server (Dovecot passdb/userdb)
-/// for the vmail directory.
-#[derive(Parser, Debug)]
-#[command(
-    name = "vmail-authd",
-    version,
-    after_help = "\
+fn main() -> anyhow::Result<()> {
+    vmail_daemon::main::<vmail_authd::Authd>(&vmail_daemon::About {
+        name: "vmail-authd",
+        about: "Dovecot auth-protocol server (Postfix SMTP AUTH) and dict server (Dovecot passdb/userdb) for the vmail directory",
+        after_help: "\
 Configuration: the [authd], [database], [passwords] and [mailbox] sections of vmail.toml
 (see contrib/vmail/vmail.toml; `--check` prints every key with its effective value).
 
@@ -28,32 +21,6 @@ Signals: SIGHUP re-reads the database settings and flushes the credentials cache
 `vmailctl flush`; failure penalties are kept); SIGTERM finishes requests in flight and exits.
 Logs go to stderr (journald); VMAIL_LOG=debug shows every request, never a password.
 Every failed login is logged as `authentication failed rip=ADDR user=\"...\" service=...`
-(contrib/fail2ban has a filter and a jail for it)."
-)]
-struct Args {
-    /// Configuration file [default: $VMAIL_CONFIG, else /etc/vmail/vmail.toml if present, else built-in defaults]
-    #[arg(long, short = 'c', value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Print the effective configuration (secrets masked) and exit.
-    #[arg(long)]
-    check: bool,
-}
-
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let loaded = vmail_config::load(args.config.as_deref())?;
-    if args.check {
-        print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
-        return Ok(());
-    }
-    vmail_daemon::init_logging("info");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let d = vmail_authd::Authd::bind(&loaded).await?;
-        // Listening sockets are open: from here on we need no privileges.
-        vmail_daemon::drop_privileges(&loaded.config.authd.user)?;
-        d.run(std::future::pending()).await
+(contrib/fail2ban has a filter and a jail for it).",
     })
 }

@@ -74,6 +74,27 @@ fn pass_ok_carries_the_canonical_user_and_userdb_fields() {
     assert_eq!(c.line(), None, "an unescaped TAB is one field too many");
 }
 
+/// The `userdb_*` fields of a PASS come from the row the password check read: with the
+/// cache off (every request reads the database) a PASS costs what a LOOKUP costs, one user
+/// read, and answers the same fields.
+#[test]
+fn pass_reads_the_user_row_once() {
+    let (_t, mut config) = setup();
+    config.authd.cache_enabled = false;
+    let d = Daemon::start(config);
+    let mut c = LuaClient::connect(&d);
+    let sent = || d.authenticator.directory().unwrap().queries_sent();
+    let n = sent();
+    let lookup = c.ask("LOOKUP\t1\timap\talice@example.org");
+    let lookup_cost = sent() - n;
+    assert!(lookup_cost > 0, "the cache is off: {lookup:?}");
+    let n = sent();
+    let pass = c.ask("PASS\t2\timap\t192.0.2.1\talice@example.org\twonderland");
+    assert_eq!(sent() - n, lookup_cost, "{pass:?}");
+    assert!(pass.starts_with("OK\t2\talice@example.org\t"), "{pass:?}");
+    assert_eq!(ok_fields(&pass), ok_fields(&lookup));
+}
+
 #[test]
 fn failures_are_answered_without_the_failure_delay() {
     let (_t, mut config) = setup();

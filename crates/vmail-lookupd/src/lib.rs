@@ -9,14 +9,12 @@ mod conn;
 pub mod service;
 pub mod stats;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tracing::Instrument;
 use vmail_config::{Config, Loaded};
-use vmail_daemon::{Endpoint, Listener, SocketAccess, Stream};
+use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess};
 use vmail_directory::cache::MapCache;
 use vmail_directory::Directory;
 
@@ -29,13 +27,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// A bound, not yet serving, lookupd.
 pub struct Lookupd {
     listeners: Vec<(Listener, Protocol)>,
-    /// Prometheus endpoint, when configured.
-    metrics: Option<Listener>,
+    /// The metrics endpoint, the configuration's path and the pid file.
+    base: Base,
     service: Arc<Service>,
     config: Config,
-    config_path: Option<PathBuf>,
-    /// Written before privileges are dropped; removed at exit.
-    pid: Option<vmail_daemon::PidFile>,
 }
 
 /// The directory a configuration describes, with the memo `memo` says (see
@@ -109,29 +104,23 @@ impl Lookupd {
         }
         let metrics = match l.metrics.as_str() {
             "" => None,
-            spec => Some(Listener::bind(&spec.parse()?, &access).await?),
+            spec => Some((
+                Listener::bind(&spec.parse()?, &access).await?,
+                l.metrics_max_connections,
+            )),
         };
-        for fd in vmail_daemon::unused_inherited() {
-            tracing::warn!(socket = %fd, "systemd passed a socket no configured listener uses; check the .socket unit against the configuration");
-        }
+        let mut base = Base::new(loaded, metrics);
         if listeners.is_empty() {
             anyhow::bail!(
                 "{}: lookupd has no listener (lookupd.socketmap, lookupd.tcp_table and lookupd.lda are empty)",
                 loaded.source
             );
         }
-        let pid = vmail_daemon::PidFile::create(&l.pid_file, &l.user)
-            .map_err(|e| tracing::warn!(error = %e, "no pid file; `vmailctl flush` cannot reach this daemon"))
-            .ok();
+        base.write_pid_file(&l.pid_file, &l.user);
         Ok(Lookupd {
-            pid,
             listeners,
-            metrics,
+            base,
             service: Arc::new(service_for(&config).await?),
-            config_path: match &loaded.source {
-                vmail_config::Source::File(p) => Some(p.clone()),
-                vmail_config::Source::Builtin => None,
-            },
             config,
         })
     }
@@ -146,7 +135,7 @@ impl Lookupd {
 
     /// Where the metrics endpoint is bound, if configured.
     pub fn metrics_endpoint(&self) -> Option<String> {
-        self.metrics.as_ref().map(|l| l.local_endpoint())
+        self.base.metrics_endpoint()
     }
 
     pub fn service(&self) -> Arc<Service> {
@@ -158,47 +147,60 @@ impl Lookupd {
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let l = &self.config.lookupd;
         let stats_every = (l.stats_interval_s > 0).then(|| Duration::from_secs(l.stats_interval_s));
-        let mut life = vmail_daemon::Lifecycle::new("lookupd", stats_every)
-            .context("installing signal handlers")?;
-        let settings = Arc::new(conn::ConnSettings {
-            idle_timeout: Duration::from_millis(l.idle_timeout_ms),
-            request_read_timeout: Duration::from_millis(l.request_read_timeout_ms),
-        });
+        let mut life =
+            Lifecycle::new("lookupd", stats_every).context("installing signal handlers")?;
         for (listener, proto) in self.listeners {
-            let (svc, settings) = (self.service.clone(), settings.clone());
+            let handler = Arc::new(conn::Handler {
+                svc: self.service.clone(),
+                settings: conn::ConnSettings {
+                    idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+                    request_read_timeout: Duration::from_millis(l.request_read_timeout_ms),
+                },
+                proto,
+            });
             // A budget per listener: Postfix's socketmap socket and the LDA's keep theirs
             // whatever the clients of a loopback tcp_table port do.
             life.listen(listener, l.max_connections, move |stream, shut| {
-                let (svc, settings, proto) = (svc.clone(), settings.clone(), proto.clone());
-                let span = tracing::debug_span!("conn", proto = ?proto);
-                async move {
-                    match stream {
-                        Stream::Unix(s) => conn::serve(s, proto, svc, settings, shut).await,
-                        Stream::Tcp(s) => conn::serve(s, proto, svc, settings, shut).await,
-                    }
-                }
-                .instrument(span)
+                handler.clone().connection(stream, shut)
             });
         }
-        if let Some(listener) = self.metrics {
-            let svc = self.service.clone();
-            life.serve_metrics(
-                listener,
-                l.metrics_max_connections,
-                Arc::new(move || svc.stats.render()),
-            );
-        }
-        let (svc, path) = (&*self.service, self.config_path.as_deref());
-        life.run(
-            stop,
-            SHUTDOWN_GRACE,
-            || reload(svc, path),
-            || svc.stats.log(),
-        )
-        .await;
-        svc.stats.log();
-        drop(self.pid);
+        self.base
+            .run(life, self.service, stop, SHUTDOWN_GRACE)
+            .await;
         Ok(())
+    }
+}
+
+/// The skeleton's view of lookupd (`vmail_daemon::main`).
+impl vmail_daemon::Daemon for Lookupd {
+    fn threads(config: &Config) -> usize {
+        config.lookupd.threads
+    }
+
+    fn user(config: &Config) -> &str {
+        &config.lookupd.user
+    }
+
+    async fn bind(loaded: &Loaded) -> Result<Lookupd> {
+        Lookupd::bind(loaded).await
+    }
+
+    async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        Lookupd::run(self, stop).await
+    }
+}
+
+impl vmail_daemon::Service for Service {
+    fn render_metrics(&self) -> String {
+        self.stats.render()
+    }
+
+    fn log_stats(&self) {
+        self.stats.log()
+    }
+
+    async fn reload(&self, path: Option<&std::path::Path>) {
+        reload(self, path).await
     }
 }
 

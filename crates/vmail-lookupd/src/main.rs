@@ -1,16 +1,10 @@
-//! `vmail-lookupd`: see the library.
+//! `vmail-lookupd`: see the library; the skeleton of `main` is `vmail_daemon::main`.
 
-use std::path::PathBuf;
-
-use anyhow::Result;
-use clap::Parser;
-
-/// Postfix socketmap/tcp_table server for the vmail directory.
-#[derive(Parser, Debug)]
-#[command(
-    name = "vmail-lookupd",
-    version,
-    after_help = "\
+fn main() -> anyhow::Result<()> {
+    vmail_daemon::main::<vmail_lookupd::Lookupd>(&vmail_daemon::About {
+        name: "vmail-lookupd",
+        about: "Postfix socketmap/tcp_table server for the vmail directory",
+        after_help: "\
 Configuration: the [lookupd], [cache], [database], [address] and [mailbox] sections of
 vmail.toml (see contrib/vmail/vmail.toml; `--check` prints every key with its value).
 
@@ -26,30 +20,6 @@ Sockets passed by systemd (vmail-lookupd.socket) with the same address are used 
 
 Signals: SIGHUP re-reads the database settings and flushes the cache (also `vmailctl
 flush`); SIGTERM finishes requests in flight and exits. Logs go to stderr (journald);
-VMAIL_LOG=debug shows every lookup."
-)]
-struct Args {
-    /// Configuration file [default: $VMAIL_CONFIG, else /etc/vmail/vmail.toml if present, else built-in defaults]
-    #[arg(long, short = 'c', value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Print the effective configuration (secrets masked) and exit.
-    #[arg(long)]
-    check: bool,
-}
-
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let loaded = vmail_config::load(args.config.as_deref())?;
-    if args.check {
-        print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
-        return Ok(());
-    }
-    vmail_daemon::init_logging("info");
-    let rt = vmail_daemon::runtime(loaded.config.lookupd.threads)?;
-    rt.block_on(async {
-        let d = vmail_lookupd::Lookupd::bind(&loaded).await?;
-        // Listening sockets are open: from here on we need no privileges.
-        vmail_daemon::drop_privileges(&loaded.config.lookupd.user)?;
-        d.run(std::future::pending()).await
+VMAIL_LOG=debug shows every lookup.",
     })
 }

@@ -1,0 +1,174 @@
+//! The skeleton of every vmail daemon, written once: the command line (`--config`,
+//! `--check`), loading the configuration, logging, the runtime, binding while still root,
+//! dropping privileges, then serving until SIGTERM with a reload on each SIGHUP. A daemon
+//! brings only its own parts: how it binds and serves ([`Daemon`]), and the running state
+//! that answers metrics scrapes, logs statistics and reloads ([`Service`]).
+//!
+//! This is the daemons' binary edge, so errors are `anyhow` here, as they were in each
+//! `main.rs`: a start-up failure is printed as `Error: ...` and exits with status 1.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches};
+use vmail_config::{Config, Loaded, Source};
+
+use crate::{Lifecycle, Listener, PidFile};
+
+/// What `--help` and `--version` say about a daemon.
+pub struct About {
+    /// The program's name, e.g. `vmail-lookupd`.
+    pub name: &'static str,
+    /// The first line of `--help` (no final period, as clap prints a doc comment).
+    pub about: &'static str,
+    /// What follows the options in `--help`: configuration, sockets, signals.
+    pub after_help: &'static str,
+}
+
+// The name, the description and the closing text are the daemon's (`About`).
+#[derive(clap::Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Configuration file [default: $VMAIL_CONFIG, else /etc/vmail/vmail.toml if present, else built-in defaults]
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+/// A daemon as its `main` sees it: bound in one step (as root, so privileged sockets can be
+/// opened), then run. Tests and benchmarks drive the same two steps in-process.
+pub trait Daemon: Sized {
+    /// Worker threads of the runtime, as [`crate::runtime`] takes them (0: one per CPU).
+    fn threads(config: &Config) -> usize;
+    /// The user to run as once the listeners are bound (empty: stay who we are).
+    fn user(config: &Config) -> &str;
+    /// Opens what the configuration describes and binds every listener.
+    fn bind(loaded: &Loaded) -> impl Future<Output = anyhow::Result<Self>>;
+    /// Serves until `stop` resolves or SIGTERM.
+    fn run(self, stop: impl Future<Output = ()>) -> impl Future<Output = anyhow::Result<()>>;
+}
+
+/// The whole of a daemon's `main`: parses the command line; with `--check` prints the
+/// effective configuration (secrets masked) and exits; otherwise sets up logging and the
+/// runtime, binds, drops privileges and serves for ever.
+pub fn main<D: Daemon>(about: &About) -> anyhow::Result<()> {
+    let matches = Args::command()
+        .name(about.name)
+        .about(about.about)
+        .after_help(about.after_help)
+        .get_matches();
+    // What `Parser::parse` does with an error: clap's message and exit status 2.
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let loaded = vmail_config::load(args.config.as_deref())?;
+    if args.check {
+        print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
+        return Ok(());
+    }
+    crate::init_logging("info");
+    let rt = crate::runtime(D::threads(&loaded.config))?;
+    rt.block_on(async {
+        let d = D::bind(&loaded).await?;
+        // Listening sockets are open: from here on we need no privileges.
+        crate::drop_privileges(D::user(&loaded.config))?;
+        d.run(std::future::pending()).await
+    })
+}
+
+/// The running state of a daemon, shared by its connections: what the main loop asks of
+/// it besides serving them.
+pub trait Service: Send + Sync + 'static {
+    /// The Prometheus text of the daemon's own metrics (the listeners' are added).
+    fn render_metrics(&self) -> String;
+    /// Logs the statistics (each tick, and once at exit).
+    fn log_stats(&self);
+    /// SIGHUP: re-read the configuration at `path` (`None`: the built-in defaults) into the
+    /// running service. A broken new configuration is logged and the running one kept.
+    fn reload(&self, path: Option<&Path>) -> impl Future<Output = ()> + Send;
+}
+
+/// What every daemon binds and keeps besides its protocol listeners: the metrics endpoint,
+/// where its configuration came from (read again on SIGHUP), and its pid file.
+pub struct Base {
+    /// Prometheus endpoint, when configured, with its connection limit.
+    metrics: Option<(Listener, usize)>,
+    config_path: Option<PathBuf>,
+    /// Written before privileges are dropped; removed at exit.
+    pid: Option<PidFile>,
+}
+
+impl Base {
+    /// Keeps the metrics endpoint (if any) and where the configuration came from. Called
+    /// once every listener is bound: a socket systemd passed that none of them took is
+    /// then a mismatch between the .socket unit and the configuration, and is logged.
+    pub fn new(loaded: &Loaded, metrics: Option<(Listener, usize)>) -> Base {
+        for fd in crate::unused_inherited() {
+            tracing::warn!(socket = %fd, "systemd passed a socket no configured listener uses; check the .socket unit against the configuration");
+        }
+        Base {
+            metrics,
+            config_path: match &loaded.source {
+                Source::File(p) => Some(p.clone()),
+                Source::Builtin => None,
+            },
+            pid: None,
+        }
+    }
+
+    /// Writes the pid file `path` (for `user`, who we become). Without one the daemon
+    /// still runs; only `vmailctl flush` cannot reach it.
+    pub fn write_pid_file(&mut self, path: &Path, user: &str) {
+        self.pid = PidFile::create(path, user)
+            .map_err(|e| tracing::warn!(error = %e, "no pid file; `vmailctl flush` cannot reach this daemon"))
+            .ok();
+    }
+
+    /// Where the metrics endpoint is bound, if configured.
+    pub fn metrics_endpoint(&self) -> Option<String> {
+        self.metrics.as_ref().map(|(l, _)| l.local_endpoint())
+    }
+
+    /// Serves the metrics endpoint, then runs `life`'s main loop for `svc` (reload on
+    /// SIGHUP, statistics on each tick) until `stop` or SIGTERM, with `grace` for requests in
+    /// flight; logs the statistics a last time and removes the pid file.
+    pub async fn run<S: Service>(
+        self,
+        mut life: Lifecycle,
+        svc: Arc<S>,
+        stop: impl Future<Output = ()>,
+        grace: Duration,
+    ) {
+        if let Some((listener, max_connections)) = self.metrics {
+            let svc = svc.clone();
+            life.serve_metrics(
+                listener,
+                max_connections,
+                Arc::new(move || svc.render_metrics()),
+            );
+        }
+        let (svc, path) = (&*svc, self.config_path.as_deref());
+        life.run(stop, grace, || svc.reload(path), || svc.log_stats())
+            .await;
+        svc.log_stats();
+        drop(self.pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// clap's own consistency checks (flag names, value names), which otherwise run only
+    /// when a daemon starts in a debug build.
+    #[test]
+    fn command_line_is_well_formed() {
+        Args::command().debug_assert();
+        let a = Args::try_parse_from(["vmail-x", "-c", "/etc/v.toml", "--check"]).unwrap();
+        assert_eq!(a.config.as_deref(), Some(Path::new("/etc/v.toml")));
+        assert!(a.check);
+    }
+}
