@@ -144,7 +144,8 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true),
 );
 
-/// Decodes SASL base64 (see [`LENIENT`]'s rules in the module documentation).
+/// Decodes SASL base64 as Dovecot accepts it: standard alphabet, padding optional, unused
+/// trailing bits ignored, no whitespace.
 pub fn decode_base64(b64: &[u8]) -> Result<Secret, SaslError> {
     LENIENT
         .decode(b64)
