@@ -10,7 +10,6 @@
 //! Every statement is written out in [`queries`]; `read.rs` runs them for the daemons,
 //! `admin.rs` holds vmailctl's writes, `maps.rs` the virtual(5) search order.
 
-pub mod address;
 mod admin;
 pub mod audit;
 pub mod backend;
@@ -18,7 +17,6 @@ mod batch;
 pub mod cache;
 pub mod error;
 mod known;
-pub mod mailbox;
 mod maps;
 pub mod memo;
 mod memoized;
@@ -34,56 +32,15 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use vmail_config::{Backend as BackendKind, Config};
 
-pub use address::{Address, AddressPolicy};
 pub use backend::{AnyBackend, Dialect, SqlBackend};
 pub use error::{Error, Result};
-pub use maps::{Map, RecipientRecord};
+pub use maps::Map;
 use queries::Queries;
 use schema::Schema;
 use sql::Lookup;
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct User {
-    /// The address as stored.
-    pub email: String,
-    /// The stored hash, possibly with a `{SCHEME}` prefix. Never logged.
-    pub password: Option<String>,
-    /// False when the user or its domain is disabled.
-    pub active: bool,
-    /// Quota in bytes; `None` for no limit.
-    pub quota_bytes: Option<u64>,
-    /// Allowed services (`smtp`, `imap`, `pop3`, ...); `None` allows all.
-    pub services: Option<Vec<String>>,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: String,
-    pub mail: String,
-}
-
-impl std::fmt::Debug for User {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("User")
-            .field("email", &self.email)
-            .field("password", &self.password.as_ref().map(|_| "********"))
-            .field("active", &self.active)
-            .field("quota_bytes", &self.quota_bytes)
-            .field("services", &self.services)
-            .field("uid", &self.uid)
-            .field("gid", &self.gid)
-            .field("home", &self.home)
-            .field("mail", &self.mail)
-            .finish()
-    }
-}
-
-impl User {
-    /// Whether the user may use `service` (case-insensitive).
-    pub fn allows(&self, service: &str) -> bool {
-        self.services
-            .as_ref()
-            .is_none_or(|s| s.iter().any(|x| x.eq_ignore_ascii_case(service)))
-    }
-}
+/// The record, the address rules and the mailbox check live in `vmail-record` (no database
+/// code, so the LDA can use them alone); re-exported for the directory's callers.
+pub use vmail_record::{address, mailbox, Address, AddressPolicy, RecipientRecord, User};
 
 /// The directory: one per process, cheap to share behind an `Arc`.
 pub struct Directory {

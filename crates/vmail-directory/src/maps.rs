@@ -5,7 +5,7 @@ use std::collections::{HashSet, VecDeque};
 
 use crate::address::Address;
 use crate::error::Result;
-use crate::Directory;
+use crate::{Directory, RecipientRecord};
 
 /// The maps, by the names used in `socketmap:...:NAME` and `vmailctl query NAME`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,42 +135,6 @@ pub(crate) async fn lookup(dir: &Directory, map: Map, key: &str) -> Result<Optio
             .recipient(key)
             .await?
             .map(|(user, ext)| RecipientRecord::new(&user, ext).encode())),
-    }
-}
-
-/// What vmail-lda needs to deliver to a recipient, as the `recipient` map answers it: one
-/// line of JSON, because paths from the database may hold any character.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RecipientRecord {
-    /// The mailbox's address as stored (for `Delivered-To:`).
-    pub email: String,
-    pub active: bool,
-    pub home: String,
-    pub mail: String,
-    pub quota_bytes: Option<u64>,
-    /// `+ext` when only the address without its extension is a mailbox.
-    pub ext: Option<String>,
-}
-
-impl RecipientRecord {
-    pub fn new(user: &crate::User, ext: Option<String>) -> RecipientRecord {
-        RecipientRecord {
-            email: user.email.clone(),
-            active: user.active,
-            home: user.home.clone(),
-            mail: user.mail.clone(),
-            quota_bytes: user.quota_bytes,
-            ext,
-        }
-    }
-
-    pub fn encode(&self) -> String {
-        // Serialising plain strings, bools and integers cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    pub fn decode(s: &str) -> std::result::Result<RecipientRecord, String> {
-        serde_json::from_str(s).map_err(|e| format!("malformed recipient record: {e}"))
     }
 }
 
