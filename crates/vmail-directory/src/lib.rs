@@ -7,6 +7,8 @@
 //! domains) applied once, here, for every daemon.
 //!
 //! Start reading at [`Directory`]; [`Map`] is what lookupd serves and `vmailctl query` shows.
+//! The directory is the plain reader: lookupd's cache, memo and address set wrap it from
+//! outside (`vmail-lookupd/src/cache/`) through [`rows::Rows`].
 //! Every statement is written out in [`queries`]; `read.rs` runs them for the daemons,
 //! `admin.rs` holds vmailctl's writes, `maps.rs` the virtual(5) search order.
 
@@ -14,14 +16,11 @@ mod admin;
 pub mod audit;
 pub mod backend;
 mod batch;
-pub mod cache;
 pub mod error;
-mod known;
 mod maps;
-pub mod memo;
-mod memoized;
 pub mod queries;
 mod read;
+pub mod rows;
 pub mod schema;
 pub mod sql;
 
@@ -50,22 +49,11 @@ pub struct Directory {
     deadline: Duration,
     /// Learned on first contact with the database, so a daemon can start while it is down.
     schema: OnceCell<Learned>,
-    /// Sub-answers shared between map lookups ([`Directory::with_memo`]); off by default.
-    memo: Option<SubMemo>,
     /// Statements sent to the database ([`Directory::queries_sent`]); shared with the
     /// batchers' tasks.
     queries: Arc<AtomicU64>,
-    /// Every stored address, for "not found" without a statement
-    /// ([`Directory::with_address_set`]); off by default.
-    known: Option<Arc<known::Known>>,
     /// What every row's mailbox paths are checked against before they are handed out.
     guard: mailbox::PathGuard,
-}
-
-/// The memoized sub-queries: user rows by address, forwardings by (source, local, domain).
-struct SubMemo {
-    users: memo::Memo<String, Option<User>>,
-    forwardings: memo::Memo<(String, String, String), Vec<String>>,
 }
 
 /// What the directory learns on first contact with the database: the schema, the statements
@@ -120,9 +108,7 @@ impl Directory {
             config: config.clone(),
             deadline: Duration::from_millis(db.query_timeout_ms),
             schema: OnceCell::new(),
-            memo: None,
             queries: Arc::new(AtomicU64::new(0)),
-            known: None,
             guard: mailbox::PathGuard::new(&config.mailbox),
         })
     }
@@ -149,6 +135,11 @@ impl Directory {
 
     pub fn policy(&self) -> &AddressPolicy {
         &self.policy
+    }
+
+    /// The configuration the directory was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn backend(&self) -> &AnyBackend {

@@ -2,7 +2,6 @@
 //! rows checked against the key, and turned into users, destinations and transports.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use vmail_config::expand_template;
 
@@ -11,7 +10,7 @@ use crate::backend::SqlBackend;
 use crate::error::{Error, Result};
 use crate::queries::{self, Question, ACTIVE_DOMAIN, DISABLED_DOMAIN, KIND};
 use crate::sql::{Lookup, Row, Value};
-use crate::{batch, known, maps, Directory, Map, User};
+use crate::{batch, rows, Directory, Map, User};
 
 impl Directory {
     /// Asks `question` and keeps the rows whose key column really equals the key (see
@@ -66,7 +65,7 @@ impl Directory {
     /// The address set holds stored keys normalized the same way, so that it can never
     /// disagree with this check.
     pub(crate) fn same_key(&self, stored: &str, key: &str) -> bool {
-        known::norm_key(self.config.address.fold_local_part, stored) == key
+        address::norm_key(self.config.address.fold_local_part, stored) == key
     }
 
     /// Whether `domain` is one of ours (and active).
@@ -77,14 +76,14 @@ impl Directory {
         self.bounded(self.domain_exists_folded(&d)).await
     }
 
-    pub(crate) async fn domain_exists_folded(&self, d: &str) -> Result<bool> {
+    pub async fn domain_exists_folded(&self, d: &str) -> Result<bool> {
         Ok(!self.run(Question::Domain, d, "", d).await?.is_empty())
     }
 
     /// Whether `d` (folded) has a row in `domains`, enabled or not (with a custom domain
     /// query: whether that query answers it). For the alias-domain search: a catch-all
     /// `@d` to a domain that is not ours forwards a whole domain to another server.
-    pub(crate) async fn domain_listed(&self, d: &str) -> Result<bool> {
+    pub async fn domain_listed(&self, d: &str) -> Result<bool> {
         if self.config.database.queries.domain.is_some() {
             return self.domain_exists_folded(d).await;
         }
@@ -113,36 +112,12 @@ impl Directory {
     /// The user mail for `recipient` is delivered to: exact address, then without its
     /// extension. Returns the user and the extension (delimiter included). For the LDA.
     pub async fn recipient(&self, recipient: &str) -> Result<Option<(User, Option<String>)>> {
-        let Some(a) = self.policy.parse(recipient) else {
-            return Ok(None);
-        };
-        self.bounded(async {
-            if let Some(u) = self.user_at(&a).await? {
-                return Ok(Some((u, None)));
-            }
-            let (base, ext) = a.base(&self.policy);
-            if ext.is_some() {
-                if let Some(u) = self.user_at(&base).await? {
-                    return Ok(Some((u, ext)));
-                }
-            }
-            Ok(None)
-        })
-        .await
+        self.bounded(rows::recipient(self, recipient)).await
     }
 
-    pub(crate) async fn user_at(&self, a: &Address) -> Result<Option<User>> {
-        let Some(m) = &self.memo else {
-            return self.read_user(a).await;
-        };
-        m.users
-            .get_or_read(a.to_string(), self.read_user(a), |u| {
-                u.clone().map(without_password)
-            })
-            .await
-    }
-
-    pub(crate) async fn read_user(&self, a: &Address) -> Result<Option<User>> {
+    /// The user row of `a` (through the batcher on MySQL when it is on), with its domain's
+    /// flag applied.
+    pub async fn read_user(&self, a: &Address) -> Result<Option<User>> {
         let rows = self
             .run(Question::User, &a.to_string(), &a.local, &a.domain)
             .await?;
@@ -213,7 +188,7 @@ impl Directory {
                 "0" | "n" | "no" | "false" | ""
             ),
         };
-        // Trailing spaces matched (see `known::norm_key`) but are no part of the address.
+        // Trailing spaces matched (see `address::norm_key`) but are no part of the address.
         let email = row
             .get("email")
             .map(|e| e.trim_end_matches(' ').to_string())
@@ -259,25 +234,7 @@ impl Directory {
 
     /// Alias destinations of exactly `key` (an address or `@domain`) for the maps: none in a
     /// disabled domain.
-    pub(crate) async fn map_forwardings(
-        &self,
-        key: &str,
-        local: &str,
-        domain: &str,
-    ) -> Result<Vec<String>> {
-        let Some(m) = &self.memo else {
-            return self.read_forwardings(key, local, domain).await;
-        };
-        if self.set_says_absent(key).await? {
-            return Ok(Vec::new());
-        }
-        let k = (key.to_string(), local.to_string(), domain.to_string());
-        m.forwardings
-            .get_or_read(k, self.read_forwardings(key, local, domain), Vec::clone)
-            .await
-    }
-
-    pub(crate) async fn read_forwardings(
+    pub async fn read_forwardings(
         &self,
         key: &str,
         local: &str,
@@ -307,42 +264,33 @@ impl Directory {
         }
     }
 
-    /// With the memo on and our own queries: reads the forwardings and the user row of `a`
-    /// in one statement, memoizes both and returns them (`None`: not read, use
-    /// [`forwardings`](Self::forwardings) and [`user_at`](Self::user_at)), so that the
-    /// `aliases` lookup of an address that is in neither cache costs one round trip instead
-    /// of two (the `mailboxes` lookup Postfix makes next reads the same memo). Postfix asks
-    /// about every unknown recipient this way, so this is the query that a stream of new
-    /// unknown addresses repeats. Returned as well as memoized: a memo with a zero TTL keeps
-    /// nothing, and the caller must not have to read the rows again.
-    pub(crate) async fn prefetch_address(
-        &self,
-        a: &Address,
-    ) -> Result<Option<(Option<User>, Vec<String>)>> {
-        let Some(m) = &self.memo else {
-            return Ok(None);
-        };
-        let learned = self.schema().await?;
-        let q = &learned.queries;
-        let Some(lookup) = &q.address else {
-            return Ok(None);
-        };
+    /// Whether [`read_address`](Self::read_address) can answer `key`: with our own user
+    /// and alias queries, and on SQLite only for an ASCII key (a miss may need the folded
+    /// statements, which the single questions know).
+    pub async fn reads_address_at_once(&self, key: &str) -> Result<bool> {
+        let q = &self.schema().await?.queries;
+        Ok(q.address.is_some() && (q.get(Question::User).folded.is_none() || key.is_ascii()))
+    }
+
+    /// Whether the built-in queries are in use (the address set lists what they read).
+    pub async fn builtin_queries(&self) -> Result<bool> {
+        Ok(self.schema().await?.queries.address.is_some())
+    }
+
+    /// The user row and the forwardings of `a` in one statement ([`queries::Statements::address`]),
+    /// so that the `aliases` lookup of an address that is in no cache costs one round trip
+    /// instead of two. Postfix asks about every unknown recipient this way, so this is the
+    /// query that a stream of new unknown addresses repeats. `None` where
+    /// [`reads_address_at_once`](Self::reads_address_at_once) says no.
+    pub async fn read_address(&self, a: &Address) -> Result<Option<(Option<User>, Vec<String>)>> {
         let key = a.to_string();
-        // SQLite: a miss may need the folded statements, which `run` knows.
-        if q.get(Question::User).folded.is_some() && !key.is_ascii() {
+        if !self.reads_address_at_once(&key).await? {
             return Ok(None);
         }
-        let fkey = (key.clone(), a.local.clone(), a.domain.clone());
-        let now = Instant::now();
-        if m.users.get(&key, now).is_some() || m.forwardings.get(&fkey, now).is_some() {
+        let learned = self.schema().await?;
+        let Some(lookup) = &learned.queries.address else {
             return Ok(None);
-        }
-        if self.known_absent(&key) {
-            // Exactly what the statement would have found: no row. Not memoized: the memo
-            // also serves the LDA's `recipient`, which never takes the set's word; the
-            // `mailboxes` lookup that follows asks the set itself.
-            return Ok(Some((None, Vec::new())));
-        }
+        };
         let rows = self
             .send(
                 lookup,
@@ -366,16 +314,22 @@ impl Directory {
         } else {
             destinations(forwardings.iter().filter_map(|r| r.get("destination")))
         };
-        let user = self.user_from_rows(&users, a).await?.map(without_password);
-        let now = Instant::now();
-        m.users.put(key, user.clone(), now);
-        m.forwardings.put(fkey, dest.clone(), now);
+        let user = self.user_from_rows(&users, a).await?;
         Ok(Some((user, dest)))
+    }
+
+    /// Every stored address (`users.email`, `forwardings.source`), at most `max` + 1 of them,
+    /// as stored: for lookupd's address set ([`queries::ADDRESS_SET`]). Not counted in
+    /// [`queries_sent`](Self::queries_sent).
+    pub async fn stored_addresses(&self, max: usize) -> Result<Vec<Option<String>>> {
+        // The limit is a number of ours, not a value a client sent.
+        let sql = queries::ADDRESS_SET.replace("{limit}", &max.saturating_add(1).to_string());
+        self.backend.fetch_column(&sql).await
     }
 
     /// The transport stored for `key` (a domain or an address in `domain`); none when the
     /// domain is disabled.
-    pub(crate) async fn transport_for(&self, key: &str, domain: &str) -> Result<Option<String>> {
+    pub async fn transport_for(&self, key: &str, domain: &str) -> Result<Option<String>> {
         let rows = self.run(Question::Transport, key, "", domain).await?;
         if self.domain_disabled(&rows, domain).await? {
             return Ok(None);
@@ -386,7 +340,7 @@ impl Directory {
     /// Answers `key` in `map` exactly as vmail-lookupd will: `Ok(None)` is NOTFOUND,
     /// an error with [`Error::is_temporary`] is TEMP.
     pub async fn lookup(&self, map: Map, key: &str) -> Result<Option<String>> {
-        self.bounded(maps::lookup(self, map, key)).await
+        rows::lookup(self, map, key).await
     }
 }
 
@@ -405,14 +359,6 @@ fn destinations<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
         }
     }
     out
-}
-
-/// Map answers never need the hash; lookupd should not hold one in memory.
-fn without_password(u: User) -> User {
-    User {
-        password: None,
-        ..u
-    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,15 @@ impl User {
             .as_ref()
             .is_none_or(|s| s.iter().any(|x| x.eq_ignore_ascii_case(service)))
     }
+
+    /// The record without its hash: map answers never need it, and lookupd should not hold
+    /// one in memory.
+    pub fn without_password(self) -> User {
+        User {
+            password: None,
+            ..self
+        }
+    }
 }
 
 /// What vmail-lda needs to deliver to a recipient, as the `recipient` map answers it: one
