@@ -4,7 +4,7 @@
 use crate::address::{self, Address};
 use crate::backend::{Dialect, SqlBackend};
 use crate::error::{Error, Result};
-use crate::queries::Question;
+use crate::queries::{admin, Question};
 use crate::schema::{self, Schema};
 use crate::sql::Value;
 use crate::Directory;
@@ -53,13 +53,7 @@ impl Directory {
     }
 
     pub(crate) async fn require_domain(&self, d: &str) -> Result<()> {
-        let rows = self
-            .backend
-            .fetch(
-                "SELECT domain FROM domains WHERE domain = ?",
-                vec![d.into()],
-            )
-            .await?;
+        let rows = self.backend.fetch(admin::DOMAIN, vec![d.into()]).await?;
         if !rows.is_empty() {
             return Ok(());
         }
@@ -67,10 +61,7 @@ impl Directory {
         if self.backend.dialect() == Dialect::Sqlite && !d.is_ascii() {
             let rows = self
                 .backend
-                .fetch(
-                    "SELECT domain FROM domains WHERE vmail_fold(domain) = vmail_fold(?)",
-                    vec![d.into()],
-                )
+                .fetch(admin::DOMAIN_FOLDED, vec![d.into()])
                 .await?;
             if !rows.is_empty() {
                 return Ok(());
@@ -83,10 +74,7 @@ impl Directory {
         let d = self.parse_domain(domain)?;
         self.check_new("domain", &d)?;
         self.backend
-            .execute(
-                "INSERT INTO domains (domain) VALUES (?)",
-                vec![d.clone().into()],
-            )
+            .execute(admin::ADD_DOMAIN, vec![d.clone().into()])
             .await
             .map_err(|e| exists_as(e, format!("domain {d}")))?;
         Ok(())
@@ -98,37 +86,21 @@ impl Directory {
         let d = self.parse_domain(domain)?;
         self.require_domain(&d).await?;
         let like = format!("%@{}", like_escape(&d));
-        let users = self
-            .count(
-                "SELECT COUNT(*) FROM users WHERE email LIKE ? ESCAPE '!'",
-                &like,
-            )
-            .await?;
-        let aliases = self
-            .count(
-                "SELECT COUNT(*) FROM forwardings WHERE source LIKE ? ESCAPE '!'",
-                &like,
-            )
-            .await?;
+        let users = self.count(admin::COUNT_USERS_OF_DOMAIN, &like).await?;
+        let aliases = self.count(admin::COUNT_ALIASES_OF_DOMAIN, &like).await?;
         if (users > 0 || aliases > 0) && !force {
             return Err(Error::Invalid(format!(
                 "domain {d} still has {users} user(s) and {aliases} alias(es); delete them first or use --force"
             )));
         }
-        for sql in [
-            "DELETE FROM users WHERE email LIKE ? ESCAPE '!'",
-            "DELETE FROM forwardings WHERE source LIKE ? ESCAPE '!'",
-        ] {
+        for sql in [admin::DEL_USERS_OF_DOMAIN, admin::DEL_ALIASES_OF_DOMAIN] {
             self.backend.execute(sql, vec![like.clone().into()]).await?;
         }
         self.backend
-            .execute(
-                "DELETE FROM transport WHERE domain = ?",
-                vec![d.clone().into()],
-            )
+            .execute(admin::DEL_TRANSPORT, vec![d.clone().into()])
             .await?;
         self.backend
-            .execute("DELETE FROM domains WHERE domain = ?", vec![d.into()])
+            .execute(admin::DEL_DOMAIN, vec![d.into()])
             .await?;
         Ok(())
     }
@@ -143,10 +115,7 @@ impl Directory {
     }
 
     pub async fn list_domains(&self) -> Result<Vec<String>> {
-        let rows = self
-            .backend
-            .fetch("SELECT domain FROM domains ORDER BY domain", vec![])
-            .await?;
+        let rows = self.backend.fetch(admin::LIST_DOMAINS, vec![]).await?;
         Ok(rows
             .iter()
             .filter_map(|r| r.first().map(str::to_string))
@@ -192,7 +161,7 @@ impl Directory {
             (Some(q), true) => {
                 self.backend
                     .execute(
-                        "INSERT INTO users (email, password, quota) VALUES (?, ?, ?)",
+                        admin::ADD_USER_WITH_QUOTA,
                         vec![
                             key.clone().into(),
                             hash.into(),
@@ -208,10 +177,7 @@ impl Directory {
             }
             (None, _) => {
                 self.backend
-                    .execute(
-                        "INSERT INTO users (email, password) VALUES (?, ?)",
-                        vec![key.clone().into(), hash.into()],
-                    )
+                    .execute(admin::ADD_USER, vec![key.clone().into(), hash.into()])
                     .await
             }
         };
@@ -224,10 +190,7 @@ impl Directory {
         self.check_password_fits(hash).await?;
         let n = self
             .backend
-            .execute(
-                "UPDATE users SET password = ? WHERE email = ?",
-                vec![hash.into(), a.to_string().into()],
-            )
+            .execute(admin::SET_PASSWORD, vec![hash.into(), a.to_string().into()])
             .await?;
         if n == 0 && !self.user_exists(&a).await? {
             return Err(Error::Missing(format!("user {a}")));
@@ -251,7 +214,7 @@ impl Directory {
         let n = self
             .backend
             .execute(
-                "UPDATE users SET password = ? WHERE email = ? AND password = ?",
+                admin::REPLACE_PASSWORD,
                 vec![new.into(), a.to_string().into(), old.into()],
             )
             .await?;
@@ -261,10 +224,7 @@ impl Directory {
     pub(crate) async fn user_exists(&self, a: &Address) -> Result<bool> {
         Ok(!self
             .backend
-            .fetch(
-                "SELECT email FROM users WHERE email = ?",
-                vec![a.to_string().into()],
-            )
+            .fetch(admin::USER_EXISTS, vec![a.to_string().into()])
             .await?
             .is_empty())
     }
@@ -279,10 +239,7 @@ impl Directory {
         }
         let n = self
             .backend
-            .execute(
-                "UPDATE users SET active = ? WHERE email = ?",
-                vec![active.into(), a.to_string().into()],
-            )
+            .execute(admin::SET_ACTIVE, vec![active.into(), a.to_string().into()])
             .await?;
         if n == 0 && !self.user_exists(&a).await? {
             return Err(Error::Missing(format!("user {a}")));
@@ -294,10 +251,7 @@ impl Directory {
         let a = self.parse_address(email)?;
         let n = self
             .backend
-            .execute(
-                "DELETE FROM users WHERE email = ?",
-                vec![a.to_string().into()],
-            )
+            .execute(admin::DEL_USER, vec![a.to_string().into()])
             .await?;
         if n == 0 {
             return Err(Error::Missing(format!("user {a}")));
@@ -307,28 +261,25 @@ impl Directory {
 
     /// Users, optionally of one domain, as (email, active).
     pub async fn list_users(&self, domain: Option<&str>) -> Result<Vec<(String, bool)>> {
-        let s = schema::inspect(&self.backend).await?;
-        let cols = if s.users_active {
-            "email, active"
-        } else {
-            "email"
-        };
+        let active = schema::inspect(&self.backend).await?.users_active;
         let rows = match domain {
             Some(d) => {
                 let d = self.parse_domain(d)?;
-                self.backend
-                    .fetch(
-                        &format!(
-                            "SELECT {cols} FROM users WHERE email LIKE ? ESCAPE '!' ORDER BY email"
-                        ),
-                        vec![format!("%@{}", like_escape(&d)).into()],
-                    )
-                    .await?
+                let sql = if active {
+                    admin::LIST_USERS_OF_DOMAIN_ACTIVE
+                } else {
+                    admin::LIST_USERS_OF_DOMAIN
+                };
+                let like = format!("%@{}", like_escape(&d));
+                self.backend.fetch(sql, vec![like.into()]).await?
             }
             None => {
-                self.backend
-                    .fetch(&format!("SELECT {cols} FROM users ORDER BY email"), vec![])
-                    .await?
+                let sql = if active {
+                    admin::LIST_USERS_ACTIVE
+                } else {
+                    admin::LIST_USERS
+                };
+                self.backend.fetch(sql, vec![]).await?
             }
         };
         Ok(rows
@@ -368,17 +319,11 @@ impl Directory {
         let joined = dests.join(", ");
         if existed {
             self.backend
-                .execute(
-                    "UPDATE forwardings SET destination = ? WHERE source = ?",
-                    vec![joined.into(), src.into()],
-                )
+                .execute(admin::SET_DESTINATIONS, vec![joined.into(), src.into()])
                 .await?;
         } else {
             self.backend
-                .execute(
-                    "INSERT INTO forwardings (source, destination) VALUES (?, ?)",
-                    vec![src.clone().into(), joined.into()],
-                )
+                .execute(admin::ADD_ALIAS, vec![src.clone().into(), joined.into()])
                 .await
                 .map_err(|e| exists_as(e, format!("alias {src}")))?;
         }
@@ -408,12 +353,12 @@ impl Directory {
         }
         if dests.is_empty() {
             self.backend
-                .execute("DELETE FROM forwardings WHERE source = ?", vec![src.into()])
+                .execute(admin::DEL_ALIAS, vec![src.into()])
                 .await?;
         } else {
             self.backend
                 .execute(
-                    "UPDATE forwardings SET destination = ? WHERE source = ?",
+                    admin::SET_DESTINATIONS,
                     vec![dests.join(", ").into(), src.into()],
                 )
                 .await?;
@@ -428,19 +373,12 @@ impl Directory {
                 let d = self.parse_domain(d)?;
                 self.backend
                     .fetch(
-                        "SELECT source, destination FROM forwardings WHERE source LIKE ? ESCAPE '!' ORDER BY source",
+                        admin::LIST_ALIASES_OF_DOMAIN,
                         vec![format!("%@{}", like_escape(&d)).into()],
                     )
                     .await?
             }
-            None => {
-                self.backend
-                    .fetch(
-                        "SELECT source, destination FROM forwardings ORDER BY source",
-                        vec![],
-                    )
-                    .await?
-            }
+            None => self.backend.fetch(admin::LIST_ALIASES, vec![]).await?,
         };
         Ok(rows
             .iter()
@@ -491,16 +429,10 @@ impl Directory {
             )));
         }
         self.backend
-            .execute(
-                "DELETE FROM transport WHERE domain = ?",
-                vec![d.clone().into()],
-            )
+            .execute(admin::DEL_TRANSPORT, vec![d.clone().into()])
             .await?;
         self.backend
-            .execute(
-                "INSERT INTO transport (domain, transport) VALUES (?, ?)",
-                vec![d.into(), transport.into()],
-            )
+            .execute(admin::ADD_TRANSPORT, vec![d.into(), transport.into()])
             .await?;
         Ok(())
     }

@@ -167,6 +167,55 @@ pub const DOMAIN_DISABLED: &str = "SELECT domain FROM domains WHERE domain = ? A
 pub const ADDRESS_SET: &str =
     "SELECT email FROM users UNION ALL SELECT source FROM forwardings LIMIT {limit}";
 
+/// The writes and listings of `vmailctl` (`admin.rs`), on the classic schema and what
+/// `vmailctl migrate` adds to it. Positional `?` parameters; the same on both backends.
+pub mod admin {
+    /// Whether a domain has a row (enabled or not), before a write that needs it.
+    pub const DOMAIN: &str = "SELECT domain FROM domains WHERE domain = ?";
+    /// The same on SQLite for a non-ASCII name: NOCASE folds ASCII only, and `ÉXAMPLE.net` is
+    /// `éxample.net` on MariaDB.
+    pub const DOMAIN_FOLDED: &str =
+        "SELECT domain FROM domains WHERE vmail_fold(domain) = vmail_fold(?)";
+    pub const ADD_DOMAIN: &str = "INSERT INTO domains (domain) VALUES (?)";
+    /// Bound with `%@domain`, its LIKE metacharacters escaped with `!`: a domain's `_` must not
+    /// match any character.
+    pub const COUNT_USERS_OF_DOMAIN: &str =
+        "SELECT COUNT(*) FROM users WHERE email LIKE ? ESCAPE '!'";
+    pub const COUNT_ALIASES_OF_DOMAIN: &str =
+        "SELECT COUNT(*) FROM forwardings WHERE source LIKE ? ESCAPE '!'";
+    pub const DEL_USERS_OF_DOMAIN: &str = "DELETE FROM users WHERE email LIKE ? ESCAPE '!'";
+    pub const DEL_ALIASES_OF_DOMAIN: &str =
+        "DELETE FROM forwardings WHERE source LIKE ? ESCAPE '!'";
+    pub const DEL_TRANSPORT: &str = "DELETE FROM transport WHERE domain = ?";
+    pub const DEL_DOMAIN: &str = "DELETE FROM domains WHERE domain = ?";
+    pub const LIST_DOMAINS: &str = "SELECT domain FROM domains ORDER BY domain";
+    pub const ADD_USER_WITH_QUOTA: &str =
+        "INSERT INTO users (email, password, quota) VALUES (?, ?, ?)";
+    pub const ADD_USER: &str = "INSERT INTO users (email, password) VALUES (?, ?)";
+    pub const SET_PASSWORD: &str = "UPDATE users SET password = ? WHERE email = ?";
+    /// A compare-and-set: replaces the hash only while it is still the old one.
+    pub const REPLACE_PASSWORD: &str =
+        "UPDATE users SET password = ? WHERE email = ? AND password = ?";
+    pub const USER_EXISTS: &str = "SELECT email FROM users WHERE email = ?";
+    pub const SET_ACTIVE: &str = "UPDATE users SET active = ? WHERE email = ?";
+    pub const DEL_USER: &str = "DELETE FROM users WHERE email = ?";
+    /// Users, without and with the `active` column (`vmailctl migrate` adds it), of every
+    /// domain or of one (`%@domain`, escaped as above).
+    pub const LIST_USERS: &str = "SELECT email FROM users ORDER BY email";
+    pub const LIST_USERS_ACTIVE: &str = "SELECT email, active FROM users ORDER BY email";
+    pub const LIST_USERS_OF_DOMAIN: &str =
+        "SELECT email FROM users WHERE email LIKE ? ESCAPE '!' ORDER BY email";
+    pub const LIST_USERS_OF_DOMAIN_ACTIVE: &str =
+        "SELECT email, active FROM users WHERE email LIKE ? ESCAPE '!' ORDER BY email";
+    pub const SET_DESTINATIONS: &str = "UPDATE forwardings SET destination = ? WHERE source = ?";
+    pub const ADD_ALIAS: &str = "INSERT INTO forwardings (source, destination) VALUES (?, ?)";
+    pub const DEL_ALIAS: &str = "DELETE FROM forwardings WHERE source = ?";
+    pub const LIST_ALIASES: &str = "SELECT source, destination FROM forwardings ORDER BY source";
+    pub const LIST_ALIASES_OF_DOMAIN: &str = "SELECT source, destination FROM forwardings WHERE source LIKE ? ESCAPE '!' ORDER BY source";
+    /// After [`DEL_TRANSPORT`]: a domain has one transport.
+    pub const ADD_TRANSPORT: &str = "INSERT INTO transport (domain, transport) VALUES (?, ?)";
+}
+
 /// Column of the user query naming the user's active domain (when domains have flags).
 pub(crate) const ACTIVE_DOMAIN: &str = "vmail_active_domain";
 
