@@ -24,14 +24,14 @@ impl Directory {
         self.bounded(schema::inspect(&self.backend)).await
     }
 
-    pub(crate) fn parse_domain(&self, d: &str) -> Result<String> {
+    fn parse_domain(&self, d: &str) -> Result<String> {
         self.policy
             .domain(d)
             .filter(|d| d.contains('.') || d == "localhost")
             .ok_or_else(|| Error::Invalid(format!("{d:?} is not a valid domain name")))
     }
 
-    pub(crate) fn parse_address(&self, a: &str) -> Result<Address> {
+    fn parse_address(&self, a: &str) -> Result<Address> {
         self.policy
             .parse(a)
             .filter(|x| !x.local.contains(char::is_whitespace) && x.domain.contains('.'))
@@ -41,7 +41,7 @@ impl Directory {
     /// Refuses a name an administrative write is about to store (normalized: `local@domain`,
     /// `@domain` or `domain`) when it breaks a rule of [`address::rules`]. Deleting or
     /// changing a row does not ask, so that a bad row written with plain SQL can be removed.
-    pub(crate) fn check_new(&self, what: &str, key: &str) -> Result<()> {
+    fn check_new(&self, what: &str, key: &str) -> Result<()> {
         let r = match key.rsplit_once('@') {
             None => address::rules::check_domain(key),
             Some(("", d)) => address::rules::check_domain(d),
@@ -52,7 +52,7 @@ impl Directory {
         r.map_err(|e| Error::Invalid(format!("{what} {key:?} refused: {e}")))
     }
 
-    pub(crate) async fn require_domain(&self, d: &str) -> Result<()> {
+    async fn require_domain(&self, d: &str) -> Result<()> {
         let rows = self.backend.fetch(admin::DOMAIN, vec![d.into()]).await?;
         if !rows.is_empty() {
             return Ok(());
@@ -105,7 +105,7 @@ impl Directory {
         Ok(())
     }
 
-    pub(crate) async fn count(&self, sql: &str, p: &str) -> Result<u64> {
+    async fn count(&self, sql: &str, p: &str) -> Result<u64> {
         let rows = self.backend.fetch(sql, vec![p.into()]).await?;
         Ok(rows
             .first()
@@ -123,7 +123,7 @@ impl Directory {
     }
 
     /// Refuses a hash that the column cannot hold whole.
-    pub(crate) async fn check_password_fits(&self, hash: &str) -> Result<()> {
+    async fn check_password_fits(&self, hash: &str) -> Result<()> {
         let s = schema::inspect(&self.backend).await?;
         if let Some(w) = s.password_width {
             if hash.chars().count() > w as usize {
@@ -221,7 +221,7 @@ impl Directory {
         Ok(n > 0)
     }
 
-    pub(crate) async fn user_exists(&self, a: &Address) -> Result<bool> {
+    async fn user_exists(&self, a: &Address) -> Result<bool> {
         Ok(!self
             .backend
             .fetch(admin::USER_EXISTS, vec![a.to_string().into()])
@@ -393,14 +393,14 @@ impl Directory {
             .collect())
     }
 
-    pub(crate) fn alias_source(&self, s: &str) -> Result<String> {
+    fn alias_source(&self, s: &str) -> Result<String> {
         if let Some(d) = s.strip_prefix('@') {
             return Ok(format!("@{}", self.parse_domain(d)?));
         }
         Ok(self.parse_address(s)?.to_string())
     }
 
-    pub(crate) fn alias_destination(&self, s: &str) -> Result<String> {
+    fn alias_destination(&self, s: &str) -> Result<String> {
         let s = s.trim();
         if let Some(d) = s.strip_prefix('@') {
             return Ok(format!("@{}", self.parse_domain(d)?));

@@ -182,10 +182,7 @@ impl Directory {
 
     /// MySQL, our own queries, `batch_keys` > 1: the batchers of the `user` and `address`
     /// statements, each arm bound with its single statement's parameters.
-    pub(crate) fn batchers(
-        &self,
-        q: &Queries,
-    ) -> Result<(Option<batch::Batcher>, Option<batch::Batcher>)> {
+    fn batchers(&self, q: &Queries) -> Result<(Option<batch::Batcher>, Option<batch::Batcher>)> {
         let db = &self.config.database;
         if self.backend.dialect() != Dialect::Mysql || db.batch_keys <= 1 {
             return Ok((None, None));

@@ -46,7 +46,7 @@ impl Directory {
 
     /// Sends one lookup statement, through `batcher` when it has one ([`batch`]); counted
     /// either way ([`Directory::queries_sent`]).
-    pub(crate) async fn send(
+    async fn send(
         &self,
         lookup: &Lookup,
         batcher: Option<&batch::Batcher>,
@@ -64,7 +64,7 @@ impl Directory {
     /// Whether a stored key equals a (folded) lookup key under this installation's rules.
     /// The address set holds stored keys normalized the same way, so that it can never
     /// disagree with this check.
-    pub(crate) fn same_key(&self, stored: &str, key: &str) -> bool {
+    fn same_key(&self, stored: &str, key: &str) -> bool {
         address::norm_key(self.config.address.fold_local_part, stored) == key
     }
 
@@ -125,7 +125,7 @@ impl Directory {
     }
 
     /// The user of the first of `rows` (those the key matched), with the domain's flag.
-    pub(crate) async fn user_from_rows(&self, rows: &[Row], a: &Address) -> Result<Option<User>> {
+    async fn user_from_rows(&self, rows: &[Row], a: &Address) -> Result<Option<User>> {
         let learned = self.schema().await?;
         let (schema, q) = (&learned.schema, &learned.queries);
         let Some(row) = rows.first() else {
@@ -151,7 +151,7 @@ impl Directory {
 
     /// The user of `row`, found as `a`; refused (a temporary error, logged) when its mailbox
     /// paths are not its own under the base ([`mailbox::PathGuard`]).
-    pub(crate) fn user_from_row(&self, row: &Row, a: &Address) -> Result<User> {
+    fn user_from_row(&self, row: &Row, a: &Address) -> Result<User> {
         let user = self.user_from_row_unchecked(row, a);
         // The address the templates were expanded with, then the stored one (which Dovecot
         // gets as the login's `user`).
@@ -179,7 +179,7 @@ impl Directory {
         }
     }
 
-    pub(crate) fn user_from_row_unchecked(&self, row: &Row, a: &Address) -> User {
+    fn user_from_row_unchecked(&self, row: &Row, a: &Address) -> User {
         let m = &self.config.mailbox;
         let flag = |v: Option<&str>| match v {
             None => true,
@@ -249,7 +249,7 @@ impl Directory {
 
     /// Whether `rows` (of the alias or transport query, or the forwardings half of the
     /// address query) say that `domain` is disabled.
-    pub(crate) async fn domain_disabled(&self, rows: &[Row], domain: &str) -> Result<bool> {
+    async fn domain_disabled(&self, rows: &[Row], domain: &str) -> Result<bool> {
         match rows.iter().find_map(|r| r.get(DISABLED_DOMAIN)) {
             None => Ok(false),
             Some(d) if d.trim_end_matches(' ').to_lowercase() == domain => Ok(true),
@@ -366,7 +366,7 @@ mod destination_tests {
     use super::destinations;
 
     #[test]
-    pub(crate) fn destinations_keep_the_first_of_each_in_order() {
+    fn destinations_keep_the_first_of_each_in_order() {
         let got = destinations(["b@x, a@x,b@x", "c@x a@x"].into_iter());
         assert_eq!(got, ["b@x", "a@x", "c@x"]);
     }
@@ -374,7 +374,7 @@ mod destination_tests {
     /// 100 000 distinct destinations (a custom query may return a row per destination;
     /// SQLite's TEXT has no 64 kB limit): linear work, not quadratic (which took minutes).
     #[test]
-    pub(crate) fn many_destinations_cost_linear_time() {
+    fn many_destinations_cost_linear_time() {
         let field: String = (0..100_000).map(|i| format!("u{i}@x,")).collect();
         let t = std::time::Instant::now();
         assert_eq!(destinations(std::iter::once(field.as_str())).len(), 100_000);
