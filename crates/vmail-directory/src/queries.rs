@@ -14,7 +14,7 @@
 //!   optional columns `active`, `quota` and `services` only after `vmailctl migrate`, and
 //!   which of them exist is learned on first contact with the database ([`UserColumns`]).
 //! - `{arm}` in a batch statement's arm ([`Statements::user_arm`]): the arm's number, put in
-//!   by lookupd's batcher (`batch.rs`) when it joins arms with `UNION ALL`.
+//!   by the batcher (`batch.rs`) when it joins arms with `UNION ALL`.
 //!
 //! An operator's own queries (`[database.queries]` in vmail.toml) replace the built-in
 //! statement of their question; they are compiled from their template as written

@@ -104,8 +104,8 @@ impl Directory {
         let Some(a) = self.policy.parse(login) else {
             return Ok(None);
         };
-        // Never from the memo: a login is checked against the row as it is now, and the
-        // memo keeps no password.
+        // Always a statement, also under lookupd's memo: a login is checked against the row
+        // as it is now, and the memo keeps no password.
         self.bounded(self.read_user(&a)).await
     }
 
