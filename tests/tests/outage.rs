@@ -143,9 +143,9 @@ fn a_database_outage_during_a_burst_bounces_nothing_and_delivers_everything_exac
         "RCPT",
     ]);
     assert_eq!(probe.code_after("RCPT TO"), 250, "{}", probe.transcript);
-    // lookupd's map lookups share the rows they read for a moment (vmail_directory::memo):
+    // lookupd's map lookups share the rows they read for a moment (vmail_lookupd::cache::memo):
     // let carol's row age out of that, so only the RCPT-time map answers are cached for her.
-    std::thread::sleep(vmail_directory::memo::MEMO_TTL + Duration::from_millis(300));
+    std::thread::sleep(vmail_lookupd::cache::memo::MEMO_TTL + Duration::from_millis(300));
 
     // The burst to alice, with the database killed part-way through, then carol's mail.
     let tokens: Vec<String> = (0..BURST)

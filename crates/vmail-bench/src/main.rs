@@ -631,7 +631,7 @@ fn address_set_cost(rt: &tokio::runtime::Runtime, config: &Config) -> Result<()>
     for _ in 0..5 {
         let before = rss_kib();
         let dir = rt.block_on(vmail_directory::Directory::open(config))?;
-        let dir = dir
+        let dir = vmail_lookupd::cache::shared::Shared::new(dir)
             .with_memo(ttl, ttl, c.max_entries)
             .with_address_set(ttl, c.address_set_max);
         let t = Instant::now();
@@ -647,7 +647,7 @@ fn address_set_cost(rt: &tokio::runtime::Runtime, config: &Config) -> Result<()>
         if let (Some(b), Some(a)) = (before, rss_kib()) {
             held.push((a.saturating_sub(b), keys));
         }
-        rt.block_on(dir.close());
+        rt.block_on(dir.directory().close());
         alive.push(dir);
     }
     reads.sort();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// lookupd's answer cache; with it, lookups also share the rows they read for up to 2 s
-    /// (vmail_directory::memo). Off: every lookup reads the database.
+    /// (vmail_lookupd::cache::memo). Off: every lookup reads the database.
     pub enabled: bool,
     /// Bound on cached answers; the oldest are dropped first when full.
     pub max_entries: usize,

@@ -7,10 +7,10 @@
 //! `a@d`. vmail checks every row's key itself (so that both backends answer alike): trailing
 //! spaces are ignored as the collation does, everything else must be the same address.
 
+use crate::address::norm_key;
 use crate::address::AddressPolicy;
 use crate::backend::{Dialect, SqlBackend};
 use crate::error::Result;
-use crate::known::norm_key;
 use crate::Directory;
 
 /// Why a stored key is listed, most serious first.

@@ -5,7 +5,8 @@ use std::collections::{HashSet, VecDeque};
 
 use crate::address::Address;
 use crate::error::Result;
-use crate::Directory;
+use crate::rows::{self, Rows};
+use crate::RecipientRecord;
 
 /// The maps, by the names used in `socketmap:...:NAME` and `vmailctl query NAME`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,99 +94,63 @@ const MAX_DOMAIN_HOPS: usize = 4;
 /// with its own code, because `REJECT` would answer `access_map_reject_code` (554).
 const DISABLED_ACCESS: &str = "550 5.2.1 Mailbox disabled";
 
-pub(crate) async fn lookup(dir: &Directory, map: Map, key: &str) -> Result<Option<String>> {
+pub(crate) async fn lookup<R: Rows>(rows: &R, map: Map, key: &str) -> Result<Option<String>> {
     let key = key.trim();
     match map {
         Map::Domains => {
-            let Some(d) = dir.policy.domain(key) else {
+            let Some(d) = rows.directory().policy.domain(key) else {
                 return Ok(None);
             };
-            Ok(dir
+            Ok(rows
+                .directory()
                 .domain_exists_folded(&d)
                 .await?
                 .then(|| "virtual".to_string()))
         }
         Map::Mailboxes => {
-            let Some(a) = dir.policy.parse(key) else {
+            let Some(a) = rows.directory().policy.parse(key) else {
                 return Ok(None);
             };
-            Ok(mailbox(dir, &a).await?)
+            Ok(mailbox(rows, &a).await?)
         }
         Map::Aliases => {
-            let Some(a) = dir.policy.parse(key) else {
+            let Some(a) = rows.directory().policy.parse(key) else {
                 return Ok(None);
             };
-            Ok(aliases(dir, &a).await?.map(|v| v.join(",")))
+            Ok(aliases(rows, &a).await?.map(|v| v.join(",")))
         }
         Map::Senders => {
-            let Some(a) = dir.policy.parse(key) else {
+            let Some(a) = rows.directory().policy.parse(key) else {
                 return Ok(None);
             };
-            Ok(senders(dir, &a).await?.map(|v| v.join(",")))
+            Ok(senders(rows, &a).await?.map(|v| v.join(",")))
         }
-        Map::Transport => transport(dir, key).await,
+        Map::Transport => transport(rows, key).await,
         Map::RecipientAccess => {
             // Postfix also asks access maps about the bare domain and `user@`: never ours.
-            let Some(a) = dir.policy.parse(key) else {
+            let Some(a) = rows.directory().policy.parse(key) else {
                 return Ok(None);
             };
-            Ok(matches!(own(dir, &a).await?, Own::Disabled).then(|| DISABLED_ACCESS.to_string()))
+            Ok(matches!(own(rows, &a).await?, Own::Disabled).then(|| DISABLED_ACCESS.to_string()))
         }
-        Map::Recipient => Ok(dir
-            .recipient(key)
+        Map::Recipient => Ok(rows::recipient(rows, key)
             .await?
             .map(|(user, ext)| RecipientRecord::new(&user, ext).encode())),
     }
 }
 
-/// What vmail-lda needs to deliver to a recipient, as the `recipient` map answers it: one
-/// line of JSON, because paths from the database may hold any character.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RecipientRecord {
-    /// The mailbox's address as stored (for `Delivered-To:`).
-    pub email: String,
-    pub active: bool,
-    pub home: String,
-    pub mail: String,
-    pub quota_bytes: Option<u64>,
-    /// `+ext` when only the address without its extension is a mailbox.
-    pub ext: Option<String>,
-}
-
-impl RecipientRecord {
-    pub fn new(user: &crate::User, ext: Option<String>) -> RecipientRecord {
-        RecipientRecord {
-            email: user.email.clone(),
-            active: user.active,
-            home: user.home.clone(),
-            mail: user.mail.clone(),
-            quota_bytes: user.quota_bytes,
-            ext,
-        }
-    }
-
-    pub fn encode(&self) -> String {
-        // Serialising plain strings, bools and integers cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    pub fn decode(s: &str) -> std::result::Result<RecipientRecord, String> {
-        serde_json::from_str(s).map_err(|e| format!("malformed recipient record: {e}"))
-    }
-}
-
-async fn active_user(dir: &Directory, a: &Address) -> Result<bool> {
-    Ok(dir.map_user(a).await?.is_some_and(|u| u.active))
+async fn active_user<R: Rows>(rows: &R, a: &Address) -> Result<bool> {
+    Ok(rows.map_user(a).await?.is_some_and(|u| u.active))
 }
 
 /// `domain/user/` for an active mailbox: exact address, then without the extension.
-async fn mailbox(dir: &Directory, a: &Address) -> Result<Option<String>> {
-    let t = &dir.config.mailbox.map_template;
-    if active_user(dir, a).await? {
+async fn mailbox<R: Rows>(rows: &R, a: &Address) -> Result<Option<String>> {
+    let t = &rows.directory().config.mailbox.map_template;
+    if active_user(rows, a).await? {
         return Ok(Some(vmail_config::expand_template(t, &a.local, &a.domain)));
     }
-    let (base, ext) = a.base(&dir.policy);
-    if ext.is_some() && active_user(dir, &base).await? {
+    let (base, ext) = a.base(&rows.directory().policy);
+    if ext.is_some() && active_user(rows, &base).await? {
         return Ok(Some(vmail_config::expand_template(
             t,
             &base.local,
@@ -209,33 +174,36 @@ enum Own {
 
 /// `user+ext@domain`, then `user@domain`; at each step forwardings before the mailbox, as
 /// with the classic `virtual_alias_maps = forwardings, email2email`.
-async fn own(dir: &Directory, a: &Address) -> Result<Own> {
+async fn own<R: Rows>(rows: &R, a: &Address) -> Result<Own> {
     let full = a.to_string();
-    let (f, user) = match dir.prefetch_address(a).await? {
+    let (f, user) = match rows.prefetch_address(a).await? {
         Some((user, f)) => (f, Some(user)),
-        None => (dir.map_forwardings(&full, &a.local, &a.domain).await?, None),
+        None => (
+            rows.map_forwardings(&full, &a.local, &a.domain).await?,
+            None,
+        ),
     };
     if !f.is_empty() {
         return Ok(Own::Found(f));
     }
     let user = match user {
         Some(known) => known,
-        None => dir.map_user(a).await?,
+        None => rows.map_user(a).await?,
     };
     match user {
         Some(u) if u.active => return Ok(Own::Found(vec![full])),
         Some(_) => return Ok(Own::Disabled),
         None => {}
     }
-    let (base, ext) = a.base(&dir.policy);
+    let (base, ext) = a.base(&rows.directory().policy);
     if let Some(ext) = &ext {
-        let f = dir
+        let f = rows
             .map_forwardings(&base.to_string(), &base.local, &base.domain)
             .await?;
         if !f.is_empty() {
             return Ok(Own::Found(f.iter().map(|d| propagate(d, ext)).collect()));
         }
-        match dir.map_user(&base).await? {
+        match rows.map_user(&base).await? {
             Some(u) if u.active => return Ok(Own::Found(vec![full])),
             Some(_) => return Ok(Own::Disabled),
             None => {}
@@ -259,8 +227,8 @@ async fn own(dir: &Directory, a: &Address) -> Result<Own> {
 /// destination): Postfix looks every answer up again (cleanup's virtual alias recursion), and
 /// an answer naming the user in another alias domain could send Postfix from one domain of
 /// a loop to the next until its 1000-level nesting limit bounces the message.
-async fn aliases(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
-    match own(dir, a).await? {
+async fn aliases<R: Rows>(rows: &R, a: &Address) -> Result<Option<Vec<String>>> {
+    match own(rows, a).await? {
         Own::Found(v) => return Ok(Some(v)),
         Own::Disabled => return Ok(None),
         Own::Nothing => {}
@@ -273,14 +241,18 @@ async fn aliases(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
     let mut seen = vec![a.domain.clone()];
     let mut exhausted = false;
     'domains: while let Some(domain) = pending.pop_front() {
-        let catch = dir
+        let catch = rows
             .map_forwardings(&format!("@{domain}"), "", &domain)
             .await?;
         for d in catch {
             let found = match d.strip_prefix('@') {
                 None => d,
                 Some(other) => {
-                    let Some(target) = dir.policy.parse(&format!("{}@{other}", a.local)) else {
+                    let Some(target) = rows
+                        .directory()
+                        .policy
+                        .parse(&format!("{}@{other}", a.local))
+                    else {
                         continue;
                     };
                     if seen.contains(&target.domain) {
@@ -294,14 +266,14 @@ async fn aliases(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
                     // Memoized rows answer without a pause: let other lookups run between
                     // domains.
                     tokio::task::yield_now().await;
-                    match own(dir, &target).await? {
+                    match own(rows, &target).await? {
                         Own::Found(_) => target.to_string(),
                         Own::Disabled => continue,
                         // Not a domain of ours: a whole domain forwarded to another server
                         // (`@old.example -> @new-provider.example`). virtual(5) rewrites the
                         // address and Postfix routes it there; no row here can say whether
                         // the user exists, so answering nothing would bounce all its mail.
-                        Own::Nothing if !dir.domain_listed(&target.domain).await? => {
+                        Own::Nothing if !rows.directory().domain_listed(&target.domain).await? => {
                             target.to_string()
                         }
                         Own::Nothing => {
@@ -369,8 +341,8 @@ fn propagate(dest: &str, ext: &str) -> String {
 /// at it (a login is a full address, so a remote destination can never log in). Search order
 /// as for aliases; an alias domain inherits the owners of the same user in the real domain. A
 /// disabled mailbox ends the search: nobody owns it through a catch-all.
-async fn senders(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
-    match senders_exact(dir, a).await? {
+async fn senders<R: Rows>(rows: &R, a: &Address) -> Result<Option<Vec<String>>> {
+    match senders_exact(rows, a).await? {
         Owners::Found(o) => return Ok(Some(o)),
         Owners::Disabled => return Ok(None),
         Owners::Nothing => {}
@@ -379,12 +351,17 @@ async fn senders(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
     for _ in 0..MAX_DOMAIN_HOPS {
         let mut owners = Vec::new();
         let mut next = None;
-        for d in dir
+        for d in rows
             .map_forwardings(&hop.catch_all(), "", &hop.domain)
             .await?
         {
             match d.strip_prefix('@') {
-                Some(other) => next = dir.policy.parse(&format!("{}@{other}", hop.local)),
+                Some(other) => {
+                    next = rows
+                        .directory()
+                        .policy
+                        .parse(&format!("{}@{other}", hop.local))
+                }
                 None => owners.push(d),
             }
         }
@@ -392,7 +369,7 @@ async fn senders(dir: &Directory, a: &Address) -> Result<Option<Vec<String>>> {
             return Ok(Some(owners));
         }
         let Some(n) = next else { break };
-        match senders_exact(dir, &n).await? {
+        match senders_exact(rows, &n).await? {
             Owners::Found(o) => return Ok(Some(o)),
             Owners::Disabled => return Ok(None),
             Owners::Nothing => {}
@@ -411,19 +388,19 @@ enum Owners {
 }
 
 /// Owners of exactly this address (and its extension-less form), without catch-alls.
-async fn senders_exact(dir: &Directory, a: &Address) -> Result<Owners> {
-    let (base, ext) = a.base(&dir.policy);
+async fn senders_exact<R: Rows>(rows: &R, a: &Address) -> Result<Owners> {
+    let (base, ext) = a.base(&rows.directory().policy);
     let mut candidates = vec![a.clone()];
     if ext.is_some() {
         candidates.push(base);
     }
     for c in &candidates {
         let mut owners = Vec::new();
-        let user = dir.map_user(c).await?;
+        let user = rows.map_user(c).await?;
         if user.as_ref().is_some_and(|u| u.active) {
             owners.push(c.to_string());
         }
-        for d in dir
+        for d in rows
             .map_forwardings(&c.to_string(), &c.local, &c.domain)
             .await?
         {
@@ -443,18 +420,22 @@ async fn senders_exact(dir: &Directory, a: &Address) -> Result<Owners> {
 
 /// transport(5) order for the keys Postfix hands a socketmap: the full address, then its
 /// domain; a bare domain key is looked up as is.
-async fn transport(dir: &Directory, key: &str) -> Result<Option<String>> {
+async fn transport<R: Rows>(rows: &R, key: &str) -> Result<Option<String>> {
     if key.contains('@') {
-        let Some(a) = dir.policy.parse(key) else {
+        let Some(a) = rows.directory().policy.parse(key) else {
             return Ok(None);
         };
-        if let Some(t) = dir.transport_for(&a.to_string(), &a.domain).await? {
+        if let Some(t) = rows
+            .directory()
+            .transport_for(&a.to_string(), &a.domain)
+            .await?
+        {
             return Ok(Some(t));
         }
-        return dir.transport_for(&a.domain, &a.domain).await;
+        return rows.directory().transport_for(&a.domain, &a.domain).await;
     }
-    match dir.policy.domain(key) {
-        Some(d) => dir.transport_for(&d, &d).await,
+    match rows.directory().policy.domain(key) {
+        Some(d) => rows.directory().transport_for(&d, &d).await,
         None => Ok(None),
     }
 }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use vmail_config::Config;
+use vmail_directory::rows::Rows;
 use vmail_directory::{Directory, Error, Map, RecipientRecord};
+use vmail_lookupd::cache::shared::Shared;
 use vmail_test_support::{sqlite_config, TestDb};
 
 /// A directory plus a way to write rows behind its back, as an old install or another tool
@@ -185,7 +187,7 @@ fn memo_rows(e: &Env, flags: bool) {
 
 async fn memo_check(e: &Env, flags: bool) {
     memo_rows(e, flags);
-    let memo = Directory::open(&e.cfg).await.unwrap().with_memo(
+    let memo = Shared::new(Directory::open(&e.cfg).await.unwrap()).with_memo(
         Duration::from_secs(60),
         Duration::from_secs(60),
         1000,
@@ -230,7 +232,7 @@ async fn memo_check(e: &Env, flags: bool) {
 
     // A memo that keeps no "not found" ([cache] negative_ttl_s = 0) keeps nothing of an
     // unknown address: the one statement must still serve the whole aliases lookup.
-    let no_neg = Directory::open(&e.cfg).await.unwrap().with_memo(
+    let no_neg = Shared::new(Directory::open(&e.cfg).await.unwrap()).with_memo(
         Duration::from_secs(60),
         Duration::ZERO,
         1000,
@@ -244,7 +246,7 @@ async fn memo_check(e: &Env, flags: bool) {
     );
 }
 
-/// lookupd's address set (`Directory::with_address_set`): once read, every map answers
+/// lookupd's address set (`Shared::with_address_set`): once read, every map answers
 /// every key exactly as a directory without it, with the local part folded or not, and an
 /// unknown address of a domain without a catch-all costs no statement at all.
 async fn address_set_answers_like_plain(e: &Env) {
@@ -316,10 +318,8 @@ async fn address_set_check(e: &Env, flags: bool) {
         assert!(fresh.queries_sent() > 0, "fold {fold}: a mailbox is read");
         // Without the set, each unknown address costs a statement (the contrast that makes
         // the zero above mean something).
-        let memo_only = Directory::open(&cfg)
-            .await
-            .unwrap()
-            .with_memo(hour, hour, 1000);
+        let memo_only =
+            Shared::new(Directory::open(&cfg).await.unwrap()).with_memo(hour, hour, 1000);
         let n = memo_only.queries_sent();
         for i in 0..5 {
             assert_eq!(
@@ -883,18 +883,16 @@ async fn bad_custom_query_is_a_startup_error() {
 }
 
 /// One lookup that must not fail.
-async fn ask(d: &Directory, map: Map, key: &str) -> Option<String> {
-    d.lookup(map, key)
+async fn ask<R: Rows>(d: &R, map: Map, key: &str) -> Option<String> {
+    vmail_directory::rows::lookup(d, map, key)
         .await
         .unwrap_or_else(|e| panic!("{map} {key:?}: {e}"))
 }
 
 /// A directory as lookupd opens it: a memo (found rows for an hour, at most `MEMO_TTL`;
 /// "no row" for `negative`) and the address set (`ttl`, `max` rows).
-async fn with_set(cfg: &Config, negative: Duration, ttl: Duration, max: usize) -> Directory {
-    Directory::open(cfg)
-        .await
-        .unwrap()
+async fn with_set(cfg: &Config, negative: Duration, ttl: Duration, max: usize) -> Shared {
+    Shared::new(Directory::open(cfg).await.unwrap())
         .with_memo(Duration::from_secs(3600), negative, 1000)
         .with_address_set(ttl, max)
 }
@@ -914,7 +912,7 @@ async fn sqlite_with_classic_rows() -> (tempfile::TempDir, Config, impl Fn(&str)
     (g, cfg, raw)
 }
 
-/// lookupd's memo (`Directory::with_memo`): map lookups share the rows they read, for their
+/// lookupd's memo (`Shared::with_memo`): map lookups share the rows they read, for their
 /// lifetime only and never longer than `memo::MEMO_TTL`; `clear_memo()` forgets them; a
 /// directory without a memo reads every time.
 #[tokio::test]
@@ -924,7 +922,7 @@ async fn memo_shares_rows_for_its_lifetime_only() {
     let plain = Directory::open(&cfg).await.unwrap();
     // Long enough for a write and a lookup on a loaded CI machine.
     let ms = Duration::from_millis(1500);
-    let memo = Directory::open(&cfg).await.unwrap().with_memo(ms, ms, 100);
+    let memo = Shared::new(Directory::open(&cfg).await.unwrap()).with_memo(ms, ms, 100);
     let (new, want) = ("new@example.org", Some("example.org/new/".to_string()));
 
     // `aliases` of an unknown user reads the user's (missing) row and the catch-all...
@@ -975,15 +973,12 @@ async fn memo_shares_rows_for_its_lifetime_only() {
 
     // However long the cache TTLs, a memoized row lives at most MEMO_TTL.
     let long = Duration::from_secs(3600);
-    let capped = Directory::open(&cfg)
-        .await
-        .unwrap()
-        .with_memo(long, long, 100);
+    let capped = Shared::new(Directory::open(&cfg).await.unwrap()).with_memo(long, long, 100);
     let late = "late@example.org";
     assert_eq!(ask(&capped, Map::Mailboxes, late).await, None);
     raw("INSERT INTO users (email, password) VALUES ('late@example.org', 'x');");
     assert_eq!(ask(&capped, Map::Mailboxes, late).await, None);
-    tokio::time::sleep(vmail_directory::memo::MEMO_TTL + Duration::from_millis(100)).await;
+    tokio::time::sleep(vmail_lookupd::cache::memo::MEMO_TTL + Duration::from_millis(100)).await;
     assert_eq!(
         ask(&capped, Map::Mailboxes, late).await.as_deref(),
         Some("example.org/late/")
@@ -1169,9 +1164,9 @@ async fn batched_lookups_answer_like_single_ones() {
         for memo in [false, true] {
             let d = Directory::open(&e.cfg).await.unwrap();
             let d = std::sync::Arc::new(if memo {
-                d.with_memo(Duration::from_secs(60), Duration::from_secs(60), 1000)
+                Shared::new(d).with_memo(Duration::from_secs(60), Duration::from_secs(60), 1000)
             } else {
-                d
+                Shared::new(d)
             });
             // Every lookup at once, three times over, so that statements carry several keys.
             let mut set = tokio::task::JoinSet::new();
@@ -1201,9 +1196,11 @@ async fn batched_lookups_answer_like_single_ones() {
             assert_eq!(ask(&single, Map::Mailboxes, &unknown(i)).await, None);
         }
         let one_by_one = single.queries_sent() - n;
-        let d = std::sync::Arc::new(Directory::open(&e.cfg).await.unwrap());
+        let d = std::sync::Arc::new(Shared::new(Directory::open(&e.cfg).await.unwrap()));
         assert_eq!(
-            ask(&d, Map::Domains, "example.org").await.as_deref(),
+            ask(d.as_ref(), Map::Domains, "example.org")
+                .await
+                .as_deref(),
             Some("virtual")
         );
         let n = d.queries_sent();
@@ -1239,7 +1236,7 @@ async fn batched_lookups_fail_temporarily_and_survive_cancellation() {
         return;
     };
     (e.raw)(CLASSIC_ROWS);
-    let d = std::sync::Arc::new(Directory::open(&e.cfg).await.unwrap());
+    let d = std::sync::Arc::new(Shared::new(Directory::open(&e.cfg).await.unwrap()));
     let want = Some("example.org/alice/".to_string());
 
     // Callers that give up at once: whatever they leave behind must still be answered for
@@ -1275,13 +1272,18 @@ async fn batched_lookups_fail_temporarily_and_survive_cancellation() {
     // The table goes away under concurrent lookups: each one is a temporary error, for
     // both kinds of batch (a user's row; with lookupd's memo, an address's row and its
     // forwardings).
-    let memo = std::sync::Arc::new(Directory::open(&e.cfg).await.unwrap().with_memo(
-        Duration::from_secs(60),
-        Duration::from_secs(60),
-        1000,
-    ));
+    let memo = std::sync::Arc::new(
+        Shared::new(Directory::open(&e.cfg).await.unwrap()).with_memo(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            1000,
+        ),
+    );
     for dir in [&d, &memo] {
-        assert_eq!(ask(dir, Map::Mailboxes, "alice@example.org").await, want);
+        assert_eq!(
+            ask(dir.as_ref(), Map::Mailboxes, "alice@example.org").await,
+            want
+        );
     }
     (e.raw)("DROP TABLE users;");
     for (map, d) in [(Map::Mailboxes, &d), (Map::Aliases, &memo)] {

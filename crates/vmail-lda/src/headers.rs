@@ -1,7 +1,7 @@
 //! The start of the message: which trace headers Postfix already prepended (pipe flags `R`
 //! and `D` put `Return-Path:` and `Delivered-To:` first), and loop detection.
 
-use vmail_directory::{Address, AddressPolicy};
+use vmail_record::{Address, AddressPolicy};
 
 /// What the header section says, as far as the LDA cares.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -10,14 +10,16 @@
 //! cost grows with the size of its binary (relocations, first-touch page faults: ~1 ms of a
 //! ~5 ms delivery on a small VM), so `vmail-lda` links no database code: it asks lookupd
 //! (`[lda] lookupd`) and, when that cannot answer, replaces itself (exec, stdin untouched)
-//! with `vmail-lda-direct`, which also reads the database itself.
+//! with `vmail-lda-direct` (crate `vmail-lda-direct`), which also reads the database itself.
+//! This crate does not depend on `vmail-directory`: the record and the address rules come
+//! from `vmail-record`.
 
 mod argv;
 mod headers;
 mod location;
 pub mod outcome;
 pub mod resolve;
-mod timing;
+pub mod timing;
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -25,8 +27,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use vmail_config::Config;
-use vmail_directory::mailbox::PathGuard;
-use vmail_directory::{Address, AddressPolicy, Directory, RecipientRecord};
+use vmail_record::mailbox::PathGuard;
+use vmail_record::{Address, AddressPolicy, RecipientRecord};
 
 pub use outcome::Outcome;
 
@@ -72,7 +74,7 @@ pub struct Args {
 const EXECED_ENV: &str = "VMAIL_LDA_EXECED";
 
 /// How a recipient is resolved when lookupd cannot answer (none configured, or nothing
-/// listening): [`from_directory`] or [`exec_direct`].
+/// listening): `vmail_lda_direct::from_directory` or [`exec_direct`].
 pub type Fallback = fn(&Config, &str) -> Result<RecipientRecord, Outcome>;
 
 /// Entry point: returns the process exit status. Prints one line (with an enhanced status
@@ -173,34 +175,6 @@ fn resolve(
         return resolved(r, config, recipient, fallback);
     }
     fallback(config, recipient)
-}
-
-/// [`Fallback`] of `vmail-lda-direct`: the directory itself, in this process (a database
-/// connection per message, or the SQLite file).
-pub fn from_directory(config: &Config, recipient: &str) -> Result<RecipientRecord, Outcome> {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return Err(Outcome::LocalTrouble(format!("runtime: {e}"))),
-    };
-    timing::mark("runtime");
-    let found = rt.block_on(async {
-        let dir = Directory::open(config).await?;
-        timing::mark("open");
-        let found = dir.recipient(recipient).await;
-        timing::mark("lookup");
-        dir.close().await;
-        found
-    });
-    timing::mark("close");
-    match found {
-        Ok(Some((user, ext))) => Ok(RecipientRecord::new(&user, ext)),
-        Ok(None) => Err(Outcome::UnknownUser(recipient.to_string())),
-        Err(e) if e.is_temporary() => Err(Outcome::DirectoryDown(e.to_string())),
-        Err(e) => Err(Outcome::Misconfigured(e.to_string())),
-    }
 }
 
 /// [`Fallback`] of `vmail-lda`: become `<this program>-direct` with the same arguments,
@@ -492,7 +466,7 @@ fn staging_dir(config: &Config, args: &Args, recipient: &str) -> Option<PathBuf>
         return None;
     }
     // The directory's own address rules: case folding, the extension split.
-    let policy = vmail_directory::AddressPolicy::from_config(&config.address);
+    let policy = AddressPolicy::from_config(&config.address);
     let (user, _) = policy.parse(recipient)?.base(&policy);
     let m = &config.mailbox;
     let home = vmail_config::expand_template(&m.home, &user.local, &user.domain);

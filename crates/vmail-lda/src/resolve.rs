@@ -10,8 +10,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use vmail_directory::RecipientRecord;
 use vmail_proto::socketmap::{self, Reply, Request};
+use vmail_record::RecipientRecord;
 
 /// What lookupd said about a recipient.
 #[derive(Debug, PartialEq, Eq)]

@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod direct;
+
 struct Env {
     dir: tempfile::TempDir,
     config: PathBuf,
@@ -11,6 +13,8 @@ struct Env {
 
 impl Env {
     fn new(extra: &str) -> Env {
+        // Without lookupd, vmail-lda execs its sibling.
+        direct::sibling();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("vmail.toml");
         std::fs::write(

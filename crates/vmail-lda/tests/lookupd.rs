@@ -9,6 +9,8 @@ use std::process::{Command, Output, Stdio};
 
 use vmail_config::{Loaded, Source};
 
+mod direct;
+
 const MSG: &[u8] = b"From: bob@remote.test\nSubject: hi\n\nHello.\n";
 
 /// An SQLite directory with alice, a disabled user, and the home template the LDA delivers
@@ -20,6 +22,8 @@ struct Directory {
 
 impl Directory {
     fn new() -> Directory {
+        // Without lookupd, vmail-lda execs its sibling.
+        direct::sibling();
         let dir = tempfile::tempdir().unwrap();
         vmail_test_support::set_mode(dir.path(), 0o755);
         let db_config = format!(
@@ -294,11 +298,7 @@ fn vmail_lda_needs_its_direct_sibling_only_when_lookupd_cannot_answer() {
     assert!(line(&o).contains("vmail-lda itself"), "{}", line(&o));
     std::fs::remove_file(&sibling).unwrap();
     // With its sibling beside it, the same configuration delivers from the database.
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_vmail-lda-direct"),
-        alone.join("vmail-lda-direct"),
-    )
-    .unwrap();
+    std::fs::copy(direct::sibling(), alone.join("vmail-lda-direct")).unwrap();
     let o = run("alice@example.org");
     assert_eq!(o.status.code(), Some(0), "{}", line(&o));
     assert_eq!(d.inbox("alice").len(), 2);

@@ -10,12 +10,16 @@ use vmail_test_support::dovecot::{imap_login, pop3_login, DovecotBuilder};
 use vmail_test_support::postfix::{lookup_user, PostfixBuilder};
 use vmail_test_support::{set_mode, wait_until, PrivateMariaDb};
 
+mod direct;
+
 const CONTRIB_MASTER_CF: &str = include_str!("../../../contrib/postfix/master.cf.vmail");
 const CONTRIB_MAIN_CF: &str = include_str!("../../../contrib/postfix/main.cf.vmail");
 
 /// The `vmail` service of the contrib master.cf (its line and continuation lines), running
 /// `lda --config cfg` as `user` instead of the installed `/usr/bin/vmail-lda` as vmail.
 fn contrib_vmail_service(lda: &str, cfg: &Path, user: &str) -> String {
+    // Without lookupd, vmail-lda execs its sibling.
+    direct::sibling();
     let lines: Vec<&str> = CONTRIB_MASTER_CF
         .lines()
         .skip_while(|l| !l.starts_with("vmail "))

@@ -5,6 +5,7 @@
 //! [`Lookupd::bind`] opens the listeners (so privileges can be dropped right after), and
 //! [`Lookupd::run`] serves until SIGTERM, reloading on SIGHUP. Tests drive the same two steps.
 
+pub mod cache;
 mod conn;
 pub mod service;
 pub mod stats;
@@ -15,8 +16,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use vmail_config::{Config, Loaded};
 use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess};
-use vmail_directory::cache::MapCache;
 use vmail_directory::Directory;
+
+use crate::cache::shared::Shared;
+use crate::cache::MapCache;
 
 pub use conn::Protocol;
 pub use service::{Memo, Outcome, Service};
@@ -35,10 +38,10 @@ pub struct Lookupd {
 
 /// The directory a configuration describes, with the memo `memo` says (see
 /// [`Service::memo`]): with it, map lookups share the rows they read for a second or two
-/// (`vmail_directory::memo`), so an unknown recipient costs one query instead of four (plus
-/// its domain's catch-all once); and with the address set (`[cache] address_set_max`), none.
-async fn open_directory(config: &Config, memo: Option<Memo>) -> vmail_directory::Result<Directory> {
-    let dir = Directory::open(config).await?;
+/// (`cache/memo.rs`), so an unknown recipient costs one query instead of four (plus its
+/// domain's catch-all once); and with the address set (`[cache] address_set_max`), none.
+async fn open_directory(config: &Config, memo: Option<Memo>) -> vmail_directory::Result<Shared> {
+    let dir = Shared::new(Directory::open(config).await?);
     Ok(match memo {
         // The address set answers "not found" for as long as the cache may keep one.
         Some(m) => dir

@@ -5,8 +5,10 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use vmail_directory::cache::{Cached, MapCache};
-use vmail_directory::{Directory, Map};
+use vmail_directory::Map;
+
+use crate::cache::shared::Shared;
+use crate::cache::{Cached, MapCache};
 
 use crate::stats::Stats;
 
@@ -23,7 +25,7 @@ pub enum Outcome {
     UnknownMap(String),
 }
 
-/// How long map lookups may share the rows they read (`Directory::with_memo`).
+/// How long map lookups may share the rows they read (`Shared::with_memo`).
 #[derive(Debug, Clone, Copy)]
 pub struct Memo {
     pub positive: Duration,
@@ -32,7 +34,7 @@ pub struct Memo {
 }
 
 pub struct Service {
-    dir: RwLock<Arc<Directory>>,
+    dir: RwLock<Arc<Shared>>,
     cache: Option<MapCache>,
     memo: Option<Memo>,
     timeout: Duration,
@@ -41,7 +43,7 @@ pub struct Service {
 
 impl Service {
     pub fn new(
-        dir: Directory,
+        dir: Shared,
         cache: Option<MapCache>,
         memo: Option<Memo>,
         timeout: Duration,
@@ -55,7 +57,7 @@ impl Service {
         }
     }
 
-    fn directory(&self) -> Option<Arc<Directory>> {
+    fn directory(&self) -> Option<Arc<Shared>> {
         self.dir.read().ok().map(|d| d.clone())
     }
 
@@ -65,7 +67,7 @@ impl Service {
     }
 
     /// Swaps in a directory built from a reloaded configuration.
-    pub fn replace_directory(&self, dir: Directory) {
+    pub fn replace_directory(&self, dir: Shared) {
         if let Ok(mut d) = self.dir.write() {
             *d = Arc::new(dir);
         }

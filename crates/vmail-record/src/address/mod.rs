@@ -130,6 +130,22 @@ pub fn split_destinations(field: &str) -> impl Iterator<Item = &str> {
         .filter(|s| !s.is_empty())
 }
 
+/// A stored address as lookups compare keys: the domain lowercased, the local part too when
+/// `fold` (the `[address] fold_local_part` rule), trailing spaces ignored as MariaDB's PAD
+/// SPACE collations (and so the classic maps and pam_mysql) ignore them. Keys equal under
+/// this are the same address for every lookup (the directory's row check and lookupd's
+/// address set both use it).
+pub fn norm_key(fold: bool, stored: &str) -> String {
+    let stored = stored.trim_end_matches(' ');
+    if fold {
+        return stored.to_lowercase();
+    }
+    match stored.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", domain.to_lowercase()),
+        None => stored.to_lowercase(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +206,15 @@ mod tests {
     fn destinations_split_on_commas_and_space() {
         let v: Vec<_> = split_destinations(" a@x, b@y\tc@z,,\n").collect();
         assert_eq!(v, ["a@x", "b@y", "c@z"]);
+    }
+
+    #[test]
+    fn keys_normalize_like_the_row_check() {
+        assert_eq!(norm_key(true, "Bob@Example.ORG"), "bob@example.org");
+        assert_eq!(norm_key(false, "Bob@Example.ORG"), "Bob@example.org");
+        assert_eq!(norm_key(false, "@Example.ORG"), "@example.org");
+        assert_eq!(norm_key(false, "a@b@C"), "a@b@c");
+        assert_eq!(norm_key(false, "Example.ORG"), "example.org");
+        assert_eq!(norm_key(true, "ÄRGER@Bücher.de"), "ärger@bücher.de");
     }
 }

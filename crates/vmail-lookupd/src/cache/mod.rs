@@ -2,6 +2,14 @@
 //! flushable at once, and able to serve an old *found* answer while the database is down.
 //!
 //! Sharded so that 128 concurrent connections on two cores do not queue on one lock.
+//!
+//! Below the answers, lookupd shares what answers are made of: [`shared::Shared`] wraps the
+//! directory with the [`memo`] (rows shared for a second or two) and the address set
+//! ([`known`]). All of this is lookupd's; the directory itself is a plain reader.
+
+pub mod known;
+pub mod memo;
+pub mod shared;
 
 use std::collections::hash_map::{DefaultHasher, HashMap};
 use std::hash::{Hash, Hasher};
@@ -10,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use vmail_config::CacheConfig;
 
-use crate::Map;
+use vmail_directory::Map;
 
 const SHARDS: usize = 16;
 

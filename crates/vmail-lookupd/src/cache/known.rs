@@ -233,22 +233,6 @@ impl Known {
     }
 }
 
-/// A stored address as lookups compare keys: the domain lowercased, the local part too when
-/// `fold` (the `[address] fold_local_part` rule), trailing spaces ignored as MariaDB's PAD
-/// SPACE collations (and so the classic maps and pam_mysql) ignore them. Keys equal under
-/// this are the same address for every lookup ([`crate::Directory`]'s row check uses it
-/// too).
-pub(crate) fn norm_key(fold: bool, stored: &str) -> String {
-    let stored = stored.trim_end_matches(' ');
-    if fold {
-        return stored.to_lowercase();
-    }
-    match stored.rsplit_once('@') {
-        Some((local, domain)) => format!("{local}@{}", domain.to_lowercase()),
-        None => stored.to_lowercase(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,15 +354,5 @@ mod tests {
         // Still as of t, which the TTL bounds.
         assert_eq!(k.check("x@b", t + REFRESH_MIN).0, Verdict::Absent);
         assert_eq!(k.check("x@b", t + TTL).0, Verdict::Ask);
-    }
-
-    #[test]
-    fn keys_normalize_like_the_row_check() {
-        assert_eq!(norm_key(true, "Bob@Example.ORG"), "bob@example.org");
-        assert_eq!(norm_key(false, "Bob@Example.ORG"), "Bob@example.org");
-        assert_eq!(norm_key(false, "@Example.ORG"), "@example.org");
-        assert_eq!(norm_key(false, "a@b@C"), "a@b@c");
-        assert_eq!(norm_key(false, "Example.ORG"), "example.org");
-        assert_eq!(norm_key(true, "ÄRGER@Bücher.de"), "ärger@bücher.de");
     }
 }

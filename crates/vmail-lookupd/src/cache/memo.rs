@@ -2,7 +2,7 @@
 //! forwardings of one source. For one RCPT, Postfix asks `aliases` and then `mailboxes` for
 //! the same address, and `aliases` of an unknown user also asks the domain's catch-all, the
 //! same row for every unknown user of the domain. Without the memo an unknown recipient costs
-//! about four queries; with it, one (`Directory::prefetch_address` reads the address's
+//! about four queries; with it, one (`Shared::prefetch_address` reads the address's
 //! forwardings and user row together) plus the domain's catch-all once; with the address set
 //! (`known`), nothing. Opt-in (lookupd turns it on with its cache): authd and a directly
 //! connected LDA read rows as they are. What the memo holds always came from a statement,

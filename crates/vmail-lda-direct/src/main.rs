@@ -4,6 +4,6 @@
 fn main() {
     std::process::exit(vmail_lda::main(
         std::env::args_os(),
-        vmail_lda::from_directory,
+        vmail_lda_direct::from_directory,
     ));
 }
