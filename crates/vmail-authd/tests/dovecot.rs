@@ -8,16 +8,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
+use vmail_test_support::contrib::contrib_dict_files;
 use vmail_test_support::dovecot::{imap_login, pop3_login, DovecotBuilder, PrivateDovecot};
 use vmail_test_support::postfix::{lookup_group, lookup_user};
 use vmail_test_support::{have, set_mode, skip, TestDb};
-
-const CONTRIB_DICT: &str = include_str!("../../../contrib/dovecot/dovecot-dict-auth.conf.ext");
-const CONTRIB_AUTH: &str = include_str!("../../../contrib/dovecot/conf.d/auth-vmail.conf.ext");
 
 /// `doveadm pw -s SCHEME -p PASSWORD`, exactly as printed (with its `{SCHEME}` prefix).
 fn doveadm_pw(scheme: &str, password: &str) -> String {
@@ -42,33 +39,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// The contrib files with the Debian paths pointed at the test's own: the dict file's
-/// `uri` at authd's dict socket, the conf.d snippet's `args` at `@DIR@` (Dovecot's temp
-/// dir). Panics if the files no longer contain what is replaced, so a change to the shipped
-/// paths cannot slip past this test.
-fn contrib_files(dict_socket: &Path) -> (String, String) {
-    let uri = "uri = proxy:idle_msecs=30000:/run/vmail/auth-dict:auth";
-    assert!(
-        CONTRIB_DICT.contains(uri),
-        "contrib dict file changed its uri"
-    );
-    let dict = CONTRIB_DICT.replace(
-        uri,
-        &format!(
-            "uri = proxy:idle_msecs=30000:{}:auth",
-            dict_socket.display()
-        ),
-    );
-    let args = "args = /etc/dovecot/dovecot-dict-auth.conf.ext";
-    assert_eq!(
-        CONTRIB_AUTH.matches(args).count(),
-        2,
-        "the conf.d snippet must point passdb and userdb at the dict file"
-    );
-    let auth = CONTRIB_AUTH.replace(args, "args = @DIR@/dovecot-dict-auth.conf.ext");
-    (dict, auth)
 }
 
 /// Dropped in field order: Dovecot first, then authd, then the database.
@@ -170,7 +140,7 @@ fn setup(test: &str) -> Option<Setup> {
     let authd = Daemon::start(config);
     // Dovecot's auth processes run as `dovecot` (or root): let them in.
     authd.open_sockets();
-    let (dict, auth) = contrib_files(&authd.dict_socket);
+    let (dict, auth) = contrib_dict_files(&authd.dict_socket);
     let dovecot = DovecotBuilder::new()
         .file("dovecot-dict-auth.conf.ext", &dict)
         .file("conf.d/auth-vmail.conf.ext", &auth)

@@ -27,7 +27,7 @@ use anyhow::{bail, Context, Result};
 use vmail_config::Config;
 use vmail_directory::{Directory, SqlBackend};
 use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
-use vmail_test_support::postfix::{lookup_group, lookup_user};
+use vmail_test_support::MailUser;
 use vmail_test_support::TestDb;
 
 #[derive(clap::Args)]
@@ -75,13 +75,6 @@ struct Run {
     output: String,
 }
 
-/// The mail user pipe(8) would run the LDA as (`user=vmail:vmail`).
-#[derive(Clone, Copy)]
-struct MailUser {
-    uid: u32,
-    gid: u32,
-}
-
 /// What to run for one delivery.
 enum Lda {
     Vmail { bin: PathBuf, config: PathBuf },
@@ -96,7 +89,7 @@ impl Lda {
         }
     }
 
-    fn command(&self, user: MailUser, recipient: &str) -> Command {
+    fn command(&self, user: &MailUser, recipient: &str) -> Command {
         let (bin, config_opt, config) = match self {
             Lda::Vmail { bin, config } => (bin, "--config", config),
             Lda::Dovecot { bin, config } => (bin, "-c", config),
@@ -112,7 +105,7 @@ impl Lda {
 
 /// pipe(8) runs its command with a minimal environment, as the `user=` of master.cf, from
 /// the queue directory. (std drops root's supplementary groups itself when `uid` is set.)
-fn as_mail_user(c: &mut Command, user: MailUser) {
+fn as_mail_user(c: &mut Command, user: &MailUser) {
     c.env_clear().current_dir("/").uid(user.uid).gid(user.gid);
 }
 
@@ -282,7 +275,7 @@ impl Bench {
         while start.elapsed() < dur || i < min {
             let rcpt = recipient(i, self.recipients);
             let r = run_child(
-                &mut lda.command(self.user, &rcpt),
+                &mut lda.command(&self.user, &rcpt),
                 &trace_lines(&rcpt),
                 Some(body),
                 &self.out,
@@ -333,7 +326,7 @@ fn count_delivered(dir: &Path) -> usize {
     n
 }
 
-fn chown_tree(p: &Path, user: MailUser) -> Result<()> {
+fn chown_tree(p: &Path, user: &MailUser) -> Result<()> {
     std::os::unix::fs::chown(p, Some(user.uid), Some(user.gid))
         .with_context(|| format!("chown {}", p.display()))?;
     if p.is_dir() {
@@ -438,7 +431,12 @@ fn mysql_database_toml(db: &TestDb, host: &str) -> String {
 /// returning homes under `homes`.
 /// With `cache`, Dovecot's auth cache is on (`auth_cache_size = 10M`), so a userdb lookup it
 /// has answered before costs no SQL query.
-fn start_dovecot(db: &TestDb, homes: &Path, user: MailUser, cache: bool) -> Result<PrivateDovecot> {
+fn start_dovecot(
+    db: &TestDb,
+    homes: &Path,
+    user: &MailUser,
+    cache: bool,
+) -> Result<PrivateDovecot> {
     let (host, port) = db.host.rsplit_once(':').context("db host:port")?;
     // Same checks as vmail's lookup (user and domain active), in one statement.
     let cond = "FROM users u JOIN domains d ON d.domain = '%d' \
@@ -504,10 +502,8 @@ pub fn run(a: &LdaArgs) -> Result<()> {
             a.dovecot_lda.display()
         );
     }
-    let user = match (lookup_user("nobody"), lookup_group("nogroup")) {
-        (Some((uid, _)), Some(gid)) => MailUser { uid, gid },
-        _ => bail!("no user nobody / group nogroup to run the LDAs as"),
-    };
+    // The mail user pipe(8) would run the LDA as (`user=vmail:vmail`).
+    let user = MailUser::nobody().context("no user nobody / group nogroup to run the LDAs as")?;
     let recipients = a.recipients.clamp(1, a.users.max(1));
 
     // The directory: the same users on MariaDB (both LDAs) and SQLite (breakdown only).
@@ -529,7 +525,7 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     db.sql(&populate);
     // The LDA opens the SQLite file as the mail user (WAL needs the directory writable).
     vmail_test_support::set_mode(sqlite_dir.path(), 0o755);
-    chown_tree(sqlite_dir.path(), user)?;
+    chown_tree(sqlite_dir.path(), &user)?;
 
     let base = crate::work_dir("vmail-bench-lda", a.dir.as_deref())?;
     let work = base.path();
@@ -538,7 +534,7 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     let dovecot_homes = work.join("dovecot");
     for d in [&vmail_homes, &dovecot_homes] {
         std::fs::create_dir(d)?;
-        chown_tree(d, user)?;
+        chown_tree(d, &user)?;
     }
     let cfg_tcp = work.join("vmail-mariadb-tcp.toml");
     let cfg_unix = work.join("vmail-mariadb-socket.toml");
@@ -561,8 +557,8 @@ pub fn run(a: &LdaArgs) -> Result<()> {
             &vmail_homes,
         ),
     )?;
-    let dovecot = start_dovecot(&db, &dovecot_homes, user, false)?;
-    let dovecot_cached = start_dovecot(&db, &dovecot_homes, user, true)?;
+    let dovecot = start_dovecot(&db, &dovecot_homes, &user, false)?;
+    let dovecot_cached = start_dovecot(&db, &dovecot_homes, &user, true)?;
 
     // vmail-lda as contrib/vmail/vmail.toml sets it up: asking a running lookupd. Returns
     // the lookupd (kept running while held) and the vmail.toml pointing vmail-lda at it.
@@ -624,7 +620,7 @@ pub fn run(a: &LdaArgs) -> Result<()> {
         config: dovecot_cached.conf_path(),
     };
     let bench = Bench {
-        user,
+        user: user.clone(),
         recipients,
         out: output_file()?,
     };
@@ -646,7 +642,7 @@ pub fn run(a: &LdaArgs) -> Result<()> {
     let mut delivered = [2 * recipients, 2 * recipients];
 
     let mut true_cmd = Command::new("/bin/true");
-    as_mail_user(&mut true_cmd, user);
+    as_mail_user(&mut true_cmd, &user);
     let floor = run_child(&mut true_cmd, b"", None, &bench.out)?.maxrss_kib;
     println!(
         "vmail-bench lda: one process per message as pipe(8) runs it, one at a time, as uid {}; \
@@ -794,7 +790,7 @@ fn breakdown(
                 bin: bin.to_path_buf(),
                 config: (*cfg).clone(),
             };
-            let mut cmd = lda.command(bench.user, &rcpt);
+            let mut cmd = lda.command(&bench.user, &rcpt);
             cmd.env("VMAIL_LDA_TIMING", "1");
             let r = run_child(&mut cmd, &trace_lines(&rcpt), Some(body), &bench.out)?;
             if r.status != 0 {
@@ -907,7 +903,7 @@ fn reference(
         "fork+exec+wait4 of /bin/true as the mail user",
         time_us(&mut || {
             let mut c = Command::new("/bin/true");
-            as_mail_user(&mut c, user);
+            as_mail_user(&mut c, &user);
             run_child(&mut c, b"", None, out).map(drop)
         })?,
     ));
@@ -916,7 +912,7 @@ fn reference(
         time_us(&mut || {
             let mut c = Command::new(vmail_bin);
             c.arg("--version");
-            as_mail_user(&mut c, user);
+            as_mail_user(&mut c, &user);
             run_child(&mut c, b"", None, out).map(drop)
         })?,
     ));
@@ -926,7 +922,7 @@ fn reference(
         time_us(&mut || {
             let mut c = Command::new("/usr/bin/doveconf");
             c.arg("-c").arg(dovecot_conf).args(["-h", "base_dir"]);
-            as_mail_user(&mut c, user);
+            as_mail_user(&mut c, &user);
             let r = run_child(&mut c, b"", None, out)?;
             if r.status != 0 {
                 bail!("doveconf: {}", r.output.trim());

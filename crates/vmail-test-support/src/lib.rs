@@ -2,6 +2,7 @@
 //! private MariaDB server a test may stop and start (outage tests), free loopback ports, a
 //! tiny tmpfs (a real full disk), and loud skips that turn into failures under CI.
 
+pub mod contrib;
 pub mod dovecot;
 mod imap_pop3;
 pub mod postfix;
@@ -9,6 +10,9 @@ mod postmap;
 pub mod root;
 pub mod slow;
 mod smtp;
+mod users;
+
+pub use users::MailUser;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

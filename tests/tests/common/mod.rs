@@ -1,27 +1,26 @@
 //! What the end-to-end tests share: the lane they run in (`lane.rs`), the shipped `contrib/`
-//! files turned into the test's configuration (`contrib.rs`), the vmail daemons as real
+//! files turned into the test's configuration (`vmail_test_support::contrib`), the vmail daemons as real
 //! processes and the setup shared by a file's tests (`daemon.rs`), the whole wired stack
 //! (`stack.rs`), swaks (`smtp.rs`), and Maildir helpers.
 
 #![allow(dead_code, unused_imports)] // each test file uses a part
 
-pub mod contrib;
 pub mod daemon;
 pub mod lane;
 pub mod smtp;
 pub mod stack;
 
-pub use contrib::*;
 pub use daemon::*;
 pub use lane::*;
 pub use smtp::*;
 pub use stack::*;
+pub use vmail_test_support::contrib::*;
+pub use vmail_test_support::MailUser;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vmail_test_support::postfix::{lookup_group, lookup_user};
 use vmail_test_support::root::SystemRoot;
 use vmail_test_support::wait_until;
 
@@ -32,25 +31,8 @@ pub const LDA_DIRECT: &str = env!("CARGO_BIN_EXE_e2e-vmail-lda-direct");
 pub const LOOKUPD: &str = env!("CARGO_BIN_EXE_e2e-vmail-lookupd");
 pub const AUTHD: &str = env!("CARGO_BIN_EXE_e2e-vmail-authd");
 
-/// The system user and group standing in for contrib's `vmail:vmail` (which the test machine
-/// does not have): the daemons drop to it, pipe(8) runs the LDA as it, Dovecot reads the
-/// Maildirs as it.
-pub struct MailUser {
-    pub name: String,
-    pub group: String,
-    pub uid: u32,
-    pub gid: u32,
-}
-
 pub fn mail_user() -> MailUser {
-    let (uid, _) = lookup_user("nobody").expect("the system user `nobody`");
-    let gid = lookup_group("nogroup").expect("the system group `nogroup`");
-    MailUser {
-        name: "nobody".into(),
-        group: "nogroup".into(),
-        uid,
-        gid,
-    }
+    MailUser::nobody().expect("the system user `nobody` and group `nogroup`")
 }
 
 /// A self-signed certificate and key for the submission smtpd, made the way an administrator

@@ -138,7 +138,11 @@ impl Stack {
                 "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, \
                  reject_unauth_destination",
             )
-            .master(&contrib_vmail_service(&lda, &config, &user))
+            .master(&contrib_vmail_service(
+                &lda,
+                &config,
+                &format!("{}:{}", user.name, user.group),
+            ))
             .submission_with(
                 &contrib_submission_options()
                     .iter()
@@ -151,7 +155,7 @@ impl Stack {
         let mut dovecot = DovecotBuilder::new()
             .root(&lane.root)
             .mail_owner(user.uid, user.gid);
-        for (rel, text) in contrib_dovecot_files(&lane, &lua_socket) {
+        for (rel, text) in contrib_dovecot_files(lane.is_debian13(), &lua_socket) {
             dovecot = dovecot.file(&rel, &text);
         }
         let dovecot = dovecot.conf(CONTRIB_DOVECOT_INCLUDE).start(test)?;

@@ -10,11 +10,9 @@ use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
 use vmail_test_support::root::{SharedDir, SystemRoot};
 use vmail_test_support::{set_mode, skip};
 
-pub const SCRIPT: &str = include_str!("../../../../contrib/dovecot/vmail-auth.lua");
-pub const CONF_23: &str =
-    include_str!("../../../../contrib/dovecot/conf.d/auth-vmail-lua.conf.ext");
-pub const CONF_24: &str =
-    include_str!("../../../../contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext");
+pub use vmail_test_support::contrib::{
+    CONTRIB_LUA as SCRIPT, CONTRIB_LUA_23 as CONF_23, CONTRIB_LUA_24 as CONF_24,
+};
 
 pub const ALICE: (&str, &str) = ("alice@example.org", "alice-sha512");
 /// The how-to's MySQL ENCRYPT('secret'): DES crypt, stored without a prefix.

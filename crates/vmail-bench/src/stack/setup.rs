@@ -28,43 +28,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use vmail_test_support::contrib::{self, contrib_dict_files, CONTRIB_VMAIL_TOML};
 use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
-use vmail_test_support::postfix::{lookup_group, lookup_user, PostfixBuilder, PrivatePostfix};
+use vmail_test_support::postfix::{lookup_user, PostfixBuilder, PrivatePostfix};
 use vmail_test_support::{free_port, set_mode, wait_until, TestDb};
 
 use super::trivial_map::Tables;
 use super::DOMAIN;
 
-const CONTRIB_MAIN_CF: &str = include_str!("../../../../contrib/postfix/main.cf.vmail");
-const CONTRIB_MASTER_CF: &str = include_str!("../../../../contrib/postfix/master.cf.vmail");
-const CONTRIB_VMAIL_TOML: &str = include_str!("../../../../contrib/vmail/vmail.toml");
-const CONTRIB_DICT: &str = include_str!("../../../../contrib/dovecot/dovecot-dict-auth.conf.ext");
-const CONTRIB_AUTH: &str = include_str!("../../../../contrib/dovecot/conf.d/auth-vmail.conf.ext");
-
 pub const DOVECOT_LDA: &str = "/usr/lib/dovecot/dovecot-lda";
 
 /// The system user standing in for the how-to's `vmail` (uid 5000), which this machine does
 /// not have: pipe(8) runs both LDAs as it, and it owns every Maildir.
-#[derive(Clone)]
-pub struct MailUser {
-    pub name: String,
-    pub group: String,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl MailUser {
-    pub fn nobody() -> Result<MailUser> {
-        let (uid, _) = lookup_user("nobody").context("no system user `nobody`")?;
-        let gid = lookup_group("nogroup").context("no system group `nogroup`")?;
-        Ok(MailUser {
-            name: "nobody".into(),
-            group: "nogroup".into(),
-            uid,
-            gid,
-        })
-    }
-}
+pub use vmail_test_support::MailUser;
 
 /// What every system shares: the work dir, the mail user, the database and the binaries.
 pub struct Env {
@@ -212,18 +188,7 @@ pub(crate) fn sql_dovecot(env: &Env, mail_base: &Path) -> Result<PrivateDovecot>
 /// The vmail Dovecot: contrib's auth-vmail.conf.ext and dovecot-dict-auth.conf.ext against
 /// vmail-authd's dict socket `dict_sock`. Also `vmail-bench dovecot-auth`'s dict system.
 pub(crate) fn dict_dovecot(u: &MailUser, dict_sock: &Path) -> Result<PrivateDovecot> {
-    let dict = replace_some(
-        "contrib/dovecot/dovecot-dict-auth.conf.ext",
-        CONTRIB_DICT,
-        "uri = proxy:idle_msecs=30000:/run/vmail/auth-dict:auth",
-        &format!("uri = proxy:idle_msecs=30000:{}:auth", dict_sock.display()),
-    )?;
-    let auth = replace_some(
-        "contrib/dovecot/conf.d/auth-vmail.conf.ext",
-        CONTRIB_AUTH,
-        "args = /etc/dovecot/dovecot-dict-auth.conf.ext",
-        "args = @DIR@/dovecot-dict-auth.conf.ext",
-    )?;
+    let (dict, auth) = contrib_dict_files(dict_sock);
     let dovecot = start_dovecot(
         common_dovecot(u)
             .file("dovecot-dict-auth.conf.ext", &dict)
@@ -656,68 +621,13 @@ pub(crate) fn unix_paths(listeners: &[String]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// contrib's `main.cf.vmail` settings, continuation lines joined, with its relative
-/// `private/...` socket paths made absolute under `spool`.
-fn contrib_main_cf(spool: &Path) -> Result<Vec<String>> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in CONTRIB_MAIN_CF.lines() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if line.starts_with([' ', '\t']) {
-            let last = out
-                .last_mut()
-                .context("main.cf.vmail starts with a continuation line")?;
-            last.1.push(' ');
-            last.1.push_str(line.trim());
-            continue;
-        }
-        let (name, value) = line
-            .split_once('=')
-            .with_context(|| format!("main.cf.vmail: not `name = value`: {line:?}"))?;
-        out.push((name.trim().to_string(), value.trim().to_string()));
-    }
-    let spool = spool.display().to_string();
-    Ok(out
+/// contrib's `main.cf.vmail` settings as `name = value` lines, continuation lines joined,
+/// with its relative `private/...` socket paths made absolute under `spool`.
+fn contrib_main_cf(spool: &Path) -> Vec<String> {
+    contrib::contrib_main_cf(spool)
         .into_iter()
-        .map(|(name, value)| {
-            let value = value.replace("unix:private/", &format!("unix:{spool}/private/"));
-            let value = if name == "smtpd_sasl_path" && value.starts_with("private/") {
-                format!("{spool}/{value}")
-            } else {
-                value
-            };
-            format!("{name} = {value}")
-        })
-        .collect())
-}
-
-/// The `vmail` pipe(8) service of contrib's `master.cf.vmail`, running `lda --config CFG` as
-/// the mail user; flags and argv options as shipped.
-fn contrib_vmail_service(lda: &Path, cfg: &Path, user: &MailUser) -> Result<String> {
-    let file = "contrib/postfix/master.cf.vmail";
-    let lines: Vec<&str> = CONTRIB_MASTER_CF
-        .lines()
-        .skip_while(|l| !l.starts_with("vmail "))
-        .enumerate()
-        .take_while(|(i, l)| *i == 0 || l.starts_with([' ', '\t']))
-        .map(|(_, l)| l)
-        .collect();
-    if lines.is_empty() {
-        bail!("{file} has no `vmail` service");
-    }
-    let s = replace_some(
-        file,
-        &lines.join("\n"),
-        "user=vmail:vmail",
-        &format!("user={}:{}", user.name, user.group),
-    )?;
-    replace_some(
-        file,
-        &s,
-        "argv=/usr/bin/vmail-lda ",
-        &format!("argv={} --config {} ", lda.display(), cfg.display()),
-    )
+        .map(|(name, value)| format!("{name} = {value}"))
+        .collect()
 }
 
 pub struct Vmail {
@@ -833,17 +743,21 @@ impl Vmail {
         let auth_port_nocache = free_port();
         let rcpt_port = free_port();
         let mut b = common_postfix(rcpt_port);
-        for line in contrib_main_cf(&spool)? {
+        for line in contrib_main_cf(&spool) {
             b = b.main(&line);
         }
         let postfix = start_postfix(
-            b.master(&contrib_vmail_service(&env.lda, &cfg, u)?)
-                .master(&auth_listener(auth_port, "auth", &[]))
-                .master(&auth_listener(
-                    auth_port_nocache,
-                    "auth-nocache",
-                    &[format!("smtpd_sasl_path={}", nc_auth.display())],
-                )),
+            b.master(&contrib::contrib_vmail_service(
+                &env.lda.display().to_string(),
+                &cfg,
+                &format!("{}:{}", u.name, u.group),
+            ))
+            .master(&auth_listener(auth_port, "auth", &[]))
+            .master(&auth_listener(
+                auth_port_nocache,
+                "auth-nocache",
+                &[format!("smtpd_sasl_path={}", nc_auth.display())],
+            )),
         )?;
         Ok(Vmail {
             postfix,
@@ -949,7 +863,7 @@ impl Ceiling {
         // (SASL to the always-OK server, final delivery to /bin/true).
         let map_rcpt_port = free_port();
         let mut b = common_postfix(map_rcpt_port);
-        for line in socketmaps_to(&contrib_main_cf(&env.work.join("spool"))?, &map_sock)? {
+        for line in socketmaps_to(&contrib_main_cf(&env.work.join("spool")), &map_sock)? {
             b = b.main(&line);
         }
         let map_postfix = start_postfix(
@@ -1082,7 +996,7 @@ mod tests {
 
     #[test]
     fn contrib_socketmaps_point_at_the_ceiling_server() {
-        let lines = contrib_main_cf(Path::new("/spool")).unwrap();
+        let lines = contrib_main_cf(Path::new("/spool"));
         let out = socketmaps_to(&lines, Path::new("/w/map.sock")).unwrap();
         assert_eq!(out.len(), lines.len());
         for (name, map) in [
