@@ -32,6 +32,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use vmail_config::{Config, Loaded, Source};
 use vmail_proto::auth::{self, Reply};
+use vmail_test_support::daemon::InProcess;
 use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
 
 use crate::{collect, Figure};
@@ -384,10 +385,12 @@ struct RunningAuthd {
     auth: Arc<vmail_authd::Authenticator>,
     /// Name of its runtime's threads (workers and blocking pool), for CPU accounting.
     threads: String,
+    /// Runs until dropped.
+    _running: InProcess<Arc<vmail_authd::Authenticator>>,
 }
 
-/// Runs a vmail-authd on its own runtime (2 worker threads, as in production on this
-/// machine), auth protocol only, on `DIR/NAME.sock`.
+/// Runs a vmail-authd on its own runtime (as in production: one worker per core), auth
+/// protocol only, on `DIR/NAME.sock`.
 fn spawn_authd(
     config: &Config,
     dir: &Path,
@@ -411,32 +414,12 @@ fn spawn_authd(
     };
     // Thread names show up (cut to 15 bytes) in /proc/self/task/*/comm.
     let threads = format!("authd-{name}");
-    let thread_name = threads.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(thread_name)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            match vmail_authd::Authd::bind(&loaded).await {
-                Ok(d) => {
-                    let _ = tx.send(Ok(d.authenticator()));
-                    let _ = d.run(std::future::pending()).await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-    });
-    let auth = rx.recv()??;
+    let running = vmail_test_support::daemon::authd(loaded, Some(threads.clone()))?;
     Ok(RunningAuthd {
         socket,
-        auth,
+        auth: running.handle.clone(),
         threads,
+        _running: running,
     })
 }
 

@@ -35,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use vmail_config::{Config, Loaded, Source};
 use vmail_proto::netstring;
+use vmail_test_support::daemon::{InProcess, LookupdHandle};
 
 #[derive(Parser)]
 #[command(name = "vmail-bench")]
@@ -413,9 +414,10 @@ fn work_dir(prefix: &str, dir: Option<&Path>) -> std::io::Result<tempfile::TempD
     }
 }
 
-/// Runs a lookupd on its own runtime, as `vmail-lookupd` builds it (`[lookupd] threads`);
-/// returns the id of the thread that runs it (with `threads = 1`, the one doing all its work).
-fn spawn_lookupd(mut config: Config, sock: &Path, cache: bool) -> Result<i32> {
+/// Runs a lookupd on its own runtime, as `vmail-lookupd` builds it (`[lookupd] threads`),
+/// until dropped; its `tid` is the thread that runs it (with `threads = 1`, the one doing
+/// all its work).
+fn spawn_lookupd(mut config: Config, sock: &Path, cache: bool) -> Result<InProcess<LookupdHandle>> {
     config.lookupd.socketmap = vec![format!("unix:{}", sock.display())];
     config.lookupd.socket_group = String::new();
     config.lookupd.user = String::new();
@@ -429,28 +431,7 @@ fn spawn_lookupd(mut config: Config, sock: &Path, cache: bool) -> Result<i32> {
         config,
         source: Source::Builtin,
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = match vmail_daemon::runtime(loaded.config.lookupd.threads) {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = tx.send(Err(e.into()));
-                return;
-            }
-        };
-        rt.block_on(async move {
-            match vmail_lookupd::Lookupd::bind(&loaded).await {
-                Ok(d) => {
-                    let _ = tx.send(Ok(vmail_test_support::thread_id()));
-                    let _ = d.run(std::future::pending()).await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-    });
-    rx.recv()?
+    Ok(vmail_test_support::daemon::lookupd(loaded)?)
 }
 
 /// `batch_keys`, `batch_in_flight`, `threads`: lookupd's settings where given.
@@ -484,8 +465,9 @@ fn lookupd(
     let cached_sock = tmp.path().join("cached.sock");
     let uncached_sock = tmp.path().join("uncached.sock");
     let echo_sock = tmp.path().join("echo.sock");
-    let cached_tid = spawn_lookupd(config.clone(), &cached_sock, true)?;
-    spawn_lookupd(config.clone(), &uncached_sock, false)?;
+    let cached = spawn_lookupd(config.clone(), &cached_sock, true)?;
+    let cached_tid = cached.tid;
+    let _uncached = spawn_lookupd(config.clone(), &uncached_sock, false)?;
     let echo_path = echo_sock.clone();
     // The ceiling gets the threads lookupd has (`[lookupd] threads`), so that a/c compares
     // the servers' work, not their thread counts.

@@ -3,6 +3,7 @@
 //! tiny tmpfs (a real full disk), and loud skips that turn into failures under CI.
 
 pub mod contrib;
+pub mod daemon;
 pub mod dovecot;
 mod imap_pop3;
 pub mod postfix;

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmail_authd::{Authd, Authenticator};
+use vmail_authd::Authenticator;
 use vmail_config::{Config, Loaded, Source};
 use vmail_directory::Directory;
 use vmail_proto::auth::{self, Reply};
+use vmail_test_support::daemon::InProcess;
 
 pub struct Daemon {
     pub auth_socket: PathBuf,
@@ -23,9 +24,9 @@ pub struct Daemon {
     /// Where the sockets and the pid file are.
     pub dir: PathBuf,
     /// The temp dir of [`Daemon::start`], removed with the daemon.
+    /// Stopped before the temp dir of its sockets goes (fields drop in order).
+    running: InProcess<Arc<Authenticator>>,
     tmp: Option<tempfile::TempDir>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Test defaults: short delays so failures do not slow the suite down.
@@ -74,34 +75,16 @@ impl Daemon {
             config,
             source: Source::Builtin,
         };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let d = Authd::bind(&loaded).await.expect("bind authd");
-                ready_tx.send(d.authenticator()).unwrap();
-                d.run(async {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let authenticator = ready_rx.recv().expect("authd started");
+        let running = vmail_test_support::daemon::authd(loaded, None).expect("start authd");
+        let authenticator = running.handle.clone();
         Daemon {
             auth_socket,
             dict_socket,
             lua_socket,
             authenticator,
             dir: dir.to_path_buf(),
+            running,
             tmp: None,
-            stop: Some(stop_tx),
-            thread: Some(thread),
         }
     }
 
@@ -142,17 +125,6 @@ impl Daemon {
 
     pub fn pid_file(&self) -> PathBuf {
         self.dir.join("authd.pid")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

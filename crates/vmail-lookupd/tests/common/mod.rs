@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use vmail_config::{Config, Loaded, Source};
 use vmail_directory::Directory;
-use vmail_lookupd::{Lookupd, Service};
+use vmail_lookupd::Service;
+use vmail_test_support::daemon::{InProcess, LookupdHandle};
 use vmail_test_support::{have, skip, TestDb};
 
 /// The classic rows (the how-to's shape) used by the lookupd tests.
@@ -87,8 +88,8 @@ pub struct Daemon {
     pub service: Arc<Service>,
     /// The thread running lookupd's event loop (with `threads = 1`, all its work).
     tid: i32,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Stopped before the temp dir of its sockets goes.
+    _running: InProcess<LookupdHandle>,
     _dir: tempfile::TempDir,
 }
 
@@ -113,23 +114,13 @@ impl Daemon {
             config,
             source: Source::Builtin,
         };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            // As vmail-lookupd builds it ([lookupd] threads).
-            let rt = vmail_daemon::runtime(loaded.config.lookupd.threads).unwrap();
-            rt.block_on(async move {
-                let d = Lookupd::bind(&loaded).await.expect("bind lookupd");
-                let tid = vmail_test_support::thread_id();
-                ready_tx.send((d.endpoints(), d.service(), tid)).unwrap();
-                d.run(async {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let (endpoints, service, tid) = ready_rx.recv().expect("lookupd started");
+        // On the runtime vmail-lookupd builds ([lookupd] threads).
+        let running = vmail_test_support::daemon::lookupd(loaded).expect("start lookupd");
+        let (endpoints, service, tid) = (
+            running.handle.endpoints.clone(),
+            running.handle.service.clone(),
+            running.tid,
+        );
         let names = ["domains", "mailboxes", "aliases", "senders", "transport"];
         let tcp = endpoints[1..]
             .iter()
@@ -141,8 +132,7 @@ impl Daemon {
             tcp,
             service,
             tid,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _running: running,
             _dir: dir,
         }
     }
@@ -163,17 +153,6 @@ impl Daemon {
     /// CPU time lookupd's event-loop thread has used so far.
     pub fn cpu_time(&self) -> Duration {
         vmail_test_support::thread_cpu_time(self.tid).expect("the thread's schedstat")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
