@@ -4,12 +4,10 @@
 //! down 454 (try again later), never 535; 235 again once it is back. A refused account's
 //! right password gets a wrong password's 535, after the same delay.
 
-mod common;
-
 use std::process::Output;
 use std::time::Instant;
 
-use common::*;
+use vmail_test_support::authd::*;
 use vmail_test_support::contrib::contrib_sasl_lines;
 use vmail_test_support::postfix::{swaks, PostfixBuilder, PrivatePostfix};
 use vmail_test_support::{have, skip, PrivateMariaDb};

@@ -2,10 +2,12 @@
 //! private MariaDB server a test may stop and start (outage tests), free loopback ports, a
 //! tiny tmpfs (a real full disk), and loud skips that turn into failures under CI.
 
+pub mod authd;
 pub mod contrib;
 pub mod daemon;
 pub mod dovecot;
 mod imap_pop3;
+pub mod lookupd;
 pub mod postfix;
 mod postmap;
 pub mod root;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::common::*;
+use vmail_test_support::authd::*;
 use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
 use vmail_test_support::root::{SharedDir, SystemRoot};
 use vmail_test_support::{set_mode, skip};
@@ -40,15 +40,6 @@ pub fn subst(text: &str, file: &str, changes: &[(&str, &str, usize)]) -> String 
             );
             text.replace(from, to)
         })
-}
-
-pub fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}stderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Dropped in field order: Dovecot first, then authd, then its sockets, the homes and the

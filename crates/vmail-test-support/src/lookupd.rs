@@ -1,6 +1,5 @@
-//! A lookupd running in-process on temp sockets, and raw protocol clients.
-
-#![allow(dead_code)] // each test file uses a part
+//! lookupd's tests' harness: a lookupd running in-process on temp sockets, directories with
+//! the classic rows, and raw socketmap clients.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -8,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::daemon::{InProcess, LookupdHandle};
+use crate::{have, skip, TestDb};
 use vmail_config::{Config, Loaded, Source};
 use vmail_directory::Directory;
 use vmail_lookupd::Service;
-use vmail_test_support::daemon::{InProcess, LookupdHandle};
-use vmail_test_support::{have, skip, TestDb};
 
 /// The classic rows (the how-to's shape) used by the lookupd tests.
 pub const ROWS: &str = "
@@ -97,7 +96,7 @@ impl Daemon {
     /// Starts lookupd with `config` (listeners and pid file are put in a temp dir).
     pub fn start(mut config: Config) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        vmail_test_support::set_mode(dir.path(), 0o755);
+        crate::set_mode(dir.path(), 0o755);
         let socket = dir.path().join("lookupd.sock");
         let l = &mut config.lookupd;
         l.socketmap = vec![format!("unix:{}", socket.display())];
@@ -115,7 +114,7 @@ impl Daemon {
             source: Source::Builtin,
         };
         // On the runtime vmail-lookupd builds ([lookupd] threads).
-        let running = vmail_test_support::daemon::lookupd(loaded).expect("start lookupd");
+        let running = crate::daemon::lookupd(loaded).expect("start lookupd");
         let (endpoints, service, tid) = (
             running.handle.endpoints.clone(),
             running.handle.service.clone(),
@@ -152,7 +151,7 @@ impl Daemon {
 
     /// CPU time lookupd's event-loop thread has used so far.
     pub fn cpu_time(&self) -> Duration {
-        vmail_test_support::thread_cpu_time(self.tid).expect("the thread's schedstat")
+        crate::thread_cpu_time(self.tid).expect("the thread's schedstat")
     }
 }
 
@@ -207,7 +206,7 @@ impl Raw {
 /// An SQLite directory with the classic tables (the directory's own init) and `rows` written
 /// with plain SQL.
 pub fn prepare_sqlite(rows: &str) -> (tempfile::TempDir, Config) {
-    let (g, cfg) = vmail_test_support::sqlite_config();
+    let (g, cfg) = crate::sqlite_config();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         vmail_directory::Directory::open(&cfg)

@@ -1,7 +1,5 @@
-//! An authd running in-process on temp sockets, a directory to fill, and raw clients for
-//! the auth and dict protocols.
-
-#![allow(dead_code)] // each test file uses a part
+//! authd's tests' harness: an authd running in-process on temp sockets, a directory to fill,
+//! and raw clients for the auth, dict and Lua protocols.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -9,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::daemon::InProcess;
 use vmail_authd::Authenticator;
 use vmail_config::{Config, Loaded, Source};
 use vmail_directory::Directory;
 use vmail_proto::auth::{self, Reply};
-use vmail_test_support::daemon::InProcess;
 
 pub struct Daemon {
     pub auth_socket: PathBuf,
@@ -25,7 +23,7 @@ pub struct Daemon {
     pub dir: PathBuf,
     /// The temp dir of [`Daemon::start`], removed with the daemon.
     /// Stopped before the temp dir of its sockets goes (fields drop in order).
-    running: InProcess<Arc<Authenticator>>,
+    _running: InProcess<Arc<Authenticator>>,
     tmp: Option<tempfile::TempDir>,
 }
 
@@ -49,7 +47,7 @@ impl Daemon {
     /// [`Daemon::start`] with the sockets in `dir`, which the caller keeps (and removes), e.g.
     /// a `SharedDir` of the Debian 13 root, where a chrooted Dovecot finds them.
     pub fn start_in(mut config: Config, dir: &Path) -> Daemon {
-        vmail_test_support::set_mode(dir, 0o755);
+        crate::set_mode(dir, 0o755);
         let auth_socket = dir.join("auth.sock");
         let dict_socket = dir.join("dict.sock");
         let lua_socket = dir.join("lua.sock");
@@ -75,7 +73,7 @@ impl Daemon {
             config,
             source: Source::Builtin,
         };
-        let running = vmail_test_support::daemon::authd(loaded, None).expect("start authd");
+        let running = crate::daemon::authd(loaded, None).expect("start authd");
         let authenticator = running.handle.clone();
         Daemon {
             auth_socket,
@@ -83,7 +81,7 @@ impl Daemon {
             lua_socket,
             authenticator,
             dir: dir.to_path_buf(),
-            running,
+            _running: running,
             tmp: None,
         }
     }
@@ -91,9 +89,9 @@ impl Daemon {
     /// Opens the sockets to everybody (root-run tests whose Postfix/Dovecot processes run
     /// as unprivileged users); the temp dir is private to the test anyway.
     pub fn open_sockets(&self) {
-        vmail_test_support::set_mode(&self.auth_socket, 0o666);
-        vmail_test_support::set_mode(&self.dict_socket, 0o666);
-        vmail_test_support::set_mode(&self.lua_socket, 0o666);
+        crate::set_mode(&self.auth_socket, 0o666);
+        crate::set_mode(&self.dict_socket, 0o666);
+        crate::set_mode(&self.lua_socket, 0o666);
     }
 
     /// Dict lookups answered so far, whatever the outcome (authd's
@@ -158,6 +156,39 @@ pub fn populate(config: &Config, domains: &[&str], users: &[(&str, &str)]) {
             d.add_user(email, hash, None).await.unwrap();
         }
     })
+}
+
+/// A fresh SQLite directory with the test delays ([`test_config`]): the schema, `domains` and
+/// `users` as (email, hash) ([`populate`]), the logins in `disabled` switched off, then `sql`
+/// (unless empty) run as a postmaster editing the tables by hand ([`sqlite_exec`]).
+pub fn sqlite_directory(
+    domains: &[&str],
+    users: &[(&str, &str)],
+    disabled: &[&str],
+    sql: &str,
+) -> (tempfile::TempDir, Config) {
+    let (tmp, config) = crate::sqlite_config();
+    let config = test_config(config);
+    populate(&config, domains, users);
+    with_dir(&config, async |d| {
+        for email in disabled {
+            d.set_active(email, false).await.unwrap();
+        }
+    });
+    if !sql.is_empty() {
+        sqlite_exec(&config, sql);
+    }
+    (tmp, config)
+}
+
+/// A finished command's exit status and output, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}stderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A fresh SHA512-CRYPT hash of `pw`, as vmailctl stores it.
