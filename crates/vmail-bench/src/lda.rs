@@ -582,12 +582,13 @@ pub fn run(a: &LdaArgs) -> Result<()> {
                 pid = work.join(format!("{name}.pid")).display(),
             ),
         )?;
-        let daemon = crate::stack::Daemon::start(
+        let daemon = crate::stack::Daemon::spawn(
             name,
             &lookupd_bin,
             &daemon_toml,
             &work.join(format!("state-{name}")),
             std::slice::from_ref(&sock),
+            None,
         )?;
         let toml = work.join(format!("vmail-{name}.toml"));
         write_file(

@@ -10,6 +10,7 @@ mod imap_pop3;
 pub mod lookupd;
 pub mod postfix;
 mod postmap;
+pub mod process;
 pub mod root;
 pub mod slow;
 mod smtp;

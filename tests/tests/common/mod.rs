@@ -1,20 +1,20 @@
 //! What the end-to-end tests share: the lane they run in (`lane.rs`), the shipped `contrib/`
-//! files turned into the test's configuration (`vmail_test_support::contrib`), the vmail daemons as real
-//! processes and the setup shared by a file's tests (`daemon.rs`), the whole wired stack
-//! (`stack.rs`), swaks (`smtp.rs`), and Maildir helpers.
+//! files turned into the test's configuration (`vmail_test_support::contrib`), the vmail
+//! daemons as real processes and the setup shared by a file's tests
+//! (`vmail_test_support::process`), the whole wired stack (`stack.rs`), swaks (`smtp.rs`),
+//! and Maildir helpers.
 
 #![allow(dead_code, unused_imports)] // each test file uses a part
 
-pub mod daemon;
 pub mod lane;
 pub mod smtp;
 pub mod stack;
 
-pub use daemon::*;
 pub use lane::*;
 pub use smtp::*;
 pub use stack::*;
 pub use vmail_test_support::contrib::*;
+pub use vmail_test_support::process::*;
 pub use vmail_test_support::MailUser;
 
 use std::path::{Path, PathBuf};

@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -472,81 +472,9 @@ impl Classic {
 // vmail
 // ---------------------------------------------------------------------------------------
 
-/// A vmail daemon running from its release binary with `--config FILE`, logging to a file;
-/// SIGTERM (then SIGKILL) when dropped.
-pub struct Daemon {
-    name: String,
-    log: PathBuf,
-    child: Child,
-}
-
-impl Daemon {
-    /// Starts `bin --config config` with its pid file and working directory in `state`, and
-    /// waits until every UNIX listener its configuration names accepts connections.
-    pub(crate) fn start(
-        name: &str,
-        bin: &Path,
-        config: &Path,
-        state: &Path,
-        sockets: &[PathBuf],
-    ) -> Result<Daemon> {
-        std::fs::create_dir_all(state)?;
-        let log = state.join(format!("{name}.log"));
-        let f = File::create(&log)?;
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(config)
-            .env("VMAIL_STATE_DIR", state)
-            .env("NO_COLOR", "1")
-            .env_remove("VMAIL_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .current_dir(state)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        let mut me = Daemon {
-            name: name.to_string(),
-            log,
-            child,
-        };
-        let mut exited = None;
-        let up = wait_until(Duration::from_secs(15), || {
-            if let Ok(Some(s)) = me.child.try_wait() {
-                exited = Some(s);
-                return true;
-            }
-            sockets.iter().all(|s| UnixStream::connect(s).is_ok())
-        });
-        if !up || exited.is_some() {
-            bail!(
-                "{} did not come up (exit {exited:?}); log:\n{}",
-                me.name,
-                std::fs::read_to_string(&me.log).unwrap_or_default()
-            );
-        }
-        Ok(me)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        signal(self.child.id(), libc::SIGTERM);
-        let gone = wait_until(Duration::from_secs(5), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        if !gone {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// A vmail daemon running from its release binary with `--config FILE`, logging to a file
+/// (at its default level); SIGTERM (then SIGKILL) when dropped.
+pub use vmail_test_support::process::DaemonProcess as Daemon;
 
 /// Replaces `from` by `to`, insisting it is there: contrib changed under us otherwise.
 pub(crate) fn replace_some(file: &str, text: &str, from: &str, to: &str) -> Result<String> {
@@ -706,31 +634,34 @@ impl Vmail {
         } else {
             notes.push("vmail-lda reads MariaDB itself (contrib sets no [lda] lookupd)".into());
         }
-        let lookupd = Daemon::start(
+        let lookupd = Daemon::spawn(
             "vmail-lookupd",
             &env.lookupd,
             &cfg,
             &env.work.join("state-lookupd"),
             &lookupd_socks,
+            None,
         )?;
         let mut authd_socks = unix_paths(&c.authd.auth);
         authd_socks.extend(unix_paths(&c.authd.dict));
-        let authd = Daemon::start(
+        let authd = Daemon::spawn(
             "vmail-authd",
             &env.authd,
             &cfg,
             &env.work.join("state-authd"),
             &authd_socks,
+            None,
         )?;
         let mut nc_socks = unix_paths(&loaded_nc.config.authd.auth);
         nc_socks.extend(unix_paths(&loaded_nc.config.authd.dict));
         let nc_auth = nc_socks.first().cloned().context("no auth listener")?;
-        let authd_nocache = Daemon::start(
+        let authd_nocache = Daemon::spawn(
             "vmail-authd-nocache",
             &env.authd,
             &cfg_nc,
             &env.work.join("state-authd-nocache"),
             &nc_socks,
+            None,
         )?;
 
         let dict_sock = unix_paths(&c.authd.dict)
