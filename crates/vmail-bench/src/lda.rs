@@ -479,10 +479,9 @@ fn start_dovecot(
 }
 
 pub fn run(a: &LdaArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("run as root: Dovecot must start as root and the LDAs run as the mail user, as pipe(8) runs them");
-    }
+    crate::host::require_root(
+        "Dovecot must start as root and the LDAs run as the mail user, as pipe(8) runs them",
+    )?;
     let vmail_bin = match &a.vmail_lda {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("vmail-lda"),
@@ -657,12 +656,7 @@ pub fn run(a: &LdaArgs) -> Result<()> {
         work.display(),
         fs_type(work),
         a.seconds,
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        crate::host::load_average()
     );
     println!(
         "peak RSS = the child's ru_maxrss from wait4(); floor (/bin/true spawned the same way): {:.1} MiB",

@@ -21,7 +21,9 @@
 mod authd;
 mod cpu;
 mod dovecot_auth;
+mod host;
 mod lda;
+mod rounds;
 mod stack;
 
 use std::path::{Path, PathBuf};
