@@ -147,17 +147,26 @@ pub fn contrib_submission_options() -> Vec<String> {
 /// postfix of `root`'s side, mode 0700), where the daemons create their sockets (group
 /// postfix, mode 0660, as contrib's vmail.toml says). `parent` must be traversable by
 /// everyone.
-pub fn spool_dir(parent: &Path, root: &SystemRoot) -> PathBuf {
+pub fn spool_dir(parent: &Path, root: &SystemRoot) -> std::io::Result<PathBuf> {
     let spool = parent.join("spool");
     let private = spool.join("private");
-    std::fs::create_dir_all(&private).unwrap();
+    std::fs::create_dir_all(&private)?;
     crate::set_mode(&spool, 0o755);
-    let (postfix_uid, _) = root
-        .lookup_user("postfix")
-        .expect("the system user `postfix`");
-    std::os::unix::fs::chown(&private, Some(postfix_uid), Some(0)).unwrap();
+    let (postfix_uid, _) = root.lookup_user("postfix").ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no system user `postfix`")
+    })?;
+    std::os::unix::fs::chown(&private, Some(postfix_uid), Some(0))?;
     crate::set_mode(&private, 0o700);
-    spool
+    Ok(spool)
+}
+
+/// Writes the database password the way contrib says: a file of its own, mode 0640, group
+/// of the mail user (contrib: `chgrp vmail`), so the LDA run by pipe(8) can read it.
+pub fn write_password_file(path: &Path, password: &str, user: &MailUser) -> std::io::Result<()> {
+    std::fs::write(path, format!("{password}\n"))?;
+    std::os::unix::fs::chown(path, Some(0), Some(user.gid))?;
+    crate::set_mode(path, 0o640);
+    Ok(())
 }
 
 /// The `vmail` service of `contrib/postfix/master.cf.vmail` (its line and continuation

@@ -74,14 +74,6 @@ pub fn doveadm_pw(root: &SystemRoot, scheme: &str, password: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// Writes the database password the way contrib says: a file of its own, mode 0640, group
-/// of the mail user (contrib: `chgrp vmail`), so the LDA run by pipe(8) can read it.
-pub fn write_password_file(path: &Path, password: &str, user: &MailUser) {
-    std::fs::write(path, format!("{password}\n")).unwrap();
-    std::os::unix::fs::chown(path, Some(0), Some(user.gid)).unwrap();
-    vmail_test_support::set_mode(path, 0o640);
-}
-
 /// Fills the directory through the vmail library, with the configuration the daemons use.
 pub fn with_directory<T>(
     config: &Path,

@@ -86,9 +86,9 @@ impl Stack {
         let tls = dir("tls", 0o700);
         let (cert, key) = self_signed_cert(&tls);
         let config = work.path().join("vmail.toml");
-        let spool = spool_dir(work.path(), &lane.root);
+        let spool = spool_dir(work.path(), &lane.root).expect("the spool stand-in");
         let password_file = work.path().join("db-password");
-        write_password_file(&password_file, db.password, &user);
+        write_password_file(&password_file, db.password, &user).expect("the password file");
         let dict_socket = run.join("auth-dict");
         let lua_socket = run.join("auth-lua");
         let toml = contrib_vmail_toml(&VmailPaths {

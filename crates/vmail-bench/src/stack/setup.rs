@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use vmail_test_support::contrib::{self, contrib_dict_files, CONTRIB_VMAIL_TOML};
 use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
-use vmail_test_support::postfix::{lookup_user, PostfixBuilder, PrivatePostfix};
+use vmail_test_support::postfix::{PostfixBuilder, PrivatePostfix};
 use vmail_test_support::{free_port, set_mode, wait_until, TestDb};
 
 use super::trivial_map::Tables;

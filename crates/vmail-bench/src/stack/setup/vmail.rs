@@ -2,6 +2,7 @@
 //! release binaries of vmail-lookupd, vmail-authd and vmail-lda.
 
 use super::*;
+use vmail_test_support::root::SystemRoot;
 
 /// A vmail daemon running from its release binary with `--config FILE`, logging to a file
 /// (at its default level); SIGTERM (then SIGKILL) when dropped.
@@ -112,21 +113,13 @@ impl Vmail {
         let u = &env.user;
         let mail_base = env.mail_base("mail-vmail")?;
         // Stand-in for /var/spool/postfix: only private/, as Debian makes it (postfix, 0700).
-        let spool = env.work.join("spool");
-        let private = spool.join("private");
-        std::fs::create_dir_all(&private)?;
-        set_mode(&spool, 0o755);
-        let (postfix_uid, _) = lookup_user("postfix").context("no system user `postfix`")?;
-        std::os::unix::fs::chown(&private, Some(postfix_uid), Some(0))?;
-        set_mode(&private, 0o700);
+        let spool = contrib::spool_dir(&env.work, &SystemRoot::host())?;
         let run = env.work.join("run-vmail");
         std::fs::create_dir_all(&run)?;
         set_mode(&run, 0o755);
         // contrib: the database password in a file of its own, 0640 root:vmail.
         let pw_file = env.work.join("db-password");
-        std::fs::write(&pw_file, format!("{}\n", env.db.password))?;
-        std::os::unix::fs::chown(&pw_file, Some(0), Some(u.gid))?;
-        set_mode(&pw_file, 0o640);
+        contrib::write_password_file(&pw_file, &env.db.password, u)?;
 
         let toml = vmail_toml(env, &spool, &run, &mail_base, &pw_file)?;
         let cfg = env.work.join("vmail.toml");
