@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dovecot;
 mod imap_pop3;
 pub mod lookupd;
+pub mod maildir;
 pub mod postfix;
 mod postmap;
 pub mod process;
