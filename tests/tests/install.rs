@@ -5,12 +5,10 @@
 //! and the contrib Postfix lines appended to the distribution's own main.cf/master.cf, with
 //! no warning from Postfix.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::Lane;
+use vmail_test_support::e2e::Lane;
 
 const INSTALL: &str = include_str!("../../docs/INSTALL.md");
 use vmail_test_support::contrib::{

@@ -6,15 +6,13 @@
 //! AUTH alike, and `doveadm user` through the userdb. The stack is `common/stack.rs`, as in
 //! mail_flow.rs; one setup serves every test of this file.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use vmail_test_support::dovecot::{imap_login, imap_login_from, pop3_login};
+use vmail_test_support::e2e::*;
 use vmail_test_support::root::SystemRoot;
 use vmail_test_support::TestDb;
 
@@ -39,7 +37,7 @@ fn world() -> Option<Arc<World>> {
 }
 
 fn setup() -> Option<World> {
-    World::start("vmail-e2e logins (shared setup)", fill)
+    World::start("vmail-e2e logins (shared setup)", e2e_binaries!(), fill)
 }
 
 fn fill(db: &TestDb, config: &Path, root: &SystemRoot) {

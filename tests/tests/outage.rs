@@ -14,13 +14,11 @@
 //! Logins: IMAP, POP3, SMTP AUTH and `doveadm user` fail temporarily while the database is
 //! down, and work again within seconds of its return.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
 use vmail_test_support::dovecot::{imap_login, pop3_login};
+use vmail_test_support::e2e::*;
 use vmail_test_support::{wait_until, PrivateMariaDb};
 
 const ALICE: &str = "alice@example.org";
@@ -91,7 +89,7 @@ fn start_outage_stack(test: &str, users: &[(&str, &str)]) -> Option<(PrivateMari
         password: "e2e-db-pw",
         name: "mail",
     };
-    let stack = Stack::start(test, lane, &access, |config| {
+    let stack = Stack::start(test, lane, e2e_binaries!(), &access, |config| {
         with_directory(config, async |d| {
             d.init(false).await.unwrap();
             d.migrate().await.unwrap();

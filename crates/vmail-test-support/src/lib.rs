@@ -6,6 +6,7 @@ pub mod authd;
 pub mod contrib;
 pub mod daemon;
 pub mod dovecot;
+pub mod e2e;
 mod imap_pop3;
 pub mod lookupd;
 pub mod maildir;

@@ -1,35 +1,52 @@
-//! What the end-to-end tests share: the lane they run in (`lane.rs`), the shipped `contrib/`
-//! files turned into the test's configuration (`vmail_test_support::contrib`), the vmail
+//! What the end-to-end tests (`tests/`) share: the lane they run in (`lane.rs`), the shipped `contrib/`
+//! files turned into the test's configuration (`crate::contrib`), the vmail
 //! daemons as real processes and the setup shared by a file's tests
-//! (`vmail_test_support::process`), the whole wired stack (`stack.rs`), swaks (`smtp.rs`),
+//! (`crate::process`), the whole wired stack (`stack.rs`), swaks (`smtp.rs`),
 //! and Maildir helpers.
-
-#![allow(dead_code, unused_imports)] // each test file uses a part
 
 pub mod lane;
 pub mod smtp;
 pub mod stack;
 
+pub use crate::contrib::*;
+pub use crate::process::*;
+pub use crate::MailUser;
 pub use lane::*;
 pub use smtp::*;
 pub use stack::*;
-pub use vmail_test_support::contrib::*;
-pub use vmail_test_support::process::*;
-pub use vmail_test_support::MailUser;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vmail_test_support::root::SystemRoot;
-use vmail_test_support::wait_until;
+pub use crate::e2e_binaries;
+use crate::root::SystemRoot;
+use crate::wait_until;
 
-/// The real programs, built from their own `main.rs` as binaries of this package (see
-/// `tests/Cargo.toml`), so they are always fresh.
-pub const LDA: &str = env!("CARGO_BIN_EXE_e2e-vmail-lda");
-pub const LDA_DIRECT: &str = env!("CARGO_BIN_EXE_e2e-vmail-lda-direct");
-pub const LOOKUPD: &str = env!("CARGO_BIN_EXE_e2e-vmail-lookupd");
-pub const AUTHD: &str = env!("CARGO_BIN_EXE_e2e-vmail-authd");
+/// The real programs under test, built by the test's package from their own `main.rs`
+/// (see `tests/Cargo.toml`), so they are always fresh; [`e2e_binaries!`] names them.
+#[derive(Clone, Copy, Debug)]
+pub struct Binaries {
+    pub lda: &'static str,
+    /// What `lda` execs (as `<its own path>-direct`) when lookupd cannot answer.
+    pub lda_direct: &'static str,
+    pub lookupd: &'static str,
+    pub authd: &'static str,
+}
+
+/// The [`Binaries`] of the calling test package (vmail-e2e): Cargo tells their paths only to
+/// the tests of the package that builds them, so this expands there.
+#[macro_export]
+macro_rules! e2e_binaries {
+    () => {
+        $crate::e2e::Binaries {
+            lda: env!("CARGO_BIN_EXE_e2e-vmail-lda"),
+            lda_direct: env!("CARGO_BIN_EXE_e2e-vmail-lda-direct"),
+            lookupd: env!("CARGO_BIN_EXE_e2e-vmail-lookupd"),
+            authd: env!("CARGO_BIN_EXE_e2e-vmail-authd"),
+        }
+    };
+}
 
 pub fn mail_user() -> MailUser {
     MailUser::nobody().expect("the system user `nobody` and group `nogroup`")
