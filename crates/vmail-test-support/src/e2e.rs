@@ -1,8 +1,8 @@
-//! What the end-to-end tests (`tests/`) share: the lane they run in (`lane.rs`), the shipped `contrib/`
-//! files turned into the test's configuration (`crate::contrib`), the vmail
-//! daemons as real processes and the setup shared by a file's tests
-//! (`crate::process`), the whole wired stack (`stack.rs`), swaks (`smtp.rs`),
-//! and Maildir helpers.
+//! What the end-to-end tests (`tests/`) share: the lane they run in (`lane.rs`), the
+//! shipped `contrib/` files turned into the test's configuration (`crate::contrib`), the
+//! vmail daemons as real processes and the setup shared by a file's tests
+//! (`crate::process`), the whole wired stack (`stack.rs`), swaks (`smtp.rs`), and Maildir
+//! helpers.
 
 pub mod lane;
 pub mod smtp;
