@@ -6,28 +6,18 @@
 //! dict request (the prefetch userdb takes the `userdb_*` fields of the passdb answer), and
 //! that `doveadm user` (no passdb step) sees authd's uid/gid/home/mail and its user list.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use vmail_test_support::authd::*;
 use vmail_test_support::contrib::contrib_dict_files;
 use vmail_test_support::dovecot::{imap_login, pop3_login, DovecotBuilder, PrivateDovecot};
 use vmail_test_support::postfix::{lookup_group, lookup_user};
+use vmail_test_support::root::SystemRoot;
 use vmail_test_support::{have, set_mode, skip, TestDb};
 
-/// `doveadm pw -s SCHEME -p PASSWORD`, exactly as printed (with its `{SCHEME}` prefix).
+/// `doveadm pw` of this host's Dovecot 2.3.
 fn doveadm_pw(scheme: &str, password: &str) -> String {
-    let out = Command::new("doveadm")
-        .args(["pw", "-s", scheme, "-p", password])
-        .output()
-        .expect("run doveadm pw");
-    assert!(
-        out.status.success(),
-        "doveadm pw -s {scheme}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(hash.starts_with(&format!("{{{scheme}}}")), "{hash}");
-    hash
+    vmail_test_support::e2e::doveadm_pw(&SystemRoot::host(), scheme, password)
 }
 
 /// Dropped in field order: Dovecot first, then authd, then the database.

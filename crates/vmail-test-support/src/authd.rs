@@ -201,10 +201,64 @@ pub fn b64(raw: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
+/// One connection of a line protocol on a unix socket (15 s read timeout): what the clients
+/// of authd's auth, dict and Lua protocols share, and reach through `Deref`.
+pub struct LineConn {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl LineConn {
+    pub fn connect(socket: &Path) -> LineConn {
+        let s = UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        LineConn {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    pub fn send(&mut self, s: &str) {
+        self.w.write_all(s.as_bytes()).unwrap();
+    }
+
+    /// Sends raw bytes; `false` once the server closed the connection.
+    pub fn send_bytes(&mut self, b: &[u8]) -> bool {
+        self.w.write_all(b).is_ok()
+    }
+
+    /// The next line without its LF; `None` once the server closed the connection.
+    pub fn line(&mut self) -> Option<String> {
+        let mut l = String::new();
+        match self.r.read_line(&mut l) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
+        }
+    }
+}
+
+macro_rules! line_client {
+    ($($client:ident),*) => {$(
+        impl std::ops::Deref for $client {
+            type Target = LineConn;
+            fn deref(&self) -> &LineConn {
+                &self.conn
+            }
+        }
+
+        impl std::ops::DerefMut for $client {
+            fn deref_mut(&mut self) -> &mut LineConn {
+                &mut self.conn
+            }
+        }
+    )*};
+}
+
+line_client!(AuthClient, DictClient, LuaClient);
+
 /// A raw Dovecot auth-protocol client.
 pub struct AuthClient {
-    pub r: BufReader<UnixStream>,
-    pub w: UnixStream,
+    conn: LineConn,
     /// The server's handshake lines.
     pub handshake: Vec<String>,
 }
@@ -217,11 +271,8 @@ impl AuthClient {
 
     /// [`AuthClient::connect_raw`] to any auth socket (an authd run as a process).
     pub fn connect_raw_to(socket: &std::path::Path) -> AuthClient {
-        let s = UnixStream::connect(socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut c = AuthClient {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
+            conn: LineConn::connect(socket),
             handshake: Vec::new(),
         };
         loop {
@@ -240,19 +291,6 @@ impl AuthClient {
         let mut c = AuthClient::connect_raw(daemon);
         c.send("VERSION\t1\t2\nCPID\t4242\n");
         c
-    }
-
-    pub fn send(&mut self, s: &str) {
-        self.w.write_all(s.as_bytes()).unwrap();
-    }
-
-    /// The next line without its LF; `None` once the server closed the connection.
-    pub fn line(&mut self) -> Option<String> {
-        let mut l = String::new();
-        match self.r.read_line(&mut l) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
-        }
     }
 
     pub fn reply(&mut self) -> Reply {
@@ -279,32 +317,16 @@ pub fn is_ok(r: &Reply) -> Option<String> {
 
 /// A raw dict-proxy client after the hello (as Dovecot 2.3.19 sends it).
 pub struct DictClient {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
+    conn: LineConn,
 }
 
 impl DictClient {
     pub fn connect(daemon: &Daemon) -> DictClient {
-        let s = UnixStream::connect(&daemon.dict_socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut c = DictClient {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
+            conn: LineConn::connect(&daemon.dict_socket),
         };
         c.send("H3\t2\t0\t\tauth\n");
         c
-    }
-
-    pub fn send(&mut self, s: &str) {
-        self.w.write_all(s.as_bytes()).unwrap();
-    }
-
-    pub fn line(&mut self) -> Option<String> {
-        let mut l = String::new();
-        match self.r.read_line(&mut l) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
-        }
     }
 
     /// Looks `key` (without `shared/`) up: the raw reply line.
@@ -347,8 +369,7 @@ pub fn sqlite_exec(config: &Config, sql: &str) {
 
 /// A raw client of the Lua channel, as `contrib/dovecot/vmail-auth.lua` speaks it.
 pub struct LuaClient {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
+    conn: LineConn,
 }
 
 impl LuaClient {
@@ -361,29 +382,8 @@ impl LuaClient {
 
     /// Connects without sending anything.
     pub fn connect_raw(socket: &std::path::Path) -> LuaClient {
-        let s = UnixStream::connect(socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         LuaClient {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        }
-    }
-
-    pub fn send(&mut self, s: &str) {
-        self.w.write_all(s.as_bytes()).unwrap();
-    }
-
-    /// Sends raw bytes; `false` once the server closed the connection.
-    pub fn send_bytes(&mut self, b: &[u8]) -> bool {
-        self.w.write_all(b).is_ok()
-    }
-
-    /// The next line without its LF; `None` once the server closed the connection.
-    pub fn line(&mut self) -> Option<String> {
-        let mut l = String::new();
-        match self.r.read_line(&mut l) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
+            conn: LineConn::connect(socket),
         }
     }
 

@@ -75,8 +75,8 @@ pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// `doveadm pw -s SCHEME -p PASSWORD` of `root`'s Dovecot, with its `{SCHEME}` prefix, as an
-/// administrator makes hashes.
+/// `doveadm pw -s SCHEME -p PASSWORD` of `root`'s Dovecot, exactly as printed (with its
+/// `{SCHEME}` prefix), as an administrator makes hashes.
 pub fn doveadm_pw(root: &SystemRoot, scheme: &str, password: &str) -> String {
     let out = root
         .command("doveadm")
@@ -88,7 +88,9 @@ pub fn doveadm_pw(root: &SystemRoot, scheme: &str, password: &str) -> String {
         "doveadm pw -s {scheme}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with(&format!("{{{scheme}}}")), "{hash}");
+    hash
 }
 
 /// Fills the directory through the vmail library, with the configuration the daemons use.
