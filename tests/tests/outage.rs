@@ -1,4 +1,4 @@
-//! MariaDB killed, with everything wired exactly as `contrib/` documents (`common/stack.rs`;
+//! MariaDB killed, with everything wired exactly as `contrib/` documents (`vmail_test_support::e2e::stack`;
 //! here on a private `mariadbd` each test may kill), on both lanes (`VMAIL_TEST_LANE`).
 //!
 //! In the middle of a burst of mail: nothing is bounced, `postqueue -p` holds the undelivered

@@ -142,7 +142,7 @@ pub(super) fn socketmaps_to(lines: &[String], sock: &Path) -> Result<Vec<String>
         })
         .collect();
     if replaced == 0 {
-        bail!("contrib/postfix/main.cf.vmail has no socketmap:unix: table (update crates/vmail-bench/src/stack/setup.rs)");
+        bail!("contrib/postfix/main.cf.vmail has no socketmap:unix: table (update crates/vmail-bench/src/stack/setup/ceiling.rs)");
     }
     Ok(out)
 }

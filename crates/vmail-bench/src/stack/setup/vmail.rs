@@ -11,7 +11,7 @@ pub use vmail_test_support::process::DaemonProcess as Daemon;
 /// Replaces `from` by `to`, insisting it is there: contrib changed under us otherwise.
 pub(crate) fn replace_some(file: &str, text: &str, from: &str, to: &str) -> Result<String> {
     if !text.contains(from) {
-        bail!("{file} no longer contains `{from}` (update crates/vmail-bench/src/stack/setup.rs)");
+        bail!("{file} no longer contains `{from}` (update crates/vmail-bench/src/stack/setup/vmail.rs)");
     }
     Ok(text.replace(from, to))
 }
