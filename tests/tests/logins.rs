@@ -3,8 +3,9 @@
 //! the how-to's unprefixed DES crypt and with SHA512-CRYPT (on 2.4 without
 //! `auth_allow_weak_schemes`: authd checks the password, Dovecot never sees the hash),
 //! wrong passwords, authd's penalty counting IMAP failures and then refusing IMAP and SMTP
-//! AUTH alike, and `doveadm user` through the userdb. The stack is `vmail_test_support::e2e::stack`, as in
-//! mail_flow.rs; one setup serves every test of this file.
+//! AUTH alike, and `doveadm user` through the userdb. The stack is
+//! `vmail_test_support::e2e::stack`, as in mail_flow.rs; one setup serves every test of this
+//! file.
 
 use std::net::Ipv4Addr;
 use std::path::Path;

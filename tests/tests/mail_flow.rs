@@ -1,6 +1,6 @@
 //! The whole path of a mail server built from vmail, wired exactly as `contrib/` documents
-//! (`vmail_test_support::e2e::stack`): mail in over SMTP through Postfix and vmail-lookupd, delivered by
-//! vmail-lda run by pipe(8), read back over IMAP and POP3 from a Dovecot whose Lua
+//! (`vmail_test_support::e2e::stack`): mail in over SMTP through Postfix and vmail-lookupd,
+//! delivered by vmail-lda run by pipe(8), read back over IMAP and POP3 from a Dovecot whose Lua
 //! passdb/userdb asks vmail-authd; SMTP AUTH on the submission port through vmail-authd; a
 //! MariaDB database of its own. Only socket paths, ports, binary paths, the system user
 //! (`nobody` for `vmail`), Postfix's and Dovecot's groups and the database are replaced.

@@ -1,5 +1,6 @@
-//! MariaDB killed, with everything wired exactly as `contrib/` documents (`vmail_test_support::e2e::stack`;
-//! here on a private `mariadbd` each test may kill), on both lanes (`VMAIL_TEST_LANE`).
+//! MariaDB killed, with everything wired exactly as `contrib/` documents
+//! (`vmail_test_support::e2e::stack`; here on a private `mariadbd` each test may kill), on
+//! both lanes (`VMAIL_TEST_LANE`).
 //!
 //! In the middle of a burst of mail: nothing is bounced, `postqueue -p` holds the undelivered
 //! messages as deferred, and once the database is back and the queue flushed, every message
