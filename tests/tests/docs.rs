@@ -5,8 +5,7 @@
 //! as anyone. (The restriction's effect through real Postfix is tested in `mail_flow.rs`.)
 
 const MIGRATION: &str = include_str!("../../docs/MIGRATION.md");
-const MAIN_CF: &str = include_str!("../../contrib/postfix/main.cf.vmail");
-const MASTER_CF: &str = include_str!("../../contrib/postfix/master.cf.vmail");
+use vmail_test_support::contrib::{CONTRIB_MAIN_CF as MAIN_CF, CONTRIB_MASTER_CF as MASTER_CF};
 
 /// The indented (configuration) lines of a text, comments and prose left out.
 fn settings(text: &str) -> Vec<&str> {

@@ -5,18 +5,16 @@
 //! and the contrib Postfix lines appended to the distribution's own main.cf/master.cf, with
 //! no warning from Postfix.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::Lane;
+use vmail_test_support::e2e::Lane;
 
 const INSTALL: &str = include_str!("../../docs/INSTALL.md");
-const LUA_CONF_23: &str = include_str!("../../contrib/dovecot/conf.d/auth-vmail-lua.conf.ext");
-const LUA_CONF_24: &str = include_str!("../../contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext");
-const MAIN_CF: &str = include_str!("../../contrib/postfix/main.cf.vmail");
-const MASTER_CF: &str = include_str!("../../contrib/postfix/master.cf.vmail");
+use vmail_test_support::contrib::{
+    CONTRIB_LUA_23 as LUA_CONF_23, CONTRIB_LUA_24 as LUA_CONF_24, CONTRIB_MAIN_CF as MAIN_CF,
+    CONTRIB_MASTER_CF as MASTER_CF,
+};
 
 /// The one command INSTALL.md gives for `10-auth.conf`.
 fn install_sed_line() -> &'static str {

@@ -3,18 +3,17 @@
 //! the how-to's unprefixed DES crypt and with SHA512-CRYPT (on 2.4 without
 //! `auth_allow_weak_schemes`: authd checks the password, Dovecot never sees the hash),
 //! wrong passwords, authd's penalty counting IMAP failures and then refusing IMAP and SMTP
-//! AUTH alike, and `doveadm user` through the userdb. The stack is `common/stack.rs`, as in
-//! mail_flow.rs; one setup serves every test of this file.
-
-mod common;
+//! AUTH alike, and `doveadm user` through the userdb. The stack is
+//! `vmail_test_support::e2e::stack`, as in mail_flow.rs; one setup serves every test of this
+//! file.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use vmail_test_support::dovecot::{imap_login, imap_login_from, pop3_login};
+use vmail_test_support::e2e::*;
 use vmail_test_support::root::SystemRoot;
 use vmail_test_support::TestDb;
 
@@ -39,7 +38,7 @@ fn world() -> Option<Arc<World>> {
 }
 
 fn setup() -> Option<World> {
-    World::start("vmail-e2e logins (shared setup)", fill)
+    World::start("vmail-e2e logins (shared setup)", e2e_binaries!(), fill)
 }
 
 fn fill(db: &TestDb, config: &Path, root: &SystemRoot) {

@@ -1,6 +1,6 @@
 //! The whole path of a mail server built from vmail, wired exactly as `contrib/` documents
-//! (`common/stack.rs`): mail in over SMTP through Postfix and vmail-lookupd, delivered by
-//! vmail-lda run by pipe(8), read back over IMAP and POP3 from a Dovecot whose Lua
+//! (`vmail_test_support::e2e::stack`): mail in over SMTP through Postfix and vmail-lookupd,
+//! delivered by vmail-lda run by pipe(8), read back over IMAP and POP3 from a Dovecot whose Lua
 //! passdb/userdb asks vmail-authd; SMTP AUTH on the submission port through vmail-authd; a
 //! MariaDB database of its own. Only socket paths, ports, binary paths, the system user
 //! (`nobody` for `vmail`), Postfix's and Dovecot's groups and the database are replaced.
@@ -9,14 +9,12 @@
 //! One setup serves every test of this file (about 3 s to build); the tests run in parallel
 //! and tell their messages apart by a token in the subject.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use vmail_test_support::dovecot::{imap_login, pop3_login};
+use vmail_test_support::e2e::*;
 use vmail_test_support::postfix::smtp_send;
 use vmail_test_support::root::SystemRoot;
 use vmail_test_support::TestDb;
@@ -44,7 +42,7 @@ fn world() -> Option<Arc<World>> {
 }
 
 fn setup() -> Option<World> {
-    World::start("vmail-e2e mail_flow (shared setup)", fill)
+    World::start("vmail-e2e mail_flow (shared setup)", e2e_binaries!(), fill)
 }
 
 /// The schema, then the rows: one user the how-to's way (MariaDB's ENCRYPT()), the rest

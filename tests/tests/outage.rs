@@ -1,5 +1,6 @@
-//! MariaDB killed, with everything wired exactly as `contrib/` documents (`common/stack.rs`;
-//! here on a private `mariadbd` each test may kill), on both lanes (`VMAIL_TEST_LANE`).
+//! MariaDB killed, with everything wired exactly as `contrib/` documents
+//! (`vmail_test_support::e2e::stack`; here on a private `mariadbd` each test may kill), on
+//! both lanes (`VMAIL_TEST_LANE`).
 //!
 //! In the middle of a burst of mail: nothing is bounced, `postqueue -p` holds the undelivered
 //! messages as deferred, and once the database is back and the queue flushed, every message
@@ -14,13 +15,11 @@
 //! Logins: IMAP, POP3, SMTP AUTH and `doveadm user` fail temporarily while the database is
 //! down, and work again within seconds of its return.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
 use vmail_test_support::dovecot::{imap_login, pop3_login};
+use vmail_test_support::e2e::*;
 use vmail_test_support::{wait_until, PrivateMariaDb};
 
 const ALICE: &str = "alice@example.org";
@@ -74,17 +73,12 @@ fn parse_mailq(listing: &str) -> Vec<Queued> {
     out
 }
 
-#[test]
-fn a_database_outage_during_a_burst_bounces_nothing_and_delivers_everything_exactly_once() {
-    let test = "a_database_outage_during_a_burst_defers_and_then_delivers_everything_exactly_once";
-    let began = Instant::now();
-    let Some(lane) = Lane::from_env(test) else {
-        return;
-    };
-    let Some(mut db) = PrivateMariaDb::start(test) else {
-        return;
-    };
-    // contrib's database user, with a password in a file.
+/// What both tests start with: the lane, a private MariaDB the test may kill with contrib's
+/// database user (its password in a file), and the stack on it, its directory holding
+/// example.org and `users` as (email, password).
+fn start_outage_stack(test: &str, users: &[(&str, &str)]) -> Option<(PrivateMariaDb, Stack)> {
+    let lane = Lane::from_env(test)?;
+    let db = PrivateMariaDb::start(test)?;
     db.sql(
         "CREATE USER 'mail_admin'@'localhost' IDENTIFIED BY 'e2e-db-pw';\n\
          GRANT ALL ON mail.* TO 'mail_admin'@'localhost';",
@@ -96,16 +90,25 @@ fn a_database_outage_during_a_burst_bounces_nothing_and_delivers_everything_exac
         password: "e2e-db-pw",
         name: "mail",
     };
-    let Some(stack) = Stack::start(test, lane, &access, |config| {
+    let stack = Stack::start(test, lane, e2e_binaries!(), &access, |config| {
         with_directory(config, async |d| {
             d.init(false).await.unwrap();
             d.migrate().await.unwrap();
             d.add_domain("example.org").await.unwrap();
-            for u in [ALICE, BOB, CAROL, SENDER] {
-                d.add_user(u, "{PLAIN}unused", None).await.unwrap();
+            for (u, p) in users {
+                d.add_user(u, &format!("{{PLAIN}}{p}"), None).await.unwrap();
             }
         });
-    }) else {
+    })?;
+    Some((db, stack))
+}
+
+#[test]
+fn a_database_outage_during_a_burst_bounces_nothing_and_delivers_everything_exactly_once() {
+    let test = "a_database_outage_during_a_burst_defers_and_then_delivers_everything_exactly_once";
+    let began = Instant::now();
+    let users = [ALICE, BOB, CAROL, SENDER].map(|u| (u, "unused"));
+    let Some((mut db, stack)) = start_outage_stack(test, &users) else {
         return;
     };
     let pf = &stack.postfix;
@@ -291,33 +294,7 @@ const FRANK: (&str, &str) = ("frank@example.org", "frank-pw");
 #[test]
 fn logins_fail_temporarily_while_the_database_is_down_and_work_again_within_seconds() {
     let test = "logins_fail_temporarily_while_the_database_is_down_and_work_again_within_seconds";
-    let Some(lane) = Lane::from_env(test) else {
-        return;
-    };
-    let Some(mut db) = PrivateMariaDb::start(test) else {
-        return;
-    };
-    db.sql(
-        "CREATE USER 'mail_admin'@'localhost' IDENTIFIED BY 'e2e-db-pw';\n\
-         GRANT ALL ON mail.* TO 'mail_admin'@'localhost';",
-    );
-    let db_socket = db.socket();
-    let access = DbAccess {
-        socket: &db_socket,
-        user: "mail_admin",
-        password: "e2e-db-pw",
-        name: "mail",
-    };
-    let Some(stack) = Stack::start(test, lane, &access, |config| {
-        with_directory(config, async |d| {
-            d.init(false).await.unwrap();
-            d.migrate().await.unwrap();
-            d.add_domain("example.org").await.unwrap();
-            for (u, p) in [ERIN, FRANK] {
-                d.add_user(u, &format!("{{PLAIN}}{p}"), None).await.unwrap();
-            }
-        });
-    }) else {
+    let Some((mut db, stack)) = start_outage_stack(test, &[ERIN, FRANK]) else {
         return;
     };
     let imap = |(u, p): (&str, &str)| imap_login(stack.dovecot.imap_port, u, p);

@@ -1,11 +1,10 @@
 //! systemd socket activation: vmail-authd serves the auth, dict and Lua sockets it inherits.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
+use vmail_test_support::authd;
 
 #[test]
 fn serves_inherited_sockets_from_systemd() {
@@ -26,14 +25,14 @@ fn serves_inherited_sockets_from_systemd() {
             auth.display(),
             dict.display(),
             lua.display(),
-            uid = common::nix_uid(),
+            uid = authd::nix_uid(),
             d = dir.path().display()
         ),
     )
     .unwrap();
     let config = vmail_config::load(Some(&cfg)).unwrap().config;
     let hash = vmail_passwd::hash(vmail_passwd::Scheme::Sha512Crypt, b"pw").unwrap();
-    common::populate(&config, &["example.org"], &[("alice@example.org", &hash)]);
+    authd::populate(&config, &["example.org"], &[("alice@example.org", &hash)]);
     let mut child = vmail_test_support::spawn_socket_activated(
         std::path::Path::new(env!("CARGO_BIN_EXE_vmail-authd")),
         &["--config", cfg.to_str().unwrap()],
@@ -51,7 +50,7 @@ fn serves_inherited_sockets_from_systemd() {
             line.clear();
             assert!(r.read_line(&mut line).unwrap() > 0, "no handshake");
         }
-        let resp = common::b64(b"\0alice@example.org\0pw");
+        let resp = authd::b64(b"\0alice@example.org\0pw");
         w.write_all(
             format!("VERSION\t1\t2\nCPID\t1\nAUTH\t1\tPLAIN\tservice=smtp\tresp={resp}\n")
                 .as_bytes(),
@@ -74,7 +73,7 @@ fn serves_inherited_sockets_from_systemd() {
         r.read_line(&mut line).unwrap();
         assert!(line.starts_with("O{"), "{line:?}");
         // The Lua channel on the third, matched by its path.
-        let mut c = common::LuaClient::connect_raw(&lua);
+        let mut c = authd::LuaClient::connect_raw(&lua);
         c.send("VERSION\t1\n");
         let l = c.ask("USER\t1\talice@example.org");
         assert!(l.starts_with("OK\t1\talice@example.org\tuid="), "{l:?}");

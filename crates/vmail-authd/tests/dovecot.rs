@@ -6,69 +6,18 @@
 //! dict request (the prefetch userdb takes the `userdb_*` fields of the passdb answer), and
 //! that `doveadm user` (no passdb step) sees authd's uid/gid/home/mail and its user list.
 
-mod common;
+use std::process::Output;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-use common::*;
+use vmail_test_support::authd::*;
+use vmail_test_support::contrib::contrib_dict_files;
 use vmail_test_support::dovecot::{imap_login, pop3_login, DovecotBuilder, PrivateDovecot};
 use vmail_test_support::postfix::{lookup_group, lookup_user};
+use vmail_test_support::root::SystemRoot;
 use vmail_test_support::{have, set_mode, skip, TestDb};
 
-const CONTRIB_DICT: &str = include_str!("../../../contrib/dovecot/dovecot-dict-auth.conf.ext");
-const CONTRIB_AUTH: &str = include_str!("../../../contrib/dovecot/conf.d/auth-vmail.conf.ext");
-
-/// `doveadm pw -s SCHEME -p PASSWORD`, exactly as printed (with its `{SCHEME}` prefix).
+/// `doveadm pw` of this host's Dovecot 2.3.
 fn doveadm_pw(scheme: &str, password: &str) -> String {
-    let out = Command::new("doveadm")
-        .args(["pw", "-s", scheme, "-p", password])
-        .output()
-        .expect("run doveadm pw");
-    assert!(
-        out.status.success(),
-        "doveadm pw -s {scheme}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(hash.starts_with(&format!("{{{scheme}}}")), "{hash}");
-    hash
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}stderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The contrib files with the Debian paths pointed at the test's own: the dict file's
-/// `uri` at authd's dict socket, the conf.d snippet's `args` at `@DIR@` (Dovecot's temp
-/// dir). Panics if the files no longer contain what is replaced, so a change to the shipped
-/// paths cannot slip past this test.
-fn contrib_files(dict_socket: &Path) -> (String, String) {
-    let uri = "uri = proxy:idle_msecs=30000:/run/vmail/auth-dict:auth";
-    assert!(
-        CONTRIB_DICT.contains(uri),
-        "contrib dict file changed its uri"
-    );
-    let dict = CONTRIB_DICT.replace(
-        uri,
-        &format!(
-            "uri = proxy:idle_msecs=30000:{}:auth",
-            dict_socket.display()
-        ),
-    );
-    let args = "args = /etc/dovecot/dovecot-dict-auth.conf.ext";
-    assert_eq!(
-        CONTRIB_AUTH.matches(args).count(),
-        2,
-        "the conf.d snippet must point passdb and userdb at the dict file"
-    );
-    let auth = CONTRIB_AUTH.replace(args, "args = @DIR@/dovecot-dict-auth.conf.ext");
-    (dict, auth)
+    vmail_test_support::e2e::doveadm_pw(&SystemRoot::host(), scheme, password)
 }
 
 /// Dropped in field order: Dovecot first, then authd, then the database.
@@ -170,7 +119,7 @@ fn setup(test: &str) -> Option<Setup> {
     let authd = Daemon::start(config);
     // Dovecot's auth processes run as `dovecot` (or root): let them in.
     authd.open_sockets();
-    let (dict, auth) = contrib_files(&authd.dict_socket);
+    let (dict, auth) = contrib_dict_files(&authd.dict_socket);
     let dovecot = DovecotBuilder::new()
         .file("dovecot-dict-auth.conf.ext", &dict)
         .file("conf.d/auth-vmail.conf.ext", &auth)
@@ -203,34 +152,34 @@ fn doveadm_auth_test_checks_every_hash_kind_through_the_contrib_dict() {
         assert!(
             ok.status.success(),
             "right password of {user}: {}\n--- dovecot log:\n{}",
-            text(&ok),
+            output_text(&ok),
             dc.log()
         );
         assert!(
             String::from_utf8_lossy(&ok.stdout).contains(&format!("passdb: {user} auth succeeded")),
             "{}",
-            text(&ok)
+            output_text(&ok)
         );
         let wrong = dc.doveadm(&["auth", "test", user, "not-the-password"]);
         assert_eq!(
             wrong.status.code(),
             Some(77),
             "wrong password of {user}: {}",
-            text(&wrong)
+            output_text(&wrong)
         );
         assert!(
             String::from_utf8_lossy(&wrong.stdout).contains("auth failed"),
             "{}",
-            text(&wrong)
+            output_text(&wrong)
         );
     }
     // The login is canonicalised by the record's `user` field.
     let mixed = dc.doveadm(&["auth", "test", "Alice@Example.ORG", "alice-sha512"]);
-    assert!(mixed.status.success(), "{}", text(&mixed));
+    assert!(mixed.status.success(), "{}", output_text(&mixed));
 
     // Unknown user.
     let unknown = dc.doveadm(&["auth", "test", "nobody@example.org", "x"]);
-    assert_eq!(unknown.status.code(), Some(77), "{}", text(&unknown));
+    assert_eq!(unknown.status.code(), Some(77), "{}", output_text(&unknown));
 
     // Disabled account, right password: authd's record carries `fail` (with `nologin` and
     // the reason), so Dovecot's auth server itself refuses, for every client of it, not
@@ -239,7 +188,7 @@ fn doveadm_auth_test_checks_every_hash_kind_through_the_contrib_dict() {
     assert!(
         refused(&disabled, "Account disabled"),
         "disabled user: {}",
-        text(&disabled)
+        output_text(&disabled)
     );
 
     // `%s` in the shipped key reaches authd as the service: grace may use smtp only.
@@ -251,7 +200,11 @@ fn doveadm_auth_test_checks_every_hash_kind_through_the_contrib_dict() {
         SMTP_ONLY.0,
         SMTP_ONLY.1,
     ]);
-    assert!(smtp.status.success(), "grace over smtp: {}", text(&smtp));
+    assert!(
+        smtp.status.success(),
+        "grace over smtp: {}",
+        output_text(&smtp)
+    );
     let imap = dc.doveadm(&[
         "auth",
         "test",
@@ -263,7 +216,7 @@ fn doveadm_auth_test_checks_every_hash_kind_through_the_contrib_dict() {
     assert!(
         refused(&imap, "Service not allowed for this account"),
         "grace over imap: {}",
-        text(&imap)
+        output_text(&imap)
     );
 }
 
@@ -279,7 +232,7 @@ fn doveadm_user_shows_authd_fields_and_lists_every_user() {
     let Some(s) = setup(test) else { return };
     let dc = &s.dovecot;
     let out = dc.doveadm(&["user", "alice@example.org"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("doveadm user alice@example.org:\n{stdout}");
     let fields: Vec<(String, String)> = stdout
@@ -307,22 +260,27 @@ fn doveadm_user_shows_authd_fields_and_lists_every_user() {
     // userdb (as for alice above): one request per `doveadm user`.
     let before = s.authd.dict_lookups();
     let again = dc.doveadm(&["user", "bob@example.org"]);
-    assert!(again.status.success(), "{}", text(&again));
+    assert!(again.status.success(), "{}", output_text(&again));
     assert!(
         String::from_utf8_lossy(&again.stdout).contains("/example.org/bob"),
         "{}",
-        text(&again)
+        output_text(&again)
     );
     assert_eq!(s.authd.dict_lookups() - before, 1, "doveadm user bob");
 
     let unknown = dc.doveadm(&["user", "nobody@example.org"]);
-    assert_eq!(unknown.status.code(), Some(67), "{}", text(&unknown));
+    assert_eq!(unknown.status.code(), Some(67), "{}", output_text(&unknown));
     // A disabled account is unknown to the userdb, and not listed (issue 15.10).
     let disabled = dc.doveadm(&["user", DISABLED.0]);
-    assert_eq!(disabled.status.code(), Some(67), "{}", text(&disabled));
+    assert_eq!(
+        disabled.status.code(),
+        Some(67),
+        "{}",
+        output_text(&disabled)
+    );
 
     let all = dc.doveadm(&["user", "*"]);
-    assert!(all.status.success(), "{}", text(&all));
+    assert!(all.status.success(), "{}", output_text(&all));
     eprintln!(
         "doveadm user '*':\n{}",
         String::from_utf8_lossy(&all.stdout)
@@ -336,7 +294,7 @@ fn doveadm_user_shows_authd_fields_and_lists_every_user() {
     let mut want: Vec<String> = s.users.iter().map(|(u, _)| u.to_string()).collect();
     want.push(SMTP_ONLY.0.to_string());
     want.sort();
-    assert_eq!(listed, want, "{}", text(&all));
+    assert_eq!(listed, want, "{}", output_text(&all));
 }
 
 #[test]
@@ -411,12 +369,17 @@ fn a_login_costs_one_dict_request() {
     let after = s.authd.dict_lookups();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("doveadm auth login {user}:\n{stdout}");
-    assert!(out.status.success(), "{}\n--- log:\n{}", text(&out), log());
+    assert!(
+        out.status.success(),
+        "{}\n--- log:\n{}",
+        output_text(&out),
+        log()
+    );
     assert_eq!(
         after - before,
         1,
         "doveadm auth login must cost one dict request (passdb with userdb_* fields)\n{}\n--- log:\n{}",
-        text(&out),
+        output_text(&out),
         log()
     );
     // Dovecot keeps the passdb's `userdb_*` fields to itself (its `extra fields:` show only

@@ -2,13 +2,12 @@
 //! log file the real vmail-authd binary wrote (its stderr, as a service manager collects it):
 //! every failed login counts once, for the client's address, whatever login the client sent.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{populate, AuthClient};
 use vmail_proto::auth::Reply;
+use vmail_test_support::authd;
+use vmail_test_support::authd::{populate, AuthClient};
 use vmail_test_support::{have, skip, wait_until};
 
 const ATTACKER: &str = "203.0.113.7";
@@ -102,7 +101,7 @@ fn fail2ban_regex_finds_each_failed_login_with_the_clients_address() {
     let r = c.plain(41, &evil, "wrong", ATTACKER);
     assert!(matches!(r, Reply::Fail { .. }), "{r:?}");
     // A success is no failure.
-    assert!(common::is_ok(&c.plain(99, "bob@example.org", "right", "192.0.2.1")).is_some());
+    assert!(authd::is_ok(&c.plain(99, "bob@example.org", "right", "192.0.2.1")).is_some());
     // The failure line is written before the reply, the success line right after it.
     assert!(wait_until(Duration::from_secs(5), || read(&log)
         .contains("authenticated")));

@@ -2,20 +2,15 @@
 //! and disabled accounts, the failure penalty, refused logins that must look like wrong
 //! passwords, and re-hashing only fully verified passwords.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use vmail_passwd::Scheme;
 use vmail_proto::auth::Reply;
+use vmail_test_support::authd::*;
 
 /// alice and bob (SHA512-CRYPT), carol (disabled), dave (SMTP not among his services).
 fn setup() -> (tempfile::TempDir, vmail_config::Config) {
-    let (tmp, config) = vmail_test_support::sqlite_config();
-    let config = test_config(config);
-    populate(
-        &config,
+    sqlite_directory(
         &["example.org"],
         &[
             ("alice@example.org", &sha512("wonderland")),
@@ -23,15 +18,9 @@ fn setup() -> (tempfile::TempDir, vmail_config::Config) {
             ("carol@example.org", &sha512("carolpw")),
             ("dave@example.org", &sha512("davepw")),
         ],
-    );
-    with_dir(&config, async |d| {
-        d.set_active("carol@example.org", false).await.unwrap()
-    });
-    sqlite_exec(
-        &config,
+        &["carol@example.org"],
         "UPDATE users SET services = 'imap' WHERE email = 'dave@example.org';",
-    );
-    (tmp, config)
+    )
 }
 
 /// Issue 15.2: only `passdb/` keys carry a service; a userdb key's whole rest is the user,

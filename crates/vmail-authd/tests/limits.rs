@@ -2,13 +2,11 @@
 //! listener has its own connection budget), and the handshake and every line must arrive
 //! whole within request_read_timeout_ms, while a connection idle between requests stays.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use vmail_test_support::authd::*;
 use vmail_test_support::slow::{
     assert_closed_at_deadline, dribble, Latencies, SlowClients, Target,
 };

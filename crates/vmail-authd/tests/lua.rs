@@ -2,20 +2,15 @@
 //! end to end against a real authd: a raw unix-socket client speaking the protocol of
 //! `vmail_proto::lua`, as the script does.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use vmail_test_support::authd::*;
 use vmail_test_support::PrivateMariaDb;
 
 /// alice (quota 1 MiB), bob, carol (disabled), dave (imap only), tess (a password with a
 /// TAB and a \001) in example.org; eve in the disabled domain off.example.
 fn setup() -> (tempfile::TempDir, vmail_config::Config) {
-    let (tmp, config) = vmail_test_support::sqlite_config();
-    let config = test_config(config);
-    populate(
-        &config,
+    sqlite_directory(
         &["example.org", "off.example"],
         &[
             ("alice@example.org", &sha512("wonderland")),
@@ -25,17 +20,11 @@ fn setup() -> (tempfile::TempDir, vmail_config::Config) {
             ("tess@example.org", &sha512("t\tab\u{1}")),
             ("eve@off.example", &sha512("evepw")),
         ],
-    );
-    with_dir(&config, async |d| {
-        d.set_active("carol@example.org", false).await.unwrap();
-    });
-    sqlite_exec(
-        &config,
+        &["carol@example.org"],
         "UPDATE users SET quota = 1048576 WHERE email = 'alice@example.org';
          UPDATE users SET services = 'imap' WHERE email = 'dave@example.org';
          UPDATE domains SET active = 0 WHERE domain = 'off.example';",
-    );
-    (tmp, config)
+    )
 }
 
 /// The `key=value` fields of an `OK` line, after `OK`, the id and the user.

@@ -2,9 +2,7 @@
 //! with plain SQL: Dovecot's dict passdb and userdb get a temporary failure (never a home to
 //! log into), and a SASL login for one is a temporary failure too.
 
-mod common;
-
-use common::*;
+use vmail_test_support::authd::*;
 
 #[test]
 fn rows_that_escape_or_share_a_maildir_are_a_temporary_failure() {

@@ -3,11 +3,9 @@
 //! itself when the database is back. Only a login verified within `cache_recheck_s` keeps
 //! working meanwhile, from memory.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use vmail_test_support::authd::*;
 use vmail_test_support::PrivateMariaDb;
 
 #[test]

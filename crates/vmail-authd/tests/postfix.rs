@@ -4,59 +4,13 @@
 //! down 454 (try again later), never 535; 235 again once it is back. A refused account's
 //! right password gets a wrong password's 535, after the same delay.
 
-mod common;
-
-use std::path::Path;
 use std::process::Output;
 use std::time::Instant;
 
-use common::*;
+use vmail_test_support::authd::*;
+use vmail_test_support::contrib::contrib_sasl_lines;
 use vmail_test_support::postfix::{swaks, PostfixBuilder, PrivatePostfix};
 use vmail_test_support::{have, skip, PrivateMariaDb};
-
-const CONTRIB_MAIN_CF: &str = include_str!("../../../contrib/postfix/main.cf.vmail");
-const CONTRIB_MASTER_CF: &str = include_str!("../../../contrib/postfix/master.cf.vmail");
-
-/// The `smtpd_sasl_*` lines of the contrib main.cf, with `private/vmail-auth` (the path
-/// inside Postfix's chroot) replaced by the absolute path of the test's authd socket, and
-/// the `-o smtpd_sasl_auth_enable=yes` of contrib's submission service (AUTH is switched
-/// on there, not for port 25), applied to the test's smtpd.
-fn contrib_sasl_lines(auth_socket: &Path) -> Vec<String> {
-    let submission: Vec<&str> = CONTRIB_MASTER_CF
-        .lines()
-        .skip_while(|l| !l.starts_with("submission "))
-        .skip(1)
-        .take_while(|l| l.starts_with([' ', '\t']))
-        .collect();
-    assert!(
-        submission
-            .iter()
-            .any(|l| l.trim() == "-o smtpd_sasl_auth_enable=yes"),
-        "contrib/postfix/master.cf.vmail: no submission service with -o smtpd_sasl_auth_enable=yes"
-    );
-    let mut lines: Vec<String> = CONTRIB_MAIN_CF
-        .lines()
-        .filter(|l| l.starts_with("smtpd_sasl_"))
-        .map(|l| l.replace("private/vmail-auth", &auth_socket.display().to_string()))
-        .collect();
-    assert!(
-        !lines
-            .iter()
-            .any(|l| l.starts_with("smtpd_sasl_auth_enable")),
-        "contrib/postfix/main.cf.vmail must not switch AUTH on for every smtpd: {lines:?}"
-    );
-    lines.push("smtpd_sasl_auth_enable = yes".into());
-    for want in [
-        "smtpd_sasl_type = dovecot",
-        &format!("smtpd_sasl_path = {}", auth_socket.display()),
-    ] {
-        assert!(
-            lines.iter().any(|l| l == want),
-            "contrib/postfix/main.cf.vmail lacks `{want}`: {lines:?}"
-        );
-    }
-    lines
-}
 
 /// authd on `config`, and a private Postfix whose smtpd authenticates through it with
 /// contrib's SASL lines; `None` when the test is skipped.

@@ -1,31 +1,24 @@
 //! vmail-authd's two protocols end to end against an SQLite directory: the Dovecot auth
 //! protocol as Postfix speaks it, and the dict protocol as Dovecot's auth process speaks it.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::*;
 use vmail_proto::auth::{FailCode, Reply};
+use vmail_test_support::authd::*;
 
 /// alice (SHA512-CRYPT), bob (the how-to's DES crypt of "secret"), carol (disabled).
 fn setup() -> (tempfile::TempDir, vmail_config::Config) {
-    let (tmp, config) = vmail_test_support::sqlite_config();
-    let config = test_config(config);
-    populate(
-        &config,
+    sqlite_directory(
         &["example.org"],
         &[
             ("alice@example.org", &sha512("wonderland")),
             ("bob@example.org", "abNANd1rDfiNc"),
             ("carol@example.org", &sha512("carolpw")),
         ],
-    );
-    with_dir(&config, async |d| {
-        d.set_active("carol@example.org", false).await.unwrap()
-    });
-    (tmp, config)
+        &["carol@example.org"],
+        "",
+    )
 }
 
 #[test]

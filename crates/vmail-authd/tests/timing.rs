@@ -2,14 +2,12 @@
 //! the client first makes authd check a cheap legacy hash. Its own test binary, so no other
 //! test competes for the two cores while it measures.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use vmail_authd::{Authenticator, Verdict};
 use vmail_directory::Directory;
 use vmail_passwd::Scheme;
+use vmail_test_support::authd::*;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -38,18 +36,38 @@ fn unknown_and_existing_logins_cost_the_same_with_other_cost_parameters() {
     );
 }
 
+/// A directory to measure on: test defaults with no failure delay, and no penalty delays or
+/// blocks (10/8 trusted), so that only what the answer costs is measured.
+fn measuring_config() -> (tempfile::TempDir, vmail_config::Config) {
+    let (t, config) = vmail_test_support::sqlite_config();
+    let mut config = test_config(config);
+    config.authd.failure_delay_ms = 0;
+    config.authd.max_delay_ms = 0;
+    config.authd.trusted_networks = vec!["10.0.0.0/8".into()];
+    (t, config)
+}
+
+/// Runs `f` with an authenticator on `config`, on a runtime of one worker.
+fn with_authenticator(config: &vmail_config::Config, f: impl AsyncFnOnce(&Authenticator)) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = Directory::open(config).await.unwrap();
+        let a = Authenticator::new(dir, config).unwrap();
+        f(&a).await
+    });
+}
+
 /// The tests of this binary measure one at a time.
 static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn unknown_costs_what_alice_costs(sha: &str, hash_scheme: &str) {
     let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    let (_t, config) = vmail_test_support::sqlite_config();
-    let mut config = test_config(config);
+    let (_t, mut config) = measuring_config();
     config.passwords.hash_scheme = hash_scheme.into();
-    config.authd.failure_delay_ms = 0;
-    config.authd.max_delay_ms = 0;
-    // No penalty delays or blocks: only the check is measured.
-    config.authd.trusted_networks = vec!["10.0.0.0/8".into()];
     populate(
         &config,
         &["example.org"],
@@ -58,17 +76,9 @@ fn unknown_costs_what_alice_costs(sha: &str, hash_scheme: &str) {
             ("bob@example.org", "abNANd1rDfiNc"),
         ],
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let dir = Directory::open(&config).await.unwrap();
-        let a = Authenticator::new(dir, &config).unwrap();
+    with_authenticator(&config, async |a| {
         let rip = Some("10.0.0.1".parse().unwrap());
         let attempt = |login: &'static str| {
-            let a = &a;
             async move {
                 // The cheap DES check the client chooses to run first.
                 let v = a
@@ -120,12 +130,7 @@ fn unknown_costs_what_alice_costs(sha: &str, hash_scheme: &str) {
 fn a_refused_recent_login_costs_what_a_wrong_password_costs() {
     use vmail_authd::authenticator::Pacing;
     let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    let (_t, config) = vmail_test_support::sqlite_config();
-    let mut config = test_config(config);
-    config.authd.failure_delay_ms = 0;
-    config.authd.max_delay_ms = 0;
-    // No penalty: only what the answer costs is measured.
-    config.authd.trusted_networks = vec!["10.0.0.0/8".into()];
+    let (_t, config) = measuring_config();
     populate(
         &config,
         &["example.org"],
@@ -135,24 +140,20 @@ fn a_refused_recent_login_costs_what_a_wrong_password_costs() {
         &config,
         "UPDATE users SET services = 'smtp' WHERE email = 'dave@example.org';",
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let dir = Directory::open(&config).await.unwrap();
-        let a = Authenticator::new(dir, &config).unwrap();
+    with_authenticator(&config, async |a| {
         let rip = Some("10.0.0.1".parse().unwrap());
-        let attempt = |pw: &'static str, service: &'static str| {
-            let a = &a;
-            async move {
-                let t = Instant::now();
-                let v = a
-                    .authenticate_paced(b"dave@example.org", pw.as_bytes(), service, rip, Pacing::Caller)
-                    .await;
-                (v, t.elapsed())
-            }
+        let attempt = |pw: &'static str, service: &'static str| async move {
+            let t = Instant::now();
+            let v = a
+                .authenticate_paced(
+                    b"dave@example.org",
+                    pw.as_bytes(),
+                    service,
+                    rip,
+                    Pacing::Caller,
+                )
+                .await;
+            (v, t.elapsed())
         };
         let (v, _) = attempt("davepw", "smtp").await;
         assert!(matches!(v, Verdict::Ok { .. }), "{v:?}");
@@ -160,16 +161,26 @@ fn a_refused_recent_login_costs_what_a_wrong_password_costs() {
         for _try in 0..3 {
             let (mut refused, mut wrong) = (Vec::new(), Vec::new());
             for i in 0..100 {
-                let order = if i % 2 == 0 { [true, false] } else { [false, true] };
+                let order = if i % 2 == 0 {
+                    [true, false]
+                } else {
+                    [false, true]
+                };
                 for right in order {
                     let (v, took) = attempt(if right { "davepw" } else { "wrong" }, "imap").await;
                     assert!(!matches!(v, Verdict::Ok { .. }), "{v:?}");
-                    if right { refused.push(took) } else { wrong.push(took) }
+                    if right {
+                        refused.push(took)
+                    } else {
+                        wrong.push(took)
+                    }
                 }
             }
             let (r, w) = (median(refused.split_off(10)), median(wrong.split_off(10)));
             let ratio = w.as_secs_f64() / r.as_secs_f64();
-            eprintln!("median refused right password {r:?}, wrong password {w:?}: ratio {ratio:.2}");
+            eprintln!(
+                "median refused right password {r:?}, wrong password {w:?}: ratio {ratio:.2}"
+            );
             report.push((r, w));
             if (0.67..=1.5).contains(&ratio) {
                 return;

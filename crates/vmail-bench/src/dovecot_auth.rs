@@ -22,8 +22,9 @@ use anyhow::{bail, Context, Result};
 use vmail_test_support::root::{SystemRoot, DEBIAN13_ROOT};
 use vmail_test_support::{set_mode, TestDb};
 
+use crate::rounds::{cell, fmt_rate, fmt_ratio, in_rounds_each, mean_figure, report, Cell};
+use crate::stack::load;
 use crate::stack::setup::{dict_dovecot, sql_dovecot, Env, MailUser};
-use crate::stack::{cell, fmt_rate, fmt_ratio, in_rounds_each, load, mean_figure, report, Cell};
 use systems::{Authd, Contrib, LuaListener};
 
 #[derive(clap::Args)]
@@ -94,18 +95,9 @@ const TARGETS: [(&str, usize, usize); 3] = [
 ];
 
 pub fn run(a: DovecotAuthArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("run as root: private Dovecot masters, chroot and vmail-authd need it");
-    }
+    crate::host::require_root("private Dovecot masters, chroot and vmail-authd need it")?;
     let want = |k: &str| a.only.iter().any(|o| o == k);
-    let bin_dir = match &a.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("vmail-bench has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = crate::host::bin_dir(a.bin_dir.as_ref())?;
     let authd_bin = bin_dir.join("vmail-authd");
     if !load::executable(&authd_bin) {
         bail!(
@@ -145,11 +137,11 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
         authd: authd_bin,
         lda: bin_dir.join("vmail-lda"),
     };
-    let mut header = crate::stack::machine(&env.db);
+    let mut header = crate::host::machine(&env.db);
     header.retain(|l| !l.starts_with("software:"));
     header.push(format!(
         "software: Dovecot {} (host), Dovecot {} (root {}), MariaDB {}",
-        crate::stack::run_cmd("dovecot", &["--version"]),
+        crate::host::run_cmd("dovecot", &["--version"]),
         root_ok.as_deref().unwrap_or("?"),
         a.root.display(),
         env.db.sql("SELECT VERSION();").trim()
@@ -273,11 +265,7 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
     if let Some(c) = &cache_note {
         println!("  vmail-authd: {c}");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-client")
-        .enable_all()
-        .build()?;
+    let rt = crate::host::client_runtime()?;
     // cells[scheme][system]: the mean rate; per_round[scheme][system]: each round's.
     let mut cells: Vec<Vec<Cell>> = Vec::new();
     let mut per_round: Vec<Vec<Vec<f64>>> = Vec::new();
@@ -323,7 +311,7 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
                     println!(
                         "  {:<48} FAILED logging every user in once: {e:#}{}",
                         name(i),
-                        crate::stack::log_hint(&u.log)
+                        crate::rounds::log_hint(&u.log)
                     );
                     row[i] = Err(format!("{e:#}"));
                 }
@@ -372,20 +360,12 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
                 cache_note.as_deref().unwrap_or("no authd ran")
             )
         },
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        crate::host::load_average()
     );
     for n in &notes {
         println!("{n}");
     }
-    if a.hold > 0 {
-        println!("holding the systems up for {} s", a.hold);
-        std::thread::sleep(Duration::from_secs(a.hold));
-    }
+    crate::host::hold(a.hold);
     drop(rt);
     drop(root_dovecots);
     drop(host_dovecots);

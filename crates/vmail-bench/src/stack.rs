@@ -13,6 +13,7 @@
 //! Postfix with `texthash:` tables (in smtpd, no IPC) is shown for reference. See
 //! `stack/setup.rs` for what each system is, and docs/BENCHMARKS.md for how to read the table.
 
+mod data;
 pub(crate) mod load;
 pub(crate) mod setup;
 mod trivial_map;
@@ -24,6 +25,9 @@ use anyhow::{bail, Context, Result};
 use vmail_test_support::postfix::PrivatePostfix;
 use vmail_test_support::TestDb;
 
+use crate::host::machine;
+use crate::rounds::{cell, fmt_rate, fmt_ratio, in_rounds, log_hint, report, Cell};
+pub(crate) use data::{populate, rehash_sha512};
 pub(crate) use setup::Daemon;
 use setup::{Ceiling, Classic, Env, LogTail, MailUser, Vmail, CEILING_TRANSPORT};
 
@@ -85,9 +89,6 @@ pub struct StackArgs {
     hold: u64,
 }
 
-/// One cell of the table: a rate, or why there is none.
-pub(crate) type Cell = Result<f64, String>;
-
 #[derive(Clone, Copy)]
 enum Target {
     /// vmail >= 2 x classic.
@@ -140,325 +141,12 @@ impl Row {
     }
 }
 
-pub(crate) fn fmt_rate(c: &Cell) -> String {
-    match c {
-        Ok(v) if *v >= 100.0 => format!("{v:.0}"),
-        Ok(v) => format!("{v:.1}"),
-        Err(_) => "error".into(),
-    }
-}
-
-pub(crate) fn fmt_ratio(a: &Cell, b: &Cell) -> String {
-    match (a, b) {
-        (Ok(a), Ok(b)) if *b > 0.0 => format!("{:.2}", a / b),
-        _ => "-".into(),
-    }
-}
-
-pub(crate) fn cell(r: &Result<f64>) -> Cell {
-    r.as_ref().map(|v| *v).map_err(|e| format!("{e:#}"))
-}
-
-/// The last few warnings and errors in a log, to say why a figure failed.
-pub(crate) fn log_hint(path: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let bad: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            ["warning:", "fatal:", "error:", "Error:", "panic"]
-                .iter()
-                .any(|w| l.contains(w))
-        })
-        .collect();
-    let tail = &bad[bad.len().saturating_sub(5)..];
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "\n    last problems in {}:\n    {}",
-            path.display(),
-            tail.join("\n    ")
-        )
-    }
-}
-
-/// The machine's CPU time so far (`/proc/stat`, all CPUs, in clock ticks): to tell a round
-/// that was slow because the machine had less CPU (stolen by the hypervisor) from one whose
-/// system needed more CPU per operation.
-struct CpuTimes {
-    busy: u64,
-    steal: u64,
-    total: u64,
-}
-
-impl CpuTimes {
-    fn now() -> Option<CpuTimes> {
-        let f = crate::cpu::machine()?;
-        let busy = f[0] + f[1] + f[2] + f[5] + f[6];
-        Some(CpuTimes {
-            busy,
-            steal: f[7],
-            total: f.iter().sum(),
-        })
-    }
-
-    /// `   cpu 93% busy, 2% stolen, 612 µs CPU/op` for the time since `b` and `ops`
-    /// operations (the warm-up's included: an estimate from the measured rate).
-    fn since(&self, b: &CpuTimes, ops: f64) -> String {
-        let total = self.total.saturating_sub(b.total).max(1) as f64;
-        let busy = self.busy.saturating_sub(b.busy) as f64;
-        let steal = self.steal.saturating_sub(b.steal) as f64;
-        let per_op = if ops > 0.0 {
-            format!(
-                ", {:.0} µs CPU/op",
-                busy / crate::cpu::ticks_per_sec() / ops * 1e6
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "   cpu {:.0}% busy, {:.0}% stolen{per_op}",
-            busy / total * 100.0,
-            steal / total * 100.0
-        )
-    }
-}
-
-/// Measures each of `systems` once per round for `rounds` rounds, rotating which goes first,
-/// so that no system always runs right after a phase change or always last while the
-/// machine's speed drifts. Per system: its rounds' figures (printed round by round under
-/// `names`), or its first failure.
-pub(crate) fn in_rounds_each<S>(
-    names: &[&str],
-    systems: &[S],
-    rounds: usize,
-    mut measure: impl FnMut(&S) -> Result<crate::Figure>,
-) -> Vec<Result<Vec<crate::Figure>>> {
-    let n = systems.len();
-    let mut acc: Vec<Result<Vec<crate::Figure>>> = (0..n).map(|_| Ok(Vec::new())).collect();
-    for r in 0..rounds.max(1) {
-        for k in 0..n {
-            let i = (r + k) % n;
-            let Ok(done) = &mut acc[i] else { continue };
-            let (t, before) = (Instant::now(), CpuTimes::now());
-            match measure(&systems[i]) {
-                Ok(f) => {
-                    let cpu = match (before, CpuTimes::now()) {
-                        (Some(b), Some(a)) => a.since(&b, f.per_sec * t.elapsed().as_secs_f64()),
-                        _ => String::new(),
-                    };
-                    println!(
-                        "    round {} {:<38} {:>9.1}/s{cpu}",
-                        r + 1,
-                        names.get(i).copied().unwrap_or("?"),
-                        f.per_sec
-                    );
-                    done.push(f);
-                }
-                Err(e) => acc[i] = Err(e),
-            }
-        }
-    }
-    acc
-}
-
-/// [`in_rounds_each`], and per system the mean of its rounds' rates and latencies.
-pub(crate) fn in_rounds<S>(
-    names: &[&str],
-    systems: &[S],
-    rounds: usize,
-    measure: impl FnMut(&S) -> Result<crate::Figure>,
-) -> Vec<Result<crate::Figure>> {
-    in_rounds_each(names, systems, rounds, measure)
-        .into_iter()
-        .map(|a| a.map(|v| mean_figure(&v)))
-        .collect()
-}
-
-/// The mean of figures' rates and latencies.
-pub(crate) fn mean_figure(v: &[crate::Figure]) -> crate::Figure {
-    let k = v.len().max(1) as f64;
-    crate::Figure {
-        per_sec: v.iter().map(|f| f.per_sec).sum::<f64>() / k,
-        p50_us: v.iter().map(|f| f.p50_us).sum::<f64>() / k,
-        p99_us: v.iter().map(|f| f.p99_us).sum::<f64>() / k,
-    }
-}
-
-/// Prints one measurement as it finishes, so a long run shows progress; on failure with the
-/// last problems `log` reported.
-pub(crate) fn report(what: &str, r: &Result<crate::Figure>, log: &std::path::Path) -> Result<f64> {
-    match r {
-        Ok(f) => {
-            println!(
-                "  {what:<44} {:>9.1}/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
-                f.per_sec,
-                f.p50_us / 1000.0,
-                f.p99_us / 1000.0
-            );
-            Ok(f.per_sec)
-        }
-        Err(e) => {
-            println!("  {what:<44} FAILED: {e:#}{}", log_hint(log));
-            bail!("{e:#}")
-        }
-    }
-}
-
-pub(crate) fn run_cmd(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| {
-            let mut s = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            if s.is_empty() {
-                s = String::from_utf8_lossy(&o.stderr).trim().to_string();
-            }
-            s
-        })
-        .unwrap_or_else(|_| "?".into())
-}
-
-pub(crate) fn machine(db: &TestDb) -> Vec<String> {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    vec![
-        format!("date: {}", run_cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
-        format!(
-            "machine: nproc {cpus}, CPU \"{model}\", {mem_gib:.0} GiB, Linux {kernel}, Debian {}",
-            std::fs::read_to_string("/etc/debian_version")
-                .unwrap_or_default()
-                .trim()
-        ),
-        format!(
-            "software: Postfix {}, Dovecot {}, MariaDB {}, cyrus saslauthd {}",
-            run_cmd("postconf", &["-d", "-h", "mail_version"]),
-            run_cmd("dovecot", &["--version"]),
-            db.sql("SELECT VERSION();").trim(),
-            run_cmd("sh", &["-c", "saslauthd -v 2>&1 | head -1"]).trim_start_matches("saslauthd ")
-        ),
-        format!(
-            "load average at start: {}",
-            std::fs::read_to_string("/proc/loadavg")
-                .unwrap_or_default()
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-    ]
-}
-
-/// Fills the database with the classic tables: `users` user0.. with the how-to's
-/// `ENCRYPT()` (DES) hashes, `forwardings` alias0.. -> user0.., one domain, no transport rows.
-pub(crate) fn populate(db: &TestDb, users: usize, aliases: usize) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        vmail_directory::Directory::open(&db.config())
-            .await?
-            .init(true)
-            .await?;
-        anyhow::Ok(())
-    })?;
-    // The how-to's varchar(20) holds only DES; SHA512-CRYPT needs more (vmailctl migrate
-    // widens it the same way).
-    let mut sql = format!(
-        "ALTER TABLE users MODIFY password varchar(255) NOT NULL;\n\
-         INSERT INTO domains (domain) VALUES ('{DOMAIN}');\n"
-    );
-    for chunk in (0..users).collect::<Vec<_>>().chunks(500) {
-        let rows: Vec<String> = chunk
-            .iter()
-            .map(|n| format!("('{}', ENCRYPT('{}'))", login(*n), password(*n)))
-            .collect();
-        sql.push_str(&format!(
-            "INSERT INTO users (email, password) VALUES {};\n",
-            rows.join(",")
-        ));
-    }
-    if aliases > 0 {
-        let rows: Vec<String> = (0..aliases)
-            .map(|k| format!("('{}', '{}')", alias(k), login(k)))
-            .collect();
-        sql.push_str(&format!(
-            "INSERT INTO forwardings (source, destination) VALUES {};\n",
-            rows.join(",")
-        ));
-    }
-    db.sql(&sql);
-    let des = db.sql("SELECT COUNT(*) FROM users WHERE LENGTH(password) = 13;");
-    if des.trim() != users.to_string() {
-        bail!("ENCRYPT() did not give DES hashes for every user ({des} of {users})");
-    }
-    Ok(())
-}
-
-/// Replaces every hash by a SHA512-CRYPT one (`$6$`, 5000 rounds, no `{SCHEME}` prefix, as
-/// `mkpasswd -m sha-512` or `doveadm pw -s SHA512-CRYPT` without the prefix; pam_mysql's
-/// crypt(3) and Dovecot's `CRYPT` read it as such).
-pub(crate) fn rehash_sha512(db: &TestDb, users: usize) -> Result<()> {
-    // Bare `$6$`: vmail-passwd writes the `{SHA512-CRYPT}` prefix, pam_mysql would not
-    // understand it.
-    let hashes: Vec<(usize, String)> = crate::sha512_hashes(users, password)?
-        .into_iter()
-        .map(|(n, h)| (n, h.trim_start_matches("{SHA512-CRYPT}").to_string()))
-        .collect();
-    let mut sql = String::from(
-        "CREATE TEMPORARY TABLE h (email varchar(80) PRIMARY KEY, password varchar(255));\n",
-    );
-    for chunk in hashes.chunks(500) {
-        let rows: Vec<String> = chunk
-            .iter()
-            .map(|(n, h)| format!("('{}', '{}')", login(*n), h.replace('\'', "''")))
-            .collect();
-        sql.push_str(&format!("INSERT INTO h VALUES {};\n", rows.join(",")));
-    }
-    sql.push_str("UPDATE users u JOIN h ON h.email = u.email SET u.password = h.password;\n");
-    db.sql(&sql);
-    let n = db.sql("SELECT COUNT(*) FROM users WHERE password LIKE '$6$%';");
-    if n.trim() != users.to_string() {
-        bail!("only {} of {users} users got a SHA512-CRYPT hash", n.trim());
-    }
-    Ok(())
-}
-
 pub fn run(a: StackArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("run as root: private Postfix and Dovecot masters, saslauthd and /etc/pam.d need it");
-    }
+    crate::host::require_root(
+        "private Postfix and Dovecot masters, saslauthd and /etc/pam.d need it",
+    )?;
     let want = |f: &str| a.only.iter().any(|o| o == f);
-    let bin_dir = match &a.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("vmail-bench has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = crate::host::bin_dir(a.bin_dir.as_ref())?;
     let bins = ["vmail-lookupd", "vmail-authd", "vmail-lda"].map(|b| bin_dir.join(b));
     for b in &bins {
         if !load::executable(b) {
@@ -539,11 +227,7 @@ pub fn run(a: StackArgs) -> Result<()> {
     for n in &vmail.notes {
         println!("vmail: {n}");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-client")
-        .enable_all()
-        .build()?;
+    let rt = crate::host::client_runtime()?;
     let mut rows: Vec<Row> = Vec::new();
 
     if want("delivery") {
@@ -872,10 +556,7 @@ pub fn run(a: StackArgs) -> Result<()> {
          reference row: texthash: maps, the tables inside smtpd (no IPC at all); no target\n\
          targets: delivery >= 2x classic; every other figure >= classic and >= 0.9 x ceiling"
     );
-    if a.hold > 0 {
-        println!("holding the systems up for {} s", a.hold);
-        std::thread::sleep(Duration::from_secs(a.hold));
-    }
+    crate::host::hold(a.hold);
     drop(rt);
     drop(ceiling);
     drop(vmail);

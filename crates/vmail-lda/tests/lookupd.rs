@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use vmail_config::{Loaded, Source};
+use vmail_test_support::daemon::{InProcess, LookupdHandle};
 
 mod direct;
 
@@ -82,8 +83,7 @@ impl Directory {
 /// lookupd in-process, serving only an `[lookupd] lda` listener.
 struct Lookupd {
     socket: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    running: Option<InProcess<LookupdHandle>>,
 }
 
 impl Lookupd {
@@ -101,44 +101,15 @@ impl Lookupd {
             config,
             source: Source::Builtin,
         };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                let daemon = vmail_lookupd::Lookupd::bind(&loaded)
-                    .await
-                    .expect("bind lookupd");
-                ready_tx.send(()).unwrap();
-                daemon
-                    .run(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-        });
-        ready_rx.recv().expect("lookupd started");
+        let running = vmail_test_support::daemon::lookupd(loaded).expect("start lookupd");
         Lookupd {
             socket,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            running: Some(running),
         }
     }
 
     fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Lookupd {
-    fn drop(&mut self) {
-        self.stop();
+        self.running = None;
     }
 }
 

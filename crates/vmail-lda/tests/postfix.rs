@@ -6,64 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use vmail_test_support::contrib::{contrib_transport_lines, contrib_vmail_service};
 use vmail_test_support::dovecot::{imap_login, pop3_login, DovecotBuilder};
 use vmail_test_support::postfix::{lookup_user, PostfixBuilder};
 use vmail_test_support::{set_mode, wait_until, PrivateMariaDb};
 
 mod direct;
-
-const CONTRIB_MASTER_CF: &str = include_str!("../../../contrib/postfix/master.cf.vmail");
-const CONTRIB_MAIN_CF: &str = include_str!("../../../contrib/postfix/main.cf.vmail");
-
-/// The `vmail` service of the contrib master.cf (its line and continuation lines), running
-/// `lda --config cfg` as `user` instead of the installed `/usr/bin/vmail-lda` as vmail.
-fn contrib_vmail_service(lda: &str, cfg: &Path, user: &str) -> String {
-    // Without lookupd, vmail-lda execs its sibling.
-    direct::sibling();
-    let lines: Vec<&str> = CONTRIB_MASTER_CF
-        .lines()
-        .skip_while(|l| !l.starts_with("vmail "))
-        .enumerate()
-        .take_while(|(i, l)| *i == 0 || l.starts_with([' ', '\t']))
-        .map(|(_, l)| l)
-        .collect();
-    let service = lines.join("\n");
-    for want in [
-        "pipe",
-        "flags=DRhu",
-        "user=vmail:vmail",
-        "argv=/usr/bin/vmail-lda ",
-    ] {
-        assert!(
-            service.contains(want),
-            "contrib/postfix/master.cf.vmail: no `{want}` in {service:?}"
-        );
-    }
-    service
-        .replace("user=vmail:vmail", &format!("user={user}"))
-        .replace(
-            "argv=/usr/bin/vmail-lda ",
-            &format!("argv={lda} --config {} ", cfg.display()),
-        )
-}
-
-/// The contrib main.cf lines that route virtual mailboxes to the `vmail` transport.
-fn contrib_transport_lines() -> Vec<&'static str> {
-    let lines: Vec<&str> = CONTRIB_MAIN_CF
-        .lines()
-        .filter(|l| l.starts_with("virtual_transport") || l.starts_with("vmail_"))
-        .collect();
-    for want in [
-        "virtual_transport = vmail",
-        "vmail_destination_recipient_limit = 1",
-    ] {
-        assert!(
-            lines.contains(&want),
-            "contrib/postfix/main.cf.vmail lacks `{want}`: {lines:?}"
-        );
-    }
-    lines
-}
 
 /// A private Postfix that accepts every recipient of example.org at RCPT (static map), so
 /// that the LDA's own decisions are what is tested, and routes them to `vmail_service`
@@ -150,6 +98,8 @@ fn smtp_to_maildir_defers_on_outage_and_reads_back_over_imap_and_pop3() {
 
     // The LDA's own decisions — deliver, bounce unknown users, defer on outage.
     let lda = env!("CARGO_BIN_EXE_vmail-lda");
+    // Without lookupd, vmail-lda execs its sibling.
+    direct::sibling();
     let Some(pf) = postfix_for(&contrib_vmail_service(lda, &cfg, "nobody")).start(test) else {
         return;
     };
@@ -308,6 +258,7 @@ fn without_the_d_flag_a_message_back_at_an_extension_address_bounces_as_a_loop()
         }
     }
 
+    direct::sibling();
     let service = contrib_vmail_service(env!("CARGO_BIN_EXE_vmail-lda"), &cfg, "nobody");
     let without_d = service.replace("flags=DRhu", "flags=Rhu");
     assert_ne!(without_d, service);

@@ -3,13 +3,11 @@
 //! never hold up the lookups of other clients on lookupd's one event loop. Its own test
 //! binary: the log is counted for the whole process.
 
-mod common;
-
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{have_postmap, mysql_tables, Daemon, Raw};
+use vmail_test_support::lookupd::{have_postmap, mysql_tables, Daemon, Raw};
 use vmail_test_support::postfix::{postmap_query, PostmapResult};
 
 /// Log lines written by every thread of this test process.

@@ -2,10 +2,8 @@
 //! every map through `postmap -q`, and the RCPT answers of a real smtpd wired with the
 //! `recipient_access` map as `contrib/postfix/main.cf.vmail` does.
 
-mod common;
-
-use common::{have_postmap, mysql_tables, Daemon};
 use vmail_config::Config;
+use vmail_test_support::lookupd::{have_postmap, mysql_tables, Daemon};
 use vmail_test_support::postfix::{postmap_query, PostfixBuilder, PostmapResult};
 use vmail_test_support::{set_mode, TestDb};
 

@@ -2,11 +2,9 @@
 //! listener has its own connection budget, and a request has a deadline from its first byte
 //! to its last, so clients that dribble bytes (or scrape nothing) cannot hold slots for ever.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{prepare_sqlite, probe, Daemon, Raw, ROWS};
+use vmail_test_support::lookupd::{prepare_sqlite, probe, Daemon, Raw, ROWS};
 use vmail_test_support::slow::{
     assert_closed_at_deadline, dribble, Latencies, SlowClients, Target,
 };

@@ -1,7 +1,6 @@
 //! The Prometheus endpoint counts what lookupd answered.
 
-mod common;
-
+use vmail_test_support::lookupd;
 use vmail_test_support::{free_port, http_get, metric};
 
 #[test]
@@ -15,8 +14,8 @@ fn metrics_count_requests_by_map_and_outcome() {
         d.init(false).await.unwrap();
         d.add_domain("example.org").await.unwrap();
     });
-    let d = common::Daemon::start(config);
-    let mut raw = common::Raw::connect(&d.socket);
+    let d = lookupd::Daemon::start(config);
+    let mut raw = lookupd::Raw::connect(&d.socket);
     assert_eq!(raw.ask(b"domains example.org"), "OK virtual");
     assert_eq!(raw.ask(b"domains example.org"), "OK virtual");
     assert_eq!(raw.ask(b"domains example.net"), "NOTFOUND ");

@@ -2,9 +2,7 @@
 //! with plain SQL: Postfix gets a temporary failure for every map that implies a mailbox,
 //! never an answer that would deliver into it.
 
-mod common;
-
-use common::{have_postmap, prepare_sqlite, Daemon, Raw, ROWS};
+use vmail_test_support::lookupd::{have_postmap, prepare_sqlite, Daemon, Raw, ROWS};
 use vmail_test_support::postfix::{postmap_query, PostmapResult};
 
 const BAD_ROWS: &str = "

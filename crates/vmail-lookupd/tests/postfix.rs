@@ -1,13 +1,13 @@
 //! vmail-lookupd with real Postfix as the client (`postmap -q`), on SQLite and MariaDB, and
 //! compared with Postfix's own `mysql:` maps using the classic queries.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{have_postmap, init_tables, mysql_tables, prepare_sqlite, Daemon, Raw, ROWS};
 use vmail_config::Config;
 use vmail_directory::{Directory, Map};
+use vmail_test_support::lookupd::{
+    have_postmap, init_tables, mysql_tables, prepare_sqlite, Daemon, Raw, ROWS,
+};
 use vmail_test_support::postfix::{postmap_query, PostmapResult};
 use vmail_test_support::{PrivateMariaDb, TestDb};
 

@@ -1,11 +1,9 @@
 //! The vmail-lookupd binary as an init system runs it: signals, pid file, privilege drop.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::Raw;
+use vmail_test_support::lookupd::Raw;
 use vmail_test_support::{wait_until, TestDb};
 
 struct Proc(Child);

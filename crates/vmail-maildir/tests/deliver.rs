@@ -1,13 +1,11 @@
 //! Delivery into a real directory: layout, names, sizes, line endings, limits, folders,
 //! loop detection and input failures.
 
-mod common;
-
 use std::fs;
 use std::io::Cursor;
 
-use common::*;
 use vmail_maildir::{deliver, Delivery, Error, BUFFER_SIZE};
+use vmail_test_support::maildir::*;
 
 fn deliver_bytes(d: &Delivery<'_>, msg: &[u8]) -> Result<vmail_maildir::Delivered, Error> {
     deliver(d, &mut Cursor::new(msg))

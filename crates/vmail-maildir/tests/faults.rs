@@ -6,8 +6,6 @@
 //! its job from `VMAIL_CHILD_*` variables, prints `HWM <kB> <kB>` and `RESULT ...` lines,
 //! and exits with the delivery's exit code, as the LDA would.
 
-mod common;
-
 use std::fs;
 use std::io::{Cursor, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -16,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use vmail_maildir::{deliver, Delivery, Error};
+use vmail_test_support::maildir::*;
 use vmail_test_support::Tmpfs;
 
 const NOBODY: u32 = 65534;

@@ -1,16 +1,14 @@
 //! Maildir++ quota: `maildirsize` creation, updates and rebuilds in Dovecot's format, and
 //! refusals that leave no file behind.
 
-mod common;
-
 use std::fs;
 use std::io::Cursor;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use vmail_maildir::quota::{self, MAILDIRSIZE, REBUILD_SIZE};
 use vmail_maildir::{deliver, Delivery, Error, OverQuota, Quota, Usage};
+use vmail_test_support::maildir::*;
 
 fn quota(bytes: Option<u64>, messages: Option<u64>) -> Quota {
     Quota {

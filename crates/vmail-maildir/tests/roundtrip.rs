@@ -1,13 +1,11 @@
 //! Property test: any bytes with any mix of LF, CRLF and lone CR, read in any chunking,
 //! are stored as the LF-normalised input, and `S=` is the stored size.
 
-mod common;
-
 use std::fs;
 
-use common::*;
 use proptest::prelude::*;
 use vmail_maildir::{deliver, Delivery, Error};
+use vmail_test_support::maildir::*;
 
 /// Pieces a message is made of: arbitrary bytes and line endings of every kind.
 fn piece() -> impl Strategy<Value = Vec<u8>> {

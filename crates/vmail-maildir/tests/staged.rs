@@ -2,15 +2,13 @@
 //! while lookupd answers): delivered exactly as a streamed delivery would store them, and
 //! nothing left anywhere when they are not delivered.
 
-mod common;
-
 use std::fs;
 use std::io::Cursor;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::*;
 use vmail_maildir::{deliver, deliver_staged, Delivery, Error, Quota, Stage};
+use vmail_test_support::maildir::*;
 
 const HOST: &str = "mx1.example.org";
 

@@ -1,14 +1,29 @@
 //! Test helpers shared by every vmail test: throwaway MariaDB databases on the shared server, a
 //! private MariaDB server a test may stop and start (outage tests), free loopback ports, a
 //! tiny tmpfs (a real full disk), and loud skips that turn into failures under CI.
+//!
+//! It is also the one harness the tests and `vmail-bench` share: the shipped contrib files
+//! (`contrib`), the daemons in-process (`daemon`) or as processes (`process`), the mail user
+//! (`MailUser`), the helpers of each crate's tests (`authd`, `lookupd`, `maildir`) and the
+//! end-to-end stack (`e2e`).
 
+pub mod authd;
+pub mod contrib;
+pub mod daemon;
 pub mod dovecot;
+pub mod e2e;
 mod imap_pop3;
+pub mod lookupd;
+pub mod maildir;
 pub mod postfix;
 mod postmap;
+pub mod process;
 pub mod root;
 pub mod slow;
 mod smtp;
+mod users;
+
+pub use users::MailUser;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -27,6 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::root::{SharedDir, SystemRoot};
+pub use crate::users::{lookup_group, lookup_user};
 use crate::{free_port, have, set_mode, skip, wait_until};
 
 /// The placeholder replaced by the instance's temp dir in builder lines and files.
@@ -511,24 +512,6 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// The uid and gid of a system user (`getent passwd NAME`), if it exists.
-pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let out = Command::new("getent")
-        .args(["passwd", name])
-        .output()
-        .ok()?;
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut f = line.trim().split(':').skip(2);
-    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
-}
-
-/// The gid of a system group (`getent group NAME`), if it exists.
-pub fn lookup_group(name: &str) -> Option<u32> {
-    let out = Command::new("getent").args(["group", name]).output().ok()?;
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
-    line.trim().split(':').nth(2)?.parse().ok()
 }
 
 /// Pids of the live (non-zombie) processes whose working directory is `dir` or below it.

@@ -12,17 +12,15 @@
 //! with Dovecot's auth cache on, a lookup never lets a wrong password in and no login is
 //! answered from the cache; a master user (`pass = yes`) logs in without a failure counted.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod setup;
 
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use common::*;
 use setup::*;
 use vmail_authd::stats::{LuaKind, LuaResult};
+use vmail_test_support::authd::*;
 use vmail_test_support::dovecot::imap_login;
 use vmail_test_support::set_mode;
 
@@ -34,7 +32,7 @@ fn logins_lookups_and_listing(s: &Setup) {
         assert!(
             accepted(&ok, user),
             "{user}: {}\n--- log:\n{}",
-            text(&ok),
+            output_text(&ok),
             log()
         );
     }
@@ -47,7 +45,11 @@ fn logins_lookups_and_listing(s: &Setup) {
         SMTP_ONLY.0,
         SMTP_ONLY.1,
     ]);
-    assert!(accepted(&o, SMTP_ONLY.0), "grace over smtp: {}", text(&o));
+    assert!(
+        accepted(&o, SMTP_ONLY.0),
+        "grace over smtp: {}",
+        output_text(&o)
+    );
     let o = dc.doveadm(&[
         "auth",
         "test",
@@ -56,10 +58,10 @@ fn logins_lookups_and_listing(s: &Setup) {
         SMTP_ONLY.0,
         SMTP_ONLY.1,
     ]);
-    assert!(refused(&o), "grace over imap: {}", text(&o));
+    assert!(refused(&o), "grace over imap: {}", output_text(&o));
     // The login is canonicalised by the `user` field the script sets.
     let mixed = dc.doveadm(&["auth", "test", "Alice@Example.ORG", ALICE.1]);
-    assert!(mixed.status.success(), "{}", text(&mixed));
+    assert!(mixed.status.success(), "{}", output_text(&mixed));
 
     // Wrong password, unknown user, disabled account: all alike. Each from its own address,
     // so the penalty below starts from nothing.
@@ -77,7 +79,7 @@ fn logins_lookups_and_listing(s: &Setup) {
         assert!(
             refused(&o),
             "{user} {pw}: {}\n--- log:\n{}",
-            text(&o),
+            output_text(&o),
             log()
         );
     }
@@ -85,22 +87,32 @@ fn logins_lookups_and_listing(s: &Setup) {
     // A lookup carries the record, never a password.
     let o = dc.doveadm(&["auth", "lookup", ALICE.0]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "{}\n--- log:\n{}", text(&o), log());
+    assert!(
+        o.status.success(),
+        "{}\n--- log:\n{}",
+        output_text(&o),
+        log()
+    );
     assert!(out.contains(ALICE.0), "{out}");
     assert!(!out.contains("$6$") && !out.contains("password"), "{out}");
     let o = dc.doveadm(&["auth", "lookup", "nobody@example.org"]);
-    assert_eq!(o.status.code(), Some(67), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(67), "{}", output_text(&o));
 
     // The userdb: authd's fields (2.4 gets them in its own setting names).
     let o = dc.doveadm(&["user", ALICE.0]);
-    assert!(o.status.success(), "{}\n--- log:\n{}", text(&o), log());
+    assert!(
+        o.status.success(),
+        "{}\n--- log:\n{}",
+        output_text(&o),
+        log()
+    );
     let fields = user_fields(&o);
     let field = |k: &str| {
         fields
             .iter()
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no {k} in doveadm user:\n{}", text(&o)))
+            .unwrap_or_else(|| panic!("no {k} in doveadm user:\n{}", output_text(&o)))
     };
     assert_eq!(field("uid"), s.uid.to_string());
     assert_eq!(field("gid"), s.gid.to_string());
@@ -117,17 +129,27 @@ fn logins_lookups_and_listing(s: &Setup) {
     }
     for user in ["nobody@example.org", DISABLED.0] {
         let o = dc.doveadm(&["user", user]);
-        assert_eq!(o.status.code(), Some(67), "{user}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(67), "{user}: {}", output_text(&o));
     }
     let o = dc.doveadm(&["user", "*"]);
-    assert!(o.status.success(), "{}\n--- log:\n{}", text(&o), log());
+    assert!(
+        o.status.success(),
+        "{}\n--- log:\n{}",
+        output_text(&o),
+        log()
+    );
     let mut listed: Vec<String> = String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
         .collect();
     listed.sort();
-    assert_eq!(listed, [ALICE.0, ERIN.0, SMTP_ONLY.0], "{}", text(&o));
+    assert_eq!(
+        listed,
+        [ALICE.0, ERIN.0, SMTP_ONLY.0],
+        "{}",
+        output_text(&o)
+    );
 
     // A login is one PASS: the prefetch userdb takes the userdb_* fields of its answer.
     let stats = &s.authd.as_ref().unwrap().authenticator.stats.lua;
@@ -148,17 +170,22 @@ fn logins_lookups_and_listing(s: &Setup) {
     };
     let (before, passed) = (asked(), stats.requests(LuaKind::Pass, LuaResult::Ok));
     let o = dc.doveadm(&["auth", "login", ALICE.0, ALICE.1]);
-    assert!(o.status.success(), "{}\n--- log:\n{}", text(&o), log());
+    assert!(
+        o.status.success(),
+        "{}\n--- log:\n{}",
+        output_text(&o),
+        log()
+    );
     assert!(
         String::from_utf8_lossy(&o.stdout).contains(&format!("home={home}")),
         "no userdb home in doveadm auth login: {}",
-        text(&o)
+        output_text(&o)
     );
     assert_eq!(
         asked() - before,
         1,
         "doveadm auth login: {}\n{}",
-        text(&o),
+        output_text(&o),
         log()
     );
     assert_eq!(stats.requests(LuaKind::Pass, LuaResult::Ok) - passed, 1);
@@ -167,7 +194,7 @@ fn logins_lookups_and_listing(s: &Setup) {
     let before = lua_connections(s);
     for _ in 0..6 {
         let ok = dc.doveadm(&["auth", "test", ALICE.0, ALICE.1]);
-        assert!(accepted(&ok, ALICE.0), "{}", text(&ok));
+        assert!(accepted(&ok, ALICE.0), "{}", output_text(&ok));
     }
     let opened = lua_connections(s) - before;
     assert!(
@@ -183,15 +210,23 @@ fn logins_lookups_and_listing(s: &Setup) {
     let authd = s.authd.as_ref().unwrap();
     for login in [ALICE.0, "guess1@example.org", "guess2@example.org"] {
         let o = dc.doveadm(&["auth", "test", "-x", "rip=192.0.2.7", login, "guess"]);
-        assert!(refused(&o), "{}", text(&o));
+        assert!(refused(&o), "{}", output_text(&o));
     }
     let blocked = || authd.authenticator.stats.blocked.load(Relaxed);
     let before = blocked();
     let o = dc.doveadm(&["auth", "test", "-x", "rip=192.0.2.7", ALICE.0, ALICE.1]);
-    assert!(refused(&o), "blocked network, right password: {}", text(&o));
+    assert!(
+        refused(&o),
+        "blocked network, right password: {}",
+        output_text(&o)
+    );
     assert_eq!(blocked() - before, 1, "authd did not block 192.0.2.7");
     let o = dc.doveadm(&["auth", "test", "-x", "rip=192.0.2.8", ALICE.0, ALICE.1]);
-    assert!(accepted(&o, ALICE.0), "another network: {}", text(&o));
+    assert!(
+        accepted(&o, ALICE.0),
+        "another network: {}",
+        output_text(&o)
+    );
     let mut smtp = AuthClient::connect(authd);
     assert!(is_ok(&smtp.plain(1, ALICE.0, ALICE.1, "192.0.2.7")).is_none());
     assert!(is_ok(&smtp.plain(2, ALICE.0, ALICE.1, "192.0.2.9")).is_some());
@@ -204,7 +239,7 @@ fn outage_and_stall(s: &mut Setup) {
     assert!(
         accepted(&ok, ALICE.0),
         "{}\n--- log:\n{}",
-        text(&ok),
+        output_text(&ok),
         s.dovecot.log()
     );
     // The directory broken (its users table gone): authd answers TEMP, Dovecot says
@@ -227,7 +262,7 @@ fn outage_and_stall(s: &mut Setup) {
         assert!(
             temporary(&o),
             "database down, {args:?}: {}\n--- log:\n{}",
-            text(&o),
+            output_text(&o),
             s.dovecot.log()
         );
     }
@@ -235,7 +270,7 @@ fn outage_and_stall(s: &mut Setup) {
     assert!(
         !o.status.success() && o.status.code() != Some(67),
         "user '*': {}",
-        text(&o)
+        output_text(&o)
     );
     // Each kind answered TEMP by authd itself (not a broken connection).
     let after = temps();
@@ -248,7 +283,7 @@ fn outage_and_stall(s: &mut Setup) {
     assert!(
         accepted(&ok, ERIN.0),
         "database back: {}\n--- log:\n{}",
-        text(&ok),
+        output_text(&ok),
         s.dovecot.log()
     );
 
@@ -260,7 +295,7 @@ fn outage_and_stall(s: &mut Setup) {
     assert!(
         accepted(&ok, ALICE.0),
         "after idle close: {}\n--- log:\n{}",
-        text(&ok),
+        output_text(&ok),
         s.dovecot.log()
     );
     assert!(
@@ -288,7 +323,7 @@ fn outage_and_stall(s: &mut Setup) {
             assert!(
                 temporary(&o),
                 "{what}, {name}: {}\n--- log:\n{}",
-                text(&o),
+                output_text(&o),
                 dc.log()
             );
             // The timeout, plus the master's and doveadm's own work.
@@ -301,7 +336,7 @@ fn outage_and_stall(s: &mut Setup) {
         assert!(
             !o.status.success() && o.status.code() != Some(67),
             "{what}, user '*': {}",
-            text(&o)
+            output_text(&o)
         );
     };
     down("authd stopped");
@@ -419,17 +454,22 @@ fn cache_and_master_users(s: &Setup) {
         o.status.code(),
         Some(75),
         "lookup for lmtp: {}\n--- log:\n{}",
-        text(&o),
+        output_text(&o),
         log()
     );
     let o = dc.doveadm(&["auth", "lookup", ALICE.0]);
-    assert!(o.status.success(), "{}\n--- log:\n{}", text(&o), log());
+    assert!(
+        o.status.success(),
+        "{}\n--- log:\n{}",
+        output_text(&o),
+        log()
+    );
     for wrong in ["wrong-1", "wrong-2"] {
         let o = dc.doveadm(&["auth", "test", ALICE.0, wrong]);
         assert!(
             refused(&o),
             "after a lookup, a wrong password: {}\n--- log:\n{}",
-            text(&o),
+            output_text(&o),
             log()
         );
     }
@@ -458,12 +498,17 @@ fn cache_and_master_users(s: &Setup) {
     // doveadm's requests have no session id: a verified password may be checked against
     // Dovecot's cache there, but a wrong one still fails.
     let o = dc.doveadm(&["auth", "test", ALICE.0, ALICE.1]);
-    assert!(accepted(&o, ALICE.0), "{}\n--- log:\n{}", text(&o), log());
+    assert!(
+        accepted(&o, ALICE.0),
+        "{}\n--- log:\n{}",
+        output_text(&o),
+        log()
+    );
     let o = dc.doveadm(&["auth", "test", ALICE.0, "wrong-4"]);
     assert!(
         refused(&o),
         "after a login, a wrong password: {}\n--- log:\n{}",
-        text(&o),
+        output_text(&o),
         log()
     );
 
@@ -474,7 +519,7 @@ fn cache_and_master_users(s: &Setup) {
     assert!(
         o.status.success() && String::from_utf8_lossy(&o.stdout).contains("auth succeeded"),
         "master login: {}\n--- log:\n{}",
-        text(&o),
+        output_text(&o),
         log()
     );
     for user in [DISABLED.0, "nobody@example.org"] {
@@ -482,12 +527,12 @@ fn cache_and_master_users(s: &Setup) {
         assert!(
             !o.status.success(),
             "master login as {user}: {}\n--- log:\n{}",
-            text(&o),
+            output_text(&o),
             log()
         );
     }
     let o = dc.doveadm(&["auth", "test", &as_master(ALICE.0), "not-the-master-pw"]);
-    assert!(refused(&o), "wrong master password: {}", text(&o));
+    assert!(refused(&o), "wrong master password: {}", output_text(&o));
     assert_eq!(
         failed() - before,
         0,

@@ -5,16 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::common::*;
+use vmail_test_support::authd::*;
 use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
 use vmail_test_support::root::{SharedDir, SystemRoot};
 use vmail_test_support::{set_mode, skip};
 
-pub const SCRIPT: &str = include_str!("../../../../contrib/dovecot/vmail-auth.lua");
-pub const CONF_23: &str =
-    include_str!("../../../../contrib/dovecot/conf.d/auth-vmail-lua.conf.ext");
-pub const CONF_24: &str =
-    include_str!("../../../../contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext");
+pub use vmail_test_support::contrib::{
+    CONTRIB_LUA as SCRIPT, CONTRIB_LUA_23 as CONF_23, CONTRIB_LUA_24 as CONF_24,
+};
 
 pub const ALICE: (&str, &str) = ("alice@example.org", "alice-sha512");
 /// The how-to's MySQL ENCRYPT('secret'): DES crypt, stored without a prefix.
@@ -42,15 +40,6 @@ pub fn subst(text: &str, file: &str, changes: &[(&str, &str, usize)]) -> String 
             );
             text.replace(from, to)
         })
-}
-
-pub fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}stderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Dropped in field order: Dovecot first, then authd, then its sockets, the homes and the

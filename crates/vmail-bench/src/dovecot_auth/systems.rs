@@ -129,7 +129,7 @@ impl Authd {
         } else {
             "cache_enabled = false".into()
         };
-        let daemon = Daemon::start(name, &env.authd, &cfg, &dir.join("state"), &socks)?;
+        let daemon = Daemon::spawn(name, &env.authd, &cfg, &dir.join("state"), &socks, None)?;
         Ok(Authd {
             _daemon: daemon,
             dict,

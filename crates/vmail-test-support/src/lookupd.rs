@@ -1,6 +1,5 @@
-//! A lookupd running in-process on temp sockets, and raw protocol clients.
-
-#![allow(dead_code)] // each test file uses a part
+//! lookupd's tests' harness: a lookupd running in-process on temp sockets, directories with
+//! the classic rows, and raw socketmap clients.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -8,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::daemon::{InProcess, LookupdHandle};
+use crate::{have, skip, TestDb};
 use vmail_config::{Config, Loaded, Source};
 use vmail_directory::Directory;
-use vmail_lookupd::{Lookupd, Service};
-use vmail_test_support::{have, skip, TestDb};
+use vmail_lookupd::Service;
 
 /// The classic rows (the how-to's shape) used by the lookupd tests.
 pub const ROWS: &str = "
@@ -87,8 +87,8 @@ pub struct Daemon {
     pub service: Arc<Service>,
     /// The thread running lookupd's event loop (with `threads = 1`, all its work).
     tid: i32,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Stopped before the temp dir of its sockets goes.
+    _running: InProcess<LookupdHandle>,
     _dir: tempfile::TempDir,
 }
 
@@ -96,7 +96,7 @@ impl Daemon {
     /// Starts lookupd with `config` (listeners and pid file are put in a temp dir).
     pub fn start(mut config: Config) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        vmail_test_support::set_mode(dir.path(), 0o755);
+        crate::set_mode(dir.path(), 0o755);
         let socket = dir.path().join("lookupd.sock");
         let l = &mut config.lookupd;
         l.socketmap = vec![format!("unix:{}", socket.display())];
@@ -113,23 +113,13 @@ impl Daemon {
             config,
             source: Source::Builtin,
         };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            // As vmail-lookupd builds it ([lookupd] threads).
-            let rt = vmail_daemon::runtime(loaded.config.lookupd.threads).unwrap();
-            rt.block_on(async move {
-                let d = Lookupd::bind(&loaded).await.expect("bind lookupd");
-                let tid = vmail_test_support::thread_id();
-                ready_tx.send((d.endpoints(), d.service(), tid)).unwrap();
-                d.run(async {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let (endpoints, service, tid) = ready_rx.recv().expect("lookupd started");
+        // On the runtime vmail-lookupd builds ([lookupd] threads).
+        let running = crate::daemon::lookupd(loaded).expect("start lookupd");
+        let (endpoints, service, tid) = (
+            running.handle.endpoints.clone(),
+            running.handle.service.clone(),
+            running.tid,
+        );
         let names = ["domains", "mailboxes", "aliases", "senders", "transport"];
         let tcp = endpoints[1..]
             .iter()
@@ -141,8 +131,7 @@ impl Daemon {
             tcp,
             service,
             tid,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _running: running,
             _dir: dir,
         }
     }
@@ -162,18 +151,7 @@ impl Daemon {
 
     /// CPU time lookupd's event-loop thread has used so far.
     pub fn cpu_time(&self) -> Duration {
-        vmail_test_support::thread_cpu_time(self.tid).expect("the thread's schedstat")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        crate::thread_cpu_time(self.tid).expect("the thread's schedstat")
     }
 }
 
@@ -228,7 +206,7 @@ impl Raw {
 /// An SQLite directory with the classic tables (the directory's own init) and `rows` written
 /// with plain SQL.
 pub fn prepare_sqlite(rows: &str) -> (tempfile::TempDir, Config) {
-    let (g, cfg) = vmail_test_support::sqlite_config();
+    let (g, cfg) = crate::sqlite_config();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         vmail_directory::Directory::open(&cfg)

@@ -12,10 +12,10 @@
 
 use std::path::{Path, PathBuf};
 
-use vmail_test_support::dovecot::{DovecotBuilder, PrivateDovecot};
-use vmail_test_support::postfix::{PostfixBuilder, PrivatePostfix};
-use vmail_test_support::root::SharedDir;
-use vmail_test_support::{have, set_mode, skip};
+use crate::dovecot::{DovecotBuilder, PrivateDovecot};
+use crate::postfix::{PostfixBuilder, PrivatePostfix};
+use crate::root::SharedDir;
+use crate::{have, set_mode, skip};
 
 use super::*;
 
@@ -48,10 +48,16 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Builds the server on `lane` for the database `db`; `fill` creates the schema and rows
-    /// (given the vmail.toml path) before the daemons start. `None` after a loud skip when a
-    /// client program is missing (a failure under CI).
-    pub fn start(test: &str, lane: Lane, db: &DbAccess, fill: impl FnOnce(&Path)) -> Option<Stack> {
+    /// Builds the server on `lane` for the database `db`, running the programs `bins`; `fill`
+    /// creates the schema and rows (given the vmail.toml path) before the daemons start.
+    /// `None` after a loud skip when a client program is missing (a failure under CI).
+    pub fn start(
+        test: &str,
+        lane: Lane,
+        bins: Binaries,
+        db: &DbAccess,
+        fill: impl FnOnce(&Path),
+    ) -> Option<Stack> {
         for p in ["swaks", "openssl", "perl"] {
             if !have(p) {
                 skip(
@@ -86,9 +92,9 @@ impl Stack {
         let tls = dir("tls", 0o700);
         let (cert, key) = self_signed_cert(&tls);
         let config = work.path().join("vmail.toml");
-        let spool = spool_dir(work.path(), &lane.root);
+        let spool = spool_dir(work.path(), &lane.root).expect("the spool stand-in");
         let password_file = work.path().join("db-password");
-        write_password_file(&password_file, db.password, &user);
+        write_password_file(&password_file, db.password, &user).expect("the password file");
         let dict_socket = run.join("auth-dict");
         let lua_socket = run.join("auth-lua");
         let toml = contrib_vmail_toml(&VmailPaths {
@@ -112,14 +118,14 @@ impl Stack {
         // The daemons first: smtpd needs the auth socket from its first connection on.
         let lookupd = DaemonProcess::start(
             "vmail-lookupd",
-            LOOKUPD,
+            bins.lookupd,
             &config,
             &state,
             &[&spool.join("private/vmail-lookupd"), &run.join("lookupd")],
         );
         let authd = DaemonProcess::start(
             "vmail-authd",
-            AUTHD,
+            bins.authd,
             &config,
             &state,
             &[&spool.join("private/vmail-auth"), &dict_socket, &lua_socket],
@@ -131,14 +137,18 @@ impl Stack {
         }
         let cert_opt = format!("smtpd_tls_cert_file={}", cert.display());
         let key_opt = format!("smtpd_tls_key_file={}", key.display());
-        let lda = lane.lda(work.path());
+        let lda = lane.lda(&bins, work.path());
         let postfix = builder
             .main("mynetworks =")
             .main(
                 "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, \
                  reject_unauth_destination",
             )
-            .master(&contrib_vmail_service(&lda, &config, &user))
+            .master(&contrib_vmail_service(
+                &lda,
+                &config,
+                &format!("{}:{}", user.name, user.group),
+            ))
             .submission_with(
                 &contrib_submission_options()
                     .iter()
@@ -151,7 +161,7 @@ impl Stack {
         let mut dovecot = DovecotBuilder::new()
             .root(&lane.root)
             .mail_owner(user.uid, user.gid);
-        for (rel, text) in contrib_dovecot_files(&lane, &lua_socket) {
+        for (rel, text) in contrib_dovecot_files(lane.is_debian13(), &lua_socket) {
             dovecot = dovecot.file(&rel, &text);
         }
         let dovecot = dovecot.conf(CONTRIB_DOVECOT_INCLUDE).start(test)?;
@@ -201,7 +211,7 @@ impl Stack {
 /// files), then the database.
 pub struct World {
     stack: Stack,
-    _db: vmail_test_support::TestDb,
+    _db: crate::TestDb,
 }
 
 impl std::ops::Deref for World {
@@ -212,18 +222,21 @@ impl std::ops::Deref for World {
 }
 
 impl World {
-    /// Starts the stack of `VMAIL_TEST_LANE` on a fresh database, which `fill` fills (with
-    /// the stack's configuration file, in the lane's root) before the daemons start.
+    /// Starts the stack of `VMAIL_TEST_LANE` (running `bins`) on a fresh database, which
+    /// `fill` fills (with the stack's configuration file, in the lane's root) before the
+    /// daemons start.
     pub fn start(
         test: &str,
-        fill: impl FnOnce(&vmail_test_support::TestDb, &Path, &vmail_test_support::root::SystemRoot),
+        bins: Binaries,
+        fill: impl FnOnce(&crate::TestDb, &Path, &crate::root::SystemRoot),
     ) -> Option<World> {
         let lane = Lane::from_env(test)?;
-        let db = vmail_test_support::TestDb::create(test)?;
+        let db = crate::TestDb::create(test)?;
         let root = lane.root.clone();
         let stack = Stack::start(
             test,
             lane,
+            bins,
             &DbAccess {
                 socket: Path::new(&db.socket),
                 user: &db.user,

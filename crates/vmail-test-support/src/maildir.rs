@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: directory listings and synthetic inputs.
-#![allow(dead_code)]
+//! vmail-maildir's tests' helpers: directory listings, Maildir assertions and synthetic
+//! inputs (generated, chunked and failing readers).
 
 use std::fs;
 use std::io::{self, Read};

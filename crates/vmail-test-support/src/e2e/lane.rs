@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use vmail_test_support::root::{SharedDir, SystemRoot};
+use crate::root::{SharedDir, SystemRoot};
 
-use super::{MailUser, LDA, LDA_DIRECT};
+use super::{Binaries, MailUser};
 
 /// One lane: a name for messages, and where Postfix and Dovecot run.
 #[derive(Debug, Clone)]
@@ -67,23 +67,27 @@ impl Lane {
         self.root.shared_tempdir(prefix)
     }
 
-    /// The LDA binary pipe(8) runs: this package's own on the host; on debian13 a copy (with
-    /// its `-direct` companion, which it execs by its own path) in `dir`, which both sides
-    /// see, since the root cannot see the build directory.
-    pub fn lda(&self, dir: &Path) -> String {
+    /// The LDA binary pipe(8) runs: the test package's own (`bins`) on the host; on debian13
+    /// a copy (with its `-direct` companion, which it execs by its own path) in `dir`, which
+    /// both sides see, since the root cannot see the build directory.
+    pub fn lda(&self, bins: &Binaries, dir: &Path) -> String {
         if !self.is_debian13() {
-            return LDA.to_string();
+            return bins.lda.to_string();
         }
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).expect("mkdir bin");
-        vmail_test_support::set_mode(&bin, 0o755);
-        for src in [LDA, LDA_DIRECT] {
+        crate::set_mode(&bin, 0o755);
+        for src in [bins.lda, bins.lda_direct] {
             let to = bin.join(Path::new(src).file_name().expect("a binary has a name"));
             std::fs::copy(src, &to)
                 .unwrap_or_else(|e| panic!("copy {src} to {}: {e}", to.display()));
         }
-        bin.join(Path::new(LDA).file_name().expect("a binary has a name"))
-            .display()
-            .to_string()
+        bin.join(
+            Path::new(bins.lda)
+                .file_name()
+                .expect("a binary has a name"),
+        )
+        .display()
+        .to_string()
     }
 }

@@ -1,18 +1,16 @@
-//! What the end-to-end tests share: the lane they run in (`lane.rs`), the shipped `contrib/`
-//! files turned into the test's configuration (`contrib.rs`), the vmail daemons as real
-//! processes and the setup shared by a file's tests (`daemon.rs`), the whole wired stack
-//! (`stack.rs`), swaks (`smtp.rs`), and Maildir helpers.
+//! What the end-to-end tests (`tests/`) share: the lane they run in (`lane.rs`), the
+//! shipped `contrib/` files turned into the test's configuration (`crate::contrib`), the
+//! vmail daemons as real processes and the setup shared by a file's tests
+//! (`crate::process`), the whole wired stack (`stack.rs`), swaks (`smtp.rs`), and Maildir
+//! helpers.
 
-#![allow(dead_code, unused_imports)] // each test file uses a part
-
-pub mod contrib;
-pub mod daemon;
 pub mod lane;
 pub mod smtp;
 pub mod stack;
 
-pub use contrib::*;
-pub use daemon::*;
+pub use crate::contrib::*;
+pub use crate::process::*;
+pub use crate::MailUser;
 pub use lane::*;
 pub use smtp::*;
 pub use stack::*;
@@ -21,36 +19,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vmail_test_support::postfix::{lookup_group, lookup_user};
-use vmail_test_support::root::SystemRoot;
-use vmail_test_support::wait_until;
+pub use crate::e2e_binaries;
+use crate::root::SystemRoot;
+use crate::wait_until;
 
-/// The real programs, built from their own `main.rs` as binaries of this package (see
-/// `tests/Cargo.toml`), so they are always fresh.
-pub const LDA: &str = env!("CARGO_BIN_EXE_e2e-vmail-lda");
-pub const LDA_DIRECT: &str = env!("CARGO_BIN_EXE_e2e-vmail-lda-direct");
-pub const LOOKUPD: &str = env!("CARGO_BIN_EXE_e2e-vmail-lookupd");
-pub const AUTHD: &str = env!("CARGO_BIN_EXE_e2e-vmail-authd");
+/// The real programs under test, built by the test's package from their own `main.rs`
+/// (see `tests/Cargo.toml`), so they are always fresh; [`e2e_binaries!`] names them.
+#[derive(Clone, Copy, Debug)]
+pub struct Binaries {
+    pub lda: &'static str,
+    /// What `lda` execs (as `<its own path>-direct`) when lookupd cannot answer.
+    pub lda_direct: &'static str,
+    pub lookupd: &'static str,
+    pub authd: &'static str,
+}
 
-/// The system user and group standing in for contrib's `vmail:vmail` (which the test machine
-/// does not have): the daemons drop to it, pipe(8) runs the LDA as it, Dovecot reads the
-/// Maildirs as it.
-pub struct MailUser {
-    pub name: String,
-    pub group: String,
-    pub uid: u32,
-    pub gid: u32,
+/// The [`Binaries`] of the calling test package (vmail-e2e): Cargo tells their paths only to
+/// the tests of the package that builds them, so this expands there.
+#[macro_export]
+macro_rules! e2e_binaries {
+    () => {
+        $crate::e2e::Binaries {
+            lda: env!("CARGO_BIN_EXE_e2e-vmail-lda"),
+            lda_direct: env!("CARGO_BIN_EXE_e2e-vmail-lda-direct"),
+            lookupd: env!("CARGO_BIN_EXE_e2e-vmail-lookupd"),
+            authd: env!("CARGO_BIN_EXE_e2e-vmail-authd"),
+        }
+    };
 }
 
 pub fn mail_user() -> MailUser {
-    let (uid, _) = lookup_user("nobody").expect("the system user `nobody`");
-    let gid = lookup_group("nogroup").expect("the system group `nogroup`");
-    MailUser {
-        name: "nobody".into(),
-        group: "nogroup".into(),
-        uid,
-        gid,
-    }
+    MailUser::nobody().expect("the system user `nobody` and group `nogroup`")
 }
 
 /// A self-signed certificate and key for the submission smtpd, made the way an administrator
@@ -76,8 +75,8 @@ pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// `doveadm pw -s SCHEME -p PASSWORD` of `root`'s Dovecot, with its `{SCHEME}` prefix, as an
-/// administrator makes hashes.
+/// `doveadm pw -s SCHEME -p PASSWORD` of `root`'s Dovecot, exactly as printed (with its
+/// `{SCHEME}` prefix), as an administrator makes hashes.
 pub fn doveadm_pw(root: &SystemRoot, scheme: &str, password: &str) -> String {
     let out = root
         .command("doveadm")
@@ -89,15 +88,9 @@ pub fn doveadm_pw(root: &SystemRoot, scheme: &str, password: &str) -> String {
         "doveadm pw -s {scheme}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// Writes the database password the way contrib says: a file of its own, mode 0640, group
-/// of the mail user (contrib: `chgrp vmail`), so the LDA run by pipe(8) can read it.
-pub fn write_password_file(path: &Path, password: &str, user: &MailUser) {
-    std::fs::write(path, format!("{password}\n")).unwrap();
-    std::os::unix::fs::chown(path, Some(0), Some(user.gid)).unwrap();
-    vmail_test_support::set_mode(path, 0o640);
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with(&format!("{{{scheme}}}")), "{hash}");
+    hash
 }
 
 /// Fills the directory through the vmail library, with the configuration the daemons use.

@@ -1,16 +1,20 @@
-//! The shipped `contrib/` files turned into the test's own configuration: only socket paths,
-//! ports, binary paths, system users and groups, and the database replaced; a replaced line
-//! that is missing from contrib fails the test loudly.
+//! The shipped `contrib/` files, read once for every test and for vmail-bench, and turned into
+//! a test's own configuration: only socket paths, ports, binary paths, system users and
+//! groups, and the database replaced. A replaced line that is missing from contrib panics:
+//! the files are compiled in, so a mismatch is a change of the tree that the harness must be
+//! updated for, never a condition to carry on from.
 
 use std::path::{Path, PathBuf};
 
-use vmail_test_support::root::SystemRoot;
-
-use super::MailUser;
+use crate::root::SystemRoot;
+use crate::MailUser;
 
 pub const CONTRIB_MAIN_CF: &str = include_str!("../../../contrib/postfix/main.cf.vmail");
 pub const CONTRIB_MASTER_CF: &str = include_str!("../../../contrib/postfix/master.cf.vmail");
 pub const CONTRIB_VMAIL_TOML: &str = include_str!("../../../contrib/vmail/vmail.toml");
+/// Dovecot's dict passdb/userdb against authd (`contrib/dovecot/`).
+pub const CONTRIB_DICT: &str = include_str!("../../../contrib/dovecot/dovecot-dict-auth.conf.ext");
+pub const CONTRIB_AUTH: &str = include_str!("../../../contrib/dovecot/conf.d/auth-vmail.conf.ext");
 
 /// Replaces `from` by `to` in `text`, insisting that `from` occurs exactly `count` times: a
 /// contrib file that no longer contains what the test substitutes must fail the test, not
@@ -20,21 +24,14 @@ pub fn replace_exact(file: &str, text: &str, from: &str, to: &str, count: usize)
     assert_eq!(
         found, count,
         "{file}: expected `{from}` {count} time(s), found it {found} time(s); the end-to-end \
-         tests substitute it (update tests/tests/common/contrib.rs together with contrib)"
+         tests substitute it (update crates/vmail-test-support/src/contrib.rs together with contrib)"
     );
     text.replace(from, to)
 }
 
 /// Every parameter setting of `contrib/postfix/main.cf.vmail` as (name, value), continuation
-/// lines joined, in file order, with `private/vmail-lookupd` and `private/vmail-auth` (paths
-/// relative to `/var/spool/postfix`) made absolute under `spool`. Panics unless the settings
-/// the tests rely on are there exactly as documented.
-///
-/// (The sockets cannot live in the private instance's own `queue_directory/private/`: that
-/// exists only once Postfix has started, and with `smtpd_sasl_auth_enable = yes` smtpd
-/// exits at its first connection — "fatal: no SASL authentication mechanisms" — when the
-/// auth socket is not there yet.)
-pub fn contrib_main_cf(spool: &Path) -> Vec<(String, String)> {
+/// lines joined, in file order.
+pub fn main_cf_settings() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for line in CONTRIB_MAIN_CF.lines() {
         if line.trim().is_empty() || line.starts_with('#') {
@@ -53,6 +50,19 @@ pub fn contrib_main_cf(spool: &Path) -> Vec<(String, String)> {
         });
         out.push((name.trim().to_string(), value.trim().to_string()));
     }
+    out
+}
+
+/// [`main_cf_settings`] with `private/vmail-lookupd` and `private/vmail-auth` (paths
+/// relative to `/var/spool/postfix`) made absolute under `spool`. Panics unless the settings
+/// the tests rely on are there exactly as documented.
+///
+/// (The sockets cannot live in the private instance's own `queue_directory/private/`: that
+/// exists only once Postfix has started, and with `smtpd_sasl_auth_enable = yes` smtpd
+/// exits at its first connection — "fatal: no SASL authentication mechanisms" — when the
+/// auth socket is not there yet.)
+pub fn contrib_main_cf(spool: &Path) -> Vec<(String, String)> {
+    let mut out = main_cf_settings();
     let want = [
         (
             "virtual_mailbox_domains",
@@ -137,23 +147,33 @@ pub fn contrib_submission_options() -> Vec<String> {
 /// postfix of `root`'s side, mode 0700), where the daemons create their sockets (group
 /// postfix, mode 0660, as contrib's vmail.toml says). `parent` must be traversable by
 /// everyone.
-pub fn spool_dir(parent: &Path, root: &SystemRoot) -> PathBuf {
+pub fn spool_dir(parent: &Path, root: &SystemRoot) -> std::io::Result<PathBuf> {
     let spool = parent.join("spool");
     let private = spool.join("private");
-    std::fs::create_dir_all(&private).unwrap();
-    vmail_test_support::set_mode(&spool, 0o755);
-    let (postfix_uid, _) = root
-        .lookup_user("postfix")
-        .expect("the system user `postfix`");
-    std::os::unix::fs::chown(&private, Some(postfix_uid), Some(0)).unwrap();
-    vmail_test_support::set_mode(&private, 0o700);
-    spool
+    std::fs::create_dir_all(&private)?;
+    crate::set_mode(&spool, 0o755);
+    let (postfix_uid, _) = root.lookup_user("postfix").ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no system user `postfix`")
+    })?;
+    std::os::unix::fs::chown(&private, Some(postfix_uid), Some(0))?;
+    crate::set_mode(&private, 0o700);
+    Ok(spool)
+}
+
+/// Writes the database password the way contrib says: a file of its own, mode 0640, group
+/// of the mail user (contrib: `chgrp vmail`), so the LDA run by pipe(8) can read it.
+pub fn write_password_file(path: &Path, password: &str, user: &MailUser) -> std::io::Result<()> {
+    std::fs::write(path, format!("{password}\n"))?;
+    std::os::unix::fs::chown(path, Some(0), Some(user.gid))?;
+    crate::set_mode(path, 0o640);
+    Ok(())
 }
 
 /// The `vmail` service of `contrib/postfix/master.cf.vmail` (its line and continuation
-/// lines), running `lda --config CFG` as `user:group` instead of `/usr/bin/vmail-lda` as
-/// `vmail:vmail`. Everything else (columns, flags, argv options) as shipped.
-pub fn contrib_vmail_service(lda: &str, cfg: &Path, user: &MailUser) -> String {
+/// lines), running `lda --config CFG` as `user` (`name:group`, or `name` for its own group)
+/// instead of `/usr/bin/vmail-lda` as `vmail:vmail`. Everything else (columns, flags, argv
+/// options) as shipped.
+pub fn contrib_vmail_service(lda: &str, cfg: &Path, user: &str) -> String {
     let lines: Vec<&str> = CONTRIB_MASTER_CF
         .lines()
         .skip_while(|l| !l.starts_with("vmail "))
@@ -179,7 +199,7 @@ pub fn contrib_vmail_service(lda: &str, cfg: &Path, user: &MailUser) -> String {
         file,
         &service,
         "user=vmail:vmail",
-        &format!("user={}:{}", user.name, user.group),
+        &format!("user={user}"),
         1,
     );
     replace_exact(
@@ -356,14 +376,14 @@ pub const CONTRIB_LUA_24: &str =
 
 /// contrib's Dovecot files for the lane's Dovecot, as (path under Dovecot's temp dir
 /// `@DIR@`, text): `vmail-auth.lua` and `conf.d/auth-vmail-lua.conf.ext`, the 2.3 one on
-/// debian12 and the 2.4 one on debian13, pointing at the script in `@DIR@` and at authd's
+/// debian12 and the 2.4 one on debian13 (`debian13`), pointing at the script in `@DIR@` and at authd's
 /// Lua socket `lua_socket`. 2.3 cannot hand the script settings, so there the script's own
 /// `SOCKET` line is replaced; 2.4 passes `lua_settings { socket }`, and the script is used
 /// as shipped.
-pub fn contrib_dovecot_files(lane: &super::Lane, lua_socket: &Path) -> Vec<(String, String)> {
+pub fn contrib_dovecot_files(debian13: bool, lua_socket: &Path) -> Vec<(String, String)> {
     let script_path = "/etc/dovecot/vmail-auth.lua";
     let sock = lua_socket.display().to_string();
-    let (conf_file, conf, script) = if lane.is_debian13() {
+    let (conf_file, conf, script) = if debian13 {
         let file = "contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext";
         let conf = replace_exact(
             file,
@@ -393,3 +413,80 @@ pub fn contrib_dovecot_files(lane: &super::Lane, lua_socket: &Path) -> Vec<(Stri
 
 /// The line of the private dovecot.conf that pulls contrib's auth configuration in.
 pub const CONTRIB_DOVECOT_INCLUDE: &str = "!include @DIR@/conf.d/auth-vmail-lua.conf.ext";
+
+/// contrib's Dovecot dict files with the Debian paths pointed at the test's own, as
+/// (dovecot-dict-auth.conf.ext, auth-vmail.conf.ext): the dict file's `uri` at authd's dict
+/// socket, the conf.d snippet's `args` (passdb and userdb) at `@DIR@` (Dovecot's temp dir).
+pub fn contrib_dict_files(dict_socket: &Path) -> (String, String) {
+    let dict = replace_exact(
+        "contrib/dovecot/dovecot-dict-auth.conf.ext",
+        CONTRIB_DICT,
+        "uri = proxy:idle_msecs=30000:/run/vmail/auth-dict:auth",
+        &format!(
+            "uri = proxy:idle_msecs=30000:{}:auth",
+            dict_socket.display()
+        ),
+        1,
+    );
+    // Two: the conf.d snippet must point passdb and userdb at the dict file.
+    let auth = replace_exact(
+        "contrib/dovecot/conf.d/auth-vmail.conf.ext",
+        CONTRIB_AUTH,
+        "args = /etc/dovecot/dovecot-dict-auth.conf.ext",
+        "args = @DIR@/dovecot-dict-auth.conf.ext",
+        2,
+    );
+    (dict, auth)
+}
+
+/// The `smtpd_sasl_*` lines of the contrib main.cf, with `private/vmail-auth` (the path
+/// inside Postfix's chroot) replaced by the absolute path of the test's authd socket, and
+/// the `-o smtpd_sasl_auth_enable=yes` of contrib's submission service (AUTH is switched
+/// on there, not for port 25), applied to the test's smtpd.
+pub fn contrib_sasl_lines(auth_socket: &Path) -> Vec<String> {
+    let submission = contrib_submission_options();
+    assert!(
+        submission.iter().any(|o| o == "smtpd_sasl_auth_enable=yes"),
+        "contrib/postfix/master.cf.vmail: no submission service with -o smtpd_sasl_auth_enable=yes"
+    );
+    let mut lines: Vec<String> = CONTRIB_MAIN_CF
+        .lines()
+        .filter(|l| l.starts_with("smtpd_sasl_"))
+        .map(|l| l.replace("private/vmail-auth", &auth_socket.display().to_string()))
+        .collect();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("smtpd_sasl_auth_enable")),
+        "contrib/postfix/main.cf.vmail must not switch AUTH on for every smtpd: {lines:?}"
+    );
+    lines.push("smtpd_sasl_auth_enable = yes".into());
+    for want in [
+        "smtpd_sasl_type = dovecot",
+        &format!("smtpd_sasl_path = {}", auth_socket.display()),
+    ] {
+        assert!(
+            lines.iter().any(|l| l == want),
+            "contrib/postfix/main.cf.vmail lacks `{want}`: {lines:?}"
+        );
+    }
+    lines
+}
+
+/// The contrib main.cf lines that route virtual mailboxes to the `vmail` transport.
+pub fn contrib_transport_lines() -> Vec<&'static str> {
+    let lines: Vec<&str> = CONTRIB_MAIN_CF
+        .lines()
+        .filter(|l| l.starts_with("virtual_transport") || l.starts_with("vmail_"))
+        .collect();
+    for want in [
+        "virtual_transport = vmail",
+        "vmail_destination_recipient_limit = 1",
+    ] {
+        assert!(
+            lines.contains(&want),
+            "contrib/postfix/main.cf.vmail lacks `{want}`: {lines:?}"
+        );
+    }
+    lines
+}

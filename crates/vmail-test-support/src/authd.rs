@@ -1,7 +1,5 @@
-//! An authd running in-process on temp sockets, a directory to fill, and raw clients for
-//! the auth and dict protocols.
-
-#![allow(dead_code)] // each test file uses a part
+//! authd's tests' harness: an authd running in-process on temp sockets, a directory to fill,
+//! and raw clients for the auth, dict and Lua protocols.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -9,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmail_authd::{Authd, Authenticator};
+use crate::daemon::InProcess;
+use vmail_authd::Authenticator;
 use vmail_config::{Config, Loaded, Source};
 use vmail_directory::Directory;
 use vmail_proto::auth::{self, Reply};
@@ -23,9 +22,9 @@ pub struct Daemon {
     /// Where the sockets and the pid file are.
     pub dir: PathBuf,
     /// The temp dir of [`Daemon::start`], removed with the daemon.
+    /// Stopped before the temp dir of its sockets goes (fields drop in order).
+    _running: InProcess<Arc<Authenticator>>,
     tmp: Option<tempfile::TempDir>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Test defaults: short delays so failures do not slow the suite down.
@@ -48,7 +47,7 @@ impl Daemon {
     /// [`Daemon::start`] with the sockets in `dir`, which the caller keeps (and removes), e.g.
     /// a `SharedDir` of the Debian 13 root, where a chrooted Dovecot finds them.
     pub fn start_in(mut config: Config, dir: &Path) -> Daemon {
-        vmail_test_support::set_mode(dir, 0o755);
+        crate::set_mode(dir, 0o755);
         let auth_socket = dir.join("auth.sock");
         let dict_socket = dir.join("dict.sock");
         let lua_socket = dir.join("lua.sock");
@@ -74,43 +73,25 @@ impl Daemon {
             config,
             source: Source::Builtin,
         };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let d = Authd::bind(&loaded).await.expect("bind authd");
-                ready_tx.send(d.authenticator()).unwrap();
-                d.run(async {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let authenticator = ready_rx.recv().expect("authd started");
+        let running = crate::daemon::authd(loaded, None).expect("start authd");
+        let authenticator = running.handle.clone();
         Daemon {
             auth_socket,
             dict_socket,
             lua_socket,
             authenticator,
             dir: dir.to_path_buf(),
+            _running: running,
             tmp: None,
-            stop: Some(stop_tx),
-            thread: Some(thread),
         }
     }
 
     /// Opens the sockets to everybody (root-run tests whose Postfix/Dovecot processes run
     /// as unprivileged users); the temp dir is private to the test anyway.
     pub fn open_sockets(&self) {
-        vmail_test_support::set_mode(&self.auth_socket, 0o666);
-        vmail_test_support::set_mode(&self.dict_socket, 0o666);
-        vmail_test_support::set_mode(&self.lua_socket, 0o666);
+        crate::set_mode(&self.auth_socket, 0o666);
+        crate::set_mode(&self.dict_socket, 0o666);
+        crate::set_mode(&self.lua_socket, 0o666);
     }
 
     /// Dict lookups answered so far, whatever the outcome (authd's
@@ -142,17 +123,6 @@ impl Daemon {
 
     pub fn pid_file(&self) -> PathBuf {
         self.dir.join("authd.pid")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -188,6 +158,39 @@ pub fn populate(config: &Config, domains: &[&str], users: &[(&str, &str)]) {
     })
 }
 
+/// A fresh SQLite directory with the test delays ([`test_config`]): the schema, `domains` and
+/// `users` as (email, hash) ([`populate`]), the logins in `disabled` switched off, then `sql`
+/// (unless empty) run as a postmaster editing the tables by hand ([`sqlite_exec`]).
+pub fn sqlite_directory(
+    domains: &[&str],
+    users: &[(&str, &str)],
+    disabled: &[&str],
+    sql: &str,
+) -> (tempfile::TempDir, Config) {
+    let (tmp, config) = crate::sqlite_config();
+    let config = test_config(config);
+    populate(&config, domains, users);
+    with_dir(&config, async |d| {
+        for email in disabled {
+            d.set_active(email, false).await.unwrap();
+        }
+    });
+    if !sql.is_empty() {
+        sqlite_exec(&config, sql);
+    }
+    (tmp, config)
+}
+
+/// A finished command's exit status and output, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}stderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// A fresh SHA512-CRYPT hash of `pw`, as vmailctl stores it.
 pub fn sha512(pw: &str) -> String {
     vmail_passwd::hash(vmail_passwd::Scheme::Sha512Crypt, pw.as_bytes()).unwrap()
@@ -198,10 +201,64 @@ pub fn b64(raw: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
+/// One connection of a line protocol on a unix socket (15 s read timeout): what the clients
+/// of authd's auth, dict and Lua protocols share, and reach through `Deref`.
+pub struct LineConn {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl LineConn {
+    pub fn connect(socket: &Path) -> LineConn {
+        let s = UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        LineConn {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    pub fn send(&mut self, s: &str) {
+        self.w.write_all(s.as_bytes()).unwrap();
+    }
+
+    /// Sends raw bytes; `false` once the server closed the connection.
+    pub fn send_bytes(&mut self, b: &[u8]) -> bool {
+        self.w.write_all(b).is_ok()
+    }
+
+    /// The next line without its LF; `None` once the server closed the connection.
+    pub fn line(&mut self) -> Option<String> {
+        let mut l = String::new();
+        match self.r.read_line(&mut l) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
+        }
+    }
+}
+
+macro_rules! line_client {
+    ($($client:ident),*) => {$(
+        impl std::ops::Deref for $client {
+            type Target = LineConn;
+            fn deref(&self) -> &LineConn {
+                &self.conn
+            }
+        }
+
+        impl std::ops::DerefMut for $client {
+            fn deref_mut(&mut self) -> &mut LineConn {
+                &mut self.conn
+            }
+        }
+    )*};
+}
+
+line_client!(AuthClient, DictClient, LuaClient);
+
 /// A raw Dovecot auth-protocol client.
 pub struct AuthClient {
-    pub r: BufReader<UnixStream>,
-    pub w: UnixStream,
+    conn: LineConn,
     /// The server's handshake lines.
     pub handshake: Vec<String>,
 }
@@ -214,11 +271,8 @@ impl AuthClient {
 
     /// [`AuthClient::connect_raw`] to any auth socket (an authd run as a process).
     pub fn connect_raw_to(socket: &std::path::Path) -> AuthClient {
-        let s = UnixStream::connect(socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut c = AuthClient {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
+            conn: LineConn::connect(socket),
             handshake: Vec::new(),
         };
         loop {
@@ -237,19 +291,6 @@ impl AuthClient {
         let mut c = AuthClient::connect_raw(daemon);
         c.send("VERSION\t1\t2\nCPID\t4242\n");
         c
-    }
-
-    pub fn send(&mut self, s: &str) {
-        self.w.write_all(s.as_bytes()).unwrap();
-    }
-
-    /// The next line without its LF; `None` once the server closed the connection.
-    pub fn line(&mut self) -> Option<String> {
-        let mut l = String::new();
-        match self.r.read_line(&mut l) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
-        }
     }
 
     pub fn reply(&mut self) -> Reply {
@@ -276,32 +317,16 @@ pub fn is_ok(r: &Reply) -> Option<String> {
 
 /// A raw dict-proxy client after the hello (as Dovecot 2.3.19 sends it).
 pub struct DictClient {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
+    conn: LineConn,
 }
 
 impl DictClient {
     pub fn connect(daemon: &Daemon) -> DictClient {
-        let s = UnixStream::connect(&daemon.dict_socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut c = DictClient {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
+            conn: LineConn::connect(&daemon.dict_socket),
         };
         c.send("H3\t2\t0\t\tauth\n");
         c
-    }
-
-    pub fn send(&mut self, s: &str) {
-        self.w.write_all(s.as_bytes()).unwrap();
-    }
-
-    pub fn line(&mut self) -> Option<String> {
-        let mut l = String::new();
-        match self.r.read_line(&mut l) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
-        }
     }
 
     /// Looks `key` (without `shared/`) up: the raw reply line.
@@ -344,8 +369,7 @@ pub fn sqlite_exec(config: &Config, sql: &str) {
 
 /// A raw client of the Lua channel, as `contrib/dovecot/vmail-auth.lua` speaks it.
 pub struct LuaClient {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
+    conn: LineConn,
 }
 
 impl LuaClient {
@@ -358,29 +382,8 @@ impl LuaClient {
 
     /// Connects without sending anything.
     pub fn connect_raw(socket: &std::path::Path) -> LuaClient {
-        let s = UnixStream::connect(socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         LuaClient {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        }
-    }
-
-    pub fn send(&mut self, s: &str) {
-        self.w.write_all(s.as_bytes()).unwrap();
-    }
-
-    /// Sends raw bytes; `false` once the server closed the connection.
-    pub fn send_bytes(&mut self, b: &[u8]) -> bool {
-        self.w.write_all(b).is_ok()
-    }
-
-    /// The next line without its LF; `None` once the server closed the connection.
-    pub fn line(&mut self) -> Option<String> {
-        let mut l = String::new();
-        match self.r.read_line(&mut l) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(l.trim_end_matches('\n').to_string()),
+            conn: LineConn::connect(socket),
         }
     }
 

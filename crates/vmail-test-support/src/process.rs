@@ -1,4 +1,5 @@
-//! The vmail daemons as real processes, and one setup shared by the tests of a file.
+//! The vmail daemons as real processes (the end-to-end tests and `vmail-bench stack`), and
+//! one setup shared by the tests of a file.
 
 use std::fs::File;
 use std::os::unix::net::UnixStream;
@@ -7,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vmail_test_support::{in_ci, wait_until};
+use crate::{in_ci, wait_until};
 
 /// One of the vmail daemons, running as a real process from its binary with
 /// `--config FILE`, logging to a file; SIGTERM (then SIGKILL) when dropped.
@@ -19,38 +20,44 @@ pub struct DaemonProcess {
 
 impl DaemonProcess {
     /// Starts `bin --config config` (pid file under `state_dir` through `VMAIL_STATE_DIR`,
-    /// working directory `state_dir`) and waits until every socket in `sockets` accepts a
-    /// connection. Panics with the daemon's log if it exits or never listens.
-    pub fn start(
+    /// working directory `state_dir`, created if missing) with `VMAIL_LOG` set to `log_level`
+    /// (or unset: the daemon's default), and waits until every socket in `sockets` accepts a
+    /// connection. An error with the daemon's log if it exits or never listens.
+    pub fn spawn(
         name: &str,
-        bin: &str,
+        bin: &Path,
         config: &Path,
         state_dir: &Path,
-        sockets: &[&Path],
-    ) -> Self {
+        sockets: &[PathBuf],
+        log_level: Option<&str>,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(state_dir)?;
         let log_path = state_dir.join(format!("{name}.log"));
-        let log = File::create(&log_path).expect("create daemon log");
-        let child = Command::new(bin)
-            .arg("--config")
+        let log = File::create(&log_path)?;
+        let mut c = Command::new(bin);
+        c.arg("--config")
             .arg(config)
-            .env("VMAIL_STATE_DIR", state_dir)
-            .env("VMAIL_LOG", "info")
+            .env("VMAIL_STATE_DIR", state_dir);
+        match log_level {
+            Some(level) => c.env("VMAIL_LOG", level),
+            None => c.env_remove("VMAIL_LOG"),
+        };
+        let child = c
             .env("NO_COLOR", "1")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
             .current_dir(state_dir)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+            .map_err(|e| std::io::Error::other(format!("spawn {}: {e}", bin.display())))?;
         let mut me = DaemonProcess {
             name: name.to_string(),
             log_path,
             child,
         };
-        let began = Instant::now();
         let mut exited = None;
         let up = wait_until(Duration::from_secs(15), || {
             if let Ok(Some(status)) = me.child.try_wait() {
@@ -59,11 +66,36 @@ impl DaemonProcess {
             }
             sockets.iter().all(|s| UnixStream::connect(s).is_ok())
         });
-        assert!(
-            up && exited.is_none(),
-            "{name} ({bin}) did not come up (exit: {exited:?}); log:\n{}",
-            me.log()
-        );
+        if !up || exited.is_some() {
+            return Err(std::io::Error::other(format!(
+                "{name} ({}) did not come up (exit: {exited:?}); log:\n{}",
+                bin.display(),
+                me.log()
+            )));
+        }
+        Ok(me)
+    }
+
+    /// [`DaemonProcess::spawn`] for a test: logging at `info`, panicking with the daemon's
+    /// log if it exits or never listens.
+    pub fn start(
+        name: &str,
+        bin: &str,
+        config: &Path,
+        state_dir: &Path,
+        sockets: &[&Path],
+    ) -> Self {
+        let began = Instant::now();
+        let sockets: Vec<PathBuf> = sockets.iter().map(|s| s.to_path_buf()).collect();
+        let me = Self::spawn(
+            name,
+            Path::new(bin),
+            config,
+            state_dir,
+            &sockets,
+            Some("info"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         eprintln!("{name} (pid {}) up in {:?}", me.child.id(), began.elapsed());
         me
     }
@@ -130,6 +162,12 @@ enum State<T> {
     Skipped,
     /// The setup panicked; every test fails with this message.
     Failed(String),
+}
+
+impl<T: Send + Sync + 'static> Default for Shared<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<T: Send + Sync + 'static> Shared<T> {

@@ -10,7 +10,7 @@ pub struct Swaks {
 
 impl Swaks {
     pub fn run(args: &[&str]) -> Swaks {
-        let out: Output = vmail_test_support::postfix::swaks(args);
+        let out: Output = crate::postfix::swaks(args);
         Swaks {
             status: out.status.code(),
             transcript: format!(
