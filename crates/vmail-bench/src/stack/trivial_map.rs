@@ -17,7 +17,8 @@ use super::{alias, login, DOMAIN};
 
 /// The maps contrib's `main.cf.vmail` queries (`socketmap:...:NAME`), with the answers
 /// vmail-lookupd gives for the data `populate` writes: one domain, `users` mailboxes,
-/// `aliases` forwardings `aliasK -> userK`, no transport rows.
+/// `aliases` forwardings `aliasK -> userK`, no transport rows, no disabled mailbox (so
+/// `recipient_access` finds nothing).
 pub struct Tables {
     maps: HashMap<&'static str, HashMap<String, String>>,
 }
@@ -56,6 +57,7 @@ impl Tables {
             ("aliases", alias_map),
             ("senders", senders),
             ("transport", HashMap::new()),
+            ("recipient_access", HashMap::new()),
         ]);
         Tables { maps }
     }
@@ -171,6 +173,28 @@ mod tests {
         assert_eq!(t.get("senders", &alias(0)), Lookup::Found(&login(0)));
         assert_eq!(t.get("transport", DOMAIN), Lookup::NotFound);
         assert_eq!(t.get("virtual", DOMAIN), Lookup::UnknownMap);
+    }
+
+    /// Every map the shipped main.cf asks lookupd for is one the ceiling serves: a map it
+    /// lacks makes smtpd answer 451 4.3.5 to every RCPT, and the ceiling measures nothing.
+    #[test]
+    fn tables_serve_every_map_of_contrib_main_cf() {
+        let t = Tables::bench(1, 1);
+        let marker = "socketmap:unix:private/vmail-lookupd:";
+        let names: Vec<&str> = vmail_test_support::contrib::CONTRIB_MAIN_CF
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(|l| l.split(marker).skip(1))
+            .map(|rest| {
+                rest.split(|c: char| c.is_whitespace() || c == ',')
+                    .next()
+                    .unwrap_or("")
+            })
+            .collect();
+        assert!(names.contains(&"recipient_access"), "{names:?}");
+        for name in names {
+            assert_ne!(t.get(name, DOMAIN), Lookup::UnknownMap, "map {name}");
+        }
     }
 
     #[test]
