@@ -213,6 +213,52 @@ fn lookup_user_and_list_never_carry_a_password() {
     assert_eq!(s.requests(LuaKind::List, LuaResult::Ok), 1);
 }
 
+/// A login checked within `cache_recheck_s` keeps working through a database outage, as on
+/// SMTP AUTH, with the user fields of the row that check read; anything else is TEMP.
+#[test]
+fn recent_login_passes_during_an_outage_with_its_fields() {
+    let test = "recent_login_passes_during_an_outage_with_its_fields";
+    let Some(mut db) = PrivateMariaDb::start(test) else {
+        return;
+    };
+    let mut config = test_config(db.config());
+    config.database.connect_timeout_ms = 500;
+    config.database.query_timeout_ms = 1000;
+    config.authd.request_timeout_ms = 2000;
+    config.authd.cache_enabled = true;
+    populate(
+        &config,
+        &["example.org"],
+        &[
+            ("alice@example.org", &sha512("pw")),
+            ("bob@example.org", &sha512("bobpw")),
+        ],
+    );
+    let d = Daemon::start(config);
+    let mut c = LuaClient::connect(&d);
+    let before = c.ask("PASS\t1\timap\t192.0.2.1\talice@example.org\tpw");
+    assert!(
+        before.starts_with("OK\t1\talice@example.org\tuserdb_uid="),
+        "{before:?}"
+    );
+
+    db.kill();
+    let during = c.ask("PASS\t2\timap\t192.0.2.1\talice@example.org\tpw");
+    assert!(
+        during.starts_with("OK\t2\talice@example.org\t"),
+        "{during:?}"
+    );
+    assert_eq!(ok_fields(&during), ok_fields(&before));
+    for (id, req) in [
+        (3, "PASS\t3\timap\t192.0.2.1\talice@example.org\twrong"),
+        (4, "PASS\t4\timap\t192.0.2.1\tbob@example.org\tbobpw"),
+    ] {
+        let l = c.ask(req);
+        assert!(l.starts_with(&format!("TEMP\t{id}\t")), "{req:?}: {l:?}");
+    }
+    db.resume();
+}
+
 #[test]
 fn database_down_is_temp_for_every_request() {
     let test = "database_down_is_temp_for_every_request";
