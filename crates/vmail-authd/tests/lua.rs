@@ -221,10 +221,7 @@ fn recent_login_passes_during_an_outage_with_its_fields() {
     let Some(mut db) = PrivateMariaDb::start(test) else {
         return;
     };
-    let mut config = test_config(db.config());
-    config.database.connect_timeout_ms = 500;
-    config.database.query_timeout_ms = 1000;
-    config.authd.request_timeout_ms = 2000;
+    let mut config = outage_config(db.config());
     config.authd.cache_enabled = true;
     populate(
         &config,
@@ -265,10 +262,7 @@ fn database_down_is_temp_for_every_request() {
     let Some(mut db) = PrivateMariaDb::start(test) else {
         return;
     };
-    let mut config = test_config(db.config());
-    config.database.connect_timeout_ms = 500;
-    config.database.query_timeout_ms = 1000;
-    config.authd.request_timeout_ms = 2000;
+    let mut config = outage_config(db.config());
     config.authd.cache_enabled = false;
     populate(
         &config,

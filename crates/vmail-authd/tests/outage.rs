@@ -14,10 +14,7 @@ fn outage_is_temporary_on_auth_and_dict_and_recovers() {
     let Some(mut db) = PrivateMariaDb::start(test) else {
         return;
     };
-    let mut config = test_config(db.config());
-    config.database.connect_timeout_ms = 500;
-    config.database.query_timeout_ms = 1000;
-    config.authd.request_timeout_ms = 2000;
+    let config = outage_config(db.config());
     let hash = vmail_passwd::hash(vmail_passwd::Scheme::Sha512Crypt, b"pw").unwrap();
     populate(
         &config,

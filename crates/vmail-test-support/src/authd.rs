@@ -34,6 +34,16 @@ pub fn test_config(mut config: Config) -> Config {
     config
 }
 
+/// [`test_config`] for a database the test will kill: connections and queries give up
+/// within a second, and authd's requests within two, so an outage shows within a test.
+pub fn outage_config(config: Config) -> Config {
+    let mut config = test_config(config);
+    config.database.connect_timeout_ms = 500;
+    config.database.query_timeout_ms = 1000;
+    config.authd.request_timeout_ms = 2000;
+    config
+}
+
 impl Daemon {
     /// Starts authd with `config`; sockets and pid file go to a temp dir (mode 0755 so a
     /// Dovecot or Postfix running as another user can reach them).
