@@ -34,16 +34,11 @@ fn bad_config_exits_with_ex_config() {
     let (out, err) = run(&["--config".as_ref(), missing.as_os_str()]);
     assert_eq!(out.status.code(), Some(78), "{err}");
     // A database password file every local user may read.
-    let pw = dir.path().join("db-password");
-    std::fs::write(&pw, "s3cret\n").unwrap();
-    vmail_test_support::set_mode(&pw, 0o644);
+    let (_, database) = vmail_test_support::world_readable_password_database(dir.path());
     std::fs::write(
         &cfg,
         format!(
-            "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\npassword_file = \"{}\"\n\
-             [authd]\nauth = [\"unix:{d}/auth.sock\"]\ndict = []\nlua = []\nauth_socket_group = \"\"\nuser = \"\"\npid_file = \"{d}/authd.pid\"\n",
-            vmail_test_support::free_port(),
-            pw.display(),
+            "{database}[authd]\nauth = [\"unix:{d}/auth.sock\"]\ndict = []\nlua = []\nauth_socket_group = \"\"\nuser = \"\"\npid_file = \"{d}/authd.pid\"\n",
             d = dir.path().display()
         ),
     )

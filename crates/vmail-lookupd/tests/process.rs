@@ -198,17 +198,12 @@ fn bad_config_is_refused_at_start_with_the_key_named() {
 #[test]
 fn world_readable_password_file_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("db-password");
-    std::fs::write(&pw, "s3cret\n").unwrap();
-    vmail_test_support::set_mode(&pw, 0o644);
+    let (pw, database) = vmail_test_support::world_readable_password_database(dir.path());
     let cfg = dir.path().join("vmail.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\npassword_file = \"{}\"\n\
-             [lookupd]\nsocketmap = [\"unix:{d}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"\"\npid_file = \"{d}/lookupd.pid\"\n",
-            vmail_test_support::free_port(),
-            pw.display(),
+            "{database}[lookupd]\nsocketmap = [\"unix:{d}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"\"\npid_file = \"{d}/lookupd.pid\"\n",
             d = dir.path().display()
         ),
     )
