@@ -15,7 +15,8 @@ Sockets (bound as root, then privileges drop to [authd] user):
         uri = proxy:/run/vmail/auth-dict:auth  (contrib/dovecot/dovecot-dict-auth.conf.ext)
   lua   line protocol for passdb/userdb { driver = lua } (contrib/dovecot/vmail-auth.lua),
         default unix:/run/vmail/auth-lua; only uids in [authd] lua_peers are served
-  Sockets passed by systemd (vmail-authd.socket) with the same address are used instead.
+  Sockets passed by systemd (vmail-authd.socket, vmail-authd-dovecot.socket) with the
+  same address are used instead.
 
 Signals: SIGHUP re-reads the database settings and flushes the credentials cache (also
 `vmailctl flush`; failure penalties are kept); SIGTERM finishes requests in flight and exits.

@@ -5,7 +5,11 @@
 //! that answers metrics scrapes, logs statistics and reloads ([`Service`]).
 //!
 //! This is the daemons' binary edge, so errors are `anyhow` here, as they were in each
-//! `main.rs`: a start-up failure is printed as `Error: ...` and exits with status 1.
+//! `main.rs`: a start-up failure is printed as `Error: ...` and exits with status 1, except
+//! a configuration that cannot be used, which exits with [`EX_CONFIG`] (78, sysexits(3), as
+//! doveadm and Postfix use it) so the units' `RestartPreventExitStatus=78` stops systemd from
+//! restarting a daemon that can only fail again until the admin edits the file. A usage
+//! error is clap's status 2.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,14 @@ use clap::{CommandFactory, FromArgMatches};
 use vmail_config::{Config, Loaded, Source};
 
 use crate::{Lifecycle, Listener, PidFile};
+
+/// The exit status of a daemon whose configuration cannot be used (sysexits(3) EX_CONFIG):
+/// the file does not load or validate, or its database password file is unreadable or
+/// readable by others. Binding stays status 1 even when the configuration named the
+/// address: an address in use, a socket directory not there yet or a group not yet created
+/// are states of the host that a restart may well find mended, which is what
+/// `Restart=on-failure` is for.
+pub const EX_CONFIG: u8 = 78;
 
 /// What `--help` and `--version` say about a daemon.
 pub struct About {
@@ -63,10 +75,18 @@ pub fn main<D: Daemon>(about: &About) -> anyhow::Result<()> {
         .get_matches();
     // What `Parser::parse` does with an error: clap's message and exit status 2.
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let loaded = vmail_config::load(args.config.as_deref())?;
+    let loaded = vmail_config::load(args.config.as_deref()).unwrap_or_else(|e| config_error(e));
     if args.check {
         print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
         return Ok(());
+    }
+    // Read here, before anything is bound, only to tell a configuration error from the
+    // others; the directory reads it again when it opens, and only for MySQL (SQLite
+    // ignores a password file, so must this).
+    if loaded.config.database.backend == vmail_config::Backend::Mysql {
+        if let Err(e) = loaded.config.database_password() {
+            config_error(e);
+        }
     }
     crate::init_logging("info");
     let rt = crate::runtime(D::threads(&loaded.config))?;
@@ -76,6 +96,14 @@ pub fn main<D: Daemon>(about: &About) -> anyhow::Result<()> {
         crate::drop_privileges(D::user(&loaded.config))?;
         d.run(std::future::pending()).await
     })
+}
+
+/// Prints a configuration error as anyhow's `main` prints any other (`Error: ...`) and exits
+/// with [`EX_CONFIG`]. Nothing is running yet (no runtime, no listener, no pid file), so
+/// there is nothing for destructors to undo, as with clap's own `exit`.
+fn config_error(e: vmail_config::Error) -> ! {
+    eprintln!("Error: {:?}", anyhow::Error::from(e));
+    std::process::exit(EX_CONFIG.into())
 }
 
 /// The running state of a daemon, shared by its connections: what the main loop asks of

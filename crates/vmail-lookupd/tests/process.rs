@@ -156,6 +156,9 @@ fn sighup_flushes_sigterm_stops_cleanly_and_privileges_are_dropped() {
     ));
 }
 
+/// A configuration error exits with EX_CONFIG (78), which the unit's
+/// `RestartPreventExitStatus=` names: systemd must not restart a daemon that can only fail
+/// again until the admin edits the file.
 #[test]
 fn bad_config_is_refused_at_start_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,6 +172,25 @@ fn bad_config_is_refused_at_start_with_the_key_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lookupd.socket_mode"), "{err}");
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    // A file that does not parse, or is not there, is the same kind of error.
+    std::fs::write(&cfg, "[lookupd\n").unwrap();
+    for path in [cfg.clone(), dir.path().join("missing.toml")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmail-lookupd"))
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{}: {err}", path.display());
+        assert!(err.starts_with("Error: "), "{err}");
+    }
+    // A usage error stays clap's 2.
+    let out = Command::new(env!("CARGO_BIN_EXE_vmail-lookupd"))
+        .arg("--no-such-option")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
 
 /// A database password file every local user may read is refused at start-up, as ssh
@@ -176,17 +198,12 @@ fn bad_config_is_refused_at_start_with_the_key_named() {
 #[test]
 fn world_readable_password_file_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("db-password");
-    std::fs::write(&pw, "s3cret\n").unwrap();
-    vmail_test_support::set_mode(&pw, 0o644);
+    let (pw, database) = vmail_test_support::world_readable_password_database(dir.path());
     let cfg = dir.path().join("vmail.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\npassword_file = \"{}\"\n\
-             [lookupd]\nsocketmap = [\"unix:{d}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"\"\npid_file = \"{d}/lookupd.pid\"\n",
-            vmail_test_support::free_port(),
-            pw.display(),
+            "{database}[lookupd]\nsocketmap = [\"unix:{d}/lookupd.sock\"]\nsocket_group = \"\"\nuser = \"\"\npid_file = \"{d}/lookupd.pid\"\n",
             d = dir.path().display()
         ),
     )
@@ -208,19 +225,22 @@ fn world_readable_password_file_is_refused_at_start() {
         (
             exited && !out.status.success(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.code(),
         )
     };
-    let (refused, err) = run(Duration::from_secs(10));
+    let (refused, err, code) = run(Duration::from_secs(10));
     assert!(
         refused,
         "started with a world-readable password file: {err}"
     );
+    // A configuration error (EX_CONFIG): restarting cannot mend the file's mode.
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains(&pw.display().to_string()), "{err}");
     assert!(err.contains("mode 0644"), "{err}");
     // Group-readable (root:vmail 0640) is the documented setting: it starts (the database
     // being down is only a temporary failure per lookup).
     vmail_test_support::set_mode(&pw, 0o640);
-    let (refused, err) = run(Duration::from_secs(2));
+    let (refused, err, _) = run(Duration::from_secs(2));
     assert!(!refused, "{err}");
 }
 

@@ -402,6 +402,21 @@ pub fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// A `[database]` section (MySQL on a port nobody listens on) whose password file, written
+/// in `dir`, every local user may read: a daemon must refuse to start with it. Returns the
+/// password file and the section.
+pub fn world_readable_password_database(dir: &Path) -> (PathBuf, String) {
+    let pw = dir.join("db-password");
+    std::fs::write(&pw, "s3cret\n").expect("writing the password file");
+    set_mode(&pw, 0o644);
+    let section = format!(
+        "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\npassword_file = \"{}\"\n",
+        free_port(),
+        pw.display()
+    );
+    (pw, section)
+}
+
 /// An SQLite-backed configuration in a fresh temp dir (kept alive by the returned guard).
 pub fn sqlite_config() -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().expect("tempdir");

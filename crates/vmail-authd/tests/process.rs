@@ -1,0 +1,51 @@
+//! The vmail-authd binary as an init system runs it: its exit status on a configuration
+//! error, which the unit's `RestartPreventExitStatus=` names.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&std::ffi::OsStr]) -> (Output, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vmail-authd"))
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, err)
+}
+
+/// A configuration that cannot be used exits with EX_CONFIG (78), so systemd does not
+/// restart a daemon that can only fail again until the admin edits the file; a usage error
+/// stays clap's 2.
+#[test]
+fn bad_config_exits_with_ex_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vmail.toml");
+    // Invalid value, named in the message.
+    std::fs::write(&cfg, "[authd]\nauth_socket_mode = \"0666\"\n").unwrap();
+    let (out, err) = run(&["--config".as_ref(), cfg.as_os_str()]);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("authd.auth_socket_mode"), "{err}");
+    // Not TOML.
+    std::fs::write(&cfg, "[authd\n").unwrap();
+    let (out, err) = run(&["--config".as_ref(), cfg.as_os_str()]);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.starts_with("Error: "), "{err}");
+    // Not there.
+    let missing = dir.path().join("missing.toml");
+    let (out, err) = run(&["--config".as_ref(), missing.as_os_str()]);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    // A database password file every local user may read.
+    let (_, database) = vmail_test_support::world_readable_password_database(dir.path());
+    std::fs::write(
+        &cfg,
+        format!(
+            "{database}[authd]\nauth = [\"unix:{d}/auth.sock\"]\ndict = []\nlua = []\nauth_socket_group = \"\"\nuser = \"\"\npid_file = \"{d}/authd.pid\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let (out, err) = run(&["--config".as_ref(), cfg.as_os_str()]);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("mode 0644"), "{err}");
+    let (out, _) = run(&["--no-such-option".as_ref()]);
+    assert_eq!(out.status.code(), Some(2));
+}
