@@ -13,7 +13,9 @@ mod config_page;
 mod page;
 mod programs;
 
-pub use config_page::config_page;
+pub use config_page::{
+    config_page, defaults as config_defaults, parse_reference, Item, Section, REFERENCE,
+};
 pub use page::render as render_page;
 pub use programs::{programs, Program};
 
