@@ -33,13 +33,14 @@ pub struct Section {
 pub enum Item {
     /// Comment lines not followed by a key.
     Text(String),
-    /// A key (commented out in the file when `example` is true) with its value and the
-    /// comment above it and after it.
+    /// A key (commented out in the file when `example` is true) with its value, the
+    /// comment above it and the one after it on its line.
     Key {
         key: String,
         value: String,
         example: bool,
         comment: String,
+        trailing: Option<String>,
     },
 }
 
@@ -79,19 +80,14 @@ pub fn parse_reference(text: &str) -> (String, Vec<Section>) {
             }
         } else if let Some((key, value, trailing)) = key_line(body).filter(|_| !sections.is_empty())
         {
-            let mut comment = std::mem::take(&mut pending).join("\n");
-            if let Some(t) = trailing {
-                if !comment.is_empty() {
-                    comment.push('\n');
-                }
-                comment.push_str(&t);
-            }
+            let comment = std::mem::take(&mut pending).join("\n");
             if let Some(s) = sections.last_mut() {
                 s.items.push(Item::Key {
                     key,
                     value,
                     example: commented,
                     comment,
+                    trailing,
                 });
             }
         } else if commented {
@@ -195,12 +191,14 @@ pub fn config_page() -> String {
                     value,
                     example,
                     comment,
+                    trailing,
                 } => {
                     let default = left
                         .iter()
                         .position(|(k, _)| k == key)
                         .map(|i| left.remove(i).1);
-                    key_entry(&mut roff, key, value, *example, comment, default);
+                    let text = [comment.as_str(), trailing.as_deref().unwrap_or("")];
+                    key_entry(&mut roff, key, value, *example, &text, default);
                 }
             }
         }
@@ -259,12 +257,12 @@ fn key_entry(
     key: &str,
     value: &str,
     example: bool,
-    comment: &str,
+    comments: &[&str],
     default: Option<String>,
 ) {
     roff.control("TP", []);
     roff.text([bold(key), roman(format!(" = {value}"))]);
-    if !comment.is_empty() {
+    for comment in comments.iter().filter(|c| !c.is_empty()) {
         keep_tables(roff, comment);
         roff.control("br", []);
     }
