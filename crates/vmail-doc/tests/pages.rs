@@ -112,8 +112,10 @@ fn vmailctl_page_lists_its_subcommands_with_their_help() {
     let (_dir, written) = generate();
     let page = plain(&std::fs::read_to_string(page_of(&written, "vmailctl")).unwrap());
     for line in [
-        "user add EMAIL [--quota QUOTA]",
-        "domain del DOMAIN [--force]",
+        "user add EMAIL",
+        "[--quota QUOTA]",
+        "domain del DOMAIN",
+        "[--force]",
         "query MAP KEY",
         "Quota in bytes",
     ] {
