@@ -106,7 +106,7 @@ pub fn parse_reference(text: &str) -> (String, Vec<Section>) {
 fn section_header(line: &str) -> Option<&str> {
     let name = line.trim().strip_prefix('[')?.strip_suffix(']')?;
     name.chars()
-        .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
         .then_some(name)
 }
 
@@ -114,7 +114,11 @@ fn section_header(line: &str) -> Option<&str> {
 fn key_line(line: &str) -> Option<(String, String, Option<String>)> {
     let (key, rest) = line.split_once('=')?;
     let key = key.trim();
-    if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
         return None;
     }
     // A `#` outside a string starts the trailing comment.
