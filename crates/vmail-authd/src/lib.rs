@@ -10,6 +10,7 @@
 //! [`Authd::bind`] opens the listeners (so privileges can be dropped right after) and
 //! [`Authd::run`] serves until SIGTERM, reloading on SIGHUP. Tests drive the same steps.
 
+mod about;
 pub mod auth_conn;
 pub mod authenticator;
 pub mod cache;
@@ -30,6 +31,7 @@ use vmail_config::{Config, Loaded};
 use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess};
 use vmail_directory::Directory;
 
+pub use about::ABOUT;
 pub use authenticator::{Authenticator, Verdict};
 use deadline::ConnSettings;
 pub use handler::Handler;

@@ -64,15 +64,20 @@ pub trait Daemon: Sized {
     fn run(self, stop: impl Future<Output = ()>) -> impl Future<Output = anyhow::Result<()>>;
 }
 
+/// The daemon's command line: what `main` parses, and what vmail-doc renders as its man
+/// page and shell completions, so the two cannot differ.
+pub fn command(about: &About) -> clap::Command {
+    Args::command()
+        .name(about.name)
+        .about(about.about)
+        .after_help(about.after_help)
+}
+
 /// The whole of a daemon's `main`: parses the command line; with `--check` prints the
 /// effective configuration (secrets masked) and exits; otherwise sets up logging and the
 /// runtime, binds, drops privileges and serves for ever.
 pub fn main<D: Daemon>(about: &About) -> anyhow::Result<()> {
-    let matches = Args::command()
-        .name(about.name)
-        .about(about.about)
-        .after_help(about.after_help)
-        .get_matches();
+    let matches = command(about).get_matches();
     // What `Parser::parse` does with an error: clap's message and exit status 2.
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let loaded = vmail_config::load(args.config.as_deref()).unwrap_or_else(|e| config_error(e));

@@ -70,6 +70,12 @@ pub struct Args {
     pub dovecot_k: bool,
 }
 
+/// vmail-lda's command line as clap defines it (the fast path in `argv` only agrees with it):
+/// what vmail-doc renders as the man page and shell completions.
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}
+
 /// Marks a process started by [`exec_direct`].
 const EXECED_ENV: &str = "VMAIL_LDA_EXECED";
 

@@ -5,6 +5,7 @@
 //! [`Lookupd::bind`] opens the listeners (so privileges can be dropped right after), and
 //! [`Lookupd::run`] serves until SIGTERM, reloading on SIGHUP. Tests drive the same two steps.
 
+mod about;
 pub mod cache;
 mod conn;
 pub mod service;
@@ -21,6 +22,7 @@ use vmail_directory::Directory;
 use crate::cache::shared::Shared;
 use crate::cache::MapCache;
 
+pub use about::ABOUT;
 pub use conn::Protocol;
 pub use service::{Memo, Outcome, Service};
 

@@ -26,6 +26,12 @@ const EXIT_TEMPFAIL: u8 = 75;
 /// Anything else that went wrong (bad input, duplicate, missing).
 const EXIT_ERROR: u8 = 2;
 
+/// vmailctl's command line: what `main` parses, and what vmail-doc renders as its man page and
+/// shell completions, so new subcommands reach both.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "vmailctl",

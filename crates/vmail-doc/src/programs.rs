@@ -1,0 +1,245 @@
+//! Every installed program, with what its page says beyond its command line: where it is
+//! described at length, which files it uses (from the shipped reference configuration, so a
+//! changed path there changes the page), its exit statuses and its neighbours in SEE ALSO.
+
+use std::path::Path;
+
+use vmail_config::{CONFIG_ENV, DEFAULT_CONFIG_PATH};
+use vmail_lda::outcome::sysexits;
+
+/// One program's page and completions.
+pub struct Program {
+    /// The command its binary parses, named as installed.
+    pub command: clap::Command,
+    /// Section 8 for all: the daemons, the LDA Postfix runs and the tool that administers
+    /// the mail directory are system administration commands, as Postfix's own delivery
+    /// agents are (virtual(8), pipe(8)); doveadm(1) and postconf(1) sit in section 1
+    /// because users may run parts of them, while vmailctl needs the configuration only
+    /// root and the vmail group can read.
+    pub section: &'static str,
+    /// Paragraphs of DESCRIPTION after the command's own text.
+    pub description: &'static [&'static str],
+    /// FILES: path, what it is.
+    pub files: Vec<(String, String)>,
+    /// EXIT STATUS: status, meaning.
+    pub exit_status: Vec<(String, &'static str)>,
+    /// SEE ALSO, as `name(section)`.
+    pub see_also: &'static [&'static str],
+}
+
+impl Program {
+    pub fn name(&self) -> &str {
+        self.command.get_name()
+    }
+}
+
+fn config_file() -> (String, String) {
+    (
+        DEFAULT_CONFIG_PATH.to_string(),
+        format!(
+            "the configuration (see vmail.toml(5)), unless --config or ${CONFIG_ENV} names another"
+        ),
+    )
+}
+
+/// A pid file as configured, or where the daemon puts it when run as root by systemd.
+fn pid_file(configured: &Path, name: &str) -> String {
+    if configured.as_os_str().is_empty() {
+        format!("/var/lib/vmail/{name}.pid")
+    } else {
+        configured.display().to_string()
+    }
+}
+
+/// A daemon's statuses: what `vmail_daemon::main` returns and clap's usage error.
+fn daemon_exit_status() -> Vec<(String, &'static str)> {
+    vec![
+        ("0".into(), "stopped by SIGTERM, or --check printed the configuration"),
+        (
+            "1".into(),
+            "could not start for a reason that may pass: a socket address in use, a missing socket directory or group (the reason is logged); systemd restarts it",
+        ),
+        ("2".into(), "the command line is wrong"),
+        (
+            vmail_daemon::EX_CONFIG.to_string(),
+            "the configuration is wrong: vmail.toml missing, unreadable or invalid, or the database password file unreadable or open to other users (EX_CONFIG; the units do not restart on it)",
+        ),
+    ]
+}
+
+fn lda_exit_status() -> Vec<(String, &'static str)> {
+    // Postfix's pipe(8) contract; the status goes with the enhanced status code printed on
+    // standard output (vmail_lda::Outcome keeps the two consistent).
+    vec![
+        (sysexits::EX_OK.to_string(), "delivered"),
+        (
+            sysexits::EX_DATAERR.to_string(),
+            "the message is refused (too big, or empty); Postfix bounces it",
+        ),
+        (
+            sysexits::EX_NOUSER.to_string(),
+            "unknown or disabled recipient; Postfix bounces the message",
+        ),
+        (
+            sysexits::EX_UNAVAILABLE.to_string(),
+            "mailbox full with [lda] over_quota = \"bounce\", or a forwarding loop; Postfix bounces",
+        ),
+        (
+            sysexits::EX_TEMPFAIL.to_string(),
+            "try again later: directory unreachable, disk full, local trouble, a configuration or command line error, or mailbox full with over_quota = \"defer\"; Postfix keeps the message queued",
+        ),
+    ]
+}
+
+const LDA_DESCRIPTION: &[&str] = &[
+    "Postfix's pipe(8) runs it once per recipient from master.cf (contrib/postfix/master.cf.vmail), with the message on standard input. It prints one line starting with an RFC 3463 enhanced status code, which pipe(8) logs and puts in the bounce, and exits with the matching sysexits status.",
+    "It asks vmail-lookupd for the recipient over [lda] lookupd and links no database code; when lookupd is not configured or not running it executes vmail-lda-direct, which reads the directory itself. dovecot-lda's options -c, -o, -e and -k are accepted and ignored, so switching from dovecot-lda needs only a new path in argv=.",
+];
+
+const LDA_DIRECT_DESCRIPTION: &[&str] = &[
+    "The same delivery agent as vmail-lda, with the same command line, that reads the directory (MariaDB or SQLite) itself. vmail-lda executes it when vmail-lookupd cannot answer; install it beside vmail-lda.",
+];
+
+const VMAILCTL_DESCRIPTION: &[&str] = &[
+    "Passwords are read from the terminal (asked twice when setting one) or from standard input, never from the command line, where every local user could read them in ps(1). Commands that change data tell the running daemons to flush their caches.",
+];
+
+/// The programs a host installs (vmail-bench is a development tool and has no page).
+pub fn programs() -> Vec<Program> {
+    let d = crate::config_page::reference();
+    let lda_cmd = vmail_lda::command();
+    vec![
+        Program {
+            command: vmail_daemon::command(&vmail_lookupd::ABOUT),
+            section: "8",
+            description: &[],
+            files: vec![
+                config_file(),
+                (
+                    d.lookupd.socketmap.join(" "),
+                    "the socketmap socket for Postfix ([lookupd] socketmap)".into(),
+                ),
+                (
+                    d.lookupd.lda.join(" "),
+                    "the socket vmail-lda asks ([lookupd] lda)".into(),
+                ),
+                (
+                    pid_file(&d.lookupd.pid_file, "lookupd"),
+                    "the pid file vmailctl flush signals ([lookupd] pid_file)".into(),
+                ),
+            ],
+            exit_status: daemon_exit_status(),
+            see_also: &[
+                "vmail.toml(5)",
+                "vmailctl(8)",
+                "vmail-authd(8)",
+                "vmail-lda(8)",
+                "socketmap_table(5)",
+                "tcp_table(5)",
+                "postconf(5)",
+            ],
+        },
+        Program {
+            command: vmail_daemon::command(&vmail_authd::ABOUT),
+            section: "8",
+            description: &[],
+            files: vec![
+                config_file(),
+                (
+                    d.authd.auth.join(" "),
+                    "the Dovecot auth protocol socket for Postfix SMTP AUTH ([authd] auth)".into(),
+                ),
+                (
+                    d.authd.dict.join(" "),
+                    "the dict socket for Dovecot's passdb and userdb ([authd] dict)".into(),
+                ),
+                (
+                    d.authd.lua.join(" "),
+                    "the socket of Dovecot's Lua passdb and userdb ([authd] lua)".into(),
+                ),
+                (
+                    pid_file(&d.authd.pid_file, "authd"),
+                    "the pid file vmailctl flush signals ([authd] pid_file)".into(),
+                ),
+            ],
+            exit_status: daemon_exit_status(),
+            see_also: &[
+                "vmail.toml(5)",
+                "vmailctl(8)",
+                "vmail-lookupd(8)",
+                "doveadm-auth(1)",
+                "postconf(5)",
+            ],
+        },
+        Program {
+            command: vmailctl::command(),
+            section: "8",
+            description: VMAILCTL_DESCRIPTION,
+            files: vec![
+                config_file(),
+                (
+                    format!(
+                        "{} {}",
+                        pid_file(&d.lookupd.pid_file, "lookupd"),
+                        pid_file(&d.authd.pid_file, "authd")
+                    ),
+                    "the daemons' pid files, which vmailctl flush and every change signal".into(),
+                ),
+            ],
+            exit_status: vec![
+                (
+                    "0".into(),
+                    "success; for query, auth test and audit: found, passed, every row matched",
+                ),
+                (
+                    "1".into(),
+                    "query: not found; auth test: failed; audit: some row is never matched",
+                ),
+                (
+                    "2".into(),
+                    "any other error (bad input, duplicate, missing), or a wrong command line",
+                ),
+                (
+                    "75".into(),
+                    "temporary failure: the database is down or slow; try again later",
+                ),
+            ],
+            see_also: &[
+                "vmail.toml(5)",
+                "vmail-lookupd(8)",
+                "vmail-authd(8)",
+                "postmap(1)",
+                "doveadm(1)",
+            ],
+        },
+        Program {
+            command: lda_cmd.clone(),
+            section: "8",
+            description: LDA_DESCRIPTION,
+            files: vec![
+                config_file(),
+                (
+                    d.lda.lookupd.clone(),
+                    "where vmail-lookupd answers ([lda] lookupd)".into(),
+                ),
+            ],
+            exit_status: lda_exit_status(),
+            see_also: &[
+                "vmail.toml(5)",
+                "vmail-lda-direct(8)",
+                "vmail-lookupd(8)",
+                "pipe(8)",
+                "master(5)",
+                "dovecot-lda(1)",
+            ],
+        },
+        Program {
+            command: lda_cmd.name("vmail-lda-direct"),
+            section: "8",
+            description: LDA_DIRECT_DESCRIPTION,
+            files: vec![config_file()],
+            exit_status: lda_exit_status(),
+            see_also: &["vmail-lda(8)", "vmail.toml(5)", "pipe(8)"],
+        },
+    ]
+}
