@@ -10,12 +10,13 @@
 //! The directory is the plain reader: lookupd's cache, memo and address set wrap it from
 //! outside (`vmail-lookupd/src/cache/`) through [`rows::Rows`].
 //! Every statement is written out in [`queries`]; `read.rs` runs them for the daemons,
-//! `admin.rs` holds vmailctl's writes, `maps.rs` the virtual(5) search order.
+//! `admin.rs` and `edit.rs` hold vmailctl's writes, `maps.rs` the virtual(5) search order.
 
 mod admin;
 pub mod audit;
 pub mod backend;
 mod batch;
+mod edit;
 pub mod error;
 mod maps;
 pub mod queries;
@@ -32,6 +33,7 @@ use tokio::sync::OnceCell;
 use vmail_config::{Backend as BackendKind, Config};
 
 pub use backend::{AnyBackend, Dialect, SqlBackend};
+pub use edit::UserChanges;
 pub use error::{Error, Result};
 pub use maps::Map;
 use queries::Queries;
