@@ -41,7 +41,7 @@ impl Directory {
     /// Refuses a name an administrative write is about to store (normalized: `local@domain`,
     /// `@domain` or `domain`) when it breaks a rule of [`address::rules`]. Deleting or
     /// changing a row does not ask, so that a bad row written with plain SQL can be removed.
-    fn check_new(&self, what: &str, key: &str) -> Result<()> {
+    pub(crate) fn check_new(&self, what: &str, key: &str) -> Result<()> {
         let r = match key.rsplit_once('@') {
             None => address::rules::check_domain(key),
             Some(("", d)) => address::rules::check_domain(d),
@@ -123,7 +123,7 @@ impl Directory {
     }
 
     /// Refuses a hash that the column cannot hold whole.
-    async fn check_password_fits(&self, hash: &str) -> Result<()> {
+    pub(crate) async fn check_password_fits(&self, hash: &str) -> Result<()> {
         let s = schema::inspect(&self.backend).await?;
         if let Some(w) = s.password_width {
             if hash.chars().count() > w as usize {
@@ -387,7 +387,7 @@ impl Directory {
             .collect())
     }
 
-    fn alias_source(&self, s: &str) -> Result<String> {
+    pub(crate) fn alias_source(&self, s: &str) -> Result<String> {
         if let Some(d) = s.strip_prefix('@') {
             return Ok(format!("@{}", self.parse_domain(d)?));
         }

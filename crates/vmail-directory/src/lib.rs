@@ -24,6 +24,7 @@ mod read;
 pub mod rows;
 pub mod schema;
 pub mod sql;
+mod transfer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub use maps::Map;
 use queries::Queries;
 use schema::Schema;
 use sql::Lookup;
+pub use transfer::Record;
 /// The record, the address rules and the mailbox check live in `vmail-record` (no database
 /// code, so the LDA can use them alone); re-exported for the directory's callers.
 pub use vmail_record::{address, mailbox, Address, AddressPolicy, RecipientRecord, User};

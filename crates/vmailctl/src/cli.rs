@@ -73,6 +73,21 @@ pub enum Command {
     /// pid in a stale file is left alone; authd keeps its failure penalties). Commands that
     /// change data do this themselves.
     Flush,
+    /// Write every domain, user (with its password hash), alias and transport to stdout as
+    /// JSON lines, one object per row with a "type" field (domain, user, alias, transport).
+    /// The output holds password hashes: keep it as private as the database.
+    Export,
+    /// Read rows as `export` writes them (from FILE, or stdin) and add them in one
+    /// transaction: all rows or none. A row that already exists is an error (nothing is
+    /// imported) unless --replace. Moving a directory: `vmailctl -c old.toml export |
+    /// vmailctl -c new.toml import` (run `init` on the new database first).
+    Import {
+        /// JSON lines file [default: stdin].
+        file: Option<PathBuf>,
+        /// Overwrite rows that exist with the imported ones.
+        #[arg(long)]
+        replace: bool,
+    },
     /// Hash a password read from the terminal or stdin (like `doveadm pw`).
     Pw {
         /// Scheme [default: passwords.hash_scheme]

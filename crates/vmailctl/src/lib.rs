@@ -6,8 +6,8 @@
 //! never from the command line, where every local user could read them in `ps`.
 //!
 //! `cli.rs` is the command line, `names.rs` the domain, alias and transport commands,
-//! `user.rs` the user commands, `check.rs` `query` and `auth test`, `secret.rs` how
-//! passwords and hashes are read; this file runs a command and turns its errors into exit
+//! `user.rs` the user commands, `check.rs` `query` and `auth test`, `transfer.rs`
+//! `export`/`import`, `secret.rs` how passwords and hashes are read; this file runs a command and turns its errors into exit
 //! statuses.
 
 use std::process::ExitCode;
@@ -24,6 +24,7 @@ mod check;
 pub mod cli;
 mod names;
 mod secret;
+mod transfer;
 mod user;
 
 pub use cli::{AliasCmd, AuthCmd, Cli, Command, DomainCmd, TransportCmd, UserCmd, YesNo};
@@ -204,6 +205,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             | Command::Transport(TransportCmd::Set { .. } | TransportCmd::Del { .. })
             | Command::Migrate
             | Command::Init { .. }
+            | Command::Import { .. }
     );
     let code = execute(&ctx, command).await?;
     if changes && code == 0 {
@@ -248,6 +250,10 @@ async fn execute(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Audit => return audit::run(&ctx.open().await?, ctx.json).await,
         Command::Auth(AuthCmd::Test { user, service }) => {
             return check::auth_test(ctx, &ctx.open().await?, &user, &service).await
+        }
+        Command::Export => transfer::export(&ctx.open().await?).await?,
+        Command::Import { file, replace } => {
+            transfer::import(ctx, &ctx.open().await?, file.as_deref(), replace).await?
         }
         Command::Flush => flush(ctx)?,
         Command::Pw { scheme } => {
