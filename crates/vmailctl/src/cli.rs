@@ -24,9 +24,13 @@ pub struct Cli {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Print the effective configuration (secrets masked) and exit, like `postconf -n`.
+    /// Print the settings that differ from the built-in defaults (secrets masked) and exit,
+    /// like `doveconf -n` / `postconf -n`; exit 78 when the configuration is invalid.
     #[arg(long)]
     pub check: bool,
+    /// With --check: print every setting, defaults included (like `doveconf -a`).
+    #[arg(short = 'a', long = "all", requires = "check")]
+    pub all: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -172,7 +172,13 @@ impl Ctx {
 pub async fn run(cli: Cli) -> Result<u8> {
     let loaded = vmail_config::load(cli.config.as_deref()).map_err(config_error)?;
     if cli.check {
-        print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
+        let c = &loaded.config;
+        let text = if cli.all {
+            c.to_toml_masked()
+        } else {
+            c.to_toml_changed()
+        };
+        print!("# {}\n{text}", loaded.source);
         return Ok(0);
     }
     let Some(command) = cli.command else {

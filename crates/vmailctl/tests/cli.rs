@@ -199,6 +199,18 @@ fn check_prints_config_with_secrets_masked() {
     let out = ok(&cfg, &["--check"], "");
     assert!(out.contains("backend = \"mysql\""), "{out}");
     assert!(!out.contains("hunter2"), "{out}");
+    // Like doveconf -n: only what differs from the defaults; -a prints everything.
+    assert!(
+        !out.contains("[lookupd]") && !out.contains("sqlite_path"),
+        "{out}"
+    );
+    let all = ok(&cfg, &["--check", "-a"], "");
+    assert!(all.contains("backend = \"mysql\""), "{all}");
+    assert!(
+        all.contains("[lookupd]") && all.contains("sqlite_path"),
+        "{all}"
+    );
+    assert!(!all.contains("hunter2"), "{all}");
     let bad = write_config(dir.path(), "[database]\nbakend = \"mysql\"\n");
     let o = vmailctl(&bad, &["--check"], "");
     assert_eq!(code(&o), 78, "EX_CONFIG, as doveadm");
