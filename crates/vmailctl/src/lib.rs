@@ -287,6 +287,24 @@ fn flush(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Prints a listing: one JSON array of `as_json(item)` under `--json`, else one line
+/// `as_text(item)` per item.
+fn print_list<T>(
+    ctx: &Ctx,
+    items: &[T],
+    as_json: impl Fn(&T) -> serde_json::Value,
+    as_text: impl Fn(&T) -> String,
+) {
+    if ctx.json {
+        let v: Vec<_> = items.iter().map(as_json).collect();
+        println!("{}", json!(v));
+    } else {
+        for i in items {
+            println!("{}", as_text(i));
+        }
+    }
+}
+
 fn report_steps(ctx: &Ctx, done: &[String], nothing: &str) {
     if ctx.json {
         println!("{}", json!({ "ok": true, "steps": done }));

@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde_json::json;
 use vmail_directory::Directory;
 
-use crate::{stored, AliasCmd, Ctx, DomainCmd, TransportCmd};
+use crate::{print_list, stored, AliasCmd, Ctx, DomainCmd, TransportCmd};
 
 pub(crate) async fn domain(ctx: &Ctx, dir: &Directory, c: DomainCmd) -> Result<()> {
     match c {
@@ -25,16 +25,13 @@ pub(crate) async fn domain(ctx: &Ctx, dir: &Directory, c: DomainCmd) -> Result<(
             ctx.done(format!("domain {} enabled", stored(dir, &domain)));
         }
         DomainCmd::List => {
-            let list = dir.list_domains_flagged().await?;
-            if ctx.json {
-                // Names only, as before `domains.active` existed (scripts read this shape).
-                let names: Vec<_> = list.iter().map(|(d, _)| d).collect();
-                println!("{}", json!(names));
-            } else {
-                for (d, active) in list {
-                    println!("{d}{}", if active { "" } else { "\t(disabled)" });
-                }
-            }
+            // Names only under --json, as before `domains.active` existed (scripts read it).
+            print_list(
+                ctx,
+                &dir.list_domains_flagged().await?,
+                |(d, _)| json!(d),
+                |(d, active)| format!("{d}{}", if *active { "" } else { "\t(disabled)" }),
+            );
         }
     }
     Ok(())
@@ -64,18 +61,12 @@ pub(crate) async fn alias(ctx: &Ctx, dir: &Directory, c: AliasCmd) -> Result<()>
             });
         }
         AliasCmd::List { domain } => {
-            let list = dir.list_aliases(domain.as_deref()).await?;
-            if ctx.json {
-                let v: Vec<_> = list
-                    .iter()
-                    .map(|(s, d)| json!({ "source": s, "destinations": d }))
-                    .collect();
-                println!("{}", json!(v));
-            } else {
-                for (s, d) in list {
-                    println!("{s}\t{}", d.join(", "));
-                }
-            }
+            print_list(
+                ctx,
+                &dir.list_aliases(domain.as_deref()).await?,
+                |(s, d)| json!({ "source": s, "destinations": d }),
+                |(s, d)| format!("{s}\t{}", d.join(", ")),
+            );
         }
     }
     Ok(())
@@ -95,18 +86,12 @@ pub(crate) async fn transport(ctx: &Ctx, dir: &Directory, c: TransportCmd) -> Re
             ctx.done(format!("transport of {} removed", stored(dir, &domain)));
         }
         TransportCmd::List => {
-            let list = dir.list_transports().await?;
-            if ctx.json {
-                let v: Vec<_> = list
-                    .iter()
-                    .map(|(d, t)| json!({ "domain": d, "transport": t }))
-                    .collect();
-                println!("{}", json!(v));
-            } else {
-                for (d, t) in list {
-                    println!("{d}\t{t}");
-                }
-            }
+            print_list(
+                ctx,
+                &dir.list_transports().await?,
+                |(d, t)| json!({ "domain": d, "transport": t }),
+                |(d, t)| format!("{d}\t{t}"),
+            );
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use serde_json::json;
 use vmail_directory::{Directory, UserChanges};
 
 use crate::secret::{new_password, read_hash};
-use crate::{stored, Ctx, UserCmd, YesNo};
+use crate::{print_list, stored, Ctx, UserCmd, YesNo};
 
 /// The hash to store: read as given (`--hashed`) or made from a new password.
 fn password_hash(ctx: &Ctx, hashed: bool) -> Result<String> {
@@ -33,18 +33,12 @@ pub(crate) async fn user(ctx: &Ctx, dir: &Directory, c: UserCmd) -> Result<()> {
             ctx.done(format!("user {} deleted", stored(dir, &email)));
         }
         UserCmd::List { domain } => {
-            let list = dir.list_users(domain.as_deref()).await?;
-            if ctx.json {
-                let v: Vec<_> = list
-                    .iter()
-                    .map(|(e, a)| json!({ "email": e, "active": a }))
-                    .collect();
-                println!("{}", json!(v));
-            } else {
-                for (e, active) in list {
-                    println!("{e}{}", if active { "" } else { "\t(disabled)" });
-                }
-            }
+            print_list(
+                ctx,
+                &dir.list_users(domain.as_deref()).await?,
+                |(e, a)| json!({ "email": e, "active": a }),
+                |(e, active)| format!("{e}{}", if *active { "" } else { "\t(disabled)" }),
+            );
         }
         UserCmd::Show { email } => show(ctx, dir, &email).await?,
         UserCmd::Set {

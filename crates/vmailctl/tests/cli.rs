@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use vmail_test_support::{free_port, TestDb};
+use vmail_test_support::TestDb;
 
 mod common;
-use common::{code, ok, sqlite_config, vmailctl, write_config};
+use common::{code, down_config, ok, sqlite_config, vmailctl, write_config};
 
 fn exercise(cfg: &Path) {
     ok(cfg, &["init"], "");
@@ -167,13 +167,7 @@ fn mariadb_workflow() {
 #[test]
 fn database_down_is_exit_75_not_not_found() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\nconnect_timeout_ms = 300\nquery_timeout_ms = 1000\n",
-            free_port()
-        ),
-    );
+    let cfg = down_config(dir.path());
     for args in [
         &["query", "aliases", "a@example.org"][..],
         &["query", "domains", "example.org"][..],

@@ -5,10 +5,9 @@
 use std::path::Path;
 
 use clap::CommandFactory;
-use vmail_test_support::free_port;
 
 mod common;
-use common::{code, mariadb_config, ok, sqlite_config, vmailctl, write_config};
+use common::{code, down_config, mariadb_config, ok, sqlite_config, vmailctl, write_config};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -264,13 +263,7 @@ fn usage_errors_exit_64() {
 #[test]
 fn database_down_is_exit_75_for_admin_commands_too() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\nconnect_timeout_ms = 300\nquery_timeout_ms = 1000\n",
-            free_port()
-        ),
-    );
+    let cfg = down_config(dir.path());
     for args in [
         &["user", "show", "a@example.org"][..],
         &["user", "set", "a@example.org", "--quota", "1"][..],

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 mod common;
-use common::{code, mariadb_config, ok, sqlite_config, vmailctl, write_config};
+use common::{code, mariadb_config, ok, sqlite_config, vmailctl};
 
 fn populate(cfg: &Path) {
     ok(cfg, &["init"], "");
@@ -148,13 +148,7 @@ fn import_is_all_or_nothing() {
 #[test]
 fn import_into_classic_schema_needs_migrate_for_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[database]\nsqlite_path = \"{}\"\n",
-            dir.path().join("c.db").display()
-        ),
-    );
+    let cfg = sqlite_config(dir.path());
     ok(&cfg, &["init", "--classic"], "");
     ok(
         &cfg,

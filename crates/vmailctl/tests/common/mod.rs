@@ -78,3 +78,14 @@ pub fn mariadb_config(
     );
     Some((db, cfg))
 }
+
+/// A configuration whose MariaDB is down: a closed port, short timeouts.
+pub fn down_config(dir: &Path) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\nconnect_timeout_ms = 300\nquery_timeout_ms = 1000\n",
+            vmail_test_support::free_port()
+        ),
+    )
+}
