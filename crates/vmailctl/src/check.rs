@@ -38,8 +38,9 @@ pub(crate) async fn query(ctx: &Ctx, dir: &Directory, map: &str, key: &str) -> R
                     "{}",
                     json!({ "map": map.name(), "key": key, "temporary_failure": e.to_string() })
                 );
+            } else {
+                eprintln!("vmailctl: temporary failure: {e}");
             }
-            eprintln!("vmailctl: temporary failure: {e}");
             Ok(EXIT_TEMPFAIL)
         }
         Err(e) => Err(e.into()),
@@ -56,7 +57,8 @@ pub(crate) async fn auth_test(
     let pw = read_secret("Password: ")?;
     let outcome = match dir.user(login).await {
         Err(e) if e.is_temporary() => {
-            eprintln!("vmailctl: temporary failure: {e}");
+            let what = format!("temporary failure: {e}");
+            crate::report_error(ctx.json, &what, EXIT_TEMPFAIL);
             return Ok(EXIT_TEMPFAIL);
         }
         Err(e) => return Err(e.into()),

@@ -74,8 +74,10 @@ pub fn report_error(json: bool, message: &str, status: u8) {
 /// Runs the command line; errors become a message (stderr, or stdout under `--json`) and an
 /// exit status.
 pub fn main(cli: Cli) -> ExitCode {
-    vmail_daemon::init_logging("warn");
     let json = cli.json;
+    // Under --json the error object says what failed; the backend's warnings (a server that
+    // refused, a retry) would only be a second, unparsed account of it on stderr.
+    vmail_daemon::init_logging(if json { "error" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -263,6 +263,13 @@ fn usage_errors_exit_64() {
 #[test]
 fn database_down_is_exit_75_for_admin_commands_too() {
     let dir = tempfile::tempdir().unwrap();
+    // A closed port, then a socket that is not there.
+    let socket = write_config(
+        dir.path(),
+        "[database]\nbackend = \"mysql\"\nhosts = [\"/nonexistent/mysqld.sock\"]\nconnect_timeout_ms = 300\n",
+    );
+    let o = vmailctl(&socket, &["user", "show", "a@example.org"], "");
+    assert_eq!(code(&o), 75, "missing socket: {o:?}");
     let cfg = down_config(dir.path());
     for args in [
         &["user", "show", "a@example.org"][..],
@@ -273,8 +280,18 @@ fn database_down_is_exit_75_for_admin_commands_too() {
         let o = vmailctl(&cfg, args, "");
         assert_eq!(code(&o), 75, "{args:?}: {o:?}");
     }
+    for args in [
+        &["--json", "auth", "test", "a@example.org"][..],
+        &["--json", "query", "domains", "example.org"][..],
+    ] {
+        let o = vmailctl(&cfg, args, "pw\n");
+        assert_eq!(code(&o), 75, "{args:?}: {o:?}");
+        assert!(o.stderr.is_empty(), "{args:?}: {o:?}");
+        let _: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    }
     let o = vmailctl(&cfg, &["--json", "domain", "list"], "");
     assert_eq!(code(&o), 75);
+    assert!(o.stderr.is_empty(), "{o:?}");
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(
         (j["ok"].clone(), j["status"].clone()),
