@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -162,7 +162,10 @@ pub enum UserCmd {
     },
     /// Change a user's quota, services and/or active flag (several at once; the columns come
     /// from `vmailctl migrate`, exit 78 without them).
-    #[command(arg_required_else_help = true)]
+    #[command(
+        arg_required_else_help = true,
+        group(ArgGroup::new("change").required(true).multiple(true).args(["quota", "services", "active"]))
+    )]
     Set {
         /// The user's address.
         email: String,

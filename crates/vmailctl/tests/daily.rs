@@ -248,6 +248,7 @@ fn usage_errors_exit_64() {
         &["--bogus"][..],
         &["user"][..],
         &["user", "set"][..],
+        &["user", "set", "a@example.org"][..],
         &["user", "set", "a@example.org", "--active", "maybe"][..],
     ] {
         let o = vmailctl(&cfg, args, "");
