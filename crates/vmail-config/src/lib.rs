@@ -78,11 +78,54 @@ pub struct Config {
 impl Config {
     /// The effective configuration as TOML, secrets masked: what `--check` prints.
     pub fn to_toml_masked(&self) -> String {
+        toml::to_string(&self.masked())
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    /// Only the settings that differ from the built-in defaults (an empty file), secrets masked: what
+    /// `vmailctl --check` prints, like `doveconf -n` / `postconf -n`. A setting the file
+    /// clears (an optional one whose default is set) cannot be written in TOML and is left out.
+    pub fn to_toml_changed(&self) -> String {
+        let render = || -> Result<String, String> {
+            let ours = toml::Value::try_from(self.masked()).map_err(|e| e.to_string())?;
+            // The defaults as an empty file gives them (paths filled in), not `Default`'s.
+            let base =
+                load::parse("", std::path::Path::new("(defaults)")).map_err(|e| e.to_string())?;
+            let default = toml::Value::try_from(base).map_err(|e| e.to_string())?;
+            let changed =
+                changed(&ours, &default).unwrap_or(toml::Value::Table(Default::default()));
+            toml::to_string(&changed).map_err(|e| e.to_string())
+        };
+        render().unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    fn masked(&self) -> Config {
         let mut c = self.clone();
         if c.database.password.is_some() {
             c.database.password = Some(Secret::new("********"));
         }
-        toml::to_string(&c).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        c
+    }
+}
+
+/// The part of `ours` that differs from `default`: tables compared key by key (a table with
+/// no difference left out), anything else whole.
+fn changed(ours: &toml::Value, default: &toml::Value) -> Option<toml::Value> {
+    match (ours, default) {
+        (toml::Value::Table(o), toml::Value::Table(d)) => {
+            let t: toml::map::Map<String, toml::Value> = o
+                .iter()
+                .filter_map(|(k, v)| {
+                    let diff = match d.get(k) {
+                        Some(dv) => changed(v, dv),
+                        None => Some(v.clone()),
+                    };
+                    diff.map(|x| (k.clone(), x))
+                })
+                .collect();
+            (!t.is_empty()).then_some(toml::Value::Table(t))
+        }
+        _ => (ours != default).then(|| ours.clone()),
     }
 }
 

@@ -237,3 +237,29 @@ fn mailbox_templates_must_separate_accounts() {
         parse(ok, p()).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
 }
+
+/// `to_toml_changed` (vmailctl --check): only what differs from the defaults, secrets
+/// masked, nothing for a default configuration, and it parses back to the same config.
+#[test]
+fn toml_changed_lists_only_differences() {
+    assert_eq!(parse("", p()).unwrap().to_toml_changed(), "");
+    let c = parse(
+        "[database]\nbackend = \"mysql\"\npassword = \"hunter2\"\n[address]\nfold_local_part = false\n",
+        p(),
+    )
+    .unwrap();
+    let out = c.to_toml_changed();
+    assert!(out.contains("backend = \"mysql\""), "{out}");
+    assert!(out.contains("fold_local_part = false"), "{out}");
+    assert!(
+        out.contains("********") && !out.contains("hunter2"),
+        "{out}"
+    );
+    assert!(!out.contains("sqlite_path"), "defaults left out: {out}");
+    assert!(
+        !out.contains("[lookupd]"),
+        "untouched sections left out: {out}"
+    );
+    let back = parse(&out, p()).unwrap();
+    assert_eq!(back.to_toml_changed(), out);
+}

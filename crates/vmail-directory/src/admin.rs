@@ -24,14 +24,14 @@ impl Directory {
         self.bounded(schema::inspect(&self.backend)).await
     }
 
-    fn parse_domain(&self, d: &str) -> Result<String> {
+    pub(crate) fn parse_domain(&self, d: &str) -> Result<String> {
         self.policy
             .domain(d)
             .filter(|d| d.contains('.') || d == "localhost")
             .ok_or_else(|| Error::Invalid(format!("{d:?} is not a valid domain name")))
     }
 
-    fn parse_address(&self, a: &str) -> Result<Address> {
+    pub(crate) fn parse_address(&self, a: &str) -> Result<Address> {
         self.policy
             .parse(a)
             .filter(|x| !x.local.contains(char::is_whitespace) && x.domain.contains('.'))
@@ -41,7 +41,7 @@ impl Directory {
     /// Refuses a name an administrative write is about to store (normalized: `local@domain`,
     /// `@domain` or `domain`) when it breaks a rule of [`address::rules`]. Deleting or
     /// changing a row does not ask, so that a bad row written with plain SQL can be removed.
-    fn check_new(&self, what: &str, key: &str) -> Result<()> {
+    pub(crate) fn check_new(&self, what: &str, key: &str) -> Result<()> {
         let r = match key.rsplit_once('@') {
             None => address::rules::check_domain(key),
             Some(("", d)) => address::rules::check_domain(d),
@@ -52,7 +52,7 @@ impl Directory {
         r.map_err(|e| Error::Invalid(format!("{what} {key:?} refused: {e}")))
     }
 
-    async fn require_domain(&self, d: &str) -> Result<()> {
+    pub(crate) async fn require_domain(&self, d: &str) -> Result<()> {
         let rows = self.backend.fetch(admin::DOMAIN, vec![d.into()]).await?;
         if !rows.is_empty() {
             return Ok(());
@@ -123,7 +123,7 @@ impl Directory {
     }
 
     /// Refuses a hash that the column cannot hold whole.
-    async fn check_password_fits(&self, hash: &str) -> Result<()> {
+    pub(crate) async fn check_password_fits(&self, hash: &str) -> Result<()> {
         let s = schema::inspect(&self.backend).await?;
         if let Some(w) = s.password_width {
             if hash.chars().count() > w as usize {
@@ -170,11 +170,7 @@ impl Directory {
                     )
                     .await
             }
-            (Some(_), false) => {
-                return Err(Error::Invalid(
-                    "this database has no users.quota column; run `vmailctl migrate`".into(),
-                ))
-            }
+            (Some(_), false) => return Err(Error::NeedsMigrate("users.quota")),
             (None, _) => {
                 self.backend
                     .execute(admin::ADD_USER, vec![key.clone().into(), hash.into()])
@@ -221,7 +217,7 @@ impl Directory {
         Ok(n > 0)
     }
 
-    async fn user_exists(&self, a: &Address) -> Result<bool> {
+    pub(crate) async fn user_exists(&self, a: &Address) -> Result<bool> {
         Ok(!self
             .backend
             .fetch(admin::USER_EXISTS, vec![a.to_string().into()])
@@ -233,9 +229,7 @@ impl Directory {
     pub async fn set_active(&self, email: &str, active: bool) -> Result<()> {
         let a = self.parse_address(email)?;
         if !schema::inspect(&self.backend).await?.users_active {
-            return Err(Error::Invalid(
-                "this database has no users.active column; run `vmailctl migrate`".into(),
-            ));
+            return Err(Error::NeedsMigrate("users.active"));
         }
         let n = self
             .backend
@@ -393,7 +387,7 @@ impl Directory {
             .collect())
     }
 
-    fn alias_source(&self, s: &str) -> Result<String> {
+    pub(crate) fn alias_source(&self, s: &str) -> Result<String> {
         if let Some(d) = s.strip_prefix('@') {
             return Ok(format!("@{}", self.parse_domain(d)?));
         }

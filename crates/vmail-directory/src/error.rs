@@ -41,6 +41,10 @@ pub enum Error {
     Exists(String),
     #[error("{0} does not exist")]
     Missing(String),
+    /// The database lacks a column the operation needs (`vmailctl migrate` adds it): a
+    /// configuration problem of the database, not of the caller's input.
+    #[error("this database has no {0} column; run `vmailctl migrate`")]
+    NeedsMigrate(&'static str),
     /// A value would not fit its column; we refuse rather than let MySQL truncate it.
     #[error(
         "{what} is {len} characters but column {column} holds at most {width}; \

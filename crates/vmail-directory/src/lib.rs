@@ -10,12 +10,13 @@
 //! The directory is the plain reader: lookupd's cache, memo and address set wrap it from
 //! outside (`vmail-lookupd/src/cache/`) through [`rows::Rows`].
 //! Every statement is written out in [`queries`]; `read.rs` runs them for the daemons,
-//! `admin.rs` holds vmailctl's writes, `maps.rs` the virtual(5) search order.
+//! `admin.rs` and `edit.rs` hold vmailctl's writes, `maps.rs` the virtual(5) search order.
 
 mod admin;
 pub mod audit;
 pub mod backend;
 mod batch;
+mod edit;
 pub mod error;
 mod maps;
 pub mod queries;
@@ -23,6 +24,7 @@ mod read;
 pub mod rows;
 pub mod schema;
 pub mod sql;
+mod transfer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,11 +34,13 @@ use tokio::sync::OnceCell;
 use vmail_config::{Backend as BackendKind, Config};
 
 pub use backend::{AnyBackend, Dialect, SqlBackend};
+pub use edit::UserChanges;
 pub use error::{Error, Result};
 pub use maps::Map;
 use queries::Queries;
 use schema::Schema;
 use sql::Lookup;
+pub use transfer::Record;
 /// The record, the address rules and the mailbox check live in `vmail-record` (no database
 /// code, so the LDA can use them alone); re-exported for the directory's callers.
 pub use vmail_record::{address, mailbox, Address, AddressPolicy, RecipientRecord, User};

@@ -214,6 +214,24 @@ pub mod admin {
     pub const LIST_ALIASES_OF_DOMAIN: &str = "SELECT source, destination FROM forwardings WHERE source LIKE ? ESCAPE '!' ORDER BY source";
     /// After [`DEL_TRANSPORT`]: a domain has one transport.
     pub const ADD_TRANSPORT: &str = "INSERT INTO transport (domain, transport) VALUES (?, ?)";
+    pub const LIST_TRANSPORTS: &str = "SELECT domain, transport FROM transport ORDER BY domain";
+    /// `user set` (each only after `vmailctl migrate` added its column); quota 0 is no limit,
+    /// services NULL allows all.
+    pub const SET_QUOTA: &str = "UPDATE users SET quota = ? WHERE email = ?";
+    pub const SET_SERVICES: &str = "UPDATE users SET services = ? WHERE email = ?";
+    /// `domain disable`/`enable` and `domain list` once `domains.active` exists.
+    pub const SET_DOMAIN_ACTIVE: &str = "UPDATE domains SET active = ? WHERE domain = ?";
+    pub const LIST_DOMAINS_ACTIVE: &str = "SELECT domain, active FROM domains ORDER BY domain";
+    /// `vmailctl export`: whole rows, without and with the columns `vmailctl migrate` adds
+    /// (users' three come together, as migrate adds them together).
+    pub const EXPORT_USERS: &str = "SELECT email, password FROM users ORDER BY email";
+    pub const EXPORT_USERS_FLAGGED: &str =
+        "SELECT email, password, active, quota, services FROM users ORDER BY email";
+    /// `vmailctl import`: the rows as exported. `--replace` deletes a row's old version first
+    /// ([`DEL_DOMAIN`], [`DEL_USER`], [`DEL_ALIAS`], [`DEL_TRANSPORT`]).
+    pub const IMPORT_DOMAIN_FLAGGED: &str = "INSERT INTO domains (domain, active) VALUES (?, ?)";
+    pub const IMPORT_USER_FLAGGED: &str =
+        "INSERT INTO users (email, password, active, quota, services) VALUES (?, ?, ?, ?, ?)";
 }
 
 /// Column of the user query naming the user's active domain (when domains have flags).

@@ -136,6 +136,10 @@ macro_rules! both {
 #[path = "suite/names.rs"]
 mod names;
 
+/// vmailctl's edits and transfers (issue 18).
+#[path = "suite/edit.rs"]
+mod edit;
+
 /// Non-ASCII letters in another case (issue 15, 10d).
 #[path = "suite/unicode_case.rs"]
 mod unicode_case;

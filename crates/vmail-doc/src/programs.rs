@@ -192,16 +192,28 @@ pub fn programs() -> Vec<Program> {
                     "success; for query, auth test and audit: found, passed, every row matched",
                 ),
                 (
-                    "1".into(),
+                    vmailctl::EXIT_NOT_FOUND.to_string(),
                     "query: not found; auth test: failed; audit: some row is never matched",
                 ),
                 (
-                    "2".into(),
-                    "any other error (bad input, duplicate, missing), or a wrong command line",
+                    vmailctl::EXIT_ERROR.to_string(),
+                    "bad input or a duplicate (the row exists already)",
                 ),
                 (
-                    "75".into(),
-                    "temporary failure: the database is down or slow; try again later",
+                    vmailctl::EXIT_USAGE.to_string(),
+                    "the command line is wrong (EX_USAGE)",
+                ),
+                (
+                    vmailctl::EXIT_NOUSER.to_string(),
+                    "the user, domain, alias or transport named does not exist (EX_NOUSER)",
+                ),
+                (
+                    vmailctl::EXIT_TEMPFAIL.to_string(),
+                    "temporary failure: the database is down or slow; try again later (EX_TEMPFAIL)",
+                ),
+                (
+                    vmailctl::EXIT_CONFIG.to_string(),
+                    "vmail.toml is wrong, or the database needs `vmailctl migrate` (EX_CONFIG)",
                 ),
             ],
             see_also: &[

@@ -4,27 +4,43 @@
 //!
 //! Passwords are read from the terminal (asked twice when setting one) or from standard input,
 //! never from the command line, where every local user could read them in `ps`.
+//!
+//! `cli.rs` is the command line, `names.rs` the domain, alias and transport commands,
+//! `user.rs` the user commands, `check.rs` `query` and `auth test`, `transfer.rs`
+//! `export`/`import`, `secret.rs` how passwords and hashes are read; this file runs a command and turns its errors into exit
+//! statuses.
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 use vmail_config::Loaded;
 use vmail_daemon::Reload;
-use vmail_directory::{Directory, Map};
+use vmail_directory::Directory;
 use vmail_passwd::Scheme;
 
 mod audit;
+mod check;
+pub mod cli;
+mod names;
+mod secret;
+mod transfer;
+mod user;
+
+pub use cli::{AliasCmd, AuthCmd, Cli, Command, DomainCmd, TransportCmd, UserCmd, YesNo};
 
 /// Exit status for "not found" (as `postmap -q` and `doveadm auth test` use a non-zero one).
-const EXIT_NOT_FOUND: u8 = 1;
+pub const EXIT_NOT_FOUND: u8 = 1;
+/// Anything else that went wrong (bad input, duplicate).
+pub const EXIT_ERROR: u8 = 2;
+/// sysexits EX_USAGE: the command line is wrong.
+pub const EXIT_USAGE: u8 = 64;
+/// sysexits EX_NOUSER: the user (domain, alias, transport) named does not exist.
+pub const EXIT_NOUSER: u8 = 67;
 /// sysexits EX_TEMPFAIL: the database is down or slow; try again later.
-const EXIT_TEMPFAIL: u8 = 75;
-/// Anything else that went wrong (bad input, duplicate, missing).
-const EXIT_ERROR: u8 = 2;
+pub const EXIT_TEMPFAIL: u8 = 75;
+/// sysexits EX_CONFIG: vmail.toml, or a database that needs `vmailctl migrate`.
+pub const EXIT_CONFIG: u8 = 78;
 
 /// vmailctl's command line: what `main` parses, and what vmail-doc renders as its man page and
 /// shell completions, so new subcommands reach both.
@@ -32,177 +48,95 @@ pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "vmailctl",
-    version,
-    about = "Administer a vmail directory (domains, users, aliases) and query it like Postfix and Dovecot will."
-)]
-pub struct Cli {
-    /// Configuration file [default: $VMAIL_CONFIG, else /etc/vmail/vmail.toml if present, else built-in defaults on SQLite]
-    #[arg(long, short = 'c', global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    /// Machine-readable output.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// Print the effective configuration (secrets masked) and exit, like `postconf -n`.
-    #[arg(long)]
-    pub check: bool,
-    #[command(subcommand)]
-    pub command: Option<Command>,
+/// An error that carries its exit status (usage, configuration) where the error type alone
+/// does not tell it.
+#[derive(Debug)]
+struct Status(u8, String);
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
 }
 
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Create the tables (the classic schema plus vmail's optional columns).
-    Init {
-        /// Create only the classic how-to tables, exactly as the how-to does.
-        #[arg(long)]
-        classic: bool,
-    },
-    /// Add the optional columns (active, quota, services) and widen users.password; safe to repeat.
-    Migrate,
-    /// Manage domains.
-    #[command(subcommand)]
-    Domain(DomainCmd),
-    /// Manage mailbox users.
-    #[command(subcommand)]
-    User(UserCmd),
-    /// Manage aliases (forwardings), catch-alls (@domain) and alias domains (@alias -> @domain).
-    #[command(subcommand)]
-    Alias(AliasCmd),
-    /// Manage per-domain transports.
-    #[command(subcommand)]
-    Transport(TransportCmd),
-    /// Answer KEY from MAP exactly as vmail-lookupd would (like `postmap -q`).
-    /// Exit 0 found, 1 not found, 75 temporary failure.
-    Query {
-        /// domains, mailboxes, aliases, senders, transport, recipient_access or recipient
-        map: String,
-        key: String,
-    },
-    /// Authentication checks.
-    #[command(subcommand)]
-    Auth(AuthCmd),
-    /// List the stored addresses and domains vmail matches differently from the classic
-    /// `mysql:` maps (spaces, accents, case, invalid keys); run it before the switch.
-    /// Exit 0 when every row is matched, 1 when some row never is.
-    Audit,
-    /// Tell running vmail-lookupd and vmail-authd to reload their configuration and flush
-    /// their caches (SIGHUP to the daemons holding lookupd.pid_file and authd.pid_file; the
-    /// pid in a stale file is left alone; authd keeps its failure penalties). Commands that
-    /// change data do this themselves.
-    Flush,
-    /// Hash a password read from the terminal or stdin (like `doveadm pw`).
-    Pw {
-        /// Scheme [default: passwords.hash_scheme]
-        #[arg(long, short = 's')]
-        scheme: Option<String>,
-    },
+impl std::error::Error for Status {}
+
+fn config_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(Status(EXIT_CONFIG, e.to_string()))
 }
 
-#[derive(Subcommand, Debug)]
-pub enum DomainCmd {
-    Add {
-        domain: String,
-    },
-    /// Delete a domain; refuses while it has users or aliases unless --force.
-    Del {
-        domain: String,
-        #[arg(long)]
-        force: bool,
-    },
-    List,
+/// Prints an error as `--json` or plain text asks: one object on stdout, or a line on stderr.
+pub fn report_error(json: bool, message: &str, status: u8) {
+    if json {
+        println!(
+            "{}",
+            json!({ "ok": false, "error": message, "status": status })
+        );
+    } else {
+        eprintln!("vmailctl: {message}");
+    }
 }
 
-#[derive(Subcommand, Debug)]
-pub enum UserCmd {
-    /// Add a user; the password is asked on the terminal or read from stdin.
-    Add {
-        email: String,
-        /// Quota in bytes (needs `vmailctl migrate` on a classic database).
-        #[arg(long)]
-        quota: Option<u64>,
-    },
-    Del {
-        email: String,
-    },
-    List {
-        domain: Option<String>,
-    },
-    /// Set a new password (terminal prompt or stdin).
-    Passwd {
-        email: String,
-    },
-    /// Disable a user without deleting it (mail is rejected, logins fail).
-    Disable {
-        email: String,
-    },
-    Enable {
-        email: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum AliasCmd {
-    /// Add destinations to SOURCE (user@domain, or @domain for a catch-all; a destination
-    /// @otherdomain on source @domain makes domain an alias domain).
-    Add {
-        source: String,
-        #[arg(required = true)]
-        destinations: Vec<String>,
-    },
-    /// Remove one destination, or the whole alias when none is given.
-    Del {
-        source: String,
-        destination: Option<String>,
-    },
-    List {
-        domain: Option<String>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum TransportCmd {
-    /// Route a domain through a transport (e.g. `lmtp:unix:private/dovecot-lmtp`).
-    Set { domain: String, transport: String },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum AuthCmd {
-    /// Check USER's password (terminal prompt or stdin) as authd would.
-    /// Exit 0 success, 1 failure, 75 temporary failure.
-    Test {
-        user: String,
-        /// Service to check permission for (smtp, imap, pop3).
-        #[arg(long, default_value = "imap")]
-        service: String,
-    },
-}
-
-/// Runs the command line; errors become a message on stderr and an exit status.
+/// Runs the command line; errors become a message (stderr, or stdout under `--json`) and an
+/// exit status.
 pub fn main(cli: Cli) -> ExitCode {
-    vmail_daemon::init_logging("warn");
+    let json = cli.json;
+    // Under --json the error object says what failed; the backend's warnings (a server that
+    // refused, a retry) would only be a second, unparsed account of it on stderr.
+    vmail_daemon::init_logging(if json { "error" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("vmailctl: cannot start runtime: {e}");
+            report_error(json, &format!("cannot start runtime: {e}"), EXIT_ERROR);
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    let names_existing = cli.command.as_ref().is_some_and(targets_existing);
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("vmailctl: {e:#}");
-            let temp = e
-                .downcast_ref::<vmail_directory::Error>()
-                .is_some_and(|d| d.is_temporary());
-            ExitCode::from(if temp { EXIT_TEMPFAIL } else { EXIT_ERROR })
+            let status = exit_status(&e, names_existing);
+            report_error(json, &format!("{e:#}"), status);
+            ExitCode::from(status)
         }
     }
+}
+
+/// The exit status of a failed command. "Does not exist" is EX_NOUSER only for commands that
+/// name an existing row (`user add` to an unknown domain is bad input, not an unknown user).
+fn exit_status(e: &anyhow::Error, names_existing: bool) -> u8 {
+    if let Some(s) = e.chain().find_map(|c| c.downcast_ref::<Status>()) {
+        return s.0;
+    }
+    match e.downcast_ref::<vmail_directory::Error>() {
+        Some(vmail_directory::Error::NeedsMigrate(_) | vmail_directory::Error::Config(_)) => {
+            EXIT_CONFIG
+        }
+        Some(d) if d.is_temporary() => EXIT_TEMPFAIL,
+        Some(vmail_directory::Error::Missing(_)) if names_existing => EXIT_NOUSER,
+        _ => EXIT_ERROR,
+    }
+}
+
+/// Commands whose argument names a row that must exist (doveadm's "unknown user" is 67).
+fn targets_existing(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::User(
+            UserCmd::Show { .. }
+                | UserCmd::Set { .. }
+                | UserCmd::Del { .. }
+                | UserCmd::Passwd { .. }
+                | UserCmd::Disable { .. }
+                | UserCmd::Enable { .. }
+        ) | Command::Domain(
+            DomainCmd::Del { .. } | DomainCmd::Disable { .. } | DomainCmd::Enable { .. }
+        ) | Command::Alias(AliasCmd::Del { .. })
+            | Command::Transport(TransportCmd::Del { .. })
+    )
 }
 
 struct Ctx {
@@ -213,14 +147,18 @@ struct Ctx {
 impl Ctx {
     fn schemes(&self) -> Result<(Scheme, Scheme)> {
         let p = &self.loaded.config.passwords;
-        let default: Scheme = p
-            .default_scheme
-            .parse()
-            .map_err(|e| anyhow!("{}: passwords.default_scheme: {e}", self.loaded.source))?;
-        let hash: Scheme = p
-            .hash_scheme
-            .parse()
-            .map_err(|e| anyhow!("{}: passwords.hash_scheme: {e}", self.loaded.source))?;
+        let default: Scheme = p.default_scheme.parse().map_err(|e| {
+            config_error(format!(
+                "{}: passwords.default_scheme: {e}",
+                self.loaded.source
+            ))
+        })?;
+        let hash: Scheme = p.hash_scheme.parse().map_err(|e| {
+            config_error(format!(
+                "{}: passwords.hash_scheme: {e}",
+                self.loaded.source
+            ))
+        })?;
         Ok((default, hash))
     }
 
@@ -231,39 +169,57 @@ impl Ctx {
             println!("{what}");
         }
     }
+
+    async fn open(&self) -> Result<Directory> {
+        Directory::open(&self.loaded.config)
+            .await
+            .with_context(|| format!("opening the directory ({})", self.loaded.source))
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<u8> {
-    let loaded = vmail_config::load(cli.config.as_deref())?;
+    let loaded = vmail_config::load(cli.config.as_deref()).map_err(config_error)?;
     if cli.check {
-        print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
+        let c = &loaded.config;
+        let text = if cli.all {
+            c.to_toml_masked()
+        } else {
+            c.to_toml_changed()
+        };
+        print!("# {}\n{text}", loaded.source);
         return Ok(0);
     }
     let Some(command) = cli.command else {
-        bail!("no command given (see `vmailctl --help`)");
+        return Err(anyhow::Error::new(Status(
+            EXIT_USAGE,
+            "no command given (see `vmailctl --help`)".into(),
+        )));
     };
     let ctx = Ctx {
         loaded,
         json: cli.json,
     };
-    if let Command::Flush = command {
-        let mut said = Vec::new();
-        for (name, pid_file) in daemons(&ctx.loaded.config) {
-            said.push(match vmail_daemon::signal_reload(pid_file, name)? {
-                Reload::Sent(pid) => format!("{name} (pid {pid}) reloaded, caches flushed"),
-                Reload::NotRunning(why) => format!("no {name} running ({why})"),
-            });
-        }
-        ctx.done(said.join("; "));
-        return Ok(0);
-    }
+    // Init too: on tables that exist it adds the optional columns, and the daemons learned
+    // the schema (which statements to send) on first contact.
     let changes = matches!(
         command,
-        Command::Domain(DomainCmd::Add { .. } | DomainCmd::Del { .. })
-            | Command::User(_)
-            | Command::Alias(AliasCmd::Add { .. } | AliasCmd::Del { .. })
-            | Command::Transport(_)
+        Command::Domain(
+            DomainCmd::Add { .. }
+                | DomainCmd::Del { .. }
+                | DomainCmd::Disable { .. }
+                | DomainCmd::Enable { .. }
+        ) | Command::User(
+            UserCmd::Add { .. }
+                | UserCmd::Del { .. }
+                | UserCmd::Set { .. }
+                | UserCmd::Passwd { .. }
+                | UserCmd::Disable { .. }
+                | UserCmd::Enable { .. }
+        ) | Command::Alias(AliasCmd::Add { .. } | AliasCmd::Del { .. })
+            | Command::Transport(TransportCmd::Set { .. } | TransportCmd::Del { .. })
             | Command::Migrate
+            | Command::Init { .. }
+            | Command::Import { .. }
     );
     let code = execute(&ctx, command).await?;
     if changes && code == 0 {
@@ -286,43 +242,75 @@ fn daemons(config: &vmail_config::Config) -> [(&'static str, &std::path::Path); 
     ]
 }
 
+/// Runs one command; the directory is opened by the commands that use it (`flush` and `pw`
+/// need no database).
 async fn execute(ctx: &Ctx, command: Command) -> Result<u8> {
-    let dir = Directory::open(&ctx.loaded.config)
-        .await
-        .with_context(|| format!("opening the directory ({})", ctx.loaded.source))?;
     match command {
         Command::Init { classic } => {
-            let done = dir.init(classic).await?;
+            let done = ctx.open().await?.init(classic).await?;
             report_steps(ctx, &done, "schema already up to date");
         }
         Command::Migrate => {
-            let done = dir.migrate().await?;
+            let done = ctx.open().await?.migrate().await?;
             report_steps(ctx, &done, "nothing to migrate");
         }
-        Command::Domain(c) => domain(ctx, &dir, c).await?,
-        Command::User(c) => user(ctx, &dir, c).await?,
-        Command::Alias(c) => alias(ctx, &dir, c).await?,
-        Command::Transport(TransportCmd::Set { domain, transport }) => {
-            dir.set_transport(&domain, &transport).await?;
-            ctx.done(format!("transport of {domain} set to {transport}"));
+        Command::Domain(c) => names::domain(ctx, &ctx.open().await?, c).await?,
+        Command::User(c) => user::user(ctx, &ctx.open().await?, c).await?,
+        Command::Alias(c) => names::alias(ctx, &ctx.open().await?, c).await?,
+        Command::Transport(c) => names::transport(ctx, &ctx.open().await?, c).await?,
+        Command::Query { map, key } => {
+            return check::query(ctx, &ctx.open().await?, &map, &key).await
         }
-        Command::Query { map, key } => return query(ctx, &dir, &map, &key).await,
-        Command::Audit => return audit::run(&dir, ctx.json).await,
+        Command::Audit => return audit::run(&ctx.open().await?, ctx.json).await,
         Command::Auth(AuthCmd::Test { user, service }) => {
-            return auth_test(ctx, &dir, &user, &service).await
+            return check::auth_test(ctx, &ctx.open().await?, &user, &service).await
         }
-        Command::Flush => {}
+        Command::Export => transfer::export(&ctx.open().await?).await?,
+        Command::Import { file, replace } => {
+            transfer::import(ctx, &ctx.open().await?, file.as_deref(), replace).await?
+        }
+        Command::Flush => flush(ctx)?,
         Command::Pw { scheme } => {
             let (_, default_hash) = ctx.schemes()?;
             let s = match scheme {
                 Some(s) => s.parse().map_err(|e| anyhow!("--scheme: {e}"))?,
                 None => default_hash,
             };
-            let pw = new_password()?;
+            let pw = secret::new_password()?;
             println!("{}", vmail_passwd::hash(s, pw.as_bytes())?);
         }
     }
     Ok(0)
+}
+
+fn flush(ctx: &Ctx) -> Result<()> {
+    let mut said = Vec::new();
+    for (name, pid_file) in daemons(&ctx.loaded.config) {
+        said.push(match vmail_daemon::signal_reload(pid_file, name)? {
+            Reload::Sent(pid) => format!("{name} (pid {pid}) reloaded, caches flushed"),
+            Reload::NotRunning(why) => format!("no {name} running ({why})"),
+        });
+    }
+    ctx.done(said.join("; "));
+    Ok(())
+}
+
+/// Prints a listing: one JSON array of `as_json(item)` under `--json`, else one line
+/// `as_text(item)` per item.
+fn print_list<T>(
+    ctx: &Ctx,
+    items: &[T],
+    as_json: impl Fn(&T) -> serde_json::Value,
+    as_text: impl Fn(&T) -> String,
+) {
+    if ctx.json {
+        let v: Vec<_> = items.iter().map(as_json).collect();
+        println!("{}", json!(v));
+    } else {
+        for i in items {
+            println!("{}", as_text(i));
+        }
+    }
 }
 
 fn report_steps(ctx: &Ctx, done: &[String], nothing: &str) {
@@ -337,238 +325,14 @@ fn report_steps(ctx: &Ctx, done: &[String], nothing: &str) {
     }
 }
 
-async fn domain(ctx: &Ctx, dir: &Directory, c: DomainCmd) -> Result<()> {
-    match c {
-        DomainCmd::Add { domain } => {
-            dir.add_domain(&domain).await?;
-            ctx.done(format!("domain {} added", domain.to_lowercase()));
-        }
-        DomainCmd::Del { domain, force } => {
-            dir.del_domain(&domain, force).await?;
-            ctx.done(format!("domain {} deleted", domain.to_lowercase()));
-        }
-        DomainCmd::List => {
-            let list = dir.list_domains().await?;
-            if ctx.json {
-                println!("{}", json!(list));
-            } else {
-                for d in list {
-                    println!("{d}");
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn user(ctx: &Ctx, dir: &Directory, c: UserCmd) -> Result<()> {
-    match c {
-        UserCmd::Add { email, quota } => {
-            let (_, scheme) = ctx.schemes()?;
-            let pw = new_password()?;
-            let hash = vmail_passwd::hash(scheme, pw.as_bytes())?;
-            dir.add_user(&email, &hash, quota).await?;
-            ctx.done(format!("user {} added", email.to_lowercase()));
-        }
-        UserCmd::Del { email } => {
-            dir.del_user(&email).await?;
-            ctx.done(format!("user {} deleted", email.to_lowercase()));
-        }
-        UserCmd::List { domain } => {
-            let list = dir.list_users(domain.as_deref()).await?;
-            if ctx.json {
-                let v: Vec<_> = list
-                    .iter()
-                    .map(|(e, a)| json!({ "email": e, "active": a }))
-                    .collect();
-                println!("{}", json!(v));
-            } else {
-                for (e, active) in list {
-                    println!("{e}{}", if active { "" } else { "\t(disabled)" });
-                }
-            }
-        }
-        UserCmd::Passwd { email } => {
-            let (_, scheme) = ctx.schemes()?;
-            let pw = new_password()?;
-            let hash = vmail_passwd::hash(scheme, pw.as_bytes())?;
-            dir.set_password(&email, &hash).await?;
-            ctx.done(format!("password of {} changed", email.to_lowercase()));
-        }
-        UserCmd::Disable { email } => {
-            dir.set_active(&email, false).await?;
-            ctx.done(format!("user {} disabled", email.to_lowercase()));
-        }
-        UserCmd::Enable { email } => {
-            dir.set_active(&email, true).await?;
-            ctx.done(format!("user {} enabled", email.to_lowercase()));
-        }
-    }
-    Ok(())
-}
-
-async fn alias(ctx: &Ctx, dir: &Directory, c: AliasCmd) -> Result<()> {
-    match c {
-        AliasCmd::Add {
-            source,
-            destinations,
-        } => {
-            dir.add_alias(&source, &destinations).await?;
-            ctx.done(format!(
-                "alias {} -> {}",
-                source.to_lowercase(),
-                destinations.join(", ")
-            ));
-        }
-        AliasCmd::Del {
-            source,
-            destination,
-        } => {
-            dir.del_alias(&source, destination.as_deref()).await?;
-            ctx.done(match destination {
-                Some(d) => format!("removed {d} from alias {}", source.to_lowercase()),
-                None => format!("alias {} deleted", source.to_lowercase()),
-            });
-        }
-        AliasCmd::List { domain } => {
-            let list = dir.list_aliases(domain.as_deref()).await?;
-            if ctx.json {
-                let v: Vec<_> = list
-                    .iter()
-                    .map(|(s, d)| json!({ "source": s, "destinations": d }))
-                    .collect();
-                println!("{}", json!(v));
-            } else {
-                for (s, d) in list {
-                    println!("{s}\t{}", d.join(", "));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn query(ctx: &Ctx, dir: &Directory, map: &str, key: &str) -> Result<u8> {
-    let map: Map = map.parse().map_err(|e: String| anyhow!(e))?;
-    match dir.lookup(map, key).await {
-        Ok(Some(v)) => {
-            if ctx.json {
-                println!(
-                    "{}",
-                    json!({ "map": map.name(), "key": key, "found": true, "value": v })
-                );
-            } else {
-                println!("{v}");
-            }
-            Ok(0)
-        }
-        Ok(None) => {
-            if ctx.json {
-                println!(
-                    "{}",
-                    json!({ "map": map.name(), "key": key, "found": false })
-                );
-            }
-            Ok(EXIT_NOT_FOUND)
-        }
-        Err(e) if e.is_temporary() => {
-            if ctx.json {
-                println!(
-                    "{}",
-                    json!({ "map": map.name(), "key": key, "temporary_failure": e.to_string() })
-                );
-            }
-            eprintln!("vmailctl: temporary failure: {e}");
-            Ok(EXIT_TEMPFAIL)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn auth_test(ctx: &Ctx, dir: &Directory, login: &str, service: &str) -> Result<u8> {
-    let (default, _) = ctx.schemes()?;
-    let pw = read_secret("Password: ")?;
-    let outcome = match dir.user(login).await {
-        Err(e) if e.is_temporary() => {
-            eprintln!("vmailctl: temporary failure: {e}");
-            return Ok(EXIT_TEMPFAIL);
-        }
-        Err(e) => return Err(e.into()),
-        Ok(None) => {
-            // Same cost as a real check, as authd does.
-            vmail_passwd::dummy_verify(default, pw.as_bytes());
-            Err("unknown user or wrong password")
-        }
-        Ok(Some(u)) => match u.password.as_deref() {
-            None => Err("user has no password"),
-            Some(stored) => match vmail_passwd::verify(stored, pw.as_bytes(), default) {
-                Ok(true) if !u.active => Err("user is disabled"),
-                Ok(true) if !u.allows(service) => Err("service not allowed for this user"),
-                Ok(true) => Ok(u),
-                Ok(false) => Err("unknown user or wrong password"),
-                Err(e) => {
-                    eprintln!("vmailctl: stored hash of {login} cannot be used: {e}");
-                    Err("stored password hash is invalid")
-                }
-            },
-        },
+/// How `name` (a domain, `@domain` or an address) is stored: the directory's normalization (domain lower-cased, the local
+/// part too unless `[address] fold_local_part = false`), for confirmation messages.
+fn stored(dir: &Directory, name: &str) -> String {
+    let p = dir.policy();
+    let folded = match name.strip_prefix('@') {
+        Some(d) => p.domain(d).map(|d| format!("@{d}")),
+        None if !name.contains('@') => p.domain(name),
+        None => p.parse(name).map(|a| a.to_string()),
     };
-    match outcome {
-        Ok(u) => {
-            if ctx.json {
-                println!(
-                    "{}",
-                    json!({ "user": u.email, "ok": true, "uid": u.uid, "gid": u.gid, "home": u.home, "mail": u.mail })
-                );
-            } else {
-                println!("passdb: {login} auth succeeded");
-                println!(
-                    "extra fields:\n  user={}\n  uid={}\n  gid={}\n  home={}\n  mail={}",
-                    u.email, u.uid, u.gid, u.home, u.mail
-                );
-            }
-            Ok(0)
-        }
-        Err(reason) => {
-            if ctx.json {
-                println!(
-                    "{}",
-                    json!({ "user": login, "ok": false, "reason": reason })
-                );
-            } else {
-                println!("passdb: {login} auth failed ({reason})");
-            }
-            Ok(EXIT_NOT_FOUND)
-        }
-    }
-}
-
-/// Reads one secret: a hidden terminal prompt, or the first line of stdin when it is not a
-/// terminal (scripts: `printf '%s\n' "$pw" | vmailctl user add ...`).
-fn read_secret(prompt: &str) -> Result<String> {
-    if std::io::stdin().is_terminal() {
-        return rpassword::prompt_password(prompt).context("reading password from terminal");
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("reading password from stdin")?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
-}
-
-/// A new password: asked twice on a terminal, once from stdin. Empty is refused.
-fn new_password() -> Result<String> {
-    let pw = read_secret("New password: ")?;
-    if std::io::stdin().is_terminal() {
-        let again = read_secret("Retype new password: ")?;
-        if again != pw {
-            bail!("passwords do not match");
-        }
-    }
-    if pw.is_empty() {
-        bail!("empty password refused");
-    }
-    let _ = std::io::stdout().flush();
-    Ok(pw)
+    folded.unwrap_or_else(|| name.to_string())
 }

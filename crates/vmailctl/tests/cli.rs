@@ -1,56 +1,13 @@
 //! vmailctl as a postmaster uses it: the real binary, passwords on stdin, exit statuses that
 //! scripts can rely on.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use vmail_test_support::{free_port, TestDb};
+use vmail_test_support::TestDb;
 
-fn vmailctl(config: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmailctl"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("VMAIL_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vmailctl");
-    // Commands that read no password may exit before we write: a closed pipe is fine.
-    if let Err(e) = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-    {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
-    }
-    child.wait_with_output().expect("vmailctl")
-}
-
-fn ok(config: &Path, args: &[&str], stdin: &str) -> String {
-    let o = vmailctl(config, args, stdin);
-    assert!(
-        o.status.success(),
-        "vmailctl {args:?} failed ({}): {}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exit code")
-}
-
-fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
-    let p = dir.join("vmail.toml");
-    std::fs::write(&p, body).unwrap();
-    p
-}
+mod common;
+use common::{code, down_config, ok, sqlite_config, vmailctl, write_config};
 
 fn exercise(cfg: &Path) {
     ok(cfg, &["init"], "");
@@ -178,17 +135,6 @@ fn exercise(cfg: &Path) {
     assert_eq!(ok(cfg, &["domain", "list"], ""), "");
 }
 
-/// A configuration on an SQLite file `v.db` in `dir`.
-fn sqlite_config(dir: &Path) -> std::path::PathBuf {
-    write_config(
-        dir,
-        &format!(
-            "[database]\nsqlite_path = \"{}\"\n",
-            dir.join("v.db").display()
-        ),
-    )
-}
-
 #[test]
 fn sqlite_workflow() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,13 +167,7 @@ fn mariadb_workflow() {
 #[test]
 fn database_down_is_exit_75_not_not_found() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\nconnect_timeout_ms = 300\nquery_timeout_ms = 1000\n",
-            free_port()
-        ),
-    );
+    let cfg = down_config(dir.path());
     for args in [
         &["query", "aliases", "a@example.org"][..],
         &["query", "domains", "example.org"][..],
@@ -253,9 +193,21 @@ fn check_prints_config_with_secrets_masked() {
     let out = ok(&cfg, &["--check"], "");
     assert!(out.contains("backend = \"mysql\""), "{out}");
     assert!(!out.contains("hunter2"), "{out}");
+    // Like doveconf -n: only what differs from the defaults; -a prints everything.
+    assert!(
+        !out.contains("[lookupd]") && !out.contains("sqlite_path"),
+        "{out}"
+    );
+    let all = ok(&cfg, &["--check", "-a"], "");
+    assert!(all.contains("backend = \"mysql\""), "{all}");
+    assert!(
+        all.contains("[lookupd]") && all.contains("sqlite_path"),
+        "{all}"
+    );
+    assert!(!all.contains("hunter2"), "{all}");
     let bad = write_config(dir.path(), "[database]\nbakend = \"mysql\"\n");
     let o = vmailctl(&bad, &["--check"], "");
-    assert_eq!(code(&o), 2);
+    assert_eq!(code(&o), 78, "EX_CONFIG, as doveadm");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("bakend") && err.contains("vmail.toml"),

@@ -42,6 +42,12 @@ pub trait SqlBackend: Send + Sync {
     /// Runs statements in order, in one transaction where the database allows it (SQLite;
     /// MySQL commits DDL implicitly).
     fn batch(&self, stmts: Vec<String>) -> impl Future<Output = Result<()>> + Send;
+    /// Runs statements with their parameters in one transaction: all of them or none
+    /// (`vmailctl import`). DML only; MySQL would commit DDL implicitly.
+    fn transaction(
+        &self,
+        stmts: Vec<(String, Vec<Value>)>,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The configured backend.
@@ -84,6 +90,13 @@ impl SqlBackend for AnyBackend {
         match self {
             AnyBackend::Sqlite(b) => b.batch(stmts).await,
             AnyBackend::Mysql(b) => b.batch(stmts).await,
+        }
+    }
+
+    async fn transaction(&self, stmts: Vec<(String, Vec<Value>)>) -> Result<()> {
+        match self {
+            AnyBackend::Sqlite(b) => b.transaction(stmts).await,
+            AnyBackend::Mysql(b) => b.transaction(stmts).await,
         }
     }
 }

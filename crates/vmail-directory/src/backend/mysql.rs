@@ -408,6 +408,33 @@ impl SqlBackend for Mysql {
         }
         Ok(())
     }
+
+    /// One connection, one transaction. A connection lost midway rolls back on the server,
+    /// so `with_conn`'s retry on another connection runs the whole transaction again.
+    async fn transaction(&self, stmts: Vec<(String, Vec<Value>)>) -> Result<()> {
+        self.with_conn(|mut conn| {
+            let stmts = stmts.clone();
+            async move {
+                let r = run_transaction(&mut conn, stmts).await;
+                (conn, r)
+            }
+        })
+        .await
+    }
+}
+
+/// Runs `stmts` in a transaction on `conn`; dropped uncommitted (an error), it is rolled back.
+async fn run_transaction(
+    conn: &mut Conn,
+    stmts: Vec<(String, Vec<Value>)>,
+) -> std::result::Result<(), mysql_async::Error> {
+    let mut tx = conn
+        .start_transaction(mysql_async::TxOpts::default())
+        .await?;
+    for (sql, p) in stmts {
+        tx.exec_drop(sql, params(p)).await?;
+    }
+    tx.commit().await
 }
 
 #[cfg(test)]

@@ -228,4 +228,19 @@ impl SqlBackend for Sqlite {
         })
         .await
     }
+
+    async fn transaction(&self, stmts: Vec<(String, Vec<Value>)>) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner.with_conn(|c| {
+                let tx = c.transaction()?;
+                for (sql, params) in stmts {
+                    tx.prepare_cached(&sql)?
+                        .execute(rusqlite::params_from_iter(params.into_iter().map(to_sql)))?;
+                }
+                tx.commit()
+            })
+        })
+        .await
+    }
 }

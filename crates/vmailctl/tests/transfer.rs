@@ -1,0 +1,169 @@
+//! `export` and `import`: moving a directory from SQLite to MariaDB is two commands, and
+//! the MariaDB copy exports exactly the same lines.
+
+use std::path::Path;
+
+mod common;
+use common::{code, mariadb_config, ok, sqlite_config, vmailctl};
+
+fn populate(cfg: &Path) {
+    ok(cfg, &["init"], "");
+    for d in ["example.org", "example.net", "old.test"] {
+        ok(cfg, &["domain", "add", d], "");
+    }
+    ok(cfg, &["domain", "disable", "old.test"], "");
+    ok(cfg, &["user", "add", "alice@example.org"], "pw a\n");
+    ok(
+        cfg,
+        &["user", "add", "bob@example.net", "--quota", "5000"],
+        "pw b\n",
+    );
+    ok(
+        cfg,
+        &[
+            "user",
+            "set",
+            "bob@example.net",
+            "--services",
+            "imap,smtp",
+            "--active",
+            "no",
+        ],
+        "",
+    );
+    ok(
+        cfg,
+        &[
+            "alias",
+            "add",
+            "info@example.org",
+            "alice@example.org",
+            "Ext@Remote.test",
+        ],
+        "",
+    );
+    ok(cfg, &["alias", "add", "@example.net", "@example.org"], "");
+    ok(
+        cfg,
+        &["transport", "set", "example.net", "smtp:[relay.example]:25"],
+        "",
+    );
+}
+
+/// The export of `cfg` (and that it is one JSON object with a type per line).
+fn export(cfg: &Path) -> String {
+    let out = ok(cfg, &["export"], "");
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["type"].is_string(), "{line}");
+    }
+    out
+}
+
+#[test]
+fn sqlite_to_mariadb_and_back_gives_identical_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let lite = sqlite_config(dir.path());
+    populate(&lite);
+    let first = export(&lite);
+    assert_eq!(first.lines().count(), 3 + 2 + 2 + 1, "{first}");
+    assert!(
+        first.contains(r#""type":"user""#) && first.contains("$6$"),
+        "hashes go along"
+    );
+
+    let mdir = tempfile::tempdir().unwrap();
+    let Some((_db, maria)) = mariadb_config(mdir.path(), "sqlite_to_mariadb_and_back") else {
+        return;
+    };
+    ok(&maria, &["init"], "");
+    assert_eq!(ok(&maria, &["import"], &first), "imported 8 row(s)\n");
+    assert_eq!(export(&maria), first);
+    // The copy works: logins, flags, maps.
+    ok(&maria, &["auth", "test", "alice@example.org"], "pw a\n");
+    assert_eq!(
+        code(&vmailctl(
+            &maria,
+            &["auth", "test", "bob@example.net"],
+            "pw b\n"
+        )),
+        1
+    );
+    assert_eq!(
+        ok(&maria, &["query", "aliases", "info@example.org"], ""),
+        "alice@example.org,Ext@remote.test\n"
+    );
+    assert_eq!(
+        code(&vmailctl(&maria, &["query", "domains", "old.test"], "")),
+        1
+    );
+
+    // Again: every row exists, nothing is imported; --replace overwrites.
+    let o = vmailctl(&maria, &["import"], &first);
+    assert_eq!(code(&o), 2, "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--replace"),
+        "{o:?}"
+    );
+    ok(&maria, &["import", "--replace"], &first);
+    assert_eq!(export(&maria), first);
+
+    // And back into a fresh SQLite file from a file argument.
+    let back = tempfile::tempdir().unwrap();
+    let lite2 = sqlite_config(back.path());
+    ok(&lite2, &["init"], "");
+    let f = back.path().join("dump.jsonl");
+    std::fs::write(&f, export(&maria)).unwrap();
+    ok(&lite2, &["import", f.to_str().unwrap()], "");
+    assert_eq!(export(&lite2), first);
+}
+
+/// One transaction: a conflicting row anywhere means no row at all.
+#[test]
+fn import_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sqlite_config(dir.path());
+    ok(&cfg, &["init"], "");
+    ok(&cfg, &["domain", "add", "example.org"], "");
+    let input = "{\"type\":\"domain\",\"domain\":\"new.test\"}\n\
+                 {\"type\":\"domain\",\"domain\":\"example.org\"}\n";
+    let o = vmailctl(&cfg, &["import"], input);
+    assert_eq!(code(&o), 2, "{o:?}");
+    assert_eq!(ok(&cfg, &["domain", "list"], ""), "example.org\n");
+    // Bad lines are named and refused before anything is written.
+    let o = vmailctl(
+        &cfg,
+        &["import"],
+        "{\"type\":\"domain\",\"domain\":\"a.test\"}\n{\"type\":\"mailbox\"}\n",
+    );
+    assert_eq!(code(&o), 2);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("line 2"),
+        "{o:?}"
+    );
+    assert_eq!(ok(&cfg, &["domain", "list"], ""), "example.org\n");
+}
+
+/// A classic schema cannot hold a disabled domain: EX_CONFIG, naming migrate.
+#[test]
+fn import_into_classic_schema_needs_migrate_for_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sqlite_config(dir.path());
+    ok(&cfg, &["init", "--classic"], "");
+    ok(
+        &cfg,
+        &["import"],
+        "{\"type\":\"domain\",\"domain\":\"a.test\",\"active\":true}\n",
+    );
+    let o = vmailctl(
+        &cfg,
+        &["import"],
+        "{\"type\":\"domain\",\"domain\":\"b.test\",\"active\":false}\n",
+    );
+    assert_eq!(code(&o), 78, "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("vmailctl migrate"));
+    assert_eq!(
+        ok(&cfg, &["export"], ""),
+        "{\"active\":true,\"domain\":\"a.test\",\"type\":\"domain\"}\n"
+    );
+}
