@@ -61,6 +61,9 @@ pub enum Command {
     /// Exit 0 found, 1 not found, 75 temporary failure.
     Query {
         /// domains, mailboxes, aliases, senders, transport, recipient_access or recipient
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(
+            vmail_directory::Map::ALL.map(vmail_directory::Map::name)
+        ))]
         map: String,
         /// The key Postfix would ask, e.g. an address or a domain.
         key: String,
