@@ -98,6 +98,19 @@ fn services_are_hardened_alike_and_stop_on_a_configuration_error() {
             vmail_daemon::EX_CONFIG.to_string(),
             "{name}"
         );
+        // Until the privilege drop, root needs DAC_OVERRIDE to enter /var/lib/vmail (0750
+        // vmail) and Postfix's private/ (0700 postfix); nothing more than the drop itself.
+        let mut caps = words(&u, "Service.CapabilityBoundingSet");
+        caps.sort();
+        assert_eq!(
+            caps,
+            ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID"],
+            "{name}"
+        );
+        // A host without Postfix's spool or a state directory must still start the unit.
+        for path in words(&u, "Service.ReadWritePaths") {
+            assert!(path.starts_with('-'), "{name}: ReadWritePaths {path}");
+        }
         // journalctl -t and mail.log name the program (fail2ban matches the unit instead).
         let program = name.trim_end_matches(".service");
         assert_eq!(one(&u, name, "Service.SyslogIdentifier"), program);
@@ -148,16 +161,27 @@ fn each_socket_unit_matches_the_listeners_and_groups_of_the_shipped_configuratio
         one(&d, "vmail-authd-dovecot.socket", "Socket.Service"),
         "vmail-authd.service"
     );
-    // The service is ordered after both and pulls both in, so it is passed every socket.
+    // The service is ordered after both sockets but does not pull them in (socket
+    // activation stays optional); each socket unit wants the other, so whichever starts
+    // the daemon, it is passed every socket.
     let s = unit("vmail-authd.service");
-    for key in ["Unit.After", "Unit.Wants"] {
-        let w = words(&s, key);
-        for sock in ["vmail-authd.socket", "vmail-authd-dovecot.socket"] {
-            assert!(
-                w.iter().any(|x| x == sock),
-                "vmail-authd.service {key}: {w:?}"
-            );
-        }
+    let after = words(&s, "Unit.After");
+    for sock in ["vmail-authd.socket", "vmail-authd-dovecot.socket"] {
+        assert!(
+            after.iter().any(|x| x == sock),
+            "vmail-authd.service After: {after:?}"
+        );
+    }
+    assert!(
+        words(&s, "Unit.Wants").is_empty(),
+        "vmail-authd.service pulls sockets in"
+    );
+    for (sock, other) in [
+        ("vmail-authd.socket", "vmail-authd-dovecot.socket"),
+        ("vmail-authd-dovecot.socket", "vmail-authd.socket"),
+    ] {
+        let w = words(&unit(sock), "Unit.Wants");
+        assert!(w.iter().any(|x| x == other), "{sock} Wants: {w:?}");
     }
 }
 
