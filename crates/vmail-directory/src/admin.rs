@@ -394,7 +394,7 @@ impl Directory {
         Ok(self.parse_address(s)?.to_string())
     }
 
-    fn alias_destination(&self, s: &str) -> Result<String> {
+    pub(crate) fn alias_destination(&self, s: &str) -> Result<String> {
         let s = s.trim();
         if let Some(d) = s.strip_prefix('@') {
             return Ok(format!("@{}", self.parse_domain(d)?));
@@ -417,11 +417,7 @@ impl Directory {
     pub async fn set_transport(&self, domain: &str, transport: &str) -> Result<()> {
         let d = self.parse_domain(domain)?;
         self.check_new("domain", &d)?;
-        if transport.is_empty() || transport.contains(char::is_whitespace) {
-            return Err(Error::Invalid(format!(
-                "{transport:?} is not a valid transport"
-            )));
-        }
+        check_transport(transport)?;
         self.backend
             .execute(admin::DEL_TRANSPORT, vec![d.clone().into()])
             .await?;
@@ -450,4 +446,15 @@ fn like_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// What `set_transport` and an import accept as a transport: one word, as transport(5)'s
+/// `transport:nexthop` is.
+pub(crate) fn check_transport(transport: &str) -> Result<()> {
+    if transport.is_empty() || transport.contains(char::is_whitespace) {
+        return Err(Error::Invalid(format!(
+            "{transport:?} is not a valid transport"
+        )));
+    }
+    Ok(())
 }

@@ -144,7 +144,7 @@ impl Directory {
 
 /// The stored form of a services list: lower-case names joined by `,` (what the read side
 /// splits on), or NULL for "all". Names are letters, digits, `-` and `_` only.
-fn services_value(list: Option<&[String]>, dialect: Dialect) -> Result<Value> {
+pub(crate) fn services_value(list: Option<&[String]>, dialect: Dialect) -> Result<Value> {
     let Some(list) = list else {
         return Ok(Value::Null);
     };

@@ -102,11 +102,15 @@ impl Directory {
             }
             stmts.push((sql.to_string(), params));
         };
+        // A user or alias needs its domain, in the database or earlier in the input, as
+        // `user add` and `alias add` do.
+        let mut domains: Vec<String> = Vec::new();
         for r in records {
             match r {
                 Record::Domain { domain, active } => {
                     let d = self.parse_domain(domain)?;
                     self.check_new("domain", &d)?;
+                    domains.push(d.clone());
                     if s.domains_active {
                         let p = vec![d.clone().into(), (*active).into()];
                         add(admin::DEL_DOMAIN, &d, admin::IMPORT_DOMAIN_FLAGGED, p);
@@ -128,8 +132,20 @@ impl Directory {
                     quota_bytes,
                     services,
                 } => {
-                    let key = self.parse_address(email)?.to_string();
+                    let a = self.parse_address(email)?;
+                    let key = a.to_string();
                     self.check_new("user", &key)?;
+                    if !domains.contains(&a.domain) {
+                        self.require_domain(&a.domain).await?;
+                    }
+                    // The stored form, checked as `user set --services` checks it.
+                    let services = match services {
+                        None => Value::Null,
+                        Some(list) => {
+                            let names: Vec<String> = list.split(',').map(str::to_string).collect();
+                            crate::edit::services_value(Some(&names), self.backend.dialect())?
+                        }
+                    };
                     let len = password.chars().count();
                     if let Some(width) = s.password_width.filter(|w| len > *w as usize) {
                         return Err(Error::TooLong {
@@ -149,10 +165,10 @@ impl Directory {
                             password.as_str().into(),
                             (*active).into(),
                             q,
-                            services.clone().into(),
+                            services,
                         ];
                         add(admin::DEL_USER, &key, admin::IMPORT_USER_FLAGGED, p);
-                    } else if !active || *quota_bytes > 0 || services.is_some() {
+                    } else if !active || *quota_bytes > 0 || services != Value::Null {
                         return Err(Error::NeedsMigrate("users.active/quota/services"));
                     } else {
                         let p = vec![key.clone().into(), password.as_str().into()];
@@ -165,12 +181,29 @@ impl Directory {
                 } => {
                     let src = self.alias_source(source)?;
                     self.check_new("alias", &src)?;
-                    let p = vec![src.clone().into(), destination.as_str().into()];
+                    let domain = src.rsplit_once('@').map_or("", |(_, d)| d);
+                    if !domains.iter().any(|d| d == domain) {
+                        self.require_domain(domain).await?;
+                    }
+                    // Each destination checked as `alias add` checks it.
+                    let mut dests: Vec<String> = Vec::new();
+                    for d in destination.split(',').filter(|d| !d.trim().is_empty()) {
+                        let d = self.alias_destination(d)?;
+                        self.check_new("destination", &d)?;
+                        if !dests.contains(&d) {
+                            dests.push(d);
+                        }
+                    }
+                    if dests.is_empty() {
+                        return Err(Error::Invalid(format!("alias {src} has no destination")));
+                    }
+                    let p = vec![src.clone().into(), dests.join(", ").into()];
                     add(admin::DEL_ALIAS, &src, admin::ADD_ALIAS, p);
                 }
                 Record::Transport { domain, transport } => {
                     let d = self.parse_domain(domain)?;
                     self.check_new("domain", &d)?;
+                    crate::admin::check_transport(transport)?;
                     let p = vec![d.clone().into(), transport.as_str().into()];
                     add(admin::DEL_TRANSPORT, &d, admin::ADD_TRANSPORT, p);
                 }

@@ -144,6 +144,62 @@ fn import_is_all_or_nothing() {
     assert_eq!(ok(&cfg, &["domain", "list"], ""), "example.org\n");
 }
 
+/// An import stores nothing that `user add`, `alias add`, `transport set` or `user set`
+/// would refuse: each bad row fails the whole import (status 2) and leaves the directory as
+/// it was.
+#[test]
+fn import_checks_rows_as_the_commands_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sqlite_config(dir.path());
+    ok(&cfg, &["init"], "");
+    ok(&cfg, &["domain", "add", "example.org"], "");
+    let before = export(&cfg);
+    let user = |email: &str, services: &str| {
+        format!(
+            "{{\"type\":\"user\",\"email\":\"{email}\",\"password\":\"{{PLAIN}}x\",\
+             \"active\":true,\"quota\":0,\"services\":{services}}}\n"
+        )
+    };
+    for bad in [
+        // A user or alias of a domain that is neither stored nor imported.
+        user("bob@elsewhere.test", "null"),
+        "{\"type\":\"alias\",\"source\":\"x@elsewhere.test\",\"destination\":\"a@example.org\"}\n"
+            .into(),
+        // Services as `user set --services` refuses them.
+        user("bob@example.org", "\"imap pop3\""),
+        // Destinations as `alias add` refuses them.
+        "{\"type\":\"alias\",\"source\":\"x@example.org\",\"destination\":\"not an address\"}\n"
+            .into(),
+        "{\"type\":\"alias\",\"source\":\"x@example.org\",\"destination\":\"a@ex/ample.org\"}\n"
+            .into(),
+        "{\"type\":\"alias\",\"source\":\"x@example.org\",\"destination\":\" , \"}\n".into(),
+        // A transport as `transport set` refuses it.
+        "{\"type\":\"transport\",\"domain\":\"example.org\",\"transport\":\"smtp: [relay]\"}\n"
+            .into(),
+    ] {
+        let o = vmailctl(&cfg, &["import"], &bad);
+        assert_eq!(code(&o), 2, "{bad}: {o:?}");
+        assert_eq!(export(&cfg), before, "{bad}");
+    }
+    // The same rows, well formed, are imported, the destinations as `alias add` stores them.
+    ok(
+        &cfg,
+        &["import"],
+        &format!(
+            "{{\"type\":\"domain\",\"domain\":\"new.test\"}}\n{}{}\
+             {{\"type\":\"alias\",\"source\":\"x@new.test\",\"destination\":\"a@Example.ORG,b@remote.test\"}}\n",
+            user("bob@new.test", "[\"imap\"]").replace("[\"imap\"]", "\"IMAP,pop3\""),
+            user("carol@example.org", "null"),
+        ),
+    );
+    let after = export(&cfg);
+    assert!(after.contains("\"services\":\"imap,pop3\""), "{after}");
+    assert!(
+        after.contains("\"destination\":\"a@example.org, b@remote.test\""),
+        "{after}"
+    );
+}
+
 /// A classic schema cannot hold a disabled domain: EX_CONFIG, naming migrate.
 #[test]
 fn import_into_classic_schema_needs_migrate_for_flags() {
