@@ -46,6 +46,10 @@ fn bad_config_exits_with_ex_config() {
     let (out, err) = run(&["--config".as_ref(), cfg.as_os_str()]);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("mode 0644"), "{err}");
+    // `--check` finds it too (the unit's comment sends the admin there).
+    let (out, err) = run(&["--check".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("mode 0644"), "{err}");
     let (out, _) = run(&["--no-such-option".as_ref()]);
     assert_eq!(out.status.code(), Some(2));
 }

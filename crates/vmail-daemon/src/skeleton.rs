@@ -81,17 +81,17 @@ pub fn main<D: Daemon>(about: &About) -> anyhow::Result<()> {
     // What `Parser::parse` does with an error: clap's message and exit status 2.
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let loaded = vmail_config::load(args.config.as_deref()).unwrap_or_else(|e| config_error(e));
-    if args.check {
-        print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
-        return Ok(());
-    }
     // Read here, before anything is bound, only to tell a configuration error from the
-    // others; the directory reads it again when it opens, and only for MySQL (SQLite
-    // ignores a password file, so must this).
+    // others (and so that `--check` finds it too); the directory reads it again when it
+    // opens, and only for MySQL (SQLite ignores a password file, so must this).
     if loaded.config.database.backend == vmail_config::Backend::Mysql {
         if let Err(e) = loaded.config.database_password() {
             config_error(e);
         }
+    }
+    if args.check {
+        print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
+        return Ok(());
     }
     crate::init_logging("info");
     let rt = crate::runtime(D::threads(&loaded.config))?;

@@ -51,10 +51,20 @@ fn man_renders_every_page_without_warnings() {
     // Five programs and vmail.toml(5).
     assert_eq!(written.pages.len(), 6, "{:?}", written.pages);
     for page in &written.pages {
-        let out = Command::new("man")
+        // The page alone decides: no options or pagers from the environment, and no
+        // seccomp sandbox (some container runtimes kill groff under it).
+        let mut man = Command::new("man");
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("MAN") || k.starts_with("GROFF") {
+                man.env_remove(&*k);
+            }
+        }
+        let out = man
             .args(["--warnings", "-l"])
             .arg(page)
             .env("MANWIDTH", "80")
+            .env("MAN_DISABLE_SECCOMP", "1")
             .env("LC_ALL", "C.UTF-8")
             .output()
             .expect("man(1) runs (scripts/test-deps installs man-db)");
@@ -232,9 +242,12 @@ fn bash_complete(script: &Path, words: &[&str]) -> Vec<String> {
         cur = words[cword],
         prev = if cword > 0 { words[cword - 1] } else { "" },
     );
+    // No startup files, whatever the environment names: only the generated script counts.
     let out = Command::new("bash")
-        .arg("-c")
+        .args(["--norc", "--noprofile", "-c"])
         .arg(program)
+        .env_remove("BASH_ENV")
+        .env_remove("ENV")
         .output()
         .unwrap();
     assert!(
