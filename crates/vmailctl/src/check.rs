@@ -75,7 +75,10 @@ pub(crate) async fn auth_test(
                 Ok(true) => Ok(u),
                 Ok(false) => Err("unknown user or wrong password"),
                 Err(e) => {
-                    eprintln!("vmailctl: stored hash of {login} cannot be used: {e}");
+                    // Under --json the reason below is the whole answer: nothing on stderr.
+                    if !ctx.json {
+                        eprintln!("vmailctl: stored hash of {login} cannot be used: {e}");
+                    }
                     Err("stored password hash is invalid")
                 }
             },
