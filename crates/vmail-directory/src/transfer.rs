@@ -103,14 +103,15 @@ impl Directory {
             stmts.push((sql.to_string(), params));
         };
         // A user or alias needs its domain, in the database or earlier in the input, as
-        // `user add` and `alias add` do.
-        let mut domains: Vec<String> = Vec::new();
+        // `user add` and `alias add` do. Each domain is asked of the database once, not once
+        // per user: an import holds many users of few domains.
+        let mut domains: std::collections::HashSet<String> = std::collections::HashSet::new();
         for r in records {
             match r {
                 Record::Domain { domain, active } => {
                     let d = self.parse_domain(domain)?;
                     self.check_new("domain", &d)?;
-                    domains.push(d.clone());
+                    domains.insert(d.clone());
                     if s.domains_active {
                         let p = vec![d.clone().into(), (*active).into()];
                         add(admin::DEL_DOMAIN, &d, admin::IMPORT_DOMAIN_FLAGGED, p);
@@ -137,6 +138,7 @@ impl Directory {
                     self.check_new("user", &key)?;
                     if !domains.contains(&a.domain) {
                         self.require_domain(&a.domain).await?;
+                        domains.insert(a.domain.clone());
                     }
                     // The stored form, checked as `user set --services` checks it.
                     let services = match services {
@@ -182,8 +184,9 @@ impl Directory {
                     let src = self.alias_source(source)?;
                     self.check_new("alias", &src)?;
                     let domain = src.rsplit_once('@').map_or("", |(_, d)| d);
-                    if !domains.iter().any(|d| d == domain) {
+                    if !domains.contains(domain) {
                         self.require_domain(domain).await?;
+                        domains.insert(domain.to_string());
                     }
                     // Each destination checked as `alias add` checks it.
                     let mut dests: Vec<String> = Vec::new();
