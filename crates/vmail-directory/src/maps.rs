@@ -133,7 +133,7 @@ pub(crate) async fn lookup<R: Rows>(rows: &R, map: Map, key: &str) -> Result<Opt
             };
             Ok(matches!(own(rows, &a).await?, Own::Disabled).then(|| DISABLED_ACCESS.to_string()))
         }
-        Map::Recipient => Ok(rows::recipient(rows, key)
+        Map::Recipient => Ok(rows::recipient_unbounded(rows, key)
             .await?
             .map(|(user, ext)| RecipientRecord::new(&user, ext).encode())),
     }

@@ -112,7 +112,7 @@ impl Directory {
     /// The user mail for `recipient` is delivered to: exact address, then without its
     /// extension. Returns the user and the extension (delimiter included). For the LDA.
     pub async fn recipient(&self, recipient: &str) -> Result<Option<(User, Option<String>)>> {
-        self.bounded(rows::recipient(self, recipient)).await
+        rows::recipient(self, recipient).await
     }
 
     /// The user row of `a` (through the batcher on MySQL when it is on), with its domain's

@@ -72,8 +72,19 @@ pub async fn lookup<R: Rows>(rows: &R, map: Map, key: &str) -> Result<Option<Str
 }
 
 /// The user mail for `recipient` is delivered to: exact address, then without its
-/// extension. Returns the user and the extension (delimiter included).
+/// extension, under the directory's deadline. Returns the user and the extension
+/// (delimiter included).
 pub async fn recipient<R: Rows>(
+    rows: &R,
+    recipient: &str,
+) -> Result<Option<(User, Option<String>)>> {
+    rows.directory()
+        .bounded(recipient_unbounded(rows, recipient))
+        .await
+}
+
+/// [`recipient`] without its deadline, for a search already under one (the `recipient` map).
+pub(crate) async fn recipient_unbounded<R: Rows>(
     rows: &R,
     recipient: &str,
 ) -> Result<Option<(User, Option<String>)>> {

@@ -57,11 +57,7 @@ impl Shared {
     /// The user mail for `recipient` is delivered to, as [`Directory::recipient`], with the
     /// rows through the memo (never the address set's word).
     pub async fn recipient(&self, recipient: &str) -> Result<Option<(User, Option<String>)>> {
-        let dir = &self.dir;
-        match tokio::time::timeout(dir.deadline(), rows::recipient(self, recipient)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout(dir.deadline())),
-        }
+        rows::recipient(self, recipient).await
     }
 
     /// How many lookup statements the directory has sent (not counting schema detection,
