@@ -235,7 +235,9 @@ fn parse_auth(args: &[u8]) -> Result<AuthRequest, AuthError> {
         };
         let text = value.unwrap_or_default();
         match name {
-            b"service" => service = Some(text.to_vec()),
+            // Dovecot 2.4's clients (its libauth-client, e.g. `doveadm auth test`) name the
+            // field `protocol=` (auth protocol 1.3); 2.4's auth server takes either.
+            b"service" | b"protocol" => service = Some(text.to_vec()),
             b"lip" => req.local_ip = parse_ip(text),
             b"rip" => req.remote_ip = parse_ip(text),
             b"lport" => req.local_port = parse_port(text),

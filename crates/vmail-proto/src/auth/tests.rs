@@ -301,6 +301,20 @@ fn auth_structure_errors() {
     );
     // An empty service is still a service.
     assert_eq!(auth(b"AUTH\t1\tPLAIN\tservice=").unwrap().service, b"");
+    // Dovecot 2.4's clients send `protocol=` (seen from its `doveadm auth test`); as in
+    // Dovecot's auth server, both name one field and the last one given counts.
+    assert_eq!(
+        auth(b"AUTH\t1\tPLAIN\tprotocol=smtp\tfinal-resp-ok\tresp=AA==")
+            .unwrap()
+            .service,
+        b"smtp"
+    );
+    assert_eq!(
+        auth(b"AUTH\t1\tPLAIN\tservice=imap\tprotocol=smtp")
+            .unwrap()
+            .service,
+        b"smtp"
+    );
     assert_eq!(
         parse_command(b"AUTH\t3\tPLAIN\tresp=AA==\tservice=smtp"),
         Err(AuthError::ParamAfterResp { id: 3 })
