@@ -121,10 +121,19 @@ fn services_are_hardened_alike_and_stop_on_a_configuration_error() {
     }
 }
 
-/// The configuration an admin installs as /etc/vmail/vmail.toml.
-fn shipped_config() -> vmail_config::Config {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/vmail/vmail.toml");
-    vmail_config::load(Some(&path)).unwrap().config
+/// The configurations that become /etc/vmail/vmail.toml: the Debian package's conffile
+/// (`debian/vmail.toml`, SQLite) and the example for classic MySQL tables that docs/INSTALL.md
+/// installs by hand. The units serve both unchanged.
+fn shipped_configs() -> Vec<(&'static str, vmail_config::Config)> {
+    ["debian/vmail.toml", "contrib/vmail/vmail.toml"]
+        .into_iter()
+        .map(|rel| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(rel);
+            (rel, vmail_config::load(Some(&path)).unwrap().config)
+        })
+        .collect()
 }
 
 /// `ListenStream=` paths as listener specs (`unix:/path`), and the one `SocketGroup=`.
@@ -139,23 +148,38 @@ fn socket(name: &str) -> (Vec<String>, String) {
 
 #[test]
 fn each_socket_unit_matches_the_listeners_and_groups_of_the_shipped_configuration() {
-    let c = shipped_config();
-    assert_eq!(
-        socket("vmail-lookupd.socket"),
-        (c.lookupd.socketmap.clone(), c.lookupd.socket_group.clone())
-    );
-    // authd's sockets belong to two groups, so to two socket units of one service.
-    assert_eq!(
-        socket("vmail-authd.socket"),
-        (c.authd.auth.clone(), c.authd.auth_socket_group.clone())
-    );
-    assert_ne!(c.authd.auth_socket_group, c.authd.dict_socket_group);
-    assert_eq!(c.authd.dict_socket_group, c.authd.lua_socket_group);
-    let dovecot: Vec<String> = c.authd.dict.iter().chain(&c.authd.lua).cloned().collect();
-    assert_eq!(
-        socket("vmail-authd-dovecot.socket"),
-        (dovecot, c.authd.dict_socket_group.clone())
-    );
+    for (file, c) in shipped_configs() {
+        assert_eq!(
+            socket("vmail-lookupd.socket"),
+            (c.lookupd.socketmap.clone(), c.lookupd.socket_group.clone()),
+            "{file}"
+        );
+        // authd's sockets belong to two groups, so to two socket units of one service.
+        assert_eq!(
+            socket("vmail-authd.socket"),
+            (c.authd.auth.clone(), c.authd.auth_socket_group.clone()),
+            "{file}"
+        );
+        assert_ne!(c.authd.auth_socket_group, c.authd.dict_socket_group);
+        assert_eq!(c.authd.dict_socket_group, c.authd.lua_socket_group);
+        let dovecot: Vec<String> = c.authd.dict.iter().chain(&c.authd.lua).cloned().collect();
+        assert_eq!(
+            socket("vmail-authd-dovecot.socket"),
+            (dovecot, c.authd.dict_socket_group.clone()),
+            "{file}"
+        );
+        // Both units create /run/vmail, where lookupd's LDA socket and authd's Dovecot
+        // sockets live.
+        for l in c
+            .lookupd
+            .lda
+            .iter()
+            .chain(&c.authd.dict)
+            .chain(&c.authd.lua)
+        {
+            assert!(l.starts_with("unix:/run/vmail/"), "{file}: {l}");
+        }
+    }
     let d = unit("vmail-authd-dovecot.socket");
     assert_eq!(
         one(&d, "vmail-authd-dovecot.socket", "Socket.Service"),
