@@ -1,7 +1,8 @@
 //! The generator's output as an admin meets it: every page renders through man(1) without
 //! a warning, lists every option and subcommand of its binary, and has the sections a
 //! Postfix or Dovecot page has; vmail.toml(5) names every key the programs read; bash
-//! completes `vmailctl us<Tab>` to `user`. Needs man-db and groff (scripts/test-deps).
+//! completes `vmailctl us<Tab>` to `user`, and so does fish; every zsh and fish script parses.
+//! Needs man-db, groff, zsh and fish (scripts/test-deps).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -274,4 +275,79 @@ fn bash_completes_vmailctl_subcommands() {
     assert_eq!(adds, ["add"]);
     // Every program has a script for each shell.
     assert_eq!(written.completions.len(), programs().len() * 3);
+}
+
+fn completion_script(written: &Written, suffix: &str) -> PathBuf {
+    written
+        .completions
+        .iter()
+        .find(|p| p.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {suffix} in {:?}", written.completions))
+        .clone()
+}
+
+/// Every zsh script parses (`zsh -n`); zsh's completion system cannot run without a
+/// terminal, so the words themselves are checked through bash and fish.
+#[test]
+fn zsh_scripts_parse() {
+    let (_dir, written) = generate();
+    for p in programs() {
+        let script = completion_script(&written, &format!("zsh/_{}", p.name()));
+        let out = Command::new("zsh")
+            .args(["--no-rcs", "-n"])
+            .arg(&script)
+            .output()
+            .expect("zsh runs (scripts/test-deps installs it)");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// fish loads each script and completes `vmailctl us` to `user` from it.
+#[test]
+fn fish_completes_vmailctl_subcommands() {
+    let (dir, written) = generate();
+    for p in programs() {
+        let script = completion_script(&written, &format!("fish/{}.fish", p.name()));
+        let out = Command::new("fish")
+            .arg("--no-config")
+            .arg("--no-execute")
+            .arg(&script)
+            .output()
+            .expect("fish runs (scripts/test-deps installs it)");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let script = completion_script(&written, "fish/vmailctl.fish");
+    let out = Command::new("fish")
+        .arg("--no-config")
+        .arg("-c")
+        .arg(format!(
+            "source {}; complete --do-complete 'vmailctl us'",
+            script.display()
+        ))
+        // fish keeps history and universal variables under HOME.
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .output()
+        .unwrap();
+    let words: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        words,
+        ["user"],
+        "fish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
