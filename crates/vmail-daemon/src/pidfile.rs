@@ -202,15 +202,33 @@ pub fn signal_reload(path: &Path, daemon: &str) -> Result<Reload, Error> {
     // Pin the process before checking what it runs: the pidfd names this process, not the
     // number, so a pid recycled between the check and the signal gets nothing.
     let pidfd = PidFd::open(pid);
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map_err(|e| fail(format!("cannot tell what pid {pid} runs: {e}")))?;
-    let exe = exe.to_string_lossy();
-    // A binary replaced by a package upgrade still runs, as "/usr/sbin/vmail-authd (deleted)".
-    let name = exe.trim_end_matches(" (deleted)").rsplit('/').next();
-    if name != Some(daemon) {
-        return Err(fail(format!(
-            "pid {pid} runs {exe}, not {daemon}; not signalled"
-        )));
+    match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => {
+            let exe = exe.to_string_lossy();
+            // A binary replaced by a package upgrade still runs, as
+            // "/usr/sbin/vmail-authd (deleted)".
+            let name = exe.trim_end_matches(" (deleted)").rsplit('/').next();
+            if name != Some(daemon) {
+                return Err(fail(format!(
+                    "pid {pid} runs {exe}, not {daemon}; not signalled"
+                )));
+            }
+        }
+        // A daemon that dropped root is not dumpable: only root may read its exe link, so
+        // vmailctl run by its user (a member of group vmail) is refused. Its name is
+        // readable, and enough here: a recycled pid belongs to some other program with
+        // another name, and the caller, being that user, may signal the daemon anyway.
+        Err(e) if e.raw_os_error() == Some(nix::libc::EACCES) => {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map_err(|e| fail(format!("cannot tell what pid {pid} runs: {e}")))?;
+            if !same_comm(comm.trim_end_matches('\n'), daemon) {
+                return Err(fail(format!(
+                    "pid {pid} is {comm:?}, not {daemon}; not signalled",
+                    comm = comm.trim_end()
+                )));
+            }
+        }
+        Err(e) => return Err(fail(format!("cannot tell what pid {pid} runs: {e}"))),
     }
     let sent = match &pidfd {
         Some(fd) => fd.sighup(),
@@ -224,6 +242,14 @@ pub fn signal_reload(path: &Path, daemon: &str) -> Result<Reload, Error> {
         Err(Errno::ESRCH) => Ok(Reload::NotRunning(format!("pid {pid} just exited"))),
         Err(e) => Err(fail(format!("signalling pid {pid}: {e}"))),
     }
+}
+
+/// Whether a process's `comm` (its program name, cut to 15 bytes by the kernel) names
+/// `daemon`.
+fn same_comm(comm: &str, daemon: &str) -> bool {
+    const TASK_COMM_LEN: usize = 15;
+    let want = &daemon.as_bytes()[..daemon.len().min(TASK_COMM_LEN)];
+    comm.as_bytes() == want
 }
 
 /// A process file descriptor (pidfd_open(2), Linux 5.3): signals sent through it reach the
@@ -265,6 +291,15 @@ impl PidFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comm_is_the_name_cut_to_fifteen_bytes() {
+        assert!(same_comm("vmail-lookupd", "vmail-lookupd"));
+        assert!(!same_comm("vmail-authd", "vmail-lookupd"));
+        assert!(!same_comm("vmail-lookup", "vmail-lookupd"));
+        assert!(same_comm("a-very-long-dae", "a-very-long-daemon-name"));
+        assert!(!same_comm("sleep", "vmail-authd"));
+    }
 
     /// The signal goes to the process the pidfd was opened for: once that one has exited and
     /// been reaped, its number may belong to anyone, and the pidfd reaches no one (`kill(2)`
