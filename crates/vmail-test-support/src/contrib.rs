@@ -304,6 +304,23 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
             format!("lda_socket_group = \"{}\"", p.user.group),
             1,
         ),
+        // The pid files, beside the sockets: each stack its own.
+        (
+            "pid_file = \"/var/lib/vmail/lookupd.pid\"".into(),
+            format!(
+                "pid_file = \"{}\"",
+                p.dict_socket.with_file_name("lookupd.pid").display()
+            ),
+            1,
+        ),
+        (
+            "pid_file = \"/var/lib/vmail/authd.pid\"".into(),
+            format!(
+                "pid_file = \"{}\"",
+                p.dict_socket.with_file_name("authd.pid").display()
+            ),
+            1,
+        ),
     ];
     for (from, to, n) in &subst {
         t = replace_exact(file, &t, from, to, *n);

@@ -17,7 +17,7 @@ pub(crate) fn replace_some(file: &str, text: &str, from: &str, to: &str) -> Resu
 }
 
 /// `contrib/vmail/vmail.toml` pointed at this run: every path under `/var/spool/postfix`,
-/// `/run/vmail` and `/home/vmail` moved into the work dir, the database and the system user
+/// `/run/vmail`, `/var/lib/vmail` and `/home/vmail` moved into the work dir, the database and the system user
 /// replaced, everything else (cache TTLs, delays, listeners' modes) as shipped. Whatever
 /// listeners contrib adds later (e.g. a socket for the LDA) move along with the prefixes.
 pub(crate) fn vmail_toml(
@@ -45,6 +45,8 @@ pub(crate) fn vmail_toml(
         ),
         ("/var/spool/postfix".into(), spool.display().to_string()),
         ("/run/vmail".into(), run.display().to_string()),
+        // The daemons' pid files.
+        ("/var/lib/vmail".into(), run.display().to_string()),
         (
             "user = \"vmail\"".into(),
             format!("user = \"{}\"", env.user.name),
