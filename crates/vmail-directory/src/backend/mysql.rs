@@ -286,9 +286,30 @@ const CONNECTION_CODES: &[u16] = &[
     4031, // ER_CLIENT_INTERACTION_TIMEOUT (wait_timeout, MySQL 8)
 ];
 
+/// Server error codes that refuse the data a write gave (strict mode, constraints): the
+/// same write fails the same way every time, so vmailctl reports bad data, not "try later".
+const REFUSED_CODES: &[u16] = &[
+    1048, // ER_BAD_NULL_ERROR: column cannot be null
+    1216, // ER_NO_REFERENCED_ROW: foreign key (old servers)
+    1217, // ER_ROW_IS_REFERENCED: foreign key (old servers)
+    1264, // ER_WARN_DATA_OUT_OF_RANGE
+    1265, // WARN_DATA_TRUNCATED (strict mode)
+    1292, // ER_TRUNCATED_WRONG_VALUE: incorrect value
+    1364, // ER_NO_DEFAULT_FOR_FIELD: a column of the admin's own that needs a value
+    1366, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD: incorrect value for the column
+    1406, // ER_DATA_TOO_LONG
+    1451, // ER_ROW_IS_REFERENCED_2: foreign key
+    1452, // ER_NO_REFERENCED_ROW_2: foreign key
+    3819, // ER_CHECK_CONSTRAINT_VIOLATED (MySQL 8)
+    4025, // ER_CONSTRAINT_FAILED: CHECK constraint (MariaDB)
+];
+
 fn classify(e: mysql_async::Error) -> Error {
     match &e {
         mysql_async::Error::Server(s) if s.code == 1062 => Error::Exists("row".into()),
+        mysql_async::Error::Server(s) if REFUSED_CODES.contains(&s.code) => {
+            Error::Refused(s.message.clone())
+        }
         mysql_async::Error::Server(s) if CONNECTION_CODES.contains(&s.code) => {
             Error::Unavailable(e.to_string())
         }
