@@ -93,16 +93,16 @@ impl Directory {
                 "domain {d} still has {users} user(s) and {aliases} alias(es); delete them first or use --force"
             )));
         }
-        for sql in [admin::DEL_USERS_OF_DOMAIN, admin::DEL_ALIASES_OF_DOMAIN] {
-            self.backend.execute(sql, vec![like.clone().into()]).await?;
-        }
+        // One transaction: never a domain left half deleted, and (MySQL) never run twice
+        // after a lost COMMIT reply.
         self.backend
-            .execute(admin::DEL_TRANSPORT, vec![d.clone().into()])
-            .await?;
-        self.backend
-            .execute(admin::DEL_DOMAIN, vec![d.into()])
-            .await?;
-        Ok(())
+            .transaction(vec![
+                (admin::DEL_USERS_OF_DOMAIN.into(), vec![like.clone().into()]),
+                (admin::DEL_ALIASES_OF_DOMAIN.into(), vec![like.into()]),
+                (admin::DEL_TRANSPORT.into(), vec![d.clone().into()]),
+                (admin::DEL_DOMAIN.into(), vec![d.into()]),
+            ])
+            .await
     }
 
     async fn count(&self, sql: &str, p: &str) -> Result<u64> {
@@ -418,13 +418,16 @@ impl Directory {
         let d = self.parse_domain(domain)?;
         self.check_new("domain", &d)?;
         check_transport(transport)?;
+        // One transaction: a refused new transport leaves the old one in place.
         self.backend
-            .execute(admin::DEL_TRANSPORT, vec![d.clone().into()])
-            .await?;
-        self.backend
-            .execute(admin::ADD_TRANSPORT, vec![d.into(), transport.into()])
-            .await?;
-        Ok(())
+            .transaction(vec![
+                (admin::DEL_TRANSPORT.into(), vec![d.clone().into()]),
+                (
+                    admin::ADD_TRANSPORT.into(),
+                    vec![d.into(), transport.into()],
+                ),
+            ])
+            .await
     }
 }
 

@@ -58,23 +58,19 @@ impl Directory {
             return Err(Error::Missing(format!("user {a}")));
         }
         let key = a.to_string();
+        // One transaction: all the changes or none (a refused value, a lost connection).
+        let mut stmts: Vec<(String, Vec<Value>)> = Vec::new();
         if let Some(q) = changes.quota_bytes {
             let q = Value::Int(q.min(i64::MAX as u64) as i64);
-            self.backend
-                .execute(admin::SET_QUOTA, vec![q, key.clone().into()])
-                .await?;
+            stmts.push((admin::SET_QUOTA.into(), vec![q, key.clone().into()]));
         }
         if let Some(v) = services {
-            self.backend
-                .execute(admin::SET_SERVICES, vec![v, key.clone().into()])
-                .await?;
+            stmts.push((admin::SET_SERVICES.into(), vec![v, key.clone().into()]));
         }
         if let Some(active) = changes.active {
-            self.backend
-                .execute(admin::SET_ACTIVE, vec![active.into(), key.into()])
-                .await?;
+            stmts.push((admin::SET_ACTIVE.into(), vec![active.into(), key.into()]));
         }
-        Ok(())
+        self.backend.transaction(stmts).await
     }
 
     /// Enables or disables a domain (needs `domains.active` from `vmailctl migrate`): a

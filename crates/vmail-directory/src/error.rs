@@ -19,6 +19,22 @@ pub enum Error {
     /// mail having bounced meanwhile.
     #[error("directory query failed: {0}")]
     Query(String),
+    /// The database refused a value a write gave it (MySQL/MariaDB strict mode: too long for
+    /// its column, wrong type, NULL, out of range, a foreign or CHECK constraint; SQLite: NOT
+    /// NULL, CHECK, foreign key). Temporary like [`Error::Query`] for the daemons, which must
+    /// never bounce mail on a database error; only `vmailctl` tells it apart
+    /// ([`Error::is_refused_data`]): the same write will be refused again, so a script that
+    /// retries on "temporary" would retry forever.
+    #[error("the database refused the value: {0}")]
+    Refused(String),
+    /// The connection was lost after COMMIT (or a write that commits by itself) was sent:
+    /// the write may or may not have taken effect, so it is not retried (a second run could
+    /// store it twice, or report "exists" for what the first run stored). Temporary.
+    #[error(
+        "outcome unknown: the connection to the database was lost after the write was sent \
+         ({0}); check with `vmailctl export` before trying again"
+    )]
+    OutcomeUnknown(String),
     /// A stored row whose mailbox paths would leave the configured base or be another
     /// account's (see the `mailbox` module). Temporary: mail waits in Postfix's queue while a
     /// postmaster fixes the row, and no account is ever handed someone else's Maildir.
@@ -66,10 +82,19 @@ impl Error {
             Error::Unavailable(_)
                 | Error::Timeout(_)
                 | Error::Query(_)
+                | Error::Refused(_)
+                | Error::OutcomeUnknown(_)
                 | Error::Config(_)
                 | Error::UnsafeMailbox { .. }
                 | Error::Limit(_)
         )
+    }
+
+    /// True when the database refused the data itself rather than failing: a permanent
+    /// error for an administrative write (EX_DATAERR in vmailctl). The daemons do not ask:
+    /// for them it is temporary like every database error ([`Error::is_temporary`]).
+    pub fn is_refused_data(&self) -> bool {
+        matches!(self, Error::Refused(_))
     }
 }
 

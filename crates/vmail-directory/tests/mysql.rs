@@ -218,3 +218,38 @@ async fn failover_to_the_next_server() {
         );
     }
 }
+
+/// A write is not repeated once sent (its reply may be lost with the write committed), so
+/// an idle pooled connection that the server dropped meanwhile must be found dead before
+/// anything is sent: the write then goes out on a fresh connection and succeeds, as reads do.
+#[tokio::test]
+async fn a_write_on_a_dropped_idle_connection_goes_out_on_a_fresh_one() {
+    let Some(db) = TestDb::create("a_write_on_a_dropped_idle_connection") else {
+        return;
+    };
+    let dir = Directory::open(&db.config()).await.unwrap();
+    dir.init(false).await.unwrap();
+    dir.add_domain("example.com").await.unwrap();
+    // The server drops the pooled connection (as a restart or wait_timeout would).
+    let drop_pooled = || {
+        let ids = db.sql(&format!(
+            "SELECT id FROM information_schema.processlist WHERE user = '{}';",
+            db.user
+        ));
+        assert!(!ids.trim().is_empty(), "no pooled connection to drop");
+        for id in ids.split_whitespace() {
+            db.sql(&format!("KILL {id};"));
+        }
+    };
+    drop_pooled();
+    dir.add_domain("example.net").await.unwrap();
+    // A transaction: the statements before COMMIT may be repeated.
+    drop_pooled();
+    dir.set_transport("example.net", "smtp:[relay]")
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.list_domains().await.unwrap(),
+        ["example.com", "example.net"]
+    );
+}

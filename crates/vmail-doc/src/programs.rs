@@ -204,12 +204,20 @@ pub fn programs() -> Vec<Program> {
                     "the command line is wrong (EX_USAGE)",
                 ),
                 (
+                    vmailctl::EXIT_DATAERR.to_string(),
+                    "the data is refused: by the database (a value too long for its column, a \
+                     constraint) or, in an import, a password hash of no known scheme; trying \
+                     again will not help (EX_DATAERR)",
+                ),
+                (
                     vmailctl::EXIT_NOUSER.to_string(),
                     "the user, domain, alias or transport named does not exist (EX_NOUSER)",
                 ),
                 (
                     vmailctl::EXIT_TEMPFAIL.to_string(),
-                    "temporary failure: the database is down or slow; try again later (EX_TEMPFAIL)",
+                    "temporary failure: the database is down or slow; try again later; or the \
+                     connection was lost after a write was sent, its outcome unknown: check with \
+                     `vmailctl export` first (EX_TEMPFAIL)",
                 ),
                 (
                     vmailctl::EXIT_CONFIG.to_string(),

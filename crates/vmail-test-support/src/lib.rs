@@ -14,6 +14,7 @@ pub mod dovecot;
 pub mod e2e;
 mod imap_pop3;
 pub mod lookupd;
+pub mod lost_reply;
 pub mod maildir;
 pub mod postfix;
 mod postmap;

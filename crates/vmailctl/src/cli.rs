@@ -11,8 +11,11 @@ use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
     version,
     about = "Administer a vmail directory (domains, users, aliases) and query it like Postfix and Dovecot will.",
     after_help = "Exit status (sysexits, as doveadm): 0 ok; 1 not found (query, auth test, audit); \
-64 usage; 67 no such user, domain, alias or transport (show, set, del, passwd, enable, disable); \
-75 temporary failure (database down, try again); 78 configuration (vmail.toml, or a database \
+64 usage; 65 data refused (by the database: too long for its column, a constraint; or an \
+imported hash of no known scheme; retrying will not help); 67 no such user, domain, alias or \
+transport (show, set, del, passwd, enable, disable); 75 temporary failure (database down, try \
+again; or the connection lost after a write was sent: outcome unknown, check with `vmailctl \
+export`); 78 configuration (vmail.toml, or a database \
 that needs `vmailctl migrate`); 2 anything else (bad input, already exists).\n\
 Under --json, an error is one object on stdout, {\"ok\": false, \"error\": ..., \"status\": N}, \
 and nothing on stderr."
@@ -86,8 +89,10 @@ pub enum Command {
     Export,
     /// Read rows as `export` writes them (from FILE, or stdin) and add them in one
     /// transaction: all rows or none. A row that already exists is an error (nothing is
-    /// imported) unless --replace. Moving a directory: `vmailctl -c old.toml export |
-    /// vmailctl -c new.toml import` (run `init` on the new database first).
+    /// imported) unless --replace. Each user's hash must have a {SCHEME} vmail knows, or
+    /// parse under [passwords] default_scheme without one (bare DES or MD5-crypt of classic
+    /// databases); else nothing is imported, exit 65. Moving a directory: `vmailctl -c
+    /// old.toml export | vmailctl -c new.toml import` (run `init` on the new database first).
     Import {
         /// JSON lines file [default: stdin].
         file: Option<PathBuf>,

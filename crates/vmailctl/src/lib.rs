@@ -35,6 +35,10 @@ pub const EXIT_NOT_FOUND: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 /// sysexits EX_USAGE: the command line is wrong.
 pub const EXIT_USAGE: u8 = 64;
+/// sysexits EX_DATAERR: the input data is refused — by the database itself (a value too long
+/// for its column, a constraint), or an imported password hash of no known scheme. Trying
+/// again will not help, unlike [`EXIT_TEMPFAIL`].
+pub const EXIT_DATAERR: u8 = 65;
 /// sysexits EX_NOUSER: the user (domain, alias, transport) named does not exist.
 pub const EXIT_NOUSER: u8 = 67;
 /// sysexits EX_TEMPFAIL: the database is down or slow; try again later.
@@ -63,6 +67,10 @@ impl std::error::Error for Status {}
 
 fn config_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(Status(EXIT_CONFIG, e.to_string()))
+}
+
+fn data_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(Status(EXIT_DATAERR, e.to_string()))
 }
 
 /// Prints an error as `--json` or plain text asks: one object on stdout, or a line on stderr.
@@ -115,6 +123,9 @@ fn exit_status(e: &anyhow::Error, names_existing: bool) -> u8 {
         Some(vmail_directory::Error::NeedsMigrate(_) | vmail_directory::Error::Config(_)) => {
             EXIT_CONFIG
         }
+        // Before is_temporary, which a refusal also is (for the daemons, every database error
+        // is temporary; for an admin's script, retrying this one would never end).
+        Some(d) if d.is_refused_data() => EXIT_DATAERR,
         Some(d) if d.is_temporary() => EXIT_TEMPFAIL,
         Some(vmail_directory::Error::Missing(_)) if names_existing => EXIT_NOUSER,
         _ => EXIT_ERROR,

@@ -41,9 +41,28 @@ pub(crate) fn new_password() -> Result<String> {
 pub(crate) fn read_hash(default: vmail_passwd::Scheme) -> Result<String> {
     let hash = read_secret("Password hash: ")?;
     let hash = hash.trim().to_string();
-    if hash.is_empty() {
-        bail!("empty password hash refused");
-    }
-    vmail_passwd::scheme_of(&hash, default).context("the hash read from stdin")?;
+    check_hash(&hash, default).context("the hash read from stdin")?;
     Ok(hash)
+}
+
+/// Refuses a hash authd could check no password against: `user add --hashed` and every
+/// user of an import. A `{SCHEME}` prefix must be one vmail-passwd knows; a value without
+/// one (classic databases store DES or MD5-crypt bare) must parse under `default`,
+/// `[passwords] default_scheme`, as authd reads it. Empty is refused too: authd fails every
+/// login against it and logs the hash as unusable; `active` false is how to disable a login.
+pub(crate) fn check_hash(hash: &str, default: vmail_passwd::Scheme) -> Result<()> {
+    if hash.is_empty() {
+        bail!(
+            "empty password hash refused (authd can check no password against it; to \
+             disable a login, set active to false and keep a hash)"
+        );
+    }
+    if let Err(e) = vmail_passwd::scheme_of(hash, default) {
+        let prefixed = hash.starts_with('{') && hash.contains('}');
+        if prefixed {
+            bail!("{e}");
+        }
+        bail!("{e} (no {{SCHEME}} prefix, so read as passwords.default_scheme = {default})");
+    }
+    Ok(())
 }

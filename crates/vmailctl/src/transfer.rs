@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use vmail_directory::{Directory, Record};
 
-use crate::Ctx;
+use crate::{data_error, Ctx};
 
 /// One row as one line (keys in a fixed order: serde_json sorts them).
 pub(crate) fn encode(r: &Record) -> String {
@@ -108,13 +108,24 @@ pub(crate) async fn import(
         )),
         None => Box::new(std::io::stdin().lock()),
     };
+    let (default, _) = ctx.schemes()?;
     let mut rows = Vec::new();
     for (n, line) in input.lines().enumerate() {
         let line = line.context("reading the import")?;
         if line.trim().is_empty() {
             continue;
         }
-        rows.push(decode(&line).with_context(|| format!("line {}", n + 1))?);
+        let row = decode(&line).with_context(|| format!("line {}", n + 1))?;
+        // A hash authd cannot use would be a login nobody can make: refuse the whole import
+        // before anything is written, as `user add --hashed` refuses it.
+        if let Record::User {
+            email, password, ..
+        } = &row
+        {
+            crate::secret::check_hash(password, default)
+                .map_err(|e| data_error(format!("line {}: user {email}: {e:#}", n + 1)))?;
+        }
+        rows.push(row);
     }
     let n = dir.import(&rows, replace).await?;
     ctx.done(format!("imported {n} row(s)"));

@@ -223,3 +223,54 @@ fn import_into_classic_schema_needs_migrate_for_flags() {
         "{\"active\":true,\"domain\":\"a.test\",\"type\":\"domain\"}\n"
     );
 }
+
+/// The connection lost after COMMIT was sent (the reply lost, the transaction committed):
+/// the import is not run again on a new connection, which would report "exists" for rows
+/// the first run stored; "outcome unknown", exit 75, and the rows are there once. The same
+/// for a write that commits by itself (`domain add`).
+#[test]
+fn a_write_whose_reply_is_lost_is_not_retried() {
+    use vmail_test_support::lost_reply::{Cut, LostReply};
+    let dir = tempfile::tempdir().unwrap();
+    let Some((db, cfg)) = mariadb_config(dir.path(), "a_write_whose_reply_is_lost") else {
+        return;
+    };
+    ok(&cfg, &["init"], "");
+    let via = |cut: Cut| {
+        let proxy = LostReply::start(&db.host, cut);
+        let d = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            &format!("\"{}\"", db.host),
+            &format!("\"127.0.0.1:{}\"", proxy.port),
+        );
+        let c = common::write_config(d.path(), &text);
+        (proxy, d, c)
+    };
+    let input = "{\"type\":\"domain\",\"domain\":\"example.org\"}\n\
+                 {\"type\":\"user\",\"email\":\"a@example.org\",\"password\":\"{PLAIN}x\"}\n";
+    let (proxy, _d, c) = via(Cut::Commit);
+    let o = vmailctl(&c, &["import"], input);
+    assert_eq!(proxy.cuts(), 1);
+    assert_eq!(code(&o), 75, "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("outcome unknown") && err.contains("vmailctl export"),
+        "{err}"
+    );
+    assert_eq!(ok(&cfg, &["domain", "list"], ""), "example.org\n");
+    ok(&cfg, &["auth", "test", "a@example.org"], "x\n");
+
+    let (proxy, _d, c) = via(Cut::Statement("INSERT"));
+    let o = vmailctl(&c, &["--json", "domain", "add", "example.net"], "");
+    assert_eq!(proxy.cuts(), 1);
+    assert_eq!(code(&o), 75, "{o:?}");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        j["error"].as_str().unwrap().contains("outcome unknown"),
+        "{j}"
+    );
+    assert_eq!(
+        ok(&cfg, &["domain", "list"], ""),
+        "example.net\nexample.org\n"
+    );
+}

@@ -68,6 +68,29 @@ struct Server {
 /// restarted server, the next gets a fresh one.
 const ATTEMPTS: usize = 3;
 
+/// One attempt's failure, and whether it may have changed the database. A connection lost
+/// before COMMIT (or before an autocommitted write was sent) rolled back on the server, so
+/// the attempt is repeated on a fresh connection; lost after, the write may have been
+/// committed with only its reply lost, and a second run would store it twice or report
+/// "exists" (or "does not exist") for what the first one did.
+struct Failure {
+    error: mysql_async::Error,
+    /// The write that commits was sent.
+    sent: bool,
+}
+
+impl Failure {
+    fn sent(error: mysql_async::Error) -> Failure {
+        Failure { error, sent: true }
+    }
+}
+
+impl From<mysql_async::Error> for Failure {
+    fn from(error: mysql_async::Error) -> Failure {
+        Failure { error, sent: false }
+    }
+}
+
 /// Idle connections older than this are closed instead of reused: servers often run with a
 /// short `wait_timeout` and would drop them anyway.
 const MAX_IDLE: Duration = Duration::from_secs(60);
@@ -202,11 +225,13 @@ impl Mysql {
     }
 
     /// Runs `op` on a pooled connection, retrying on a fresh one when the failure was the
-    /// connection's rather than the statement's.
-    async fn with_conn<T, F, Fut>(&self, mut op: F) -> Result<T>
+    /// connection's rather than the statement's — unless `op` had sent a write that commits
+    /// ([`Failure::sent`]): that one is never run again, its outcome is unknown.
+    async fn with_conn<T, E, F, Fut>(&self, mut op: F) -> Result<T>
     where
+        E: Into<Failure>,
         F: FnMut(Conn) -> Fut,
-        Fut: std::future::Future<Output = (Conn, std::result::Result<T, mysql_async::Error>)>,
+        Fut: std::future::Future<Output = (Conn, std::result::Result<T, E>)>,
     {
         let mut last = None;
         for _ in 0..ATTEMPTS {
@@ -225,23 +250,32 @@ impl Mysql {
                     });
                     return Ok(v);
                 }
-                Err(e) => match classify(e) {
-                    Error::Unavailable(m) => {
-                        tracing::warn!(server = %self.inner.servers[server].name, error = %m, "database connection failed; retrying");
-                        drop(conn);
-                        self.forget_idle(server);
-                        last = Some(Error::Unavailable(m));
+                Err(e) => {
+                    let Failure { error, sent } = e.into();
+                    match classify(error) {
+                        Error::Unavailable(m) if sent => {
+                            tracing::warn!(server = %self.inner.servers[server].name, error = %m, "database connection lost after a write was sent; not retried");
+                            drop(conn);
+                            self.forget_idle(server);
+                            return Err(Error::OutcomeUnknown(m));
+                        }
+                        Error::Unavailable(m) => {
+                            tracing::warn!(server = %self.inner.servers[server].name, error = %m, "database connection failed; retrying");
+                            drop(conn);
+                            self.forget_idle(server);
+                            last = Some(Error::Unavailable(m));
+                        }
+                        other => {
+                            // The statement failed, the connection is fine.
+                            self.give_back(Lease {
+                                server,
+                                conn,
+                                _slot,
+                            });
+                            return Err(other);
+                        }
                     }
-                    other => {
-                        // The statement failed, the connection is fine.
-                        self.give_back(Lease {
-                            server,
-                            conn,
-                            _slot,
-                        });
-                        return Err(other);
-                    }
-                },
+                }
             }
         }
         Err(last.unwrap_or_else(|| Error::Unavailable("no attempt made".into())))
@@ -286,9 +320,30 @@ const CONNECTION_CODES: &[u16] = &[
     4031, // ER_CLIENT_INTERACTION_TIMEOUT (wait_timeout, MySQL 8)
 ];
 
+/// Server error codes that refuse the data a write gave (strict mode, constraints): the
+/// same write fails the same way every time, so vmailctl reports bad data, not "try later".
+const REFUSED_CODES: &[u16] = &[
+    1048, // ER_BAD_NULL_ERROR: column cannot be null
+    1216, // ER_NO_REFERENCED_ROW: foreign key (old servers)
+    1217, // ER_ROW_IS_REFERENCED: foreign key (old servers)
+    1264, // ER_WARN_DATA_OUT_OF_RANGE
+    1265, // WARN_DATA_TRUNCATED (strict mode)
+    1292, // ER_TRUNCATED_WRONG_VALUE: incorrect value
+    1364, // ER_NO_DEFAULT_FOR_FIELD: a column of the admin's own that needs a value
+    1366, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD: incorrect value for the column
+    1406, // ER_DATA_TOO_LONG
+    1451, // ER_ROW_IS_REFERENCED_2: foreign key
+    1452, // ER_NO_REFERENCED_ROW_2: foreign key
+    3819, // ER_CHECK_CONSTRAINT_VIOLATED (MySQL 8)
+    4025, // ER_CONSTRAINT_FAILED: CHECK constraint (MariaDB)
+];
+
 fn classify(e: mysql_async::Error) -> Error {
     match &e {
         mysql_async::Error::Server(s) if s.code == 1062 => Error::Exists("row".into()),
+        mysql_async::Error::Server(s) if REFUSED_CODES.contains(&s.code) => {
+            Error::Refused(s.message.clone())
+        }
         mysql_async::Error::Server(s) if CONNECTION_CODES.contains(&s.code) => {
             Error::Unavailable(e.to_string())
         }
@@ -383,25 +438,35 @@ impl SqlBackend for Mysql {
         .await
     }
 
+    /// A write commits by itself (autocommit): once sent it is not repeated. A ping first
+    /// finds a pooled connection that died with a restarted server while a retry is still
+    /// safe.
     async fn execute(&self, sql: &str, p: Vec<Value>) -> Result<u64> {
         self.with_conn(|mut conn| {
             let p = p.clone();
             async move {
+                if let Err(e) = conn.ping().await {
+                    return (conn, Err(Failure::from(e)));
+                }
                 let r = conn.exec_drop(sql, params(p)).await;
                 let n = conn.affected_rows();
-                (conn, r.map(|_| n))
+                (conn, r.map(|_| n).map_err(Failure::sent))
             }
         })
         .await
     }
 
+    /// Each statement (DDL) commits by itself: as [`Mysql::execute`], not repeated once sent.
     async fn batch(&self, stmts: Vec<String>) -> Result<()> {
         for s in stmts {
             self.with_conn(|mut conn| {
                 let s = s.clone();
                 async move {
+                    if let Err(e) = conn.ping().await {
+                        return (conn, Err(Failure::from(e)));
+                    }
                     let r = conn.query_drop(s).await;
-                    (conn, r)
+                    (conn, r.map_err(Failure::sent))
                 }
             })
             .await?;
@@ -410,7 +475,8 @@ impl SqlBackend for Mysql {
     }
 
     /// One connection, one transaction. A connection lost midway rolls back on the server,
-    /// so `with_conn`'s retry on another connection runs the whole transaction again.
+    /// so `with_conn`'s retry on another connection runs the whole transaction again; lost
+    /// once COMMIT was sent, it is not retried ([`Error::OutcomeUnknown`]).
     async fn transaction(&self, stmts: Vec<(String, Vec<Value>)>) -> Result<()> {
         self.with_conn(|mut conn| {
             let stmts = stmts.clone();
@@ -427,14 +493,14 @@ impl SqlBackend for Mysql {
 async fn run_transaction(
     conn: &mut Conn,
     stmts: Vec<(String, Vec<Value>)>,
-) -> std::result::Result<(), mysql_async::Error> {
+) -> std::result::Result<(), Failure> {
     let mut tx = conn
         .start_transaction(mysql_async::TxOpts::default())
         .await?;
     for (sql, p) in stmts {
         tx.exec_drop(sql, params(p)).await?;
     }
-    tx.commit().await
+    tx.commit().await.map_err(Failure::sent)
 }
 
 #[cfg(test)]

@@ -148,7 +148,13 @@ fn to_sql(v: Value) -> SqlValue {
 
 fn map_err(path: &Path, e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
-        Some(ErrorCode::ConstraintViolation) => Error::Exists("row".into()),
+        // A key that exists; the other constraints (NOT NULL, CHECK, a foreign key, a STRICT
+        // table's type) refuse the value itself.
+        Some(ErrorCode::ConstraintViolation) if !refuses_value(&e) => Error::Exists("row".into()),
+        Some(ErrorCode::ConstraintViolation) => Error::Refused(match &e {
+            rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
+            other => other.to_string(),
+        }),
         Some(
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
@@ -162,6 +168,21 @@ fn map_err(path: &Path, e: rusqlite::Error) -> Error {
             | ErrorCode::NotADatabase,
         ) => Error::Unavailable(format!("{}: {e}", path.display())),
         _ => Error::Query(format!("{}: {e}", path.display())),
+    }
+}
+
+/// True for a constraint violation that is not a duplicate key (SQLite's extended codes).
+fn refuses_value(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(
+            f.extended_code,
+            ffi::SQLITE_CONSTRAINT_NOTNULL
+                | ffi::SQLITE_CONSTRAINT_CHECK
+                | ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+                | ffi::SQLITE_CONSTRAINT_DATATYPE
+        ),
+        _ => false,
     }
 }
 
@@ -242,5 +263,35 @@ impl SqlBackend for Sqlite {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NOT NULL and CHECK refuse the value (EX_DATAERR in vmailctl); only a duplicate key is
+    /// `Exists`.
+    #[test]
+    fn constraint_failures_are_told_apart() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE t (k TEXT NOT NULL CHECK (length(k) <= 3), PRIMARY KEY (k));
+             INSERT INTO t VALUES ('a');",
+        )
+        .unwrap();
+        let path = Path::new(":memory:");
+        let err = |sql: &str| map_err(path, c.execute_batch(sql).unwrap_err());
+        assert!(matches!(
+            err("INSERT INTO t VALUES ('a')"),
+            Error::Exists(_)
+        ));
+        for sql in [
+            "INSERT INTO t VALUES ('abcd')",
+            "INSERT INTO t VALUES (NULL)",
+        ] {
+            let e = err(sql);
+            assert!(e.is_refused_data() && e.is_temporary(), "{sql}: {e:?}");
+        }
     }
 }

@@ -9,6 +9,50 @@ both! {
     edits_change_what_the_maps_answer(false),
     edits_on_a_classic_schema_ask_for_migrate(true),
     import_is_one_transaction(false),
+    refused_values_are_told_apart(true),
+}
+
+/// A value the database refuses (MariaDB's strict mode, SQLite's CHECK) is
+/// `is_refused_data` — vmailctl's EX_DATAERR — and still temporary for the daemons; a
+/// duplicate key is still `Exists`.
+async fn refused_values_are_told_apart(e: &Env) {
+    if !e.mysql {
+        // SQLite stores any length in a varchar(128); an admin's CHECK is what refuses there.
+        (e.raw)(
+            "DROP TABLE transport; CREATE TABLE transport (domain varchar(128) NOT NULL \
+             DEFAULT '' COLLATE NOCASE, transport varchar(128) NOT NULL DEFAULT '' \
+             CHECK (length(transport) <= 128), UNIQUE (domain));",
+        );
+    }
+    let d = &e.dir;
+    d.add_domain("example.net").await.unwrap();
+    let long = format!("smtp:[{}.example]", "r".repeat(130));
+    let err = d.set_transport("example.net", &long).await.unwrap_err();
+    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+    assert!(err.is_refused_data() && err.is_temporary(), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("the database refused the value: "),
+        "{err}"
+    );
+    assert!(matches!(
+        d.add_domain("example.net").await,
+        Err(Error::Exists(_))
+    ));
+    if e.mysql {
+        // The classic domains.domain is varchar(50).
+        let err = d
+            .add_domain(&format!("{}.example", "d".repeat(52)))
+            .await
+            .unwrap_err();
+        assert!(err.is_refused_data(), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("Data too long for column 'domain'"),
+            "{err}"
+        );
+    }
+    assert_eq!(d.list_transports().await.unwrap(), []);
 }
 
 async fn edits_change_what_the_maps_answer(e: &Env) {
