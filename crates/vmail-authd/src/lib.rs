@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use vmail_config::{Config, Loaded};
-use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess};
+use vmail_daemon::{Account, Base, Endpoint, Lifecycle, Listener, SocketAccess};
 use vmail_directory::Directory;
 
 pub use about::ABOUT;
@@ -175,6 +175,21 @@ impl vmail_daemon::Daemon for Authd {
 
     fn user(config: &Config) -> &str {
         &config.authd.user
+    }
+
+    fn accounts(config: &Config) -> Vec<(&'static str, Account, String)> {
+        let a = &config.authd;
+        let mut out = vec![("authd.user", Account::User, a.user.clone())];
+        for (specs, key, group) in [
+            (&a.auth, "authd.auth_socket_group", &a.auth_socket_group),
+            (&a.dict, "authd.dict_socket_group", &a.dict_socket_group),
+            (&a.lua, "authd.lua_socket_group", &a.lua_socket_group),
+        ] {
+            if specs.iter().any(|s| s.starts_with("unix:")) {
+                out.push((key, Account::Group, group.clone()));
+            }
+        }
+        out
     }
 
     async fn bind(loaded: &Loaded) -> Result<Authd> {

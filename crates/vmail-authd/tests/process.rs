@@ -50,6 +50,34 @@ fn bad_config_exits_with_ex_config() {
     let (out, err) = run(&["--check".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("mode 0644"), "{err}");
+    // Dovecot's group on a host without Dovecot: named by its key, before anything is bound
+    // (the auth socket's group exists, the Lua socket's does not).
+    std::fs::write(
+        &cfg,
+        format!(
+            "[authd]\nauth = [\"unix:{d}/auth.sock\"]\ndict = []\nlua = [\"unix:{d}/lua.sock\"]\n\
+             auth_socket_group = \"root\"\nlua_socket_group = \"no-such-group-vmail\"\n\
+             user = \"\"\npid_file = \"{d}/authd.pid\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    for check in [true, false] {
+        let mut args = vec!["--config".as_ref(), cfg.as_os_str()];
+        if check {
+            args.push("--check".as_ref());
+        }
+        let (out, err) = run(&args);
+        assert_eq!(out.status.code(), Some(78), "check {check}: {err}");
+        assert!(
+            err.contains("authd.lua_socket_group: no such group \"no-such-group-vmail\""),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("auth.sock").exists(),
+            "bound before the check"
+        );
+    }
     let (out, _) = run(&["--no-such-option".as_ref()]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -18,7 +18,9 @@ pub use listener::{Endpoint, Listener, SocketAccess, Stream};
 pub use logging::init_logging;
 pub use pidfile::{signal_reload, PidFile, Reload};
 pub use serve::{Event, Lifecycle};
-pub use skeleton::{command, main, About, Base, Daemon, Service, EX_CONFIG};
+pub use skeleton::{
+    command, main, missing_account, About, Account, Base, Daemon, Service, EX_CONFIG,
+};
 pub use write::write_all_within;
 
 #[derive(Debug, thiserror::Error)]

@@ -22,11 +22,12 @@ use vmail_config::{Config, Loaded, Source};
 use crate::{Lifecycle, Listener, PidFile};
 
 /// The exit status of a daemon whose configuration cannot be used (sysexits(3) EX_CONFIG):
-/// the file does not load or validate, or its database password file is unreadable or
-/// readable by others. Binding stays status 1 even when the configuration named the
-/// address: an address in use, a socket directory not there yet or a group not yet created
-/// are states of the host that a restart may well find mended, which is what
-/// `Restart=on-failure` is for.
+/// the file does not load or validate, its database password file is unreadable or
+/// readable by others, or a user or group it names does not exist on this host (Dovecot's
+/// group on a host without Dovecot: `--check` says so before a start fails). Binding stays
+/// status 1 even when the configuration named the address: an address in use or a socket
+/// directory not there yet are states of the host that a restart may well find mended,
+/// which is what `Restart=on-failure` is for.
 pub const EX_CONFIG: u8 = 78;
 
 /// What `--help` and `--version` say about a daemon.
@@ -51,6 +52,13 @@ struct Args {
     check: bool,
 }
 
+/// A user or a group a daemon's configuration names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    User,
+    Group,
+}
+
 /// A daemon as its `main` sees it: bound in one step (as root, so privileged sockets can be
 /// opened), then run. Tests and benchmarks drive the same two steps in-process.
 pub trait Daemon: Sized {
@@ -58,6 +66,9 @@ pub trait Daemon: Sized {
     fn threads(config: &Config) -> usize;
     /// The user to run as once the listeners are bound (empty: stay who we are).
     fn user(config: &Config) -> &str;
+    /// Every user and group the configuration names that binding or the privilege drop
+    /// will look up (the key, what it is, the name): resolved before anything is bound.
+    fn accounts(config: &Config) -> Vec<(&'static str, Account, String)>;
     /// Opens what the configuration describes and binds every listener.
     fn bind(loaded: &Loaded) -> impl Future<Output = anyhow::Result<Self>>;
     /// Serves until `stop` resolves or SIGTERM.
@@ -89,6 +100,10 @@ pub fn main<D: Daemon>(about: &About) -> anyhow::Result<()> {
             config_error(e);
         }
     }
+    if let Err(e) = missing_account(&D::accounts(&loaded.config)) {
+        eprintln!("Error: {}: {e}", loaded.source);
+        std::process::exit(EX_CONFIG.into())
+    }
     if args.check {
         print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
         return Ok(());
@@ -101,6 +116,36 @@ pub fn main<D: Daemon>(about: &About) -> anyhow::Result<()> {
         crate::drop_privileges(D::user(&loaded.config))?;
         d.run(std::future::pending()).await
     })
+}
+
+/// The first of `accounts` that does not resolve on this host, as a message naming its key.
+/// A number is taken as an id, as the daemons take it.
+pub fn missing_account(accounts: &[(&'static str, Account, String)]) -> Result<(), String> {
+    for (key, kind, name) in accounts {
+        if name.is_empty() || name.parse::<u32>().is_ok() {
+            continue;
+        }
+        let (what, found) = match kind {
+            Account::User => (
+                "user",
+                nix::unistd::User::from_name(name).map(|u| u.is_some()),
+            ),
+            Account::Group => (
+                "group",
+                nix::unistd::Group::from_name(name).map(|g| g.is_some()),
+            ),
+        };
+        match found {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "{key}: no such {what} {name:?} on this host (create it, or change {key})"
+                ))
+            }
+            Err(e) => return Err(format!("{key}: looking up {what} {name:?}: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// Prints a configuration error as anyhow's `main` prints any other (`Error: ...`) and exits

@@ -62,7 +62,7 @@ fn daemon_exit_status() -> Vec<(String, &'static str)> {
         ("2".into(), "the command line is wrong"),
         (
             vmail_daemon::EX_CONFIG.to_string(),
-            "the configuration is wrong: vmail.toml missing, unreadable or invalid, or the database password file unreadable or open to other users (EX_CONFIG; the units do not restart on it)",
+            "the configuration is wrong: vmail.toml missing, unreadable or invalid, the database password file unreadable or open to other users, or a user or group it names missing on this host (EX_CONFIG; the units do not restart on it)",
         ),
     ]
 }

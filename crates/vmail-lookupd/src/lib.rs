@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use vmail_config::{Config, Loaded};
-use vmail_daemon::{Base, Endpoint, Lifecycle, Listener, SocketAccess};
+use vmail_daemon::{Account, Base, Endpoint, Lifecycle, Listener, SocketAccess};
 use vmail_directory::Directory;
 
 use crate::cache::shared::Shared;
@@ -184,6 +184,31 @@ impl vmail_daemon::Daemon for Lookupd {
 
     fn user(config: &Config) -> &str {
         &config.lookupd.user
+    }
+
+    fn accounts(config: &Config) -> Vec<(&'static str, Account, String)> {
+        let l = &config.lookupd;
+        let unix = |s: &str| s.starts_with("unix:");
+        let mut a = vec![("lookupd.user", Account::User, l.user.clone())];
+        // socket_group applies to every unix socket but the LDA's (see `bind`).
+        if l.socketmap.iter().any(|s| unix(s))
+            || l.tcp_table.iter().any(|(_, s)| unix(s))
+            || unix(&l.metrics)
+        {
+            a.push((
+                "lookupd.socket_group",
+                Account::Group,
+                l.socket_group.clone(),
+            ));
+        }
+        if l.lda.iter().any(|s| unix(s)) {
+            a.push((
+                "lookupd.lda_socket_group",
+                Account::Group,
+                l.lda_socket_group.clone(),
+            ));
+        }
+        a
     }
 
     async fn bind(loaded: &Loaded) -> Result<Lookupd> {

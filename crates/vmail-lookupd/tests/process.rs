@@ -185,6 +185,53 @@ fn bad_config_is_refused_at_start_with_the_key_named() {
         assert_eq!(out.status.code(), Some(78), "{}: {err}", path.display());
         assert!(err.starts_with("Error: "), "{err}");
     }
+    // A group or user this host does not have (Dovecot's group without Dovecot): `--check`
+    // says so, and a start fails the same way before binding anything.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[lookupd]\nsocketmap = [\"unix:{d}/l.sock\"]\nsocket_group = \"no-such-group-vmail\"\n\
+             user = \"\"\npid_file = \"{d}/l.pid\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    for args in [&["--check"][..], &[]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmail-lookupd"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {err}");
+        assert!(
+            err.contains("lookupd.socket_group: no such group \"no-such-group-vmail\""),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("l.sock").exists(),
+            "bound before the check"
+        );
+    }
+    std::fs::write(
+        &cfg,
+        format!(
+            "[lookupd]\nsocketmap = [\"unix:{d}/l.sock\"]\nsocket_group = \"\"\n\
+             user = \"no-such-user-vmail\"\npid_file = \"{d}/l.pid\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmail-lookupd"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("lookupd.user: no such user"), "{err}");
     // A usage error stays clap's 2.
     let out = Command::new(env!("CARGO_BIN_EXE_vmail-lookupd"))
         .arg("--no-such-option")
