@@ -23,6 +23,7 @@ mod audit;
 mod check;
 pub mod cli;
 mod names;
+mod owner;
 mod secret;
 mod transfer;
 mod user;
@@ -258,7 +259,8 @@ fn daemons(config: &vmail_config::Config) -> [(&'static str, &std::path::Path); 
 async fn execute(ctx: &Ctx, command: Command) -> Result<u8> {
     match command {
         Command::Init { classic } => {
-            let done = ctx.open().await?.init(classic).await?;
+            let mut done = ctx.open().await?.init(classic).await?;
+            done.extend(owner::give_sqlite_files(&ctx.loaded.config)?);
             report_steps(ctx, &done, "schema already up to date");
         }
         Command::Migrate => {

@@ -508,3 +508,62 @@ fn audit_on_sqlite_lists_padded_rows_as_never_matched() {
         "{out}"
     );
 }
+
+/// `vmailctl init` run by root on SQLite gives the new file to `[lookupd] user`, who the
+/// daemons and vmail-lda run as (left to root, vmail-lda-direct could not open it); a file
+/// that is a link is not followed. Needs root (skipped otherwise).
+#[test]
+fn init_as_root_gives_the_sqlite_file_to_the_daemons_user() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix_is_root() {
+        vmail_test_support::skip(
+            "init_as_root_gives_the_sqlite_file_to_the_daemons_user",
+            "needs root",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let nobody = vmail_test_support::postfix::lookup_user("nobody").unwrap();
+    let db = d.join("v.db");
+    let cfg = write_config(
+        d,
+        &format!(
+            "[database]\nsqlite_path = \"{}\"\n[lookupd]\nuser = \"nobody\"\npid_file = \"{d}/l.pid\"\n[authd]\npid_file = \"{d}/a.pid\"\n",
+            db.display(),
+            d = d.display()
+        ),
+    );
+    let said = ok(&cfg, &["init"], "");
+    assert!(said.contains("to user nobody"), "{said}");
+    let meta = std::fs::metadata(&db).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (nobody.0, nobody.1));
+    // Run again: nothing of root's left to give, and nothing said about it.
+    let said = ok(&cfg, &["init"], "");
+    assert!(!said.contains("gave"), "{said}");
+
+    // A link in the database's place (the directory is the mail user's): its target stays
+    // root's.
+    let target = d.join("root-only");
+    std::fs::write(&target, "").unwrap();
+    let linked = d.join("linked.db");
+    std::os::unix::fs::symlink(&target, &linked).unwrap();
+    let cfg = write_config(
+        d,
+        &format!(
+            "[database]\nsqlite_path = \"{}\"\n[lookupd]\nuser = \"nobody\"\npid_file = \"{d}/l.pid\"\n[authd]\npid_file = \"{d}/a.pid\"\n",
+            linked.display(),
+            d = d.display()
+        ),
+    );
+    let said = ok(&cfg, &["init"], "");
+    assert!(!said.contains("gave"), "{said}");
+    assert_eq!(std::fs::metadata(&target).unwrap().uid(), 0);
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
