@@ -1,0 +1,345 @@
+//! Issue 19 item 1: a recipient with an active Sieve script gets the message through Dovecot's
+//! LDA (here a stand-in that records its argv and stdin and exits as told), with the same
+//! envelope and the message as Postfix gave it; everybody else's is written by vmail-lda.
+//! Whatever Dovecot's LDA does, the result is one pipe(8) understands, never a silent drop.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use vmail_config::{Loaded, Source};
+use vmail_test_support::daemon::{InProcess, LookupdHandle};
+
+mod direct;
+
+/// As pipe(8) with `flags=DRhu` hands it over: its trace fields first, CRLF nowhere.
+const MSG: &[u8] = b"Return-Path: <bob@remote.test>\nDelivered-To: alice+lists@example.org\nFrom: bob@remote.test\nTo: alice@example.org\nSubject: hi\n\nHello.\n";
+
+/// A directory with alice and bob, homes under `DIR/vmail`, and a stand-in dovecot-lda at
+/// `DIR/dovecot-lda` that writes its arguments (one a line) to `DIR/argv` and its stdin to
+/// `DIR/stdin`, then exits with the status in `DIR/status` (0 without one; `kill`: SIGKILL).
+struct World {
+    dir: tempfile::TempDir,
+    db_config: String,
+}
+
+impl World {
+    fn new() -> World {
+        direct::sibling();
+        let dir = tempfile::tempdir().unwrap();
+        vmail_test_support::set_mode(dir.path(), 0o755);
+        let db_config = format!(
+            "[database]\nsqlite_path = \"{0}/v.db\"\n[mailbox]\nhome = \"{0}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n",
+            dir.path().display()
+        );
+        let cfg = vmail_config::parse(&db_config, &dir.path().join("x.toml")).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let d = vmail_directory::Directory::open(&cfg).await.unwrap();
+            d.init(false).await.unwrap();
+            d.add_domain("example.org").await.unwrap();
+            for u in ["alice@example.org", "bob@example.org"] {
+                d.add_user(u, "{PLAIN}x", None).await.unwrap();
+            }
+        });
+        let fake = dir.path().join("dovecot-lda");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/argv\"\ncat > \"$d/stdin\"\n\
+             s=$(cat \"$d/status\" 2>/dev/null || echo 0)\n\
+             [ \"$s\" = kill ] && kill -9 $$\nexit \"$s\"\n",
+        )
+        .unwrap();
+        vmail_test_support::set_mode(&fake, 0o755);
+        World { dir, db_config }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn home(&self, user: &str) -> PathBuf {
+        self.path().join("vmail/example.org").join(user)
+    }
+
+    /// Gives `user` an active script as ManageSieve keeps it: a link into `~/sieve/`.
+    fn give_script(&self, user: &str) {
+        let sieve = self.home(user).join("sieve");
+        std::fs::create_dir_all(&sieve).unwrap();
+        std::fs::write(sieve.join("main.sieve"), "keep;\n").unwrap();
+        std::os::unix::fs::symlink("sieve/main.sieve", self.home(user).join(".dovecot.sieve"))
+            .unwrap();
+    }
+
+    /// The LDA's config: the directory's, plus `lda` lines under `[lda]`.
+    fn config(&self, lda: &str) -> PathBuf {
+        let p = self.path().join("lda.toml");
+        let fake = self.path().join("dovecot-lda");
+        std::fs::write(
+            &p,
+            format!(
+                "{}\n[lda]\ndovecot_lda = \"{}\"\n{lda}\n",
+                self.db_config,
+                fake.display()
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    fn set_status(&self, status: &str) {
+        std::fs::write(self.path().join("status"), status).unwrap();
+    }
+
+    /// What the stand-in was given, if it ran: (argv, stdin).
+    fn handed(&self) -> Option<(Vec<String>, Vec<u8>)> {
+        let argv = std::fs::read_to_string(self.path().join("argv")).ok()?;
+        // Written after argv: wait for the `cat` only as long as the process lived.
+        let stdin = std::fs::read(self.path().join("stdin")).unwrap_or_default();
+        Some((argv.lines().map(String::from).collect(), stdin))
+    }
+
+    fn files(&self, user: &str, sub: &str) -> Vec<PathBuf> {
+        std::fs::read_dir(self.home(user).join("Maildir").join(sub))
+            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn lda(config: &Path, args: &[&str], msg: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmail-lda"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("VMAIL_LDA_TIMING", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Err(e) = child.stdin.take().unwrap().write_all(msg) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+    }
+    child.wait_with_output().unwrap()
+}
+
+const ENVELOPE: [&str; 6] = [
+    "-f",
+    "bob@remote.test",
+    "-a",
+    "alice+lists@example.org",
+    "-d",
+    "alice+lists@example.org",
+];
+
+fn said(o: &Output) -> String {
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn a_recipient_with_a_script_gets_the_message_through_dovecot_lda() {
+    let w = World::new();
+    w.give_script("alice");
+    let cfg = w.config("");
+    let o = lda(&cfg, &ENVELOPE, MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    let (argv, stdin) = w.handed().expect("dovecot-lda ran");
+    assert_eq!(
+        argv,
+        [
+            "-d",
+            "alice@example.org",
+            "-r",
+            "alice+lists@example.org",
+            "-a",
+            "alice+lists@example.org",
+            "-f",
+            "bob@remote.test"
+        ]
+    );
+    assert_eq!(stdin, MSG, "the message as Postfix gave it");
+    assert!(w.files("alice", "new").is_empty() && w.files("alice", "tmp").is_empty());
+
+    // dovecot-lda's own options pass on, and -m; a null sender stays null.
+    let o = lda(
+        &cfg,
+        &[
+            "-c",
+            "/etc/dovecot/x.conf",
+            "-o",
+            "a=b",
+            "-e",
+            "-f",
+            "",
+            "-d",
+            "alice@example.org",
+            "-m",
+            "Lists",
+        ],
+        b"Subject: x\n\nbody\n",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    let (argv, stdin) = w.handed().unwrap();
+    assert_eq!(
+        argv,
+        [
+            "-c",
+            "/etc/dovecot/x.conf",
+            "-o",
+            "a=b",
+            "-e",
+            "-d",
+            "alice@example.org",
+            "-r",
+            "alice@example.org",
+            "-a",
+            "alice@example.org",
+            "-f",
+            "",
+            "-m",
+            "Lists"
+        ]
+    );
+    assert_eq!(stdin, b"Subject: x\n\nbody\n");
+}
+
+#[test]
+fn without_a_script_vmail_delivers_itself() {
+    let w = World::new();
+    w.give_script("alice");
+    let o = lda(&w.config(""), &["-d", "bob@example.org"], MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert!(w.handed().is_none(), "dovecot-lda ran for bob");
+    assert_eq!(w.files("bob", "new").len(), 1);
+    // `sieve_script = ""` turns the hand-off off.
+    let o = lda(&w.config("sieve_script = \"\""), &ENVELOPE, MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert!(
+        w.handed().is_none(),
+        "dovecot-lda ran with the hand-off off"
+    );
+    assert_eq!(w.files("alice", "new").len(), 1);
+    // Another name under the home.
+    let o = lda(
+        &w.config("sieve_script = \"sieve/main.sieve\""),
+        &ENVELOPE,
+        MSG,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert!(w.handed().is_some());
+    assert_eq!(w.files("alice", "new").len(), 1);
+}
+
+#[test]
+fn dovecot_lda_failing_is_a_temporary_failure_and_its_verdicts_pass_through() {
+    let w = World::new();
+    w.give_script("alice");
+    let cfg = w.config("");
+    for (status, want) in [("67", 67), ("75", 75), ("1", 75), ("kill", 75), ("0", 0)] {
+        w.set_status(status);
+        let o = lda(&cfg, &ENVELOPE, MSG);
+        assert_eq!(o.status.code(), Some(want), "status {status}: {}", said(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        if want == 75 && status != "75" {
+            assert!(out.starts_with("4.3.0 "), "status {status}: {out}");
+        }
+        assert!(w.files("alice", "new").is_empty(), "status {status}");
+    }
+    // Missing: 75 with the reason.
+    let missing = w.path().join("lda2.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("/dovecot-lda\"", "/no-such-lda\"");
+    std::fs::write(&missing, text).unwrap();
+    let o = lda(&missing, &ENVELOPE, MSG);
+    assert_eq!(o.status.code(), Some(75), "{}", said(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no-such-lda"),
+        "{}",
+        said(&o)
+    );
+    assert!(w.files("alice", "new").is_empty());
+}
+
+#[test]
+fn a_hostile_sieve_script_is_refused_at_config_load() {
+    let w = World::new();
+    for bad in ["../bob/.dovecot.sieve", "/etc/passwd", "sieve/../../x"] {
+        let o = lda(
+            &w.config(&format!("sieve_script = \"{bad}\"")),
+            &ENVELOPE,
+            MSG,
+        );
+        assert_eq!(o.status.code(), Some(75), "{bad}: {}", said(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("lda.sieve_script"),
+            "{bad}: {}",
+            said(&o)
+        );
+        assert!(w.handed().is_none());
+    }
+}
+
+/// With lookupd, the message is written into the Maildir's `tmp/` while lookupd answers;
+/// for a recipient with a script, Dovecot's LDA is fed from that file, which goes whatever
+/// the outcome: nothing in `tmp/` or `new/`.
+#[test]
+fn a_message_staged_while_lookupd_answers_goes_to_dovecot_lda_and_leaves_nothing() {
+    let w = World::new();
+    w.give_script("alice");
+    let socket = w.path().join("lookupd-lda");
+    let _lookupd = lookupd(&w, &socket);
+    let maildir = w.home("alice").join("Maildir");
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let cfg = w.config(&format!(
+        "lookupd = \"unix:{}\"\nlookupd_timeout_ms = 2000",
+        socket.display()
+    ));
+    // Without Return-Path: vmail stages it with one from -f, which must not reach dovecot-lda.
+    let msg = &MSG[MSG.iter().position(|&b| b == b'\n').unwrap() + 1..];
+    for status in ["0", "75", "kill", "67"] {
+        w.set_status(status);
+        let o = lda(&cfg, &ENVELOPE, msg);
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(" stage="),
+            "not staged: {}",
+            said(&o)
+        );
+        let want = if status == "67" {
+            67
+        } else if status == "0" {
+            0
+        } else {
+            75
+        };
+        assert_eq!(o.status.code(), Some(want), "{status}: {}", said(&o));
+        let (_, stdin) = w.handed().expect("dovecot-lda ran");
+        assert_eq!(stdin, msg, "{status}");
+        for sub in ["tmp", "new"] {
+            assert!(w.files("alice", sub).is_empty(), "{status}: {sub}/");
+        }
+    }
+}
+
+/// lookupd in-process, serving only an `[lookupd] lda` listener at `socket`.
+fn lookupd(w: &World, socket: &Path) -> InProcess<LookupdHandle> {
+    let mut config = vmail_config::parse(&w.db_config, &w.path().join("l.toml")).unwrap();
+    let l = &mut config.lookupd;
+    l.socketmap = Vec::new();
+    l.lda = vec![format!("unix:{}", socket.display())];
+    l.lda_socket_group = String::new();
+    l.lda_socket_mode = "0600".into();
+    l.user = String::new();
+    l.pid_file = w.path().join("lookupd.pid");
+    let loaded = Loaded {
+        config,
+        source: Source::Builtin,
+    };
+    vmail_test_support::daemon::lookupd(loaded).expect("start lookupd")
+}
