@@ -3,46 +3,28 @@
 //! envelope and the message as Postfix gave it; everybody else's is written by vmail-lda.
 //! Whatever Dovecot's LDA does, the result is one pipe(8) understands, never a silent drop.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-use vmail_config::{Loaded, Source};
-use vmail_test_support::daemon::{InProcess, LookupdHandle};
+use std::process::Output;
 
 mod direct;
+mod fixture;
+
+use fixture::{run_lda as lda, Directory, Lookupd};
 
 /// As pipe(8) with `flags=DRhu` hands it over: its trace fields first, CRLF nowhere.
 const MSG: &[u8] = b"Return-Path: <bob@remote.test>\nDelivered-To: alice+lists@example.org\nFrom: bob@remote.test\nTo: alice@example.org\nSubject: hi\n\nHello.\n";
 
-/// A directory with alice and bob, homes under `DIR/vmail`, and a stand-in dovecot-lda at
+/// The shared directory (alice, bob; homes under `DIR/vmail`), and a stand-in dovecot-lda at
 /// `DIR/dovecot-lda` that writes its arguments (one a line) to `DIR/argv` and its stdin to
 /// `DIR/stdin`, then exits with the status in `DIR/status` (0 without one; `kill`: SIGKILL).
 struct World {
-    dir: tempfile::TempDir,
-    db_config: String,
+    d: Directory,
 }
 
 impl World {
     fn new() -> World {
-        direct::sibling();
-        let dir = tempfile::tempdir().unwrap();
-        vmail_test_support::set_mode(dir.path(), 0o755);
-        let db_config = format!(
-            "[database]\nsqlite_path = \"{0}/v.db\"\n[mailbox]\nhome = \"{0}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n",
-            dir.path().display()
-        );
-        let cfg = vmail_config::parse(&db_config, &dir.path().join("x.toml")).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let d = vmail_directory::Directory::open(&cfg).await.unwrap();
-            d.init(false).await.unwrap();
-            d.add_domain("example.org").await.unwrap();
-            for u in ["alice@example.org", "bob@example.org"] {
-                d.add_user(u, "{PLAIN}x", None).await.unwrap();
-            }
-        });
-        let fake = dir.path().join("dovecot-lda");
+        let d = Directory::new();
+        let fake = d.path().join("dovecot-lda");
         std::fs::write(
             &fake,
             "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/argv\"\ncat > \"$d/stdin\"\n\
@@ -51,11 +33,11 @@ impl World {
         )
         .unwrap();
         vmail_test_support::set_mode(&fake, 0o755);
-        World { dir, db_config }
+        World { d }
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        self.d.path()
     }
 
     fn home(&self, user: &str) -> PathBuf {
@@ -79,7 +61,7 @@ impl World {
             &p,
             format!(
                 "{}\n[lda]\ndovecot_lda = \"{}\"\n{lda}\n",
-                self.db_config,
+                self.d.db_config,
                 fake.display()
             ),
         )
@@ -104,23 +86,6 @@ impl World {
             .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default()
     }
-}
-
-fn lda(config: &Path, args: &[&str], msg: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmail-lda"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("VMAIL_LDA_TIMING", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Err(e) = child.stdin.take().unwrap().write_all(msg) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
-    }
-    child.wait_with_output().unwrap()
 }
 
 const ENVELOPE: [&str; 6] = [
@@ -291,8 +256,8 @@ fn a_hostile_sieve_script_is_refused_at_config_load() {
 fn a_message_staged_while_lookupd_answers_goes_to_dovecot_lda_and_leaves_nothing() {
     let w = World::new();
     w.give_script("alice");
-    let socket = w.path().join("lookupd-lda");
-    let _lookupd = lookupd(&w, &socket);
+    let lookupd = Lookupd::start(&w.d);
+    let socket = &lookupd.socket;
     let maildir = w.home("alice").join("Maildir");
     for sub in ["tmp", "new", "cur"] {
         std::fs::create_dir_all(maildir.join(sub)).unwrap();
@@ -325,21 +290,4 @@ fn a_message_staged_while_lookupd_answers_goes_to_dovecot_lda_and_leaves_nothing
             assert!(w.files("alice", sub).is_empty(), "{status}: {sub}/");
         }
     }
-}
-
-/// lookupd in-process, serving only an `[lookupd] lda` listener at `socket`.
-fn lookupd(w: &World, socket: &Path) -> InProcess<LookupdHandle> {
-    let mut config = vmail_config::parse(&w.db_config, &w.path().join("l.toml")).unwrap();
-    let l = &mut config.lookupd;
-    l.socketmap = Vec::new();
-    l.lda = vec![format!("unix:{}", socket.display())];
-    l.lda_socket_group = String::new();
-    l.lda_socket_mode = "0600".into();
-    l.user = String::new();
-    l.pid_file = w.path().join("lookupd.pid");
-    let loaded = Loaded {
-        config,
-        source: Source::Builtin,
-    };
-    vmail_test_support::daemon::lookupd(loaded).expect("start lookupd")
 }
