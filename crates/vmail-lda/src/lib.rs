@@ -331,11 +331,15 @@ fn deliver(
         let argv = sieve::lda_args(args, &user.email, recipient);
         return match staged {
             Some(Ok(mut staged)) => match staged.input() {
-                Ok(mut message) => sieve::hand_off(lda, &argv, &mut message),
+                // Its size was checked when it was written.
+                Ok(mut message) => sieve::hand_off(lda, &argv, &mut message, None, recipient),
                 Err(e) => Outcome::of_delivery_error(e, recipient, &lda.over_quota),
             },
             Some(Err(e)) => Outcome::of_delivery_error(e, recipient, &lda.over_quota),
-            None => sieve::hand_off(lda, &argv, &mut std::io::Cursor::new(head).chain(input)),
+            None => {
+                let mut message = std::io::Cursor::new(head).chain(input);
+                sieve::hand_off(lda, &argv, &mut message, max_size, recipient)
+            }
         };
     }
     let quota = user.quota_bytes.map(|bytes| vmail_maildir::Quota {

@@ -25,11 +25,12 @@ pub fn active_script(lda: &LdaConfig, home: &str) -> Result<Option<PathBuf>, Str
     match std::fs::metadata(&path) {
         Ok(m) if m.is_file() => Ok(Some(path)),
         Ok(_) => Ok(None),
+        // A link in a circle is as broken as a dangling one: Pigeonhole delivers to INBOX.
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
+            ) || e.raw_os_error() == Some(nix::libc::ELOOP) =>
         {
             Ok(None)
         }
@@ -74,8 +75,16 @@ pub fn lda_args(args: &Args, user: &str, recipient: &str) -> Vec<String> {
 /// Runs `[lda] dovecot_lda` with `argv` and `message` on its stdin. Its stdout and stderr
 /// are ours (pipe(8) puts what it says into the log and the DSN). Its exit status passes
 /// through when pipe(8) knows it (0, 64-78); anything else, a program that cannot be run
-/// or one killed by a signal is a temporary failure, never a silent drop.
-pub fn hand_off(lda: &LdaConfig, argv: &[String], message: &mut dyn Read) -> Outcome {
+/// or one killed by a signal is a temporary failure, never a silent drop. A message longer
+/// than `max_size` is refused as vmail-lda refuses it (`[lda] max_message_size`), the LDA
+/// killed before it has seen the end.
+pub fn hand_off(
+    lda: &LdaConfig,
+    argv: &[String],
+    message: &mut dyn Read,
+    max_size: Option<u64>,
+    recipient: &str,
+) -> Outcome {
     let program = &lda.dovecot_lda;
     let mut child = match Command::new(program)
         .args(argv)
@@ -92,17 +101,23 @@ pub fn hand_off(lda: &LdaConfig, argv: &[String], message: &mut dyn Read) -> Out
     };
     let mut stdin = child.stdin.take();
     let fed = match stdin.as_mut() {
-        Some(pipe) => feed(message, pipe),
+        Some(pipe) => feed(message, pipe, max_size),
         None => Ok(()),
     };
-    // EOF for the LDA, which reads to the end before it delivers.
-    drop(stdin);
-    if let Err(Fed::Input(e)) = fed {
-        // It has only part of the message: it must not deliver that.
+    let refused = match fed {
+        Err(Fed::Input(e)) => Some(Outcome::LocalTrouble(format!("reading the message: {e}"))),
+        Err(Fed::TooBig) => Some(Outcome::TooBig(recipient.into())),
+        Ok(()) | Err(Fed::Output) => None,
+    };
+    if let Some(outcome) = refused {
+        // It has only part of the message: killed before its stdin ends, it cannot deliver
+        // that.
         let _ = child.kill();
         let _ = child.wait();
-        return Outcome::LocalTrouble(format!("reading the message: {e}"));
+        return outcome;
     }
+    // EOF for the LDA, which reads to the end before it delivers.
+    drop(stdin);
     let status = match child.wait() {
         Ok(s) => s,
         Err(e) => return Outcome::LocalTrouble(format!("waiting for {program}: {e}")),
@@ -123,12 +138,15 @@ pub fn hand_off(lda: &LdaConfig, argv: &[String], message: &mut dyn Read) -> Out
 enum Fed {
     /// Reading the message: the LDA must not keep what it got.
     Input(std::io::Error),
+    /// More than `max_size` bytes.
+    TooBig,
     /// Writing to the LDA (it exited early): its exit status says what happened.
     Output,
 }
 
-fn feed(message: &mut dyn Read, to: &mut dyn Write) -> Result<(), Fed> {
+fn feed(message: &mut dyn Read, to: &mut dyn Write, max_size: Option<u64>) -> Result<(), Fed> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut size: u64 = 0;
     loop {
         let n = match message.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -136,6 +154,10 @@ fn feed(message: &mut dyn Read, to: &mut dyn Write) -> Result<(), Fed> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Fed::Input(e)),
         };
+        size += n as u64;
+        if max_size.is_some_and(|max| size > max) {
+            return Err(Fed::TooBig);
+        }
         if to.write_all(&buf[..n]).is_err() {
             return Err(Fed::Output);
         }

@@ -291,3 +291,32 @@ fn a_message_staged_while_lookupd_answers_goes_to_dovecot_lda_and_leaves_nothing
         }
     }
 }
+
+/// `[lda] max_message_size` holds for Sieve users too (Dovecot's LDA is killed before it
+/// sees the end), and a link in a circle is no script, as a dangling one is not.
+#[test]
+fn a_message_too_big_is_refused_and_a_link_in_a_circle_is_no_script() {
+    let w = World::new();
+    w.give_script("alice");
+    let cfg = w.config("max_message_size = 1000");
+    let big = [MSG, &vec![b'x'; 300_000][..]].concat();
+    let o = lda(&cfg, &ENVELOPE, &big);
+    assert_eq!(o.status.code(), Some(65), "{}", said(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("5.3.4 "),
+        "{}",
+        said(&o)
+    );
+    let o = lda(&cfg, &ENVELOPE, MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert_eq!(w.handed().unwrap().1, MSG);
+
+    std::fs::create_dir_all(w.home("bob")).unwrap();
+    let link = w.home("bob").join(".dovecot.sieve");
+    std::os::unix::fs::symlink(".dovecot.sieve", &link).unwrap();
+    std::fs::remove_file(w.path().join("argv")).unwrap();
+    let o = lda(&cfg, &["-d", "bob@example.org"], MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert!(w.handed().is_none(), "dovecot-lda ran for a looping link");
+    assert_eq!(w.files("bob", "new").len(), 1);
+}
