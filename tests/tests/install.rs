@@ -31,24 +31,30 @@ fn install_sed_line() -> &'static str {
     lines[0]
 }
 
-/// The file INSTALL.md tells this release to install, checked to be named there.
-fn lua_conf_for(lane: &Lane) -> &'static str {
-    let (path, text) = if lane.is_debian13() {
-        (
-            "contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext",
-            LUA_CONF_24,
-        )
-    } else {
-        (
-            "contrib/dovecot/conf.d/auth-vmail-lua.conf.ext",
-            LUA_CONF_23,
-        )
-    };
+/// The file INSTALL.md tells this release to install into conf.d (of `v23` for Dovecot 2.3,
+/// `v24` for 2.4, as (path in the tree, text)), checked to be named there.
+fn conf_for(lane: &Lane, v23: (&str, &'static str), v24: (&str, &'static str)) -> &'static str {
+    let (path, text) = if lane.is_debian13() { v24 } else { v23 };
     assert!(
         INSTALL.contains(&format!("install -m 0644 {path} /etc/dovecot/conf.d/")),
         "docs/INSTALL.md does not install {path}"
     );
     text
+}
+
+/// contrib's Lua passdb/userdb configuration for the lane's Dovecot.
+fn lua_conf_for(lane: &Lane) -> &'static str {
+    conf_for(
+        lane,
+        (
+            "contrib/dovecot/conf.d/auth-vmail-lua.conf.ext",
+            LUA_CONF_23,
+        ),
+        (
+            "contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext",
+            LUA_CONF_24,
+        ),
+    )
 }
 
 fn run(cmd: &mut Command, what: &str) -> (String, String) {
@@ -132,20 +138,16 @@ fn install_md_sieve_step_loads_on_the_stock_configuration() {
     let Some(lane) = Lane::from_env("install: Sieve step") else {
         return;
     };
-    let (path, text) = if lane.is_debian13() {
-        (
-            "contrib/dovecot/2.4/conf.d/90-vmail-sieve.conf",
-            CONTRIB_SIEVE_24,
-        )
-    } else {
+    let text = conf_for(
+        &lane,
         (
             "contrib/dovecot/conf.d/90-vmail-sieve.conf",
             CONTRIB_SIEVE_23,
-        )
-    };
-    assert!(
-        INSTALL.contains(&format!("install -m 0644 {path} /etc/dovecot/conf.d/")),
-        "docs/INSTALL.md does not install {path}"
+        ),
+        (
+            "contrib/dovecot/2.4/conf.d/90-vmail-sieve.conf",
+            CONTRIB_SIEVE_24,
+        ),
     );
     let dir = lane.tempdir("vmail-install-sieve");
     copy_tree(&lane.root.host_path(Path::new("/etc/dovecot")), dir.path());
