@@ -13,7 +13,7 @@ use vmail_test_support::e2e::Lane;
 const INSTALL: &str = include_str!("../../docs/INSTALL.md");
 use vmail_test_support::contrib::{
     CONTRIB_LUA_23 as LUA_CONF_23, CONTRIB_LUA_24 as LUA_CONF_24, CONTRIB_MAIN_CF as MAIN_CF,
-    CONTRIB_MASTER_CF as MASTER_CF,
+    CONTRIB_MASTER_CF as MASTER_CF, CONTRIB_SIEVE_23, CONTRIB_SIEVE_24,
 };
 
 /// The one command INSTALL.md gives for `10-auth.conf`.
@@ -31,24 +31,30 @@ fn install_sed_line() -> &'static str {
     lines[0]
 }
 
-/// The file INSTALL.md tells this release to install, checked to be named there.
-fn lua_conf_for(lane: &Lane) -> &'static str {
-    let (path, text) = if lane.is_debian13() {
-        (
-            "contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext",
-            LUA_CONF_24,
-        )
-    } else {
-        (
-            "contrib/dovecot/conf.d/auth-vmail-lua.conf.ext",
-            LUA_CONF_23,
-        )
-    };
+/// The file INSTALL.md tells this release to install into conf.d (of `v23` for Dovecot 2.3,
+/// `v24` for 2.4, as (path in the tree, text)), checked to be named there.
+fn conf_for(lane: &Lane, v23: (&str, &'static str), v24: (&str, &'static str)) -> &'static str {
+    let (path, text) = if lane.is_debian13() { v24 } else { v23 };
     assert!(
         INSTALL.contains(&format!("install -m 0644 {path} /etc/dovecot/conf.d/")),
         "docs/INSTALL.md does not install {path}"
     );
     text
+}
+
+/// contrib's Lua passdb/userdb configuration for the lane's Dovecot.
+fn lua_conf_for(lane: &Lane) -> &'static str {
+    conf_for(
+        lane,
+        (
+            "contrib/dovecot/conf.d/auth-vmail-lua.conf.ext",
+            LUA_CONF_23,
+        ),
+        (
+            "contrib/dovecot/2.4/conf.d/auth-vmail-lua.conf.ext",
+            LUA_CONF_24,
+        ),
+    )
 }
 
 fn run(cmd: &mut Command, what: &str) -> (String, String) {
@@ -121,6 +127,60 @@ fn install_md_dovecot_step_loads_on_the_stock_configuration() {
     assert!(
         !out.contains("driver = passwd") && !out.contains("userdb passwd"),
         "the passwd userdb is still there:\n{out}"
+    );
+}
+
+/// Issue 19: the Sieve file INSTALL.md installs loads beside the distribution's own
+/// `90-sieve.conf` (package dovecot-sieve) with no warning, and gives Dovecot's LDA the sieve
+/// plugin and the active script vmail-lda looks for.
+#[test]
+fn install_md_sieve_step_loads_on_the_stock_configuration() {
+    let Some(lane) = Lane::from_env("install: Sieve step") else {
+        return;
+    };
+    let text = conf_for(
+        &lane,
+        (
+            "contrib/dovecot/conf.d/90-vmail-sieve.conf",
+            CONTRIB_SIEVE_23,
+        ),
+        (
+            "contrib/dovecot/2.4/conf.d/90-vmail-sieve.conf",
+            CONTRIB_SIEVE_24,
+        ),
+    );
+    let dir = lane.tempdir("vmail-install-sieve");
+    copy_tree(&lane.root.host_path(Path::new("/etc/dovecot")), dir.path());
+    let etc = dir.path().join("dovecot");
+    assert!(
+        etc.join("conf.d/90-sieve.conf").exists(),
+        "dovecot-sieve is not installed on lane {} (run scripts/test-deps)",
+        lane.name
+    );
+    std::fs::write(etc.join("conf.d/90-vmail-sieve.conf"), text).expect("install the conf");
+    let (out, err) = run(
+        lane.root
+            .command("doveconf")
+            .arg("-c")
+            .arg(etc.join("dovecot.conf"))
+            .arg("-n"),
+        "doveconf -n",
+    );
+    assert!(!err.to_lowercase().contains("warning"), "doveconf: {err}");
+    let lda = &out[out.find("protocol lda {").expect("a protocol lda section")..];
+    let lda = &lda[..lda.find("\n}").unwrap_or(lda.len())];
+    assert!(lda.contains("sieve"), "no sieve plugin for the LDA:\n{out}");
+    assert!(lda.contains("stats_writer_socket_path"), "{out}");
+    let active = if lane.is_debian13() {
+        "active_path = ~/.dovecot.sieve"
+    } else {
+        "active=~/.dovecot.sieve"
+    };
+    assert!(out.contains(active), "no {active}:\n{out}");
+    assert_eq!(
+        vmail_config::LdaConfig::default().sieve_script,
+        ".dovecot.sieve",
+        "the script vmail-lda looks for by default"
     );
 }
 

@@ -30,6 +30,12 @@ const SALES: (&str, &str) = ("sales@example.com", "sales-pw");
 /// An alias with two destinations.
 const TEAM: &str = "team@example.org";
 const OUTSIDER: &str = "someone@outside.test";
+/// Users with a Sieve script (issue 19): their messages go through Dovecot's LDA and
+/// Pigeonhole. Erin files list mail into a folder; Frank is on vacation, and Grace, another
+/// local user, writes to him and gets the reply.
+const ERIN: (&str, &str) = ("erin@example.org", "erin-pw");
+const FRANK: (&str, &str) = ("frank@example.org", "frank-pw");
+const GRACE: (&str, &str) = ("grace@example.org", "grace-pw");
 
 static WORLD: Shared<World> = Shared::new();
 
@@ -57,7 +63,7 @@ fn fill(db: &TestDb, config: &Path, root: &SystemRoot) {
          INSERT INTO users (email, password) VALUES ('{}', ENCRYPT('{}'));",
         BOB.0, BOB.1
     ));
-    let users: Vec<(&str, String)> = [ALICE, CAROL, DAVE, SALES]
+    let users: Vec<(&str, String)> = [ALICE, CAROL, DAVE, SALES, ERIN, FRANK, GRACE]
         .iter()
         .map(|(u, p)| (*u, doveadm_pw(root, "SHA512-CRYPT", p)))
         .collect();
@@ -474,4 +480,134 @@ fn case_does_not_matter_in_recipients_and_logins() {
     assert_eq!(r.code_after("RCPT TO"), 250, "{}", r.transcript);
     assert_eq!(r.code_after("."), 250, "{}", r.transcript);
     delivered_once(&w, BOB.0, "token-upper-case-login");
+}
+
+/// Whether the lane has Pigeonhole (package dovecot-sieve); a loud skip if not (a failure
+/// under CI).
+fn have_pigeonhole(w: &World, test: &str) -> bool {
+    let plugin = Path::new("/usr/lib/dovecot/modules/lib90_sieve_plugin.so");
+    let have = w.lane.root.host_path(plugin).exists();
+    if !have {
+        vmail_test_support::skip(
+            test,
+            &format!(
+                "dovecot-sieve is not installed on lane {} (run scripts/test-deps)",
+                w.lane.name
+            ),
+        );
+    }
+    have
+}
+
+/// Gives `email` an active Sieve script as ManageSieve keeps it (`~/sieve/NAME.sieve`, linked
+/// from `~/.dovecot.sieve`), owned by the mail user, as whom Dovecot's LDA compiles it.
+fn give_sieve_script(w: &World, email: &str, script: &str) {
+    let home = w.home(email);
+    let sieve = home.join("sieve");
+    std::fs::create_dir_all(&sieve).unwrap();
+    let active = home.join(".dovecot.sieve");
+    if active.symlink_metadata().is_err() {
+        std::os::unix::fs::symlink("sieve/main.sieve", &active).unwrap();
+    }
+    std::fs::write(sieve.join("main.sieve"), script).unwrap();
+    let user = w.lane.mail_user();
+    // The domain's directory too: the LDA, running as the mail user, makes the other homes
+    // there.
+    let domain = home.parent().unwrap();
+    for p in [domain, &home, &sieve, &sieve.join("main.sieve")] {
+        std::os::unix::fs::chown(p, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    std::os::unix::fs::lchown(&active, Some(user.uid), Some(user.gid)).unwrap();
+}
+
+/// Issue 19 item 1: a user's `fileinto` rule still works behind vmail-lda (which hands the
+/// message to Dovecot's LDA), and the message arrives once, in the folder only.
+#[test]
+fn a_sieve_fileinto_rule_files_the_message_into_its_folder() {
+    let Some(w) = world() else { return };
+    if !have_pigeonhole(
+        &w,
+        "a_sieve_fileinto_rule_files_the_message_into_its_folder",
+    ) {
+        return;
+    }
+    give_sieve_script(
+        &w,
+        ERIN.0,
+        "require [\"fileinto\", \"envelope\", \"subaddress\"];\n\
+         if anyof (header :contains \"subject\" \"token-sieve-list\",\n\
+                   envelope :detail \"to\" \"lists\") {\n  fileinto \"Lists\";\n}\n",
+    );
+    send_ok(&w, ERIN.0, "token-sieve-list");
+    let lists = w.maildir(ERIN.0).join(".Lists");
+    let got = wait_for_message(&lists, "token-sieve-list", Duration::from_secs(30));
+    assert_eq!(got.len(), 1, "not filed into Lists\n{}", w.logs());
+    let text = &got[0].1;
+    let h = header(text);
+    assert_eq!(
+        h.matches(&format!("Delivered-To: {}\n", ERIN.0)).count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(h.matches("Return-Path: ").count(), 1, "{text}");
+    assert!(
+        messages_with(&w.maildir(ERIN.0), "token-sieve-list").is_empty(),
+        "a copy in INBOX too\n{}",
+        w.logs()
+    );
+    // The envelope keeps the address extension (dovecot-lda's -r), though Dovecot's userdb
+    // is asked for the stored address (-d).
+    let detail = "erin+lists@example.org";
+    send_ok(&w, detail, "token-sieve-detail");
+    let got = wait_for_message(&lists, "token-sieve-detail", Duration::from_secs(30));
+    assert_eq!(got.len(), 1, "+lists not filed into Lists\n{}", w.logs());
+    assert!(
+        header(&got[0].1).contains(&format!("Delivered-To: {detail}\n")),
+        "{}",
+        got[0].1
+    );
+    // A message the rule does not match stays in INBOX, through the same hand-off.
+    send_ok(&w, ERIN.0, "token-sieve-inbox");
+    delivered_once(&w, ERIN.0, "token-sieve-inbox");
+    // contrib's lines keep dovecot-lda quiet: nothing but the status in Postfix's log.
+    let log = w.postfix.maillog();
+    let handed_off = log
+        .lines()
+        .filter(|l| l.contains("to=<erin"))
+        .collect::<Vec<_>>();
+    assert_eq!(handed_off.len(), 3, "{log}");
+    for l in handed_off {
+        assert!(l.ends_with("(delivered via vmail service)"), "{l}");
+    }
+}
+
+/// Issue 19 item 1: a vacation reply goes out through Postfix and reaches the sender (Grace,
+/// a local user); Frank keeps the message.
+#[test]
+fn a_sieve_vacation_reply_reaches_the_sender() {
+    let Some(w) = world() else { return };
+    if !have_pigeonhole(&w, "a_sieve_vacation_reply_reaches_the_sender") {
+        return;
+    }
+    give_sieve_script(
+        &w,
+        FRANK.0,
+        "require \"vacation\";\nvacation :days 1 :subject \"token-sieve-away\" \"Frank is away.\";\n",
+    );
+    let token = "token-sieve-vacation";
+    let out = w
+        .postfix
+        .send(GRACE.0, &[FRANK.0], &message(GRACE.0, FRANK.0, token));
+    assert!(out.accepted(), "{}\n{}", out.transcript, w.logs());
+    delivered_once(&w, FRANK.0, token);
+    let (_, reply) = delivered_once(&w, GRACE.0, "token-sieve-away");
+    let h = header(&reply);
+    assert!(reply.contains("Frank is away."), "{reply}");
+    assert!(h.contains("Auto-Submitted: auto-replied"), "{reply}");
+    // RFC 5230: a vacation reply has the null sender, so it never loops (pipe(8)'s R flag
+    // writes that as <MAILER-DAEMON>).
+    assert!(
+        reply.starts_with("Return-Path: <MAILER-DAEMON>\n"),
+        "{reply}"
+    );
 }

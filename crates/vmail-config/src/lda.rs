@@ -29,6 +29,16 @@ pub struct LdaConfig {
     /// How long to wait for lookupd's answer; longer than lookupd's own request_timeout_ms,
     /// so that its TIMEOUT (a deferral with a reason) normally arrives first.
     pub lookupd_timeout_ms: u64,
+    /// The recipient's active Sieve script, relative to the home (Dovecot's default
+    /// `~/.dovecot.sieve`, a file or a symlink to one: ManageSieve keeps it as a link into
+    /// `~/sieve/`). A recipient who has one gets the message through `dovecot_lda`, so that
+    /// Pigeonhole runs the filters, vacation and fileinto as `dovecot deliver` did; the others
+    /// get it written by vmail-lda. Empty: never hand off. No `..`, not absolute.
+    pub sieve_script: String,
+    /// Dovecot's LDA (absolute path), run for recipients with a Sieve script as `-d ADDRESS
+    /// -a ORIGINAL -r RECIPIENT -f SENDER` (and `-m`, `-c`, `-o` when vmail-lda was given
+    /// them); its exit status passes through when pipe(8) knows it, else 75 (retry).
+    pub dovecot_lda: String,
 }
 
 impl Default for LdaConfig {
@@ -42,6 +52,8 @@ impl Default for LdaConfig {
             hostname: String::new(),
             lookupd: String::new(),
             lookupd_timeout_ms: 15_000,
+            sieve_script: ".dovecot.sieve".into(),
+            dovecot_lda: "/usr/lib/dovecot/dovecot-lda".into(),
         }
     }
 }

@@ -52,6 +52,16 @@ fn bad_value_names_key() {
         ("[lda]\nlookupd = \"unix:relative\"\n", "lda.lookupd"),
         ("[lda]\nlookupd = \"inet:127.0.0.1\"\n", "lda.lookupd"),
         ("[lda]\nlookupd_timeout_ms = 0\n", "lda.lookupd_timeout_ms"),
+        // Issue 19: the Sieve script stays under the recipient's home.
+        ("[lda]\nsieve_script = \"../x\"\n", "lda.sieve_script"),
+        (
+            "[lda]\nsieve_script = \"sieve/../../x\"\n",
+            "lda.sieve_script",
+        ),
+        ("[lda]\nsieve_script = \"/etc/x\"\n", "lda.sieve_script"),
+        ("[lda]\nsieve_script = \"~/../x\"\n", "lda.sieve_script"),
+        ("[lda]\nsieve_script = \".\"\n", "lda.sieve_script"),
+        ("[lda]\ndovecot_lda = \"dovecot-lda\"\n", "lda.dovecot_lda"),
         (
             "[lookupd]\nlda_socket_mode = \"0666\"\n",
             "lookupd.lda_socket_mode",
@@ -63,6 +73,8 @@ fn bad_value_names_key() {
     for good in [
         "[lda]\nlookupd = \"unix:/run/vmail/lookupd\"\n",
         "[lda]\nlookupd = \"inet:127.0.0.1:7010\"\n",
+        "[lda]\nsieve_script = \"\"\n",
+        "[lda]\nsieve_script = \"sieve/active.sieve\"\n",
     ] {
         assert!(parse(good, p()).is_ok(), "{good}");
     }

@@ -192,6 +192,13 @@ impl Config {
                 "must be greater than zero".into(),
             ));
         }
+        check_sieve_script(&lda.sieve_script).map_err(|m| invalid("lda.sieve_script", m))?;
+        if !lda.dovecot_lda.starts_with('/') {
+            return Err(invalid(
+                "lda.dovecot_lda",
+                format!("{:?}: must be an absolute path", lda.dovecot_lda),
+            ));
+        }
         if self.cache.enabled && self.cache.max_entries == 0 {
             return Err(invalid(
                 "cache.max_entries",
@@ -248,6 +255,27 @@ impl MailboxConfig {
         };
         r.map_err(|m| ("mailbox.mail", m))
     }
+}
+
+/// `[lda] sieve_script`: a path below the recipient's home (the home comes from the
+/// directory and is checked there; this keeps the script inside it), or empty.
+fn check_sieve_script(s: &str) -> Result<(), String> {
+    use std::path::Component;
+    let p = Path::new(s);
+    if s.starts_with('/') || s.starts_with('~') {
+        return Err(format!(
+            "{s:?}: must be relative to the home (\".dovecot.sieve\"), or empty"
+        ));
+    }
+    if p.components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!("{s:?}: must not contain '..'"));
+    }
+    if !s.is_empty() && !p.components().any(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!("{s:?}: names the home itself, not a script"));
+    }
+    Ok(())
 }
 
 /// `inet:HOST:PORT` with a non-empty host and a valid port.

@@ -86,14 +86,15 @@ fn lda_exit_status() -> Vec<(String, &'static str)> {
         ),
         (
             sysexits::EX_TEMPFAIL.to_string(),
-            "try again later: directory unreachable, disk full, local trouble, a configuration or command line error, or mailbox full with over_quota = \"defer\"; Postfix keeps the message queued",
+            "try again later: directory unreachable, disk full, local trouble (Dovecot's LDA, run for a Sieve user, missing, killed or exiting with a status pipe(8) does not know), a configuration or command line error, or mailbox full with over_quota = \"defer\"; Postfix keeps the message queued",
         ),
     ]
 }
 
 const LDA_DESCRIPTION: &[&str] = &[
     "Postfix's pipe(8) runs it once per recipient from master.cf (contrib/postfix/master.cf.vmail), with the message on standard input. It prints one line starting with an RFC 3463 enhanced status code, which pipe(8) logs and puts in the bounce, and exits with the matching sysexits status.",
-    "It asks vmail-lookupd for the recipient over [lda] lookupd and links no database code; when lookupd is not configured or not running it executes vmail-lda-direct, which reads the directory itself. dovecot-lda's options -c, -o, -e and -k are accepted and ignored, so switching from dovecot-lda needs only a new path in argv=.",
+    "It asks vmail-lookupd for the recipient over [lda] lookupd and links no database code; when lookupd is not configured or not running it executes vmail-lda-direct, which reads the directory itself. dovecot-lda's options -c, -o, -e and -k are accepted (and passed on to Dovecot's LDA, below), so switching from dovecot-lda needs only a new path in argv=.",
+    "A recipient with an active Sieve script ([lda] sieve_script under the home, by default ~/.dovecot.sieve, a file or a symlink to one) gets the message through Dovecot's LDA ([lda] dovecot_lda), so that Pigeonhole's filters, vacation replies and fileinto keep working: run with -d and the stored address, -r the recipient, -a the original recipient, -f the sender (and -m, -c, -o as given), the message on standard input as Postfix gave it. Its exit status is passed on when pipe(8) knows it (0, 64-78); any other status, a missing program or a death by a signal exits 75. Everybody else's message is written by vmail-lda itself.",
 ];
 
 const LDA_DIRECT_DESCRIPTION: &[&str] = &[

@@ -19,6 +19,7 @@ mod headers;
 mod location;
 pub mod outcome;
 pub mod resolve;
+mod sieve;
 pub mod timing;
 
 use std::ffi::OsString;
@@ -283,6 +284,10 @@ fn deliver(
         );
         return Outcome::Misconfigured(format!("stored mailbox {:?} refused: {why}", user.email));
     }
+    let sieve_script = match sieve::active_script(lda, &user.home) {
+        Ok(s) => s,
+        Err(e) => return Outcome::LocalTrouble(e),
+    };
     let maildir = match location::maildir_path(&user.mail, &user.home) {
         Ok(p) => p,
         Err(e) => return Outcome::Misconfigured(format!("user {}: {e}", user.email)),
@@ -319,6 +324,23 @@ fn deliver(
     // Been here before (a staged file is dropped, leaving nothing behind).
     if facts.delivered_before(&policy, &mailbox_addresses(&policy, recipient, Some(&user))) {
         return Outcome::Loop(recipient.to_string());
+    }
+    if sieve_script.is_some() {
+        // Dovecot's LDA gets the message as Postfix gave it (a staged copy without what
+        // vmail prepended); a staged file goes when `staged` drops, whatever the outcome.
+        let argv = sieve::lda_args(args, &user.email, recipient);
+        return match staged {
+            Some(Ok(mut staged)) => match staged.input() {
+                // Its size was checked when it was written.
+                Ok(mut message) => sieve::hand_off(lda, &argv, &mut message, None, recipient),
+                Err(e) => Outcome::of_delivery_error(e, recipient, &lda.over_quota),
+            },
+            Some(Err(e)) => Outcome::of_delivery_error(e, recipient, &lda.over_quota),
+            None => {
+                let mut message = std::io::Cursor::new(head).chain(input);
+                sieve::hand_off(lda, &argv, &mut message, max_size, recipient)
+            }
+        };
     }
     let quota = user.quota_bytes.map(|bytes| vmail_maildir::Quota {
         max_bytes: Some(bytes),

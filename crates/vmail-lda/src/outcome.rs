@@ -34,6 +34,9 @@ pub enum Outcome {
     /// Our own configuration or invocation is wrong: defer so a postmaster can fix it
     /// without mail having bounced.
     Misconfigured(String),
+    /// Dovecot's LDA took the message (a recipient with a Sieve script) and exited with this
+    /// status, one pipe(8) knows; it has said why itself.
+    HandedOff(i32),
 }
 
 impl Outcome {
@@ -48,13 +51,14 @@ impl Outcome {
             | Outcome::DiskFull(_)
             | Outcome::LocalTrouble(_)
             | Outcome::Misconfigured(_) => EX_TEMPFAIL,
+            Outcome::HandedOff(code) => *code,
         }
     }
 
     /// The line Postfix logs and puts in the DSN; empty on success.
     pub fn message(&self) -> String {
         match self {
-            Outcome::Delivered => String::new(),
+            Outcome::Delivered | Outcome::HandedOff(_) => String::new(),
             Outcome::UnknownUser(r) => format!("5.1.1 <{r}>: user unknown"),
             Outcome::Disabled(r) => format!("5.2.1 <{r}>: mailbox disabled"),
             Outcome::MailboxFull(r) => format!("5.2.2 <{r}>: mailbox full (quota exceeded)"),
@@ -114,6 +118,16 @@ mod tests {
                 75 => assert!(m.starts_with("4."), "{o:?}: {m}"),
                 _ => assert!(m.starts_with("5."), "{o:?}: {m}"),
             }
+        }
+    }
+
+    /// Issue 19: Dovecot's LDA has said why itself; its status is the one pipe(8) sees.
+    #[test]
+    fn a_hand_off_passes_the_status_through_silently() {
+        for code in [0, 67, 75, 77] {
+            let o = Outcome::HandedOff(code);
+            assert_eq!(o.exit_code(), code);
+            assert!(o.message().is_empty());
         }
     }
 

@@ -7,111 +7,12 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use vmail_config::{Loaded, Source};
-use vmail_test_support::daemon::{InProcess, LookupdHandle};
-
 mod direct;
+mod fixture;
+
+use fixture::{Directory, Lookupd};
 
 const MSG: &[u8] = b"From: bob@remote.test\nSubject: hi\n\nHello.\n";
-
-/// An SQLite directory with alice, a disabled user, and the home template the LDA delivers
-/// under.
-struct Directory {
-    dir: tempfile::TempDir,
-    db_config: String,
-}
-
-impl Directory {
-    fn new() -> Directory {
-        // Without lookupd, vmail-lda execs its sibling.
-        direct::sibling();
-        let dir = tempfile::tempdir().unwrap();
-        vmail_test_support::set_mode(dir.path(), 0o755);
-        let db_config = format!(
-            "[database]\nsqlite_path = \"{0}/v.db\"\n[mailbox]\nhome = \"{0}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n",
-            dir.path().display()
-        );
-        let cfg = vmail_config::parse(&db_config, &dir.path().join("x.toml")).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let d = vmail_directory::Directory::open(&cfg).await.unwrap();
-            d.init(false).await.unwrap();
-            d.add_domain("example.org").await.unwrap();
-            d.add_user("alice@example.org", "{PLAIN}x", None)
-                .await
-                .unwrap();
-            d.add_user("off@example.org", "{PLAIN}x", None)
-                .await
-                .unwrap();
-            d.set_active("off@example.org", false).await.unwrap();
-            d.add_user("full@example.org", "{PLAIN}x", Some(10))
-                .await
-                .unwrap();
-        });
-        Directory { dir, db_config }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn inbox(&self, user: &str) -> Vec<PathBuf> {
-        let new = self
-            .path()
-            .join(format!("vmail/example.org/{user}/Maildir/new"));
-        std::fs::read_dir(new)
-            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default()
-    }
-
-    /// A config file for the LDA: `[lda] lookupd` at `socket`, with `database` as its own
-    /// fallback.
-    fn lda_config(&self, name: &str, socket: &Path, database: &str) -> PathBuf {
-        let p = self.path().join(name);
-        std::fs::write(
-            &p,
-            format!(
-                "{database}\n[lda]\nlookupd = \"unix:{}\"\nlookupd_timeout_ms = 2000\n",
-                socket.display()
-            ),
-        )
-        .unwrap();
-        p
-    }
-}
-
-/// lookupd in-process, serving only an `[lookupd] lda` listener.
-struct Lookupd {
-    socket: PathBuf,
-    running: Option<InProcess<LookupdHandle>>,
-}
-
-impl Lookupd {
-    fn start(d: &Directory) -> Lookupd {
-        let socket = d.path().join("lookupd-lda");
-        let mut config = vmail_config::parse(&d.db_config, &d.path().join("l.toml")).unwrap();
-        let l = &mut config.lookupd;
-        l.socketmap = Vec::new();
-        l.lda = vec![format!("unix:{}", socket.display())];
-        l.lda_socket_group = String::new();
-        l.lda_socket_mode = "0600".into();
-        l.user = String::new();
-        l.pid_file = d.path().join("lookupd.pid");
-        let loaded = Loaded {
-            config,
-            source: Source::Builtin,
-        };
-        let running = vmail_test_support::daemon::lookupd(loaded).expect("start lookupd");
-        Lookupd {
-            socket,
-            running: Some(running),
-        }
-    }
-
-    fn stop(&mut self) {
-        self.running = None;
-    }
-}
 
 fn lda(config: &Path, recipient: &str) -> Output {
     lda_timed(config, recipient, MSG).0
@@ -291,18 +192,7 @@ fn with_delivered_to(recipient: &str) -> Vec<u8> {
 /// vmail-lda with `msg` on stdin and its phase timings on; `true` when it wrote the message
 /// while lookupd answered (the `stage` phase).
 fn lda_timed(config: &Path, recipient: &str, msg: &[u8]) -> (Output, bool) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmail-lda"))
-        .arg("--config")
-        .arg(config)
-        .args(["-f", "bob@remote.test", "-d", recipient])
-        .env("VMAIL_LDA_TIMING", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    feed(&mut child, msg);
-    let o = child.wait_with_output().unwrap();
+    let o = fixture::run_lda(config, &["-f", "bob@remote.test", "-d", recipient], msg);
     let staged = String::from_utf8_lossy(&o.stderr).contains(" stage=");
     (o, staged)
 }

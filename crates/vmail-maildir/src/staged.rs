@@ -23,10 +23,23 @@ pub struct Staged {
     maildir: PathBuf,
     size: u64,
     prepend: Vec<(String, String)>,
+    /// The bytes `prepend` took at the start of the file.
+    prepended: u64,
     max_size: Option<u64>,
 }
 
 impl Staged {
+    /// The message as it was read, without the fields [`Stage::write`] prepended (with LF
+    /// line ends, as written): for a caller that hands it to another delivery agent instead
+    /// of [`deliver_staged`] (vmail-lda, for a recipient with a Sieve script). The file is
+    /// still removed when the `Staged` drops.
+    pub fn input(&mut self) -> Result<impl Read + '_, Error> {
+        let file = &mut self.tmp.file;
+        file.seek(io::SeekFrom::Start(self.prepended))
+            .map_err(|e| Error::io("seek", &self.tmp.path, e))?;
+        Ok(&*file)
+    }
+
     /// Its size as stored (the prepended headers included).
     pub fn size(&self) -> u64 {
         self.size
@@ -79,6 +92,7 @@ impl Stage {
             maildir: self.maildir,
             size,
             prepend: prepend.to_vec(),
+            prepended: head.len() as u64,
             max_size,
         })
     }

@@ -217,3 +217,22 @@ fn a_staged_message_goes_to_an_existing_folder() {
     assert_eq!(only_file(&md.join(".Lists/new")), got.path);
     assert!(names(&md.join("new")).is_empty());
 }
+
+/// Issue 19: a staged message handed to Dovecot's LDA is read back as it came in, without
+/// the fields vmail prepended, and the file goes when the `Staged` does.
+#[test]
+fn a_staged_message_reads_back_without_the_prepended_fields() {
+    use std::io::Read;
+    let root = tempfile::tempdir().unwrap();
+    let md = maildir(root.path(), "a");
+    let msg = b"Return-Path: <x@y>\nSubject: s\n\nbody\n";
+    let mut s = staged(&md, msg, None);
+    for _ in 0..2 {
+        let mut back = Vec::new();
+        s.input().unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, msg);
+    }
+    drop(s);
+    assert!(names(&md.join("tmp")).is_empty());
+    assert!(names(&md.join("new")).is_empty());
+}

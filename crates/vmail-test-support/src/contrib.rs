@@ -239,6 +239,9 @@ pub struct VmailPaths<'a> {
     /// Replaces `/home/vmail` in the built-in `[mailbox]` defaults (contrib keeps them).
     pub mail_base: &'a Path,
     pub user: &'a MailUser,
+    /// Replaces `/usr/lib/dovecot/dovecot-lda` (`[lda] dovecot_lda`): the stack's Dovecot has
+    /// a configuration file of its own, which the real program must be pointed at.
+    pub dovecot_lda: &'a Path,
 }
 
 /// `contrib/vmail/vmail.toml` with paths, database and system user replaced, and the
@@ -302,6 +305,11 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
         (
             "lda_socket_group = \"vmail\"".into(),
             format!("lda_socket_group = \"{}\"", p.user.group),
+            1,
+        ),
+        (
+            "dovecot_lda = \"/usr/lib/dovecot/dovecot-lda\"".into(),
+            format!("dovecot_lda = \"{}\"", p.dovecot_lda.display()),
             1,
         ),
         // The pid files, beside the sockets: each stack its own.
@@ -427,6 +435,40 @@ pub fn contrib_dovecot_files(debian13: bool, lua_socket: &Path) -> Vec<(String, 
         ("conf.d/auth-vmail-lua.conf.ext".into(), conf),
     ]
 }
+
+/// Dovecot's side of the Sieve hand-off (`90-vmail-sieve.conf`), 2.3 (Debian 12) and 2.4.
+pub const CONTRIB_SIEVE_23: &str =
+    include_str!("../../../contrib/dovecot/conf.d/90-vmail-sieve.conf");
+pub const CONTRIB_SIEVE_24: &str =
+    include_str!("../../../contrib/dovecot/2.4/conf.d/90-vmail-sieve.conf");
+
+/// contrib's `90-vmail-sieve.conf` for the lane's Dovecot (`debian13`: 2.4), as (path under
+/// Dovecot's temp dir, text), with vacation replies sent over SMTP to `smtp` (`HOST:PORT`,
+/// the stack's Postfix) instead of through the host's sendmail.
+pub fn contrib_sieve_file(debian13: bool, smtp: &str) -> (String, String) {
+    let (file, text) = if debian13 {
+        (
+            "contrib/dovecot/2.4/conf.d/90-vmail-sieve.conf",
+            CONTRIB_SIEVE_24,
+        )
+    } else {
+        (
+            "contrib/dovecot/conf.d/90-vmail-sieve.conf",
+            CONTRIB_SIEVE_23,
+        )
+    };
+    let text = replace_exact(
+        file,
+        text,
+        "#submission_host = 127.0.0.1:25",
+        &format!("submission_host = {smtp}"),
+        1,
+    );
+    ("conf.d/90-vmail-sieve.conf".into(), text)
+}
+
+/// The line of the private dovecot.conf that pulls contrib's Sieve hand-off lines in.
+pub const CONTRIB_SIEVE_INCLUDE: &str = "!include @DIR@/conf.d/90-vmail-sieve.conf";
 
 /// The line of the private dovecot.conf that pulls contrib's auth configuration in.
 pub const CONTRIB_DOVECOT_INCLUDE: &str = "!include @DIR@/conf.d/auth-vmail-lua.conf.ext";

@@ -97,6 +97,8 @@ impl Stack {
         write_password_file(&password_file, db.password, &user).expect("the password file");
         let dict_socket = run.join("auth-dict");
         let lua_socket = run.join("auth-lua");
+        // Dovecot's LDA for Sieve users, pointed at the stack's Dovecot once that runs.
+        let dovecot_lda = work.path().join("dovecot-lda");
         let toml = contrib_vmail_toml(&VmailPaths {
             spool: &spool,
             dict_socket: &dict_socket,
@@ -110,6 +112,7 @@ impl Stack {
             db_name: db.name,
             mail_base: &mail_base,
             user: &user,
+            dovecot_lda: &dovecot_lda,
         });
         std::fs::write(&config, toml).unwrap();
         set_mode(&config, 0o644);
@@ -164,7 +167,16 @@ impl Stack {
         for (rel, text) in contrib_dovecot_files(lane.is_debian13(), &lua_socket) {
             dovecot = dovecot.file(&rel, &text);
         }
-        let dovecot = dovecot.conf(CONTRIB_DOVECOT_INCLUDE).start(test)?;
+        let (rel, text) = contrib_sieve_file(
+            lane.is_debian13(),
+            &format!("127.0.0.1:{}", postfix.smtp_port),
+        );
+        let dovecot = dovecot
+            .file(&rel, &text)
+            .conf(CONTRIB_DOVECOT_INCLUDE)
+            .conf(CONTRIB_SIEVE_INCLUDE)
+            .start(test)?;
+        write_dovecot_lda(&dovecot_lda, &dovecot, &user);
         eprintln!(
             "{test}: stack on lane {} ready in {:?}",
             lane.name,
@@ -182,6 +194,18 @@ impl Stack {
         })
     }
 
+    /// The home of `email` (`[mailbox] home` of the test's config), where its Sieve
+    /// script goes.
+    pub fn home(&self, email: &str) -> PathBuf {
+        let (local, domain) = email.split_once('@').unwrap();
+        self.mail_base.join(domain).join(local)
+    }
+
+    /// What Dovecot's LDA logged (it runs as the mail user, which cannot write Dovecot's log).
+    pub fn dovecot_lda_log(&self) -> String {
+        std::fs::read_to_string(self.work.path().join("dovecot-lda.log")).unwrap_or_default()
+    }
+
     /// The Maildir vmail-lda delivers `email` into (`[mailbox] mail` of the test's config).
     pub fn maildir(&self, email: &str) -> PathBuf {
         let (local, domain) = email.split_once('@').unwrap();
@@ -196,14 +220,36 @@ impl Stack {
     pub fn logs(&self) -> String {
         format!(
             "--- lane {}\n--- postfix maillog:\n{}\n--- vmail-lookupd:\n{}\n--- vmail-authd:\n{}\n\
-             --- dovecot:\n{}",
+             --- dovecot:\n{}\n--- dovecot-lda:\n{}",
             self.lane.name,
             self.postfix.maillog(),
             self.lookupd.log(),
             self.authd.log(),
-            self.dovecot.log()
+            self.dovecot.log(),
+            self.dovecot_lda_log()
         )
     }
+}
+
+/// `[lda] dovecot_lda` of the stack at `path`: the lane's real dovecot-lda, given the private
+/// Dovecot's configuration and a log file the mail user (as whom pipe(8) runs the LDA) can
+/// write. A script, since vmail-lda runs one program: the options are the stack's, not
+/// contrib's.
+fn write_dovecot_lda(path: &Path, dovecot: &PrivateDovecot, user: &crate::MailUser) {
+    let log = path.with_file_name("dovecot-lda.log");
+    std::fs::write(&log, "").unwrap();
+    std::os::unix::fs::chown(&log, Some(user.uid), Some(user.gid)).unwrap();
+    std::fs::write(
+        path,
+        format!(
+            "#!/bin/sh
+exec /usr/lib/dovecot/dovecot-lda -c {} -o log_path={} \"$@\"\n",
+            dovecot.conf_path().display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    set_mode(path, 0o755);
 }
 
 /// A stack on a database of its own, as the shared setups of `mail_flow.rs` and

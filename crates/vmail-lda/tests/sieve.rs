@@ -1,0 +1,322 @@
+//! Issue 19 item 1: a recipient with an active Sieve script gets the message through Dovecot's
+//! LDA (here a stand-in that records its argv and stdin and exits as told), with the same
+//! envelope and the message as Postfix gave it; everybody else's is written by vmail-lda.
+//! Whatever Dovecot's LDA does, the result is one pipe(8) understands, never a silent drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+mod direct;
+mod fixture;
+
+use fixture::{run_lda as lda, Directory, Lookupd};
+
+/// As pipe(8) with `flags=DRhu` hands it over: its trace fields first, CRLF nowhere.
+const MSG: &[u8] = b"Return-Path: <bob@remote.test>\nDelivered-To: alice+lists@example.org\nFrom: bob@remote.test\nTo: alice@example.org\nSubject: hi\n\nHello.\n";
+
+/// The shared directory (alice, bob; homes under `DIR/vmail`), and a stand-in dovecot-lda at
+/// `DIR/dovecot-lda` that writes its arguments (one a line) to `DIR/argv` and its stdin to
+/// `DIR/stdin`, then exits with the status in `DIR/status` (0 without one; `kill`: SIGKILL).
+struct World {
+    d: Directory,
+}
+
+impl World {
+    fn new() -> World {
+        let d = Directory::new();
+        let fake = d.path().join("dovecot-lda");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/argv\"\ncat > \"$d/stdin\"\n\
+             s=$(cat \"$d/status\" 2>/dev/null || echo 0)\n\
+             [ \"$s\" = kill ] && kill -9 $$\nexit \"$s\"\n",
+        )
+        .unwrap();
+        vmail_test_support::set_mode(&fake, 0o755);
+        World { d }
+    }
+
+    fn path(&self) -> &Path {
+        self.d.path()
+    }
+
+    fn home(&self, user: &str) -> PathBuf {
+        self.path().join("vmail/example.org").join(user)
+    }
+
+    /// Gives `user` an active script as ManageSieve keeps it: a link into `~/sieve/`.
+    fn give_script(&self, user: &str) {
+        let sieve = self.home(user).join("sieve");
+        std::fs::create_dir_all(&sieve).unwrap();
+        std::fs::write(sieve.join("main.sieve"), "keep;\n").unwrap();
+        std::os::unix::fs::symlink("sieve/main.sieve", self.home(user).join(".dovecot.sieve"))
+            .unwrap();
+    }
+
+    /// The LDA's config: the directory's, plus `lda` lines under `[lda]`.
+    fn config(&self, lda: &str) -> PathBuf {
+        let p = self.path().join("lda.toml");
+        let fake = self.path().join("dovecot-lda");
+        std::fs::write(
+            &p,
+            format!(
+                "{}\n[lda]\ndovecot_lda = \"{}\"\n{lda}\n",
+                self.d.db_config,
+                fake.display()
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    fn set_status(&self, status: &str) {
+        std::fs::write(self.path().join("status"), status).unwrap();
+    }
+
+    /// What the stand-in was given, if it ran: (argv, stdin).
+    fn handed(&self) -> Option<(Vec<String>, Vec<u8>)> {
+        let argv = std::fs::read_to_string(self.path().join("argv")).ok()?;
+        // Written after argv: wait for the `cat` only as long as the process lived.
+        let stdin = std::fs::read(self.path().join("stdin")).unwrap_or_default();
+        Some((argv.lines().map(String::from).collect(), stdin))
+    }
+
+    fn files(&self, user: &str, sub: &str) -> Vec<PathBuf> {
+        std::fs::read_dir(self.home(user).join("Maildir").join(sub))
+            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    }
+}
+
+const ENVELOPE: [&str; 6] = [
+    "-f",
+    "bob@remote.test",
+    "-a",
+    "alice+lists@example.org",
+    "-d",
+    "alice+lists@example.org",
+];
+
+fn said(o: &Output) -> String {
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn a_recipient_with_a_script_gets_the_message_through_dovecot_lda() {
+    let w = World::new();
+    w.give_script("alice");
+    let cfg = w.config("");
+    let o = lda(&cfg, &ENVELOPE, MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    let (argv, stdin) = w.handed().expect("dovecot-lda ran");
+    assert_eq!(
+        argv,
+        [
+            "-d",
+            "alice@example.org",
+            "-r",
+            "alice+lists@example.org",
+            "-a",
+            "alice+lists@example.org",
+            "-f",
+            "bob@remote.test"
+        ]
+    );
+    assert_eq!(stdin, MSG, "the message as Postfix gave it");
+    assert!(w.files("alice", "new").is_empty() && w.files("alice", "tmp").is_empty());
+
+    // dovecot-lda's own options pass on, and -m; a null sender stays null.
+    let o = lda(
+        &cfg,
+        &[
+            "-c",
+            "/etc/dovecot/x.conf",
+            "-o",
+            "a=b",
+            "-e",
+            "-f",
+            "",
+            "-d",
+            "alice@example.org",
+            "-m",
+            "Lists",
+        ],
+        b"Subject: x\n\nbody\n",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    let (argv, stdin) = w.handed().unwrap();
+    assert_eq!(
+        argv,
+        [
+            "-c",
+            "/etc/dovecot/x.conf",
+            "-o",
+            "a=b",
+            "-e",
+            "-d",
+            "alice@example.org",
+            "-r",
+            "alice@example.org",
+            "-a",
+            "alice@example.org",
+            "-f",
+            "",
+            "-m",
+            "Lists"
+        ]
+    );
+    assert_eq!(stdin, b"Subject: x\n\nbody\n");
+}
+
+#[test]
+fn without_a_script_vmail_delivers_itself() {
+    let w = World::new();
+    w.give_script("alice");
+    let o = lda(&w.config(""), &["-d", "bob@example.org"], MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert!(w.handed().is_none(), "dovecot-lda ran for bob");
+    assert_eq!(w.files("bob", "new").len(), 1);
+    // `sieve_script = ""` turns the hand-off off.
+    let o = lda(&w.config("sieve_script = \"\""), &ENVELOPE, MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert!(
+        w.handed().is_none(),
+        "dovecot-lda ran with the hand-off off"
+    );
+    assert_eq!(w.files("alice", "new").len(), 1);
+    // Another name under the home.
+    let o = lda(
+        &w.config("sieve_script = \"sieve/main.sieve\""),
+        &ENVELOPE,
+        MSG,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert!(w.handed().is_some());
+    assert_eq!(w.files("alice", "new").len(), 1);
+}
+
+#[test]
+fn dovecot_lda_failing_is_a_temporary_failure_and_its_verdicts_pass_through() {
+    let w = World::new();
+    w.give_script("alice");
+    let cfg = w.config("");
+    for (status, want) in [("67", 67), ("75", 75), ("1", 75), ("kill", 75), ("0", 0)] {
+        w.set_status(status);
+        let o = lda(&cfg, &ENVELOPE, MSG);
+        assert_eq!(o.status.code(), Some(want), "status {status}: {}", said(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        if want == 75 && status != "75" {
+            assert!(out.starts_with("4.3.0 "), "status {status}: {out}");
+        }
+        assert!(w.files("alice", "new").is_empty(), "status {status}");
+    }
+    // Missing: 75 with the reason.
+    let missing = w.path().join("lda2.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("/dovecot-lda\"", "/no-such-lda\"");
+    std::fs::write(&missing, text).unwrap();
+    let o = lda(&missing, &ENVELOPE, MSG);
+    assert_eq!(o.status.code(), Some(75), "{}", said(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no-such-lda"),
+        "{}",
+        said(&o)
+    );
+    assert!(w.files("alice", "new").is_empty());
+}
+
+#[test]
+fn a_hostile_sieve_script_is_refused_at_config_load() {
+    let w = World::new();
+    for bad in ["../bob/.dovecot.sieve", "/etc/passwd", "sieve/../../x"] {
+        let o = lda(
+            &w.config(&format!("sieve_script = \"{bad}\"")),
+            &ENVELOPE,
+            MSG,
+        );
+        assert_eq!(o.status.code(), Some(75), "{bad}: {}", said(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("lda.sieve_script"),
+            "{bad}: {}",
+            said(&o)
+        );
+        assert!(w.handed().is_none());
+    }
+}
+
+/// With lookupd, the message is written into the Maildir's `tmp/` while lookupd answers;
+/// for a recipient with a script, Dovecot's LDA is fed from that file, which goes whatever
+/// the outcome: nothing in `tmp/` or `new/`.
+#[test]
+fn a_message_staged_while_lookupd_answers_goes_to_dovecot_lda_and_leaves_nothing() {
+    let w = World::new();
+    w.give_script("alice");
+    let lookupd = Lookupd::start(&w.d);
+    let socket = &lookupd.socket;
+    let maildir = w.home("alice").join("Maildir");
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let cfg = w.config(&format!(
+        "lookupd = \"unix:{}\"\nlookupd_timeout_ms = 2000",
+        socket.display()
+    ));
+    // Without Return-Path: vmail stages it with one from -f, which must not reach dovecot-lda.
+    let msg = &MSG[MSG.iter().position(|&b| b == b'\n').unwrap() + 1..];
+    for status in ["0", "75", "kill", "67"] {
+        w.set_status(status);
+        let o = lda(&cfg, &ENVELOPE, msg);
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(" stage="),
+            "not staged: {}",
+            said(&o)
+        );
+        let want = if status == "67" {
+            67
+        } else if status == "0" {
+            0
+        } else {
+            75
+        };
+        assert_eq!(o.status.code(), Some(want), "{status}: {}", said(&o));
+        let (_, stdin) = w.handed().expect("dovecot-lda ran");
+        assert_eq!(stdin, msg, "{status}");
+        for sub in ["tmp", "new"] {
+            assert!(w.files("alice", sub).is_empty(), "{status}: {sub}/");
+        }
+    }
+}
+
+/// `[lda] max_message_size` holds for Sieve users too (Dovecot's LDA is killed before it
+/// sees the end), and a link in a circle is no script, as a dangling one is not.
+#[test]
+fn a_message_too_big_is_refused_and_a_link_in_a_circle_is_no_script() {
+    let w = World::new();
+    w.give_script("alice");
+    let cfg = w.config("max_message_size = 1000");
+    let big = [MSG, &vec![b'x'; 300_000][..]].concat();
+    let o = lda(&cfg, &ENVELOPE, &big);
+    assert_eq!(o.status.code(), Some(65), "{}", said(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("5.3.4 "),
+        "{}",
+        said(&o)
+    );
+    let o = lda(&cfg, &ENVELOPE, MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert_eq!(w.handed().unwrap().1, MSG);
+
+    std::fs::create_dir_all(w.home("bob")).unwrap();
+    let link = w.home("bob").join(".dovecot.sieve");
+    std::os::unix::fs::symlink(".dovecot.sieve", &link).unwrap();
+    std::fs::remove_file(w.path().join("argv")).unwrap();
+    let o = lda(&cfg, &["-d", "bob@example.org"], MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert!(w.handed().is_none(), "dovecot-lda ran for a looping link");
+    assert_eq!(w.files("bob", "new").len(), 1);
+}
