@@ -7,6 +7,9 @@
 //!   protocol with its PLAIN and LOGIN payloads ([`auth`], Postfix SASL), Dovecot's dict
 //!   proxy protocol ([`dict`]), and our own line protocol for Dovecot's Lua
 //!   passdb/userdb script ([`lua`]).
+//! - LMTP (RFC 2033), which a delivery server for Postfix's `lmtp` client speaks
+//!   ([`lmtp`]): command parsing, the session state machine, streaming message data
+//!   decoding and reply formatting. No server uses it yet.
 //!
 //! Every parser takes the bytes received so far and answers `Ok(None)` ("incomplete")
 //! until a whole frame or line is present, and then reports how many bytes it consumed,
@@ -15,6 +18,7 @@
 
 pub mod auth;
 pub mod dict;
+pub mod lmtp;
 pub mod lua;
 pub mod netstring;
 pub mod socketmap;
