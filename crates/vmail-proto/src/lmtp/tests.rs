@@ -61,3 +61,4 @@ fn reply_code_and_status_are_kept_consistent() {
     assert_eq!(wire(&r), "550 x\r\n");
     assert!(Reply::ok("").is_positive() && !Reply::too_big().is_positive());
 }
+mod session;
