@@ -1,7 +1,7 @@
 //! Dovecot's `\001` tab-escaping (`src/lib/strescape.c`) and the line framing of its
 //! line protocols (`src/lib/istream.c`): shared by the auth protocol and by the dict
-//! ([`crate::dict`]) and Lua ([`crate::lua`]) protocols, which reach it as
-//! `crate::auth::…`.
+//! ([`crate::dict`]) and Lua ([`crate::lua`]) protocols and LMTP's command lines
+//! ([`crate::lmtp`]), which reach it as `crate::auth::…`.
 
 /// Dovecot's escape byte for its internal protocols.
 const ESC: u8 = 0x01;
@@ -53,7 +53,7 @@ pub fn tab_unescape(escaped: &[u8]) -> Vec<u8> {
 
 /// Finds the end of the first line within `max` bytes: `Ok(Some(n))` with `n` counting
 /// the LF, `Ok(None)` while no LF has arrived, `Err(())` once `max` bytes have arrived
-/// without one. Shared by both protocols.
+/// without one. Shared by the auth, dict, Lua and LMTP codecs.
 pub(crate) fn line_end(buf: &[u8], max: usize) -> Result<Option<usize>, ()> {
     let window = &buf[..buf.len().min(max)];
     match window.iter().position(|&b| b == b'\n') {

@@ -3,6 +3,7 @@
 
 use super::path::{parse_path, PathError};
 use super::{Mailbox, Reply, Status, MAX_LINE};
+use crate::auth::{line_end, strip_line_end};
 
 /// No line end within [`MAX_LINE`] bytes: the line must be discarded up to its LF and
 /// answered 500 5.5.2 (what [`super::Session`] does).
@@ -13,12 +14,7 @@ pub struct LineTooLong;
 /// arrived, [`LineTooLong`] once [`MAX_LINE`] bytes have come without one. Only the
 /// first [`MAX_LINE`] bytes are looked at.
 pub fn find_line(buf: &[u8]) -> Result<Option<usize>, LineTooLong> {
-    let window = &buf[..buf.len().min(MAX_LINE)];
-    match window.iter().position(|&b| b == b'\n') {
-        Some(lf) => Ok(Some(lf + 1)),
-        None if buf.len() >= MAX_LINE => Err(LineTooLong),
-        None => Ok(None),
-    }
+    line_end(buf, MAX_LINE).map_err(|()| LineTooLong)
 }
 
 /// `BODY=` of MAIL (RFC 6152).
@@ -66,8 +62,7 @@ fn reply(code: u16, subject: u16, detail: u16, text: &str) -> Reply {
 /// Parses one command line (with or without its line end). `Err` is the reply refusing
 /// it; the session goes on.
 pub fn parse_command(line: &[u8]) -> Result<Command, Reply> {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = strip_line_end(line);
     if line.len() + 2 > MAX_LINE {
         return Err(reply(500, 5, 2, "Error: line too long"));
     }

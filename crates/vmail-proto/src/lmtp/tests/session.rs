@@ -261,48 +261,36 @@ fn verdict_calls_at_the_wrong_time_change_nothing() {
     assert!(s.transaction().is_none());
 }
 
+/// Runs `input` (one transaction, every recipient accepted) and returns the replies
+/// the session makes of `verdicts` after DATA.
+fn data_replies(s: &mut Session, mut input: &[u8], verdicts: Vec<Reply>) -> Vec<Reply> {
+    let mut body = Vec::new();
+    loop {
+        let (n, action) = s.advance(input, &mut body);
+        input = &input[n..];
+        match action {
+            Action::Recipient(_) => {
+                s.rcpt_verdict(Reply::ok(""));
+            }
+            Action::Message { .. } => return s.data_verdicts(verdicts),
+            Action::NeedInput => panic!("stalled"),
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn missing_and_extra_data_verdicts_still_give_one_reply_per_recipient() {
     let mut s = Session::new(config());
-    let mut body = Vec::new();
-    let mut input: &[u8] =
-        b"LHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@d>\r\nDATA\r\n.\r\n";
-    let mut verdict_sets = vec![vec![], vec![Reply::ok("1"), Reply::ok("2"), Reply::ok("3")]];
-    loop {
-        let (n, action) = s.advance(input, &mut body);
-        input = &input[n..];
-        match action {
-            Action::Recipient(_) => {
-                s.rcpt_verdict(Reply::ok(""));
-            }
-            Action::Message { .. } => {
-                let replies = s.data_verdicts(verdict_sets.remove(0));
-                assert_eq!(
-                    replies.iter().map(Reply::code).collect::<Vec<_>>(),
-                    [451, 451]
-                );
-                break;
-            }
-            Action::NeedInput => panic!("stalled"),
-            _ => {}
-        }
-    }
+    let transaction = b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@d>\r\nDATA\r\n.\r\n";
+    let first = [&b"LHLO x\r\n"[..], transaction].concat();
+    let replies = data_replies(&mut s, &first, vec![]);
+    assert_eq!(
+        replies.iter().map(Reply::code).collect::<Vec<_>>(),
+        [451, 451]
+    );
     assert!(s.transaction().is_none(), "the transaction ended");
-    let mut input: &[u8] = b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@d>\r\nDATA\r\n.\r\n";
-    loop {
-        let (n, action) = s.advance(input, &mut body);
-        input = &input[n..];
-        match action {
-            Action::Recipient(_) => {
-                s.rcpt_verdict(Reply::ok(""));
-            }
-            Action::Message { .. } => {
-                let replies = s.data_verdicts(verdict_sets.remove(0));
-                assert_eq!(replies, [Reply::ok("1"), Reply::ok("2")]);
-                break;
-            }
-            Action::NeedInput => panic!("stalled"),
-            _ => {}
-        }
-    }
+    let three = vec![Reply::ok("1"), Reply::ok("2"), Reply::ok("3")];
+    let replies = data_replies(&mut s, transaction, three);
+    assert_eq!(replies, [Reply::ok("1"), Reply::ok("2")]);
 }
