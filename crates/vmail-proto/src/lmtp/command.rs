@@ -62,8 +62,15 @@ fn reply(code: u16, subject: u16, detail: u16, text: &str) -> Reply {
 /// Parses one command line (with or without its line end). `Err` is the reply refusing
 /// it; the session goes on.
 pub fn parse_command(line: &[u8]) -> Result<Command, Reply> {
+    // The limit counts the line end as sent, as find_line() does: CRLF, a bare LF, or
+    // (a line given without one) the CRLF it would have needed.
+    let with_end = if line.ends_with(b"\n") {
+        line.len()
+    } else {
+        line.len() + 2
+    };
     let line = strip_line_end(line);
-    if line.len() + 2 > MAX_LINE {
+    if with_end > MAX_LINE {
         return Err(reply(500, 5, 2, "Error: line too long"));
     }
     if line.iter().any(|&b| b < 32 && b != b'\t' || b == 127) {

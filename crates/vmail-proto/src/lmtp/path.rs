@@ -22,7 +22,8 @@ impl Mailbox {
     }
 
     /// `local@domain`, unquoted: Postfix's internal form, which vmail-lda gets as its
-    /// recipient argument from pipe(8).
+    /// recipient argument from pipe(8). A quoted local part may hold '@'
+    /// (`<"a@b"@c>` gives `a@b@c`), so split it at the last '@', as vmail-record does.
     pub fn address(&self) -> String {
         format!("{}@{}", self.local, self.domain)
     }

@@ -147,6 +147,8 @@ fn quoted_local_parts_are_unquoted() {
     assert_eq!((m.local(), m.domain()), ("john doe", "example.org"));
     let m = rcpt(r#"RCPT TO:<"a\"b\\c>d"@x.org>"#);
     assert_eq!(m.local(), r#"a"b\c>d"#);
+    let m = rcpt(r#"RCPT TO:<"a@b"@c.org>"#);
+    assert_eq!(m.address().rsplit_once('@'), Some(("a@b", "c.org")));
     assert_eq!(code(r#"RCPT TO:<"unterminated@x.org>"#), (501, st(5, 1, 3)));
     assert_eq!(code(r#"RCPT TO:<""@x.org>"#), (501, st(5, 1, 3)));
 }
@@ -221,6 +223,20 @@ fn length_limits_of_rfc_5321() {
     let domain = "d".repeat(252);
     assert_eq!(rcpt(&format!("RCPT TO:<u@{domain}>")).domain(), domain);
     assert_eq!(code(&format!("RCPT TO:<uu@{domain}>")), (501, st(5, 1, 3)));
+    // Exactly MAX_LINE with its line end, whichever it is, and one byte more.
+    let fits = format!("NOOP {}", "x".repeat(MAX_LINE - 7));
+    for end in ["\r\n", ""] {
+        let line = format!("{fits}{end}");
+        assert_eq!(parse_command(line.as_bytes()), Ok(Command::Noop), "{end:?}");
+        assert_eq!(
+            code(&format!("{fits}x{end}")),
+            (500, st(5, 5, 2)),
+            "{end:?}"
+        );
+    }
+    let line = format!("{fits}x\n");
+    assert_eq!(find_line(line.as_bytes()), Ok(Some(MAX_LINE)));
+    assert_eq!(parse_command(line.as_bytes()), Ok(Command::Noop));
     let long = format!("NOOP {}\r\n", "x".repeat(MAX_LINE));
     assert_eq!(code(&long), (500, st(5, 5, 2)));
 }
