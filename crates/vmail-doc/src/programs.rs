@@ -222,7 +222,7 @@ pub fn programs() -> Vec<Program> {
                 ),
                 (
                     vmailctl::EXIT_CONFIG.to_string(),
-                    "vmail.toml is wrong, or the database needs `vmailctl migrate` (EX_CONFIG)",
+                    "vmail.toml is wrong, or the database needs `vmailctl migrate`: a column missing or too narrow for the value (EX_CONFIG)",
                 ),
             ],
             see_also: &[

@@ -16,7 +16,7 @@ imported hash of no known scheme; retrying will not help); 67 no such user, doma
 transport (show, set, del, passwd, enable, disable); 75 temporary failure (database down, try \
 again; or the connection lost after a write was sent: outcome unknown, check with `vmailctl \
 export`); 78 configuration (vmail.toml, or a database \
-that needs `vmailctl migrate`); 2 anything else (bad input, already exists).\n\
+that needs `vmailctl migrate`: a missing column, or one too narrow for the value); 2 anything else (bad input, already exists).\n\
 Under --json, an error is one object on stdout, {\"ok\": false, \"error\": ..., \"status\": N}, \
 and nothing on stderr."
 )]

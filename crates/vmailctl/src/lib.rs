@@ -121,9 +121,14 @@ fn exit_status(e: &anyhow::Error, names_existing: bool) -> u8 {
         return s.0;
     }
     match e.downcast_ref::<vmail_directory::Error>() {
-        Some(vmail_directory::Error::NeedsMigrate(_) | vmail_directory::Error::Config(_)) => {
-            EXIT_CONFIG
-        }
+        // TooLong: the classic schema's column is narrower than the value (a SHA512-CRYPT
+        // hash in the how-to's varchar(20)); `vmailctl migrate` widens it, as it adds
+        // what NeedsMigrate misses.
+        Some(
+            vmail_directory::Error::NeedsMigrate(_)
+            | vmail_directory::Error::Config(_)
+            | vmail_directory::Error::TooLong { .. },
+        ) => EXIT_CONFIG,
         // Before is_temporary, which a refusal also is (for the daemons, every database error
         // is temporary; for an admin's script, retrying this one would never end).
         Some(d) if d.is_refused_data() => EXIT_DATAERR,
