@@ -332,13 +332,15 @@ fn deliver(
         return match staged {
             Some(Ok(mut staged)) => match staged.input() {
                 // Its size was checked when it was written.
-                Ok(mut message) => sieve::hand_off(lda, &argv, &mut message, None, recipient),
+                Ok(mut message) => {
+                    sieve::hand_off(lda, &argv, &mut message, None, recipient, &user.email)
+                }
                 Err(e) => Outcome::of_delivery_error(e, recipient, &lda.over_quota),
             },
             Some(Err(e)) => Outcome::of_delivery_error(e, recipient, &lda.over_quota),
             None => {
                 let mut message = std::io::Cursor::new(head).chain(input);
-                sieve::hand_off(lda, &argv, &mut message, max_size, recipient)
+                sieve::hand_off(lda, &argv, &mut message, max_size, recipient, &user.email)
             }
         };
     }

@@ -204,13 +204,27 @@ fn dovecot_lda_failing_is_a_temporary_failure_and_its_verdicts_pass_through() {
     let w = World::new();
     w.give_script("alice");
     let cfg = w.config("");
-    for (status, want) in [("67", 67), ("75", 75), ("1", 75), ("kill", 75), ("0", 0)] {
+    // 64 (an argument it refuses) and 67 (Dovecot's userdb disagrees) are local problems.
+    for (status, want) in [
+        ("67", 75),
+        ("64", 75),
+        ("77", 77),
+        ("75", 75),
+        ("1", 75),
+        ("kill", 75),
+        ("0", 0),
+    ] {
         w.set_status(status);
         let o = lda(&cfg, &ENVELOPE, MSG);
         assert_eq!(o.status.code(), Some(want), "status {status}: {}", said(&o));
         let out = String::from_utf8_lossy(&o.stdout);
         if want == 75 && status != "75" {
-            assert!(out.starts_with("4.3.0 "), "status {status}: {out}");
+            let code = if status.starts_with('6') {
+                "4.3.5 "
+            } else {
+                "4.3.0 "
+            };
+            assert!(out.starts_with(code), "status {status}: {out}");
         }
         assert!(w.files("alice", "new").is_empty(), "status {status}");
     }
@@ -268,7 +282,7 @@ fn a_message_staged_while_lookupd_answers_goes_to_dovecot_lda_and_leaves_nothing
     ));
     // Without Return-Path: vmail stages it with one from -f, which must not reach dovecot-lda.
     let msg = &MSG[MSG.iter().position(|&b| b == b'\n').unwrap() + 1..];
-    for status in ["0", "75", "kill", "67"] {
+    for status in ["0", "75", "kill", "67", "77"] {
         w.set_status(status);
         let o = lda(&cfg, &ENVELOPE, msg);
         assert!(
@@ -276,8 +290,8 @@ fn a_message_staged_while_lookupd_answers_goes_to_dovecot_lda_and_leaves_nothing
             "not staged: {}",
             said(&o)
         );
-        let want = if status == "67" {
-            67
+        let want = if status == "77" {
+            77
         } else if status == "0" {
             0
         } else {
@@ -319,4 +333,39 @@ fn a_message_too_big_is_refused_and_a_link_in_a_circle_is_no_script() {
     assert_eq!(o.status.code(), Some(0), "{}", said(&o));
     assert!(w.handed().is_none(), "dovecot-lda ran for a looping link");
     assert_eq!(w.files("bob", "new").len(), 1);
+}
+
+/// dovecot-lda exits 64 for an -a or -r it cannot parse, which pipe(8) bounced: such an
+/// address is left out, and a 64 or 67 defers with 4.3.5 (vmail found the user active).
+#[test]
+fn an_address_dovecot_lda_refuses_is_left_out_and_its_usage_error_defers() {
+    let w = World::new();
+    w.give_script("alice");
+    let cfg = w.config("");
+    for odd in [
+        "jürgen@example.org",
+        "john smith@example.org",
+        "a(b@example.org",
+    ] {
+        let o = lda(&cfg, &["-a", odd, "-d", "alice@example.org"], MSG);
+        assert_eq!(o.status.code(), Some(0), "{odd}: {}", said(&o));
+        let (argv, _) = w.handed().expect("dovecot-lda ran");
+        assert_eq!(
+            argv,
+            ["-d", "alice@example.org", "-r", "alice@example.org"],
+            "{odd}"
+        );
+    }
+    let o = lda(&cfg, &["-d", "alice+jürgen@example.org"], MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    let (argv, _) = w.handed().expect("dovecot-lda ran");
+    assert_eq!(argv, ["-d", "alice@example.org"]);
+    for status in ["64", "67", "78"] {
+        w.set_status(status);
+        let o = lda(&cfg, &ENVELOPE, MSG);
+        assert_eq!(o.status.code(), Some(75), "{status}: {}", said(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.starts_with("4.3.5 "), "{status}: {out}");
+        assert!(out.contains(&format!("status {status}")), "{status}: {out}");
+    }
 }
