@@ -41,6 +41,53 @@ pub fn active_script(lda: &LdaConfig, home: &str) -> Result<Option<PathBuf>, Str
     }
 }
 
+/// The message for Dovecot's LDA as far as vmail-lda has taken it.
+pub enum Message<'a> {
+    /// Written into `tmp/` while lookupd answered (or the error of writing it).
+    Staged(Result<vmail_maildir::Staged, vmail_maildir::Error>),
+    /// The header section read; the rest is still on stdin.
+    Stream(Vec<u8>, &'a mut dyn Read),
+}
+
+/// Hands the message for `recipient` (stored as `user`) to Dovecot's LDA. vmail's own checks
+/// come first, as for a message it writes itself: the quota (`d.quota`: `[lda] over_quota`
+/// decides, before Dovecot's LDA has seen anything; with the size for a staged message) and
+/// `[lda] max_message_size` (while it is fed). Dovecot's LDA gets the message as Postfix
+/// gave it (a staged copy without what vmail prepended); a staged file goes when it drops,
+/// whatever the outcome.
+pub fn deliver(
+    lda: &LdaConfig,
+    args: &Args,
+    d: &vmail_maildir::Delivery<'_>,
+    message: Message<'_>,
+    recipient: &str,
+    user: &str,
+) -> Outcome {
+    let argv = lda_args(args, user, recipient);
+    let refused = |e| Outcome::of_delivery_error(e, recipient, &lda.over_quota);
+    match message {
+        Message::Staged(Ok(mut staged)) => {
+            if let Err(e) = vmail_maildir::precheck_size(d, staged.size()) {
+                return refused(e);
+            }
+            match staged.input() {
+                // Its size was checked when it was written.
+                Ok(mut input) => hand_off(lda, &argv, &mut input, None, recipient, user),
+                Err(e) => refused(e),
+            }
+        }
+        // The input is spent: a full mailbox comes first, as in a delivery of vmail's own.
+        Message::Staged(Err(e)) => refused(vmail_maildir::precheck(d).err().unwrap_or(e)),
+        Message::Stream(head, input) => {
+            if let Err(e) = vmail_maildir::precheck(d) {
+                return refused(e);
+            }
+            let mut input = std::io::Cursor::new(head).chain(input);
+            hand_off(lda, &argv, &mut input, d.max_size, recipient, user)
+        }
+    }
+}
+
 /// The envelope for Dovecot's LDA. `-d` is the stored address, which Dovecot's userdb knows
 /// (`-d ${recipient}` may carry an extension, which it would not find: an unknown user, a
 /// bounce); `-r` the recipient as addressed, so that Sieve's `envelope :detail` sees the

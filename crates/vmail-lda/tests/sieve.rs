@@ -369,3 +369,58 @@ fn an_address_dovecot_lda_refuses_is_left_out_and_its_usage_error_defers() {
         assert!(out.contains(&format!("status {status}")), "{status}: {out}");
     }
 }
+
+/// vmail's quota (`users.quota`, `[lda] over_quota`) holds for a recipient with a script:
+/// Dovecot's LDA enforces none of its own unless its quota plugin is set up. full@ may store
+/// 10 bytes: a mailbox over that already refuses before the message is read, and a staged
+/// message that does not fit is refused by its size.
+#[test]
+fn the_quota_holds_for_a_recipient_with_a_script() {
+    let w = World::new();
+    w.give_script("full");
+    let maildir = w.home("full").join("Maildir");
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let full = ["-f", "bob@remote.test", "-d", "full@example.org"];
+    // Staged while lookupd answers: it fits nowhere in 10 bytes.
+    let lookupd = Lookupd::start(&w.d);
+    let staged = w.config(&format!(
+        "lookupd = \"unix:{}\"\nlookupd_timeout_ms = 2000",
+        lookupd.socket.display()
+    ));
+    // As pipe(8)'s D flag hands it over: staged while lookupd answers.
+    let msg = b"Delivered-To: full@example.org\nSubject: hi\n\nHello.\n";
+    let o = lda(&staged, &full, msg);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(" stage="),
+        "{}",
+        said(&o)
+    );
+    assert_eq!(o.status.code(), Some(69), "{}", said(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("5.2.2 "),
+        "{}",
+        said(&o)
+    );
+    assert!(
+        w.handed().is_none(),
+        "dovecot-lda ran for a message over quota"
+    );
+    assert!(w.files("full", "tmp").is_empty());
+    // Over quota already: refused (or deferred) before anything is read.
+    std::fs::write(maildir.join("cur/1.M1P1.x,S=100:2,S"), vec![b'x'; 100]).unwrap();
+    // Counted afresh (the file above was not delivered through it).
+    let _ = std::fs::remove_file(maildir.join("maildirsize"));
+    for (over_quota, code, status) in [("bounce", 69, "5.2.2 "), ("defer", 75, "4.2.2 ")] {
+        let cfg = w.config(&format!("over_quota = \"{over_quota}\""));
+        let o = lda(&cfg, &full, MSG);
+        assert_eq!(o.status.code(), Some(code), "{over_quota}: {}", said(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).starts_with(status),
+            "{}",
+            said(&o)
+        );
+        assert!(w.handed().is_none(), "{over_quota}: dovecot-lda ran");
+    }
+}
