@@ -39,6 +39,10 @@ pub struct LdaConfig {
     /// -a ORIGINAL -r RECIPIENT -f SENDER` (and `-m`, `-c`, `-o` when vmail-lda was given
     /// them); its exit status passes through when pipe(8) knows it, else 75 (retry).
     pub dovecot_lda: String,
+    /// How long Dovecot's LDA may take (milliseconds) before vmail-lda kills it (its whole
+    /// process group) and defers the message: well under pipe(8)'s `command_time_limit`
+    /// (1000 s), at which Postfix would kill vmail-lda and bounce the message.
+    pub dovecot_lda_timeout_ms: u64,
 }
 
 impl Default for LdaConfig {
@@ -54,6 +58,7 @@ impl Default for LdaConfig {
             lookupd_timeout_ms: 15_000,
             sieve_script: ".dovecot.sieve".into(),
             dovecot_lda: "/usr/lib/dovecot/dovecot-lda".into(),
+            dovecot_lda_timeout_ms: 300_000,
         }
     }
 }

@@ -225,11 +225,15 @@ pub fn hand_off(
     recipient: &str,
     user: &str,
 ) -> Outcome {
+    use std::os::unix::process::CommandExt;
     let program = &lda.dovecot_lda;
     let mut child = match Command::new(program)
         .args(argv)
         .env_remove(crate::EXECED_ENV)
         .stdin(Stdio::piped())
+        // Its own process group, so that a deadline kills what it started too (sendmail for
+        // a vacation reply), which would otherwise hold pipe(8)'s pipe open.
+        .process_group(0)
         .spawn()
     {
         Ok(c) => c,
@@ -239,6 +243,8 @@ pub fn hand_off(
             ))
         }
     };
+    let timeout = std::time::Duration::from_millis(lda.dovecot_lda_timeout_ms);
+    let watchdog = Watchdog::start(child.id(), timeout);
     let mut stdin = child.stdin.take();
     let fed = match stdin.as_mut() {
         Some(pipe) => feed(message, pipe, max_size),
@@ -262,13 +268,54 @@ pub fn hand_off(
         Ok(s) => s,
         Err(e) => return Outcome::LocalTrouble(format!("waiting for {program}: {e}")),
     };
+    let expired = watchdog.stop();
     match status.code() {
         Some(c) => verdict(program, c, user),
+        None if expired => Outcome::LocalTrouble(format!(
+            "{program} did not finish within {} ms ([lda] dovecot_lda_timeout_ms) and was killed",
+            lda.dovecot_lda_timeout_ms
+        )),
         None => {
             use std::os::unix::process::ExitStatusExt;
             let signal = status.signal().unwrap_or(0);
             Outcome::LocalTrouble(format!("{program} was killed by signal {signal}"))
         }
+    }
+}
+
+/// Kills a process group (SIGKILL) when its deadline passes first. A thread, because both
+/// the copy to the LDA's stdin and the wait for it can block on a hung LDA.
+struct Watchdog {
+    done: std::sync::mpsc::Sender<()>,
+    expired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Watchdog {
+    fn start(pgid: u32, timeout: std::time::Duration) -> Watchdog {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let expired = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = expired.clone();
+        let thread = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(timeout) {
+                flag.store(true, Ordering::SeqCst);
+                let pgid = nix::unistd::Pid::from_raw(pgid as i32);
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            }
+        });
+        Watchdog {
+            done,
+            expired,
+            thread,
+        }
+    }
+
+    /// Stops it (the LDA has been waited for); whether it had fired.
+    fn stop(self) -> bool {
+        drop(self.done);
+        let _ = self.thread.join();
+        self.expired.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

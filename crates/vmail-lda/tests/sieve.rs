@@ -16,7 +16,8 @@ const MSG: &[u8] = b"Return-Path: <bob@remote.test>\nDelivered-To: alice+lists@e
 
 /// The shared directory (alice, bob; homes under `DIR/vmail`), and a stand-in dovecot-lda at
 /// `DIR/dovecot-lda` that writes its arguments (one a line) to `DIR/argv` and its stdin to
-/// `DIR/stdin`, then exits with the status in `DIR/status` (0 without one; `kill`: SIGKILL).
+/// `DIR/stdin`, then exits with the status in `DIR/status` (0 without one; `kill`: SIGKILL;
+/// `hang`: waits for a `sleep 60` whose pid is in `DIR/sleeper`).
 struct World {
     d: Directory,
 }
@@ -29,7 +30,8 @@ impl World {
             &fake,
             "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/argv\"\ncat > \"$d/stdin\"\n\
              s=$(cat \"$d/status\" 2>/dev/null || echo 0)\n\
-             [ \"$s\" = kill ] && kill -9 $$\nexit \"$s\"\n",
+             [ \"$s\" = kill ] && kill -9 $$\n\
+             [ \"$s\" = hang ] && { sleep 60 & echo $! > \"$d/sleeper\"; wait; }\nexit \"$s\"\n",
         )
         .unwrap();
         vmail_test_support::set_mode(&fake, 0o755);
@@ -423,4 +425,31 @@ fn the_quota_holds_for_a_recipient_with_a_script() {
         );
         assert!(w.handed().is_none(), "{over_quota}: dovecot-lda ran");
     }
+}
+
+/// A hung Dovecot's LDA was waited for until pipe(8)'s command_time_limit killed vmail-lda
+/// and bounced the message: after `[lda] dovecot_lda_timeout_ms` it is killed with what it
+/// started (its process group), and the message deferred with the reason.
+#[test]
+fn a_hung_dovecot_lda_is_killed_with_its_children_and_the_message_deferred() {
+    let w = World::new();
+    w.give_script("alice");
+    w.set_status("hang");
+    let cfg = w.config("dovecot_lda_timeout_ms = 500");
+    let start = std::time::Instant::now();
+    let o = lda(&cfg, &ENVELOPE, MSG);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(75), "{}", said(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("4.3.0 "), "{out}");
+    assert!(out.contains("dovecot_lda_timeout_ms"), "{out}");
+    let sleeper = std::fs::read_to_string(w.path().join("sleeper")).unwrap();
+    let stat = format!("/proc/{}/stat", sleeper.trim());
+    // Gone, or a zombie waiting for whoever reaps orphans here.
+    let alive = std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z "));
+    assert!(!alive, "the LDA's child survived: {stat}");
 }
