@@ -52,9 +52,11 @@ pub enum Message<'a> {
 /// Hands the message for `recipient` (stored as `user`) to Dovecot's LDA. vmail's own checks
 /// come first, as for a message it writes itself: the quota (`d.quota`: `[lda] over_quota`
 /// decides, before Dovecot's LDA has seen anything; with the size for a staged message) and
-/// `[lda] max_message_size` (while it is fed). Dovecot's LDA gets the message as Postfix
-/// gave it (a staged copy without what vmail prepended); a staged file goes when it drops,
-/// whatever the outcome.
+/// `[lda] max_message_size` (while it is fed). Dovecot's LDA gets the message with the
+/// fields vmail would have prepended (`d.prepend`; a staged file has them already):
+/// it adds neither `Return-Path:` nor `Delivered-To:` itself, and without the latter the
+/// loop check would not see a message a Sieve `redirect` sends back. A staged file goes
+/// when it drops, whatever the outcome.
 pub fn deliver(
     lda: &LdaConfig,
     args: &Args,
@@ -70,7 +72,7 @@ pub fn deliver(
             if let Err(e) = vmail_maildir::precheck_size(d, staged.size()) {
                 return refused(e);
             }
-            match staged.input() {
+            match staged.stored() {
                 // Its size was checked when it was written.
                 Ok(mut input) => hand_off(lda, &argv, &mut input, None, recipient, user),
                 Err(e) => refused(e),
@@ -82,7 +84,13 @@ pub fn deliver(
             if let Err(e) = vmail_maildir::precheck(d) {
                 return refused(e);
             }
-            let mut input = std::io::Cursor::new(head).chain(input);
+            let fields = match vmail_maildir::format_prepend(&d.prepend) {
+                Ok(f) => f,
+                Err(e) => return refused(e),
+            };
+            let mut input = std::io::Cursor::new(fields)
+                .chain(std::io::Cursor::new(head))
+                .chain(input);
             hand_off(lda, &argv, &mut input, d.max_size, recipient, user)
         }
     }

@@ -1,6 +1,7 @@
 //! Issue 19 item 1: a recipient with an active Sieve script gets the message through Dovecot's
 //! LDA (here a stand-in that records its argv and stdin and exits as told), with the same
-//! envelope and the message as Postfix gave it; everybody else's is written by vmail-lda.
+//! envelope and the message as Postfix gave it (after vmail's own trace fields); everybody
+//! else's is written by vmail-lda.
 //! Whatever Dovecot's LDA does, the result is one pipe(8) understands, never a silent drop.
 
 use std::path::{Path, PathBuf};
@@ -171,7 +172,45 @@ fn a_recipient_with_a_script_gets_the_message_through_dovecot_lda() {
             "Lists"
         ]
     );
-    assert_eq!(stdin, b"Subject: x\n\nbody\n");
+    // Dovecot's LDA adds neither Return-Path nor Delivered-To: vmail's own fields go first.
+    assert_eq!(
+        String::from_utf8_lossy(&stdin),
+        "Return-Path: <>\nDelivered-To: alice@example.org\nSubject: x\n\nbody\n"
+    );
+}
+
+/// Without pipe(8)'s D and R flags, Dovecot's LDA gets the Return-Path and Delivered-To
+/// vmail would have written; so a message a Sieve `redirect` sends back is a loop.
+#[test]
+fn dovecot_lda_gets_vmail_s_trace_fields_and_a_redirect_back_is_a_loop() {
+    let w = World::new();
+    w.give_script("alice");
+    let cfg = w.config("");
+    let bare = b"From: bob@remote.test\nSubject: hi\n\nHello.\n";
+    let o = lda(&cfg, &ENVELOPE, bare);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    let (_, stdin) = w.handed().expect("dovecot-lda ran");
+    let want = [
+        &b"Return-Path: <bob@remote.test>\nDelivered-To: alice+lists@example.org\n"[..],
+        bare,
+    ]
+    .concat();
+    assert_eq!(
+        String::from_utf8_lossy(&stdin),
+        String::from_utf8_lossy(&want)
+    );
+    std::fs::remove_file(w.path().join("argv")).unwrap();
+    // What Dovecot's LDA would redirect, back at the same address through Postfix (which
+    // puts its Received: on top): a loop.
+    let back = [&b"Received: by mx.example.org (Postfix)\n"[..], &stdin].concat();
+    let o = lda(&cfg, &ENVELOPE, &back);
+    assert_eq!(o.status.code(), Some(69), "{}", said(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("5.4.6 "),
+        "{}",
+        said(&o)
+    );
+    assert!(w.handed().is_none());
 }
 
 #[test]
@@ -282,8 +321,9 @@ fn a_message_staged_while_lookupd_answers_goes_to_dovecot_lda_and_leaves_nothing
         "lookupd = \"unix:{}\"\nlookupd_timeout_ms = 2000",
         socket.display()
     ));
-    // Without Return-Path: vmail stages it with one from -f, which must not reach dovecot-lda.
+    // Without Return-Path: vmail stages it with one from -f, which dovecot-lda gets too.
     let msg = &MSG[MSG.iter().position(|&b| b == b'\n').unwrap() + 1..];
+    let with_return_path = [&b"Return-Path: <bob@remote.test>\n"[..], msg].concat();
     for status in ["0", "75", "kill", "67", "77"] {
         w.set_status(status);
         let o = lda(&cfg, &ENVELOPE, msg);
@@ -301,7 +341,7 @@ fn a_message_staged_while_lookupd_answers_goes_to_dovecot_lda_and_leaves_nothing
         };
         assert_eq!(o.status.code(), Some(want), "{status}: {}", said(&o));
         let (_, stdin) = w.handed().expect("dovecot-lda ran");
-        assert_eq!(stdin, msg, "{status}");
+        assert_eq!(stdin, with_return_path, "{status}");
         for sub in ["tmp", "new"] {
             assert!(w.files("alice", sub).is_empty(), "{status}: {sub}/");
         }

@@ -234,7 +234,10 @@ fn delivered(
     }
 }
 
-fn format_prepend(fields: &[(String, String)]) -> Result<Vec<u8>, Error> {
+/// `fields` as [`deliver`] writes them before the message (`Name: value\n` each), for a
+/// caller that hands the message to another delivery agent with the same fields.
+/// [`Error::InvalidHeader`] for a name or value that cannot be a header field.
+pub fn format_prepend(fields: &[(String, String)]) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     for (name, value) in fields {
         if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
