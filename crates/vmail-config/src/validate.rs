@@ -269,10 +269,12 @@ impl MailboxConfig {
 /// directory and is checked there; this keeps the script inside it), or empty.
 fn check_sieve_script(s: &str) -> Result<(), String> {
     use std::path::Component;
-    let p = Path::new(s);
-    if s.starts_with('/') || s.starts_with('~') {
+    // Dovecot's spelling (`~/.dovecot.sieve`): the same path under the home.
+    let rest = s.strip_prefix("~/").unwrap_or(s);
+    let p = Path::new(rest);
+    if rest.starts_with('/') || rest.starts_with('~') {
         return Err(format!(
-            "{s:?}: must be relative to the home (\".dovecot.sieve\"), or empty"
+            "{s:?}: must be relative to the home (\".dovecot.sieve\" or \"~/.dovecot.sieve\"), or empty"
         ));
     }
     if p.components()

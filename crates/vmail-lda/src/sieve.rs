@@ -21,7 +21,12 @@ pub fn active_script(lda: &LdaConfig, home: &str) -> Result<Option<PathBuf>, Str
     if lda.sieve_script.is_empty() || home.is_empty() {
         return Ok(None);
     }
-    let path = Path::new(home).join(&lda.sieve_script);
+    // Dovecot's own spelling, `~/.dovecot.sieve`, is relative to the home too.
+    let script = lda
+        .sieve_script
+        .strip_prefix("~/")
+        .unwrap_or(&lda.sieve_script);
+    let path = Path::new(home).join(script);
     match std::fs::metadata(&path) {
         Ok(m) if m.is_file() => Ok(Some(path)),
         Ok(_) => Ok(None),
@@ -65,7 +70,7 @@ pub fn deliver(
     recipient: &str,
     user: &str,
 ) -> Outcome {
-    let argv = lda_args(args, user, recipient);
+    let argv = lda_args(args, user, recipient, d.folder);
     let refused = |e| Outcome::of_delivery_error(e, recipient, &lda.over_quota);
     match message {
         Message::Staged(Ok(mut staged)) => {
@@ -96,12 +101,13 @@ pub fn deliver(
     }
 }
 
-/// The envelope for Dovecot's LDA. `-d` is the stored address, which Dovecot's userdb knows
+/// The envelope for Dovecot's LDA, with `folder`, the one vmail-lda would deliver into
+/// (`-m`, or the extension with `[lda] folder_from_extension`), as `-m`. `-d` is the stored address, which Dovecot's userdb knows
 /// (`-d ${recipient}` may carry an extension, which it would not find: an unknown user, a
 /// bounce); `-r` the recipient as addressed, so that Sieve's `envelope :detail` sees the
 /// extension; `-a` the original recipient. dovecot-lda's own options that vmail-lda accepts
 /// and ignores (`-c`, `-o`, `-e`, `-k`) are meant for it: they pass on.
-pub fn lda_args(args: &Args, user: &str, recipient: &str) -> Vec<String> {
+pub fn lda_args(args: &Args, user: &str, recipient: &str, folder: Option<&str>) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     if let Some(conf) = &args.dovecot_config {
         v.extend(["-c".into(), conf.display().to_string()]);
@@ -132,8 +138,8 @@ pub fn lda_args(args: &Args, user: &str, recipient: &str) -> Vec<String> {
     if let Some(sender) = &args.sender {
         v.extend(["-f".into(), sender.clone()]);
     }
-    if let Some(folder) = &args.folder {
-        v.extend(["-m".into(), folder.clone()]);
+    if let Some(folder) = folder {
+        v.extend(["-m".into(), folder.into()]);
     }
     v
 }

@@ -76,11 +76,15 @@ impl World {
         std::fs::write(self.path().join("status"), status).unwrap();
     }
 
-    /// What the stand-in was given, if it ran: (argv, stdin).
+    /// What the stand-in was given, if it ran since the last call: (argv, stdin). Taken, so
+    /// that a later call does not see this run's record as its own.
     fn handed(&self) -> Option<(Vec<String>, Vec<u8>)> {
-        let argv = std::fs::read_to_string(self.path().join("argv")).ok()?;
+        let (argv_file, stdin_file) = (self.path().join("argv"), self.path().join("stdin"));
+        let argv = std::fs::read_to_string(&argv_file).ok()?;
         // Written after argv: wait for the `cat` only as long as the process lived.
-        let stdin = std::fs::read(self.path().join("stdin")).unwrap_or_default();
+        let stdin = std::fs::read(&stdin_file).unwrap_or_default();
+        let _ = std::fs::remove_file(argv_file);
+        let _ = std::fs::remove_file(stdin_file);
         Some((argv.lines().map(String::from).collect(), stdin))
     }
 
@@ -199,7 +203,6 @@ fn dovecot_lda_gets_vmail_s_trace_fields_and_a_redirect_back_is_a_loop() {
         String::from_utf8_lossy(&stdin),
         String::from_utf8_lossy(&want)
     );
-    std::fs::remove_file(w.path().join("argv")).unwrap();
     // What Dovecot's LDA would redirect, back at the same address through Postfix (which
     // puts its Received: on top): a loop.
     let back = [&b"Received: by mx.example.org (Postfix)\n"[..], &stdin].concat();
@@ -370,7 +373,6 @@ fn a_message_too_big_is_refused_and_a_link_in_a_circle_is_no_script() {
     std::fs::create_dir_all(w.home("bob")).unwrap();
     let link = w.home("bob").join(".dovecot.sieve");
     std::os::unix::fs::symlink(".dovecot.sieve", &link).unwrap();
-    std::fs::remove_file(w.path().join("argv")).unwrap();
     let o = lda(&cfg, &["-d", "bob@example.org"], MSG);
     assert_eq!(o.status.code(), Some(0), "{}", said(&o));
     assert!(w.handed().is_none(), "dovecot-lda ran for a looping link");
@@ -492,4 +494,24 @@ fn a_hung_dovecot_lda_is_killed_with_its_children_and_the_message_deferred() {
     // Gone, or a zombie waiting for whoever reaps orphans here.
     let alive = std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z "));
     assert!(!alive, "the LDA's child survived: {stat}");
+}
+
+/// The folder vmail-lda would deliver into (`[lda] folder_from_extension` here) is Dovecot's
+/// LDA's `-m` too, and Dovecot's spelling of the script's path, `~/.dovecot.sieve`, is the
+/// same path under the home.
+#[test]
+fn the_folder_vmail_chose_is_dovecot_lda_s_and_a_tilde_path_is_under_the_home() {
+    let w = World::new();
+    w.give_script("alice");
+    let cfg = w.config("folder_from_extension = true\nsieve_script = \"~/.dovecot.sieve\"");
+    let o = lda(&cfg, &ENVELOPE, MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    let (argv, _) = w.handed().expect("dovecot-lda ran for ~/.dovecot.sieve");
+    assert_eq!(argv[argv.len() - 2..], ["-m", "lists"], "{argv:?}");
+    // -m INBOX is no folder; without an extension there is none.
+    let o = lda(&cfg, &["-d", "alice@example.org", "-m", "INBOX"], MSG);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    let (argv, _) = w.handed().unwrap();
+    assert!(!argv.contains(&"-m".to_string()), "{argv:?}");
+    assert!(w.handed().is_none(), "the record of one run seen twice");
 }
