@@ -171,6 +171,8 @@ fn install_md_sieve_step_loads_on_the_stock_configuration() {
     let lda = &lda[..lda.find("\n}").unwrap_or(lda.len())];
     assert!(lda.contains("sieve"), "no sieve plugin for the LDA:\n{out}");
     assert!(lda.contains("stats_writer_socket_path"), "{out}");
+    // Global: it would let any sender's `-m ${extension}` create folders (and hold for LMTP).
+    assert!(!out.contains("lda_mailbox_autocreate"), "{out}");
     let active = if lane.is_debian13() {
         "active_path = ~/.dovecot.sieve"
     } else {

@@ -534,9 +534,10 @@ fn a_sieve_fileinto_rule_files_the_message_into_its_folder() {
     give_sieve_script(
         &w,
         ERIN.0,
-        "require [\"fileinto\", \"envelope\", \"subaddress\"];\n\
+        // :create, as contrib does not let Dovecot's LDA create folders for everybody.
+        "require [\"fileinto\", \"mailbox\", \"envelope\", \"subaddress\"];\n\
          if anyof (header :contains \"subject\" \"token-sieve-list\",\n\
-                   envelope :detail \"to\" \"lists\") {\n  fileinto \"Lists\";\n}\n",
+                   envelope :detail \"to\" \"lists\") {\n  fileinto :create \"Lists\";\n}\n",
     );
     send_ok(&w, ERIN.0, "token-sieve-list");
     let lists = w.maildir(ERIN.0).join(".Lists");

@@ -33,12 +33,18 @@ pub struct LdaConfig {
     /// `~/.dovecot.sieve`, a file or a symlink to one: ManageSieve keeps it as a link into
     /// `~/sieve/`). A recipient who has one gets the message through `dovecot_lda`, so that
     /// Pigeonhole runs the filters, vacation and fileinto as `dovecot deliver` did; the others
-    /// get it written by vmail-lda. Empty: never hand off. No `..`, not absolute.
+    /// get it written by vmail-lda. Empty: never hand off. No `..`, not absolute (a leading
+    /// `~/`, Dovecot's spelling, is the home).
     pub sieve_script: String,
     /// Dovecot's LDA (absolute path), run for recipients with a Sieve script as `-d ADDRESS
-    /// -a ORIGINAL -r RECIPIENT -f SENDER` (and `-m`, `-c`, `-o` when vmail-lda was given
-    /// them); its exit status passes through when pipe(8) knows it, else 75 (retry).
+    /// -a ORIGINAL -r RECIPIENT -f SENDER` (`-m` the folder vmail-lda would deliver into;
+    /// `-c`, `-o` when vmail-lda was given them); its exit status passes through when it is a
+    /// verdict on the message, else 75 (retry).
     pub dovecot_lda: String,
+    /// How long Dovecot's LDA may take (milliseconds) before vmail-lda kills it (its whole
+    /// process group) and defers the message: well under pipe(8)'s `command_time_limit`
+    /// (1000 s), at which Postfix would kill vmail-lda and bounce the message.
+    pub dovecot_lda_timeout_ms: u64,
 }
 
 impl Default for LdaConfig {
@@ -54,6 +60,7 @@ impl Default for LdaConfig {
             lookupd_timeout_ms: 15_000,
             sieve_script: ".dovecot.sieve".into(),
             dovecot_lda: "/usr/lib/dovecot/dovecot-lda".into(),
+            dovecot_lda_timeout_ms: 300_000,
         }
     }
 }

@@ -61,7 +61,18 @@ fn bad_value_names_key() {
         ("[lda]\nsieve_script = \"/etc/x\"\n", "lda.sieve_script"),
         ("[lda]\nsieve_script = \"~/../x\"\n", "lda.sieve_script"),
         ("[lda]\nsieve_script = \".\"\n", "lda.sieve_script"),
+        ("[lda]\nsieve_script = \"~/\"\n", "lda.sieve_script"),
+        ("[lda]\nsieve_script = \"~/~/x\"\n", "lda.sieve_script"),
+        ("[lda]\nsieve_script = \"~alice/x\"\n", "lda.sieve_script"),
         ("[lda]\ndovecot_lda = \"dovecot-lda\"\n", "lda.dovecot_lda"),
+        (
+            "[lda]\ndovecot_lda_timeout_ms = 0\n",
+            "lda.dovecot_lda_timeout_ms",
+        ),
+        (
+            "[lda]\ndovecot_lda_timeout_ms = 1000000\n",
+            "lda.dovecot_lda_timeout_ms",
+        ),
         (
             "[lookupd]\nlda_socket_mode = \"0666\"\n",
             "lookupd.lda_socket_mode",
@@ -75,6 +86,9 @@ fn bad_value_names_key() {
         "[lda]\nlookupd = \"inet:127.0.0.1:7010\"\n",
         "[lda]\nsieve_script = \"\"\n",
         "[lda]\nsieve_script = \"sieve/active.sieve\"\n",
+        // Dovecot's spelling of the default.
+        "[lda]\nsieve_script = \"~/.dovecot.sieve\"\n",
+        "[lda]\ndovecot_lda_timeout_ms = 999999\n",
     ] {
         assert!(parse(good, p()).is_ok(), "{good}");
     }

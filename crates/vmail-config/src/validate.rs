@@ -199,6 +199,14 @@ impl Config {
                 format!("{:?}: must be an absolute path", lda.dovecot_lda),
             ));
         }
+        // pipe(8)'s default command_time_limit is 1000 s; a longer deadline would never
+        // fire before Postfix kills vmail-lda and bounces the message.
+        if !(1..1_000_000).contains(&lda.dovecot_lda_timeout_ms) {
+            return Err(invalid(
+                "lda.dovecot_lda_timeout_ms",
+                "must be greater than zero and under 1000000 (pipe(8)'s command_time_limit)".into(),
+            ));
+        }
         if self.cache.enabled && self.cache.max_entries == 0 {
             return Err(invalid(
                 "cache.max_entries",
@@ -261,10 +269,12 @@ impl MailboxConfig {
 /// directory and is checked there; this keeps the script inside it), or empty.
 fn check_sieve_script(s: &str) -> Result<(), String> {
     use std::path::Component;
-    let p = Path::new(s);
-    if s.starts_with('/') || s.starts_with('~') {
+    // Dovecot's spelling (`~/.dovecot.sieve`): the same path under the home.
+    let rest = s.strip_prefix("~/").unwrap_or(s);
+    let p = Path::new(rest);
+    if rest.starts_with('/') || rest.starts_with('~') {
         return Err(format!(
-            "{s:?}: must be relative to the home (\".dovecot.sieve\"), or empty"
+            "{s:?}: must be relative to the home (\".dovecot.sieve\" or \"~/.dovecot.sieve\"), or empty"
         ));
     }
     if p.components()

@@ -325,23 +325,6 @@ fn deliver(
     if facts.delivered_before(&policy, &mailbox_addresses(&policy, recipient, Some(&user))) {
         return Outcome::Loop(recipient.to_string());
     }
-    if sieve_script.is_some() {
-        // Dovecot's LDA gets the message as Postfix gave it (a staged copy without what
-        // vmail prepended); a staged file goes when `staged` drops, whatever the outcome.
-        let argv = sieve::lda_args(args, &user.email, recipient);
-        return match staged {
-            Some(Ok(mut staged)) => match staged.input() {
-                // Its size was checked when it was written.
-                Ok(mut message) => sieve::hand_off(lda, &argv, &mut message, None, recipient),
-                Err(e) => Outcome::of_delivery_error(e, recipient, &lda.over_quota),
-            },
-            Some(Err(e)) => Outcome::of_delivery_error(e, recipient, &lda.over_quota),
-            None => {
-                let mut message = std::io::Cursor::new(head).chain(input);
-                sieve::hand_off(lda, &argv, &mut message, max_size, recipient)
-            }
-        };
-    }
     let quota = user.quota_bytes.map(|bytes| vmail_maildir::Quota {
         max_bytes: Some(bytes),
         max_messages: None,
@@ -355,6 +338,13 @@ fn deliver(
         hostname: &hostname,
         loop_check: None,
     };
+    if sieve_script.is_some() {
+        let message = match staged {
+            Some(staged) => sieve::Message::Staged(staged),
+            None => sieve::Message::Stream(head, input),
+        };
+        return sieve::deliver(lda, args, &d, message, recipient, &user.email);
+    }
     let result = match staged {
         Some(Ok(staged)) => vmail_maildir::deliver_staged(&d, staged),
         // The input is spent: the write's own failure is the outcome, after what the usual

@@ -194,7 +194,18 @@ fn prepare<'d>(
 /// whose [`Stage::write`] failed: its outcome must be the one `deliver` would have given
 /// (a full mailbox defers or bounces as configured before a too-big message bounces).
 pub fn precheck(d: &Delivery<'_>) -> Result<(), Error> {
-    prepare(d, &escape_hostname(d.hostname), &mut Vec::new()).map(|_| ())
+    precheck_size(d, 0)
+}
+
+/// [`precheck`], and whether `size` more bytes (and one message) still fit the quota: for a
+/// caller that hands a message of known size to another delivery agent (vmail-lda, for a
+/// recipient with a Sieve script), so that the quota holds for it as for [`deliver`].
+pub fn precheck_size(d: &Delivery<'_>, size: u64) -> Result<(), Error> {
+    let host = escape_hostname(d.hostname);
+    match prepare(d, &host, &mut Vec::new())? {
+        (_, _, Some((q, usage))) => quota::check(q, usage, size).map_err(Error::OverQuota),
+        _ => Ok(()),
+    }
 }
 
 /// The end of every delivery, once the message is safe in `new/`: nothing from here on may
@@ -223,7 +234,10 @@ fn delivered(
     }
 }
 
-fn format_prepend(fields: &[(String, String)]) -> Result<Vec<u8>, Error> {
+/// `fields` as [`deliver`] writes them before the message (`Name: value\n` each), for a
+/// caller that hands the message to another delivery agent with the same fields.
+/// [`Error::InvalidHeader`] for a name or value that cannot be a header field.
+pub fn format_prepend(fields: &[(String, String)]) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     for (name, value) in fields {
         if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {

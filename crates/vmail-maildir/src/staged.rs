@@ -23,19 +23,17 @@ pub struct Staged {
     maildir: PathBuf,
     size: u64,
     prepend: Vec<(String, String)>,
-    /// The bytes `prepend` took at the start of the file.
-    prepended: u64,
     max_size: Option<u64>,
 }
 
 impl Staged {
-    /// The message as it was read, without the fields [`Stage::write`] prepended (with LF
-    /// line ends, as written): for a caller that hands it to another delivery agent instead
-    /// of [`deliver_staged`] (vmail-lda, for a recipient with a Sieve script). The file is
-    /// still removed when the `Staged` drops.
-    pub fn input(&mut self) -> Result<impl Read + '_, Error> {
+    /// The message as stored, the fields [`Stage::write`] prepended included (with LF line
+    /// ends, as written): for a caller that hands it to another delivery agent instead of
+    /// [`deliver_staged`] (vmail-lda, for a recipient with a Sieve script: Dovecot's LDA
+    /// adds no `Return-Path:` of its own). The file is still removed when the `Staged` drops.
+    pub fn stored(&mut self) -> Result<impl Read + '_, Error> {
         let file = &mut self.tmp.file;
-        file.seek(io::SeekFrom::Start(self.prepended))
+        file.seek(io::SeekFrom::Start(0))
             .map_err(|e| Error::io("seek", &self.tmp.path, e))?;
         Ok(&*file)
     }
@@ -92,7 +90,6 @@ impl Stage {
             maildir: self.maildir,
             size,
             prepend: prepend.to_vec(),
-            prepended: head.len() as u64,
             max_size,
         })
     }

@@ -218,10 +218,11 @@ fn a_staged_message_goes_to_an_existing_folder() {
     assert!(names(&md.join("new")).is_empty());
 }
 
-/// Issue 19: a staged message handed to Dovecot's LDA is read back as it came in, without
-/// the fields vmail prepended, and the file goes when the `Staged` does.
+/// Issue 19: a staged message handed to Dovecot's LDA is read back as stored, with the
+/// fields vmail prepended (Dovecot's LDA adds no Return-Path), and the file goes when the
+/// `Staged` does.
 #[test]
-fn a_staged_message_reads_back_without_the_prepended_fields() {
+fn a_staged_message_reads_back_as_stored() {
     use std::io::Read;
     let root = tempfile::tempdir().unwrap();
     let md = maildir(root.path(), "a");
@@ -229,8 +230,11 @@ fn a_staged_message_reads_back_without_the_prepended_fields() {
     let mut s = staged(&md, msg, None);
     for _ in 0..2 {
         let mut back = Vec::new();
-        s.input().unwrap().read_to_end(&mut back).unwrap();
-        assert_eq!(back, msg);
+        s.stored().unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(
+            back,
+            [&b"Return-Path: <bob@example.net>\n"[..], msg].concat()
+        );
     }
     drop(s);
     assert!(names(&md.join("tmp")).is_empty());
