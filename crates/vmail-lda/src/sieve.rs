@@ -271,9 +271,15 @@ pub fn hand_off(
     };
     if let Some(outcome) = refused {
         // It has only part of the message: killed before its stdin ends, it cannot deliver
-        // that.
-        let _ = child.kill();
+        // that. Its whole group (what it started too), while the group still exists (before
+        // the wait reaps it); then the watchdog is stopped, so that it can never signal a
+        // later group that got the same number (a long-running caller outlives its timeout).
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = child.wait();
+        watchdog.stop();
         return outcome;
     }
     // EOF for the LDA, which reads to the end before it delivers.

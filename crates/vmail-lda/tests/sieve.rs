@@ -18,7 +18,8 @@ const MSG: &[u8] = b"Return-Path: <bob@remote.test>\nDelivered-To: alice+lists@e
 /// The shared directory (alice, bob; homes under `DIR/vmail`), and a stand-in dovecot-lda at
 /// `DIR/dovecot-lda` that writes its arguments (one a line) to `DIR/argv` and its stdin to
 /// `DIR/stdin`, then exits with the status in `DIR/status` (0 without one; `kill`: SIGKILL;
-/// `hang`: waits for a `sleep 60` whose pid is in `DIR/sleeper`).
+/// `hang`: waits for a `sleep 60` whose pid is in `DIR/sleeper`). With a file `DIR/spawn`,
+/// it starts that `sleep 60` first, as a child of its own.
 struct World {
     d: Directory,
 }
@@ -29,7 +30,9 @@ impl World {
         let fake = d.path().join("dovecot-lda");
         std::fs::write(
             &fake,
-            "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/argv\"\ncat > \"$d/stdin\"\n\
+            "#!/bin/sh\nd=$(dirname \"$0\")\n\
+             [ -f \"$d/spawn\" ] && { sleep 60 & echo $! > \"$d/sleeper\"; }\n\
+             printf '%s\\n' \"$@\" > \"$d/argv\"\ncat > \"$d/stdin\"\n\
              s=$(cat \"$d/status\" 2>/dev/null || echo 0)\n\
              [ \"$s\" = kill ] && kill -9 $$\n\
              [ \"$s\" = hang ] && { sleep 60 & echo $! > \"$d/sleeper\"; wait; }\nexit \"$s\"\n",
@@ -366,6 +369,18 @@ fn a_message_too_big_is_refused_and_a_link_in_a_circle_is_no_script() {
         "{}",
         said(&o)
     );
+    // Killed with what it started (a child of its own would still hold part of the
+    // message). Past a pipe's buffer before the limit, so that the stand-in has started
+    // its child and is reading when the limit is reached.
+    std::fs::write(w.path().join("spawn"), "").unwrap();
+    let cfg_200k = w.config("max_message_size = 200000");
+    let o = lda(&cfg_200k, &ENVELOPE, &big);
+    assert_eq!(o.status.code(), Some(65), "{}", said(&o));
+    let sleeper = std::fs::read_to_string(w.path().join("sleeper")).unwrap();
+    let stat = format!("/proc/{}/stat", sleeper.trim());
+    let alive = std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z "));
+    assert!(!alive, "the LDA's child survived a refused message: {stat}");
+    std::fs::remove_file(w.path().join("spawn")).unwrap();
     let o = lda(&cfg, &ENVELOPE, MSG);
     assert_eq!(o.status.code(), Some(0), "{}", said(&o));
     assert_eq!(w.handed().unwrap().1, MSG);
