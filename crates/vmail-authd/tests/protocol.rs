@@ -159,7 +159,11 @@ fn login_mechanism_and_plain_without_initial_response() {
 
 #[test]
 fn concurrent_requests_on_one_connection_answer_by_id() {
-    let (_t, config) = setup();
+    let (_t, mut config) = setup();
+    // The good answer must come first: the failure's delay is long enough that a busy CI
+    // machine (the suite's 150 ms lost this race there once) cannot reorder them.
+    config.authd.failure_delay_ms = 2000;
+    config.authd.max_delay_ms = 4000;
     let d = Daemon::start(config);
     let mut c = AuthClient::connect(&d);
     // A failing request (delayed) first, then a good one: the good one must not wait.
