@@ -1,4 +1,4 @@
-//! vmail-lookupd and vmail-authd in-process: bound from a [`Loaded`] configuration on a
+//! vmail-lookupd, vmail-authd and vmail-lmtpd in-process: bound from a [`Loaded`] configuration on a
 //! thread of their own, on the runtime their `main` builds, and stopped (their `run` future
 //! told to return, the thread joined) when dropped. Every test and the bench start the
 //! daemons here, so a change of `bind`/`run` is adapted in this one place.
@@ -60,6 +60,35 @@ pub fn lookupd(loaded: Loaded) -> Result<InProcess<LookupdHandle>, StartError> {
             match Lookupd::bind(&loaded).await {
                 Ok(d) => {
                     let handle = LookupdHandle {
+                        endpoints: d.endpoints(),
+                        service: d.service(),
+                    };
+                    let _ = ready.send(Ok(handle));
+                    let _ = d.run(stop).await;
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(StartError::Bind(format!("{e:#}"))));
+                }
+            }
+        },
+    )
+}
+
+/// What a bound lmtpd hands out.
+pub struct LmtpdHandle {
+    /// Its listeners as configured (see `Lmtpd::endpoints`).
+    pub endpoints: Vec<String>,
+    pub service: Arc<vmail_lmtpd::Service>,
+}
+
+/// Runs lmtpd with `loaded` on the runtime vmail-lmtpd builds (`[lmtpd] threads`).
+pub fn lmtpd(loaded: Loaded) -> Result<InProcess<LmtpdHandle>, StartError> {
+    spawn(
+        move || vmail_daemon::runtime(loaded.config.lmtpd.threads),
+        move |ready, stop| async move {
+            match vmail_lmtpd::Lmtpd::bind(&loaded).await {
+                Ok(d) => {
+                    let handle = LmtpdHandle {
                         endpoints: d.endpoints(),
                         service: d.service(),
                     };
