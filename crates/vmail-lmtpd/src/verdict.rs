@@ -81,15 +81,14 @@ fn parse_status(s: &str) -> Option<Status> {
     (it.next().is_none() && matches!(class, 4 | 5)).then_some(Status::new(class, subject, detail))
 }
 
-/// Dovecot's LDA took the message (Sieve) and exited with `code`: its sysexits status as
-/// pipe(8) would read it. It has logged why itself.
+/// Dovecot's LDA took the message (Sieve) and exited with `code`, one of the statuses
+/// vmail-lda passes through as a verdict on the message (`sieve.rs`): 65 (data), 69
+/// (unavailable), 77 (refused: over quota or a Sieve `reject`) bounce under pipe(8); 71 and
+/// 75 defer. It has logged why itself.
 fn handed_off(code: i32) -> Reply {
     match code {
         0 => Reply::delivered("Ok (Sieve)"),
-        67 => Reply::unknown_user("user unknown (Dovecot LDA)"),
-        // EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_NOHOST, EX_UNAVAILABLE, EX_SOFTWARE,
-        // EX_NOPERM: pipe(8) bounces these.
-        64 | 65 | 66 | 68 | 69 | 70 | 77 => Reply::new(
+        65 | 69 | 77 => Reply::new(
             554,
             Some(Status::new(5, 3, 0)),
             &format!("Dovecot LDA refused the message (status {code})"),
@@ -125,7 +124,7 @@ mod tests {
             (Outcome::Misconfigured("x".into()), "451 4.3.5 "),
             (Outcome::HandedOff(0), "250 2.0.0 "),
             (Outcome::HandedOff(75), "451 4.3.0 "),
-            (Outcome::HandedOff(67), "550 5.1.1 "),
+            (Outcome::HandedOff(71), "451 4.3.0 "),
             (Outcome::HandedOff(77), "554 5.3.0 "),
         ] {
             let w = wire(&delivery(&o));

@@ -19,9 +19,13 @@ struct Server {
 }
 
 impl Server {
-    /// `extra` is appended to the configuration (after `[lmtpd]`'s own keys it may add
-    /// more of them; a `[database]` in it replaces the SQLite one).
+    /// `lmtpd_keys` go under `[lmtpd]`; `database` replaces the SQLite `[database]`.
     fn start(lmtpd_keys: &str, database: Option<&str>) -> Server {
+        Server::start_with(lmtpd_keys, database, "")
+    }
+
+    /// `sections` (whole sections, e.g. `[lda]` lines) end the configuration.
+    fn start_with(lmtpd_keys: &str, database: Option<&str>, sections: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().display().to_string();
         let sqlite = format!("[database]\nsqlite_path = \"{base}/v.db\"\n");
@@ -43,10 +47,13 @@ impl Server {
             d.add_user("full@example.org", "{PLAIN}x", Some(10))
                 .await
                 .unwrap();
+            d.add_user("bob@example.org", "{PLAIN}x", None)
+                .await
+                .unwrap();
         });
         let socket = dir.path().join("lmtp");
         let text = format!(
-            "{}{mailbox}[lmtpd]\nlisten = [\"unix:{}\"]\nsocket_group = \"\"\nuser = \"\"\nspool = \"{base}/spool\"\npid_file = \"{base}/lmtpd.pid\"\n{lmtpd_keys}",
+            "{}{mailbox}[lmtpd]\nlisten = [\"unix:{}\"]\nsocket_group = \"\"\nuser = \"\"\nspool = \"{base}/spool\"\npid_file = \"{base}/lmtpd.pid\"\n{lmtpd_keys}{sections}",
             database.unwrap_or(&sqlite),
             socket.display(),
         );
@@ -263,4 +270,67 @@ fn a_message_over_the_limit_is_refused_and_the_session_continues() {
     c.send(MSG);
     starts(&c.replies(1), &["250 2.0.0"]);
     assert_eq!(srv.inbox("alice").len(), 1);
+}
+
+/// Issue 19: a recipient with an active Sieve script gets the message through Dovecot's LDA
+/// (a stand-in recording its argv and stdin, exiting as told) with the envelope and vmail's
+/// trace fields; its exit status is that recipient's reply; the others are written by vmail.
+#[test]
+fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
+    let fake_dir = tempfile::tempdir().unwrap();
+    let fake = fake_dir.path().join("dovecot-lda");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/argv\"\ncat > \"$d/stdin\"\n\
+         exit \"$(cat \"$d/status\" 2>/dev/null || echo 0)\"\n",
+    )
+    .unwrap();
+    vmail_test_support::set_mode(&fake, 0o755);
+    let srv = Server::start_with(
+        "",
+        None,
+        &format!("[lda]\ndovecot_lda = \"{}\"\n", fake.display()),
+    );
+    let home = srv.dir.path().join("vmail/example.org/alice");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join(".dovecot.sieve"), "keep;\n").unwrap();
+    let mut c = srv.connect();
+    c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+    starts(&c.replies(5), &["250", "250", "250", "250", "354"]);
+    c.send(MSG);
+    starts(&c.replies(2), &["250 2.0.0", "250 2.0.0"]);
+    let argv = std::fs::read_to_string(fake_dir.path().join("argv")).unwrap();
+    let argv: Vec<&str> = argv.lines().collect();
+    for pair in [["-d", "alice@example.org"], ["-f", "bob@remote.test"]] {
+        assert!(
+            argv.windows(2).any(|w| w == pair),
+            "{pair:?} not in {argv:?}"
+        );
+    }
+    let stdin = std::fs::read_to_string(fake_dir.path().join("stdin")).unwrap();
+    assert!(
+        stdin.starts_with("Return-Path: <bob@remote.test>\nDelivered-To: alice@example.org\nFrom: bob@remote.test\n"),
+        "{stdin}"
+    );
+    assert!(stdin.ends_with("\nHello.\n.dot\n"), "{stdin}");
+    assert!(
+        srv.inbox("alice").is_empty(),
+        "vmail wrote a Sieve user's copy itself"
+    );
+    assert_eq!(srv.inbox("bob").len(), 1);
+    // Dovecot's LDA failing defers that recipient only, its refusal bounces it, and a user
+    // it does not know (its userdb disagrees with ours) is vmail-lda's 4.3.5, never a bounce.
+    for (status, want) in [
+        ("75", "451 4.3.0"),
+        ("77", "554 5.3.0"),
+        ("67", "451 4.3.5"),
+    ] {
+        std::fs::write(fake_dir.path().join("status"), status).unwrap();
+        c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+        starts(&c.replies(4), &["250", "250", "250", "354"]);
+        c.send(MSG);
+        starts(&c.replies(2), &[want, "250 2.0.0"]);
+    }
+    assert_eq!(srv.inbox("bob").len(), 4);
+    assert_eq!(srv.spool_files(), 0);
 }
