@@ -36,7 +36,7 @@ pub use outcome::Outcome;
 /// The options dovecot-lda users already have in master.cf; the ones that only make sense
 /// for Dovecot's own configuration are accepted and ignored, so switching needs only a new
 /// path in `argv=`.
-#[derive(Parser, Debug, PartialEq)]
+#[derive(Parser, Debug, PartialEq, Default)]
 #[command(
     name = "vmail-lda",
     version,

@@ -299,12 +299,6 @@ fn lda_args(recipient: &str, sender: &str) -> vmail_lda::Args {
     vmail_lda::Args {
         recipient: Some(recipient.to_string()),
         sender: Some(sender.to_string()),
-        original_recipient: None,
-        folder: None,
-        config: None,
-        dovecot_config: None,
-        dovecot_option: Vec::new(),
-        dovecot_e: false,
-        dovecot_k: false,
+        ..Default::default()
     }
 }

@@ -48,18 +48,13 @@ fn postfix_lmtp_client_gets_one_verdict_per_recipient() {
         pf.dir.real().display()
     );
     let config = vmail_config::parse(&text, &tmp.path().join("v.toml")).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let d = vmail_directory::Directory::open(&config).await.unwrap();
-        d.init(false).await.unwrap();
-        d.add_domain("example.org").await.unwrap();
-        d.add_user("alice@example.org", "{PLAIN}x", None)
-            .await
-            .unwrap();
-        d.add_user("full@example.org", "{PLAIN}x", Some(10))
-            .await
-            .unwrap();
-    });
+    vmail_test_support::example_org(
+        &config,
+        &[
+            ("alice@example.org", None, true),
+            ("full@example.org", Some(10), true),
+        ],
+    );
     let loaded = Loaded {
         config,
         source: Source::Builtin,

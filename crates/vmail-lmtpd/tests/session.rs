@@ -32,25 +32,15 @@ impl Server {
         let mailbox =
             format!("[mailbox]\nhome = \"{base}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n");
         let setup = vmail_config::parse(&format!("{sqlite}{mailbox}"), Path::new("x")).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let d = vmail_directory::Directory::open(&setup).await.unwrap();
-            d.init(false).await.unwrap();
-            d.add_domain("example.org").await.unwrap();
-            d.add_user("alice@example.org", "{PLAIN}x", None)
-                .await
-                .unwrap();
-            d.add_user("off@example.org", "{PLAIN}x", None)
-                .await
-                .unwrap();
-            d.set_active("off@example.org", false).await.unwrap();
-            d.add_user("full@example.org", "{PLAIN}x", Some(10))
-                .await
-                .unwrap();
-            d.add_user("bob@example.org", "{PLAIN}x", None)
-                .await
-                .unwrap();
-        });
+        vmail_test_support::example_org(
+            &setup,
+            &[
+                ("alice@example.org", None, true),
+                ("off@example.org", None, false),
+                ("full@example.org", Some(10), true),
+                ("bob@example.org", None, true),
+            ],
+        );
         let socket = dir.path().join("lmtp");
         let text = format!(
             "{}{mailbox}[lmtpd]\nlisten = [\"unix:{}\"]\nsocket_group = \"\"\nuser = \"\"\nspool = \"{base}/spool\"\npid_file = \"{base}/lmtpd.pid\"\n{lmtpd_keys}{sections}",
