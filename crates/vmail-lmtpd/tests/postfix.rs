@@ -2,10 +2,12 @@
 //! with `virtual_transport = lmtp:unix:private/vmail-lmtp`, lmtpd in-process bound in its
 //! queue directory. One message to a deliverable, an unknown and an over-quota recipient
 //! gives one result per recipient in Postfix's log; a retry of the deferred one delivers
-//! nothing twice.
+//! nothing twice. vmail-lmtpd (the binary) killed mid-DATA: Postfix defers and retries,
+//! nothing partial reaches a Maildir, and the restarted daemon delivers the message once.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use vmail_config::{Loaded, Source};
 use vmail_test_support::postfix::PostfixBuilder;
@@ -122,4 +124,131 @@ fn postfix_lmtp_client_gets_one_verdict_per_recipient() {
         std::fs::read_dir(tmp.path().join("spool")).map_or(0, |r| r.count()),
         0
     );
+}
+
+/// A running vmail-lmtpd binary, killed when dropped (also when an assertion fails).
+struct Running(Child);
+
+impl Running {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The vmail-lmtpd binary with `config`, its log in `log`; returns once its socket answers.
+fn spawn_lmtpd(config: &Path, socket: &Path, log: &Path) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_vmail-lmtpd"))
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(socket).is_ok()
+        }),
+        "vmail-lmtpd did not start:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    Running(child)
+}
+
+#[test]
+fn lmtpd_killed_mid_data_means_a_retry_and_no_partial_file() {
+    let test = "lmtpd_killed_mid_data_means_a_retry_and_no_partial_file";
+    let Some(pf) = PostfixBuilder::new()
+        .main("virtual_mailbox_domains = example.org")
+        .main("virtual_mailbox_maps = static:accept")
+        .main("virtual_transport = lmtp:unix:private/vmail-lmtp")
+        .main("message_size_limit = 0")
+        .start(test)
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().display().to_string();
+    let socket = pf.dir.real().join("queue/private/vmail-lmtp");
+    let text = format!(
+        "[database]\nsqlite_path = \"{base}/v.db\"\n\
+         [mailbox]\nhome = \"{base}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n\
+         [lmtpd]\nlisten = [\"unix:{}\"]\nuser = \"\"\n\
+         spool = \"{base}/spool\"\npid_file = \"{base}/lmtpd.pid\"\n",
+        socket.display()
+    );
+    let cfg = tmp.path().join("vmail.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let config = vmail_config::parse(&text, &cfg).unwrap();
+    vmail_test_support::example_org(&config, &[("alice@example.org", None, true)]);
+    let log = tmp.path().join("lmtpd.log");
+    let mut lmtpd = spawn_lmtpd(&cfg, &socket, &log);
+
+    // Big enough that Postfix is still sending when the spool file appears.
+    let line = "0123456789".repeat(7) + "\n";
+    let body = line.repeat(48 * 1024 * 1024 / line.len());
+    let msg = format!("From: <sender@outside.test>\nSubject: big\n\n{body}");
+    let spool = tmp.path().join("spool");
+    let spooled = || std::fs::read_dir(&spool).map_or(0, |r| r.count()) > 0;
+    let sender = std::thread::spawn({
+        let port = pf.smtp_port;
+        move || {
+            vmail_test_support::postfix::smtp_send(
+                port,
+                "sender@outside.test",
+                &["alice@example.org"],
+                &msg,
+            )
+        }
+    });
+    let began = Instant::now();
+    while !spooled() {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "never spooled:\n{}",
+            pf.maillog()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    lmtpd.kill();
+    assert!(sender.join().unwrap().accepted());
+    let alice = tmp.path().join("vmail/example.org/alice/Maildir");
+    assert!(
+        new_files(&alice).is_empty(),
+        "delivered before the kill: the race was lost"
+    );
+    assert!(
+        pf.wait_log("status=deferred", Duration::from_secs(30)),
+        "not deferred:\n{}",
+        pf.maillog()
+    );
+    assert!(!pf.maillog().contains("status=bounced"), "{}", pf.maillog());
+    assert!(new_files(&alice).is_empty());
+    assert_eq!(
+        std::fs::read_dir(alice.join("tmp")).map_or(0, |r| r.count()),
+        0
+    );
+
+    // Restarted: the dead run's spool file goes, and Postfix's retry delivers once.
+    let _lmtpd = spawn_lmtpd(&cfg, &socket, &log);
+    pf.flush();
+    assert!(
+        wait_until(Duration::from_secs(60), || new_files(&alice).len() == 1),
+        "not delivered after the restart:\n{}\n{}",
+        pf.maillog(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let size = std::fs::metadata(&new_files(&alice)[0]).unwrap().len();
+    assert!(size > body.len() as u64, "{size}");
+    assert!(
+        wait_until(Duration::from_secs(5), || !spooled()),
+        "spool file left"
+    );
+    assert_eq!(new_files(&alice).len(), 1);
 }
