@@ -252,3 +252,100 @@ fn lmtpd_killed_mid_data_means_a_retry_and_no_partial_file() {
     );
     assert_eq!(new_files(&alice).len(), 1);
 }
+
+/// MariaDB killed while Postfix delivers a burst: the recipients looked up meanwhile are
+/// deferred (451 at RCPT), none bounced; once the server is back every message is delivered,
+/// each once.
+#[test]
+fn a_database_killed_during_a_burst_defers_and_loses_nothing() {
+    let test = "a_database_killed_during_a_burst_defers_and_loses_nothing";
+    let Some(mut db) = vmail_test_support::PrivateMariaDb::start(test) else {
+        return;
+    };
+    let Some(pf) = PostfixBuilder::new()
+        .main("virtual_mailbox_domains = example.org")
+        .main("virtual_mailbox_maps = static:accept")
+        .main("virtual_transport = lmtp:unix:private/vmail-lmtp")
+        .start(test)
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().display().to_string();
+    let text = format!(
+        "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\nuser = \"root\"\ndbname = \"mail\"\n\
+         connect_timeout_ms = 500\nquery_timeout_ms = 2000\n\
+         [mailbox]\nhome = \"{base}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n\
+         [lmtpd]\nlisten = [\"unix:{}/queue/private/vmail-lmtp\"]\nuser = \"\"\n\
+         spool = \"{base}/spool\"\npid_file = \"{base}/lmtpd.pid\"\n",
+        db.port,
+        pf.dir.real().display()
+    );
+    let config = vmail_config::parse(&text, &tmp.path().join("v.toml")).unwrap();
+    vmail_test_support::example_org(&config, &[("alice@example.org", None, true)]);
+    let loaded = Loaded {
+        config,
+        source: Source::Builtin,
+    };
+    let _lmtpd = vmail_test_support::daemon::lmtpd(loaded).expect("start lmtpd");
+    let alice = tmp.path().join("vmail/example.org/alice/Maildir");
+
+    const N: usize = 30;
+    let port = pf.smtp_port;
+    let sender = std::thread::spawn(move || {
+        for i in 0..N {
+            let msg = format!("From: <sender@outside.test>\nSubject: burst {i}\n\nHello {i}.\n");
+            let out = vmail_test_support::postfix::smtp_send(
+                port,
+                "sender@outside.test",
+                &["alice@example.org"],
+                &msg,
+            );
+            assert!(out.accepted(), "{}", out.transcript);
+        }
+    });
+    assert!(
+        wait_until(Duration::from_secs(30), || new_files(&alice).len() >= 3),
+        "the burst is not being delivered:\n{}",
+        pf.maillog()
+    );
+    db.kill();
+    sender.join().unwrap();
+    assert!(
+        pf.wait_log("status=deferred", Duration::from_secs(30)),
+        "nothing deferred while the database was down:\n{}",
+        pf.maillog()
+    );
+    assert!(new_files(&alice).len() < N, "all delivered before the kill");
+    db.resume();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            if new_files(&alice).len() >= N {
+                return true;
+            }
+            pf.flush();
+            std::thread::sleep(Duration::from_millis(200));
+            false
+        }),
+        "{} of {N} delivered after the database came back:\n{}",
+        new_files(&alice).len(),
+        pf.maillog()
+    );
+    assert!(!pf.maillog().contains("status=bounced"), "{}", pf.maillog());
+    assert!(pf.maillog().contains("4.3.0"), "{}", pf.maillog());
+    // Each message once: the subjects are all there, none twice.
+    let mut subjects: Vec<String> = new_files(&alice)
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.lines()
+                .find(|l| l.starts_with("Subject: "))
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), N);
+    assert_eq!(new_files(&alice).len(), N);
+}
