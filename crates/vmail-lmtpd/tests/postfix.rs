@@ -236,7 +236,7 @@ fn lmtpd_killed_mid_data_means_a_retry_and_no_partial_file() {
     );
 
     // Restarted: the dead run's spool file goes, and Postfix's retry delivers once.
-    let _lmtpd = spawn_lmtpd(&cfg, &socket, &log);
+    let lmtpd = spawn_lmtpd(&cfg, &socket, &log);
     pf.flush();
     assert!(
         wait_until(Duration::from_secs(60), || new_files(&alice).len() == 1),
@@ -251,6 +251,21 @@ fn lmtpd_killed_mid_data_means_a_retry_and_no_partial_file() {
         "spool file left"
     );
     assert_eq!(new_files(&alice).len(), 1);
+    // Issue 19: memory stays flat whatever the message size (buffers are bounded; the
+    // message is only ever on disk).
+    let hwm = peak_rss_kib(lmtpd.0.id());
+    eprintln!("vmail-lmtpd peak RSS after a 48 MiB message: {hwm} KiB");
+    assert!(hwm < 24 * 1024, "peak RSS {hwm} KiB for a 48 MiB message");
+}
+
+/// VmHWM of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 /// MariaDB killed while Postfix delivers a burst: the recipients looked up meanwhile are
