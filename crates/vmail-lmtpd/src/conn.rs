@@ -12,6 +12,13 @@
 //! bounds each write the same way, not the whole message, which may be 30 MiB); every
 //! write of replies within `read_timeout`. A client closed mid-data takes its spool file
 //! with it and nothing reaches a Maildir.
+//!
+//! The spool file is written from the event loop, a read's worth (at most 64 KiB) at a time:
+//! a write into the page cache takes microseconds, and a hop to the blocking pool per chunk
+//! would cost more than it saves. Under heavy writeback the kernel may throttle such a write
+//! for milliseconds, stalling the other connections of a one-thread runtime for as long;
+//! `[lmtpd] threads` > 1 is the remedy if that is ever measured. Deliveries (fsyncs) always
+//! run on the blocking pool.
 
 use std::sync::Arc;
 use std::time::Duration;
