@@ -7,7 +7,7 @@
 //!
 //! Where things are: the sections' structs and their defaults, one file per part of the
 //! system (`database.rs`, `account.rs` for `[address]`, `[mailbox]` and `[passwords]`,
-//! `lookupd.rs` with `[cache]`, `lda.rs`, `authd.rs`); finding and reading the file
+//! `lookupd.rs` with `[cache]`, `lda.rs`, `authd.rs`, `lmtpd.rs`); finding and reading the file
 //! (`load.rs`); the checks that make a bad value an error (`validate.rs`); and the
 //! mailbox template syntax (`template.rs`). Everything is re-exported here.
 
@@ -19,6 +19,7 @@ mod account;
 mod authd;
 mod database;
 mod lda;
+mod lmtpd;
 mod load;
 mod lookupd;
 mod template;
@@ -28,6 +29,7 @@ pub use account::{AddressConfig, MailboxConfig, PasswordConfig};
 pub use authd::AuthdConfig;
 pub use database::{Backend, DatabaseConfig, QueryConfig, Secret};
 pub use lda::LdaConfig;
+pub use lmtpd::LmtpdConfig;
 pub use load::{
     load, parse, state_dir, Loaded, Source, CONFIG_ENV, DEFAULT_CONFIG_PATH, STATE_DIR_ENV,
 };
@@ -73,6 +75,7 @@ pub struct Config {
     pub lookupd: LookupdConfig,
     pub lda: LdaConfig,
     pub authd: AuthdConfig,
+    pub lmtpd: LmtpdConfig,
 }
 
 impl Config {

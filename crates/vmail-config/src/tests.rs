@@ -289,3 +289,40 @@ fn toml_changed_lists_only_differences() {
     let back = parse(&out, p()).unwrap();
     assert_eq!(back.to_toml_changed(), out);
 }
+
+/// Issue 19: `[lmtpd]` defaults fit Postfix's lmtp client, and bad values name their key.
+#[test]
+fn lmtpd_defaults_and_checks() {
+    let c = parse("", p()).unwrap();
+    let l = &c.lmtpd;
+    assert_eq!(l.listen, ["unix:/var/spool/postfix/private/vmail-lmtp"]);
+    assert_eq!(l.socket_group, "postfix");
+    assert_eq!(l.user, "vmail");
+    // Postfix's lmtp_data_xfer_timeout.
+    assert_eq!(l.request_read_timeout_ms, 180_000);
+    assert_eq!(l.size_limit(), u64::MAX);
+    assert!(l.spool.ends_with("lmtp"), "{:?}", l.spool);
+    assert!(l.pid_file.ends_with("lmtpd.pid"), "{:?}", l.pid_file);
+    let c = parse("[lmtpd]\nmax_message_size = 1000\n", p()).unwrap();
+    assert_eq!(c.lmtpd.size_limit(), 1000);
+    for (text, key) in [
+        ("[lmtpd]\nlisten = []\n", "lmtpd.listen"),
+        (
+            "[lmtpd]\nlisten = [\"private/vmail-lmtp\"]\n",
+            "lmtpd.listen",
+        ),
+        ("[lmtpd]\nlisten = [\"inet:127.0.0.1\"]\n", "lmtpd.listen"),
+        ("[lmtpd]\nsocket_mode = \"0666\"\n", "lmtpd.socket_mode"),
+        ("[lmtpd]\nmax_connections = 0\n", "lmtpd.max_connections"),
+        (
+            "[lmtpd]\nrequest_read_timeout_ms = 0\n",
+            "lmtpd.max_connections",
+        ),
+        ("[lmtpd]\nmax_recipients = 0\n", "lmtpd.max_recipients"),
+        ("[lmtpd]\nspool = \"lmtp\"\n", "lmtpd.spool"),
+        ("[lmtpd]\nno_such_key = 1\n", "no_such_key"),
+    ] {
+        let e = parse(text, p()).unwrap_err().to_string();
+        assert!(e.contains(key), "{text}: {e}");
+    }
+}

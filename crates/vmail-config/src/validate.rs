@@ -70,6 +70,7 @@ impl Config {
             ("authd.auth_socket_mode", &a.auth_socket_mode),
             ("authd.dict_socket_mode", &a.dict_socket_mode),
             ("authd.lua_socket_mode", &a.lua_socket_mode),
+            ("lmtpd.socket_mode", &self.lmtpd.socket_mode),
         ] {
             match u32::from_str_radix(mode, 8) {
                 Ok(m) if m <= 0o777 && m & 0o002 == 0 => {}
@@ -207,6 +208,9 @@ impl Config {
                 "must be greater than zero and under 1000000 (pipe(8)'s command_time_limit)".into(),
             ));
         }
+        self.lmtpd
+            .finish(&state_dir())
+            .map_err(|(key, m)| invalid(key, m))?;
         if self.cache.enabled && self.cache.max_entries == 0 {
             return Err(invalid(
                 "cache.max_entries",
@@ -289,7 +293,7 @@ fn check_sieve_script(s: &str) -> Result<(), String> {
 }
 
 /// `inet:HOST:PORT` with a non-empty host and a valid port.
-fn is_inet_endpoint(s: &str) -> bool {
+pub(crate) fn is_inet_endpoint(s: &str) -> bool {
     s.strip_prefix("inet:")
         .and_then(|a| a.rsplit_once(':'))
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())

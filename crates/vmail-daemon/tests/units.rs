@@ -6,11 +6,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const SERVICES: [&str; 2] = ["vmail-lookupd.service", "vmail-authd.service"];
-const SOCKETS: [&str; 3] = [
+const SERVICES: [&str; 3] = [
+    "vmail-lookupd.service",
+    "vmail-authd.service",
+    "vmail-lmtpd.service",
+];
+const SOCKETS: [&str; 4] = [
     "vmail-lookupd.socket",
     "vmail-authd.socket",
     "vmail-authd-dovecot.socket",
+    "vmail-lmtpd.socket",
 ];
 
 fn systemd_dir() -> PathBuf {
@@ -63,7 +68,6 @@ fn services_are_hardened_alike_and_stop_on_a_configuration_error() {
     let wanted = [
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
-        ("ProtectHome", "yes"),
         ("PrivateTmp", "yes"),
         ("PrivateDevices", "yes"),
         ("ProtectKernelTunables", "yes"),
@@ -86,6 +90,15 @@ fn services_are_hardened_alike_and_stop_on_a_configuration_error() {
     ];
     for name in SERVICES {
         let u = unit(name);
+        // vmail-lmtpd writes the Maildirs under /home/vmail: the rest of /home is an empty
+        // tmpfs and only that directory is bound in.
+        let home = if name == "vmail-lmtpd.service" {
+            assert_eq!(words(&u, "Service.BindPaths"), ["-/home/vmail"], "{name}");
+            "tmpfs"
+        } else {
+            "yes"
+        };
+        assert_eq!(one(&u, name, "Service.ProtectHome"), home, "{name}");
         for (key, value) in wanted {
             assert_eq!(
                 one(&u, name, &format!("Service.{key}")),
@@ -152,6 +165,11 @@ fn each_socket_unit_matches_the_listeners_and_groups_of_the_shipped_configuratio
         assert_eq!(
             socket("vmail-lookupd.socket"),
             (c.lookupd.socketmap.clone(), c.lookupd.socket_group.clone()),
+            "{file}"
+        );
+        assert_eq!(
+            socket("vmail-lmtpd.socket"),
+            (c.lmtpd.listen.clone(), c.lmtpd.socket_group.clone()),
             "{file}"
         );
         // authd's sockets belong to two groups, so to two socket units of one service.

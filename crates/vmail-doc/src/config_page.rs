@@ -175,7 +175,7 @@ pub fn config_page() -> String {
     );
     roff.control("SH", ["NAME"]);
     roff.text([roman(
-        "vmail.toml - configuration of vmail-lookupd, vmail-authd, vmail-lda and vmailctl",
+        "vmail.toml - configuration of vmail-lookupd, vmail-authd, vmail-lda, vmail-lmtpd and vmailctl",
     )]);
     roff.control("SH", ["SYNOPSIS"]);
     roff.text([bold(DEFAULT_CONFIG_PATH)]);
@@ -229,6 +229,8 @@ pub fn config_page() -> String {
         bold("vmail-authd"),
         roman("(8), "),
         bold("vmail-lda"),
+        roman("(8), "),
+        bold("vmail-lmtpd"),
         roman("(8), "),
         bold("vmailctl"),
         roman("(8)"),

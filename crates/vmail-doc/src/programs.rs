@@ -101,6 +101,10 @@ const LDA_DIRECT_DESCRIPTION: &[&str] = &[
     "The same delivery agent as vmail-lda, with the same command line, that reads the directory (MariaDB or SQLite) itself. vmail-lda executes it when vmail-lookupd cannot answer; install it beside vmail-lda.",
 ];
 
+const LMTPD_DESCRIPTION: &[&str] = &[
+    "The delivery path without a process per message: Postfix's lmtp client keeps connections open and sends many messages and recipients over each. Each recipient is looked up in the directory at RCPT; each message is spooled once and written into each recipient's Maildir by vmail-lda's own code, so the verdicts, trace fields, quota rule and Sieve hand-off are those of vmail-lda, and each recipient's 250 is sent only once its file and directory are on disk. Choose it over the pipe to vmail-lda for throughput; the pipe needs no daemon.",
+];
+
 const VMAILCTL_DESCRIPTION: &[&str] = &[
     "Passwords are read from the terminal (asked twice when setting one) or from standard input, never from the command line, where every local user could read them in ps(1). Commands that change data tell the running daemons to flush their caches.",
 ];
@@ -138,6 +142,32 @@ pub fn programs() -> Vec<Program> {
                 "socketmap_table(5)",
                 "tcp_table(5)",
                 "postconf(5)",
+            ],
+        },
+        Program {
+            command: vmail_daemon::command(&vmail_lmtpd::ABOUT),
+            section: "8",
+            description: LMTPD_DESCRIPTION,
+            files: vec![
+                config_file(),
+                (
+                    d.lmtpd.listen.join(" "),
+                    "the LMTP socket for Postfix's lmtp client ([lmtpd] listen)".into(),
+                ),
+                (
+                    "/var/lib/vmail/lmtp".into(),
+                    "where each message is spooled once while it is delivered ([lmtpd] spool)"
+                        .into(),
+                ),
+            ],
+            exit_status: daemon_exit_status(),
+            see_also: &[
+                "vmail.toml(5)",
+                "vmail-lda(8)",
+                "vmail-lookupd(8)",
+                "lmtp(8)",
+                "postconf(5)",
+                "dovecot-lda(1)",
             ],
         },
         Program {

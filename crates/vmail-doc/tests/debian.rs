@@ -48,7 +48,7 @@ fn every_program_and_unit_is_installed() {
         );
         // Daemons in sbin as the units' ExecStart= says, tools in bin.
         let line = install.lines().find(|l| l.starts_with(&bin)).unwrap();
-        let daemon = ["vmail-lookupd", "vmail-authd"].contains(&name.as_str());
+        let daemon = ["vmail-lookupd", "vmail-authd", "vmail-lmtpd"].contains(&name.as_str());
         let dir = if daemon { "usr/sbin" } else { "usr/bin" };
         assert!(line.ends_with(dir), "{line}: expected {dir}");
     }

@@ -49,8 +49,8 @@ fn page_of(written: &Written, name: &str) -> PathBuf {
 #[test]
 fn man_renders_every_page_without_warnings() {
     let (_dir, written) = generate();
-    // Five programs and vmail.toml(5).
-    assert_eq!(written.pages.len(), 6, "{:?}", written.pages);
+    // Six programs and vmail.toml(5).
+    assert_eq!(written.pages.len(), 7, "{:?}", written.pages);
     for page in &written.pages {
         // The page alone decides: no options or pagers from the environment, and no
         // seccomp sandbox (some container runtimes kill groff under it).

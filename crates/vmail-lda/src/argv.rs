@@ -13,17 +13,7 @@ use crate::Args;
 
 /// `Some` only for argument vectors whose meaning is plain; `None` means "ask clap".
 pub(crate) fn parse(argv: &[OsString]) -> Option<Args> {
-    let mut args = Args {
-        recipient: None,
-        sender: None,
-        original_recipient: None,
-        folder: None,
-        config: None,
-        dovecot_config: None,
-        dovecot_option: Vec::new(),
-        dovecot_e: false,
-        dovecot_k: false,
-    };
+    let mut args = Args::default();
     let mut it = argv.iter().skip(1);
     while let Some(opt) = it.next() {
         match opt.to_str()? {

@@ -36,7 +36,7 @@ pub use outcome::Outcome;
 /// The options dovecot-lda users already have in master.cf; the ones that only make sense
 /// for Dovecot's own configuration are accepted and ignored, so switching needs only a new
 /// path in `argv=`.
-#[derive(Parser, Debug, PartialEq)]
+#[derive(Parser, Debug, PartialEq, Default)]
 #[command(
     name = "vmail-lda",
     version,
@@ -227,12 +227,8 @@ fn deliver(
     fallback: Fallback,
 ) -> Outcome {
     let lda = &config.lda;
-    let max_size = (lda.max_message_size > 0).then_some(lda.max_message_size);
-    let hostname = if lda.hostname.is_empty() {
-        vmail_maildir::system_hostname()
-    } else {
-        lda.hostname.clone()
-    };
+    let max_size = max_size(lda);
+    let hostname = hostname(lda);
     // With lookupd, the question goes out first and the message is written and fsynced
     // while lookupd answers (see `Taken::stage`); otherwise, or where that cannot be done,
     // the answer comes first and the message is read and written after it.
@@ -269,6 +265,51 @@ fn deliver(
         Ok(rec) => rec,
         Err(outcome) => return outcome,
     };
+    deliver_to(config, args, recipient, user, early, input)
+}
+
+/// Delivers the message on `input` to `recipient`, whose record the caller has already
+/// found (vmail-lmtpd, at RCPT time), with every rule of vmail-lda's own deliveries: a
+/// disabled mailbox, the record's check, the loop check, `Return-Path:` and
+/// `Delivered-To:`, quota, the Sieve hand-off. `input` is the message with LF line ends,
+/// as pipe(8) gives it.
+pub fn deliver_record(
+    config: &Config,
+    args: &Args,
+    recipient: &str,
+    user: RecipientRecord,
+    input: &mut dyn Read,
+) -> Outcome {
+    deliver_to(config, args, recipient, user, None, input)
+}
+
+/// `[lda] max_message_size` as an optional limit.
+fn max_size(lda: &vmail_config::LdaConfig) -> Option<u64> {
+    (lda.max_message_size > 0).then_some(lda.max_message_size)
+}
+
+/// `[lda] hostname`, or the system's.
+fn hostname(lda: &vmail_config::LdaConfig) -> String {
+    if lda.hostname.is_empty() {
+        vmail_maildir::system_hostname()
+    } else {
+        lda.hostname.clone()
+    }
+}
+
+/// The delivery once the recipient is known; `early` is what [`Taken::stage`] did while
+/// lookupd answered, if anything.
+fn deliver_to(
+    config: &Config,
+    args: &Args,
+    recipient: &str,
+    user: RecipientRecord,
+    early: Option<Taken>,
+    input: &mut dyn Read,
+) -> Outcome {
+    let lda = &config.lda;
+    let max_size = max_size(lda);
+    let hostname = hostname(lda);
     let ext = user.ext.clone();
     if !user.active {
         return Outcome::Disabled(recipient.to_string());

@@ -1,4 +1,4 @@
-//! vmail-lookupd and vmail-authd in-process: bound from a [`Loaded`] configuration on a
+//! vmail-lookupd, vmail-authd and vmail-lmtpd in-process: bound from a [`Loaded`] configuration on a
 //! thread of their own, on the runtime their `main` builds, and stopped (their `run` future
 //! told to return, the thread joined) when dropped. Every test and the bench start the
 //! daemons here, so a change of `bind`/`run` is adapted in this one place.
@@ -54,16 +54,26 @@ pub struct LookupdHandle {
 
 /// Runs lookupd with `loaded` on the runtime vmail-lookupd builds (`[lookupd] threads`).
 pub fn lookupd(loaded: Loaded) -> Result<InProcess<LookupdHandle>, StartError> {
+    daemon(loaded, |d: &Lookupd| LookupdHandle {
+        endpoints: d.endpoints(),
+        service: d.service(),
+    })
+}
+
+/// Runs the daemon `D` with `loaded` on the runtime its `main` builds (`D::threads`);
+/// `handle` takes what the test needs from it once it is bound.
+fn daemon<D, T>(loaded: Loaded, handle: fn(&D) -> T) -> Result<InProcess<T>, StartError>
+where
+    D: vmail_daemon::Daemon + 'static,
+    T: Send + 'static,
+{
+    let threads = D::threads(&loaded.config);
     spawn(
-        move || vmail_daemon::runtime(loaded.config.lookupd.threads),
+        move || vmail_daemon::runtime(threads),
         move |ready, stop| async move {
-            match Lookupd::bind(&loaded).await {
+            match D::bind(&loaded).await {
                 Ok(d) => {
-                    let handle = LookupdHandle {
-                        endpoints: d.endpoints(),
-                        service: d.service(),
-                    };
-                    let _ = ready.send(Ok(handle));
+                    let _ = ready.send(Ok(handle(&d)));
                     let _ = d.run(stop).await;
                 }
                 Err(e) => {
@@ -72,6 +82,21 @@ pub fn lookupd(loaded: Loaded) -> Result<InProcess<LookupdHandle>, StartError> {
             }
         },
     )
+}
+
+/// What a bound lmtpd hands out.
+pub struct LmtpdHandle {
+    /// Its listeners as configured (see `Lmtpd::endpoints`).
+    pub endpoints: Vec<String>,
+    pub service: Arc<vmail_lmtpd::Service>,
+}
+
+/// Runs lmtpd with `loaded` on the runtime vmail-lmtpd builds (`[lmtpd] threads`).
+pub fn lmtpd(loaded: Loaded) -> Result<InProcess<LmtpdHandle>, StartError> {
+    daemon(loaded, |d: &vmail_lmtpd::Lmtpd| LmtpdHandle {
+        endpoints: d.endpoints(),
+        service: d.service(),
+    })
 }
 
 /// Runs authd with `loaded` on the runtime vmail-authd builds (multi-threaded, one worker per

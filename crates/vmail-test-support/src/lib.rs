@@ -427,6 +427,26 @@ pub fn sqlite_config() -> (tempfile::TempDir, Config) {
     (dir, c)
 }
 
+/// Creates the directory `config` describes (a fresh one) with the domain example.org and
+/// `users`: (address, quota in bytes, active). Password `{PLAIN}x`.
+pub fn example_org(config: &Config, users: &[(&str, Option<u64>, bool)]) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let d = vmail_directory::Directory::open(config)
+            .await
+            .expect("open directory");
+        d.init(false).await.expect("init");
+        d.add_domain("example.org").await.expect("add domain");
+        for &(user, quota, active) in users {
+            d.add_user(user, "{PLAIN}x", quota).await.expect("add user");
+            if !active {
+                d.set_active(user, false).await.expect("disable user");
+            }
+        }
+        d.close().await;
+    });
+}
+
 /// Starts `program args...` the way systemd starts a socket-activated service: the given
 /// listening sockets as file descriptors 3, 4, ... and `LISTEN_FDS`/`LISTEN_PID` set (the
 /// pid is the program's own: a shell sets it and then execs the program).

@@ -19,7 +19,8 @@ use super::{Mailbox, Reply, Status};
 pub struct Config {
     /// Our name, in the greeting and the LHLO reply.
     pub hostname: String,
-    /// Largest message accepted, in bytes (advertised as `SIZE`).
+    /// Largest message accepted, in bytes (advertised as `SIZE`); `u64::MAX` for no
+    /// limit, advertised as `SIZE 0` (RFC 1870 4: zero means no fixed maximum).
     pub max_size: u64,
     /// Most recipients per transaction; more get 452 4.5.3 and Postfix sends them in
     /// the next transaction (RFC 5321 4.5.3.1.8 asks servers to take at least 100).
@@ -311,7 +312,11 @@ impl Session {
     /// The LHLO reply: our name, then one capability per line (see the module
     /// documentation for why these).
     fn capabilities(&self) -> Reply {
-        let size = format!("SIZE {}", self.config.max_size);
+        // Postfix reads the number into a signed off_t: u64::MAX would not fit.
+        let size = match self.config.max_size {
+            u64::MAX => "SIZE 0".to_string(),
+            n => format!("SIZE {n}"),
+        };
         Reply::multi(
             250,
             None,

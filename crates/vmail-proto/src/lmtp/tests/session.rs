@@ -294,3 +294,19 @@ fn missing_and_extra_data_verdicts_still_give_one_reply_per_recipient() {
     let replies = data_replies(&mut s, transaction, three);
     assert_eq!(replies, [Reply::ok("1"), Reply::ok("2")]);
 }
+
+/// No limit (vmail-lmtpd's `max_message_size = 0`) is advertised as RFC 1870's `SIZE 0`,
+/// not as a number Postfix's signed size cannot hold; any SIZE= is then accepted.
+#[test]
+fn no_size_limit_is_advertised_as_size_0() {
+    let cfg = Config {
+        max_size: u64::MAX,
+        ..config()
+    };
+    let t = run(
+        &[b"LHLO x\r\nMAIL FROM:<s@example.org> SIZE=99999999999\r\n"],
+        cfg,
+    );
+    assert!(t.wire.contains("250-SIZE 0\r\n"), "{}", t.wire);
+    assert!(t.wire.ends_with("250 2.1.0 Ok\r\n"), "{}", t.wire);
+}

@@ -1,0 +1,138 @@
+//! The one spooled copy of a message: written as it is decoded, read once per recipient,
+//! removed when the transaction ends however it ends (delivered, refused, the client gone,
+//! a deadline, a panic in the connection's task).
+//!
+//! The spool file is not fsynced. Nothing ever reads it after a crash: a recipient's 250 is
+//! sent only once that recipient's own Maildir copy is fsynced, and a crash before that
+//! leaves Postfix with no reply, so it retries the whole message. An fsync here would cost
+//! a disk flush per message and protect nothing.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Spool files made by this process, so that names never repeat within it.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A spool file being written or read; removed on drop.
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    file: File,
+    size: u64,
+}
+
+impl Spool {
+    /// Creates a new file in `dir` (created if missing), refusing to reuse any existing
+    /// name (O_EXCL), readable by us only.
+    pub fn create(dir: &Path) -> io::Result<Spool> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{}.{n}", std::process::id()));
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                open()?
+            }
+            r => r?,
+        };
+        Ok(Spool {
+            path,
+            file,
+            size: 0,
+        })
+    }
+
+    /// Appends decoded message bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The message from its start, for one recipient's delivery (a file of its own, so
+    /// that deliveries never share a read position).
+    pub fn reader(&self) -> io::Result<File> {
+        File::open(&self.path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove spool file");
+        }
+    }
+}
+
+/// Removes what a previous run left in `dir` (a crash, a kill -9): those transactions were
+/// never answered, so Postfix has retried them. Only names this module makes are touched.
+pub fn clean(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let ours = name.to_str().is_some_and(|n| {
+            n.split_once('.').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().all(|c| c.is_ascii_digit())
+                    && b.bytes().all(|c| c.is_ascii_digit())
+            })
+        });
+        if ours {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn written_read_and_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("lmtp");
+        let mut s = Spool::create(&spool_dir).unwrap();
+        s.write(b"Subject: x\n\nbody\n").unwrap();
+        assert_eq!(s.size(), 17);
+        let mut text = String::new();
+        s.reader().unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "Subject: x\n\nbody\n");
+        let path = s.path().to_path_buf();
+        drop(s);
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(&spool_dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn clean_removes_only_spool_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("123.4"), "x").unwrap();
+        std::fs::write(dir.path().join("keep.me"), "x").unwrap();
+        clean(dir.path());
+        assert!(!dir.path().join("123.4").exists());
+        assert!(dir.path().join("keep.me").exists());
+    }
+}

@@ -1,0 +1,326 @@
+//! vmail-lmtpd in-process with an in-process client over its UNIX socket: a pipelined
+//! session with mixed verdicts, a database outage at RCPT, a client stalled mid-DATA, and
+//! a message over the size limit (issue 19 item 2).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vmail_config::{Loaded, Source};
+use vmail_test_support::daemon::{InProcess, LmtpdHandle};
+
+/// An SQLite directory with alice, a disabled user and a user with a 10-byte quota, and
+/// lmtpd serving it on a socket in the same temp dir.
+struct Server {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    _running: InProcess<LmtpdHandle>,
+}
+
+impl Server {
+    /// `lmtpd_keys` go under `[lmtpd]`; `database` replaces the SQLite `[database]`.
+    fn start(lmtpd_keys: &str, database: Option<&str>) -> Server {
+        Server::start_with(lmtpd_keys, database, "")
+    }
+
+    /// `sections` (whole sections, e.g. `[lda]` lines) end the configuration.
+    fn start_with(lmtpd_keys: &str, database: Option<&str>, sections: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().display().to_string();
+        let sqlite = format!("[database]\nsqlite_path = \"{base}/v.db\"\n");
+        let mailbox =
+            format!("[mailbox]\nhome = \"{base}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n");
+        let setup = vmail_config::parse(&format!("{sqlite}{mailbox}"), Path::new("x")).unwrap();
+        vmail_test_support::example_org(
+            &setup,
+            &[
+                ("alice@example.org", None, true),
+                ("off@example.org", None, false),
+                ("full@example.org", Some(10), true),
+                ("bob@example.org", None, true),
+            ],
+        );
+        let socket = dir.path().join("lmtp");
+        let text = format!(
+            "{}{mailbox}[lmtpd]\nlisten = [\"unix:{}\"]\nsocket_group = \"\"\nuser = \"\"\nspool = \"{base}/spool\"\npid_file = \"{base}/lmtpd.pid\"\n{lmtpd_keys}{sections}",
+            database.unwrap_or(&sqlite),
+            socket.display(),
+        );
+        let config = vmail_config::parse(&text, &dir.path().join("v.toml")).unwrap();
+        let loaded = Loaded {
+            config,
+            source: Source::Builtin,
+        };
+        let running = vmail_test_support::daemon::lmtpd(loaded).expect("start lmtpd");
+        Server {
+            dir,
+            socket,
+            _running: running,
+        }
+    }
+
+    fn connect(&self) -> Client {
+        let s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = Client {
+            s,
+            pending: Vec::new(),
+        };
+        assert!(c.reply().starts_with("220 "));
+        c
+    }
+
+    fn inbox(&self, user: &str) -> Vec<PathBuf> {
+        let new = self
+            .dir
+            .path()
+            .join(format!("vmail/example.org/{user}/Maildir/new"));
+        std::fs::read_dir(new)
+            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    }
+
+    fn spool_files(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("spool")).map_or(0, |r| r.count())
+    }
+}
+
+struct Client {
+    s: UnixStream,
+    pending: Vec<u8>,
+}
+
+impl Client {
+    fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    /// One whole reply (its lines joined by '\n'), or "" at EOF.
+    fn reply(&mut self) -> String {
+        let mut lines = Vec::new();
+        loop {
+            while let Some(lf) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=lf).collect();
+                let line = String::from_utf8(line).unwrap();
+                let line = line.trim_end().to_string();
+                let last = line.as_bytes().get(3) != Some(&b'-');
+                lines.push(line);
+                if last {
+                    return lines.join("\n");
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return lines.join("\n"),
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("read: {e} (so far: {lines:?})"),
+            }
+        }
+    }
+
+    fn replies(&mut self, n: usize) -> Vec<String> {
+        (0..n).map(|_| self.reply()).collect()
+    }
+}
+
+const MSG: &[u8] = b"From: bob@remote.test\r\nSubject: hi\r\n\r\nHello.\r\n..dot\r\n.\r\n";
+
+fn starts(replies: &[String], want: &[&str]) {
+    assert_eq!(replies.len(), want.len(), "{replies:?}");
+    for (r, w) in replies.iter().zip(want) {
+        assert!(
+            r.starts_with(w),
+            "{r:?} should start with {w:?} (all: {replies:?})"
+        );
+    }
+}
+
+/// One pipelined transaction: delivered, unknown, disabled and over quota in one message,
+/// one reply per accepted recipient in RCPT order, the delivered copy with vmail-lda's
+/// headers and LF line ends, and no spool file left.
+#[test]
+fn pipelined_session_with_mixed_verdicts() {
+    let srv = Server::start("", None);
+    let mut c = srv.connect();
+    c.send(b"LHLO postfix.test\r\n");
+    let lhlo = c.reply();
+    assert!(
+        lhlo.contains("PIPELINING") && lhlo.contains("ENHANCEDSTATUSCODES"),
+        "{lhlo}"
+    );
+    c.send(
+        b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<nobody@example.org>\r\nRCPT TO:<off@example.org>\r\nRCPT TO:<full@example.org>\r\nDATA\r\n",
+    );
+    starts(
+        &c.replies(6),
+        &[
+            "250 2.1.0",
+            "250 2.1.5",
+            "550 5.1.1 <nobody@example.org>",
+            "550 5.2.1",
+            "250 2.1.5",
+            "354",
+        ],
+    );
+    c.send(MSG);
+    starts(
+        &c.replies(2),
+        &["250 2.0.0", "552 5.2.2 <full@example.org>"],
+    );
+    let inbox = srv.inbox("alice");
+    assert_eq!(inbox.len(), 1);
+    let text = std::fs::read_to_string(&inbox[0]).unwrap();
+    assert_eq!(
+        text,
+        "Return-Path: <bob@remote.test>\nDelivered-To: alice@example.org\nFrom: bob@remote.test\nSubject: hi\n\nHello.\n.dot\n"
+    );
+    assert!(srv.inbox("full").is_empty());
+    assert_eq!(srv.spool_files(), 0);
+    // The connection goes on: a second message, then QUIT.
+    c.send(b"MAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+    starts(&c.replies(3), &["250", "250", "354"]);
+    c.send(MSG);
+    starts(&c.replies(1), &["250 2.0.0"]);
+    assert_eq!(srv.inbox("alice").len(), 2);
+    c.send(b"QUIT\r\n");
+    starts(&c.replies(1), &["221"]);
+    assert_eq!(srv.spool_files(), 0);
+}
+
+/// The database unreachable: RCPT is deferred (451 4.3.0), never refused with a 5xx.
+#[test]
+fn a_database_outage_defers_at_rcpt() {
+    let port = vmail_test_support::free_port();
+    let db = format!(
+        "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{port}\"]\nconnect_timeout_ms = 300\nquery_timeout_ms = 1000\n"
+    );
+    let srv = Server::start("", Some(&db));
+    let mut c = srv.connect();
+    c.send(b"LHLO postfix.test\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<nobody@example.org>\r\n");
+    starts(
+        &c.replies(4),
+        &["250", "250 2.1.0", "451 4.3.0", "451 4.3.0"],
+    );
+}
+
+/// A client that stops mid-DATA is closed at request_read_timeout_ms; nothing reaches
+/// new/ and the spool file goes.
+#[test]
+fn a_client_stalled_mid_data_is_closed_and_nothing_is_delivered() {
+    let srv = Server::start("request_read_timeout_ms = 400\n", None);
+    let mut c = srv.connect();
+    c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+    starts(&c.replies(4), &["250", "250", "250", "354"]);
+    c.send(b"Subject: half\r\n\r\nthe first half\r\n");
+    let t = Instant::now();
+    assert!(
+        vmail_test_support::wait_until(Duration::from_secs(2), || srv.spool_files() == 1),
+        "the message is being spooled"
+    );
+    // The server closes: EOF, no reply.
+    assert_eq!(c.reply(), "");
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(srv.inbox("alice").is_empty());
+    assert!(
+        vmail_test_support::wait_until(Duration::from_secs(2), || srv.spool_files() == 0),
+        "spool file left"
+    );
+    let tmp = srv.dir.path().join("vmail/example.org/alice/Maildir/tmp");
+    assert_eq!(std::fs::read_dir(tmp).map_or(0, |r| r.count()), 0);
+}
+
+/// Over max_message_size: 552 5.3.4 for each recipient after the terminator, nothing
+/// delivered, and the session goes on.
+#[test]
+fn a_message_over_the_limit_is_refused_and_the_session_continues() {
+    let srv = Server::start("max_message_size = 1000\n", None);
+    let mut c = srv.connect();
+    c.send(b"LHLO t\r\n");
+    let lhlo = c.reply();
+    assert!(lhlo.contains("SIZE 1000"), "{lhlo}");
+    c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+    starts(&c.replies(3), &["250", "250", "354"]);
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    for _ in 0..40 {
+        big.extend_from_slice(b"0123456789012345678901234567890123456789012345678\r\n");
+    }
+    big.extend_from_slice(b".\r\n");
+    c.send(&big);
+    starts(&c.replies(1), &["552 5.3.4"]);
+    assert!(srv.inbox("alice").is_empty());
+    assert_eq!(srv.spool_files(), 0);
+    c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+    starts(&c.replies(3), &["250", "250", "354"]);
+    c.send(MSG);
+    starts(&c.replies(1), &["250 2.0.0"]);
+    assert_eq!(srv.inbox("alice").len(), 1);
+}
+
+/// Issue 19: a recipient with an active Sieve script gets the message through Dovecot's LDA
+/// (a stand-in recording its argv and stdin, exiting as told) with the envelope and vmail's
+/// trace fields; its exit status is that recipient's reply; the others are written by vmail.
+#[test]
+fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
+    let fake_dir = tempfile::tempdir().unwrap();
+    let fake = fake_dir.path().join("dovecot-lda");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/argv\"\ncat > \"$d/stdin\"\n\
+         exit \"$(cat \"$d/status\" 2>/dev/null || echo 0)\"\n",
+    )
+    .unwrap();
+    vmail_test_support::set_mode(&fake, 0o755);
+    let srv = Server::start_with(
+        "",
+        None,
+        &format!("[lda]\ndovecot_lda = \"{}\"\n", fake.display()),
+    );
+    let home = srv.dir.path().join("vmail/example.org/alice");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join(".dovecot.sieve"), "keep;\n").unwrap();
+    let mut c = srv.connect();
+    c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+    starts(&c.replies(5), &["250", "250", "250", "250", "354"]);
+    c.send(MSG);
+    starts(&c.replies(2), &["250 2.0.0", "250 2.0.0"]);
+    let argv = std::fs::read_to_string(fake_dir.path().join("argv")).unwrap();
+    let argv: Vec<&str> = argv.lines().collect();
+    for pair in [["-d", "alice@example.org"], ["-f", "bob@remote.test"]] {
+        assert!(
+            argv.windows(2).any(|w| w == pair),
+            "{pair:?} not in {argv:?}"
+        );
+    }
+    let stdin = std::fs::read_to_string(fake_dir.path().join("stdin")).unwrap();
+    assert!(
+        stdin.starts_with("Return-Path: <bob@remote.test>\nDelivered-To: alice@example.org\nFrom: bob@remote.test\n"),
+        "{stdin}"
+    );
+    assert!(stdin.ends_with("\nHello.\n.dot\n"), "{stdin}");
+    assert!(
+        srv.inbox("alice").is_empty(),
+        "vmail wrote a Sieve user's copy itself"
+    );
+    assert_eq!(srv.inbox("bob").len(), 1);
+    // Dovecot's LDA failing defers that recipient only, its refusal bounces it, and a user
+    // it does not know (its userdb disagrees with ours) is vmail-lda's 4.3.5, never a bounce.
+    for (status, want) in [
+        ("75", "451 4.3.0"),
+        ("77", "554 5.3.0"),
+        ("67", "451 4.3.5"),
+    ] {
+        std::fs::write(fake_dir.path().join("status"), status).unwrap();
+        c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+        starts(&c.replies(4), &["250", "250", "250", "354"]);
+        c.send(MSG);
+        starts(&c.replies(2), &[want, "250 2.0.0"]);
+    }
+    assert_eq!(srv.inbox("bob").len(), 4);
+    assert_eq!(srv.spool_files(), 0);
+}
