@@ -264,14 +264,23 @@ impl Handler {
             let mut outcomes = Vec::with_capacity(jobs.len());
             for (recipient, record) in jobs {
                 let args = lda_args(&recipient, &sender);
-                let outcome = match spool.reader() {
-                    Ok(mut file) => {
-                        vmail_lda::deliver_record(&config, &args, &recipient, record, &mut file)
-                    }
-                    Err(e) => {
-                        vmail_lda::Outcome::LocalTrouble(format!("reading the spool file: {e}"))
-                    }
-                };
+                // A panic in one recipient's delivery is that recipient's temporary failure
+                // only: answering 451 for all would make Postfix deliver again to those
+                // already written and fsynced.
+                let delivered =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        match spool.reader() {
+                            Ok(mut file) => vmail_lda::deliver_record(
+                                &config, &args, &recipient, record, &mut file,
+                            ),
+                            Err(e) => vmail_lda::Outcome::LocalTrouble(format!(
+                                "reading the spool file: {e}"
+                            )),
+                        }
+                    }));
+                let outcome = delivered.unwrap_or_else(|_| {
+                    vmail_lda::Outcome::LocalTrouble("internal error (a panic); will retry".into())
+                });
                 tracing::info!(recipient, outcome = ?outcome, size = spool.size(), "delivery");
                 outcomes.push(outcome);
             }

@@ -31,8 +31,11 @@ pub fn rcpt(address: &str, lookup: Lookup) -> (Reply, Option<RecipientRecord>) {
             Reply::unknown_user(&format!("<{address}>: user unknown")),
             None,
         ),
-        Lookup::Temporary(why) => (
-            Reply::temporary_failure(&format!("directory lookup failed, will retry: {why}")),
+        // Not the error's text: the reply reaches Postfix's log and, once the queue lifetime
+        // ends, DSNs to outside senders; the database's host, port or message are for the
+        // daemon's own log (where `Service::lookup` writes them).
+        Lookup::Temporary(_) => (
+            Reply::temporary_failure("directory lookup failed, will retry"),
             None,
         ),
     }
@@ -136,8 +139,16 @@ mod tests {
     /// Never a 5xx for an outage; a disabled mailbox is refused at RCPT.
     #[test]
     fn rcpt_verdicts() {
-        let (r, rec) = rcpt("a@b", Lookup::Temporary("connection refused".into()));
+        let (r, rec) = rcpt(
+            "a@b",
+            Lookup::Temporary("127.0.0.1:3306: connection refused".into()),
+        );
         assert!(wire(&r).starts_with("451 4.3.0 "), "{}", wire(&r));
+        assert!(
+            !wire(&r).contains("3306"),
+            "internals in the reply: {}",
+            wire(&r)
+        );
         assert!(rec.is_none());
         let (r, _) = rcpt("a@b", Lookup::Unknown);
         assert!(wire(&r).starts_with("550 5.1.1 <a@b>"), "{}", wire(&r));

@@ -291,7 +291,7 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
         (
             "user = \"vmail\"".into(),
             format!("user = \"{}\"", p.user.name),
-            2,
+            3, // [lookupd], [authd], [lmtpd]
         ),
         // lookupd's socket for the LDA ([lookupd] lda and [lda] lookupd), beside the dict's.
         (
@@ -339,7 +339,7 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
         (
             "socket_group = \"postfix\"".to_string(),
             format!("socket_group = \"{}\"", p.postfix_group),
-            2, // [lookupd] socket_group and [authd] auth_socket_group
+            3, // [lookupd] socket_group, [authd] auth_socket_group, [lmtpd] socket_group
         ),
         (
             "dict_socket_group = \"dovecot\"".into(),
