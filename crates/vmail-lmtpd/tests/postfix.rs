@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmail_config::{Loaded, Source};
-use vmail_test_support::postfix::PostfixBuilder;
+use vmail_test_support::postfix::{PostfixBuilder, PrivatePostfix};
 use vmail_test_support::wait_until;
 
 fn new_files(maildir: &Path) -> Vec<PathBuf> {
@@ -28,26 +28,41 @@ fn about(log: &str, rcpt: &str) -> Vec<String> {
         .collect()
 }
 
+/// A private Postfix that delivers example.org through lmtpd's socket in its queue
+/// directory, with `extra` main.cf lines.
+fn postfix_for_lmtpd(test: &str, extra: &[&str]) -> Option<PrivatePostfix> {
+    let mut b = PostfixBuilder::new()
+        .main("virtual_mailbox_domains = example.org")
+        .main("virtual_mailbox_maps = static:accept")
+        .main("virtual_transport = lmtp:unix:private/vmail-lmtp");
+    for line in extra {
+        b = b.main(line);
+    }
+    b.start(test)
+}
+
+/// The `[mailbox]` and `[lmtpd]` sections of a test configuration: Maildirs, spool and pid
+/// file under `base`, lmtpd on `socket`, run as whoever runs the test.
+fn mailbox_and_lmtpd(base: &str, socket: &Path) -> String {
+    format!(
+        "[mailbox]\nhome = \"{base}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n\
+         [lmtpd]\nlisten = [\"unix:{}\"]\nuser = \"\"\n\
+         spool = \"{base}/spool\"\npid_file = \"{base}/lmtpd.pid\"\n",
+        socket.display()
+    )
+}
+
 #[test]
 fn postfix_lmtp_client_gets_one_verdict_per_recipient() {
     let test = "postfix_lmtp_client_gets_one_verdict_per_recipient";
-    let Some(pf) = PostfixBuilder::new()
-        .main("virtual_mailbox_domains = example.org")
-        .main("virtual_mailbox_maps = static:accept")
-        .main("virtual_transport = lmtp:unix:private/vmail-lmtp")
-        .start(test)
-    else {
+    let Some(pf) = postfix_for_lmtpd(test, &[]) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().display().to_string();
     let text = format!(
-        "[database]\nsqlite_path = \"{base}/v.db\"\n\
-         [mailbox]\nhome = \"{base}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n\
-         [lda]\nover_quota = \"defer\"\n\
-         [lmtpd]\nlisten = [\"unix:{}/queue/private/vmail-lmtp\"]\nuser = \"\"\n\
-         spool = \"{base}/spool\"\npid_file = \"{base}/lmtpd.pid\"\n",
-        pf.dir.real().display()
+        "[database]\nsqlite_path = \"{base}/v.db\"\n[lda]\nover_quota = \"defer\"\n{}",
+        mailbox_and_lmtpd(&base, &pf.dir.real().join("queue/private/vmail-lmtp"))
     );
     let config = vmail_config::parse(&text, &tmp.path().join("v.toml")).unwrap();
     vmail_test_support::example_org(
@@ -164,24 +179,15 @@ fn spawn_lmtpd(config: &Path, socket: &Path, log: &Path) -> Running {
 #[test]
 fn lmtpd_killed_mid_data_means_a_retry_and_no_partial_file() {
     let test = "lmtpd_killed_mid_data_means_a_retry_and_no_partial_file";
-    let Some(pf) = PostfixBuilder::new()
-        .main("virtual_mailbox_domains = example.org")
-        .main("virtual_mailbox_maps = static:accept")
-        .main("virtual_transport = lmtp:unix:private/vmail-lmtp")
-        .main("message_size_limit = 0")
-        .start(test)
-    else {
+    let Some(pf) = postfix_for_lmtpd(test, &["message_size_limit = 0"]) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().display().to_string();
     let socket = pf.dir.real().join("queue/private/vmail-lmtp");
     let text = format!(
-        "[database]\nsqlite_path = \"{base}/v.db\"\n\
-         [mailbox]\nhome = \"{base}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n\
-         [lmtpd]\nlisten = [\"unix:{}\"]\nuser = \"\"\n\
-         spool = \"{base}/spool\"\npid_file = \"{base}/lmtpd.pid\"\n",
-        socket.display()
+        "[database]\nsqlite_path = \"{base}/v.db\"\n{}",
+        mailbox_and_lmtpd(&base, &socket)
     );
     let cfg = tmp.path().join("vmail.toml");
     std::fs::write(&cfg, &text).unwrap();
@@ -277,24 +283,16 @@ fn a_database_killed_during_a_burst_defers_and_loses_nothing() {
     let Some(mut db) = vmail_test_support::PrivateMariaDb::start(test) else {
         return;
     };
-    let Some(pf) = PostfixBuilder::new()
-        .main("virtual_mailbox_domains = example.org")
-        .main("virtual_mailbox_maps = static:accept")
-        .main("virtual_transport = lmtp:unix:private/vmail-lmtp")
-        .start(test)
-    else {
+    let Some(pf) = postfix_for_lmtpd(test, &[]) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().display().to_string();
     let text = format!(
         "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\nuser = \"root\"\ndbname = \"mail\"\n\
-         connect_timeout_ms = 500\nquery_timeout_ms = 2000\n\
-         [mailbox]\nhome = \"{base}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n\
-         [lmtpd]\nlisten = [\"unix:{}/queue/private/vmail-lmtp\"]\nuser = \"\"\n\
-         spool = \"{base}/spool\"\npid_file = \"{base}/lmtpd.pid\"\n",
+         connect_timeout_ms = 500\nquery_timeout_ms = 2000\n{}",
         db.port,
-        pf.dir.real().display()
+        mailbox_and_lmtpd(&base, &pf.dir.real().join("queue/private/vmail-lmtp"))
     );
     let config = vmail_config::parse(&text, &tmp.path().join("v.toml")).unwrap();
     vmail_test_support::example_org(&config, &[("alice@example.org", None, true)]);
