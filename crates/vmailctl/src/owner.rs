@@ -44,7 +44,7 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
 
 /// fchown on a descriptor opened without following a link: the directory belongs to the
 /// mail user, who could otherwise swap the file for a link to /etc/shadow between a check
-/// and a chown by path. Only a plain file root owns is given away.
+/// and a chown by path. Only a plain file root owns, with no other name, is given away.
 fn give(path: &Path, uid: u32, gid: u32) -> Result<bool> {
     let file = match std::fs::OpenOptions::new()
         .read(true)
@@ -58,7 +58,9 @@ fn give(path: &Path, uid: u32, gid: u32) -> Result<bool> {
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
     let meta = file.metadata()?;
-    if !meta.file_type().is_file() || meta.uid() != 0 {
+    // One name only, as vmail-daemon's pid file insists: a hard link to a root file
+    // elsewhere (fs.protected_hardlinks off) must not be given away through this name.
+    if !meta.file_type().is_file() || meta.uid() != 0 || meta.nlink() != 1 {
         return Ok(false);
     }
     std::os::unix::fs::fchown(&file, Some(uid), Some(gid))

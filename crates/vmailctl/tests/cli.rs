@@ -559,6 +559,21 @@ fn init_as_root_gives_the_sqlite_file_to_the_daemons_user() {
     let said = ok(&cfg, &["init"], "");
     assert!(!said.contains("gave"), "{said}");
     assert_eq!(std::fs::metadata(&target).unwrap().uid(), 0);
+    // Nor a hard link: the file has another name, root's.
+    let hard = d.join("hard.db");
+    std::fs::remove_file(&linked).unwrap();
+    std::fs::hard_link(&target, &hard).unwrap();
+    let cfg = write_config(
+        d,
+        &format!(
+            "[database]\nsqlite_path = \"{}\"\n[lookupd]\nuser = \"nobody\"\npid_file = \"{d}/l.pid\"\n[authd]\npid_file = \"{d}/a.pid\"\n",
+            hard.display(),
+            d = d.display()
+        ),
+    );
+    let said = ok(&cfg, &["init"], "");
+    assert!(!said.contains("gave"), "{said}");
+    assert_eq!(std::fs::metadata(&target).unwrap().uid(), 0);
 }
 
 fn nix_is_root() -> bool {
