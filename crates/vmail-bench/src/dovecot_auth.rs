@@ -12,8 +12,8 @@
 //! logins/s, Lua/SQL per release and Lua/dict on 2.3, and whether issue 16's targets hold
 //! (Lua >= SQL on both, Lua >= dict on 2.3). See docs/BENCHMARKS.md.
 
-mod root24;
-mod systems;
+pub(crate) mod root24;
+pub(crate) mod systems;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -17,9 +17,13 @@
 //! `vmail-bench dovecot-auth`: IMAP logins/s on Dovecot 2.3 and 2.4 with the SQL passdb,
 //! the dict route and the Lua route to vmail-authd (see `dovecot_auth.rs`;
 //! `bench/dovecot-auth` runs it).
+//!
+//! `vmail-bench delivery`: final delivery through pipe(8) to vmail-lda, vmail-lmtpd,
+//! Dovecot's LMTP and a discarding LMTP sink (see `delivery.rs`; `bench/delivery` runs it).
 
 mod authd;
 mod cpu;
+mod delivery;
 mod dovecot_auth;
 mod drive;
 mod host;
@@ -89,6 +93,10 @@ enum What {
     /// Lua routes to vmail-authd side by side (run as root through bench/dovecot-auth; it
     /// installs dovecot-mysql into the root when missing).
     DovecotAuth(dovecot_auth::DovecotAuthArgs),
+    /// Final delivery routes side by side: pipe(8) to vmail-lda, lmtp to vmail-lmtpd, to
+    /// Dovecot 2.3's and 2.4's LMTP, to a discarding sink; msgs/s and peak RSS (run as root
+    /// through bench/delivery).
+    Delivery(delivery::DeliveryArgs),
 }
 
 fn main() -> Result<()> {
@@ -111,6 +119,7 @@ fn main() -> Result<()> {
         What::Authd(o) => authd::run(o),
         What::Stack(a) => stack::run(a),
         What::DovecotAuth(a) => dovecot_auth::run(a),
+        What::Delivery(a) => delivery::run(a),
     }
 }
 

@@ -13,7 +13,7 @@
 //! Postfix with `texthash:` tables (in smtpd, no IPC) is shown for reference. See
 //! `stack/setup.rs` for what each system is, and docs/BENCHMARKS.md for how to read the table.
 
-mod data;
+pub(crate) mod data;
 pub(crate) mod load;
 pub(crate) mod setup;
 mod trivial_map;

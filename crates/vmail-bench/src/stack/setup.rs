@@ -104,7 +104,7 @@ fn common_postfix(rcpt_port: u16) -> PostfixBuilder {
     PostfixBuilder::new().master(&rcpt_listener(rcpt_port))
 }
 
-fn start_postfix(b: PostfixBuilder) -> Result<PrivatePostfix> {
+pub(crate) fn start_postfix(b: PostfixBuilder) -> Result<PrivatePostfix> {
     // PostfixBuilder panics with Postfix's own messages when it refuses to start.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         b.start("vmail-bench stack")

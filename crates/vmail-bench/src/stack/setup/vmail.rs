@@ -85,7 +85,7 @@ pub(crate) fn unix_paths(listeners: &[String]) -> Vec<PathBuf> {
 
 /// contrib's `main.cf.vmail` settings as `name = value` lines, continuation lines joined,
 /// with its relative `private/...` socket paths made absolute under `spool`.
-pub(super) fn contrib_main_cf(spool: &Path) -> Vec<String> {
+pub(crate) fn contrib_main_cf(spool: &Path) -> Vec<String> {
     contrib::contrib_main_cf(spool)
         .into_iter()
         .map(|(name, value)| format!("{name} = {value}"))
