@@ -4,7 +4,9 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmail_config::{Loaded, Source};
@@ -15,6 +17,8 @@ use vmail_test_support::daemon::{InProcess, LmtpdHandle};
 struct Server {
     dir: tempfile::TempDir,
     socket: PathBuf,
+    /// The configuration it runs with.
+    text: String,
     _running: InProcess<LmtpdHandle>,
 }
 
@@ -56,6 +60,7 @@ impl Server {
         Server {
             dir,
             socket,
+            text,
             _running: running,
         }
     }
@@ -323,4 +328,135 @@ fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
     }
     assert_eq!(srv.inbox("bob").len(), 4);
     assert_eq!(srv.spool_files(), 0);
+}
+
+/// Runs the vmail-lmtpd binary with the configuration `text` (written beside it) and `args`;
+/// its exit status and stderr once it exits, or `None` (killed) if it still runs after 10 s,
+/// that is, if it started serving.
+fn lmtpd_binary(dir: &Path, text: &str, args: &[&str]) -> Option<(i32, String)> {
+    let cfg = dir.join("binary.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmail-lmtpd"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = vmail_test_support::wait_until(Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    exited.then(|| {
+        (
+            out.status
+                .code()
+                .unwrap_or(-out.status.signal().unwrap_or(0)),
+            stderr,
+        )
+    })
+}
+
+/// The review of issue 19: a second lmtpd started on the same spool (a manual start beside
+/// the service, two instances configured alike) removed the first one's live spool files
+/// as a crashed run's, so the first one's message in flight was deferred. It now refuses
+/// to start (75, naming the spool), and the first one's message is delivered.
+#[test]
+fn a_second_lmtpd_on_the_same_spool_refuses_to_start_and_leaves_the_files() {
+    let srv = Server::start("", None);
+    let mut c = srv.connect();
+    c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+    starts(&c.replies(4), &["250", "250", "250", "354"]);
+    c.send(b"Subject: half\r\n\r\nthe first half\r\n");
+    assert!(
+        vmail_test_support::wait_until(Duration::from_secs(2), || srv.spool_files() == 1),
+        "the message is being spooled"
+    );
+    let base = srv.dir.path().display().to_string();
+    let second = srv
+        .text
+        .replace(&format!("{base}/lmtp\""), &format!("{base}/lmtp2\""))
+        .replace("lmtpd.pid", "lmtpd2.pid");
+    let (status, stderr) =
+        lmtpd_binary(srv.dir.path(), &second, &[]).expect("a second lmtpd serves the same spool");
+    assert_eq!(status, 75, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "spool {base}/spool is in use by another vmail-lmtpd"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        srv.spool_files(),
+        1,
+        "the running lmtpd's spool file was removed"
+    );
+    c.send(b"the second half\r\n.\r\n");
+    starts(&c.replies(1), &["250 2.0.0"]);
+    assert_eq!(srv.inbox("alice").len(), 1);
+    assert_eq!(srv.spool_files(), 0);
+}
+
+/// The review of issue 19: a Maildir base the daemon's user cannot write (a root-owned
+/// directory here; /var/vmail under the unit's ProtectSystem=strict on a real host) let it
+/// start and answer 451 to every delivery for ever. Now `--check` (as that user) and the
+/// start itself, before any mail is accepted, exit 78 naming the path and the unit's
+/// ReadWritePaths=; a spool that cannot be made is refused the same way.
+#[test]
+fn a_maildir_base_or_spool_the_user_cannot_write_stops_check_and_start_with_78() {
+    let dir = tempfile::tempdir().unwrap();
+    vmail_test_support::set_mode(dir.path(), 0o755);
+    let base = dir.path().display().to_string();
+    let (uid, gid) = (65534, 65534); // nobody
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    std::os::unix::fs::chown(&spool, Some(uid), Some(gid)).unwrap();
+    let vmail = dir.path().join("vmail");
+    std::fs::create_dir(&vmail).unwrap();
+    let mailbox =
+        format!("[mailbox]\nhome = \"{base}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n");
+    let sqlite = format!("[database]\nsqlite_path = \"{base}/v.db\"\n");
+    let setup = vmail_config::parse(&format!("{sqlite}{mailbox}"), Path::new("x")).unwrap();
+    vmail_test_support::example_org(&setup, &[("alice@example.org", None, true)]);
+    let text = |spool: &str| {
+        format!(
+            "{sqlite}{mailbox}[lmtpd]\nlisten = [\"unix:{base}/lmtp\"]\nsocket_group = \"\"\nuser = \"nobody\"\nspool = \"{spool}\"\npid_file = \"{base}/lmtpd.pid\"\n"
+        )
+    };
+    let good_spool = text(&spool.display().to_string());
+    for args in [&["--check"][..], &[]] {
+        let (status, stderr) = lmtpd_binary(dir.path(), &good_spool, args)
+            .unwrap_or_else(|| panic!("{args:?}: started with a Maildir base it cannot write"));
+        assert_eq!(status, 78, "{args:?}: {stderr}");
+        for want in [
+            format!("Maildir base {base}/vmail/ ([mailbox] home): not writable for user nobody"),
+            "ReadWritePaths=".to_string(),
+        ] {
+            assert!(stderr.contains(&want), "{args:?}: {want:?} not in {stderr}");
+        }
+    }
+    // A spool under a file: refused the same way.
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    let (status, stderr) = lmtpd_binary(
+        dir.path(),
+        &text(&format!("{base}/file/spool")),
+        &["--check"],
+    )
+    .unwrap();
+    assert_eq!(status, 78, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "[lmtpd] spool {base}/file/spool: {base}/file is not a directory"
+        )),
+        "{stderr}"
+    );
+    // The base given to the user: the check passes.
+    std::os::unix::fs::chown(&vmail, Some(uid), Some(gid)).unwrap();
+    let (status, stderr) = lmtpd_binary(dir.path(), &good_spool, &["--check"]).unwrap();
+    assert_eq!(status, 0, "{stderr}");
 }
