@@ -100,6 +100,9 @@ impl Handler {
         let mut body = Vec::with_capacity(READ_CHUNK + 1);
         let mut records: Vec<RecipientRecord> = Vec::new();
         let mut spooling = Spooling::Idle;
+        // A directory lookup of this transaction failed: the rest of its RCPTs are deferred
+        // without one (see `recipient`).
+        let mut directory_failed = false;
         // When the command line now in `buf` began (its whole deadline runs from there).
         let mut line_start: Option<Instant> = None;
         loop {
@@ -125,12 +128,9 @@ impl Handler {
                         return End::Closed;
                     }
                     Action::Recipient(mailbox) => {
-                        let address = mailbox.address();
-                        let lookup = self.svc.lookup(&address).await;
-                        let (reply, record) = verdict::rcpt(&address, lookup);
-                        if record.is_none() {
-                            Stats::count(&self.svc.stats.rcpt_refused);
-                        }
+                        let (reply, record) = self
+                            .recipient(&mailbox.address(), &mut directory_failed)
+                            .await;
                         session.rcpt_verdict(reply).encode(&mut out);
                         records.extend(record);
                     }
@@ -176,6 +176,7 @@ impl Handler {
                 // records go with it.
                 if session.transaction().is_none() {
                     records.clear();
+                    directory_failed = false;
                 }
             }
             // The input ran dry: the pipelined group's replies go out together.
@@ -210,6 +211,33 @@ impl Handler {
                 _ = shutdown.changed(), if between_commands => return End::Closed,
             }
         }
+    }
+
+    /// The verdict on one RCPT, and its record if accepted. Once a lookup of the
+    /// transaction has failed (`directory_failed`), the others are deferred at once without
+    /// one: Postfix pipelines all of a message's RCPTs in one write and reads no reply
+    /// before the last is answered, so a hung database would otherwise cost each of them
+    /// the directory's whole deadline in turn (N recipients, N deadlines) before any reply.
+    /// Postfix retries the deferred recipients later, when the next transaction tries the
+    /// directory again.
+    async fn recipient(
+        &self,
+        address: &str,
+        directory_failed: &mut bool,
+    ) -> (Reply, Option<RecipientRecord>) {
+        let lookup = if *directory_failed {
+            verdict::Lookup::Temporary(
+                "not looked up: the directory failed earlier in this transaction".into(),
+            )
+        } else {
+            self.svc.lookup(address).await
+        };
+        *directory_failed |= matches!(lookup, verdict::Lookup::Temporary(_));
+        let (reply, record) = verdict::rcpt(address, lookup);
+        if record.is_none() {
+            Stats::count(&self.svc.stats.rcpt_refused);
+        }
+        (reply, record)
     }
 
     /// Writes the pending replies within the deadline.

@@ -460,3 +460,40 @@ fn a_maildir_base_or_spool_the_user_cannot_write_stops_check_and_start_with_78()
     let (status, stderr) = lmtpd_binary(dir.path(), &good_spool, &["--check"]).unwrap();
     assert_eq!(status, 0, "{stderr}");
 }
+
+/// The review of issue 19: with a database that accepts connections and never answers,
+/// each of a transaction's pipelined RCPTs waited for the directory's whole deadline in
+/// turn before any reply went out. After the first failure the rest of the transaction's
+/// RCPTs are deferred at once: 10 recipients are answered within about one deadline.
+#[test]
+fn pipelined_rcpts_to_a_hung_directory_cost_one_deadline_not_one_each() {
+    // Connections complete in the kernel's backlog; nothing ever answers them.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hung.local_addr().unwrap().port();
+    let deadline = Duration::from_millis(600);
+    let db = format!(
+        "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{port}\"]\nconnect_timeout_ms = {ms}\nquery_timeout_ms = {ms}\n",
+        ms = deadline.as_millis()
+    );
+    let srv = Server::start("", Some(&db));
+    let mut c = srv.connect();
+    let mut batch = b"LHLO postfix.test\r\nMAIL FROM:<bob@remote.test>\r\n".to_vec();
+    for i in 0..10 {
+        batch.extend_from_slice(format!("RCPT TO:<user{i}@example.org>\r\n").as_bytes());
+    }
+    let t = Instant::now();
+    c.send(&batch);
+    let replies = c.replies(12);
+    let took = t.elapsed();
+    let mut want = vec!["250", "250 2.1.0"];
+    want.extend(["451 4.3.0"; 10]);
+    starts(&replies, &want);
+    assert!(
+        took < deadline * 3,
+        "10 pipelined RCPTs took {took:?} with a {deadline:?} directory deadline"
+    );
+    // The next transaction asks the directory again (and fails again, once).
+    c.send(b"RSET\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n");
+    starts(&c.replies(4), &["250", "250", "451 4.3.0", "451 4.3.0"]);
+    drop(hung);
+}
