@@ -30,6 +30,7 @@ use vmail_daemon::Stream;
 use vmail_directory::RecipientRecord;
 use vmail_proto::lmtp::{Action, Config as SessionConfig, Reply, Session, Transaction};
 
+use crate::inbuf::InBuf;
 use crate::service::{Service, Stats};
 use crate::spool::Spool;
 use crate::verdict;
@@ -95,7 +96,7 @@ impl Handler {
         let mut session = Session::new(s.session.clone());
         let mut out = Vec::with_capacity(512);
         session.greeting().encode(&mut out);
-        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + vmail_proto::lmtp::MAX_LINE);
+        let mut buf = InBuf::with_capacity(READ_CHUNK + vmail_proto::lmtp::MAX_LINE);
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut body = Vec::with_capacity(READ_CHUNK + 1);
         let mut records: Vec<RecipientRecord> = Vec::new();
@@ -107,9 +108,11 @@ impl Handler {
         let mut line_start: Option<Instant> = None;
         loop {
             // Answer everything complete in the buffer.
+            let mut consumed = false;
             loop {
-                let (used, action) = session.advance(&buf, &mut body);
-                buf.drain(..used);
+                let (used, action) = session.advance(buf.pending(), &mut body);
+                buf.consume(used);
+                consumed |= used > 0;
                 if !body.is_empty() {
                     if let Spooling::Writing(spool) = &mut spooling {
                         if let Err(e) = spool.write(&body) {
@@ -188,6 +191,12 @@ impl Handler {
                 return End::Closed;
             }
             let now = Instant::now();
+            // Bytes left after a consumed command begin a new line: its deadline runs from
+            // now, not from the first line of a pipelined stream (a client sending line
+            // after line, each well within the deadline, was cut off at the first line's).
+            if consumed {
+                line_start = None;
+            }
             let deadline = if in_data {
                 line_start = None;
                 now + s.read_timeout
@@ -202,7 +211,7 @@ impl Handler {
                 biased;
                 r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => match r {
                     Ok(Ok(0)) => return End::Closed,
-                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                    Ok(Ok(n)) => buf.extend(&chunk[..n]),
                     Ok(Err(e)) => return End::Io(e),
                     Err(_) => return End::Timeout,
                 },

@@ -15,6 +15,7 @@
 mod about;
 mod checks;
 mod conn;
+mod inbuf;
 pub mod service;
 pub mod spool;
 pub mod verdict;

@@ -497,3 +497,30 @@ fn pipelined_rcpts_to_a_hung_directory_cost_one_deadline_not_one_each() {
     starts(&c.replies(4), &["250", "250", "451 4.3.0", "451 4.3.0"]);
     drop(hung);
 }
+
+/// The review of issue 19: a command line's deadline ran from the first byte of the first
+/// line in the buffer, and was not reset when later lines completed, so a client whose
+/// lines arrive split across writes (the next one always begun) was cut off while it kept
+/// sending. Each line now has its own deadline; a client stalled mid-line is still closed.
+#[test]
+fn each_pipelined_line_has_its_own_deadline() {
+    let deadline = Duration::from_millis(500);
+    let srv = Server::start(
+        &format!("request_read_timeout_ms = {}\n", deadline.as_millis()),
+        None,
+    );
+    let mut c = srv.connect();
+    c.send(b"LHLO t\r\nNO");
+    starts(&c.replies(1), &["250"]);
+    // A line completed and the next begun every 0.6 deadline, for 3 deadlines.
+    for _ in 0..5 {
+        std::thread::sleep(deadline * 6 / 10);
+        c.send(b"OP\r\nNO");
+        starts(&c.replies(1), &["250 2.0.0"]);
+    }
+    // Now it stalls mid-line: closed at the deadline.
+    let t = Instant::now();
+    assert_eq!(c.reply(), "");
+    assert!(t.elapsed() >= deadline * 8 / 10, "{:?}", t.elapsed());
+    assert!(t.elapsed() < deadline * 4, "{:?}", t.elapsed());
+}
