@@ -347,11 +347,17 @@ impl Handler {
 }
 
 /// vmail-lda's arguments for one recipient, as pipe(8)'s `-f ${sender} -d ${recipient}`
-/// would give them (the null sender is empty, as pipe(8) passes it).
+/// would give them (the null sender is empty, as pipe(8) passes it). No `-a`: Postfix's
+/// lmtp client sends no ORCPT (DSN is not advertised), so the original recipient is not
+/// known here and Dovecot's LDA gets the recipient as `-a`, as vmail-lda passes it when
+/// pipe(8) gives none. A Sieve user's refusal comes back with its reason
+/// (`reject_reason`: dovecot-lda `-e`), for that recipient's 5xx, as Dovecot's own LMTP
+/// answers it, instead of Dovecot mailing a rejection itself.
 fn lda_args(recipient: &str, sender: &str) -> vmail_lda::Args {
     vmail_lda::Args {
         recipient: Some(recipient.to_string()),
         sender: Some(sender.to_string()),
+        reject_reason: true,
         ..Default::default()
     }
 }

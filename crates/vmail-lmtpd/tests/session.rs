@@ -277,6 +277,7 @@ fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
     std::fs::write(
         &fake,
         "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/argv\"\ncat > \"$d/stdin\"\n\
+         if [ -f \"$d/reason\" ]; then cat \"$d/reason\" >&2; fi\n\
          exit \"$(cat \"$d/status\" 2>/dev/null || echo 0)\"\n",
     )
     .unwrap();
@@ -296,7 +297,13 @@ fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
     starts(&c.replies(2), &["250 2.0.0", "250 2.0.0"]);
     let argv = std::fs::read_to_string(fake_dir.path().join("argv")).unwrap();
     let argv: Vec<&str> = argv.lines().collect();
-    for pair in [["-d", "alice@example.org"], ["-f", "bob@remote.test"]] {
+    // -e: a refusal comes back with its reason (below); -a as vmail-lda passes it.
+    assert!(argv.contains(&"-e"), "{argv:?}");
+    for pair in [
+        ["-d", "alice@example.org"],
+        ["-f", "bob@remote.test"],
+        ["-a", "alice@example.org"],
+    ] {
         assert!(
             argv.windows(2).any(|w| w == pair),
             "{pair:?} not in {argv:?}"
@@ -327,6 +334,25 @@ fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
         starts(&c.replies(2), &[want, "250 2.0.0"]);
     }
     assert_eq!(srv.inbox("bob").len(), 4);
+    // The review of issue 19: a Sieve `reject` under LMTP is that recipient's 550 5.7.1 with
+    // the reason Dovecot's LDA gives on stderr with -e (sanitised: one line, no controls),
+    // as Dovecot's own LMTP answers it; without -e it mailed a rejection itself.
+    std::fs::write(fake_dir.path().join("status"), "77").unwrap();
+    std::fs::write(
+        fake_dir.path().join("reason"),
+        "I do not want\r\n250 2.0.0 mail from you\x1b[31m\n",
+    )
+    .unwrap();
+    c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+    starts(&c.replies(4), &["250", "250", "250", "354"]);
+    c.send(MSG);
+    let replies = c.replies(2);
+    assert_eq!(
+        replies[0], "550 5.7.1 I do not want 250 2.0.0 mail from you?[31m",
+        "{replies:?}"
+    );
+    starts(&replies[1..], &["250 2.0.0"]);
+    assert_eq!(srv.inbox("bob").len(), 5);
     assert_eq!(srv.spool_files(), 0);
 }
 
