@@ -89,6 +89,20 @@ impl Server {
     fn spool_files(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("spool")).map_or(0, |r| r.count())
     }
+
+    /// Starts a message to alice on `c` and sends its first half; returns when that was
+    /// sent, once the spool file is there.
+    fn half_a_message(&self, c: &mut Client) -> Instant {
+        c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+        starts(&c.replies(4), &["250", "250", "250", "354"]);
+        c.send(b"Subject: half\r\n\r\nthe first half\r\n");
+        let sent = Instant::now();
+        assert!(
+            vmail_test_support::wait_until(Duration::from_secs(2), || self.spool_files() == 1),
+            "the message is being spooled"
+        );
+        sent
+    }
 }
 
 struct Client {
@@ -215,14 +229,7 @@ fn a_database_outage_defers_at_rcpt() {
 fn a_client_stalled_mid_data_is_closed_and_nothing_is_delivered() {
     let srv = Server::start("request_read_timeout_ms = 400\n", None);
     let mut c = srv.connect();
-    c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
-    starts(&c.replies(4), &["250", "250", "250", "354"]);
-    c.send(b"Subject: half\r\n\r\nthe first half\r\n");
-    let t = Instant::now();
-    assert!(
-        vmail_test_support::wait_until(Duration::from_secs(2), || srv.spool_files() == 1),
-        "the message is being spooled"
-    );
+    let t = srv.half_a_message(&mut c);
     // The server closes: EOF, no reply.
     assert_eq!(c.reply(), "");
     assert!(
@@ -396,13 +403,7 @@ fn lmtpd_binary(dir: &Path, text: &str, args: &[&str]) -> Option<(i32, String)> 
 fn a_second_lmtpd_on_the_same_spool_refuses_to_start_and_leaves_the_files() {
     let srv = Server::start("", None);
     let mut c = srv.connect();
-    c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
-    starts(&c.replies(4), &["250", "250", "250", "354"]);
-    c.send(b"Subject: half\r\n\r\nthe first half\r\n");
-    assert!(
-        vmail_test_support::wait_until(Duration::from_secs(2), || srv.spool_files() == 1),
-        "the message is being spooled"
-    );
+    srv.half_a_message(&mut c);
     let base = srv.dir.path().display().to_string();
     let second = srv
         .text
