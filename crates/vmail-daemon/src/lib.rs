@@ -19,7 +19,8 @@ pub use logging::init_logging;
 pub use pidfile::{signal_reload, PidFile, Reload};
 pub use serve::{Event, Lifecycle};
 pub use skeleton::{
-    command, main, missing_account, About, Account, Base, Daemon, Service, EX_CONFIG,
+    command, main, missing_account, About, Account, Base, Daemon, Exit, Service, EX_CONFIG,
+    EX_TEMPFAIL,
 };
 pub use write::write_all_within;
 

@@ -9,7 +9,9 @@
 //! a configuration that cannot be used, which exits with [`EX_CONFIG`] (78, sysexits(3), as
 //! doveadm and Postfix use it) so the units' `RestartPreventExitStatus=78` stops systemd from
 //! restarting a daemon that can only fail again until the admin edits the file. A usage
-//! error is clap's status 2.
+//! error is clap's status 2. A daemon that finds, once running as its user, a reason not to
+//! serve returns an [`Exit`] with its own status (vmail-lmtpd: 78 for a Maildir base it
+//! cannot write, 75 for a spool another instance holds).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,20 @@ use crate::{Lifecycle, Listener, PidFile};
 /// directory not there yet are states of the host that a restart may well find mended,
 /// which is what `Restart=on-failure` is for.
 pub const EX_CONFIG: u8 = 78;
+
+/// The exit status of a daemon that cannot start now but may on a later try (sysexits(3)
+/// EX_TEMPFAIL): the units' `Restart=on-failure` retries it, unlike [`EX_CONFIG`].
+pub const EX_TEMPFAIL: u8 = 75;
+
+/// An error that ends a daemon's start with `status` (e.g. [`EX_CONFIG`]) rather than 1:
+/// what [`Daemon::run`] returns (inside its `anyhow::Error`) when it finds, once running as
+/// its user, something systemd should or should not retry.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub status: u8,
+    pub message: String,
+}
 
 /// What `--help` and `--version` say about a daemon.
 pub struct About {
@@ -69,6 +85,13 @@ pub trait Daemon: Sized {
     /// Every user and group the configuration names that binding or the privilege drop
     /// will look up (the key, what it is, the name): resolved before anything is bound.
     fn accounts(config: &Config) -> Vec<(&'static str, Account, String)>;
+    /// Checks of the host that only the daemon's user can answer (the paths it must write),
+    /// which `--check` runs with that user's ids; `Err` names the path and what to do, and
+    /// `--check` exits with [`EX_CONFIG`]. The daemon runs them again itself before it
+    /// serves (the view from inside its systemd sandbox may differ from a shell's).
+    fn preflight(_config: &Config) -> Result<(), String> {
+        Ok(())
+    }
     /// Opens what the configuration describes and binds every listener.
     fn bind(loaded: &Loaded) -> impl Future<Output = anyhow::Result<Self>>;
     /// Serves until `stop` resolves or SIGTERM.
@@ -106,16 +129,48 @@ pub fn main<D: Daemon>(about: &About) -> anyhow::Result<()> {
     }
     if args.check {
         print!("# {}\n{}", loaded.source, loaded.config.to_toml_masked());
-        return Ok(());
+        let config = &loaded.config;
+        match as_user(D::user(config), || D::preflight(config)) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => eprintln!("Error: {}: {e}", loaded.source),
+            Err(e) => eprintln!("Error: {}: {e}", loaded.source),
+        }
+        std::process::exit(EX_CONFIG.into())
     }
     crate::init_logging("info");
     let rt = crate::runtime(D::threads(&loaded.config))?;
-    rt.block_on(async {
+    let r = rt.block_on(async {
         let d = D::bind(&loaded).await?;
         // Listening sockets are open: from here on we need no privileges.
         crate::drop_privileges(D::user(&loaded.config))?;
         d.run(std::future::pending()).await
-    })
+    });
+    if let Some(exit) = r.as_ref().err().and_then(|e| e.downcast_ref::<Exit>()) {
+        eprintln!("Error: {exit}");
+        std::process::exit(exit.status.into())
+    }
+    r
+}
+
+/// Runs `f` with the effective ids `user` will have once a root daemon drops to it (its uid
+/// and primary group, no supplementary groups), then becomes root again; as anyone else, or
+/// for an empty `user`, runs `f` as we are. Only for a single-threaded `--check`: the ids
+/// are the whole process's while `f` runs.
+fn as_user<T>(user: &str, f: impl FnOnce() -> T) -> Result<T, crate::Error> {
+    use nix::unistd::{getegid, getgroups, setegid, seteuid, setgroups, Uid};
+    let Some(u) = crate::drop_target(user)? else {
+        return Ok(f());
+    };
+    let failed = |what: &str, e: nix::Error| crate::Error::Privileges(format!("{what}: {e}"));
+    let (gid, groups) = (getegid(), getgroups().map_err(|e| failed("getgroups", e))?);
+    setgroups(&[u.gid]).map_err(|e| failed("setgroups", e))?;
+    setegid(u.gid).map_err(|e| failed("setegid", e))?;
+    seteuid(u.uid).map_err(|e| failed("seteuid", e))?;
+    let out = f();
+    seteuid(Uid::from_raw(0)).map_err(|e| failed("seteuid", e))?;
+    setegid(gid).map_err(|e| failed("setegid", e))?;
+    setgroups(&groups).map_err(|e| failed("setgroups", e))?;
+    Ok(out)
 }
 
 /// The first of `accounts` that does not resolve on this host, as a message naming its key.

@@ -67,6 +67,21 @@ fn daemon_exit_status() -> Vec<(String, &'static str)> {
     ]
 }
 
+/// lmtpd's: a daemon's, and the spool another instance holds.
+fn lmtpd_exit_status() -> Vec<(String, &'static str)> {
+    let mut s = daemon_exit_status();
+    let config = vmail_daemon::EX_CONFIG.to_string();
+    let at = s.iter().position(|(c, _)| *c == config).unwrap_or(s.len());
+    s.insert(
+        at,
+        (
+        vmail_daemon::EX_TEMPFAIL.to_string(),
+        "another vmail-lmtpd holds the spool directory ([lmtpd] spool): give each instance its own (EX_TEMPFAIL; systemd retries, for an instance still finishing its deliveries)",
+        ),
+    );
+    s
+}
+
 fn lda_exit_status() -> Vec<(String, &'static str)> {
     // Postfix's pipe(8) contract; the status goes with the enhanced status code printed on
     // standard output (vmail_lda::Outcome keeps the two consistent).
@@ -103,6 +118,10 @@ const LDA_DIRECT_DESCRIPTION: &[&str] = &[
 
 const LMTPD_DESCRIPTION: &[&str] = &[
     "The delivery path without a process per message: Postfix's lmtp client keeps connections open and sends many messages and recipients over each. Each recipient is looked up in the directory at RCPT; each message is spooled once and written into each recipient's Maildir by vmail-lda's own code, so the verdicts, trace fields, quota rule and Sieve hand-off are those of vmail-lda, and each recipient's 250 is sent only once its file and directory are on disk. Choose it over the pipe to vmail-lda for throughput; the pipe needs no daemon.",
+    "Before it accepts mail, and with --check (as [lmtpd] user), it checks that its user can write the spool ([lmtpd] spool) and the Maildir base (the fixed part of [mailbox] home, and of mail when that is not under the home), or create them; otherwise it exits with status 78 naming the path, rather than deferring every delivery. The systemd unit (ProtectSystem=strict, ProtectHome=tmpfs) lets it write only /home/vmail and /var/lib/vmail: for Maildirs elsewhere, say /var/vmail, add a drop-in with systemctl edit vmail-lmtpd: [Service] ReadWritePaths=/var/vmail (BindPaths= for a directory under /home). --check run from a shell does not see the unit's sandbox; the daemon's own check at start does.",
+    "One instance per spool: the daemon holds a lock on the spool directory while it runs and, having taken it, removes what a crashed run left there (those messages were never answered, so Postfix has retried them). A second vmail-lmtpd on the same spool exits with status 75 and leaves the first one's files alone. Spool files are not fsynced: nothing reads them after a crash, because each recipient's 250 waits for that recipient's fsynced Maildir copy.",
+    "Each RCPT asks the database; no rows are cached. The directory keeps only the schema it learned on first contact, which SIGHUP renews: vmailctl flush sends it, and so does every vmailctl change (migrate and init among them).",
+    "Recipients with an active Sieve script are handed to Dovecot's LDA with -e: a Sieve reject becomes that recipient's 550 5.7.1 with the script's reason, as with Dovecot's own LMTP, instead of Dovecot mailing a rejection. Dovecot's LDA runs inside the unit's sandbox, where NoNewPrivileges= keeps Postfix's setgid postdrop from working: set Dovecot's submission_host (for example submission_host = 127.0.0.1:25, Postfix on loopback) so that vacation replies and redirects leave over SMTP (contrib/dovecot/conf.d/90-vmail-sieve.conf).",
 ];
 
 const VMAILCTL_DESCRIPTION: &[&str] = &[
@@ -156,11 +175,14 @@ pub fn programs() -> Vec<Program> {
                 ),
                 (
                     "/var/lib/vmail/lmtp".into(),
-                    "where each message is spooled once while it is delivered ([lmtpd] spool)"
-                        .into(),
+                    "where each message is spooled once while it is delivered ([lmtpd] spool); the daemon holds a lock on it while it runs".into(),
+                ),
+                (
+                    pid_file(&d.lmtpd.pid_file, "lmtpd"),
+                    "the pid file vmailctl flush signals ([lmtpd] pid_file)".into(),
                 ),
             ],
-            exit_status: daemon_exit_status(),
+            exit_status: lmtpd_exit_status(),
             see_also: &[
                 "vmail.toml(5)",
                 "vmail-lda(8)",

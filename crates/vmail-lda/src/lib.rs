@@ -69,6 +69,12 @@ pub struct Args {
     pub dovecot_e: bool,
     #[arg(short = 'k', hide = true)]
     pub dovecot_k: bool,
+    /// Not on the command line: the caller answers per recipient (vmail-lmtpd), so a
+    /// message Dovecot's LDA refuses (a Sieve `reject`) comes back as
+    /// [`Outcome::Rejected`] with its reason, for the caller's 5xx, instead of Dovecot
+    /// mailing a rejection itself: it gets `-e` and its stderr is read.
+    #[arg(skip)]
+    pub reject_reason: bool,
 }
 
 /// vmail-lda's command line as clap defines it (the fast path in `argv` only agrees with it):

@@ -8,6 +8,7 @@ pub mod sysexits {
     pub const EX_DATAERR: i32 = 65;
     pub const EX_NOUSER: i32 = 67;
     pub const EX_UNAVAILABLE: i32 = 69;
+    pub const EX_NOPERM: i32 = 77;
     pub const EX_TEMPFAIL: i32 = 75;
 }
 
@@ -37,6 +38,10 @@ pub enum Outcome {
     /// Dovecot's LDA took the message (a recipient with a Sieve script) and exited with this
     /// status, one pipe(8) knows; it has said why itself.
     HandedOff(i32),
+    /// Dovecot's LDA refused the message with this reason (with `-e`, for
+    /// [`crate::Args::reject_reason`]: a Sieve `reject`, or its own quota): the caller
+    /// answers with it, as Dovecot's LMTP would.
+    Rejected(String),
 }
 
 impl Outcome {
@@ -52,6 +57,7 @@ impl Outcome {
             | Outcome::LocalTrouble(_)
             | Outcome::Misconfigured(_) => EX_TEMPFAIL,
             Outcome::HandedOff(code) => *code,
+            Outcome::Rejected(_) => EX_NOPERM,
         }
     }
 
@@ -70,6 +76,8 @@ impl Outcome {
             Outcome::DiskFull(e) => format!("4.3.1 mail system full, will retry: {e}"),
             Outcome::LocalTrouble(e) => format!("4.3.0 cannot deliver now, will retry: {e}"),
             Outcome::Misconfigured(e) => format!("4.3.5 vmail-lda configuration error: {e}"),
+            // RFC 5429 2.1.1: a Sieve reject at the protocol level is 550 5.7.1.
+            Outcome::Rejected(reason) => format!("5.7.1 {reason}"),
         }
     }
 
@@ -110,6 +118,7 @@ mod tests {
             Outcome::DiskFull("x".into()),
             Outcome::LocalTrouble("x".into()),
             Outcome::Misconfigured("x".into()),
+            Outcome::Rejected("no thanks".into()),
         ];
         for o in all {
             let m = o.message();

@@ -71,6 +71,17 @@ pub fn deliver(
     user: &str,
 ) -> Outcome {
     let argv = lda_args(args, user, recipient, d.folder);
+    let hand_off = |input: &mut dyn Read, max_size| {
+        hand_off(
+            lda,
+            &argv,
+            input,
+            max_size,
+            args.reject_reason,
+            recipient,
+            user,
+        )
+    };
     let refused = |e| Outcome::of_delivery_error(e, recipient, &lda.over_quota);
     match message {
         Message::Staged(Ok(mut staged)) => {
@@ -79,7 +90,7 @@ pub fn deliver(
             }
             match staged.stored() {
                 // Its size was checked when it was written.
-                Ok(mut input) => hand_off(lda, &argv, &mut input, None, recipient, user),
+                Ok(mut input) => hand_off(&mut input, None),
                 Err(e) => refused(e),
             }
         }
@@ -96,7 +107,7 @@ pub fn deliver(
             let mut input = std::io::Cursor::new(fields)
                 .chain(std::io::Cursor::new(head))
                 .chain(input);
-            hand_off(lda, &argv, &mut input, d.max_size, recipient, user)
+            hand_off(&mut input, d.max_size)
         }
     }
 }
@@ -106,7 +117,8 @@ pub fn deliver(
 /// (`-d ${recipient}` may carry an extension, which it would not find: an unknown user, a
 /// bounce); `-r` the recipient as addressed, so that Sieve's `envelope :detail` sees the
 /// extension; `-a` the original recipient. dovecot-lda's own options that vmail-lda accepts
-/// and ignores (`-c`, `-o`, `-e`, `-k`) are meant for it: they pass on.
+/// and ignores (`-c`, `-o`, `-e`, `-k`) are meant for it: they pass on; `-e` also when the
+/// caller wants a rejection's reason ([`Args::reject_reason`]).
 pub fn lda_args(args: &Args, user: &str, recipient: &str, folder: Option<&str>) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     if let Some(conf) = &args.dovecot_config {
@@ -115,7 +127,7 @@ pub fn lda_args(args: &Args, user: &str, recipient: &str, folder: Option<&str>) 
     for o in &args.dovecot_option {
         v.extend(["-o".into(), o.clone()]);
     }
-    if args.dovecot_e {
+    if args.dovecot_e || args.reject_reason {
         v.push("-e".into());
     }
     if args.dovecot_k {
@@ -236,20 +248,24 @@ pub fn hand_off(
     argv: &[String],
     message: &mut dyn Read,
     max_size: Option<u64>,
+    reject_reason: bool,
     recipient: &str,
     user: &str,
 ) -> Outcome {
     use std::os::unix::process::CommandExt;
     let program = &lda.dovecot_lda;
-    let mut child = match Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(argv)
         .env_remove(crate::EXECED_ENV)
         .stdin(Stdio::piped())
         // Its own process group, so that a deadline kills what it started too (sendmail for
         // a vacation reply), which would otherwise hold pipe(8)'s pipe open.
-        .process_group(0)
-        .spawn()
-    {
+        .process_group(0);
+    if reject_reason {
+        command.stderr(Stdio::piped());
+    }
+    let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
             return Outcome::LocalTrouble(format!(
@@ -257,6 +273,7 @@ pub fn hand_off(
             ))
         }
     };
+    let said = child.stderr.take().map(Stderr::read);
     let timeout = std::time::Duration::from_millis(lda.dovecot_lda_timeout_ms);
     let watchdog = Watchdog::start(child.id(), timeout);
     let mut stdin = child.stdin.take();
@@ -289,7 +306,9 @@ pub fn hand_off(
         Err(e) => return Outcome::LocalTrouble(format!("waiting for {program}: {e}")),
     };
     let expired = watchdog.stop();
+    let said = said.map(Stderr::text).unwrap_or_default();
     match status.code() {
+        Some(sysexits::EX_NOPERM) if !said.is_empty() => Outcome::Rejected(said),
         Some(c) => verdict(program, c, user),
         None if expired => Outcome::LocalTrouble(format!(
             "{program} did not finish within {} ms ([lda] dovecot_lda_timeout_ms) and was killed",
@@ -300,6 +319,56 @@ pub fn hand_off(
             let signal = status.signal().unwrap_or(0);
             Outcome::LocalTrouble(format!("{program} was killed by signal {signal}"))
         }
+    }
+}
+
+/// What Dovecot's LDA writes to stderr, read by a thread while it runs (so that it never
+/// blocks on a full pipe), for [`Args::reject_reason`]: with `-e` it writes the reason of a
+/// refusal there, one line, and exits 77 (its `lda_do_deliver`); its logging goes to its own
+/// log. At most [`Stderr::KEPT`] bytes are kept.
+struct Stderr(std::sync::mpsc::Receiver<Vec<u8>>);
+
+impl Stderr {
+    const KEPT: usize = 4096;
+
+    fn read(mut pipe: std::process::ChildStderr) -> Stderr {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut kept, mut buf) = (Vec::new(), [0u8; 4096]);
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let room = Self::KEPT - kept.len();
+                        kept.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(kept);
+        });
+        Stderr(rx)
+    }
+
+    /// What it said, as one line (its log keeps the original; a copy goes to ours). Read
+    /// once it has exited; a process it started that still holds the pipe (a vacation's
+    /// sendmail) is not waited for longer than a second.
+    fn text(self) -> String {
+        let bytes = self
+            .0
+            .recv_timeout(std::time::Duration::from_secs(1))
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        for l in &lines {
+            eprintln!("dovecot-lda: {l}");
+        }
+        lines.join(" ")
     }
 }
 

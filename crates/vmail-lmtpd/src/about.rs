@@ -18,6 +18,11 @@ never a bounce); after the message, one reply per recipient, each 250 only once 
 file and directory are on disk. Sockets passed by systemd (vmail-lmtpd.socket) with the
 same address are used instead.
 
+Before serving (and with --check): the spool and the Maildir base must be writable by
+[lmtpd] user, else exit 78 naming the path (under systemd, a Maildir base other than
+/home/vmail needs ReadWritePaths= in a drop-in: systemctl edit vmail-lmtpd). A second
+instance on the same [lmtpd] spool exits 75.
+
 Signals: SIGHUP re-reads the database settings; SIGTERM finishes the deliveries in flight
 and exits. Logs go to stderr (journald); VMAIL_LOG=debug shows every session.",
 };

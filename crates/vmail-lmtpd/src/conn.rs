@@ -30,6 +30,7 @@ use vmail_daemon::Stream;
 use vmail_directory::RecipientRecord;
 use vmail_proto::lmtp::{Action, Config as SessionConfig, Reply, Session, Transaction};
 
+use crate::inbuf::InBuf;
 use crate::service::{Service, Stats};
 use crate::spool::Spool;
 use crate::verdict;
@@ -95,18 +96,23 @@ impl Handler {
         let mut session = Session::new(s.session.clone());
         let mut out = Vec::with_capacity(512);
         session.greeting().encode(&mut out);
-        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + vmail_proto::lmtp::MAX_LINE);
+        let mut buf = InBuf::with_capacity(READ_CHUNK + vmail_proto::lmtp::MAX_LINE);
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut body = Vec::with_capacity(READ_CHUNK + 1);
         let mut records: Vec<RecipientRecord> = Vec::new();
         let mut spooling = Spooling::Idle;
+        // A directory lookup of this transaction failed: the rest of its RCPTs are deferred
+        // without one (see `recipient`).
+        let mut directory_failed = false;
         // When the command line now in `buf` began (its whole deadline runs from there).
         let mut line_start: Option<Instant> = None;
         loop {
             // Answer everything complete in the buffer.
+            let mut consumed = false;
             loop {
-                let (used, action) = session.advance(&buf, &mut body);
-                buf.drain(..used);
+                let (used, action) = session.advance(buf.pending(), &mut body);
+                buf.consume(used);
+                consumed |= used > 0;
                 if !body.is_empty() {
                     if let Spooling::Writing(spool) = &mut spooling {
                         if let Err(e) = spool.write(&body) {
@@ -125,12 +131,9 @@ impl Handler {
                         return End::Closed;
                     }
                     Action::Recipient(mailbox) => {
-                        let address = mailbox.address();
-                        let lookup = self.svc.lookup(&address).await;
-                        let (reply, record) = verdict::rcpt(&address, lookup);
-                        if record.is_none() {
-                            Stats::count(&self.svc.stats.rcpt_refused);
-                        }
+                        let (reply, record) = self
+                            .recipient(&mailbox.address(), &mut directory_failed)
+                            .await;
                         session.rcpt_verdict(reply).encode(&mut out);
                         records.extend(record);
                     }
@@ -176,6 +179,7 @@ impl Handler {
                 // records go with it.
                 if session.transaction().is_none() {
                     records.clear();
+                    directory_failed = false;
                 }
             }
             // The input ran dry: the pipelined group's replies go out together.
@@ -187,6 +191,12 @@ impl Handler {
                 return End::Closed;
             }
             let now = Instant::now();
+            // Bytes left after a consumed command begin a new line: its deadline runs from
+            // now, not from the first line of a pipelined stream (a client sending line
+            // after line, each well within the deadline, was cut off at the first line's).
+            if consumed {
+                line_start = None;
+            }
             let deadline = if in_data {
                 line_start = None;
                 now + s.read_timeout
@@ -201,7 +211,7 @@ impl Handler {
                 biased;
                 r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => match r {
                     Ok(Ok(0)) => return End::Closed,
-                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                    Ok(Ok(n)) => buf.extend(&chunk[..n]),
                     Ok(Err(e)) => return End::Io(e),
                     Err(_) => return End::Timeout,
                 },
@@ -210,6 +220,33 @@ impl Handler {
                 _ = shutdown.changed(), if between_commands => return End::Closed,
             }
         }
+    }
+
+    /// The verdict on one RCPT, and its record if accepted. Once a lookup of the
+    /// transaction has failed (`directory_failed`), the others are deferred at once without
+    /// one: Postfix pipelines all of a message's RCPTs in one write and reads no reply
+    /// before the last is answered, so a hung database would otherwise cost each of them
+    /// the directory's whole deadline in turn (N recipients, N deadlines) before any reply.
+    /// Postfix retries the deferred recipients later, when the next transaction tries the
+    /// directory again.
+    async fn recipient(
+        &self,
+        address: &str,
+        directory_failed: &mut bool,
+    ) -> (Reply, Option<RecipientRecord>) {
+        let lookup = if *directory_failed {
+            verdict::Lookup::Temporary(
+                "not looked up: the directory failed earlier in this transaction".into(),
+            )
+        } else {
+            self.svc.lookup(address).await
+        };
+        *directory_failed |= matches!(lookup, verdict::Lookup::Temporary(_));
+        let (reply, record) = verdict::rcpt(address, lookup);
+        if record.is_none() {
+            Stats::count(&self.svc.stats.rcpt_refused);
+        }
+        (reply, record)
     }
 
     /// Writes the pending replies within the deadline.
@@ -310,11 +347,17 @@ impl Handler {
 }
 
 /// vmail-lda's arguments for one recipient, as pipe(8)'s `-f ${sender} -d ${recipient}`
-/// would give them (the null sender is empty, as pipe(8) passes it).
+/// would give them (the null sender is empty, as pipe(8) passes it). No `-a`: Postfix's
+/// lmtp client sends no ORCPT (DSN is not advertised), so the original recipient is not
+/// known here and Dovecot's LDA gets the recipient as `-a`, as vmail-lda passes it when
+/// pipe(8) gives none. A Sieve user's refusal comes back with its reason
+/// (`reject_reason`: dovecot-lda `-e`), for that recipient's 5xx, as Dovecot's own LMTP
+/// answers it, instead of Dovecot mailing a rejection itself.
 fn lda_args(recipient: &str, sender: &str) -> vmail_lda::Args {
     vmail_lda::Args {
         recipient: Some(recipient.to_string()),
         sender: Some(sender.to_string()),
+        reject_reason: true,
         ..Default::default()
     }
 }

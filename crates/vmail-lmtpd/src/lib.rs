@@ -13,7 +13,9 @@
 //! the same two steps.
 
 mod about;
+mod checks;
 mod conn;
+mod inbuf;
 pub mod service;
 pub mod spool;
 pub mod verdict;
@@ -86,8 +88,19 @@ impl Lmtpd {
     /// `[lda]` (listeners and `[lmtpd]` need a restart).
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let l = &self.config.lmtpd;
-        // Now that we run as the mail user: what a previous run left behind.
-        spool::clean(&l.spool);
+        // Now that we run as the mail user, inside the unit's sandbox: what it must write,
+        // then the spool, this instance's alone (a previous run's files are removed).
+        checks::preflight(&self.config).map_err(|message| vmail_daemon::Exit {
+            status: vmail_daemon::EX_CONFIG,
+            message,
+        })?;
+        let _spool_lock = spool::SpoolLock::take(&l.spool).map_err(|e| vmail_daemon::Exit {
+            status: match e {
+                spool::LockError::Busy(..) => vmail_daemon::EX_TEMPFAIL,
+                spool::LockError::Io(..) => vmail_daemon::EX_CONFIG,
+            },
+            message: e.to_string(),
+        })?;
         let mut life = Lifecycle::new("lmtpd", None).context("installing signal handlers")?;
         let hostname = match self.config.lda.hostname.as_str() {
             "" => vmail_maildir::system_hostname(),
@@ -138,6 +151,10 @@ impl vmail_daemon::Daemon for Lmtpd {
             a.push(("lmtpd.socket_group", Account::Group, l.socket_group.clone()));
         }
         a
+    }
+
+    fn preflight(config: &Config) -> std::result::Result<(), String> {
+        checks::preflight(config)
     }
 
     async fn bind(loaded: &Loaded) -> Result<Lmtpd> {

@@ -83,9 +83,57 @@ impl Drop for Spool {
     }
 }
 
+/// Why the spool cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another vmail-lmtpd holds the lock.
+    #[error("spool {0} is in use by another vmail-lmtpd (it holds the directory's lock); give each instance its own [lmtpd] spool, or stop the other one")]
+    Busy(String),
+    #[error("spool {0}: {1}")]
+    Io(String, io::Error),
+}
+
+/// The spool directory, this process's alone while the lock is held: an flock on the
+/// directory itself (no lock file to trip over when counting spool files), released by
+/// the kernel however the process ends, kill -9 included.
+///
+/// Why a second instance refuses to start rather than skipping the clean-up: two daemons
+/// on one spool are a manual start beside the running service, or two instances configured
+/// alike, and both are mistakes the postmaster wants to hear about at once, as Postfix
+/// (master.lock) and Dovecot ("already running") refuse a second start. Skipping would
+/// hide the mistake and keep a crashed run's files for as long as the two ran. The status
+/// is 75 (EX_TEMPFAIL), not 78: the other instance may be one still finishing its
+/// deliveries after SIGTERM, and then systemd's restart succeeds a moment later.
+#[derive(Debug)]
+pub struct SpoolLock {
+    _held: nix::fcntl::Flock<File>,
+}
+
+impl SpoolLock {
+    /// Creates `dir` if missing and takes its lock without waiting; then removes what a
+    /// previous run left there, which no live process can own any more.
+    pub fn take(dir: &Path) -> Result<SpoolLock, LockError> {
+        let io_err = |e| LockError::Io(dir.display().to_string(), e);
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let file = File::open(dir).map_err(io_err)?;
+        use nix::fcntl::{Flock, FlockArg};
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => {
+                clean(dir);
+                Ok(SpoolLock { _held: held })
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                Err(LockError::Busy(dir.display().to_string()))
+            }
+            Err((_, e)) => Err(io_err(e.into())),
+        }
+    }
+}
+
 /// Removes what a previous run left in `dir` (a crash, a kill -9): those transactions were
 /// never answered, so Postfix has retried them. Only names this module makes are touched.
-pub fn clean(dir: &Path) {
+/// Only with the spool's lock held ([`SpoolLock::take`]): another instance's files are live.
+fn clean(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -124,6 +172,31 @@ mod tests {
         drop(s);
         assert!(!path.exists());
         assert_eq!(std::fs::read_dir(&spool_dir).unwrap().count(), 0);
+    }
+
+    /// The review of issue 19: a second instance on the same spool deleted the first one's
+    /// live files at its start. Now it cannot take the spool, and the files stay.
+    #[test]
+    fn a_second_instance_cannot_take_the_spool_and_leaves_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SpoolLock::take(dir.path()).unwrap();
+        let live = Spool::create(dir.path()).unwrap();
+        let second = SpoolLock::take(dir.path());
+        assert!(
+            matches!(&second, Err(LockError::Busy(..))),
+            "second instance took the spool: {second:?}"
+        );
+        assert!(
+            live.path().exists(),
+            "the first instance's spool file was removed"
+        );
+        // The first instance crashes: its file stays, its lock goes with it; a restart takes
+        // the spool and removes the file.
+        let path = live.path().to_path_buf();
+        std::mem::forget(live);
+        drop(first);
+        let _again = SpoolLock::take(dir.path()).unwrap();
+        assert!(!path.exists());
     }
 
     #[test]

@@ -64,11 +64,12 @@ pub fn delivery(outcome: &Outcome) -> Reply {
     }
 }
 
-/// The reply code for an enhanced status: 550 for an address or mailbox refused, 552 for
+/// The reply code for an enhanced status: 550 for an address or mailbox refused, or a
+/// message refused by policy (5.7.1: a Sieve `reject`, as RFC 5429 2.1.1 asks), 552 for
 /// storage and size, 554 for the rest of 5.x.x; 452 for storage, 451 for the rest of 4.x.x.
 fn code_for(s: Status) -> u16 {
     match (s.class, s.subject, s.detail) {
-        (5, 1, _) | (5, 2, 1) => 550,
+        (5, 1, _) | (5, 2, 1) | (5, 7, 1) => 550,
         (5, 2, _) | (5, 3, 4) => 552,
         (5, ..) => 554,
         (4, 2, _) => 452,
@@ -129,6 +130,10 @@ mod tests {
             (Outcome::HandedOff(75), "451 4.3.0 "),
             (Outcome::HandedOff(71), "451 4.3.0 "),
             (Outcome::HandedOff(77), "554 5.3.0 "),
+            (
+                Outcome::Rejected("I do not want it".into()),
+                "550 5.7.1 I do not want it",
+            ),
         ] {
             let w = wire(&delivery(&o));
             assert!(w.starts_with(start), "{o:?}: {w}");

@@ -4,7 +4,9 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmail_config::{Loaded, Source};
@@ -15,6 +17,8 @@ use vmail_test_support::daemon::{InProcess, LmtpdHandle};
 struct Server {
     dir: tempfile::TempDir,
     socket: PathBuf,
+    /// The configuration it runs with.
+    text: String,
     _running: InProcess<LmtpdHandle>,
 }
 
@@ -56,6 +60,7 @@ impl Server {
         Server {
             dir,
             socket,
+            text,
             _running: running,
         }
     }
@@ -83,6 +88,20 @@ impl Server {
 
     fn spool_files(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("spool")).map_or(0, |r| r.count())
+    }
+
+    /// Starts a message to alice on `c` and sends its first half; returns when that was
+    /// sent, once the spool file is there.
+    fn half_a_message(&self, c: &mut Client) -> Instant {
+        c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+        starts(&c.replies(4), &["250", "250", "250", "354"]);
+        c.send(b"Subject: half\r\n\r\nthe first half\r\n");
+        let sent = Instant::now();
+        assert!(
+            vmail_test_support::wait_until(Duration::from_secs(2), || self.spool_files() == 1),
+            "the message is being spooled"
+        );
+        sent
     }
 }
 
@@ -210,14 +229,7 @@ fn a_database_outage_defers_at_rcpt() {
 fn a_client_stalled_mid_data_is_closed_and_nothing_is_delivered() {
     let srv = Server::start("request_read_timeout_ms = 400\n", None);
     let mut c = srv.connect();
-    c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
-    starts(&c.replies(4), &["250", "250", "250", "354"]);
-    c.send(b"Subject: half\r\n\r\nthe first half\r\n");
-    let t = Instant::now();
-    assert!(
-        vmail_test_support::wait_until(Duration::from_secs(2), || srv.spool_files() == 1),
-        "the message is being spooled"
-    );
+    let t = srv.half_a_message(&mut c);
     // The server closes: EOF, no reply.
     assert_eq!(c.reply(), "");
     assert!(
@@ -272,6 +284,7 @@ fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
     std::fs::write(
         &fake,
         "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/argv\"\ncat > \"$d/stdin\"\n\
+         if [ -f \"$d/reason\" ]; then cat \"$d/reason\" >&2; fi\n\
          exit \"$(cat \"$d/status\" 2>/dev/null || echo 0)\"\n",
     )
     .unwrap();
@@ -291,7 +304,13 @@ fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
     starts(&c.replies(2), &["250 2.0.0", "250 2.0.0"]);
     let argv = std::fs::read_to_string(fake_dir.path().join("argv")).unwrap();
     let argv: Vec<&str> = argv.lines().collect();
-    for pair in [["-d", "alice@example.org"], ["-f", "bob@remote.test"]] {
+    // -e: a refusal comes back with its reason (below); -a as vmail-lda passes it.
+    assert!(argv.contains(&"-e"), "{argv:?}");
+    for pair in [
+        ["-d", "alice@example.org"],
+        ["-f", "bob@remote.test"],
+        ["-a", "alice@example.org"],
+    ] {
         assert!(
             argv.windows(2).any(|w| w == pair),
             "{pair:?} not in {argv:?}"
@@ -322,5 +341,213 @@ fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
         starts(&c.replies(2), &[want, "250 2.0.0"]);
     }
     assert_eq!(srv.inbox("bob").len(), 4);
+    // The review of issue 19: a Sieve `reject` under LMTP is that recipient's 550 5.7.1 with
+    // the reason Dovecot's LDA gives on stderr with -e (sanitised: one line, no controls),
+    // as Dovecot's own LMTP answers it; without -e it mailed a rejection itself.
+    std::fs::write(fake_dir.path().join("status"), "77").unwrap();
+    std::fs::write(
+        fake_dir.path().join("reason"),
+        "I do not want\r\n250 2.0.0 mail from you\x1b[31m\n",
+    )
+    .unwrap();
+    c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+    starts(&c.replies(4), &["250", "250", "250", "354"]);
+    c.send(MSG);
+    let replies = c.replies(2);
+    assert_eq!(
+        replies[0], "550 5.7.1 I do not want 250 2.0.0 mail from you?[31m",
+        "{replies:?}"
+    );
+    starts(&replies[1..], &["250 2.0.0"]);
+    assert_eq!(srv.inbox("bob").len(), 5);
     assert_eq!(srv.spool_files(), 0);
+}
+
+/// Runs the vmail-lmtpd binary with the configuration `text` (written beside it) and `args`;
+/// its exit status and stderr once it exits, or `None` (killed) if it still runs after 10 s,
+/// that is, if it started serving.
+fn lmtpd_binary(dir: &Path, text: &str, args: &[&str]) -> Option<(i32, String)> {
+    let cfg = dir.join("binary.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmail-lmtpd"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = vmail_test_support::wait_until(Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    exited.then(|| {
+        (
+            out.status
+                .code()
+                .unwrap_or(-out.status.signal().unwrap_or(0)),
+            stderr,
+        )
+    })
+}
+
+/// The review of issue 19: a second lmtpd started on the same spool (a manual start beside
+/// the service, two instances configured alike) removed the first one's live spool files
+/// as a crashed run's, so the first one's message in flight was deferred. It now refuses
+/// to start (75, naming the spool), and the first one's message is delivered.
+#[test]
+fn a_second_lmtpd_on_the_same_spool_refuses_to_start_and_leaves_the_files() {
+    let srv = Server::start("", None);
+    let mut c = srv.connect();
+    srv.half_a_message(&mut c);
+    let base = srv.dir.path().display().to_string();
+    let second = srv
+        .text
+        .replace(&format!("{base}/lmtp\""), &format!("{base}/lmtp2\""))
+        .replace("lmtpd.pid", "lmtpd2.pid");
+    let (status, stderr) =
+        lmtpd_binary(srv.dir.path(), &second, &[]).expect("a second lmtpd serves the same spool");
+    assert_eq!(status, 75, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "spool {base}/spool is in use by another vmail-lmtpd"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        srv.spool_files(),
+        1,
+        "the running lmtpd's spool file was removed"
+    );
+    c.send(b"the second half\r\n.\r\n");
+    starts(&c.replies(1), &["250 2.0.0"]);
+    assert_eq!(srv.inbox("alice").len(), 1);
+    assert_eq!(srv.spool_files(), 0);
+}
+
+/// The review of issue 19: a Maildir base the daemon's user cannot write (a root-owned
+/// directory here; /var/vmail under the unit's ProtectSystem=strict on a real host) let it
+/// start and answer 451 to every delivery for ever. Now `--check` (as that user) and the
+/// start itself, before any mail is accepted, exit 78 naming the path and the unit's
+/// ReadWritePaths=; a spool that cannot be made is refused the same way.
+#[test]
+fn a_maildir_base_or_spool_the_user_cannot_write_stops_check_and_start_with_78() {
+    let dir = tempfile::tempdir().unwrap();
+    vmail_test_support::set_mode(dir.path(), 0o755);
+    let base = dir.path().display().to_string();
+    let (uid, gid) = (65534, 65534); // nobody
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    std::os::unix::fs::chown(&spool, Some(uid), Some(gid)).unwrap();
+    let vmail = dir.path().join("vmail");
+    std::fs::create_dir(&vmail).unwrap();
+    let mailbox =
+        format!("[mailbox]\nhome = \"{base}/vmail/%d/%n\"\nmail = \"maildir:~/Maildir\"\n");
+    let sqlite = format!("[database]\nsqlite_path = \"{base}/v.db\"\n");
+    let setup = vmail_config::parse(&format!("{sqlite}{mailbox}"), Path::new("x")).unwrap();
+    vmail_test_support::example_org(&setup, &[("alice@example.org", None, true)]);
+    let text = |spool: &str| {
+        format!(
+            "{sqlite}{mailbox}[lmtpd]\nlisten = [\"unix:{base}/lmtp\"]\nsocket_group = \"\"\nuser = \"nobody\"\nspool = \"{spool}\"\npid_file = \"{base}/lmtpd.pid\"\n"
+        )
+    };
+    let good_spool = text(&spool.display().to_string());
+    for args in [&["--check"][..], &[]] {
+        let (status, stderr) = lmtpd_binary(dir.path(), &good_spool, args)
+            .unwrap_or_else(|| panic!("{args:?}: started with a Maildir base it cannot write"));
+        assert_eq!(status, 78, "{args:?}: {stderr}");
+        for want in [
+            format!("Maildir base {base}/vmail/ ([mailbox] home): not writable for user nobody"),
+            "ReadWritePaths=".to_string(),
+        ] {
+            assert!(stderr.contains(&want), "{args:?}: {want:?} not in {stderr}");
+        }
+    }
+    // A spool under a file: refused the same way.
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    let (status, stderr) = lmtpd_binary(
+        dir.path(),
+        &text(&format!("{base}/file/spool")),
+        &["--check"],
+    )
+    .unwrap();
+    assert_eq!(status, 78, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "[lmtpd] spool {base}/file/spool: {base}/file is not a directory"
+        )),
+        "{stderr}"
+    );
+    // The base given to the user: the check passes.
+    std::os::unix::fs::chown(&vmail, Some(uid), Some(gid)).unwrap();
+    let (status, stderr) = lmtpd_binary(dir.path(), &good_spool, &["--check"]).unwrap();
+    assert_eq!(status, 0, "{stderr}");
+}
+
+/// The review of issue 19: with a database that accepts connections and never answers,
+/// each of a transaction's pipelined RCPTs waited for the directory's whole deadline in
+/// turn before any reply went out. After the first failure the rest of the transaction's
+/// RCPTs are deferred at once: 10 recipients are answered within about one deadline.
+#[test]
+fn pipelined_rcpts_to_a_hung_directory_cost_one_deadline_not_one_each() {
+    // Connections complete in the kernel's backlog; nothing ever answers them.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hung.local_addr().unwrap().port();
+    let deadline = Duration::from_millis(600);
+    let db = format!(
+        "[database]\nbackend = \"mysql\"\nhosts = [\"127.0.0.1:{port}\"]\nconnect_timeout_ms = {ms}\nquery_timeout_ms = {ms}\n",
+        ms = deadline.as_millis()
+    );
+    let srv = Server::start("", Some(&db));
+    let mut c = srv.connect();
+    let mut batch = b"LHLO postfix.test\r\nMAIL FROM:<bob@remote.test>\r\n".to_vec();
+    for i in 0..10 {
+        batch.extend_from_slice(format!("RCPT TO:<user{i}@example.org>\r\n").as_bytes());
+    }
+    let t = Instant::now();
+    c.send(&batch);
+    let replies = c.replies(12);
+    let took = t.elapsed();
+    let mut want = vec!["250", "250 2.1.0"];
+    want.extend(["451 4.3.0"; 10]);
+    starts(&replies, &want);
+    assert!(
+        took < deadline * 3,
+        "10 pipelined RCPTs took {took:?} with a {deadline:?} directory deadline"
+    );
+    // The next transaction asks the directory again (and fails again, once).
+    c.send(b"RSET\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n");
+    starts(&c.replies(4), &["250", "250", "451 4.3.0", "451 4.3.0"]);
+    drop(hung);
+}
+
+/// The review of issue 19: a command line's deadline ran from the first byte of the first
+/// line in the buffer, and was not reset when later lines completed, so a client whose
+/// lines arrive split across writes (the next one always begun) was cut off while it kept
+/// sending. Each line now has its own deadline; a client stalled mid-line is still closed.
+#[test]
+fn each_pipelined_line_has_its_own_deadline() {
+    let deadline = Duration::from_millis(500);
+    let srv = Server::start(
+        &format!("request_read_timeout_ms = {}\n", deadline.as_millis()),
+        None,
+    );
+    let mut c = srv.connect();
+    c.send(b"LHLO t\r\nNO");
+    starts(&c.replies(1), &["250"]);
+    // A line completed and the next begun every 0.6 deadline, for 3 deadlines.
+    for _ in 0..5 {
+        std::thread::sleep(deadline * 6 / 10);
+        c.send(b"OP\r\nNO");
+        starts(&c.replies(1), &["250 2.0.0"]);
+    }
+    // Now it stalls mid-line: closed at the deadline.
+    let t = Instant::now();
+    assert_eq!(c.reply(), "");
+    assert!(t.elapsed() >= deadline * 8 / 10, "{:?}", t.elapsed());
+    assert!(t.elapsed() < deadline * 4, "{:?}", t.elapsed());
 }

@@ -78,10 +78,10 @@ pub enum Command {
     /// `mysql:` maps (spaces, accents, case, invalid keys); run it before the switch.
     /// Exit 0 when every row is matched, 1 when some row never is.
     Audit,
-    /// Tell running vmail-lookupd and vmail-authd to reload their configuration and flush
-    /// their caches (SIGHUP to the daemons holding lookupd.pid_file and authd.pid_file; the
-    /// pid in a stale file is left alone; authd keeps its failure penalties). Commands that
-    /// change data do this themselves.
+    /// Tell running vmail-lookupd, vmail-authd and vmail-lmtpd to reload their configuration
+    /// and flush their caches (SIGHUP to the daemons holding lookupd.pid_file,
+    /// authd.pid_file and lmtpd.pid_file; the pid in a stale file is left alone; authd keeps
+    /// its failure penalties). Commands that change data do this themselves.
     Flush,
     /// Write every domain, user (with its password hash), alias and transport to stdout as
     /// JSON lines, one object per row with a "type" field (domain, user, alias, transport).
