@@ -80,28 +80,12 @@ fn fill(db: &TestDb, config: &Path, root: &SystemRoot) {
 
 /// Sends over port 25 from outside and insists the message was queued.
 fn send_ok(w: &World, to: &str, token: &str) {
-    let out = w
-        .postfix
-        .send(OUTSIDER, &[to], &message(OUTSIDER, to, token));
-    assert!(
-        out.accepted(),
-        "message to {to} refused:\n{}\n{}",
-        out.transcript,
-        w.logs()
-    );
+    w.send_ok(OUTSIDER, to, token);
 }
 
 /// Waits for the one copy of the message with `token` in `email`'s Maildir.
 fn delivered_once(w: &World, email: &str, token: &str) -> (PathBuf, String) {
-    let mut got = wait_for_message(&w.maildir(email), token, Duration::from_secs(30));
-    assert_eq!(
-        got.len(),
-        1,
-        "{token}: want exactly one copy in {email}'s Maildir, got {}\n{}",
-        got.len(),
-        w.logs()
-    );
-    got.remove(0)
+    w.delivered_once(email, token)
 }
 
 #[test]
@@ -482,57 +466,15 @@ fn case_does_not_matter_in_recipients_and_logins() {
     delivered_once(&w, BOB.0, "token-upper-case-login");
 }
 
-/// Whether the lane has Pigeonhole (package dovecot-sieve); a loud skip if not (a failure
-/// under CI).
-fn have_pigeonhole(w: &World, test: &str) -> bool {
-    let plugin = Path::new("/usr/lib/dovecot/modules/lib90_sieve_plugin.so");
-    let have = w.lane.root.host_path(plugin).exists();
-    if !have {
-        vmail_test_support::skip(
-            test,
-            &format!(
-                "dovecot-sieve is not installed on lane {} (run scripts/test-deps)",
-                w.lane.name
-            ),
-        );
-    }
-    have
-}
-
-/// Gives `email` an active Sieve script as ManageSieve keeps it (`~/sieve/NAME.sieve`, linked
-/// from `~/.dovecot.sieve`), owned by the mail user, as whom Dovecot's LDA compiles it.
-fn give_sieve_script(w: &World, email: &str, script: &str) {
-    let home = w.home(email);
-    let sieve = home.join("sieve");
-    std::fs::create_dir_all(&sieve).unwrap();
-    let active = home.join(".dovecot.sieve");
-    if active.symlink_metadata().is_err() {
-        std::os::unix::fs::symlink("sieve/main.sieve", &active).unwrap();
-    }
-    std::fs::write(sieve.join("main.sieve"), script).unwrap();
-    let user = w.lane.mail_user();
-    // The domain's directory too: the LDA, running as the mail user, makes the other homes
-    // there.
-    let domain = home.parent().unwrap();
-    for p in [domain, &home, &sieve, &sieve.join("main.sieve")] {
-        std::os::unix::fs::chown(p, Some(user.uid), Some(user.gid)).unwrap();
-    }
-    std::os::unix::fs::lchown(&active, Some(user.uid), Some(user.gid)).unwrap();
-}
-
 /// Issue 19 item 1: a user's `fileinto` rule still works behind vmail-lda (which hands the
 /// message to Dovecot's LDA), and the message arrives once, in the folder only.
 #[test]
 fn a_sieve_fileinto_rule_files_the_message_into_its_folder() {
     let Some(w) = world() else { return };
-    if !have_pigeonhole(
-        &w,
-        "a_sieve_fileinto_rule_files_the_message_into_its_folder",
-    ) {
+    if !w.have_pigeonhole("a_sieve_fileinto_rule_files_the_message_into_its_folder") {
         return;
     }
-    give_sieve_script(
-        &w,
+    w.give_sieve_script(
         ERIN.0,
         // :create, as contrib does not let Dovecot's LDA create folders for everybody.
         "require [\"fileinto\", \"mailbox\", \"envelope\", \"subaddress\"];\n\
@@ -587,11 +529,10 @@ fn a_sieve_fileinto_rule_files_the_message_into_its_folder() {
 #[test]
 fn a_sieve_vacation_reply_reaches_the_sender() {
     let Some(w) = world() else { return };
-    if !have_pigeonhole(&w, "a_sieve_vacation_reply_reaches_the_sender") {
+    if !w.have_pigeonhole("a_sieve_vacation_reply_reaches_the_sender") {
         return;
     }
-    give_sieve_script(
-        &w,
+    w.give_sieve_script(
         FRANK.0,
         "require \"vacation\";\nvacation :days 1 :subject \"token-sieve-away\" \"Frank is away.\";\n",
     );

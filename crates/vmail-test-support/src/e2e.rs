@@ -5,6 +5,7 @@
 //! helpers.
 
 pub mod lane;
+pub mod sieve;
 pub mod smtp;
 pub mod stack;
 

@@ -11,6 +11,7 @@
 //! `defer_unauth_destination`, a 454 instead of 554).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::dovecot::{DovecotBuilder, PrivateDovecot};
 use crate::postfix::{PostfixBuilder, PrivatePostfix};
@@ -210,6 +211,31 @@ impl Stack {
     pub fn maildir(&self, email: &str) -> PathBuf {
         let (local, domain) = email.split_once('@').unwrap();
         self.mail_base.join(domain).join(local).join("Maildir")
+    }
+
+    /// Sends the [`message`] with `token` from `from` to `to` over port 25 and insists it
+    /// was queued.
+    pub fn send_ok(&self, from: &str, to: &str, token: &str) {
+        let out = self.postfix.send(from, &[to], &message(from, to, token));
+        assert!(
+            out.accepted(),
+            "message to {to} refused:\n{}\n{}",
+            out.transcript,
+            self.logs()
+        );
+    }
+
+    /// Waits for the one copy of the message with `token` in `email`'s Maildir.
+    pub fn delivered_once(&self, email: &str, token: &str) -> (PathBuf, String) {
+        let mut got = wait_for_message(&self.maildir(email), token, Duration::from_secs(30));
+        assert_eq!(
+            got.len(),
+            1,
+            "{token}: want exactly one copy in {email}'s Maildir, got {}\n{}",
+            got.len(),
+            self.logs()
+        );
+        got.remove(0)
     }
 
     pub fn submission_port(&self) -> u16 {
