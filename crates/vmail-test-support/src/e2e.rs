@@ -33,6 +33,8 @@ pub struct Binaries {
     pub lda_direct: &'static str,
     pub lookupd: &'static str,
     pub authd: &'static str,
+    /// Started only for a stack with [`Transport::Lmtp`].
+    pub lmtpd: &'static str,
 }
 
 /// The [`Binaries`] of the calling test package (vmail-e2e): Cargo tells their paths only to
@@ -45,6 +47,7 @@ macro_rules! e2e_binaries {
             lda_direct: env!("CARGO_BIN_EXE_e2e-vmail-lda-direct"),
             lookupd: env!("CARGO_BIN_EXE_e2e-vmail-lookupd"),
             authd: env!("CARGO_BIN_EXE_e2e-vmail-authd"),
+            lmtpd: env!("CARGO_BIN_EXE_e2e-vmail-lmtpd"),
         }
     };
 }
