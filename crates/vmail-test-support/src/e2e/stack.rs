@@ -335,7 +335,9 @@ fn start_lmtpd(
 /// on the host, as the mail user, where `/usr/lib/dovecot/dovecot-lda` is the host's 2.3,
 /// which cannot read a 2.4 configuration. So the script, started outside the root, enters
 /// it first, still as the mail user: chroot(2) is allowed in a user namespace of one's own
-/// (`unshare --map-current-user`), which maps that user to itself.
+/// (`unshare --map-current-user`), which maps that user to itself. The debian13 lane thus
+/// needs unprivileged user namespaces for the LMTP Sieve case; where they are off, unshare's
+/// complaint is in vmail-lmtpd's log (the LDA's stderr) and the recipient is deferred.
 fn write_dovecot_lda(path: &Path, dovecot: &PrivateDovecot, user: &crate::MailUser, lane: &Lane) {
     let log = path.with_file_name("dovecot-lda.log");
     std::fs::write(&log, "").unwrap();
