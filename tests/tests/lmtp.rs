@@ -9,8 +9,6 @@
 //! One setup serves every test of this file; the tests run in parallel and tell their
 //! messages apart by a token in the subject.
 
-use std::sync::Arc;
-
 use vmail_test_support::dovecot::imap_login;
 use vmail_test_support::e2e::*;
 use vmail_test_support::root::SystemRoot;
@@ -22,15 +20,7 @@ const BOB: (&str, &str) = ("bob@example.org", "bob-pw");
 const ERIN: (&str, &str) = ("erin@example.org", "erin-pw");
 const OUTSIDER: &str = "someone@outside.test";
 
-static WORLD: Shared<World> = Shared::new();
-
-extern "C" fn teardown() {
-    WORLD.teardown();
-}
-
-fn world() -> Option<Arc<World>> {
-    WORLD.get(setup, teardown)
-}
+shared_setup!(World, setup);
 
 fn setup() -> Option<World> {
     World::start_with(
@@ -99,15 +89,7 @@ fn two_users_get_the_message_through_lmtpd_and_an_unknown_one_is_refused_at_rcpt
     );
     assert_eq!(out.rcpt_code(ALICE.0), 250, "{}", out.transcript);
     assert_eq!(out.rcpt_code(BOB.0), 250, "{}", out.transcript);
-    let (_, reply) = out.rcpt.iter().find(|(r, _)| r == unknown).unwrap();
-    assert_eq!(reply.code, 550, "{}", out.transcript);
-    assert!(
-        reply.text.starts_with(&format!(
-            "5.1.1 <{unknown}>: Recipient address rejected: User unknown in virtual mailbox table"
-        )),
-        "{}",
-        out.transcript
-    );
+    assert_refused_as_unknown(&out, unknown);
     assert!(out.accepted(), "{}\n{}", out.transcript, w.logs());
 
     let lmtpd = w.lmtpd.as_ref().expect("the stack runs vmail-lmtpd");
@@ -130,14 +112,7 @@ fn two_users_get_the_message_through_lmtpd_and_an_unknown_one_is_refused_at_rcpt
         );
         assert_eq!(h.matches("Return-Path: ").count(), 1, "{text}");
         assert_eq!(h.matches("Delivered-To: ").count(), 1, "{text}");
-        assert!(
-            h.contains("by test.invalid (Postfix)"),
-            "no Received: line of our smtpd: {text}"
-        );
-        assert!(
-            text.contains("\n.a line starting with a dot\n"),
-            "dot-stuffing not undone: {text}"
-        );
+        assert_came_through_smtpd(&text);
         // Postfix's lmtp client to lmtpd's socket, not pipe(8) to vmail-lda.
         let status = statuses(&w, user);
         assert_eq!(status.len(), 1, "{status:?}\n{}", w.logs());
@@ -232,28 +207,10 @@ fn a_sieve_fileinto_rule_works_behind_lmtpd() {
 /// `private/` is 0660 with Postfix's group of the lane's side (the root's gid on debian13).
 #[test]
 fn lmtpd_runs_unprivileged_behind_a_socket_for_postfix() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Some(w) = world() else { return };
-    let lmtpd = w.lmtpd.as_ref().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", lmtpd.pid())).unwrap();
-    let ids = |key: &str| -> Vec<u32> {
-        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
-        line.split_whitespace()
-            .skip(1)
-            .map(|n| n.parse().unwrap())
-            .collect()
-    };
-    let user = w.lane.mail_user();
-    assert_eq!(ids("Uid:"), [user.uid; 4], "{status}");
-    assert_eq!(ids("Gid:"), [user.gid; 4], "{status}");
-    assert_eq!(ids("Groups:"), [user.gid], "{status}");
-    let sock = w.work.path().join("spool/private/vmail-lmtp");
-    let m = std::fs::metadata(&sock).unwrap();
-    assert_eq!(m.permissions().mode() & 0o7777, 0o660, "{}", sock.display());
-    assert_eq!(
-        m.gid(),
+    assert_runs_as(w.lmtpd.as_ref().unwrap(), &w.lane.mail_user());
+    assert_socket(
+        &w.work.path().join("spool/private/vmail-lmtp"),
         w.lane.root.lookup_group("postfix").unwrap(),
-        "{}",
-        sock.display()
     );
 }

@@ -10,7 +10,6 @@
 //! and tell their messages apart by a token in the subject.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use vmail_test_support::dovecot::{imap_login, pop3_login};
@@ -37,15 +36,7 @@ const ERIN: (&str, &str) = ("erin@example.org", "erin-pw");
 const FRANK: (&str, &str) = ("frank@example.org", "frank-pw");
 const GRACE: (&str, &str) = ("grace@example.org", "grace-pw");
 
-static WORLD: Shared<World> = Shared::new();
-
-extern "C" fn teardown() {
-    WORLD.teardown();
-}
-
-fn world() -> Option<Arc<World>> {
-    WORLD.get(setup, teardown)
-}
+shared_setup!(World, setup);
 
 fn setup() -> Option<World> {
     World::start("vmail-e2e mail_flow (shared setup)", e2e_binaries!(), fill)
@@ -106,14 +97,7 @@ fn mail_lands_in_the_maildir_and_is_read_over_imap_and_pop3() {
         1,
         "{text}"
     );
-    assert!(
-        h.contains("by test.invalid (Postfix)"),
-        "no Received: line of our smtpd: {text}"
-    );
-    assert!(
-        text.contains("\n.a line starting with a dot\n"),
-        "dot-stuffing not undone: {text}"
-    );
+    assert_came_through_smtpd(&text);
 
     // The stored file: bare LF line ends, and S= in its name is its size.
     let stored = std::fs::read(&path).unwrap();
@@ -228,15 +212,7 @@ fn an_unknown_user_of_a_known_domain_is_rejected_at_rcpt() {
         &[to],
         &message(OUTSIDER, to, "token-unknown-user"),
     );
-    let (_, reply) = &out.rcpt[0];
-    assert_eq!(reply.code, 550, "{}", out.transcript);
-    assert!(
-        reply.text.starts_with(&format!(
-            "5.1.1 <{to}>: Recipient address rejected: User unknown in virtual mailbox table"
-        )),
-        "{}",
-        out.transcript
-    );
+    assert_refused_as_unknown(&out, to);
     assert!(out.data.is_none(), "DATA sent without a recipient");
 }
 
@@ -400,22 +376,10 @@ fn an_authenticated_user_may_send_only_as_her_own_addresses() {
 
 #[test]
 fn the_daemons_run_unprivileged_behind_the_documented_socket_permissions() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Some(w) = world() else { return };
     let user = mail_user();
     for d in [&w.lookupd, &w.authd] {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
-        let ids = |key: &str| -> Vec<u32> {
-            let line = status.lines().find(|l| l.starts_with(key)).unwrap();
-            line.split_whitespace()
-                .skip(1)
-                .map(|n| n.parse().unwrap())
-                .collect()
-        };
-        // Real, effective, saved and filesystem ids: contrib's `user =` (here nobody).
-        assert_eq!(ids("Uid:"), [user.uid; 4], "{}: {status}", d.name);
-        assert_eq!(ids("Gid:"), [user.gid; 4], "{}: {status}", d.name);
-        assert_eq!(ids("Groups:"), [user.gid], "{}: {status}", d.name);
+        assert_runs_as(d, &user);
     }
     // contrib: every socket 0660; groups postfix, dovecot, and the LDA's (vmail, here nogroup).
     // authd's Lua socket is Dovecot's too.
@@ -430,9 +394,7 @@ fn the_daemons_run_unprivileged_behind_the_documented_socket_permissions() {
         (w.work.path().join("run/auth-lua"), dovecot),
         (w.work.path().join("run/lookupd"), user.gid),
     ] {
-        let m = std::fs::metadata(&sock).unwrap();
-        assert_eq!(m.permissions().mode() & 0o7777, 0o660, "{}", sock.display());
-        assert_eq!(m.gid(), gid, "{}", sock.display());
+        assert_socket(&sock, gid);
     }
 }
 
