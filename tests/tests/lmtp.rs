@@ -18,6 +18,9 @@ const ALICE: (&str, &str) = ("alice@example.org", "alice-pw");
 const BOB: (&str, &str) = ("bob@example.org", "bob-pw");
 /// Files list mail into a folder with a Sieve rule.
 const ERIN: (&str, &str) = ("erin@example.org", "erin-pw");
+/// On vacation; Grace, another local user, writes to him and gets the reply.
+const FRANK: (&str, &str) = ("frank@example.org", "frank-pw");
+const GRACE: (&str, &str) = ("grace@example.org", "grace-pw");
 const OUTSIDER: &str = "someone@outside.test";
 
 shared_setup!(World, setup);
@@ -32,7 +35,7 @@ fn setup() -> Option<World> {
 }
 
 fn fill(_db: &TestDb, config: &std::path::Path, root: &SystemRoot) {
-    let users: Vec<(&str, String)> = [ALICE, BOB, ERIN]
+    let users: Vec<(&str, String)> = [ALICE, BOB, ERIN, FRANK, GRACE]
         .iter()
         .map(|(u, p)| (*u, doveadm_pw(root, "SHA512-CRYPT", p)))
         .collect();
@@ -201,6 +204,47 @@ fn a_sieve_fileinto_rule_works_behind_lmtpd() {
         crlf(text)
     );
     imap.logout().unwrap();
+}
+
+/// A Sieve vacation reply through lmtpd: Frank keeps the message, and the reply goes out
+/// through Postfix and comes back through lmtpd to Grace, with the null sender (RFC 5230),
+/// which lmtpd writes as `<>` (pipe(8)'s R flag wrote `<MAILER-DAEMON>`). A message with
+/// the null sender (a bounce) to Frank is handed off too (`-f ""`; pipe(8) would have
+/// passed `MAILER-DAEMON`).
+#[test]
+fn a_sieve_vacation_reply_goes_out_and_comes_back_through_lmtpd() {
+    let Some(w) = world() else { return };
+    if !w.have_pigeonhole("a_sieve_vacation_reply_goes_out_and_comes_back_through_lmtpd") {
+        return;
+    }
+    w.give_sieve_script(
+        FRANK.0,
+        "require \"vacation\";\nvacation :days 1 :subject \"token-lmtp-away\" \"Frank is away.\";\n",
+    );
+    let bounce = "token-lmtp-null-sender";
+    w.send_ok("", FRANK.0, bounce);
+    let (_, text) = w.delivered_once(FRANK.0, bounce);
+    assert!(
+        text.starts_with(&format!("Return-Path: <>\nDelivered-To: {}\n", FRANK.0)),
+        "{text}"
+    );
+    let token = "token-lmtp-vacation";
+    w.send_ok(GRACE.0, FRANK.0, token);
+    w.delivered_once(FRANK.0, token);
+    assert!(
+        lmtpd_logged(&w, FRANK.0, "HandedOff(0)"),
+        "no hand-off for {} in lmtpd's log\n{}",
+        FRANK.0,
+        w.logs()
+    );
+    let (_, reply) = w.delivered_once(GRACE.0, "token-lmtp-away");
+    let h = header(&reply);
+    assert!(reply.contains("Frank is away."), "{reply}");
+    assert!(h.contains("Auto-Submitted: auto-replied"), "{reply}");
+    assert!(
+        reply.starts_with(&format!("Return-Path: <>\nDelivered-To: {}\n", GRACE.0)),
+        "{reply}"
+    );
 }
 
 /// contrib's `[lmtpd]`: lmtpd runs as the mail user, and its socket in Postfix's
