@@ -9,7 +9,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vmail_test_support::dovecot::{imap_login, imap_login_from, pop3_login};
@@ -27,15 +26,7 @@ const PENALIZED_FROM: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// Disabled in the database: refused like a wrong password, and without a userdb record.
 const DISABLED: (&str, &str) = ("off@example.org", "off-pw");
 
-static WORLD: Shared<World> = Shared::new();
-
-extern "C" fn teardown() {
-    WORLD.teardown();
-}
-
-fn world() -> Option<Arc<World>> {
-    WORLD.get(setup, teardown)
-}
+shared_setup!(World, setup);
 
 fn setup() -> Option<World> {
     World::start("vmail-e2e logins (shared setup)", e2e_binaries!(), fill)

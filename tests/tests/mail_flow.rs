@@ -10,7 +10,6 @@
 //! and tell their messages apart by a token in the subject.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use vmail_test_support::dovecot::{imap_login, pop3_login};
@@ -37,15 +36,7 @@ const ERIN: (&str, &str) = ("erin@example.org", "erin-pw");
 const FRANK: (&str, &str) = ("frank@example.org", "frank-pw");
 const GRACE: (&str, &str) = ("grace@example.org", "grace-pw");
 
-static WORLD: Shared<World> = Shared::new();
-
-extern "C" fn teardown() {
-    WORLD.teardown();
-}
-
-fn world() -> Option<Arc<World>> {
-    WORLD.get(setup, teardown)
-}
+shared_setup!(World, setup);
 
 fn setup() -> Option<World> {
     World::start("vmail-e2e mail_flow (shared setup)", e2e_binaries!(), fill)
@@ -80,28 +71,12 @@ fn fill(db: &TestDb, config: &Path, root: &SystemRoot) {
 
 /// Sends over port 25 from outside and insists the message was queued.
 fn send_ok(w: &World, to: &str, token: &str) {
-    let out = w
-        .postfix
-        .send(OUTSIDER, &[to], &message(OUTSIDER, to, token));
-    assert!(
-        out.accepted(),
-        "message to {to} refused:\n{}\n{}",
-        out.transcript,
-        w.logs()
-    );
+    w.send_ok(OUTSIDER, to, token);
 }
 
 /// Waits for the one copy of the message with `token` in `email`'s Maildir.
 fn delivered_once(w: &World, email: &str, token: &str) -> (PathBuf, String) {
-    let mut got = wait_for_message(&w.maildir(email), token, Duration::from_secs(30));
-    assert_eq!(
-        got.len(),
-        1,
-        "{token}: want exactly one copy in {email}'s Maildir, got {}\n{}",
-        got.len(),
-        w.logs()
-    );
-    got.remove(0)
+    w.delivered_once(email, token)
 }
 
 #[test]
@@ -122,14 +97,7 @@ fn mail_lands_in_the_maildir_and_is_read_over_imap_and_pop3() {
         1,
         "{text}"
     );
-    assert!(
-        h.contains("by test.invalid (Postfix)"),
-        "no Received: line of our smtpd: {text}"
-    );
-    assert!(
-        text.contains("\n.a line starting with a dot\n"),
-        "dot-stuffing not undone: {text}"
-    );
+    assert_came_through_smtpd(&text);
 
     // The stored file: bare LF line ends, and S= in its name is its size.
     let stored = std::fs::read(&path).unwrap();
@@ -244,15 +212,7 @@ fn an_unknown_user_of_a_known_domain_is_rejected_at_rcpt() {
         &[to],
         &message(OUTSIDER, to, "token-unknown-user"),
     );
-    let (_, reply) = &out.rcpt[0];
-    assert_eq!(reply.code, 550, "{}", out.transcript);
-    assert!(
-        reply.text.starts_with(&format!(
-            "5.1.1 <{to}>: Recipient address rejected: User unknown in virtual mailbox table"
-        )),
-        "{}",
-        out.transcript
-    );
+    assert_refused_as_unknown(&out, to);
     assert!(out.data.is_none(), "DATA sent without a recipient");
 }
 
@@ -416,22 +376,10 @@ fn an_authenticated_user_may_send_only_as_her_own_addresses() {
 
 #[test]
 fn the_daemons_run_unprivileged_behind_the_documented_socket_permissions() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Some(w) = world() else { return };
     let user = mail_user();
     for d in [&w.lookupd, &w.authd] {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
-        let ids = |key: &str| -> Vec<u32> {
-            let line = status.lines().find(|l| l.starts_with(key)).unwrap();
-            line.split_whitespace()
-                .skip(1)
-                .map(|n| n.parse().unwrap())
-                .collect()
-        };
-        // Real, effective, saved and filesystem ids: contrib's `user =` (here nobody).
-        assert_eq!(ids("Uid:"), [user.uid; 4], "{}: {status}", d.name);
-        assert_eq!(ids("Gid:"), [user.gid; 4], "{}: {status}", d.name);
-        assert_eq!(ids("Groups:"), [user.gid], "{}: {status}", d.name);
+        assert_runs_as(d, &user);
     }
     // contrib: every socket 0660; groups postfix, dovecot, and the LDA's (vmail, here nogroup).
     // authd's Lua socket is Dovecot's too.
@@ -446,9 +394,7 @@ fn the_daemons_run_unprivileged_behind_the_documented_socket_permissions() {
         (w.work.path().join("run/auth-lua"), dovecot),
         (w.work.path().join("run/lookupd"), user.gid),
     ] {
-        let m = std::fs::metadata(&sock).unwrap();
-        assert_eq!(m.permissions().mode() & 0o7777, 0o660, "{}", sock.display());
-        assert_eq!(m.gid(), gid, "{}", sock.display());
+        assert_socket(&sock, gid);
     }
 }
 
@@ -482,57 +428,15 @@ fn case_does_not_matter_in_recipients_and_logins() {
     delivered_once(&w, BOB.0, "token-upper-case-login");
 }
 
-/// Whether the lane has Pigeonhole (package dovecot-sieve); a loud skip if not (a failure
-/// under CI).
-fn have_pigeonhole(w: &World, test: &str) -> bool {
-    let plugin = Path::new("/usr/lib/dovecot/modules/lib90_sieve_plugin.so");
-    let have = w.lane.root.host_path(plugin).exists();
-    if !have {
-        vmail_test_support::skip(
-            test,
-            &format!(
-                "dovecot-sieve is not installed on lane {} (run scripts/test-deps)",
-                w.lane.name
-            ),
-        );
-    }
-    have
-}
-
-/// Gives `email` an active Sieve script as ManageSieve keeps it (`~/sieve/NAME.sieve`, linked
-/// from `~/.dovecot.sieve`), owned by the mail user, as whom Dovecot's LDA compiles it.
-fn give_sieve_script(w: &World, email: &str, script: &str) {
-    let home = w.home(email);
-    let sieve = home.join("sieve");
-    std::fs::create_dir_all(&sieve).unwrap();
-    let active = home.join(".dovecot.sieve");
-    if active.symlink_metadata().is_err() {
-        std::os::unix::fs::symlink("sieve/main.sieve", &active).unwrap();
-    }
-    std::fs::write(sieve.join("main.sieve"), script).unwrap();
-    let user = w.lane.mail_user();
-    // The domain's directory too: the LDA, running as the mail user, makes the other homes
-    // there.
-    let domain = home.parent().unwrap();
-    for p in [domain, &home, &sieve, &sieve.join("main.sieve")] {
-        std::os::unix::fs::chown(p, Some(user.uid), Some(user.gid)).unwrap();
-    }
-    std::os::unix::fs::lchown(&active, Some(user.uid), Some(user.gid)).unwrap();
-}
-
 /// Issue 19 item 1: a user's `fileinto` rule still works behind vmail-lda (which hands the
 /// message to Dovecot's LDA), and the message arrives once, in the folder only.
 #[test]
 fn a_sieve_fileinto_rule_files_the_message_into_its_folder() {
     let Some(w) = world() else { return };
-    if !have_pigeonhole(
-        &w,
-        "a_sieve_fileinto_rule_files_the_message_into_its_folder",
-    ) {
+    if !w.have_pigeonhole("a_sieve_fileinto_rule_files_the_message_into_its_folder") {
         return;
     }
-    give_sieve_script(
-        &w,
+    w.give_sieve_script(
         ERIN.0,
         // :create, as contrib does not let Dovecot's LDA create folders for everybody.
         "require [\"fileinto\", \"mailbox\", \"envelope\", \"subaddress\"];\n\
@@ -587,11 +491,10 @@ fn a_sieve_fileinto_rule_files_the_message_into_its_folder() {
 #[test]
 fn a_sieve_vacation_reply_reaches_the_sender() {
     let Some(w) = world() else { return };
-    if !have_pigeonhole(&w, "a_sieve_vacation_reply_reaches_the_sender") {
+    if !w.have_pigeonhole("a_sieve_vacation_reply_reaches_the_sender") {
         return;
     }
-    give_sieve_script(
-        &w,
+    w.give_sieve_script(
         FRANK.0,
         "require \"vacation\";\nvacation :days 1 :subject \"token-sieve-away\" \"Frank is away.\";\n",
     );

@@ -278,6 +278,16 @@ pub fn contrib_vmail_toml(p: &VmailPaths) -> String {
             ),
             1,
         ),
+        // lmtpd's socket, where Postfix's lmtp client looks for it (see
+        // [`contrib_lmtp_transport`]).
+        (
+            "listen = [\"unix:/var/spool/postfix/private/vmail-lmtp\"]".into(),
+            format!(
+                "listen = [\"unix:{}/private/vmail-lmtp\"]",
+                p.spool.display()
+            ),
+            1,
+        ),
         (
             "auth = [\"unix:/var/spool/postfix/private/vmail-auth\"]".into(),
             format!("auth = [\"unix:{}/private/vmail-auth\"]", p.spool.display()),
@@ -530,6 +540,22 @@ pub fn contrib_sasl_lines(auth_socket: &Path) -> Vec<String> {
         );
     }
     lines
+}
+
+/// The other delivery path of `contrib/postfix/main.cf.vmail`: the value of its commented
+/// `virtual_transport = lmtp:unix:private/vmail-lmtp` (to vmail-lmtpd, "instead of the two
+/// lines above", `virtual_transport = vmail` and its recipient limit), with the socket made
+/// absolute under `spool` (see [`spool_dir`]), as `[lmtpd] listen` is in
+/// [`contrib_vmail_toml`].
+pub fn contrib_lmtp_transport(spool: &Path) -> String {
+    let want = "virtual_transport = lmtp:unix:private/vmail-lmtp";
+    assert!(
+        CONTRIB_MAIN_CF
+            .lines()
+            .any(|l| l.strip_prefix('#').map(str::trim) == Some(want)),
+        "contrib/postfix/main.cf.vmail no longer offers `# {want}`"
+    );
+    format!("lmtp:unix:{}/private/vmail-lmtp", spool.display())
 }
 
 /// The contrib main.cf lines that route virtual mailboxes to the `vmail` transport.

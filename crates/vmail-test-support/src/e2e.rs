@@ -5,6 +5,7 @@
 //! helpers.
 
 pub mod lane;
+pub mod sieve;
 pub mod smtp;
 pub mod stack;
 
@@ -19,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub use crate::e2e_binaries;
 use crate::root::SystemRoot;
 use crate::wait_until;
+pub use crate::{e2e_binaries, shared_setup};
 
 /// The real programs under test, built by the test's package from their own `main.rs`
 /// (see `tests/Cargo.toml`), so they are always fresh; [`e2e_binaries!`] names them.
@@ -32,6 +33,8 @@ pub struct Binaries {
     pub lda_direct: &'static str,
     pub lookupd: &'static str,
     pub authd: &'static str,
+    /// Started only for a stack with [`Transport::Lmtp`].
+    pub lmtpd: &'static str,
 }
 
 /// The [`Binaries`] of the calling test package (vmail-e2e): Cargo tells their paths only to
@@ -44,6 +47,7 @@ macro_rules! e2e_binaries {
             lda_direct: env!("CARGO_BIN_EXE_e2e-vmail-lda-direct"),
             lookupd: env!("CARGO_BIN_EXE_e2e-vmail-lookupd"),
             authd: env!("CARGO_BIN_EXE_e2e-vmail-authd"),
+            lmtpd: env!("CARGO_BIN_EXE_e2e-vmail-lmtpd"),
         }
     };
 }
@@ -153,4 +157,61 @@ pub fn message(from: &str, to: &str, token: &str) -> String {
         "From: <{from}>\nTo: <{to}>\nSubject: {token}\nMessage-ID: <{token}@client.test.invalid>\n\n\
          Body of {token}.\n.a line starting with a dot\n"
     )
+}
+
+/// Insists that a stored [`message`] came through the stack's smtpd (its `Received:` line)
+/// with its dot-stuffing undone (the line starting with a dot is whole again).
+pub fn assert_came_through_smtpd(text: &str) {
+    assert!(
+        header(text).contains("by test.invalid (Postfix)"),
+        "no Received: line of our smtpd: {text}"
+    );
+    assert!(
+        text.contains("\n.a line starting with a dot\n"),
+        "dot-stuffing not undone: {text}"
+    );
+}
+
+/// Insists that smtpd refused `to` at RCPT as an unknown user of one of our domains
+/// (contrib's `virtual_mailbox_maps` through lookupd).
+pub fn assert_refused_as_unknown(out: &crate::postfix::SmtpOutcome, to: &str) {
+    let reply = out
+        .rcpt
+        .iter()
+        .find(|(r, _)| r == to)
+        .map(|(_, reply)| reply)
+        .unwrap_or_else(|| panic!("no RCPT TO:<{to}>: {}", out.transcript));
+    assert_eq!(reply.code, 550, "{}", out.transcript);
+    assert!(
+        reply.text.starts_with(&format!(
+            "5.1.1 <{to}>: Recipient address rejected: User unknown in virtual mailbox table"
+        )),
+        "{}",
+        out.transcript
+    );
+}
+
+/// Insists that the daemon `d` runs as `user` only: real, effective, saved and filesystem
+/// ids, and no supplementary group but its own (contrib's `user =`, here nobody).
+pub fn assert_runs_as(d: &DaemonProcess, user: &MailUser) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid()))
+        .unwrap_or_else(|e| panic!("{} (pid {}): {e}", d.name, d.pid()));
+    let ids = |key: &str| -> Vec<u32> {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace()
+            .skip(1)
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    assert_eq!(ids("Uid:"), [user.uid; 4], "{}: {status}", d.name);
+    assert_eq!(ids("Gid:"), [user.gid; 4], "{}: {status}", d.name);
+    assert_eq!(ids("Groups:"), [user.gid], "{}: {status}", d.name);
+}
+
+/// Insists that `sock` has contrib's socket mode, 0660, and the group `gid`.
+pub fn assert_socket(sock: &Path, gid: u32) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::metadata(sock).unwrap_or_else(|e| panic!("{}: {e}", sock.display()));
+    assert_eq!(m.permissions().mode() & 0o7777, 0o660, "{}", sock.display());
+    assert_eq!(m.gid(), gid, "{}", sock.display());
 }

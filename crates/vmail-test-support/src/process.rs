@@ -164,6 +164,24 @@ enum State<T> {
     Failed(String),
 }
 
+/// A test file's one shared setup: a `static WORLD: Shared<T>`, the `extern "C"` teardown
+/// [`Shared::get`] registers, and `fn world() -> Option<Arc<T>>`, which builds it with
+/// `setup` (`fn() -> Option<T>`) on first use.
+#[macro_export]
+macro_rules! shared_setup {
+    ($t:ty, $setup:path) => {
+        static WORLD: $crate::process::Shared<$t> = $crate::process::Shared::new();
+
+        extern "C" fn teardown() {
+            WORLD.teardown();
+        }
+
+        fn world() -> Option<std::sync::Arc<$t>> {
+            WORLD.get($setup, teardown)
+        }
+    };
+}
+
 impl<T: Send + Sync + 'static> Default for Shared<T> {
     fn default() -> Self {
         Self::new()

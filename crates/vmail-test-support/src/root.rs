@@ -22,7 +22,7 @@ use crate::{have, set_mode, skip};
 /// it, for trying out a rebuilt root beside the one in use).
 pub const DEBIAN13_ROOT: &str = "/var/lib/vmail-test/debian13";
 /// The file `scripts/test-deps` writes last into a root it built completely.
-const MARKER: &str = ".vmail-test-root";
+pub(crate) const MARKER: &str = ".vmail-test-root";
 
 /// This host, or a directory tree entered with chroot(8).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

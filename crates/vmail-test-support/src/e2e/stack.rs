@@ -4,6 +4,8 @@
 //! vmail-authd), vmail-lookupd and vmail-authd as real processes on
 //! `contrib/vmail/vmail.toml`, vmail-lda run by pipe(8), and a private Dovecot reading the
 //! Maildirs over IMAP and POP3 with contrib's Lua passdb/userdb (vmail-authd again).
+//! Or, with [`Transport::Lmtp`], contrib's other delivery path: `virtual_transport =
+//! lmtp:unix:private/vmail-lmtp` to vmail-lmtpd, a real process on the same vmail.toml.
 //!
 //! Site settings a real server has and contrib leaves to the administrator: `mynetworks`
 //! empty (every test client is "the Internet"), and the how-to's `smtpd_relay_restrictions`
@@ -11,6 +13,7 @@
 //! `defer_unauth_destination`, a 454 instead of 554).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::dovecot::{DovecotBuilder, PrivateDovecot};
 use crate::postfix::{PostfixBuilder, PrivatePostfix};
@@ -23,6 +26,18 @@ use super::*;
 pub const PENALTY_BLOCK_AFTER: u32 = 8;
 /// `[authd] penalty_window_s` in the tests: short enough to wait for.
 pub const PENALTY_WINDOW_S: u32 = 5;
+
+/// How Postfix hands mail for the virtual mailboxes over: contrib/postfix/main.cf.vmail's
+/// two delivery paths.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// `virtual_transport = vmail`: pipe(8) runs vmail-lda once per recipient.
+    #[default]
+    Pipe,
+    /// `virtual_transport = lmtp:unix:private/vmail-lmtp`: Postfix's lmtp client to
+    /// vmail-lmtpd.
+    Lmtp,
+}
 
 /// How the daemons reach the test's database (contrib's `hosts`, `user`, `password_file`,
 /// `dbname`).
@@ -39,6 +54,8 @@ pub struct DbAccess<'a> {
 pub struct Stack {
     pub postfix: PrivatePostfix,
     pub dovecot: PrivateDovecot,
+    /// Running with [`Transport::Lmtp`] only.
+    pub lmtpd: Option<DaemonProcess>,
     pub authd: DaemonProcess,
     pub lookupd: DaemonProcess,
     pub work: SharedDir,
@@ -55,6 +72,18 @@ impl Stack {
         test: &str,
         lane: Lane,
         bins: Binaries,
+        db: &DbAccess,
+        fill: impl FnOnce(&Path),
+    ) -> Option<Stack> {
+        Self::start_with(test, lane, bins, Transport::Pipe, db, fill)
+    }
+
+    /// [`Stack::start`] delivering through `transport`.
+    pub fn start_with(
+        test: &str,
+        lane: Lane,
+        bins: Binaries,
+        transport: Transport,
         db: &DbAccess,
         fill: impl FnOnce(&Path),
     ) -> Option<Stack> {
@@ -133,9 +162,20 @@ impl Stack {
             &state,
             &[&spool.join("private/vmail-auth"), &dict_socket, &lua_socket],
         );
+        let lmtpd = (transport == Transport::Lmtp)
+            .then(|| start_lmtpd(bins.lmtpd, &config, work.path(), &spool, &user));
+
+        let mut main_cf = contrib_main_cf(&spool);
+        if transport == Transport::Lmtp {
+            // contrib: the lmtp line "instead of the two lines above".
+            main_cf.retain(|(name, _)| {
+                name != "virtual_transport" && name != "vmail_destination_recipient_limit"
+            });
+            main_cf.push(("virtual_transport".into(), contrib_lmtp_transport(&spool)));
+        }
 
         let mut builder = PostfixBuilder::new().root(&lane.root);
-        for (name, value) in contrib_main_cf(&spool) {
+        for (name, value) in main_cf {
             builder = builder.main(&format!("{name} = {value}"));
         }
         let cert_opt = format!("smtpd_tls_cert_file={}", cert.display());
@@ -176,7 +216,7 @@ impl Stack {
             .conf(CONTRIB_DOVECOT_INCLUDE)
             .conf(CONTRIB_SIEVE_INCLUDE)
             .start(test)?;
-        write_dovecot_lda(&dovecot_lda, &dovecot, &user);
+        write_dovecot_lda(&dovecot_lda, &dovecot, &user, &lane);
         eprintln!(
             "{test}: stack on lane {} ready in {:?}",
             lane.name,
@@ -185,6 +225,7 @@ impl Stack {
         Some(Stack {
             postfix,
             dovecot,
+            lmtpd,
             authd,
             lookupd,
             work,
@@ -212,13 +253,38 @@ impl Stack {
         self.mail_base.join(domain).join(local).join("Maildir")
     }
 
+    /// Sends the [`message`] with `token` from `from` to `to` over port 25 and insists it
+    /// was queued.
+    pub fn send_ok(&self, from: &str, to: &str, token: &str) {
+        let out = self.postfix.send(from, &[to], &message(from, to, token));
+        assert!(
+            out.accepted(),
+            "message to {to} refused:\n{}\n{}",
+            out.transcript,
+            self.logs()
+        );
+    }
+
+    /// Waits for the one copy of the message with `token` in `email`'s Maildir.
+    pub fn delivered_once(&self, email: &str, token: &str) -> (PathBuf, String) {
+        let mut got = wait_for_message(&self.maildir(email), token, Duration::from_secs(30));
+        assert_eq!(
+            got.len(),
+            1,
+            "{token}: want exactly one copy in {email}'s Maildir, got {}\n{}",
+            got.len(),
+            self.logs()
+        );
+        got.remove(0)
+    }
+
     pub fn submission_port(&self) -> u16 {
         self.postfix.submission_port.expect("a submission port")
     }
 
     /// Everything that logged, for assertion messages.
     pub fn logs(&self) -> String {
-        format!(
+        let mut logs = format!(
             "--- lane {}\n--- postfix maillog:\n{}\n--- vmail-lookupd:\n{}\n--- vmail-authd:\n{}\n\
              --- dovecot:\n{}\n--- dovecot-lda:\n{}",
             self.lane.name,
@@ -227,23 +293,71 @@ impl Stack {
             self.authd.log(),
             self.dovecot.log(),
             self.dovecot_lda_log()
-        )
+        );
+        if let Some(l) = &self.lmtpd {
+            logs.push_str(&format!("\n--- vmail-lmtpd:\n{}", l.log()));
+        }
+        logs
     }
+}
+
+/// vmail-lmtpd on `config`, as its systemd unit runs it: binds `[lmtpd] listen` (the
+/// `spool`'s `private/vmail-lmtp`) as root, then runs as the mail user. Its state directory
+/// (`lmtp/`, where it spools messages, and its pid file) is made as docs/INSTALL.md makes
+/// `/var/lib/vmail`: 0750, owned by the mail user.
+fn start_lmtpd(
+    bin: &str,
+    config: &Path,
+    work: &Path,
+    spool: &Path,
+    user: &crate::MailUser,
+) -> DaemonProcess {
+    let state = work.join("lmtpd-state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(user.uid), Some(user.gid)).unwrap();
+    set_mode(&state, 0o750);
+    DaemonProcess::start(
+        "vmail-lmtpd",
+        bin,
+        config,
+        &state,
+        &[&spool.join("private/vmail-lmtp")],
+    )
 }
 
 /// `[lda] dovecot_lda` of the stack at `path`: the lane's real dovecot-lda, given the private
 /// Dovecot's configuration and a log file the mail user (as whom pipe(8) runs the LDA) can
 /// write. A script, since vmail-lda runs one program: the options are the stack's, not
 /// contrib's.
-fn write_dovecot_lda(path: &Path, dovecot: &PrivateDovecot, user: &crate::MailUser) {
+///
+/// On debian13 the lane's dovecot-lda is the root's (2.4, for the root's Dovecot and its
+/// configuration). vmail-lda, run by pipe(8) in the root, finds it there; vmail-lmtpd runs
+/// on the host, as the mail user, where `/usr/lib/dovecot/dovecot-lda` is the host's 2.3,
+/// which cannot read a 2.4 configuration. So the script, started outside the root, enters
+/// it first, still as the mail user: chroot(2) is allowed in a user namespace of one's own
+/// (`unshare --map-current-user`), which maps that user to itself. The debian13 lane thus
+/// needs unprivileged user namespaces for the LMTP Sieve case; where they are off, unshare's
+/// complaint is in vmail-lmtpd's log (the LDA's stderr) and the recipient is deferred.
+fn write_dovecot_lda(path: &Path, dovecot: &PrivateDovecot, user: &crate::MailUser, lane: &Lane) {
     let log = path.with_file_name("dovecot-lda.log");
     std::fs::write(&log, "").unwrap();
     std::os::unix::fs::chown(&log, Some(user.uid), Some(user.gid)).unwrap();
+    let enter_root = match lane.root.tree() {
+        None => String::new(),
+        Some(tree) => {
+            let marker = tree.join(crate::root::MARKER);
+            format!(
+                "if [ -e '{}' ]; then\n  exec unshare --user --map-current-user --root='{}' \"$0\" \"$@\"\nfi\n",
+                marker.display(),
+                tree.display()
+            )
+        }
+    };
     std::fs::write(
         path,
         format!(
             "#!/bin/sh
-exec /usr/lib/dovecot/dovecot-lda -c {} -o log_path={} \"$@\"\n",
+{enter_root}exec /usr/lib/dovecot/dovecot-lda -c {} -o log_path={} \"$@\"\n",
             dovecot.conf_path().display(),
             log.display()
         ),
@@ -276,13 +390,24 @@ impl World {
         bins: Binaries,
         fill: impl FnOnce(&crate::TestDb, &Path, &crate::root::SystemRoot),
     ) -> Option<World> {
+        Self::start_with(test, bins, Transport::Pipe, fill)
+    }
+
+    /// [`World::start`] delivering through `transport`.
+    pub fn start_with(
+        test: &str,
+        bins: Binaries,
+        transport: Transport,
+        fill: impl FnOnce(&crate::TestDb, &Path, &crate::root::SystemRoot),
+    ) -> Option<World> {
         let lane = Lane::from_env(test)?;
         let db = crate::TestDb::create(test)?;
         let root = lane.root.clone();
-        let stack = Stack::start(
+        let stack = Stack::start_with(
             test,
             lane,
             bins,
+            transport,
             &DbAccess {
                 socket: Path::new(&db.socket),
                 user: &db.user,
