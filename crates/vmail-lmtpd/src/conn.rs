@@ -44,6 +44,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub read_timeout: Duration,
     pub spool_dir: std::path::PathBuf,
+    /// `[lmtpd] spool_memory`: messages up to this size are not written to the spool.
+    pub spool_memory: u64,
 }
 
 /// What the connections of one listener share.
@@ -138,7 +140,7 @@ impl Handler {
                         records.extend(record);
                     }
                     Action::StartData(r) => {
-                        spooling = match Spool::create(&s.spool_dir) {
+                        spooling = match Spool::create(&s.spool_dir, s.spool_memory) {
                             Ok(spool) => Spooling::Writing(spool),
                             Err(e) => Spooling::Failed(format!(
                                 "cannot create a spool file in {}: {e}",

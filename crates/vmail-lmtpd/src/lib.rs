@@ -121,6 +121,7 @@ impl Lmtpd {
                     idle_timeout: Duration::from_millis(l.idle_timeout_ms),
                     read_timeout: Duration::from_millis(l.request_read_timeout_ms),
                     spool_dir: l.spool.clone(),
+                    spool_memory: l.spool_memory,
                 },
             });
             life.listen(listener, l.max_connections, move |stream, shut| {

@@ -91,7 +91,7 @@ impl Server {
     }
 
     /// Starts a message to alice on `c` and sends its first half; returns when that was
-    /// sent, once the spool file is there.
+    /// sent, once the spool file is there (the server needs `spool_memory = 0`).
     fn half_a_message(&self, c: &mut Client) -> Instant {
         c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
         starts(&c.replies(4), &["250", "250", "250", "354"]);
@@ -227,7 +227,8 @@ fn a_database_outage_defers_at_rcpt() {
 /// new/ and the spool file goes.
 #[test]
 fn a_client_stalled_mid_data_is_closed_and_nothing_is_delivered() {
-    let srv = Server::start("request_read_timeout_ms = 400\n", None);
+    // spool_memory = 0: the half message is in a file, which must go.
+    let srv = Server::start("request_read_timeout_ms = 400\nspool_memory = 0\n", None);
     let mut c = srv.connect();
     let t = srv.half_a_message(&mut c);
     // The server closes: EOF, no reply.
@@ -401,7 +402,7 @@ fn lmtpd_binary(dir: &Path, text: &str, args: &[&str]) -> Option<(i32, String)> 
 /// to start (75, naming the spool), and the first one's message is delivered.
 #[test]
 fn a_second_lmtpd_on_the_same_spool_refuses_to_start_and_leaves_the_files() {
-    let srv = Server::start("", None);
+    let srv = Server::start("spool_memory = 0\n", None);
     let mut c = srv.connect();
     srv.half_a_message(&mut c);
     let base = srv.dir.path().display().to_string();

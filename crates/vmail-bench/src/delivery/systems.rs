@@ -91,9 +91,13 @@ fn postfix_for(spool: &Path, transport: &str, hold_port: u16) -> PostfixBuilder 
 
 /// Dovecot's LMTP listener at `socket` (absolute: Dovecot takes a listener name starting
 /// with `/` as its path), open to Postfix's lmtp client; `protocols` gains `lmtp`.
+/// `lmtp_user_concurrency_limit = 0`: 2.4's default of 10 answers "451 4.3.0 Too many
+/// concurrent deliveries for user" when Postfix's 20 connections carry more messages for one
+/// mailbox at once, and the deferred messages would wait minutes in Postfix's queue (2.3's
+/// default is 0).
 fn lmtp_conf(socket: &Path) -> String {
     format!(
-        "protocols = imap lmtp\n\
+        "protocols = imap lmtp\nlmtp_user_concurrency_limit = 0\n\
          service lmtp {{\n  unix_listener {} {{\n    mode = 0666\n  }}\n}}\n",
         socket.display()
     )
