@@ -34,21 +34,8 @@ use systems::{Bins, Counter, Shared, System, SYSTEMS};
 
 #[derive(clap::Args)]
 pub struct DeliveryArgs {
-    /// Messages per rate figure and system.
-    #[arg(long, default_value_t = 2000)]
-    messages: usize,
-    /// Parallel SMTP sessions (smtp-source lanes).
-    #[arg(long, default_value_t = 10)]
-    sessions: usize,
-    /// Mailboxes the messages are spread over.
-    #[arg(long, default_value_t = 100)]
-    mailboxes: usize,
-    /// Message size of the rate figures in bytes (smtp-source -l).
-    #[arg(long, default_value_t = 1500)]
-    size: usize,
-    /// Users in the database.
-    #[arg(long, default_value_t = 1000)]
-    users: usize,
+    #[command(flatten)]
+    load: load::SmtpLoad,
     /// Rounds of each rate figure (each system once per round, order rotating).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -113,11 +100,11 @@ fn smtp_run(
     let mut tail = crate::stack::setup::LogTail::at_end(&maillog(s))?;
     let mut counter = || -> Result<usize> {
         trouble(&mut tail)?;
-        Ok(delivered(s, a.mailboxes))
+        Ok(delivered(s, a.load.mailboxes))
     };
     load::deliver(
         s.postfix.smtp_port,
-        a.sessions,
+        a.load.sessions,
         messages,
         mailboxes,
         size,
@@ -164,16 +151,16 @@ fn drain_run(s: &System, a: &DeliveryArgs) -> Result<Duration> {
     let mut held = || -> Result<usize> { Ok(count_files(&hold)) };
     load::deliver(
         s.hold_port,
-        a.sessions,
-        a.messages,
-        a.mailboxes,
-        a.size,
+        a.load.sessions,
+        a.load.messages,
+        a.load.mailboxes,
+        a.load.size,
         TIMEOUT,
         &mut held,
     )
     .context("fill the hold queue")?;
     let mut tail = crate::stack::setup::LogTail::at_end(&maillog(s))?;
-    let base = delivered(s, a.mailboxes);
+    let base = delivered(s, a.load.mailboxes);
     let cpu0 = crate::cpu::machine();
     let postfix_pid = accounting::pid_in(&queue.join("pid/master.pid"));
     let trees = |agent: &[u32]| {
@@ -189,15 +176,16 @@ fn drain_run(s: &System, a: &DeliveryArgs) -> Result<Duration> {
     postfix_tool(s, "postqueue", &["-f"])?;
     loop {
         trouble(&mut tail)?;
-        let got = delivered(s, a.mailboxes).saturating_sub(base);
-        if got >= a.messages {
+        let got = delivered(s, a.load.mailboxes).saturating_sub(base);
+        if got >= a.load.messages {
             let took = start.elapsed();
             let t1 = trees(&agent);
             if let (Some(b), Some(e)) = (cpu0, crate::cpu::machine()) {
-                let per = |t: u64| t as f64 / crate::cpu::ticks_per_sec() * 1e6 / a.messages as f64;
+                let per =
+                    |t: u64| t as f64 / crate::cpu::ticks_per_sec() * 1e6 / a.load.messages as f64;
                 println!(
                     "  {}; Postfix's processes {:.0} µs/msg{}, the agent's {}",
-                    cpu_note(&b, &e, a.messages, s.key),
+                    cpu_note(&b, &e, a.load.messages, s.key),
                     per(t1.0.saturating_sub(t0.0)),
                     if s.key == "pipe" {
                         " (vmail-lda included)"
@@ -214,7 +202,10 @@ fn drain_run(s: &System, a: &DeliveryArgs) -> Result<Duration> {
             return Ok(took);
         }
         if start.elapsed() > TIMEOUT {
-            bail!("only {got} of {} released messages delivered", a.messages);
+            bail!(
+                "only {got} of {} released messages delivered",
+                a.load.messages
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -303,7 +294,7 @@ pub fn run(a: DeliveryArgs) -> Result<()> {
     vmail_test_support::set_mode(work.path(), 0o755);
     let db =
         TestDb::create("vmail-bench delivery").context("no MariaDB (run scripts/test-deps)")?;
-    let users = a.users.max(a.mailboxes).max(1);
+    let users = a.load.users.max(a.load.mailboxes).max(1);
     crate::stack::data::populate(&db, users, 0)?;
     let env = Env {
         work: work.path().to_path_buf(),
@@ -341,7 +332,7 @@ pub fn run(a: DeliveryArgs) -> Result<()> {
     );
     // One message per mailbox first: Maildirs (and Dovecot's indexes) exist before any clock.
     for s in systems.iter().flatten() {
-        smtp_run(s, &a, a.mailboxes, a.mailboxes, a.size)
+        smtp_run(s, &a, a.load.mailboxes, a.load.mailboxes, a.load.size)
             .with_context(|| format!("{}: warm-up", s.key))?;
     }
 
@@ -349,20 +340,20 @@ pub fn run(a: DeliveryArgs) -> Result<()> {
     if figure("smtp") {
         println!(
             "SMTP -> Maildir: smtp-source, {} messages of {} bytes per round, {} sessions, one message per connection, {} mailboxes",
-            a.messages, a.size, a.sessions, a.mailboxes
+            a.load.messages, a.load.size, a.load.sessions, a.load.mailboxes
         );
         let c = rounds("smtp", &systems, a.rounds, |s| {
-            Ok(smtp_run(s, &a, a.messages, a.mailboxes, a.size)?.per_sec())
+            Ok(smtp_run(s, &a, a.load.messages, a.load.mailboxes, a.load.size)?.per_sec())
         });
         table.push(("SMTP -> Maildir msgs/s".into(), c));
     }
     if figure("drain") {
         println!(
             "queue -> Maildir: {} messages of {} bytes put on hold, released at once",
-            a.messages, a.size
+            a.load.messages, a.load.size
         );
         let c = rounds("drain", &systems, a.rounds, |s| {
-            Ok(a.messages as f64 / drain_run(s, &a)?.as_secs_f64())
+            Ok(a.load.messages as f64 / drain_run(s, &a)?.as_secs_f64())
         });
         table.push(("queue -> Maildir msgs/s".into(), c));
     }
@@ -390,7 +381,7 @@ pub fn run(a: DeliveryArgs) -> Result<()> {
                 };
                 let r = (|| -> Result<String> {
                     let watch = s.rss.watch()?;
-                    smtp_run(s, &a, n, n.min(a.mailboxes), *size)?;
+                    smtp_run(s, &a, n, n.min(a.load.mailboxes), *size)?;
                     Ok(match watch.finish(n)? {
                         Some((kib, procs)) => {
                             println!(

@@ -223,15 +223,11 @@ pub fn run(a: DovecotAuthArgs) -> Result<()> {
                 std::os::unix::fs::chown(&base, Some(env.user.uid), Some(env.user.gid))?;
                 set_mode(&base, 0o755);
                 shared.push(dir);
-                let peers: Vec<String> = root
-                    .lookup_user("dovecot")
-                    .map(|(uid, _)| uid.to_string())
-                    .into_iter()
-                    .collect();
+                let (peers, group) = systems::root_dovecot_ids(&root);
                 let l = LuaListener {
                     socket: &sock,
                     extra_peers: &peers,
-                    group: root.lookup_group("dovecot").map(|g| g.to_string()),
+                    group,
                 };
                 let authd = Authd::start(&env, "authd-lua24", &base, Some(&l), a.authd_cache_off)?;
                 authds.push(authd);

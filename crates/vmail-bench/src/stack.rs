@@ -50,21 +50,8 @@ pub struct StackArgs {
     /// Seconds measured per rate figure (RCPT, AUTH, IMAP), after a 1 s warm-up.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Messages in the delivery figure.
-    #[arg(long, default_value_t = 2000)]
-    messages: usize,
-    /// Parallel SMTP sessions in the delivery figure (smtp-source -s).
-    #[arg(long, default_value_t = 10)]
-    sessions: usize,
-    /// Mailboxes the messages are spread over.
-    #[arg(long, default_value_t = 100)]
-    mailboxes: usize,
-    /// Message size in bytes (smtp-source -l).
-    #[arg(long, default_value_t = 1500)]
-    size: usize,
-    /// Users in the database.
-    #[arg(long, default_value_t = 1000)]
-    users: usize,
+    #[command(flatten)]
+    load: load::SmtpLoad,
     /// Aliases (forwardings rows) in the database.
     #[arg(long, default_value_t = 100)]
     aliases: usize,
@@ -172,7 +159,7 @@ pub fn run(a: StackArgs) -> Result<()> {
             "warning: pam_mysql.so not found where Debian puts it (apt-get install libpam-mysql)"
         );
     }
-    let users = a.users.max(a.mailboxes).max(1);
+    let users = a.load.users.max(a.load.mailboxes).max(1);
     let aliases = a.aliases.min(users);
     let dur = Duration::from_secs(a.seconds.max(1));
     let warm = Duration::from_secs(1);
@@ -233,7 +220,7 @@ pub fn run(a: StackArgs) -> Result<()> {
     if want("delivery") {
         println!(
             "delivery: smtp-source, {} messages of {} bytes, {} sessions in parallel, one message per connection, {} mailboxes",
-            a.messages, a.size, a.sessions, a.mailboxes
+            a.load.messages, a.load.size, a.load.sessions, a.load.mailboxes
         );
         let timeout = Duration::from_secs(600);
         let mut results = Vec::new();
@@ -258,7 +245,7 @@ pub fn run(a: StackArgs) -> Result<()> {
                 1 => Some(vmail.mail_base.clone()),
                 _ => None,
             };
-            let mbx = a.mailboxes;
+            let mbx = a.load.mailboxes;
             let mut sent = 0usize;
             let mut counter = || -> Result<usize> {
                 let news = tail.poll(if base.is_none() {
@@ -279,20 +266,20 @@ pub fn run(a: StackArgs) -> Result<()> {
             // exist before the clock runs.
             let r = load::deliver(
                 port,
-                a.sessions,
-                a.mailboxes,
-                a.mailboxes,
-                a.size,
+                a.load.sessions,
+                a.load.mailboxes,
+                a.load.mailboxes,
+                a.load.size,
                 timeout,
                 &mut counter,
             )
             .and_then(|_| {
                 load::deliver(
                     port,
-                    a.sessions,
-                    a.messages,
-                    a.mailboxes,
-                    a.size,
+                    a.load.sessions,
+                    a.load.messages,
+                    a.load.mailboxes,
+                    a.load.size,
                     timeout,
                     &mut counter,
                 )
@@ -318,7 +305,7 @@ pub fn run(a: StackArgs) -> Result<()> {
         rows.push(Row {
             figure: format!(
                 "SMTP -> Maildir msgs/s ({} msgs, {} sessions)",
-                a.messages, a.sessions
+                a.load.messages, a.load.sessions
             ),
             classic: it.next().unwrap_or(Err("not run".into())),
             vmail: it.next().unwrap_or(Err("not run".into())),

@@ -26,7 +26,7 @@ use vmail_test_support::{free_port, set_mode};
 use super::rss::Probe;
 use super::sink::Sink;
 use crate::dovecot_auth::root24;
-use crate::dovecot_auth::systems::{Authd, Contrib, LuaListener};
+use crate::dovecot_auth::systems::{root_dovecot_ids, Authd, Contrib, LuaListener};
 use crate::stack::setup::{
     common_dovecot, contrib_main_cf, start_dovecot, start_postfix, unix_paths, vmail_toml, Daemon,
     Env,
@@ -91,14 +91,15 @@ fn postfix_for(spool: &Path, transport: &str, hold_port: u16) -> PostfixBuilder 
 
 /// Dovecot's LMTP listener at `socket` (absolute: Dovecot takes a listener name starting
 /// with `/` as its path), open to Postfix's lmtp client; `protocols` gains `lmtp`.
-/// `lmtp_user_concurrency_limit = 0`: 2.4's default of 10 answers "451 4.3.0 Too many
-/// concurrent deliveries for user" when Postfix's 20 connections carry more messages for one
-/// mailbox at once, and the deferred messages would wait minutes in Postfix's queue (2.3's
-/// default is 0).
-fn lmtp_conf(socket: &Path) -> String {
+/// No `lmtp_user_concurrency_limit` (2.3's default; 2.4 spells it `unlimited`): 2.4's
+/// default of 10 answers "451 4.3.0 Too many concurrent deliveries for user" when Postfix's
+/// 20 connections carry more messages for one mailbox at once, and the deferred messages
+/// would wait minutes in Postfix's queue.
+fn lmtp_conf(socket: &Path, v24: bool) -> String {
     format!(
-        "protocols = imap lmtp\nlmtp_user_concurrency_limit = 0\n\
+        "protocols = imap lmtp\nlmtp_user_concurrency_limit = {}\n\
          service lmtp {{\n  unix_listener {} {{\n    mode = 0666\n  }}\n}}\n",
+        if v24 { "unlimited" } else { "0" },
         socket.display()
     )
 }
@@ -164,6 +165,10 @@ pub fn start(
     let hold_port = free_port();
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     let mut rss_transport = None;
+    let lmtp = |sock: &Path| {
+        let transport = format!("lmtp:unix:{}", sock.display());
+        postfix_for(&shared.spool, &transport, hold_port)
+    };
     let (b, counter, rss, note) = match key {
         "pipe" => {
             let user = format!("{}:{}", u.name, u.group);
@@ -217,11 +222,7 @@ pub fn start(
             let pid = d.pid();
             keep.push(Box::new(d));
             (
-                postfix_for(
-                    &shared.spool,
-                    &format!("lmtp:unix:{}", sock.display()),
-                    hold_port,
-                ),
+                lmtp(&sock),
                 Counter::Maildir(base),
                 Probe::Pid(pid),
                 format!(
@@ -240,22 +241,13 @@ pub fn start(
                     .imap_only()
                     .file("dovecot-dict-auth.conf.ext", &dict)
                     .conf(&auth)
-                    .conf(&lmtp_conf(&sock)),
+                    .conf(&lmtp_conf(&sock, false)),
             )?;
             let note = format!("Dovecot {}, authd {}", d.version, authd.cache);
             let probe = Probe::Dovecot(d.dir.path().join("run/master.pid"));
             keep.push(Box::new(authd));
             keep.push(Box::new(d));
-            (
-                postfix_for(
-                    &shared.spool,
-                    &format!("lmtp:unix:{}", sock.display()),
-                    hold_port,
-                ),
-                Counter::Maildir(base),
-                probe,
-                note,
-            )
+            (lmtp(&sock), Counter::Maildir(base), probe, note)
         }
         "dovecot24" => {
             root24::check_root(root)?;
@@ -269,15 +261,11 @@ pub fn start(
             std::os::unix::fs::chown(&base, Some(u.uid), Some(u.gid))?;
             set_mode(&base, 0o755);
             set_mode(dir.path(), 0o755);
-            let peers: Vec<String> = root
-                .lookup_user("dovecot")
-                .map(|(uid, _)| uid.to_string())
-                .into_iter()
-                .collect();
+            let (peers, group) = root_dovecot_ids(root);
             let l = LuaListener {
                 socket: &lua_sock,
                 extra_peers: &peers,
-                group: root.lookup_group("dovecot").map(|g| g.to_string()),
+                group,
             };
             let authd = Authd::start(env, "authd-dovecot24", &base, Some(&l), false)?;
             let contrib = Contrib {
@@ -288,7 +276,7 @@ pub fn start(
             let d: PrivateDovecot = root24::start(
                 root,
                 u,
-                &format!("{conf}\n{}", lmtp_conf(&sock)),
+                &format!("{conf}\n{}", lmtp_conf(&sock, true)),
                 &[("vmail-auth.lua", lua)],
             )?;
             let note = format!("Dovecot {}, authd {}", d.version, authd.cache);
@@ -296,26 +284,13 @@ pub fn start(
             keep.push(Box::new(authd));
             keep.push(Box::new(d));
             keep.push(Box::new(dir));
-            (
-                postfix_for(
-                    &shared.spool,
-                    &format!("lmtp:unix:{}", sock.display()),
-                    hold_port,
-                ),
-                Counter::Maildir(base),
-                probe,
-                note,
-            )
+            (lmtp(&sock), Counter::Maildir(base), probe, note)
         }
         "sink" => {
             let sock = env.work.join("sink.sock");
             let sink = Sink::start(&sock)?;
             (
-                postfix_for(
-                    &shared.spool,
-                    &format!("lmtp:unix:{}", sock.display()),
-                    hold_port,
-                ),
+                lmtp(&sock),
                 Counter::Sink(sink),
                 Probe::None,
                 "accepts every recipient, reads the data to its end, discards it".to_string(),

@@ -36,6 +36,18 @@ pub struct LuaListener<'a> {
     pub group: Option<String>,
 }
 
+/// What a Lua listener serving Dovecot in `root` needs besides its socket: the root's
+/// `dovecot` uid as an extra peer, and the root's `dovecot` gid as the socket's group (the
+/// host does not know them by name).
+pub fn root_dovecot_ids(root: &SystemRoot) -> (Vec<String>, Option<String>) {
+    let peers = root
+        .lookup_user("dovecot")
+        .map(|(uid, _)| uid.to_string())
+        .into_iter()
+        .collect();
+    (peers, root.lookup_group("dovecot").map(|g| g.to_string()))
+}
+
 /// `[authd]` with our Lua listener in place of contrib's `lua` and `lua_peers` lines (and
 /// `lua_socket_group`, when the listener names one); the socket's mode as contrib has it.
 fn with_lua(toml: &str, lua: &LuaListener) -> String {

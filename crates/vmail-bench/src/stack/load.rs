@@ -424,6 +424,27 @@ async fn always_ok_conn(mut s: UnixStream, cuid: u32) -> Result<()> {
 // Delivery with smtp-source
 // ---------------------------------------------------------------------------------------
 
+/// The smtp-source load of the delivery figures (`vmail-bench stack` and `delivery`), and
+/// the database behind it.
+#[derive(clap::Args)]
+pub struct SmtpLoad {
+    /// Messages per delivery figure (in `delivery`: per system and round).
+    #[arg(long, default_value_t = 2000)]
+    pub messages: usize,
+    /// Parallel SMTP sessions (smtp-source lanes, one message per connection).
+    #[arg(long, default_value_t = 10)]
+    pub sessions: usize,
+    /// Mailboxes the messages are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub mailboxes: usize,
+    /// Message size in bytes (smtp-source -l).
+    #[arg(long, default_value_t = 1500)]
+    pub size: usize,
+    /// Users in the database.
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+}
+
 pub struct Delivery {
     /// From the first smtp-source start until the last message is delivered.
     pub total: Duration,
