@@ -47,7 +47,8 @@ pub struct LmtpdConfig {
     /// Messages up to this many bytes are kept in memory and never written to the spool
     /// (Dovecot's LMTP does the same up to 128 KiB): a spool file costs a create and an
     /// unlink per message. A bigger message moves to its spool file as soon as it outgrows
-    /// this. At most `max_connections` × this much memory; 0: every message to a file.
+    /// this. At most `max_connections` (per listener) × this much memory; at most 16 MiB;
+    /// 0: every message to a file.
     pub spool_memory: u64,
     /// Empty: `<state dir>/lmtpd.pid`.
     pub pid_file: PathBuf,
@@ -116,6 +117,12 @@ impl LmtpdConfig {
             return Err((
                 "lmtpd.max_connections",
                 "max_connections, idle_timeout_ms and request_read_timeout_ms must be greater than zero".into(),
+            ));
+        }
+        if self.spool_memory > 16 * 1024 * 1024 {
+            return Err((
+                "lmtpd.spool_memory",
+                "at most 16777216 (16 MiB): each of max_connections may hold this much".into(),
             ));
         }
         if self.max_recipients == 0 {

@@ -76,7 +76,12 @@ impl Outcome {
             Outcome::DiskFull(e) => format!("4.3.1 mail system full, will retry: {e}"),
             Outcome::LocalTrouble(e) => format!("4.3.0 cannot deliver now, will retry: {e}"),
             Outcome::Misconfigured(e) => format!("4.3.5 vmail-lda configuration error: {e}"),
-            // RFC 5429 2.1.1: a Sieve reject at the protocol level is 550 5.7.1.
+            // What Dovecot's LDA refuses with -e: its own quota (`quota_full_tempfail = no`)
+            // is a full mailbox, 5.2.2; anything else a refusal by policy, 5.7.1 (RFC 5429
+            // 2.1.1's code for a Sieve reject at the protocol level).
+            Outcome::Rejected(reason) if reason.to_ascii_lowercase().contains("quota") => {
+                format!("5.2.2 {reason}")
+            }
             Outcome::Rejected(reason) => format!("5.7.1 {reason}"),
         }
     }

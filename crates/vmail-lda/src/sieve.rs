@@ -351,7 +351,7 @@ impl Stderr {
         Stderr(rx)
     }
 
-    /// What it said, as one line (its log keeps the original; a copy goes to ours). Read
+    /// Its reason: the last line it said (every line is copied to our log). Read
     /// once it has exited; a process it started that still holds the pipe (a vacation's
     /// sendmail) is not waited for longer than a second.
     fn text(self) -> String {
@@ -368,7 +368,10 @@ impl Stderr {
         for l in &lines {
             eprintln!("dovecot-lda: {l}");
         }
-        lines.join(" ")
+        // The reason is the last line it writes before exiting; anything before it is
+        // logging (a `log_path = /dev/stderr`: user names, paths), which must not reach the
+        // reply and from there a bounce to an outside sender.
+        lines.last().map(|l| l.to_string()).unwrap_or_default()
     }
 }
 

@@ -46,12 +46,15 @@ pub fn preflight(config: &Config) -> Result<(), String> {
 /// makes the directories a Maildir needs, missing parents included (vmail-maildir's
 /// `ensure_dir`), so a base that does not exist yet is fine as long as it can be made
 /// there; what must not happen is a base nobody can write (EACCES, EROFS).
-fn maildir_bases(config: &Config) -> Vec<(&'static str, PathBuf)> {
+fn maildir_bases<'a>(config: &'a Config) -> Vec<(&'static str, PathBuf)> {
     let m = &config.mailbox;
     let (mail, _) = location_fields(&m.mail);
-    let mut bases = vec![("[mailbox] home", fixed_base(&m.home))];
+    // A template without a variable is the directory itself (every user's, oddly, but
+    // then that one must be writable, not its parent: /home is hidden by the unit).
+    let base = |t: &'a str| if t.contains('%') { fixed_base(t) } else { t };
+    let mut bases = vec![("[mailbox] home", base(&m.home))];
     if !mail.starts_with('~') {
-        bases.push(("[mailbox] mail", fixed_base(mail)));
+        bases.push(("[mailbox] mail", base(mail)));
     }
     let mut out: Vec<(&'static str, PathBuf)> = Vec::new();
     for (key, base) in bases {

@@ -225,25 +225,28 @@ impl Handler {
     }
 
     /// The verdict on one RCPT, and its record if accepted. Once a lookup of the
-    /// transaction has failed (`directory_failed`), the others are deferred at once without
-    /// one: Postfix pipelines all of a message's RCPTs in one write and reads no reply
-    /// before the last is answered, so a hung database would otherwise cost each of them
-    /// the directory's whole deadline in turn (N recipients, N deadlines) before any reply.
-    /// Postfix retries the deferred recipients later, when the next transaction tries the
-    /// directory again.
+    /// transaction has found the directory down or past its deadline (`directory_failed`),
+    /// the others are deferred at once without one: Postfix pipelines all of a message's
+    /// RCPTs in one write and reads no reply before the last is answered, so a hung database
+    /// would otherwise cost each of them the directory's whole deadline in turn (N
+    /// recipients, N deadlines) before any reply. Postfix retries the deferred recipients
+    /// later, when the next transaction tries the directory again.
     async fn recipient(
         &self,
         address: &str,
         directory_failed: &mut bool,
     ) -> (Reply, Option<RecipientRecord>) {
         let lookup = if *directory_failed {
-            verdict::Lookup::Temporary(
+            verdict::Lookup::DirectoryDown(
                 "not looked up: the directory failed earlier in this transaction".into(),
             )
         } else {
             self.svc.lookup(address).await
         };
-        *directory_failed |= matches!(lookup, verdict::Lookup::Temporary(_));
+        // Only a directory that is down or past its deadline: one address's bad row must not
+        // defer the recipients after it (Postfix keeps their order on every retry, so they
+        // would wait behind it until the queue lifetime ends, then bounce).
+        *directory_failed |= matches!(lookup, verdict::Lookup::DirectoryDown(_));
         let (reply, record) = verdict::rcpt(address, lookup);
         if record.is_none() {
             Stats::count(&self.svc.stats.rcpt_refused);

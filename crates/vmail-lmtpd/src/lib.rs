@@ -94,13 +94,18 @@ impl Lmtpd {
             status: vmail_daemon::EX_CONFIG,
             message,
         })?;
-        let _spool_lock = spool::SpoolLock::take(&l.spool).map_err(|e| vmail_daemon::Exit {
+        let spool_lock = spool::SpoolLock::take(&l.spool).map_err(|e| vmail_daemon::Exit {
             status: match e {
                 spool::LockError::Busy(..) => vmail_daemon::EX_TEMPFAIL,
                 spool::LockError::Io(..) => vmail_daemon::EX_CONFIG,
             },
             message: e.to_string(),
         })?;
+        // Held until the process exits, not until `run` returns: deliveries still running
+        // on the blocking pool after the shutdown grace read their spool files until the
+        // runtime is dropped, and a new instance must not clean them away meanwhile. The
+        // kernel releases the lock at exit.
+        std::mem::forget(spool_lock);
         let mut life = Lifecycle::new("lmtpd", None).context("installing signal handlers")?;
         let hostname = match self.config.lda.hostname.as_str() {
             "" => vmail_maildir::system_hostname(),

@@ -108,7 +108,14 @@ impl Service {
             Ok(None) => Lookup::Unknown,
             Err(e) => {
                 tracing::warn!(recipient = address, error = %e, "directory lookup failed");
-                Lookup::Temporary(e.to_string())
+                // Only these say nothing about the address: the next lookup would fail the
+                // same way. A row refused or a limit hit is this address's own trouble.
+                match e {
+                    vmail_directory::Error::Unavailable(_) | vmail_directory::Error::Timeout(_) => {
+                        Lookup::DirectoryDown(e.to_string())
+                    }
+                    _ => Lookup::Temporary(e.to_string()),
+                }
             }
         }
     }

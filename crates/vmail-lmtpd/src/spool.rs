@@ -65,16 +65,28 @@ impl Spool {
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         if let Store::Memory(buf) = &self.store {
             if (buf.len() + bytes.len()) as u64 > self.memory_max {
-                let mut store = open_file(&self.dir)?;
-                if let Store::File { file, .. } = &mut store {
-                    file.write_all(buf)?;
+                // The file takes the message's place before anything is written to it, so
+                // that dropping the spool removes it whatever fails next.
+                let held = match std::mem::replace(&mut self.store, open_file(&self.dir)?) {
+                    Store::Memory(held) => held,
+                    Store::File { .. } => Vec::new(),
+                };
+                if let Store::File { file, .. } = &mut self.store {
+                    file.write_all(&held)?;
                 }
-                // The file is removed on drop from here on, whatever fails next.
-                self.store = store;
             }
         }
         match &mut self.store {
-            Store::Memory(buf) => buf.extend_from_slice(bytes),
+            Store::Memory(buf) => {
+                // Never more capacity than the limit (Vec's doubling would reach twice it):
+                // the bound is max_connections × spool_memory.
+                let need = buf.len() + bytes.len();
+                if need > buf.capacity() {
+                    let cap = (buf.capacity() * 2).max(need).min(self.memory_max as usize);
+                    buf.reserve_exact(cap.max(need) - buf.len());
+                }
+                buf.extend_from_slice(bytes);
+            }
             Store::File { file, .. } => file.write_all(bytes)?,
         }
         self.size += bytes.len() as u64;
@@ -258,6 +270,61 @@ mod tests {
         drop(big);
         drop(small);
         assert_eq!(files(), 0);
+    }
+
+    /// The second review of issue 19: when the spill's first write failed (disk full, a
+    /// file size limit), nothing owned the new file and it stayed in the spool. The child
+    /// below hits RLIMIT_FSIZE in a process of its own; the spool must be empty after.
+    #[test]
+    fn a_failed_spill_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "spool::tests::failed_spill_child", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("VMAIL_SPILL_DIR", dir.path())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains("the spill failed"), "{said}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    #[ignore = "run in a child process by a_failed_spill_leaves_no_file"]
+    fn failed_spill_child() {
+        use nix::sys::resource::{setrlimit, Resource};
+        use nix::sys::signal::{signal, SigHandler, Signal};
+        let Some(dir) = std::env::var_os("VMAIL_SPILL_DIR") else {
+            return;
+        };
+        // SAFETY: ignoring a signal installs no handler code; this process runs only this
+        // test. Ignored, SIGXFSZ no longer kills it at the limit: the write fails (EFBIG).
+        unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) }.unwrap();
+        setrlimit(Resource::RLIMIT_FSIZE, 4, 4).unwrap();
+        let mut s = Spool::create(Path::new(&dir), 10).unwrap();
+        s.write(b"12345678").unwrap();
+        assert!(s.write(b"12345678").is_err(), "the spill should fail");
+        drop(s);
+        println!("the spill failed");
+    }
+
+    /// Capacity never passes the limit, so memory stays within max_connections × it.
+    #[test]
+    fn memory_never_takes_more_than_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::create(dir.path(), 100).unwrap();
+        for _ in 0..10 {
+            s.write(b"1234567890").unwrap();
+            if let Store::Memory(buf) = &s.store {
+                assert!(buf.capacity() <= 100, "{}", buf.capacity());
+            }
+        }
+        assert!(s.path().is_none());
     }
 
     /// The review of issue 19: a second instance on the same spool deleted the first one's

@@ -11,8 +11,12 @@ use vmail_proto::lmtp::{Reply, Status};
 pub enum Lookup {
     Found(RecipientRecord),
     Unknown,
-    /// The database is down, slow or refuses us: never a bounce.
+    /// This address could not be answered (a stored row refused, a search limit, a query
+    /// error): never a bounce.
     Temporary(String),
+    /// The directory as a whole is unreachable or past its deadline: never a bounce, and
+    /// the transaction's other RCPTs are not looked up (see `conn.rs`).
+    DirectoryDown(String),
 }
 
 /// The reply to RCPT, and the record to deliver with when it is accepted.
@@ -34,7 +38,7 @@ pub fn rcpt(address: &str, lookup: Lookup) -> (Reply, Option<RecipientRecord>) {
         // Not the error's text: the reply reaches Postfix's log and, once the queue lifetime
         // ends, DSNs to outside senders; the database's host, port or message are for the
         // daemon's own log (where `Service::lookup` writes them).
-        Lookup::Temporary(_) => (
+        Lookup::Temporary(_) | Lookup::DirectoryDown(_) => (
             Reply::temporary_failure("directory lookup failed, will retry"),
             None,
         ),
@@ -133,6 +137,12 @@ mod tests {
             (
                 Outcome::Rejected("I do not want it".into()),
                 "550 5.7.1 I do not want it",
+            ),
+            // The second review of issue 19: Dovecot's quota refusal through -e is a full
+            // mailbox, not a policy refusal.
+            (
+                Outcome::Rejected("Quota exceeded (mailbox for user is full)".into()),
+                "552 5.2.2 Quota exceeded",
             ),
         ] {
             let w = wire(&delivery(&o));

@@ -342,25 +342,32 @@ fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
         starts(&c.replies(2), &[want, "250 2.0.0"]);
     }
     assert_eq!(srv.inbox("bob").len(), 4);
-    // The review of issue 19: a Sieve `reject` under LMTP is that recipient's 550 5.7.1 with
-    // the reason Dovecot's LDA gives on stderr with -e (sanitised: one line, no controls),
-    // as Dovecot's own LMTP answers it; without -e it mailed a rejection itself.
+    // The review of issue 19: what Dovecot's LDA refuses with -e (exit 77, the reason as
+    // its last line on stderr) is that recipient's reply with that reason, sanitised (one
+    // line, no controls), instead of a rejection it mails itself; the lines before the last
+    // are its logging (the second review: they went into the reply and a bounce). A quota
+    // refusal is 552 5.2.2. (A Sieve `reject` on Dovecot 2.3.19 is mailed by Pigeonhole
+    // itself even with -e: the second review ran the real one.)
     std::fs::write(fake_dir.path().join("status"), "77").unwrap();
-    std::fs::write(
-        fake_dir.path().join("reason"),
-        "I do not want\r\n250 2.0.0 mail from you\x1b[31m\n",
-    )
-    .unwrap();
-    c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
-    starts(&c.replies(4), &["250", "250", "250", "354"]);
-    c.send(MSG);
-    let replies = c.replies(2);
-    assert_eq!(
-        replies[0], "550 5.7.1 I do not want 250 2.0.0 mail from you?[31m",
-        "{replies:?}"
-    );
-    starts(&replies[1..], &["250 2.0.0"]);
-    assert_eq!(srv.inbox("bob").len(), 5);
+    for (reason, want) in [
+        (
+            "lda(alice@example.org): Info: home=/secret/path\nI do not want\x1b[31m\n",
+            "550 5.7.1 I do not want?[31m",
+        ),
+        (
+            "Quota exceeded (mailbox for user is full)\n",
+            "552 5.2.2 Quota exceeded (mailbox for user is full)",
+        ),
+    ] {
+        std::fs::write(fake_dir.path().join("reason"), reason).unwrap();
+        c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+        starts(&c.replies(4), &["250", "250", "250", "354"]);
+        c.send(MSG);
+        let replies = c.replies(2);
+        assert_eq!(replies[0], want, "{replies:?}");
+        starts(&replies[1..], &["250 2.0.0"]);
+    }
+    assert_eq!(srv.inbox("bob").len(), 6);
     assert_eq!(srv.spool_files(), 0);
 }
 
@@ -524,6 +531,26 @@ fn pipelined_rcpts_to_a_hung_directory_cost_one_deadline_not_one_each() {
     c.send(b"RSET\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n");
     starts(&c.replies(4), &["250", "250", "451 4.3.0", "451 4.3.0"]);
     drop(hung);
+}
+
+/// The second review of issue 19: any temporary lookup error stopped the transaction's
+/// later lookups, so one address's bad row (here a name the path guard refuses) deferred
+/// every recipient after it, on every retry (Postfix keeps their order) until the queue
+/// lifetime ended. Only a directory that is down or slow stops them now.
+#[test]
+fn one_bad_row_defers_only_its_own_recipient() {
+    let srv = Server::start("", None);
+    let setup = vmail_config::parse(&srv.text, Path::new("x")).unwrap();
+    vmail_test_support::authd::sqlite_exec(
+        &setup,
+        "INSERT INTO users (email, password) VALUES ('a:b@example.org', 'x');",
+    );
+    let mut c = srv.connect();
+    c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<\"a:b\"@example.org>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n");
+    starts(
+        &c.replies(5),
+        &["250", "250 2.1.0", "451 4.3.0", "250 2.1.5", "250 2.1.5"],
+    );
 }
 
 /// The review of issue 19: a command line's deadline ran from the first byte of the first
