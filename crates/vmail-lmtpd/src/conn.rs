@@ -110,11 +110,11 @@ impl Handler {
         let mut line_start: Option<Instant> = None;
         loop {
             // Answer everything complete in the buffer.
-            let mut consumed = false;
+            let mut completed = false;
             loop {
                 let (used, action) = session.advance(buf.pending(), &mut body);
                 buf.consume(used);
-                consumed |= used > 0;
+                completed |= !matches!(action, Action::NeedInput);
                 if !body.is_empty() {
                     if let Spooling::Writing(spool) = &mut spooling {
                         if let Err(e) = spool.write(&body) {
@@ -193,16 +193,19 @@ impl Handler {
                 return End::Closed;
             }
             let now = Instant::now();
-            // Bytes left after a consumed command begin a new line: its deadline runs from
+            // Bytes left after a completed command begin a new line: its deadline runs from
             // now, not from the first line of a pipelined stream (a client sending line
             // after line, each well within the deadline, was cut off at the first line's).
-            if consumed {
+            // Discarded bytes of an over-long line complete nothing: that line's deadline
+            // keeps running (the second review: a client dribbling an endless line reset it
+            // with every read, and kept its connection for ever).
+            if completed {
                 line_start = None;
             }
             let deadline = if in_data {
                 line_start = None;
                 now + s.read_timeout
-            } else if buf.is_empty() {
+            } else if buf.is_empty() && !session.mid_line() {
                 line_start = None;
                 now + s.idle_timeout
             } else {

@@ -553,6 +553,30 @@ fn one_bad_row_defers_only_its_own_recipient() {
     );
 }
 
+/// The second review of issue 19: the bytes of an over-long command line are discarded as
+/// they arrive, and each read of them restarted the line's deadline (and with nothing left
+/// in the buffer, the idle one), so a client dribbling an endless line kept its connection
+/// for ever. The line's deadline now runs from its first byte.
+#[test]
+fn an_endless_line_dribbled_is_closed_at_the_line_deadline() {
+    let deadline = Duration::from_millis(400);
+    let srv = Server::start(
+        &format!("request_read_timeout_ms = {}\n", deadline.as_millis()),
+        None,
+    );
+    let mut c = srv.connect();
+    let t = Instant::now();
+    c.s.write_all(&[b'A'; 1100]).unwrap();
+    let closed = loop {
+        std::thread::sleep(deadline / 4);
+        if c.s.write_all(&[b'A'; 10]).is_err() || t.elapsed() > deadline * 10 {
+            break t.elapsed();
+        }
+    };
+    assert!(closed < deadline * 5, "still open after {closed:?}");
+    assert_eq!(c.reply(), "", "no reply to a line never ended");
+}
+
 /// The review of issue 19: a command line's deadline ran from the first byte of the first
 /// line in the buffer, and was not reset when later lines completed, so a client whose
 /// lines arrive split across writes (the next one always begun) was cut off while it kept

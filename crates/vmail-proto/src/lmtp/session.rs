@@ -108,6 +108,12 @@ impl Session {
         Reply::new(220, None, &format!("{} LMTP ready", self.config.hostname))
     }
 
+    /// Inside an over-long command line whose bytes are being discarded: the line has
+    /// begun although none of it is left to buffer, so its deadline runs.
+    pub fn mid_line(&self) -> bool {
+        self.skipping
+    }
+
     /// The current transaction, if MAIL was accepted.
     pub fn transaction(&self) -> Option<&Transaction> {
         self.transaction.as_ref()
