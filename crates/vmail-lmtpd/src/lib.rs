@@ -182,18 +182,26 @@ impl vmail_daemon::Service for Service {
     }
 
     async fn reload(&self, path: Option<&std::path::Path>) {
-        match vmail_config::load(path) {
-            Ok(loaded) => match Directory::open(&loaded.config).await {
-                Ok(dir) => {
-                    self.replace(dir, loaded.config);
-                    tracing::info!(config = %loaded.source, "reloaded");
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "reload: cannot open the new directory; keeping the old one")
-                }
-            },
+        let loaded = match vmail_config::load(path) {
+            Ok(loaded) => loaded,
             Err(e) => {
-                tracing::error!(error = %e, "reload: configuration invalid; keeping the running one")
+                tracing::error!(error = %e, "reload: configuration invalid; keeping the running one");
+                return;
+            }
+        };
+        // What the start checks refuse would defer every delivery from now on: keep
+        // delivering where we can.
+        if let Err(why) = checks::preflight(&loaded.config) {
+            tracing::error!("reload: {why}; keeping the running configuration");
+            return;
+        }
+        match Directory::open(&loaded.config).await {
+            Ok(dir) => {
+                self.replace(dir, loaded.config);
+                tracing::info!(config = %loaded.source, "reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload: cannot open the new directory; keeping the old one")
             }
         }
     }

@@ -19,7 +19,7 @@ struct Server {
     socket: PathBuf,
     /// The configuration it runs with.
     text: String,
-    _running: InProcess<LmtpdHandle>,
+    running: InProcess<LmtpdHandle>,
 }
 
 impl Server {
@@ -61,7 +61,7 @@ impl Server {
             dir,
             socket,
             text,
-            _running: running,
+            running,
         }
     }
 
@@ -575,6 +575,35 @@ fn an_endless_line_dribbled_is_closed_at_the_line_deadline() {
     };
     assert!(closed < deadline * 5, "still open after {closed:?}");
     assert_eq!(c.reply(), "", "no reply to a line never ended");
+}
+
+/// The second review of issue 19: SIGHUP took a configuration the start checks refuse (a
+/// Maildir base nobody can create), and every delivery was deferred from then on. The
+/// running configuration is kept, and mail goes on being delivered.
+#[test]
+fn a_reload_to_a_maildir_base_that_cannot_be_written_keeps_the_running_one() {
+    use vmail_daemon::Service as _;
+    let srv = Server::start("", None);
+    // Under a plain file: nobody can make it, root included.
+    let file = srv.dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let broken = srv.text.replace(
+        &format!("home = \"{}/vmail/%d/%n\"", srv.dir.path().display()),
+        &format!("home = \"{}/vmail/%d/%n\"", file.display()),
+    );
+    assert_ne!(broken, srv.text);
+    let path = srv.dir.path().join("broken.toml");
+    std::fs::write(&path, broken).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(srv.running.handle.service.reload(Some(&path)));
+    let mut c = srv.connect();
+    c.send(b"LHLO t\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+    starts(&c.replies(4), &["250", "250", "250", "354"]);
+    c.send(MSG);
+    starts(&c.replies(1), &["250 2.0.0"]);
+    assert_eq!(srv.inbox("alice").len(), 1);
 }
 
 /// The review of issue 19: a command line's deadline ran from the first byte of the first
