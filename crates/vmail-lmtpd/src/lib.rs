@@ -159,6 +159,8 @@ impl vmail_daemon::Daemon for Lmtpd {
         a
     }
 
+    const PREFLIGHT: bool = true;
+
     fn preflight(config: &Config) -> std::result::Result<(), String> {
         checks::preflight(config)
     }
