@@ -40,7 +40,7 @@ pub use maps::Map;
 use queries::Queries;
 use schema::Schema;
 use sql::Lookup;
-pub use transfer::Record;
+pub use transfer::{Import, Record};
 /// The record, the address rules and the mailbox check live in `vmail-record` (no database
 /// code, so the LDA can use them alone); re-exported for the directory's callers.
 pub use vmail_record::{address, mailbox, Address, AddressPolicy, RecipientRecord, User};

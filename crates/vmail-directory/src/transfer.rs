@@ -39,6 +39,15 @@ fn users_flagged(s: &Schema) -> bool {
     s.users_active && s.users_quota && s.users_services
 }
 
+/// How [`Directory::import`] treats what is already there and what it would refuse.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Import {
+    /// Replace rows whose key exists (else they are an error).
+    pub replace: bool,
+    /// Accept users with an empty password (else refused).
+    pub empty_passwords: bool,
+}
+
 impl Directory {
     /// Every domain, user, alias and transport, in that order, each sorted by key.
     pub async fn export(&self) -> Result<Vec<Record>> {
@@ -85,10 +94,13 @@ impl Directory {
     }
 
     /// Writes `records` in one transaction: all or nothing. A row whose key exists is an
-    /// error unless `replace`, which deletes the old row first. Names are checked as the
+    /// error unless `how.replace`, which deletes the old row first. Names are checked as the
     /// other administrative writes check them; a classic schema refuses rows that need the
-    /// optional columns (a disabled domain or user, a quota, a services list).
-    pub async fn import(&self, records: &[Record], replace: bool) -> Result<usize> {
+    /// optional columns (a disabled domain or user, a quota, a services list). A user with
+    /// an empty password is refused unless `how.empty_passwords` (a database that held
+    /// mail-only accounts so: its export imports back).
+    pub async fn import(&self, records: &[Record], how: Import) -> Result<usize> {
+        let replace = how.replace;
         let s = schema::inspect(&self.backend).await?;
         if !s.tables_exist {
             return Err(Error::Invalid(
@@ -157,7 +169,7 @@ impl Directory {
                             width,
                         });
                     }
-                    if password.is_empty() {
+                    if password.is_empty() && !how.empty_passwords {
                         return Err(Error::Invalid(format!("user {key} has no password")));
                     }
                     if users_flagged(&s) {

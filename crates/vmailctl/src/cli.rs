@@ -99,6 +99,11 @@ pub enum Command {
         /// Overwrite rows that exist with the imported ones.
         #[arg(long)]
         replace: bool,
+        /// Import users whose hash authd cannot use (empty, unknown scheme) as they are,
+        /// with a warning each: they receive mail, and no login succeeds, as in the
+        /// database they were exported from. Without it such a row refuses the import.
+        #[arg(long)]
+        keep_unusable_hashes: bool,
     },
     /// Hash a password read from the terminal or stdin (like `doveadm pw`).
     Pw {

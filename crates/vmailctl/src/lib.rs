@@ -287,8 +287,13 @@ async fn execute(ctx: &Ctx, command: Command) -> Result<u8> {
             return check::auth_test(ctx, &ctx.open().await?, &user, &service).await
         }
         Command::Export => transfer::export(&ctx.open().await?).await?,
-        Command::Import { file, replace } => {
-            transfer::import(ctx, &ctx.open().await?, file.as_deref(), replace).await?
+        Command::Import {
+            file,
+            replace,
+            keep_unusable_hashes,
+        } => {
+            let keep = transfer::Unusable::from_flag(keep_unusable_hashes);
+            transfer::import(ctx, &ctx.open().await?, file.as_deref(), replace, keep).await?
         }
         Command::Flush => flush(ctx)?,
         Command::Pw { scheme } => {

@@ -96,11 +96,33 @@ pub(crate) async fn export(dir: &Directory) -> Result<()> {
     Ok(())
 }
 
+/// What an import does with a user whose hash authd cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unusable {
+    /// Refuse the whole import (the default: a hand-made file's typo is caught before
+    /// anything is written).
+    Refuse,
+    /// Import it as it is, with a warning (`--keep-unusable-hashes`: an export of a database
+    /// that holds such rows, mail-only accounts, imports back).
+    Keep,
+}
+
+impl Unusable {
+    pub(crate) fn from_flag(keep: bool) -> Unusable {
+        if keep {
+            Unusable::Keep
+        } else {
+            Unusable::Refuse
+        }
+    }
+}
+
 pub(crate) async fn import(
     ctx: &Ctx,
     dir: &Directory,
     file: Option<&Path>,
     replace: bool,
+    unusable: Unusable,
 ) -> Result<()> {
     let input: Box<dyn BufRead> = match file {
         Some(p) => Box::new(std::io::BufReader::new(
@@ -122,12 +144,27 @@ pub(crate) async fn import(
             email, password, ..
         } = &row
         {
-            crate::secret::check_hash(password, default)
-                .map_err(|e| data_error(format!("line {}: user {email}: {e:#}", n + 1)))?;
+            if let Err(e) = crate::secret::check_hash(password, default) {
+                let what = format!("line {}: user {email}: {e:#}", n + 1);
+                match unusable {
+                    Unusable::Refuse => {
+                        return Err(data_error(format!(
+                            "{what} (--keep-unusable-hashes imports such rows as they are)"
+                        )))
+                    }
+                    Unusable::Keep => eprintln!(
+                        "warning: {what}; imported as is: mail is delivered, no login succeeds"
+                    ),
+                }
+            }
         }
         rows.push(row);
     }
-    let n = dir.import(&rows, replace).await?;
+    let how = vmail_directory::Import {
+        replace,
+        empty_passwords: unusable == Unusable::Keep,
+    };
+    let n = dir.import(&rows, how).await?;
     ctx.done(format!("imported {n} row(s)"));
     Ok(())
 }

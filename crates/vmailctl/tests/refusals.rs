@@ -187,3 +187,44 @@ fn import_refuses_hashes_authd_cannot_use() {
     assert_eq!(code(&o), 65, "{o:?}");
     assert!(stderr(&o).contains("default_scheme = PLAIN-MD5"), "{o:?}");
 }
+
+/// A database may hold users whose hash authd cannot use (mail-only accounts with an empty
+/// password, a scheme from another system): its export must import back. With
+/// --keep-unusable-hashes such rows are imported as they are, each with a warning, and
+/// export gives the same lines again; no login succeeds for them.
+#[test]
+fn import_keeps_unusable_hashes_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sqlite_config(dir.path());
+    ok(&cfg, &["init"], "");
+    let domain = "{\"type\":\"domain\",\"domain\":\"example.org\"}\n";
+    let input = format!(
+        "{domain}{}{}",
+        user("empty@example.org", ""),
+        user("other@example.org", "{NOSUCH}abc")
+    );
+    let refused = vmailctl(&cfg, &["import"], &input);
+    assert_eq!(code(&refused), 65, "{refused:?}");
+    assert!(
+        stderr(&refused).contains("--keep-unusable-hashes"),
+        "{refused:?}"
+    );
+    let o = vmailctl(&cfg, &["import", "--keep-unusable-hashes"], &input);
+    assert_eq!(code(&o), 0, "{o:?}");
+    assert_eq!(stderr(&o).matches("warning: line").count(), 2, "{o:?}");
+    let exported = ok(&cfg, &["export"], "");
+    for email in ["empty@example.org", "other@example.org"] {
+        assert!(exported.contains(email), "{exported}");
+    }
+    assert!(exported.contains("\"password\":\"\""), "{exported}");
+    assert!(exported.contains("{NOSUCH}abc"), "{exported}");
+    // The round trip: the export imports into a fresh directory with the flag.
+    let again = tempfile::tempdir().unwrap();
+    let cfg2 = sqlite_config(again.path());
+    ok(&cfg2, &["init"], "");
+    let o = vmailctl(&cfg2, &["import", "--keep-unusable-hashes"], &exported);
+    assert_eq!(code(&o), 0, "{o:?}");
+    assert_eq!(ok(&cfg2, &["export"], ""), exported);
+    let o = vmailctl(&cfg, &["auth", "test", "empty@example.org"], "\n");
+    assert_ne!(code(&o), 0, "an empty hash let a login in: {o:?}");
+}

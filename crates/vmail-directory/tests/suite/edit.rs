@@ -1,7 +1,7 @@
 //! vmailctl's edits and transfers (issue 18, item 5) on both backends: `set_user`,
 //! `set_domain_active`, transports, and `import` as one transaction.
 
-use vmail_directory::{Error, Map, Record, UserChanges};
+use vmail_directory::{Error, Import, Map, Record, UserChanges};
 
 use super::Env;
 
@@ -173,12 +173,23 @@ async fn import_is_one_transaction(e: &Env) {
         },
     ];
     assert!(matches!(
-        d.import(&rows, false).await,
+        d.import(&rows, Import::default()).await,
         Err(Error::Invalid(_))
     ));
     assert_eq!(d.list_domains().await.unwrap(), vec!["example.net"]);
     assert!(d.user("a@new.test").await.unwrap().is_none());
-    assert_eq!(d.import(&rows, true).await.unwrap(), 3);
+    assert_eq!(
+        d.import(
+            &rows,
+            Import {
+                replace: true,
+                ..Import::default()
+            }
+        )
+        .await
+        .unwrap(),
+        3
+    );
     let exported = d.export().await.unwrap();
     assert_eq!(exported.len(), 3, "{exported:?}");
     assert!(exported.contains(&rows[0]) && exported.contains(&rows[1]));
