@@ -13,7 +13,8 @@ vmail.toml (`--check` prints every key with its value). Deliveries follow [lda]:
 verdicts, headers, quota rule (over_quota) and Sieve hand-off as vmail-lda.
 
 Postfix's main.cf: virtual_transport = lmtp:unix:private/vmail-lmtp
-Each recipient is looked up at RCPT (unknown: 550 5.1.1; a database outage: 451 4.3.0,
+Each recipient is looked up at RCPT as vmail-lda does it (through vmail-lookupd with
+[lda] lookupd, else the directory; unknown: 550 5.1.1; a database outage: 451 4.3.0,
 never a bounce); after the message, one reply per recipient, each 250 only once its Maildir
 file and directory are on disk. Sockets passed by systemd (vmail-lmtpd.socket) with the
 same address are used instead.

@@ -1,17 +1,21 @@
 //! The running state the connections share: the directory (one pool for the daemon, as
 //! lookupd keeps it), the configuration deliveries follow, and counters.
 //!
-//! Why the directory in-process rather than lookupd's socket, as vmail-lda asks: vmail-lda
-//! asks lookupd because it is a process per message and cannot keep a database pool;
-//! vmail-lmtpd is long-lived and keeps one itself, which saves a socket round trip and a
-//! second daemon on every RCPT, and leaves one fewer thing to be down (lookupd's cache
-//! would answer Postfix's own maps, not deliveries, anyway).
+//! Recipients are looked up as vmail-lda looks them up: through vmail-lookupd's `recipient`
+//! map when `[lda] lookupd` is set (contrib and the package set it), else, or while nothing
+//! listens there, in the directory in-process. Through lookupd both delivery paths share its
+//! cache, its in-memory set of stored addresses (unknown recipients cost the database
+//! nothing), its `serve_stale_s` during an outage, and `vmailctl flush`; the delivery bench
+//! measured the uncached statement per RCPT as the part of lmtpd's CPU that Dovecot's LMTP
+//! (behind authd's cache) and the pipe (behind lookupd's) did not pay.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use vmail_config::Config;
 use vmail_directory::{Directory, RecipientRecord};
+
+use vmail_lda::resolve::Resolved;
 
 use crate::verdict::Lookup;
 
@@ -103,6 +107,33 @@ impl Service {
     /// for the client: a database outage, or a configuration the admin must mend, must
     /// defer mail, never bounce it.
     pub async fn lookup(&self, address: &str) -> Lookup {
+        let lda = &self.config().lda;
+        if !lda.lookupd.is_empty() {
+            let (endpoint, recipient) = (lda.lookupd.clone(), address.to_string());
+            let timeout = std::time::Duration::from_millis(lda.lookupd_timeout_ms);
+            // vmail-lda's blocking client: one connection per question, as each LDA run.
+            let asked = tokio::task::spawn_blocking(move || {
+                vmail_lda::resolve::via_lookupd(&endpoint, &recipient, timeout)
+            })
+            .await;
+            match asked {
+                Ok(Resolved::Found(record)) => return Lookup::Found(record),
+                Ok(Resolved::Unknown) => return Lookup::Unknown,
+                Ok(Resolved::Temp(e)) => {
+                    tracing::warn!(recipient = address, error = %e, "lookupd could not answer");
+                    return if directory_wide(&e) {
+                        Lookup::DirectoryDown(e)
+                    } else {
+                        Lookup::Temporary(e)
+                    };
+                }
+                // Nothing listens there: ask the directory ourselves, as vmail-lda does.
+                Ok(Resolved::Unreachable(e)) => {
+                    tracing::debug!(error = %e, "lookupd not running; asking the directory")
+                }
+                Err(e) => return Lookup::Temporary(format!("the lookup task failed: {e}")),
+            }
+        }
         match self.directory().recipient(address).await {
             Ok(Some((user, ext))) => Lookup::Found(RecipientRecord::new(&user, ext)),
             Ok(None) => Lookup::Unknown,
@@ -147,5 +178,56 @@ impl Service {
             timeouts = Stats::get(&s.timeouts),
             "statistics"
         );
+    }
+}
+
+/// Whether lookupd's temporary failure means the directory as a whole (down, or past a
+/// deadline: the next lookup would fail the same way) rather than this address (a stored row
+/// refused, a search limit). lookupd's socketmap reply carries only the text, which comes
+/// from `vmail_directory::Error`'s and lookupd's own messages; the test below keeps these
+/// markers in step with them. lookupd itself unreachable or hung ("lookupd at ...") counts
+/// as down too.
+fn directory_wide(text: &str) -> bool {
+    const MARKERS: [&str; 5] = [
+        "directory backend unavailable",
+        "directory unavailable",
+        "directory operation timed out",
+        "took longer than",
+        "lookupd at ",
+    ];
+    MARKERS.iter().any(|m| text.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::directory_wide;
+    use std::time::Duration;
+    use vmail_directory::Error;
+
+    #[test]
+    fn lookupd_failures_are_told_apart_by_their_text() {
+        let down = [
+            Error::Unavailable("connection refused".into()).to_string(),
+            Error::Timeout(Duration::from_secs(5)).to_string(),
+            // lookupd's own: no directory open, its request deadline.
+            "directory unavailable".into(),
+            "lookup took longer than 5s".into(),
+            "lookupd at unix:/run/vmail/lookupd: timed out".into(),
+        ];
+        for t in down {
+            assert!(directory_wide(&format!("lookupd: {t}")), "{t}");
+        }
+        let this_address = [
+            Error::UnsafeMailbox {
+                row: "a:b@example.org".into(),
+                reason: "refused".into(),
+            }
+            .to_string(),
+            Error::Limit("too many alias domains".into()).to_string(),
+            Error::Query("Unknown column".into()).to_string(),
+        ];
+        for t in this_address {
+            assert!(!directory_wide(&format!("lookupd: {t}")), "{t}");
+        }
     }
 }

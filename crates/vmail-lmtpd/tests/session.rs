@@ -606,6 +606,61 @@ fn a_reload_to_a_maildir_base_that_cannot_be_written_keeps_the_running_one() {
     assert_eq!(srv.inbox("alice").len(), 1);
 }
 
+/// Issue 19 asks for the LDA's lookup path: with `[lda] lookupd` set, lmtpd asks lookupd's
+/// `recipient` map (its cache, its address set, its serve_stale_s, as the pipe's vmail-lda
+/// does), and the directory itself only while nothing listens there. Shown by a row
+/// removed with plain SQL behind lookupd's back: lookupd's cache still knows it, the
+/// directory no longer does.
+#[test]
+fn recipients_are_looked_up_through_lookupd_when_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("lookupd-lda");
+    let srv = Server::start_with(
+        "",
+        None,
+        &format!(
+            "[lda]\nlookupd = \"unix:{}\"\nlookupd_timeout_ms = 2000\n",
+            socket.display()
+        ),
+    );
+    let mut config = vmail_config::parse(&srv.text, Path::new("l.toml")).unwrap();
+    let l = &mut config.lookupd;
+    l.socketmap = Vec::new();
+    l.lda = vec![format!("unix:{}", socket.display())];
+    l.lda_socket_group = String::new();
+    l.user = String::new();
+    l.pid_file = dir.path().join("lookupd.pid");
+    let deliver = |c: &mut Client, want: &str| {
+        c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+        starts(&c.replies(3), &["250", "250", "354"]);
+        c.send(MSG);
+        starts(&c.replies(1), &[want]);
+    };
+    let mut c = srv.connect();
+    c.send(b"LHLO t\r\n");
+    starts(&c.replies(1), &["250"]);
+    // Nothing listens yet: the directory answers.
+    deliver(&mut c, "250 2.0.0");
+    let lookupd = vmail_test_support::daemon::lookupd(Loaded {
+        config: config.clone(),
+        source: Source::Builtin,
+    })
+    .expect("start lookupd");
+    // lookupd answers now, and caches alice.
+    deliver(&mut c, "250 2.0.0");
+    vmail_test_support::authd::sqlite_exec(
+        &config,
+        "DELETE FROM users WHERE email = 'alice@example.org';",
+    );
+    // Through lookupd's cache she is still there (the pipe's vmail-lda would deliver too).
+    deliver(&mut c, "250 2.0.0");
+    assert_eq!(srv.inbox("alice").len(), 3);
+    // Without lookupd the directory says she is gone.
+    drop(lookupd);
+    c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\n");
+    starts(&c.replies(2), &["250", "550 5.1.1"]);
+}
+
 /// The review of issue 19: a command line's deadline ran from the first byte of the first
 /// line in the buffer, and was not reset when later lines completed, so a client whose
 /// lines arrive split across writes (the next one always begun) was cut off while it kept

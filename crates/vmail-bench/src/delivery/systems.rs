@@ -11,8 +11,9 @@
 //!   contrib's Lua route to vmail-authd (how the Debian 13 issue wires Dovecot);
 //! - **sink**: `lmtp:unix:` to an LMTP server that accepts and discards (`sink.rs`).
 //!
-//! Each system writes into a mail base of its own, so no Maildir holds another's files
-//! (Dovecot reads `new/` when it saves; other systems' files would cost it).
+//! Each Dovecot writes into a mail base of its own, so no Maildir of theirs holds another's
+//! files (Dovecot reads `new/` when it saves; other systems' files would cost it). The pipe
+//! and lmtpd share lookupd's `[mailbox]` base, as they would on a host.
 
 use std::path::{Path, PathBuf};
 
@@ -108,8 +109,6 @@ fn lmtp_conf(socket: &Path, v24: bool) -> String {
 pub struct Shared {
     pub spool: PathBuf,
     pub cfg: PathBuf,
-    pub run: PathBuf,
-    pub pw_file: PathBuf,
     _lookupd: Daemon,
 }
 
@@ -141,8 +140,6 @@ impl Shared {
         Ok(Shared {
             spool,
             cfg,
-            run,
-            pw_file,
             _lookupd: lookupd,
         })
     }
@@ -199,12 +196,14 @@ pub fn start(
             )
         }
         "lmtpd" => {
-            let base = env.mail_base("mail-lmtpd")?;
-            let text = vmail_toml(env, &shared.spool, &shared.run, &base, &shared.pw_file)?;
-            let cfg = env.work.join("vmail-lmtpd.toml");
-            std::fs::write(&cfg, &text)?;
-            set_mode(&cfg, 0o644);
-            let c = vmail_config::load(Some(&cfg)).context("load vmail-lmtpd.toml")?;
+            // contrib's vmail.toml, as lookupd and the pipe's vmail-lda read it: lmtpd asks
+            // lookupd's `recipient` map ([lda] lookupd) as vmail-lda does, and lookupd's
+            // [mailbox] templates place the Maildirs, so both write under `mail-pipe`
+            // (the systems run one at a time; each counts what arrives while it runs).
+            let base = env.work.join("mail-pipe");
+            let cfg = shared.cfg.clone();
+            let text = std::fs::read_to_string(&cfg)?;
+            let c = vmail_config::load(Some(&cfg)).context("load vmail.toml")?;
             let socks = unix_paths(&c.config.lmtpd.listen);
             let sock = socks.first().cloned().context("no unix: [lmtpd] listen")?;
             // Its spool: contrib leaves the default, `lmtp` in the daemon's state directory
@@ -226,8 +225,11 @@ pub fn start(
                 Counter::Maildir(base),
                 Probe::Pid(pid),
                 format!(
-                    "contrib's [lmtpd] (max_connections {}, max_message_size {}), Postfix's lmtp defaults",
-                    c.config.lmtpd.max_connections, c.config.lmtpd.max_message_size
+                    "contrib's [lmtpd] (max_connections {}, max_message_size {}, spool_memory {}), recipients through lookupd ([lda] lookupd = {:?}), Postfix's lmtp defaults",
+                    c.config.lmtpd.max_connections,
+                    c.config.lmtpd.max_message_size,
+                    c.config.lmtpd.spool_memory,
+                    c.config.lda.lookupd
                 ),
             )
         }
