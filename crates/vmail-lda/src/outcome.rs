@@ -79,9 +79,7 @@ impl Outcome {
             // What Dovecot's LDA refuses with -e: its own quota (`quota_full_tempfail = no`)
             // is a full mailbox, 5.2.2; anything else a refusal by policy, 5.7.1 (RFC 5429
             // 2.1.1's code for a Sieve reject at the protocol level).
-            Outcome::Rejected(reason) if reason.to_ascii_lowercase().contains("quota") => {
-                format!("5.2.2 {reason}")
-            }
+            Outcome::Rejected(reason) if is_quota_refusal(reason) => format!("5.2.2 {reason}"),
             Outcome::Rejected(reason) => format!("5.7.1 {reason}"),
         }
     }
@@ -102,6 +100,14 @@ impl Outcome {
             other => Outcome::LocalTrouble(other.to_string()),
         }
     }
+}
+
+/// Dovecot's own over-quota refusals (its `quota_exceeded_message` default and the
+/// file system's), as it words them at the start of the reason; a Sieve script's reason
+/// that merely mentions a quota stays a policy refusal.
+fn is_quota_refusal(reason: &str) -> bool {
+    let r = reason.trim_start().to_ascii_lowercase();
+    r.starts_with("quota exceeded") || r.starts_with("not enough disk quota")
 }
 
 #[cfg(test)]

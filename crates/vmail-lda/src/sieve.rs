@@ -325,7 +325,7 @@ pub fn hand_off(
 /// What Dovecot's LDA writes to stderr, read by a thread while it runs (so that it never
 /// blocks on a full pipe), for [`Args::reject_reason`]: with `-e` it writes the reason of a
 /// refusal there, one line, and exits 77 (its `lda_do_deliver`); its logging goes to its own
-/// log. At most [`Stderr::KEPT`] bytes are kept.
+/// log. The last [`Stderr::KEPT`] bytes are kept.
 struct Stderr(std::sync::mpsc::Receiver<Vec<u8>>);
 
 impl Stderr {
@@ -338,9 +338,13 @@ impl Stderr {
             loop {
                 match pipe.read(&mut buf) {
                     Ok(0) => break,
+                    // The reason comes last: keep the end (the third review: with a
+                    // chatty log on stderr the first 4 KiB held only logging).
                     Ok(n) => {
-                        let room = Self::KEPT - kept.len();
-                        kept.extend_from_slice(&buf[..n.min(room)]);
+                        kept.extend_from_slice(&buf[..n]);
+                        if kept.len() > Self::KEPT {
+                            kept.drain(..kept.len() - Self::KEPT);
+                        }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => break,

@@ -193,7 +193,12 @@ impl vmail_daemon::Service for Service {
         };
         // What the start checks refuse would defer every delivery from now on: keep
         // delivering where we can.
-        if let Err(why) = checks::preflight(&loaded.config) {
+        // Off the event loop: a hung file system (NFS) must not stall a runtime thread.
+        let config = loaded.config.clone();
+        let checked = tokio::task::spawn_blocking(move || checks::preflight(&config))
+            .await
+            .unwrap_or_else(|e| Err(format!("the check task failed: {e}")));
+        if let Err(why) = checked {
             tracing::error!("reload: {why}; keeping the running configuration");
             return;
         }

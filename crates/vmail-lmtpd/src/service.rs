@@ -103,9 +103,10 @@ impl Service {
             .clone()
     }
 
-    /// The recipient's record, under the directory's own deadline. Any error is temporary
-    /// for the client: a database outage, or a configuration the admin must mend, must
-    /// defer mail, never bounce it.
+    /// The recipient's record: lookupd's answer (within `[lda] lookupd_timeout_ms`), else
+    /// the directory's under its own deadline. Any error is temporary for the client: a
+    /// database outage, or a configuration the admin must mend, must defer mail, never
+    /// bounce it.
     pub async fn lookup(&self, address: &str) -> Lookup {
         let lda = &self.config().lda;
         if !lda.lookupd.is_empty() {
@@ -119,13 +120,14 @@ impl Service {
             match asked {
                 Ok(Resolved::Found(record)) => return Lookup::Found(record),
                 Ok(Resolved::Unknown) => return Lookup::Unknown,
+                // lookupd itself hung, overloaded, or without a directory: our own pool may
+                // still answer (the third review), and decides whether the directory is down.
+                Ok(Resolved::Temp(e)) if directory_wide(&e) => {
+                    tracing::warn!(recipient = address, error = %e, "lookupd could not answer; asking the directory")
+                }
                 Ok(Resolved::Temp(e)) => {
                     tracing::warn!(recipient = address, error = %e, "lookupd could not answer");
-                    return if directory_wide(&e) {
-                        Lookup::DirectoryDown(e)
-                    } else {
-                        Lookup::Temporary(e)
-                    };
+                    return Lookup::Temporary(e);
                 }
                 // Nothing listens there: ask the directory ourselves, as vmail-lda does.
                 Ok(Resolved::Unreachable(e)) => {
@@ -181,9 +183,9 @@ impl Service {
     }
 }
 
-/// Whether lookupd's temporary failure means the directory as a whole (down, or past a
-/// deadline: the next lookup would fail the same way) rather than this address (a stored row
-/// refused, a search limit). lookupd's socketmap reply carries only the text, which comes
+/// Whether lookupd's temporary failure may be lookupd's or the whole directory's (down, or
+/// past a deadline) rather than this address's (a stored row refused, a search limit): then
+/// lmtpd asks the directory itself, whose own error decides. lookupd's socketmap reply carries only the text, which comes
 /// from `vmail_directory::Error`'s and lookupd's own messages; the test below keeps these
 /// markers in step with them. lookupd itself unreachable or hung ("lookupd at ...") counts
 /// as down too.

@@ -144,6 +144,12 @@ mod tests {
                 Outcome::Rejected("Quota exceeded (mailbox for user is full)".into()),
                 "552 5.2.2 Quota exceeded",
             ),
+            // A script's reason that only mentions a quota is a policy refusal (the third
+            // review).
+            (
+                Outcome::Rejected("over my quota of spam".into()),
+                "550 5.7.1 over my quota",
+            ),
         ] {
             let w = wire(&delivery(&o));
             assert!(w.starts_with(start), "{o:?}: {w}");

@@ -349,11 +349,18 @@ fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
     // refusal is 552 5.2.2. (A Sieve `reject` on Dovecot 2.3.19 is mailed by Pigeonhole
     // itself even with -e: the second review ran the real one.)
     std::fs::write(fake_dir.path().join("status"), "77").unwrap();
+    // (The third review: only the first 4 KiB of stderr were kept, so a chatty log hid the
+    // reason; the last 4 KiB are kept now.)
+    let chatty = format!(
+        "{}I do not want\n",
+        "lda(alice): Debug: a log line\n".repeat(500)
+    );
     for (reason, want) in [
         (
             "lda(alice@example.org): Info: home=/secret/path\nI do not want\x1b[31m\n",
             "550 5.7.1 I do not want?[31m",
         ),
+        (chatty.as_str(), "550 5.7.1 I do not want"),
         (
             "Quota exceeded (mailbox for user is full)\n",
             "552 5.2.2 Quota exceeded (mailbox for user is full)",
@@ -367,7 +374,7 @@ fn sieve_users_are_handed_to_dovecot_lda_per_recipient() {
         assert_eq!(replies[0], want, "{replies:?}");
         starts(&replies[1..], &["250 2.0.0"]);
     }
-    assert_eq!(srv.inbox("bob").len(), 6);
+    assert_eq!(srv.inbox("bob").len(), 7);
     assert_eq!(srv.spool_files(), 0);
 }
 

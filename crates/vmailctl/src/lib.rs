@@ -252,8 +252,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
 
 /// The daemons whose caches `flush` (and every change) reaches: the name of each binary (a
 /// pid is signalled only while that binary runs it) and its pid file. vmail-lmtpd caches no
-/// rows (each RCPT asks the database), but its directory keeps the schema it learned on
-/// first contact: after `vmailctl migrate` or `init` it must learn it again.
+/// rows (it asks lookupd, whose cache this flushes, or the database), but its directory
+/// keeps the schema it learned on first contact: after `vmailctl migrate` or `init` it
+/// must learn it again.
 fn daemons(config: &vmail_config::Config) -> [(&'static str, &std::path::Path); 3] {
     [
         ("vmail-lookupd", config.lookupd.pid_file.as_path()),
