@@ -185,19 +185,21 @@ impl Service {
 
 /// Whether lookupd's temporary failure may be lookupd's or the whole directory's (down, or
 /// past a deadline) rather than this address's (a stored row refused, a search limit): then
-/// lmtpd asks the directory itself, whose own error decides. lookupd's socketmap reply carries only the text, which comes
-/// from `vmail_directory::Error`'s and lookupd's own messages; the test below keeps these
-/// markers in step with them. lookupd itself unreachable or hung ("lookupd at ...") counts
-/// as down too.
+/// lmtpd asks the directory itself, whose own error decides. lookupd's socketmap reply
+/// carries only the text, which comes from `vmail_directory::Error`'s messages (the test
+/// below keeps the markers in step with them) and from lookupd's own
+/// (`socketmap::temp_text`, shared with it). lookupd itself unreachable or hung ("lookupd
+/// at ...", vmail-lda's client) counts too.
 fn directory_wide(text: &str) -> bool {
-    const MARKERS: [&str; 5] = [
+    use vmail_proto::socketmap::temp_text;
+    let markers = [
         "directory backend unavailable",
-        "directory unavailable",
+        temp_text::DIRECTORY_UNAVAILABLE,
         "directory operation timed out",
-        "took longer than",
+        temp_text::TOOK_LONGER,
         "lookupd at ",
     ];
-    MARKERS.iter().any(|m| text.contains(m))
+    markers.iter().any(|m| text.contains(m))
 }
 
 #[cfg(test)]
@@ -212,8 +214,8 @@ mod tests {
             Error::Unavailable("connection refused".into()).to_string(),
             Error::Timeout(Duration::from_secs(5)).to_string(),
             // lookupd's own: no directory open, its request deadline.
-            "directory unavailable".into(),
-            "lookup took longer than 5s".into(),
+            vmail_proto::socketmap::temp_text::DIRECTORY_UNAVAILABLE.into(),
+            format!("{} 5s", vmail_proto::socketmap::temp_text::TOOK_LONGER),
             "lookupd at unix:/run/vmail/lookupd: timed out".into(),
         ];
         for t in down {

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use vmail_proto::socketmap::temp_text;
 
 use vmail_directory::Map;
 
@@ -108,7 +109,7 @@ impl Service {
             }
         }
         let Some(dir) = self.directory() else {
-            return Outcome::Temp("directory unavailable".into());
+            return Outcome::Temp(temp_text::DIRECTORY_UNAVAILABLE.into());
         };
         // The directory bounds every lookup by query_timeout_ms already; a second timer is
         // armed only when lookupd's own limit is the tighter one (timers are not free).
@@ -126,7 +127,7 @@ impl Service {
             }
             Ok(Err(vmail_directory::Error::Timeout(d))) => {
                 tracing::warn!(map = map.name(), timeout = ?d, "lookup timed out");
-                Outcome::Timeout(format!("lookup took longer than {d:?}"))
+                Outcome::Timeout(format!("{} {d:?}", temp_text::TOOK_LONGER))
             }
             // Every directory error defers: a bad custom query or a missing table must not
             // reject mail while an operator fixes it.
@@ -142,7 +143,7 @@ impl Service {
             }
             Err(_) => {
                 tracing::warn!(map = map.name(), timeout = ?self.timeout, "lookup timed out");
-                Outcome::Timeout(format!("lookup took longer than {:?}", self.timeout))
+                Outcome::Timeout(format!("{} {:?}", temp_text::TOOK_LONGER, self.timeout))
             }
         };
         if let Some(v) = self

@@ -87,6 +87,16 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The texts vmail-lookupd starts a TEMP or TIMEOUT reply with when the directory as a
+/// whole cannot answer (none open; past lookupd's deadline), shared with vmail-lmtpd, which
+/// tells such failures from one address's own by them.
+pub mod temp_text {
+    /// No directory is open (the database was down at start or at the last reload).
+    pub const DIRECTORY_UNAVAILABLE: &str = "directory unavailable";
+    /// The lookup ran past lookupd's deadline (followed by the duration).
+    pub const TOOK_LONGER: &str = "lookup took longer than";
+}
+
 /// A socketmap reply. Reasons are descriptive text for Postfix's log; the encoder makes
 /// them protocol-safe.
 #[derive(Debug, Clone, PartialEq, Eq)]
