@@ -630,13 +630,7 @@ fn recipients_are_looked_up_through_lookupd_when_it_listens() {
             socket.display()
         ),
     );
-    let mut config = vmail_config::parse(&srv.text, Path::new("l.toml")).unwrap();
-    let l = &mut config.lookupd;
-    l.socketmap = Vec::new();
-    l.lda = vec![format!("unix:{}", socket.display())];
-    l.lda_socket_group = String::new();
-    l.user = String::new();
-    l.pid_file = dir.path().join("lookupd.pid");
+    let config = vmail_config::parse(&srv.text, Path::new("l.toml")).unwrap();
     let deliver = |c: &mut Client, want: &str| {
         c.send(b"MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
         starts(&c.replies(3), &["250", "250", "354"]);
@@ -648,11 +642,9 @@ fn recipients_are_looked_up_through_lookupd_when_it_listens() {
     starts(&c.replies(1), &["250"]);
     // Nothing listens yet: the directory answers.
     deliver(&mut c, "250 2.0.0");
-    let lookupd = vmail_test_support::daemon::lookupd(Loaded {
-        config: config.clone(),
-        source: Source::Builtin,
-    })
-    .expect("start lookupd");
+    let lookupd =
+        vmail_test_support::daemon::lda_lookupd(&config, &socket, &dir.path().join("lookupd.pid"))
+            .expect("start lookupd");
     // lookupd answers now, and caches alice.
     deliver(&mut c, "250 2.0.0");
     vmail_test_support::authd::sqlite_exec(

@@ -60,6 +60,28 @@ pub fn lookupd(loaded: Loaded) -> Result<InProcess<LookupdHandle>, StartError> {
     })
 }
 
+/// lookupd in-process on `config`'s directory, serving only an `[lookupd] lda` listener at
+/// `socket` (mode 0600, no group, no privilege drop: the tests run as root), its pid file at
+/// `pid_file`: what vmail-lda's and vmail-lmtpd's `[lda] lookupd` ask.
+pub fn lda_lookupd(
+    config: &vmail_config::Config,
+    socket: &std::path::Path,
+    pid_file: &std::path::Path,
+) -> Result<InProcess<LookupdHandle>, StartError> {
+    let mut config = config.clone();
+    let l = &mut config.lookupd;
+    l.socketmap = Vec::new();
+    l.lda = vec![format!("unix:{}", socket.display())];
+    l.lda_socket_group = String::new();
+    l.lda_socket_mode = "0600".into();
+    l.user = String::new();
+    l.pid_file = pid_file.to_path_buf();
+    lookupd(Loaded {
+        config,
+        source: vmail_config::Source::Builtin,
+    })
+}
+
 /// Runs the daemon `D` with `loaded` on the runtime its `main` builds (`D::threads`);
 /// `handle` takes what the test needs from it once it is bound.
 fn daemon<D, T>(loaded: Loaded, handle: fn(&D) -> T) -> Result<InProcess<T>, StartError>

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+#[derive(Clone)]
 pub enum Probe {
     /// GNU time's output file (KiB per line).
     TimeFile(PathBuf),
@@ -110,11 +111,7 @@ impl Probe {
         let sampler = match self {
             Probe::Pid(_) | Probe::Dovecot(_) => {
                 let stop = stop.clone();
-                let probe = match self {
-                    Probe::Pid(p) => Probe::Pid(*p),
-                    Probe::Dovecot(f) => Probe::Dovecot(f.clone()),
-                    _ => Probe::None,
-                };
+                let probe = self.clone();
                 Some(std::thread::spawn(move || {
                     let mut seen: HashMap<u32, u64> = HashMap::new();
                     loop {
